@@ -1,0 +1,23 @@
+"""MobileNet v1 and depthwise separable convolutions: exact costs, the PyTorch model, the published
+weights, training and deployment. ``mobilenet.arch`` and ``mobilenet.cost`` import without torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mobilenet.arch import ArchConfig
+
+__version__ = "0.1.0"
+__all__ = ["ArchConfig", "MobileNetV1", "mobilenet_v1", "__version__"]
+
+if TYPE_CHECKING:
+    from mobilenet.model import MobileNetV1, mobilenet_v1
+
+
+def __getattr__(name: str) -> Any:
+    # The model needs torch; import it only when asked so `import mobilenet.cost` stays torch-free.
+    if name in ("MobileNetV1", "mobilenet_v1"):
+        from mobilenet import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'mobilenet' has no attribute {name!r}")

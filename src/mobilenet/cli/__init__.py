@@ -1,0 +1,67 @@
+"""The ``mobilenet`` command: thin argument parsing over the library.
+
+Each submodule of this package owns a group of subcommands and exposes ``register(subparsers)``;
+a subcommand's parser sets ``func`` (args -> exit status). Submodules import torch and other heavy
+dependencies inside their handlers, so ``mobilenet cost`` stays quick and torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from mobilenet import __version__
+
+# Subcommand groups, in the order `mobilenet --help` lists them.
+COMMAND_MODULES = ("costs", "weights", "train", "deploy")
+
+
+class UsageError(Exception):
+    """A bad argument value found after parsing: reported in one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``mobilenet cost: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="mobilenet",
+        description="MobileNet v1: exact costs, the PyTorch model, published weights, training, deployment.",
+    )
+    parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"mobilenet.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError) as err:
+        # Invalid values (an alpha of -1, a missing file) are the user's to fix: one line, status 2.
+        # MOBILENET_DEBUG=1 shows the traceback instead.
+        if os.environ.get("MOBILENET_DEBUG"):
+            raise
+        print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
