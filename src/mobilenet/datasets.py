@@ -1,0 +1,258 @@
+"""Image classification datasets on disk: an ImageFolder tree or a ``file,label`` CSV.
+
+API::
+
+    ds = open_dataset(path, transform, classes=None, bad_files="skip")
+        # a directory -> ImageFolderDataset, a .csv file -> CsvDataset
+    ImageFolderDataset(root, transform=None, classes=None, bad_files="skip")
+        # root/<class>/<image>; classes sorted by folder name unless ``classes`` fixes the order
+    CsvDataset(csv_path, transform=None, classes=None, root=None, bad_files="skip")
+        # rows "file,label" (an optional header row); files relative to ``root`` (default: the
+        # CSV's folder); a label is an integer index or, when ``classes`` is given, a class name
+    loader = make_loader(ds, batch_size, shuffle=False, num_workers=0, sampler=None)
+        # a DataLoader whose batches are (images NCHW, labels) with unreadable files left out
+
+Each dataset has ``samples`` (list of (path, label)), ``classes`` (names, index = label),
+``transform`` and ``bad_files``. ``ds[i]`` is ``(transform(image), label)``.
+
+Bad files. ``bad_files="stop"`` raises ``ImageError`` (a ``ValueError``) naming the first file that
+cannot be decoded. ``bad_files="skip"`` prints one warning line per bad file to stderr and makes
+``ds[i]`` return ``None``; ``make_loader``'s collate function drops those, so a batch may be
+shorter than ``batch_size`` (or empty). Count what was left out as ``len(ds) - images seen``:
+this stays right with DataLoader workers, where a counter in the dataset would not. Files that are
+missing altogether are found when the dataset is built: the same policy applies (``stop`` raises,
+``skip`` drops them from ``samples`` and records them in ``missing``).
+
+Structural problems are always errors: a root that does not exist, no class folders, a class
+folder with no images, a CSV without rows, a label out of range or unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from mobilenet.preprocess import ImageError, load_image
+
+BadFiles = Literal["skip", "stop"]
+BAD_FILE_POLICIES: tuple[str, ...] = ("skip", "stop")
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+Sample = tuple[torch.Tensor, int]
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+class _ImageDataset(Dataset):
+    """Shared loading and bad-file handling; subclasses fill ``samples`` and ``classes``."""
+
+    def __init__(self, transform: Callable[[Any], Any] | None, bad_files: BadFiles) -> None:
+        if bad_files not in BAD_FILE_POLICIES:
+            raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
+        self.transform = transform
+        self.bad_files = bad_files
+        self.samples: list[tuple[Path, int]] = []
+        self.classes: list[str] = []
+        self.missing: list[Path] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample | None:
+        path, label = self.samples[index]
+        try:
+            image = load_image(path)
+        except ImageError as err:
+            if self.bad_files == "stop":
+                raise
+            print(f"warning: skipping {err}", file=sys.stderr)
+            return None
+        return (self.transform(image) if self.transform else image), label
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def _drop_missing(self) -> None:
+        present = []
+        for path, label in self.samples:
+            if path.is_file():
+                present.append((path, label))
+            elif self.bad_files == "stop":
+                raise ImageError(f"{path}: no such file")
+            else:
+                self.missing.append(path)
+        if self.missing:
+            print(f"warning: {len(self.missing)} listed image files do not exist (first: {self.missing[0]})",
+                  file=sys.stderr)
+        self.samples = present
+
+
+class ImageFolderDataset(_ImageDataset):
+    """``root/<class name>/<image files>``, as torchvision's ImageFolder.
+
+    Without ``classes`` the labels are the sorted folder names, and every folder must hold
+    images. With ``classes`` (e.g. the 1,000 ImageNet synsets, to evaluate on a subset of them)
+    each folder must be one of those names, or an integer index into them; classes without a
+    folder are allowed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        transform: Callable[[Any], Any] | None = None,
+        classes: Sequence[str] | None = None,
+        bad_files: BadFiles = "skip",
+    ) -> None:
+        super().__init__(transform, bad_files)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{self.root}: no such directory")
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise ValueError(f"{self.root}: no class folders (expected {self.root}/<class name>/<images>)")
+        if classes is None:
+            self.classes = [f.name for f in folders]
+            index = {name: i for i, name in enumerate(self.classes)}
+        else:
+            self.classes = list(classes)
+            index = {name: i for i, name in enumerate(self.classes)}
+        for folder in folders:
+            label = _class_index(folder.name, index, len(self.classes), f"class folder {folder}")
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+            if not files:
+                raise ValueError(
+                    f"class folder {folder} has no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            self.samples += [(f, label) for f in files]
+
+
+class CsvDataset(_ImageDataset):
+    """Rows ``file,label``. A first row whose label is not an integer (nor a known class name) is
+    a header. Paths are relative to ``root``, by default the CSV's own folder; if the CSV sits
+    beside an ``images/`` folder holding the files, that folder is used."""
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike[str],
+        transform: Callable[[Any], Any] | None = None,
+        classes: Sequence[str] | None = None,
+        root: str | os.PathLike[str] | None = None,
+        bad_files: BadFiles = "skip",
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__(transform, bad_files)
+        self.csv_path = Path(csv_path)
+        if not self.csv_path.is_file():
+            raise ValueError(f"{self.csv_path}: no such file")
+        self.classes = list(classes) if classes is not None else []
+        index = {name: i for i, name in enumerate(self.classes)}
+        rows = _read_csv_rows(self.csv_path)
+        if rows and not _looks_like_label(rows[0][1], index):
+            rows = rows[1:]  # header
+        if not rows:
+            raise ValueError(f"{self.csv_path}: no rows (expected lines 'file,label')")
+        limit = len(self.classes) if self.classes else num_classes
+        self.root = Path(root) if root is not None else self._default_root(rows[0][0])
+        for lineno, (file, label_text) in enumerate(rows, start=1):
+            label = _class_index(label_text, index, limit, f"{self.csv_path} row {lineno}")
+            self.samples.append((self.root / file, label))
+        if not self.classes:
+            self.classes = [str(i) for i in range(num_classes or max(self.targets) + 1)]
+        self._drop_missing()
+        if not self.samples:
+            raise ValueError(f"{self.csv_path}: none of the listed files exist under {self.root}")
+
+    def _default_root(self, first_file: str) -> Path:
+        here = self.csv_path.parent
+        if not (here / first_file).exists() and (here / "images" / first_file).exists():
+            return here / "images"
+        return here
+
+
+def _read_csv_rows(path: Path) -> list[tuple[str, str]]:
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path} line {lineno}: expected 'file,label', got {','.join(row)!r}")
+            rows.append((row[0].strip(), row[1].strip()))
+    return rows
+
+
+def _looks_like_label(text: str, index: dict[str, int]) -> bool:
+    return text in index or text.lstrip("-").isdigit()
+
+
+def _class_index(text: str, index: dict[str, int], limit: int | None, where: str) -> int:
+    if text in index:
+        return index[text]
+    try:
+        label = int(text)
+    except ValueError:
+        known = f"; known classes are e.g. {', '.join(list(index)[:3])}" if index else ""
+        raise ValueError(f"{where}: {text!r} is neither a class index nor a known class name{known}") from None
+    if label < 0 or (limit is not None and label >= limit):
+        raise ValueError(f"{where}: label {label} is out of range [0, {limit})")
+    return label
+
+
+def open_dataset(
+    path: str | os.PathLike[str],
+    transform: Callable[[Any], Any] | None = None,
+    classes: Sequence[str] | None = None,
+    bad_files: BadFiles = "skip",
+    num_classes: int | None = None,
+) -> ImageFolderDataset | CsvDataset:
+    """A directory is an ImageFolder tree; a file is a ``file,label`` CSV."""
+    p = Path(path)
+    if p.is_dir():
+        return ImageFolderDataset(p, transform, classes=classes, bad_files=bad_files)
+    if p.is_file():
+        return CsvDataset(p, transform, classes=classes, bad_files=bad_files, num_classes=num_classes)
+    raise ValueError(f"{p}: no such file or directory (give an ImageFolder directory or a file,label CSV)")
+
+
+def collate_skipping_bad(batch: list[Sample | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """default_collate without the ``None`` left by unreadable files; an all-bad batch is empty."""
+    good = [sample for sample in batch if sample is not None]
+    if not good:
+        return torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long)
+    images, labels = default_collate(good)
+    return images, labels
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over one of these datasets that leaves unreadable files out of its batches."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_bad,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )

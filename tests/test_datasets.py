@@ -1,0 +1,110 @@
+"""ImageFolder and CSV datasets: labels, class sets, and what happens to bad or missing files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.datasets import CsvDataset, ImageFolderDataset, make_loader, open_dataset
+from mobilenet.preprocess import ImageError, Preprocess
+
+
+def _save(path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 10, 3), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    _save(tmp_path / "tree" / "cat" / "a.png", 10)
+    _save(tmp_path / "tree" / "cat" / "b.jpg", 20)
+    _save(tmp_path / "tree" / "dog" / "c.png", 30)
+    (tmp_path / "tree" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "tree" / "dog" / "notes.txt").write_text("not an image, ignored")
+    return tmp_path / "tree"
+
+
+def test_image_folder_labels_follow_sorted_folders(tree):
+    ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
+    assert ds.classes == ["cat", "dog"]
+    assert [(p.name, label) for p, label in ds.samples] == [
+        ("a.png", 0), ("b.jpg", 0), ("broken.jpg", 1), ("c.png", 1)]
+    x, label = ds[0]
+    assert x.shape == (3, 8, 8) and label == 0
+
+
+def test_fixed_class_list_maps_folders_into_it(tree):
+    ds = ImageFolderDataset(tree, classes=["ant", "cat", "dog", "eel"])
+    assert sorted({label for _, label in ds.samples}) == [1, 2]
+    with pytest.raises(ValueError, match="neither a class index nor a known class"):
+        ImageFolderDataset(tree, classes=["ant", "cat"])
+
+
+def test_bad_file_skipped_and_counted_or_stops(tree, capsys):
+    ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
+    seen = sum(len(labels) for _, labels in make_loader(ds, batch_size=3))
+    assert (len(ds), seen) == (4, 3)
+    assert "broken.jpg" in capsys.readouterr().err
+    stop = ImageFolderDataset(tree, bad_files="stop")
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        stop[2]
+
+
+def test_all_bad_batch_is_empty_not_an_error(tree):
+    ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
+    ds.samples = [s for s in ds.samples if s[0].name == "broken.jpg"]
+    images, labels = next(iter(make_loader(ds, batch_size=2)))
+    assert images.shape[0] == 0 and labels.shape == (0,)
+
+
+def test_structural_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="no such directory"):
+        ImageFolderDataset(tmp_path / "nope")
+    (tmp_path / "flat").mkdir()
+    _save(tmp_path / "flat" / "x.png", 1)
+    with pytest.raises(ValueError, match="no class folders"):
+        ImageFolderDataset(tmp_path / "flat")
+    (tmp_path / "flat" / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="empty_class has no images"):
+        ImageFolderDataset(tmp_path / "flat")
+    with pytest.raises(ValueError, match="bad_files"):
+        ImageFolderDataset(tmp_path / "flat", bad_files="ignore")
+
+
+def test_csv_with_header_relative_paths_and_images_subfolder(tmp_path):
+    _save(tmp_path / "images" / "one.png", 5)
+    _save(tmp_path / "images" / "two.png", 6)
+    (tmp_path / "labels.csv").write_text("file,label\none.png,7\ntwo.png,999\n")
+    ds = open_dataset(tmp_path / "labels.csv", num_classes=1000)
+    assert isinstance(ds, CsvDataset)
+    assert ds.targets == [7, 999] and len(ds.classes) == 1000
+    assert ds.root == tmp_path / "images"
+
+
+def test_csv_errors_and_missing_files(tmp_path, capsys):
+    _save(tmp_path / "one.png", 5)
+    (tmp_path / "range.csv").write_text("one.png,1000\n")
+    with pytest.raises(ValueError, match="row 1: label 1000 is out of range"):
+        CsvDataset(tmp_path / "range.csv", num_classes=1000)
+    (tmp_path / "short.csv").write_text("one.png\n")
+    with pytest.raises(ValueError, match="expected 'file,label'"):
+        CsvDataset(tmp_path / "short.csv")
+    (tmp_path / "empty.csv").write_text("file,label\n")
+    with pytest.raises(ValueError, match="no rows"):
+        CsvDataset(tmp_path / "empty.csv")
+    (tmp_path / "gone.csv").write_text("one.png,1\ngone.png,2\n")
+    ds = CsvDataset(tmp_path / "gone.csv")
+    assert [p.name for p, _ in ds.samples] == ["one.png"] and [p.name for p in ds.missing] == ["gone.png"]
+    assert "do not exist" in capsys.readouterr().err
+    with pytest.raises(ImageError, match=r"gone\.png"):
+        CsvDataset(tmp_path / "gone.csv", bad_files="stop")
+    with pytest.raises(ValueError, match="no such file or directory"):
+        open_dataset(tmp_path / "absent")
+
+
+def test_loader_with_workers_drops_bad_files(tree):
+    ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
+    labels = torch.cat([y for _, y in make_loader(ds, batch_size=2, num_workers=2)])
+    assert labels.tolist() == [0, 0, 1]

@@ -1,0 +1,108 @@
+"""load_image copes with every image mode users meet; Preprocess reproduces TF-slim's evaluation crop."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.preprocess import ImageError, Preprocess, load_image, to_rgb
+
+
+def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 77)], -1).astype(np.uint8)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200  # red, but fully transparent on the left half
+    rgba[:, 4:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = np.asarray(load_image(tmp_path / "a.png"))
+    assert out.shape == (8, 8, 3)
+    assert (out[:, :4] == 255).all()  # the hidden red must not show through
+    assert (out[:, 4:] == (200, 0, 0)).all()
+
+
+def test_palette_grayscale_cmyk_become_rgb(tmp_path):
+    rgb = Image.fromarray(_gradient())
+    rgb.convert("P").save(tmp_path / "p.png")
+    rgb.convert("L").save(tmp_path / "l.jpg")
+    rgb.convert("CMYK").save(tmp_path / "c.jpg")
+    rgb.convert("1").save(tmp_path / "b.bmp")
+    for name in ("p.png", "l.jpg", "c.jpg", "b.bmp"):
+        img = load_image(tmp_path / name)
+        assert img.mode == "RGB" and img.size == (40, 30), name
+    gray = np.asarray(load_image(tmp_path / "l.jpg")).astype(int)
+    assert np.abs(gray[..., 0] - gray[..., 2]).max() == 0  # a gray image stays gray
+
+
+def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
+    values = np.linspace(0, 65535, 64 * 4).reshape(4, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    out = np.asarray(load_image(tmp_path / "g16.png"))[..., 0]
+    assert out.min() == 0 and out.max() == 255
+    assert 120 <= out.mean() <= 135  # mid-range stays mid-range
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = Image.fromarray(_gradient(40, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    img.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "r.jpg").size == (30, 40)
+
+
+def test_unreadable_files_raise_image_error(tmp_path):
+    (tmp_path / "text.jpg").write_text("not an image")
+    Image.fromarray(_gradient()).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    for name in ("text.jpg", "cut.jpg", "absent.png"):
+        with pytest.raises(ImageError, match=re.escape(name)):
+            load_image(tmp_path / name)
+    assert issubclass(ImageError, ValueError)
+
+
+def test_eval_transform_matches_tf_central_crop_by_hand():
+    pre = Preprocess(resolution=16, crop_fraction=0.5, interpolation="nearest")
+    arr = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = pre.eval_transform()(Image.fromarray(arr))
+    # Half of each side kept (rows/cols 8..23); nearest resize to 16 is then the identity.
+    expected = (torch.from_numpy(arr[8:24, 8:24]).float() - 127.5) / 127.5
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    torch.testing.assert_close(x, expected.permute(2, 0, 1), atol=1e-6, rtol=0)
+
+
+def test_resize_shorter_mode_keeps_aspect_and_exact_size():
+    pre = Preprocess(resolution=(20, 24), crop_mode="resize_shorter", mean=(0.485, 0.456, 0.406),
+                     std=(0.229, 0.224, 0.225))
+    x = pre.eval_transform()(Image.fromarray(_gradient(100, 50)))
+    assert x.shape == (3, 20, 24)
+
+
+def test_preprocess_round_trips_and_validates():
+    pre = Preprocess(resolution=(192, 160), crop_fraction=0.9, interpolation="bicubic")
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    with pytest.raises(ValueError, match="crop_fraction"):
+        Preprocess(crop_fraction=0)
+    with pytest.raises(ValueError, match="interpolation"):
+        Preprocess(interpolation="lanczos5")
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        Preprocess.from_dict({"resolution": 224, "colour": "blue"})
+
+
+def test_train_transform_gives_normalised_tensor():
+    torch.manual_seed(0)
+    x = Preprocess(resolution=32).train_transform()(Image.fromarray(_gradient()).convert("LA"))
+    assert x.shape == (3, 32, 32) and x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_to_rgb_float_image():
+    img = Image.fromarray(np.full((4, 4), 0.5, np.float32), mode="F")
+    assert np.asarray(to_rgb(img))[0, 0, 0] in (127, 128)
