@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from mobilenet.arch import ArchConfig
 
 __version__ = "0.1.0"
-__all__ = ["ArchConfig", "MobileNetV1", "mobilenet_v1", "__version__"]
+__all__ = ["ArchConfig", "MobileNetV1", "__version__", "mobilenet_v1"]
 
 if TYPE_CHECKING:
     from mobilenet.model import MobileNetV1, mobilenet_v1

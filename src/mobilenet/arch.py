@@ -167,7 +167,7 @@ class ArchConfig:
         h, w = self.resolution
         size = str(h) if h == w else f"{h}x{w}"
         prefix = {"separable": "mobilenet_v1", "conv": "conv_mobilenet_v1", "shallow": "shallow_mobilenet_v1"}
-        return f"{prefix[self.variant]}_{self.alpha:g}_{size}"
+        return f"{prefix[self.variant]}_{float(self.alpha)!r}_{size}"
 
     def replace(self, **changes: Any) -> ArchConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -260,7 +260,7 @@ def layers(cfg: ArchConfig) -> list[Layer]:
     Names follow the PyTorch module tree built by ``mobilenet.model``: ``stem``, ``blocks.{i}.dw``
     and ``blocks.{i}.pw`` (or ``blocks.{i}`` for the full-conv variant), ``pool``, ``classifier``.
     """
-    ch = lambda c: scale_channels(c, cfg.alpha, cfg.rounding)  # noqa: E731
+    ch = lambda c: scale_channels(c, cfg.alpha, cfg.rounding)
     size = cfg.resolution
     in_ch = ch(STEM_CHANNELS)
     out: list[Layer] = [

@@ -241,7 +241,7 @@ def mobilenet_v1(
     given = {"alpha": alpha, "resolution": resolution, "variant": variant}
     settings = {k: v for k, v in given.items() if v is not None} | kwargs
     if pretrained or weights is not None:
-        from mobilenet.weights import load_pretrained  # noqa: PLC0415 - optional, heavier path
+        from mobilenet.weights import load_pretrained
 
         return load_pretrained(weights, **settings)
     return MobileNetV1(ArchConfig(**settings))
