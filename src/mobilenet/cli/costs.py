@@ -45,8 +45,14 @@ def _add_cost_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bytes-per-element", type=int, default=4, help="activation size: fp32 4, fp16 2, int8 1")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (scales activation memory)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--plot", type=Path, metavar="FILE.png",
+    p.add_argument("--plot", type=_png_path, metavar="FILE.png",
                    help="also draw per-layer mult-adds, parameters and memory, separable against standard")
+
+
+def _png_path(value: str) -> Path:
+    if not value.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"--plot writes a PNG: give a file name ending in .png, got {value!r}")
+    return Path(value)
 
 
 def _network(args: argparse.Namespace) -> cost.NetworkCost:
