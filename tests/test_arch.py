@@ -17,7 +17,8 @@ def test_table1_body_at_224() -> None:
     assert convs[-1].out_size == (7, 7) and convs[-1].out_channels == 1024
     # The last depthwise conv has stride 1 (the paper's Table 1 prints 2: a typo).
     assert convs[-2].kind == "depthwise" and convs[-2].stride == 1
-    assert [x.out_size[0] for x in convs if x.kind == "pointwise"] == [112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7, 7]
+    pointwise_sizes = [x.out_size[0] for x in convs if x.kind == "pointwise"]
+    assert pointwise_sizes == [112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7, 7]
     assert layers[-1].weight_shape == (1000, 1024)
 
 
