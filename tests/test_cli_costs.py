@@ -101,3 +101,13 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str) -> No
 def test_module_entry_point() -> None:
     result = run("cost", "--alpha", "0.25", "--resolution", "128")
     assert result.returncode == 0 and "mobilenet_v1_0.25_128" in result.stdout
+
+
+def test_single_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["layer", "-k", "3", "-m", "512", "-n", "512", "--size", "14", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["standard"]["mult_adds"] == 462_422_016
+    assert data["separable"]["mult_adds"] == 52_283_392
+    assert data["mult_adds_ratio"] == pytest.approx(1 / 512 + 1 / 9)
+    assert main(["layer", "-m", "512", "-n", "512", "--size", "14", "--stride", "2", "--padding", "symmetric"]) == 0
+    assert "7×7×512" in capsys.readouterr().out

@@ -31,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_cost_arguments(p)
     p.set_defaults(func=run_compare)
 
+    p = subparsers.add_parser("layer", help="one K×K×M×N convolution: standard against depthwise separable",
+                              description="One arbitrary layer, standard convolution against its depthwise "
+                              "separable replacement. " + CONVENTION)
+    p.add_argument("--kernel", "-k", type=int, default=3, help="kernel size K (default 3)")
+    p.add_argument("--in-channels", "-m", type=int, required=True, help="input channels M")
+    p.add_argument("--out-channels", "-n", type=int, required=True, help="output channels N")
+    p.add_argument("--size", type=int, required=True, help="input height = width")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--padding", choices=("tf", "symmetric"), default="tf")
+    p.add_argument("--depth-multiplier", type=int, default=1)
+    p.add_argument("--bytes-per-element", type=int, default=4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_layer)
+
     p = subparsers.add_parser("paper", help="the paper's Tables 1-9 recomputed beside the published figures",
                               description="Tables 1-9 of Howard et al. 2017 recomputed; differences flagged with "
                               "their reason.")
@@ -226,6 +240,37 @@ def format_compare(net: cost.NetworkCost, comparisons: list[cost.LayerComparison
     lines.append("Activation memory barely changes: a separable block adds a depthwise output the size of its "
                  "input, and the peak is set by the largest maps, which both networks share.")
     return "\n".join(lines)
+
+
+# --- layer ----------------------------------------------------------------------------------
+
+def run_layer(args: argparse.Namespace) -> int:
+    c = cost.layer_comparison(args.kernel, args.in_channels, args.out_channels, args.size, args.stride,
+                              args.padding, args.depth_multiplier, args.bytes_per_element)
+    rows = {
+        "standard": {"mult_adds": c.standard.mult_adds, "weights": c.standard.weights,
+                     "peak_activation_bytes": c.standard_peak_bytes},
+        "depthwise": {"mult_adds": c.depthwise.mult_adds, "weights": c.depthwise.weights},
+        "pointwise": {"mult_adds": c.pointwise.mult_adds, "weights": c.pointwise.weights},
+        "separable": {"mult_adds": c.separable_mult_adds, "weights": c.separable_weights,
+                      "peak_activation_bytes": c.separable_peak_bytes},
+    }
+    if args.json:
+        print(json.dumps({"input": list(c.standard.in_shape), "output": list(c.standard.out_shape), **rows,
+                          "mult_adds_ratio": c.mult_adds_ratio, "weights_ratio": c.weights_ratio,
+                          "formula_ratio": c.formula_ratio, "convention": CONVENTION}, indent=2))
+        return 0
+    k, m, n = args.kernel, args.in_channels, args.out_channels
+    print(f"{k}×{k}×{m}×{n} convolution, stride {args.stride}, on {_shape(c.standard.in_shape)} → "
+          f"{_shape(c.standard.out_shape)}")
+    print(f"Units: {CONVENTION}.\n")
+    print(f"{'':<22}{'mult-adds':>16}{'weights':>14}{'peak memory (B)':>18}")
+    for name, row in rows.items():
+        peak = f"{row['peak_activation_bytes']:,}" if "peak_activation_bytes" in row else ""
+        print(f"{name:<22}{row['mult_adds']:>16,}{row['weights']:>14,}{peak:>18}")
+    print(f"\nseparable / standard = {c.mult_adds_ratio:.4f} (1/N + 1/K² = {c.formula_ratio:.4f}): "
+          f"{1 / c.mult_adds_ratio:.2f}× fewer mult-adds, {1 / c.weights_ratio:.2f}× fewer weights")
+    return 0
 
 
 # --- paper ------------------------------------------------------------------------------------
