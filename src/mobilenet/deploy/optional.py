@@ -1,0 +1,41 @@
+"""Imports of the optional runtimes, each failing with the pip extra that installs it."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# Import name -> (what it is, the extra of this package that installs it).
+EXTRAS: dict[str, tuple[str, str]] = {
+    "onnx": ("ONNX", "onnx"),
+    "onnxruntime": ("ONNX Runtime", "onnx"),
+    "onnxscript": ("onnxscript (needed by torch.onnx.export)", "onnx"),
+    "openvino": ("OpenVINO", "openvino"),
+    "nncf": ("NNCF (OpenVINO's quantizer)", "openvino"),
+}
+
+
+class MissingRuntimeError(ImportError, ValueError):
+    """An optional runtime is not installed. A ``ValueError`` too, so the command line reports it
+    in one line (the fix is the user's: install the extra)."""
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency or raise ``MissingRuntimeError`` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        what, extra = EXTRAS.get(module, (module, "all"))
+        raise MissingRuntimeError(
+            f"{what} is not installed (import {module!r} failed: {err}); install it with "
+            f"pip install 'mobilenet[{extra}]'"
+        ) from err
+
+
+def available(module: str) -> bool:
+    """Whether an optional dependency can be imported."""
+    try:
+        require(module)
+    except MissingRuntimeError:
+        return False
+    return True
