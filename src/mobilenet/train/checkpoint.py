@@ -1,0 +1,76 @@
+"""Checkpoints: written atomically, loadable with ``torch.load(path, weights_only=True)``.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers — no pickled classes — so
+it can be opened safely and read by ``mobilenet.weights.load_pretrained`` and ``mobilenet
+evaluate``. Keys:
+
+    model       the unwrapped model's state_dict (no ``module.`` prefix from DDP)
+    arch        ArchConfig.to_dict()
+    preprocess  resolution, mean, std, crop_fraction, interpolation: what evaluation should use
+    ema         the EMA model's state_dict (absent when EMA is off), ema_updates
+    optimizer, scheduler
+    epoch       the epoch in progress (0-based); step_in_epoch global batches of it are done
+    step        optimizer steps done in total
+    rng         torch (and CUDA) generator states of rank 0, as uint8 tensors
+    config      TrainConfig.to_dict()
+    metrics     best validation top-1 so far and the epoch it was reached
+    world_size  processes of the run that wrote it (informational: any world size may resume)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REQUIRED_KEYS = ("model", "arch", "optimizer", "scheduler", "epoch", "step", "config")
+
+
+def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then os.replace: a reader (or
+    a crash) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path} (expected RUN_DIR/last.pt from `mobilenet train`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a `mobilenet train` checkpoint: expected keys {REQUIRED_KEYS}, found {have}")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

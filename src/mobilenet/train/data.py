@@ -1,0 +1,327 @@
+"""Training data: named datasets, augmentation and the sampler that makes runs resumable.
+
+Three ideas keep a run reproducible under interruption and any number of processes:
+
+* The order of an epoch is one permutation of the whole dataset, seeded by (seed, epoch), cut into
+  global batches of ``batch_size``. Each process takes its own contiguous slice of every global
+  batch (``GlobalBatchSampler``), so the union over processes is the same batch a single process
+  would see, and a mid-epoch resume just skips the global batches already done. (PyTorch's
+  ``DistributedSampler`` interleaves samples across ranks and always starts an epoch from the
+  beginning, which gives neither property.)
+* The random augmentation of a sample is seeded by (seed, epoch, index) (``SeededSamples``): the
+  same image gets the same crop whichever process or worker loads it, before or after a resume.
+* Images are kept as uint8 tensors and augmented on tensors, which is fast enough at 32×32 that
+  two cores spend their time in the model, not in PIL.
+
+Grayscale data (Fashion-MNIST) is fed either natively (``in_channels=1``) or replicated to three
+identical channels (``in_channels=3``), which is what pretrained RGB weights need.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as TF
+
+# The Debian package `dataset-fashion-mnist` installs the four IDX files here.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NAMED_DATASETS = ("fashion-mnist", "cifar10")
+# TF's scaling of the published weights: (x - 127.5) / 127.5, the range [-1, 1].
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("MOBILENET_DATA", Path.home() / ".cache" / "mobilenet" / "datasets"))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the data
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """An IDX file (the MNIST format; gzip or plain) as a uint8 tensor of its declared shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read IDX file {path}: {err}") from err
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = header + int(torch.tensor(shape).prod())
+    if len(data) != expected:
+        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, the header promises {expected}")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
+
+
+@dataclass
+class ImageTensors:
+    """A whole split in memory: images (N, C, H, W) uint8 and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def subset(self, n: int | None) -> ImageTensors:
+        return self if n is None else ImageTensors(self.images[:n], self.labels[:n], self.classes)
+
+
+def load_fashion_mnist(split: str, root: str | os.PathLike[str] | None = None) -> ImageTensors:
+    """Fashion-MNIST (60,000 train / 10,000 test, 28×28 grey, 10 classes).
+
+    Read from ``root`` if it holds the IDX files, else from the Debian package
+    (``apt-get install dataset-fashion-mnist``), else downloaded by torchvision for users online.
+    """
+    images_name, labels_name = FASHION_MNIST_FILES[split]
+    for folder in [Path(root) for root in (root,) if root] + [FASHION_MNIST_DIR]:
+        if (folder / images_name).is_file() and (folder / labels_name).is_file():
+            images = read_idx(folder / images_name)
+            labels = read_idx(folder / labels_name).long()
+            return ImageTensors(images.unsqueeze(1), labels, FASHION_MNIST_CLASSES)
+    from torchvision.datasets import FashionMNIST
+
+    target = Path(root) if root else default_data_root()
+    try:
+        ds = FashionMNIST(str(target), train=split == "train", download=True)
+    except Exception as err:
+        raise ValueError(
+            f"Fashion-MNIST not found in {FASHION_MNIST_DIR} and the download into {target} failed ({err}); "
+            "install the Debian package `dataset-fashion-mnist` or pass --data-root with the IDX .gz files"
+        ) from err
+    return ImageTensors(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), FASHION_MNIST_CLASSES)
+
+
+def load_cifar10(split: str, root: str | os.PathLike[str] | None = None) -> ImageTensors:
+    """CIFAR-10 (50,000 train / 10,000 test, 32×32 RGB), through torchvision's downloader."""
+    from torchvision.datasets import CIFAR10
+
+    target = Path(root) if root else default_data_root()
+    try:
+        ds = CIFAR10(str(target), train=split == "train", download=True)
+    except Exception as err:
+        raise ValueError(f"CIFAR-10 is not in {target} and could not be downloaded ({err})") from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageTensors(images, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES)
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Tensor preprocessing of one sample (uint8 C×H×W in, float C×H×W out).
+
+    Training: a random-resized crop covering at least ``min_crop`` of the area (aspect 3/4–4/3)
+    and a horizontal flip. Evaluation: a central crop of ``crop_fraction`` resized to the
+    resolution (1.0 for small images such as Fashion-MNIST, TF's 0.875 for photos)."""
+
+    resolution: tuple[int, int]
+    channels: int
+    train: bool
+    min_crop: float = 0.35
+    hflip: bool = True
+    crop_fraction: float = 1.0
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.train:
+            top, left, h, w = T.RandomResizedCrop.get_params(image, scale=(self.min_crop, 1.0), ratio=(3 / 4, 4 / 3))
+            image = TF.resized_crop(image, top, left, h, w, list(self.resolution),
+                                    interpolation=InterpolationMode.BILINEAR, antialias=True)
+            if self.hflip and torch.rand(()) < 0.5:
+                image = TF.horizontal_flip(image)
+        else:
+            if self.crop_fraction < 1.0:
+                h, w = image.shape[-2:]
+                image = TF.center_crop(image, [round(h * self.crop_fraction), round(w * self.crop_fraction)])
+            if tuple(image.shape[-2:]) != self.resolution:
+                image = TF.resize(image, list(self.resolution), interpolation=InterpolationMode.BILINEAR,
+                                  antialias=True)
+        image = _match_channels(image, self.channels)
+        x = image.float().div_(255)
+        mean = torch.tensor(self.mean[: self.channels]).view(-1, 1, 1)
+        std = torch.tensor(self.std[: self.channels]).view(-1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def preprocess_settings(self) -> dict[str, Any]:
+        """What evaluation should use: stored in checkpoints as ``"preprocess"``."""
+        return {
+            "resolution": list(self.resolution), "mean": list(self.mean[: self.channels]),
+            "std": list(self.std[: self.channels]), "crop_fraction": self.crop_fraction,
+            "interpolation": "bilinear",
+        }
+
+
+def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return image.expand(channels, -1, -1)  # grey replicated to RGB
+    if channels == 1:
+        return TF.rgb_to_grayscale(image[:3])
+    raise ValueError(f"cannot feed {image.shape[0]}-channel images to a {channels}-channel model")
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets and sampling
+
+
+class TensorSamples(Dataset):
+    """An in-memory split with a transform: item i is (transform(images[i]), labels[i])."""
+
+    def __init__(self, data: ImageTensors, transform: Transform) -> None:
+        self.data = data
+        self.transform = transform
+        self.classes = data.classes
+
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.data.images[index]), int(self.data.labels[index])
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that item ``(epoch, index)`` draws its random augmentation from a
+    generator seeded by (seed, epoch, index): independent of process, worker and resume point."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+def _mix(*values: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This process's micro-batches of ``(epoch, index)`` keys for one epoch.
+
+    The epoch is a permutation seeded by (seed, epoch), cut into ``len // global_batch`` global
+    batches (the incomplete last one is dropped, as in training with drop_last). Global batch k
+    is split into ``world_size × accumulation`` contiguous micro-batches; rank r gets micro-batches
+    ``r·accumulation … (r+1)·accumulation − 1`` of it. ``set_epoch(epoch, start_step)`` skips the
+    first ``start_step`` global batches: the mid-epoch resume.
+    """
+
+    def __init__(self, num_samples: int, global_batch: int, *, rank: int = 0, world_size: int = 1,
+                 accumulation: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        if global_batch % (world_size * accumulation):
+            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} × {accumulation}")
+        if num_samples < global_batch:
+            raise ValueError(
+                f"the training set has {num_samples} samples, fewer than one batch of {global_batch}; "
+                "use a smaller --batch-size or more data"
+            )
+        self.num_samples = num_samples
+        self.global_batch = global_batch
+        self.rank = rank
+        self.world_size = world_size
+        self.accumulation = accumulation
+        self.micro = global_batch // (world_size * accumulation)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_step = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.accumulation
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        for step in range(self.start_step, self.steps_per_epoch):
+            batch = order[step * self.global_batch:(step + 1) * self.global_batch]
+            for a in range(self.accumulation):
+                i = self.rank * self.accumulation + a
+                yield [(self.epoch, j) for j in batch[i * self.micro:(i + 1) * self.micro]]
+
+
+def shard(num_samples: int, rank: int, world_size: int) -> range:
+    """Contiguous, non-overlapping, unpadded shard of an evaluation set (counts are summed after)."""
+    per = -(-num_samples // world_size)
+    return range(rank * per, min((rank + 1) * per, num_samples))
+
+
+# --------------------------------------------------------------------------------------------
+# Building the splits of a run
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    classes: tuple[str, ...]
+    native_channels: int
+    eval_transform: Transform
+    collate: Callable[[list[Any]], Any] | None = None  # None: default_collate
+
+
+def build_splits(config: Any, resolution: tuple[int, int], channels: int) -> Splits:
+    """Training and validation datasets for ``config.data`` (a name, a folder tree or a CSV)."""
+    name = config.data.lower()
+    common = {"resolution": tuple(resolution), "channels": channels}
+    if name in NAMED_DATASETS:
+        loader = load_fashion_mnist if name == "fashion-mnist" else load_cifar10
+        train = loader("train", config.data_root).subset(config.train_subset)
+        val = loader("val", config.data_root).subset(config.val_subset)
+        train_tf = Transform(train=True, min_crop=config.min_crop, hflip=config.hflip, **common)
+        eval_tf = Transform(train=False, **common)
+        return Splits(TensorSamples(train, train_tf), TensorSamples(val, eval_tf), train.classes,
+                      int(train.images.shape[1]), eval_tf)
+    from mobilenet.train import files
+
+    return files.build_file_splits(config, tuple(resolution), channels)
