@@ -95,8 +95,8 @@ class Preprocess:
     """How a set of weights wants its input. See the module docstring for the two crop modes."""
 
     resolution: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = TF_MEAN
-    std: tuple[float, float, float] = TF_STD
+    mean: tuple[float, ...] = TF_MEAN
+    std: tuple[float, ...] = TF_STD
     crop_fraction: float = 0.875
     interpolation: Interpolation = "bilinear"
     crop_mode: CropMode = "central_fraction"
@@ -111,9 +111,11 @@ class Preprocess:
         object.__setattr__(self, "resolution", res)
         for name in ("mean", "std"):
             value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 3:
-                raise ValueError(f"{name} must have 3 values (R, G, B), got {getattr(self, name)!r}")
+            if len(value) not in (1, 3):
+                raise ValueError(f"{name} must have 3 values (R, G, B) or 1 (grayscale), got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have the same length, got {self.mean!r} and {self.std!r}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be > 0, got {self.std!r}")
         if not 0 < self.crop_fraction <= 1:
@@ -156,9 +158,17 @@ class Preprocess:
         left, top = (resized.width - width) // 2, (resized.height - height) // 2
         return resized.crop((left, top, left + width, top + height))
 
+    @property
+    def channels(self) -> int:
+        """3 for RGB; 1 for models trained on grayscale (one mean and std value)."""
+        return len(self.mean)
+
     def normalize(self, array: np.ndarray) -> torch.Tensor:
-        """uint8 HWC (or NHWC) RGB -> float32 CHW (or NCHW), scaled by mean and std."""
+        """uint8 HWC (or NHWC) -> float32 CHW (or NCHW), scaled by mean and std. An RGB array fed
+        to a grayscale recipe is converted with ITU-R 601 luma, as Pillow's "L" mode does."""
         x = torch.from_numpy(np.array(array, dtype=np.float32)).div_(255.0)
+        if self.channels == 1 and x.shape[-1] == 3:
+            x = (x @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(-1)
         x = (x - torch.tensor(self.mean)) / torch.tensor(self.std)
         return x.movedim(-1, -3).contiguous()
 

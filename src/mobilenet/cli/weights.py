@@ -1,9 +1,270 @@
-"""Subcommands of this group (filled in by its own issue)."""
+"""``mobilenet convert``, ``mobilenet classify`` and ``mobilenet evaluate``: the published weights.
+
+Output classes are always the 1,000 ImageNet classes in the standard order: TF's 1001-class
+models have their "background" logit (index 0) dropped before the softmax, so probabilities sum to
+one over real classes and ``index`` is the same for TF, Keras and timm weights.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """No subcommands yet."""
+    p = subparsers.add_parser(
+        "convert", help="convert TFLite / TF GraphDef / Keras .h5 / timm weights to safetensors",
+        description="Convert published MobileNet v1 weights to this project's safetensors file (architecture and "
+        "preprocessing in its metadata). The format is detected from the file; a TFLite model split in parts "
+        "(body, head) is given as several SOURCE files in order.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="weight file(s) to read")
+    p.add_argument("out", metavar="OUT.safetensors", help="file to write (atomically)")
+    p.add_argument("--format", choices=("tflite", "tf-graphdef", "keras", "timm"), default=None,
+                   help="skip detection and read SOURCE as this format")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input size the weights were trained at (Keras and timm files do not record it; default 224)")
+    p.add_argument("--alpha", type=float, default=None, help="width multiplier, if it cannot be read off the shapes")
+    p.add_argument("--padding", choices=("tf", "symmetric"), default=None,
+                   help="override the padding implied by the format (tf for TF/Keras, symmetric for timm)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run_convert)
+
+    p = subparsers.add_parser(
+        "classify", help="top-k ImageNet classes of photos",
+        description="Classify images with published weights. With no IMAGE, classifies the photos that ship with "
+        "the dependencies (matplotlib's grace_hopper.jpg, scikit-image's chelsea.png and coffee.png). "
+        "An unreadable image gets one error line and the others are still classified; the exit status is 1 "
+        "if any image failed.",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    _add_weights_arguments(p)
+    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"image", "top": [{"index", "label", "probability"}]}], indices in 1000-class order')
+    p.set_defaults(func=run_classify)
+
+    p = subparsers.add_parser(
+        "evaluate", help="top-1/top-5 accuracy on an ImageFolder tree or a file,label CSV",
+        description="Top-1 and top-5 accuracy (percent) with the weights' own preprocessing. DATA is an ImageFolder "
+        "tree (folders named by WordNet id, e.g. n01440764, or by class index) or a CSV of 'file,label' rows "
+        "with labels 0-999. Runs sharded under torchrun.",
+    )
+    _add_weights_arguments(p)
+    p.add_argument("--data", required=True, metavar="DIR_OR_CSV")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--bad-files", choices=("skip", "stop"), default="skip",
+                   help="unreadable images: skip and count them (default), or stop at the first")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (sorted order)")
+    p.add_argument("--json", action="store_true", help='print {"top1", "top5", "images"} (percent)')
+    p.set_defaults(func=run_evaluate)
+
+
+def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, metavar="NAME|FILE",
+                   help="registry name (see `mobilenet convert --help`), our .safetensors, a training checkpoint "
+                   "or any file `convert` reads (default: tf_mobilenet_v1_1.0_224)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="inference runtime (default torch)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
+    p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
+                   help="images to calibrate int8 on (never the ones you evaluate)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
+    p.add_argument("--device", default="cpu", help="torch device for --runtime torch (default cpu)")
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from mobilenet.weights import convert, save_safetensors, sha256_file
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"OUT must end in .safetensors, got {out.name!r}")
+    settings = {"resolution": args.resolution, "alpha": args.alpha, "padding": args.padding}
+    model, cfg = convert([Path(s) for s in args.sources], args.format, **{k: v for k, v in settings.items() if v})
+    checksums = ", ".join(f"{Path(s).name} sha256 {sha256_file(s)}" for s in args.sources)
+    save_safetensors(model, out, cfg, source=f"{cfg.description}; {checksums}")
+    summary = {
+        "out": str(out), "format": cfg.format, "arch": model.cfg.to_dict(), "bn_folded": model.stem.folded,
+        "preprocess": cfg.preprocess.to_dict(), "label_set": cfg.label_set,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        folded = "BatchNorm folded into conv biases" if model.stem.folded else "BatchNorm kept"
+        print(f"{out}: {model.cfg.name}, {model.cfg.num_classes} classes, padding {model.cfg.padding}, "
+              f"eps {model.cfg.bn_eps:g}, {folded} (from {cfg.format})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- runtimes
+
+
+def _load(args: argparse.Namespace):
+    from mobilenet.weights import load_pretrained
+
+    return load_pretrained(args.weights)
+
+
+def _calibration_images(folder: Path | None) -> list[Path] | None:
+    if folder is None:
+        return None
+    from mobilenet.datasets import is_image_file
+
+    if not folder.is_dir():
+        raise ValueError(f"--calibration {folder}: no such directory")
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not images:
+        raise ValueError(f"--calibration {folder}: no images found")
+    return images
+
+
+def _predictor(model, args: argparse.Namespace, precision: str | None = None, runtime: str | None = None):
+    """(NCHW -> logits over the 1,000 ImageNet classes, description)."""
+    from mobilenet.evaluate import drop_background, torch_predictor
+
+    precision = precision or args.precision
+    runtime = runtime or args.runtime
+    if runtime == "torch" and precision == "fp32":
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        predict = torch_predictor(model, args.device)
+    else:
+        try:
+            from mobilenet.deploy.runtime import make_predictor
+        except ImportError as err:
+            raise ValueError(f"--runtime {runtime} / --precision {precision} needs mobilenet.deploy ({err})") from None
+        predict = make_predictor(
+            model, runtime=runtime, precision=precision, preprocess=model.pretrained_cfg.preprocess,
+            calibration_images=_calibration_images(args.calibration), threads=args.threads,
+        )
+    description = getattr(predict, "description", f"{runtime} {precision}")
+    if model.pretrained_cfg.has_background_class:
+        predict = drop_background(predict)
+    return predict, description
+
+
+def _class_names(model) -> list[str]:
+    names = model.pretrained_cfg.label_names
+    return names[1:] if model.pretrained_cfg.has_background_class else names
+
+
+# -------------------------------------------------------------------------------------------- classify
+
+
+def default_photos() -> list[Path]:
+    """Real photos inside installed packages: matplotlib's Grace Hopper, scikit-image's cat and coffee."""
+    photos = []
+    try:
+        import matplotlib
+
+        photos.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    except ImportError:
+        pass
+    try:
+        import skimage
+
+        data = Path(skimage.__file__).parent / "data"
+        photos += [data / "chelsea.png", data / "coffee.png"]
+    except ImportError:
+        pass
+    return [p for p in photos if p.is_file()]
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    import torch
+
+    from mobilenet.preprocess import ImageError, load_image
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    images = [Path(p) for p in args.images] or default_photos()
+    if not images:
+        raise ValueError("no IMAGE given and no sample photos found (pip install matplotlib scikit-image)")
+    model = _load(args)
+    predict, description = _predictor(model, args)
+    print(f"weights {model.pretrained_cfg.name}; {description}", file=sys.stderr)
+    names = _class_names(model)
+    transform = model.pretrained_cfg.preprocess.eval_transform()
+    k = min(args.top_k, len(names))
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for path in images:
+        try:
+            x = transform(load_image(path))[None]
+        except ImageError as err:
+            failed += 1
+            print(f"mobilenet classify: error: {err}", file=sys.stderr)
+            results.append({"image": str(path), "error": str(err)})
+            continue
+        probs = torch.softmax(predict(x).float(), dim=1)[0]
+        top = probs.topk(k)
+        results.append({
+            "image": str(path),
+            "top": [{"index": int(i), "label": names[int(i)], "probability": round(float(p), 6)}
+                    for p, i in zip(top.values, top.indices)],
+        })
+        if not args.json:
+            print(path.name if len(images) > 1 or path.name == str(path) else str(path))
+            for rank, entry in enumerate(results[-1]["top"], start=1):
+                print(f"  {rank}. {entry['label']:<32} {100 * entry['probability']:6.2f}%  (class {entry['index']})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import Subset
+
+    from mobilenet.datasets import ImageFolderDataset, open_dataset
+    from mobilenet.evaluate import evaluate, is_main_process
+    from mobilenet.weights.labels import imagenet_classes
+
+    model = _load(args)
+    cfg = model.pretrained_cfg
+    transform = cfg.preprocess.eval_transform()
+    names = _class_names(model)
+    imagenet = cfg.label_set in ("imagenet-1000", "imagenet-1001")
+    classes = [wnid for wnid, _ in imagenet_classes()] if imagenet else (list(cfg.labels) if cfg.labels else None)
+    data = Path(args.data)
+    dataset = open_dataset(data, transform, classes=classes, bad_files=args.bad_files, num_classes=len(names))
+    if isinstance(dataset, ImageFolderDataset) and classes is None and len(dataset.classes) != len(names):
+        raise ValueError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    runs = [("fp32", args.runtime)] if args.precision == "fp32" else [(args.precision, args.runtime), ("fp32", "torch")]
+    results = []
+    for precision, runtime in runs:
+        predict, description = _predictor(model, args, precision=precision, runtime=runtime)
+        if is_main_process():
+            print(f"weights {cfg.name}; {description}", file=sys.stderr)
+        results.append(evaluate(predict, dataset, batch_size=args.batch_size, num_workers=args.workers,
+                                device=args.device, description=f"{precision}"))
+    if not is_main_process():
+        return 0
+    result = results[0]
+    if len(results) > 1:
+        result = result | {"fp32": results[1]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for (precision, runtime), r in zip(runs, results):
+            print(f"{cfg.name} {runtime} {precision}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  "
+                  f"on {r['images']} images" + (f" ({r['skipped']} unreadable, skipped)" if r["skipped"] else ""))
+    return 0

@@ -1,0 +1,128 @@
+"""Top-1 / top-5 accuracy of any predictor over an image dataset, in one process or sharded.
+
+    from mobilenet.evaluate import evaluate, torch_predictor
+    result = evaluate(torch_predictor(model), dataset, batch_size=50)
+    # {"top1": 71.2, "top5": 90.1, "images": 1300, "skipped": 0}   (percent)
+
+``predict`` is any callable from an NCHW float32 batch to logits (N, classes): the PyTorch model,
+or an ONNX Runtime / OpenVINO predictor from ``mobilenet.deploy.runtime``. Labels index the
+logits' columns; for TF's 1001-class models wrap the predictor in ``drop_background`` so that
+column i is ImageNet class i.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank evaluates every ``WORLD_SIZE``-th image from its
+rank on (disjoint shards, together exactly the dataset: no padding, no duplicates, unlike
+``DistributedSampler``), the counts are summed with ``all_reduce``, every rank gets the total and
+only rank 0 draws the progress bar. A process group is created (gloo on CPU, NCCL when the
+predictor runs on CUDA) if none exists, and destroyed again afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from mobilenet.datasets import make_loader
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") -> Predictor:
+    """The model in eval mode, without autograd, on ``device`` (results come back on the CPU)."""
+    model = model.eval().to(device)
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(batch.to(device)).float().cpu()
+
+    predict.description = f"torch fp32 on {device}"  # type: ignore[attr-defined]
+    return predict
+
+
+def drop_background(predict: Predictor) -> Predictor:
+    """TF's 1001-class logits -> the 1,000 ImageNet classes (column 0, "background", removed)."""
+
+    def predict_1000(batch: torch.Tensor) -> torch.Tensor:
+        logits = predict(batch)
+        if logits.shape[1] != 1001:
+            raise ValueError(f"expected 1001 logits (TF's background + 1000), got {logits.shape[1]}")
+        return logits[:, 1:]
+
+    predict_1000.description = getattr(predict, "description", "")  # type: ignore[attr-defined]
+    return predict_1000
+
+
+def _distributed_context(device_hint: str) -> tuple[int, int, bool]:
+    """(rank, world size, whether we created the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    backend = "nccl" if device_hint == "cuda" and torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def evaluate(
+    predict: Predictor,
+    data: Dataset | DataLoader,
+    *,
+    batch_size: int = 50,
+    num_workers: int = 0,
+    progress: bool = True,
+    device: str = "cpu",
+    description: str = "evaluate",
+) -> dict[str, Any]:
+    """Top-1 and top-5 accuracy (percent) of ``predict`` on ``data`` (a dataset of (image, label),
+    or a DataLoader yielding (images, labels)). Unreadable images that the dataset skipped are
+    counted in ``skipped``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rank, world, created = _distributed_context(device)
+    try:
+        if isinstance(data, DataLoader):
+            if world > 1:
+                raise ValueError("under torchrun pass a dataset, not a DataLoader, so it can be sharded")
+            loader, expected = data, len(data.dataset)  # type: ignore[arg-type]
+        else:
+            shard = Subset(data, range(rank, len(data), world)) if world > 1 else data
+            loader, expected = make_loader(shard, batch_size, num_workers=num_workers), len(shard)
+        counts = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, images expected
+        counts[3] = expected
+        bar = tqdm(total=expected, desc=description, unit="img", file=sys.stderr,
+                   disable=not progress or rank != 0, dynamic_ncols=True)
+        with bar:
+            for images, labels in loader:
+                if len(labels):
+                    logits = predict(images)
+                    k = min(5, logits.shape[1])
+                    top = logits.topk(k, dim=1).indices.cpu()
+                    hits = top == labels.view(-1, 1)
+                    counts[0] += hits[:, 0].sum().item()
+                    counts[1] += hits.any(dim=1).sum().item()
+                    counts[2] += len(labels)
+                bar.update(len(labels))  # skipped (unreadable) files leave the bar short of its total
+        if world > 1:
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    finally:
+        if created:
+            dist.destroy_process_group()
+    seen = int(counts[2])
+    return {
+        "top1": 100.0 * counts[0].item() / seen if seen else float("nan"),
+        "top5": 100.0 * counts[1].item() / seen if seen else float("nan"),
+        "images": seen,
+        "skipped": int(counts[3]) - seen,
+    }
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0 inside it (the rank that prints)."""
+    return int(os.environ.get("RANK", "0")) == 0
