@@ -87,11 +87,11 @@ def build_model(config: TrainConfig, arch: ArchConfig, resuming: bool) -> Mobile
     if config.weights and not resuming:
         from mobilenet.weights import load_pretrained
 
-        model = load_pretrained(config.weights, num_classes=arch.num_classes)
-        # Pretrained weights fix the layers; the input size is ours to choose (padding is dynamic).
-        model.cfg = model.cfg.replace(resolution=arch.resolution, dropout=arch.dropout)
-        model.dropout.p = arch.dropout
-        return model
+        # The weights fix the layers (and in_channels: the data adapts to them); the classifier is
+        # replaced when the class count differs; input size and dropout are ours to choose.
+        model = load_pretrained(config.weights, num_classes=arch.num_classes, resolution=arch.resolution,
+                                dropout=arch.dropout)
+        return model.train()
     return MobileNetV1(arch)
 
 

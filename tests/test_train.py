@@ -1,0 +1,253 @@
+"""Training on real data in one process: the loss goes down, checkpoints have the documented
+format, an interrupted run resumes to exactly the parameters of an uninterrupted one, depthwise
+filters get no weight decay, bad data gives clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+from mobilenet.model import MobileNetV1
+from mobilenet.train import TrainConfig, checkpoint, config_for_resume, param_groups, train
+from mobilenet.train.config import OPTIMIZERS
+from mobilenet.train.data import GlobalBatchSampler, read_idx
+from mobilenet.train.optim import build_optimizer, is_depthwise, lr_factor
+from mobilenet.train.runs import read_metrics
+from train_helpers import TINY_ARCH, fashion_mnist_root, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The machine is shared: one intra-op thread is faster than two contended ones, and the same.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return fashion_mnist_root(tmp_path_factory.mktemp("fashion"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_root):
+    """Three epochs on 256 real images: the run the format tests look at."""
+    out = tmp_path_factory.mktemp("finished")
+    cfg = tiny_config(out, data_root, train_subset=256, epochs=3, ema_decay=0.9)
+    summary = train(cfg)
+    return cfg, summary
+
+
+def test_loss_goes_down_on_real_data(finished_run):
+    cfg, summary = finished_run
+    rows = read_metrics(cfg.output)
+    assert summary["status"] == "finished" and len(rows) == 3
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.1, [r["train_loss"] for r in rows]
+    assert all(0 <= r["val_top1"] <= r["val_top5"] <= 1 for r in rows)
+
+
+def test_checkpoint_format(finished_run):
+    cfg, _ = finished_run
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(f"{cfg.output}/{name}", weights_only=True)  # plain data only
+        for key in ("model", "arch", "preprocess", "ema", "optimizer", "scheduler", "epoch", "step", "rng", "config"):
+            assert key in ckpt, key
+        assert not any(k.startswith("module.") for k in ckpt["model"])
+        assert set(ckpt["preprocess"]) == {"resolution", "mean", "std", "crop_fraction", "interpolation"}
+        assert TrainConfig.from_dict(ckpt["config"]).lr == cfg.lr
+        model = MobileNetV1(ArchConfig.from_dict(ckpt["arch"]))
+        model.load_state_dict(ckpt["model"])
+    last = torch.load(f"{cfg.output}/last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["step"] == 3 * (256 // 32)
+    for name in ("curves.png", "metrics.jsonl", "config.json", "summary.json"):
+        assert os.path.isfile(f"{cfg.output}/{name}"), name
+    assert not [f for f in os.listdir(cfg.output) if f.endswith(".tmp")]
+
+
+def test_runs_lists_and_plots(finished_run, tmp_path, capsys):
+    cfg, _ = finished_run
+    png = tmp_path / "compare.png"
+    assert main(["runs", os.path.dirname(cfg.output), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "separable α0.25 32px" in out and "3/3" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tmp_path, data_root):
+    # Dropout and EMA on, so the restored RNG state and EMA state matter too.
+    arch = TINY_ARCH | {"dropout": 0.2}
+    common = {"arch": arch, "epochs": 2, "ema_decay": 0.9, "min_crop": 0.5}
+    straight = train(tiny_config(tmp_path / "a", data_root, **common))
+    assert straight["status"] == "finished"
+
+    def interrupt(step: int) -> None:
+        if step == 5:  # the second epoch's first step: a mid-epoch stop
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = tiny_config(tmp_path / "b", data_root, **common)
+    stopped = train(cfg, on_step=interrupt)
+    assert stopped["status"] == "interrupted" and stopped["step"] == 5
+    saved = checkpoint.load(cfg.output)
+    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
+
+    resumed = train(config_for_resume(cfg.output), resume=cfg.output)
+    assert resumed["status"] == "finished" and resumed["step"] == straight["step"] == 8
+    a, b = straight["model"].state_dict(), resumed["model"].state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ema_a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)["ema"]
+    ema_b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)["ema"]
+    for name in ema_a:
+        assert torch.equal(ema_a[name], ema_b[name]), name
+    assert read_metrics(tmp_path / "b" / "run")[-1]["val_top1"] == read_metrics(tmp_path / "a" / "run")[-1]["val_top1"]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_depthwise_filters_get_no_weight_decay(optimizer):
+    model = MobileNetV1(alpha=0.25, resolution=32, num_classes=10)
+    groups = param_groups(model, 4e-5)
+    decayed, spared = set(groups[0]["names"]), set(groups[1]["names"])
+    depthwise = {f"{n}.weight" for n, m in model.named_modules() if is_depthwise(m)}
+    assert len(depthwise) == 13 and depthwise <= spared
+    assert {f"blocks.{i}.pw.conv.weight" for i in range(13)} | {"stem.conv.weight", "classifier.weight"} == decayed
+
+    # The real optimizer: with zero gradients, only weight decay can move a weight.
+    cfg = TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5)
+    opt = build_optimizer(model, cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    after = dict(model.named_parameters())
+    for name in depthwise:
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["blocks.3.pw.conv.weight"], after["blocks.3.pw.conv.weight"])
+    assert torch.equal(before["blocks.3.pw.bn.weight"], after["blocks.3.pw.bn.weight"])
+
+
+@pytest.mark.parametrize(("world", "accumulation"), [(1, 1), (1, 4), (2, 1), (2, 2), (4, 1)])
+def test_sampler_splits_each_global_batch_and_resumes(world, accumulation):
+    n, batch = 100, 16
+    single = list(GlobalBatchSampler(n, batch, seed=3))
+    per_rank = [GlobalBatchSampler(n, batch, rank=r, world_size=world, accumulation=accumulation, seed=3)
+                for r in range(world)]
+    micro = [list(s) for s in per_rank]
+    assert all(len(m) == (n // batch) * accumulation for m in micro)
+    for step, expected in enumerate(single):
+        together = [k for r in range(world) for m in micro[r][step * accumulation:(step + 1) * accumulation] for k in m]
+        assert together == expected  # the same samples, in the same global batch
+    for s in per_rank:
+        s.set_epoch(0, start_step=2)
+    assert list(per_rank[0]) == micro[0][2 * accumulation:]
+    per_rank[0].set_epoch(1)
+    assert list(per_rank[0]) != micro[0]  # a new epoch, a new order
+
+
+def test_schedules():
+    cfg = TrainConfig(schedule="exponential", decay_rate=0.94, decay_epochs=2.5)
+    f = lambda s: lr_factor(s, steps_per_epoch=10, total_steps=100, config=cfg)  # noqa: E731
+    assert f(0) == 1.0 and f(24) == 1.0 and f(25) == pytest.approx(0.94) and f(50) == pytest.approx(0.94**2)
+    cfg = TrainConfig(schedule="cosine", warmup_epochs=1, min_lr_ratio=0.1)
+    f = lambda s: lr_factor(s, steps_per_epoch=10, total_steps=100, config=cfg)  # noqa: E731
+    assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(10) == 1.0
+    assert f(55) == pytest.approx(0.55) and f(100) == pytest.approx(0.1)
+
+
+def test_idx_reader_rejects_corrupt_files(tmp_path):
+    bad = tmp_path / "x-idx3-ubyte"
+    bad.write_bytes(b"\0\0\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_idx(bad)
+    bad.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad)
+
+
+def _image_tree(root, classes=("cat", "dog"), per_class=8):
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = torch.randint(0, 255, (40, 48, 3), generator=g, dtype=torch.uint8)
+                pixels[:, :, c] = 255
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def _train_cli(tmp_path, data, *extra):
+    return main(["train", "--data", str(data), "--alpha", "0.25", "--resolution", "32", "--epochs", "1",
+                 "--batch-size", "4", "--lr", "0.01", "--no-progress", "--output", str(tmp_path / "run"), *extra])
+
+
+def test_bad_data_gives_clear_one_line_errors(tmp_path, capsys):
+    assert _train_cli(tmp_path, tmp_path / "missing") == 2
+    assert "no such file or directory" in capsys.readouterr().err
+
+    (tmp_path / "no_val" / "train" / "a").mkdir(parents=True)
+    assert _train_cli(tmp_path, tmp_path / "no_val") == 2
+    assert "has no val/ folder" in capsys.readouterr().err
+
+    tree = _image_tree(tmp_path / "tree")
+    (tree / "train" / "empty_class").mkdir()
+    assert _train_cli(tmp_path, tree) == 2
+    assert "empty_class has no images" in capsys.readouterr().err
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("file,label\n")
+    assert _train_cli(tmp_path, csv) == 2
+    assert "--val-data" in capsys.readouterr().err
+
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_unreadable_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
+    tree = _image_tree(tmp_path / "tree")
+    (tree / "train" / "cat" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert _train_cli(tmp_path, tree, "--bad-files", "stop") == 2
+    err = capsys.readouterr().err
+    assert "3.png" in err and err.count("\n") == 1  # one line naming the file, no traceback
+
+    assert _train_cli(tmp_path, tree, "--bad-files", "skip", "--output", str(tmp_path / "skip")) == 0
+    rows = read_metrics(tmp_path / "skip")
+    assert rows[0]["skipped_images"] == 1 and rows[0]["epoch"] == 0
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        checkpoint.load(tmp_path)
+    torch.save({"state_dict": {}}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="not a `mobilenet train` checkpoint"):
+        checkpoint.load(tmp_path / "last.pt")
+    checkpoint.save_atomic({"x": torch.ones(2)}, tmp_path / "ok.pt")
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "ok.pt"]
+
+
+def test_resume_refuses_changes_to_the_recipe(finished_run):
+    cfg, _ = finished_run
+    with pytest.raises(ValueError, match="keeps its configuration"):
+        config_for_resume(cfg.output, lr=1.0)
+    assert config_for_resume(cfg.output, epochs=5).epochs == 5
+
+
+def test_fine_tune_replaces_classifier_and_freezes_body(finished_run, tmp_path, data_root):
+    source, _ = finished_run
+    weights = f"{source.output}/best.pt"
+    cfg = tiny_config(tmp_path, data_root, weights=weights, freeze_body=True, epochs=1,
+                      arch=TINY_ARCH | {"num_classes": 12}, train_subset=64)
+    model = train(cfg)["model"]
+    assert model.classifier.out_features == 12
+    start = torch.load(weights, weights_only=True)["model"]
+    for name, value in model.state_dict().items():
+        if not name.startswith("classifier."):  # weights and BatchNorm statistics of the body
+            assert torch.equal(value, start[name]), name
