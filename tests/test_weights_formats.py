@@ -1,0 +1,85 @@
+"""Converters against files written independently: a frozen GraphDef encoded by hand, and a TFLite
+model packed with TFLite's own schema and run by TFLite's own interpreter (ai-edge-litert)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mobilenet.arch import ArchConfig
+from mobilenet.model import MobileNetV1
+from mobilenet.weights import WeightFormatError, convert, detect_format
+from weights_helpers import randomize_batchnorm, run_tflite, write_tf_graphdef, write_tflite
+
+
+def _model(**settings) -> MobileNetV1:
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(**settings)).eval()
+    randomize_batchnorm(model)
+    return model
+
+
+def _inputs(n: int, size: int) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+@pytest.mark.parametrize(("alpha", "size", "depth_multiplier"), [(0.25, 64, 1), (0.5, 96, 2)])
+def test_graphdef_round_trip_is_exact(tmp_path, alpha, size, depth_multiplier):
+    model = _model(alpha=alpha, resolution=size, num_classes=1001, depth_multiplier=depth_multiplier)
+    write_tf_graphdef(model, tmp_path / "frozen.pb")
+    assert detect_format(tmp_path / "frozen.pb") == "tf-graphdef"
+    converted, cfg = convert(tmp_path / "frozen.pb", resolution=size)
+    assert converted.cfg == model.cfg
+    assert cfg.label_set == "imagenet-1001" and cfg.preprocess.mean == (0.5, 0.5, 0.5)
+    x = _inputs(2, size)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_graphdef_reads_eps_from_the_graph(tmp_path):
+    model = _model(alpha=0.25, resolution=64, bn_eps=1e-5)
+    write_tf_graphdef(model, tmp_path / "eps.pb", eps=1e-5)
+    assert convert(tmp_path / "eps.pb")[0].cfg.bn_eps == 1e-5
+
+
+def test_tflite_written_and_run_by_tflite_matches_conversion(tmp_path):
+    model = _model(alpha=0.25, resolution=64, num_classes=1001).fold_batchnorm()
+    write_tflite(model, tmp_path / "m.tflite")
+    x = _inputs(3, 64)
+    tflite_out = run_tflite(tmp_path / "m.tflite", x.permute(0, 2, 3, 1).numpy())
+    converted, cfg = convert(tmp_path / "m.tflite")
+    assert converted.stem.folded and cfg.format == "tflite" and converted.cfg.resolution == (64, 64)
+    with torch.no_grad():
+        ours = converted(x).numpy()
+        np.testing.assert_allclose(ours, tflite_out, atol=1e-4, rtol=0)
+        # The same weights with PyTorch's symmetric padding no longer reproduce TFLite.
+        symmetric = MobileNetV1(converted.cfg.replace(padding="symmetric")).eval()
+        for _, module in symmetric.conv_layers():
+            module.unfold_structure()
+        symmetric.load_state_dict(converted.state_dict())
+        assert np.abs(symmetric(x).numpy() - tflite_out).max() > 1e-3  # vs ~1e-7 with tf padding
+
+
+def test_wrong_truncated_and_misfitting_files_are_clear_errors(tmp_path):
+    model = _model(alpha=0.25, resolution=64)
+    write_tf_graphdef(model, tmp_path / "ok.pb")
+    data = (tmp_path / "ok.pb").read_bytes()
+    (tmp_path / "cut.pb").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightFormatError, match="truncated"):
+        convert(tmp_path / "cut.pb")
+    (tmp_path / "notes.txt").write_text("these are not weights\n")
+    with pytest.raises(WeightFormatError, match="unrecognised weight file"):
+        convert(tmp_path / "notes.txt")
+    (tmp_path / "tiny.tflite").write_bytes(b"\x00\x01")
+    with pytest.raises(WeightFormatError, match="empty or truncated"):
+        convert(tmp_path / "tiny.tflite")
+    folded = _model(alpha=0.25, resolution=64).fold_batchnorm()
+    write_tflite(folded, tmp_path / "m.tflite")
+    blob = (tmp_path / "m.tflite").read_bytes()
+    (tmp_path / "cut.tflite").write_bytes(blob[: len(blob) // 3])
+    with pytest.raises(WeightFormatError, match="truncated|corrupt"):
+        convert(tmp_path / "cut.tflite")
+    # Shapes that do not fit the requested architecture: the first misfit tensor is named.
+    with pytest.raises(WeightFormatError, match=r"MobilenetV1/Conv2d_0/weights: shape \(8, 3, 3, 3\) does not fit stem"):
+        convert(tmp_path / "ok.pb", alpha=0.5)
