@@ -10,7 +10,7 @@ from pathlib import Path
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 
 # What a resumed run may change; every other flag comes from its checkpoint.
-RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device")
+RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--deterministic", action="store_true", help="deterministic kernels (bit-exact resumes)")
     e.add_argument("--output", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     e.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue RUN_DIR from its last.pt (mid-epoch too); only --epochs, --workers, "
-                   "--device and progress flags may change")
+                   help="continue RUN_DIR from its last.pt (mid-epoch too), under any number of processes; "
+                   "only --epochs, --micro-batch, --workers, --device and progress flags may change")
     e.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
     e.add_argument("--log-every", type=int, default=None, help="progress bar update, in steps (20)")
     p.set_defaults(func=run_train)
@@ -110,7 +110,6 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.resume:
         overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
-        overrides["device"] = args.device
         config = config_for_resume(args.resume, **overrides)
         summary = train(config, resume=args.resume)
         return 0 if summary["status"] == "finished" else 130

@@ -115,7 +115,7 @@ class TrainConfig:
         if micro < 1 or self.batch_size % per_step:
             raise ValueError(
                 f"the global batch {self.batch_size} does not split into {world_size} process(es) × "
-                f"micro-batches of {micro}; choose --batch-size divisible by world size × --micro-batch"
+                f"micro-batches of {micro}; choose a --micro-batch that divides {self.batch_size} // {world_size}"
             )
         return micro, self.batch_size // per_step
 

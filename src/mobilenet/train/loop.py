@@ -11,6 +11,7 @@ and return; ``train(config_for_resume(run_dir), resume=run_dir)`` continues from
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -36,8 +37,11 @@ from mobilenet.train.optim import ModelEma, build_optimizer, build_scheduler
 
 def config_for_resume(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     """The configuration a run was started with (from its last checkpoint), with a few settings
-    that do not change the optimisation overridden (epochs to extend a run, workers, progress)."""
-    allowed = {"epochs", "num_workers", "progress", "log_every", "device"}
+    that do not change the optimisation overridden (epochs to extend a run, workers, progress).
+
+    ``micro_batch`` may change too, when the recorded one does not fit the new number of
+    processes: the optimizer still sees the same global batch, only BatchNorm sees other slices."""
+    allowed = {"epochs", "num_workers", "progress", "log_every", "device", "micro_batch"}
     bad = set(overrides) - allowed
     if bad:
         raise ValueError(f"a resumed run keeps its configuration; only {sorted(allowed)} may change, not {sorted(bad)}")
@@ -166,6 +170,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     # ---- data ------------------------------------------------------------------------------
     splits = build_splits(config, arch.resolution, arch.in_channels)
     micro, accumulation = config.accumulation_steps(ctx.world_size)
+    # Recorded, so a resume under another world size keeps the BatchNorm batch (and so the maths).
+    config = dataclasses.replace(config, micro_batch=micro)
     sampler = GlobalBatchSampler(len(splits.train), config.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                                  accumulation=accumulation, seed=config.seed)
     steps_per_epoch = sampler.steps_per_epoch
