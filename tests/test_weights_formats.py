@@ -78,8 +78,9 @@ def test_wrong_truncated_and_misfitting_files_are_clear_errors(tmp_path):
     write_tflite(folded, tmp_path / "m.tflite")
     blob = (tmp_path / "m.tflite").read_bytes()
     (tmp_path / "cut.tflite").write_bytes(blob[: len(blob) // 3])
-    with pytest.raises(WeightFormatError, match="truncated|corrupt"):
+    with pytest.raises(WeightFormatError, match=r"truncated|corrupt"):
         convert(tmp_path / "cut.tflite")
     # Shapes that do not fit the requested architecture: the first misfit tensor is named.
-    with pytest.raises(WeightFormatError, match=r"MobilenetV1/Conv2d_0/weights: shape \(8, 3, 3, 3\) does not fit stem"):
+    misfit = r"MobilenetV1/Conv2d_0/weights: shape \(8, 3, 3, 3\) does not fit stem"
+    with pytest.raises(WeightFormatError, match=misfit):
         convert(tmp_path / "ok.pb", alpha=0.5)
