@@ -16,7 +16,8 @@ from weights_helpers import randomize_batchnorm, run_tflite, write_tf_graphdef, 
 def _model(**settings) -> MobileNetV1:
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(**settings)).eval()
-    randomize_batchnorm(model)
+    size = model.cfg.resolution[0]
+    randomize_batchnorm(model, torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(9)) * 2 - 1)
     return model
 
 
@@ -84,3 +85,11 @@ def test_wrong_truncated_and_misfitting_files_are_clear_errors(tmp_path):
     misfit = r"MobilenetV1/Conv2d_0/weights: shape \(8, 3, 3, 3\) does not fit stem"
     with pytest.raises(WeightFormatError, match=misfit):
         convert(tmp_path / "ok.pb", alpha=0.5)
+
+
+def test_helper_models_have_input_dependent_logits():
+    # Guards the tests above: identical logits for different images would let a broken converter pass.
+    model = _model(alpha=0.25, resolution=64)
+    with torch.no_grad():
+        logits = model(_inputs(2, 64))
+    assert (logits[0] - logits[1]).abs().max() > 0.1 * logits.std()

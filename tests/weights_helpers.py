@@ -5,8 +5,8 @@
 * ``write_tflite``: a float TFLite model (CONV_2D / DEPTHWISE_CONV_2D with fused ReLU6, SAME
   padding, AVERAGE_POOL_2D, the 1x1 logits conv, RESHAPE) packed with the TFLite schema classes that
   ship in ``ai-edge-litert``, so TFLite's own interpreter can run it.
-* ``randomize_batchnorm``: BatchNorm statistics far from (0, 1), so a converter that drops or
-  misorders them fails the comparisons.
+* ``randomize_batchnorm``: random BatchNorm scales and shifts with statistics measured on data, so
+  a converter that drops or misorders any of them fails the comparisons.
 """
 
 from __future__ import annotations
@@ -20,16 +20,24 @@ import torch
 from mobilenet.model import MobileNetV1
 
 
-def randomize_batchnorm(module: torch.nn.Module, seed: int = 0) -> None:
+def randomize_batchnorm(module: torch.nn.Module, inputs: torch.Tensor, seed: int = 0) -> None:
+    """Random BatchNorm scales and shifts, then running statistics measured on ``inputs``.
+
+    Measured statistics keep every layer's output at a healthy spread, so the logits depend on the
+    input all the way through: with made-up statistics the signal of a 28-layer network with random
+    weights fades to nothing and any two images give the same logits, which would let a wrong
+    converter pass."""
     g = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        for m in norms:
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one pass sets the statistics of that pass
+        module.train()
+        module(inputs)
+        module.eval()
 
 
 # ------------------------------------------------------------------------------------ GraphDef

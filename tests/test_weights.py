@@ -1,0 +1,152 @@
+"""Our safetensors format, load_pretrained's contract, the registry and checksum-verified fetching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+from mobilenet.model import MobileNetV1, mobilenet_v1
+from mobilenet.preprocess import Preprocess
+from mobilenet.weights import (
+    REGISTRY, FetchError, PretrainedCfg, WeightFormatError, fetch_file, load_pretrained, load_safetensors,
+    save_safetensors, sha256_file,
+)
+from mobilenet.weights.io import read_safetensors_metadata
+from weights_helpers import randomize_batchnorm, write_tf_graphdef
+
+X = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def _model(**settings) -> MobileNetV1:
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=64, **settings)).eval()
+    randomize_batchnorm(model, torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(9)) * 2 - 1)
+    return model
+
+
+def _cfg(model: MobileNetV1, label_set: str = "imagenet-1001", **kw) -> PretrainedCfg:
+    return PretrainedCfg(name="t", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=64),
+                         label_set=label_set, **kw)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_safetensors_round_trip_folded_or_not(tmp_path, fold):
+    model = _model(num_classes=1001)
+    if fold:
+        model.fold_batchnorm()
+    path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
+    meta = read_safetensors_metadata(path)
+    assert meta["format"] == "mobilenet" and meta["bn_folded"] == str(fold).lower()
+    assert json.loads(meta["arch"]) == model.cfg.to_dict()
+    loaded, cfg = load_safetensors(path)
+    assert loaded.stem.folded == fold and cfg.preprocess == Preprocess(resolution=64)
+    assert cfg.label_names[:2] == ["background", "tench"]
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed, not left behind
+
+
+def test_custom_labels_travel_in_the_metadata(tmp_path):
+    model = _model(num_classes=3)
+    cfg = _cfg(model, label_set="custom", labels=("ant", "bee", "cat"))
+    loaded = load_pretrained(save_safetensors(model, tmp_path / "c.safetensors", cfg))
+    assert loaded.pretrained_cfg.label_names == ["ant", "bee", "cat"]
+
+
+def test_load_pretrained_contract(tmp_path):
+    model = _model(num_classes=1001)
+    path = save_safetensors(model, tmp_path / "tf.safetensors", _cfg(model))
+    # 1001 -> 1000 drops the background logit and keeps the ImageNet classes exact.
+    m1000 = load_pretrained(path, num_classes=1000)
+    with torch.no_grad():
+        torch.testing.assert_close(m1000(X), model(X)[:, 1:], atol=1e-6, rtol=0)
+    assert m1000.pretrained_cfg.label_names[0] == "tench"
+    # Any other count is a fresh classifier; the body is untouched.
+    m10 = load_pretrained(path, num_classes=10)
+    assert m10.classifier.out_features == 10 and m10.cfg.num_classes == 10
+    assert torch.equal(m10.stem.conv.weight, model.stem.conv.weight)
+    # Resolution may change (no weight depends on it), with the preprocessing following it.
+    m96 = load_pretrained(path, resolution=96)
+    assert m96.cfg.resolution == (96, 96) and m96.pretrained_cfg.preprocess.resolution == (96, 96)
+    # Settings that change the weights' meaning must agree.
+    with pytest.raises(ValueError, match="alpha=0.25; alpha=0.5 does not fit"):
+        load_pretrained(path, alpha=0.5)
+    with pytest.raises(ValueError, match="padding='tf'; padding='symmetric' does not fit"):
+        mobilenet_v1(weights=str(path), padding="symmetric")
+    with pytest.raises(ValueError, match="neither a known weights name nor an existing file"):
+        load_pretrained("no_such_weights")
+
+
+def test_training_checkpoint_is_loaded_safely(tmp_path):
+    model = _model(num_classes=4)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    ckpt = {"model": model.state_dict(), "arch": model.cfg.to_dict(), "ema": ema, "epoch": 3,
+            "preprocess": {"resolution": [64, 64], "mean": [0.5], "std": [0.25], "crop_fraction": 1.0,
+                           "interpolation": "bilinear"}}
+    torch.save(ckpt, tmp_path / "last.pt")
+    loaded = load_pretrained(tmp_path / "last.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert loaded.pretrained_cfg.preprocess.channels == 1
+
+
+def test_foreign_file_is_converted_on_the_fly(tmp_path):
+    model = _model(num_classes=1001)
+    write_tf_graphdef(model, tmp_path / "frozen.pb")
+    loaded = load_pretrained(tmp_path / "frozen.pb", resolution=64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X), model(X), atol=1e-5, rtol=0)
+
+
+def test_misshapen_safetensors_names_the_tensor(tmp_path):
+    model = _model(num_classes=1001)
+    path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    state["blocks.3.pw.conv.weight"] = state["blocks.3.pw.conv.weight"][:-1]
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=read_safetensors_metadata(path))
+    with pytest.raises(WeightFormatError, match=r"'blocks\.3\.pw\.conv\.weight' has shape"):
+        load_pretrained(tmp_path / "bad.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(WeightFormatError):
+        load_pretrained(tmp_path / "cut.safetensors")
+
+
+def test_registry_entries_are_complete():
+    for name, entry in REGISTRY.items():
+        cfg = entry.arch_config
+        assert cfg.num_classes == len(entry.label_names), name
+        assert entry.preprocess.resolution == cfg.resolution, name
+        assert entry.files and all(len(f.sha256) == 64 and f.sources for f in entry.files), name
+        assert entry.published.get("top1"), name
+
+
+def test_fetch_verifies_checksums(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "local").mkdir()
+    blob = tmp_path / "local" / "w.bin"
+    blob.write_bytes(b"weights")
+    monkeypatch.setenv("MOBILENET_WEIGHTS_PATH", str(tmp_path / "local"))
+    assert fetch_file("w.bin", sha256_file(blob), ()) == blob
+    with pytest.raises(FetchError, match="could not fetch w.bin"):
+        fetch_file("w.bin", "0" * 64, ("ftp://nowhere/w.bin",))
+
+
+def test_cli_convert_writes_safetensors_and_reports_errors(tmp_path, capsys):
+    model = _model(num_classes=1001)
+    write_tf_graphdef(model, tmp_path / "frozen.pb")
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(tmp_path / "frozen.pb"), str(out), "--resolution", "64", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == "tf-graphdef" and summary["arch"]["alpha"] == 0.25
+    assert "frozen.pb sha256" in read_safetensors_metadata(out)["source"]
+    (tmp_path / "junk.pb").write_bytes(b"\x0a\xff\xff\xff")
+    assert main(["convert", str(tmp_path / "junk.pb"), str(tmp_path / "j.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mobilenet convert: error:") and "\n" not in err
+    assert not (tmp_path / "j.safetensors").exists()
