@@ -12,8 +12,15 @@ from mobilenet.cli import main
 from mobilenet.model import MobileNetV1, mobilenet_v1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights import (
-    REGISTRY, FetchError, PretrainedCfg, WeightFormatError, fetch_file, load_pretrained, load_safetensors,
-    save_safetensors, sha256_file,
+    REGISTRY,
+    FetchError,
+    PretrainedCfg,
+    WeightFormatError,
+    fetch_file,
+    load_pretrained,
+    load_safetensors,
+    save_safetensors,
+    sha256_file,
 )
 from mobilenet.weights.io import read_safetensors_metadata
 from weights_helpers import randomize_batchnorm, write_tf_graphdef
@@ -73,7 +80,7 @@ def test_load_pretrained_contract(tmp_path):
     m96 = load_pretrained(path, resolution=96)
     assert m96.cfg.resolution == (96, 96) and m96.pretrained_cfg.preprocess.resolution == (96, 96)
     # Settings that change the weights' meaning must agree.
-    with pytest.raises(ValueError, match="alpha=0.25; alpha=0.5 does not fit"):
+    with pytest.raises(ValueError, match=r"alpha=0\.25; alpha=0\.5 does not fit"):
         load_pretrained(path, alpha=0.5)
     with pytest.raises(ValueError, match="padding='tf'; padding='symmetric' does not fit"):
         mobilenet_v1(weights=str(path), padding="symmetric")
@@ -133,7 +140,7 @@ def test_fetch_verifies_checksums(tmp_path, monkeypatch):
     blob.write_bytes(b"weights")
     monkeypatch.setenv("MOBILENET_WEIGHTS_PATH", str(tmp_path / "local"))
     assert fetch_file("w.bin", sha256_file(blob), ()) == blob
-    with pytest.raises(FetchError, match="could not fetch w.bin"):
+    with pytest.raises(FetchError, match=r"could not fetch w\.bin"):
         fetch_file("w.bin", "0" * 64, ("ftp://nowhere/w.bin",))
 
 
