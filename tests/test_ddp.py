@@ -32,8 +32,16 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_two_process_ddp_matches_one_process_and_resumes_alone(tmp_path):
+@pytest.fixture
+def one_thread():
+    # As each torchrun worker (OMP_NUM_THREADS=1): the machine is small and shared.
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_two_process_ddp_matches_one_process_and_resumes_alone(tmp_path, one_thread):
     data_root = fashion_mnist_root(tmp_path)
     ddp_dir = tmp_path / "ddp"
     command = [

@@ -62,7 +62,7 @@ def tiny_config(tmp_dir: Path, data_root: str | None, **changes) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     # The machine is shared: one intra-op thread is faster than two contended ones, and the same.
     before = torch.get_num_threads()
@@ -104,6 +104,12 @@ def test_checkpoint_format(finished_run):
         assert TrainConfig.from_dict(ckpt["config"]).lr == cfg.lr
         model = MobileNetV1(ArchConfig.from_dict(ckpt["arch"]))
         model.load_state_dict(ckpt["model"])
+    # What `mobilenet evaluate` and fine-tuning read: the weights helper's loader takes it as it is.
+    from mobilenet.weights import load_pretrained
+
+    loaded = load_pretrained(f"{cfg.output}/best.pt").state_dict()
+    best = torch.load(f"{cfg.output}/best.pt", weights_only=True)["model"]
+    assert all(torch.equal(loaded[k], best[k]) for k in best)
     last = torch.load(f"{cfg.output}/last.pt", weights_only=True)
     assert last["epoch"] == 3 and last["step"] == 3 * (256 // 32)
     for name in ("curves.png", "metrics.jsonl", "config.json", "summary.json"):

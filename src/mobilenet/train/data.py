@@ -223,9 +223,15 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed, epoch, index))
+        # The CPU generator directly: torch.manual_seed also seeds every accelerator and costs
+        # more than the augmentation itself. The caller's stream is restored afterwards.
+        generator = torch.default_generator
+        saved = generator.get_state()
+        generator.manual_seed(_mix(self.seed, epoch, index))
+        try:
             return self.dataset[index]
+        finally:
+            generator.set_state(saved)
 
 
 def _mix(*values: int) -> int:
