@@ -54,7 +54,8 @@ def config_for_resume(run_dir: str | Path, **overrides: Any) -> TrainConfig:
 class StopRequest:
     """SIGINT/SIGTERM set a flag; the loop saves and exits after the current step."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # only rank 0 speaks
         self.requested = False
         self._previous: dict[int, Any] = {}
 
@@ -68,7 +69,8 @@ class StopRequest:
         if self.requested:  # a second Ctrl-C: the user really wants out
             raise KeyboardInterrupt
         self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr)
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -231,7 +233,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
 
     # ---- epochs ----------------------------------------------------------------------------
     status = "finished"
-    with StopRequest() as stop:
+    with StopRequest(announce=main) as stop:
         while epoch < config.epochs:
             sampler.set_epoch(epoch, step_in_epoch)
             model.train()
