@@ -1,0 +1,149 @@
+"""`mobilenet bench` and `mobilenet export` from the command line: the JSON holds every requested
+cell (measured, or with the reason it was not), the side studies are filled in, plots and exports
+are written. Timings are never asserted (they live in docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mobilenet.cli import main
+from mobilenet.cost import network_cost
+from mobilenet.deploy import bench
+from mobilenet.deploy.bench import BenchOptions
+from mobilenet.deploy.export import sample_photos
+from mobilenet.deploy.optional import available
+
+TINY = ["--alpha", "0.25", "--resolution", "64"]
+QUICK = ["--seconds", "0.05", "--threads", "2"]
+
+
+def bench_json(capsys, *args: str) -> dict:
+    assert main(["bench", *TINY, *QUICK, "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_json_has_every_requested_cell(capsys, tmp_path):
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for i, photo in enumerate(sample_photos() * 2):
+        shutil.copy(photo, calibration / f"{i}{photo.suffix}")
+    report = bench_json(
+        capsys, "--runtime", "torch", "onnxruntime", "openvino", "--precision", "fp32", "int8",
+        "--batch-size", "1", "3", "--calibration", str(calibration),
+        "--no-peers", "--no-conv", "--no-layers", "--no-memory",
+    )
+    cells = {(c["runtime"], c["precision"], c["batch_size"]): c for c in report["cells"]}
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        for precision in ("fp32", "int8"):
+            for batch in (1, 3):
+                cell = cells[(runtime, precision, batch)]
+                installed = runtime == "torch" or available(runtime)
+                if runtime == "torch" and precision == "int8":
+                    assert cell["status"] == "skipped" and "does not offer int8" in cell["reason"]
+                elif not installed:
+                    assert cell["status"] == "skipped" and "pip install" in cell["reason"]
+                else:
+                    assert cell["status"] == "ok", cell
+                    assert 0 < cell["p10_ms"] <= cell["median_ms"] <= cell["p90_ms"]
+                    assert cell["runs"] >= 10
+                    assert cell["images_per_s"] == pytest.approx(batch / cell["median_ms"] * 1e3)
+                    assert cell["gflops"] == pytest.approx(report["gflop_per_image"] * cell["images_per_s"])
+    assert report["mult_adds"] > 0 and report["sgemm_peak_gflops"] > 0
+    assert report["machine"]["threads"] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from mobilenet.model import MobileNetV1
+
+    return MobileNetV1(alpha=0.25, resolution=64).eval()
+
+
+def quick_options(*runtimes: str) -> BenchOptions:
+    return BenchOptions(runtimes=runtimes, batch_sizes=(2,), threads=2, seconds=0.05)
+
+
+@pytest.mark.slow
+def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
+    (row,) = bench._separable_vs_conv(tiny_model, quick_options("torch"), print)
+    assert row["status"] == "ok" and row["conv_ms"] > 0 and row["separable_ms"] > 0
+    assert row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])
+    # The mult-add ratio is the cost model's, not a measurement: the full-conv network is ~7x at 0.25.
+    assert 5 < row["mult_add_ratio"] < 9
+
+
+@pytest.mark.slow
+def test_layer_shares_cover_every_layer_type(tiny_model):
+    runtimes = ("torch", "onnxruntime") if available("onnxruntime") else ("torch",)
+    rows = bench._layer_shares(tiny_model, quick_options(*runtimes), print)
+    for runtime in runtimes:
+        shares = {row["kind"]: row for row in rows if row["runtime"] == runtime}
+        assert {"conv", "depthwise", "pointwise", "pool", "fc"} <= set(shares)
+        assert all(shares[k]["time_share"] > 0 for k in ("conv", "depthwise", "pointwise", "fc"))
+        assert sum(row["time_share"] for row in shares.values()) == pytest.approx(1.0)
+        assert sum(row["mult_add_share"] for row in shares.values()) == pytest.approx(1.0)
+        assert shares["pointwise"]["mult_add_share"] > 0.75  # Table 2: 1x1 convs dominate the arithmetic
+
+
+@pytest.mark.slow
+def test_memory_is_measured_in_a_fresh_process(tiny_model):
+    (row,) = bench._memory(tiny_model, quick_options("torch"), print)
+    assert row["status"] == "ok" and row["batch_size"] == 2
+    assert row["rss_before_bytes"] > 0 and row["measured_increase_bytes"] >= 0
+    predicted = network_cost(tiny_model.cfg, batch_size=2).total.peak_activation_bytes
+    assert row["predicted_peak_activation_bytes"] == predicted
+
+
+@pytest.mark.slow
+def test_text_report_and_plot(capsys, tmp_path):
+    plot = tmp_path / "bench.png"
+    args = ["bench", *TINY, *QUICK, "--runtime", "torch", "--batch-size", "1", "2", "--plot", str(plot),
+            "--no-peers", "--no-conv", "--no-layers", "--no-memory"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP per image (FLOPs = 2 x mult-adds" in out and "torch fp32" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size values must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--plot", "chart.txt"], "--plot writes .png"),
+        (["--calibration", "/nonexistent/folder"], "no such folder"),
+    ],
+)
+def test_bench_usage_errors_are_one_line(capsys, args, message):
+    assert main(["bench", *TINY, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
+def test_export_command_writes_a_verified_file(capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "max |logit difference|" in printed and "dynamic batch" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model.tflite"], "cannot tell the format"),
+        (["model.onnx", "--precision", "int8"], "--precision int8 needs --calibration"),
+    ],
+)
+def test_export_usage_errors_are_one_line(capsys, tmp_path, args, message):
+    args = [str(tmp_path / args[0]), *args[1:]]
+    assert main(["export", *args, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
