@@ -423,11 +423,12 @@ def _layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str]
     predicted = {kind: sum(x.mult_adds for x in cost.layers if x.kind == kind) / cost.total.mult_adds for kind in KINDS}
     x = _input_batch(model, 1, options.preprocess)
     rows = []
-    for runtime in ("torch", "onnxruntime"):
+    profilers = {"torch": _torch_layer_times, "onnxruntime": _ort_layer_times, "openvino": _openvino_layer_times}
+    for runtime, profile in profilers.items():
         if runtime not in options.runtimes or not (runtime == "torch" or available(runtime)):
             continue
         log(f"profiling layers on {runtime}")
-        seconds = _torch_layer_times(model, x, options) if runtime == "torch" else _ort_layer_times(model, x, options)
+        seconds = profile(model, x, options)
         total = sum(seconds.values())
         for kind in (*KINDS, "other"):
             if kind == "other" and kind not in seconds:
@@ -496,20 +497,54 @@ def _ort_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions)
         events = json.loads(Path(session.end_profiling()).read_text())
     nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
                    key=lambda e: e["ts"])
+    ops = {"Conv": "conv", "FusedConv": "conv", "Gemm": "fc", "FusedGemm": "fc", "MatMul": "fc",
+           "ReduceMean": "pool", "GlobalAveragePool": "pool"}
+    return _by_kind(((ops.get(e.get("args", {}).get("op_name", ""), "other"), e["dur"] * 1e-6) for e in nodes),
+                    conv_kinds)
+
+
+def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
+    """Per-kind time from OpenVINO's per-node performance counters (fp32), matched to layers by
+    execution order like ONNX Runtime's."""
+    import tempfile  # noqa: PLC0415
+
+    import openvino as ov  # noqa: PLC0415
+
+    from mobilenet.deploy.export import convert_to_openvino, export_onnx  # noqa: PLC0415
+
+    conv_kinds = [x.kind for x in network_cost(model.cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
+    config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
+        compiled = ov.Core().compile_model(convert_to_openvino(export_onnx(model, Path(tmp) / "m.onnx")), "CPU", config)
+    request = compiled.create_infer_request()
+    data = x.numpy()
+    for _ in range(3):
+        request.infer({0: data})
+    ops = {"Convolution": "conv", "GroupConvolution": "conv", "FullyConnected": "fc", "MatMul": "fc",
+           "ReduceMean": "pool", "AvgPool": "pool"}
+    totals: dict[str, float] = {}
+    deadline = time.perf_counter() + options.seconds
+    while time.perf_counter() < deadline:
+        request.infer({0: data})
+        executed = [p for p in request.profiling_info if p.status.name == "EXECUTED"]
+        run = _by_kind(((ops.get(p.node_type, "other"), p.real_time.total_seconds()) for p in executed), conv_kinds)
+        for kind, seconds in run.items():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+    return totals
+
+
+def _by_kind(events: Any, conv_kinds: list[str]) -> dict[str, float]:
+    """Sum (op kind, seconds) events in execution order into layer kinds; the k-th "conv" event is
+    the k-th convolution of the architecture (stem, depthwise or pointwise)."""
     totals: dict[str, float] = {}
     conv_index = 0
-    for event in nodes:
-        op = event.get("args", {}).get("op_name", "")
-        if op in ("Conv", "FusedConv", "NchwcConv"):
+    for kind, seconds in events:
+        if kind == "conv":
             kind = conv_kinds[conv_index % len(conv_kinds)]
             conv_index += 1
-        elif op in ("Gemm", "FusedGemm", "MatMul"):
-            kind = "fc"
-        elif op in ("ReduceMean", "GlobalAveragePool", "NchwcGlobalAveragePool"):
-            kind = "pool"
-        else:
-            kind = "other"
-        totals[kind] = totals.get(kind, 0.0) + event["dur"] * 1e-6
+        totals[kind] = totals.get(kind, 0.0) + seconds
     return totals
 
 
