@@ -91,12 +91,15 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 def build_model(config: TrainConfig, arch: ArchConfig, resuming: bool) -> MobileNetV1:
     if config.weights and not resuming:
-        from mobilenet.weights import load_pretrained
+        from mobilenet.weights import FetchError, load_pretrained
 
         # The weights fix the layers (and in_channels: the data adapts to them); the classifier is
         # replaced when the class count differs; input size and dropout are ours to choose.
-        model = load_pretrained(config.weights, num_classes=arch.num_classes, resolution=arch.resolution,
-                                dropout=arch.dropout)
+        try:
+            model = load_pretrained(config.weights, num_classes=arch.num_classes, resolution=arch.resolution,
+                                    dropout=arch.dropout)
+        except FetchError as err:  # offline, no local copy: the user's to fix, in one message
+            raise ValueError(f"--weights {config.weights}: {err}") from err
         return model.train()
     return MobileNetV1(arch)
 
@@ -201,7 +204,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             ema.load_state_dict(ckpt["ema"], int(ckpt.get("ema_updates", ckpt["step"])))
         epoch, step, step_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt.get("step_in_epoch", 0))
         best = dict(ckpt.get("metrics", best))
-        epoch_loss, epoch_samples = float(ckpt.get("epoch_loss", 0.0)), int(ckpt.get("epoch_samples", 0))
+        if main:  # the sums over all processes of the interrupted epoch so far, counted once
+            epoch_loss, epoch_samples = float(ckpt.get("epoch_loss", 0.0)), int(ckpt.get("epoch_samples", 0))
         epoch_time = float(ckpt.get("epoch_time", 0.0))
         if main and ckpt.get("rng"):
             checkpoint.set_rng_state(ckpt["rng"])
@@ -291,8 +295,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
                     on_step(step)
                 if distributed.any_process(stop.requested, ctx):
                     epoch_time += time.perf_counter() - tick
-                    epoch_loss += window_loss
-                    epoch_samples += window_n
+                    epoch_loss, epoch_samples = distributed.all_reduce_sum(
+                        [epoch_loss + window_loss, float(epoch_samples + window_n)], ctx)
                     if main:
                         checkpoint.save_atomic(state(epoch, step_in_epoch), run_dir / "last.pt")
                     status = "interrupted"
