@@ -19,7 +19,7 @@ from mobilenet.cli import main
 from mobilenet.model import MobileNetV1
 from mobilenet.train import TrainConfig, checkpoint, config_for_resume, param_groups, train
 from mobilenet.train.config import OPTIMIZERS
-from mobilenet.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, GlobalBatchSampler, read_idx
+from mobilenet.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, GlobalBatchSampler, Transform, read_idx
 from mobilenet.train.optim import build_optimizer, is_depthwise, lr_factor
 from mobilenet.train.runs import read_metrics
 
@@ -313,3 +313,18 @@ def test_fine_tuning_starts_from_the_published_weights(assets_dir, tmp_path, mon
     assert status == 0
     row = read_metrics(tmp_path / "run")[0]
     assert row["val_top1"] > 0.4, row  # chance is 0.1%; the published model gets about 60% here
+
+
+def test_grayscale_is_fed_natively_or_replicated_to_rgb():
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    one = Transform((32, 32), channels=1, train=False)(image)
+    three = Transform((32, 32), channels=3, train=False)(image)
+    assert one.shape == (1, 32, 32) and three.shape == (3, 32, 32)
+    assert torch.equal(three[0], one[0]) and torch.equal(three[1], one[0]) and torch.equal(three[2], one[0])
+    assert one.min() >= -1 and one.max() <= 1  # TF's scaling, (x - 127.5) / 127.5
+    crop = Transform((32, 32), channels=1, train=True, min_crop=0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        a = crop(image)
+        torch.manual_seed(0)
+        assert torch.equal(a, crop(image))  # random crops are a function of the generator state
