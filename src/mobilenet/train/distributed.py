@@ -22,6 +22,7 @@ class Context:
     local_rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # we created the process group, so we destroy it
 
     @property
     def is_main(self) -> bool:
@@ -43,14 +44,16 @@ def setup(device: str = "auto") -> Context:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    owns_group = world_size > 1 and not dist.is_initialized()
+    if owns_group:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
-    return Context(rank, local_rank, world_size, dev)
+    return Context(rank, local_rank, world_size, dev, owns_group)
 
 
-def cleanup() -> None:
-    if dist.is_initialized():
+def cleanup(ctx: Context) -> None:
+    """Leave the process group if ``setup`` joined it (a caller's own group is left alone)."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

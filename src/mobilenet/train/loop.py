@@ -137,7 +137,7 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
     try:
         return _train(config, ctx, resume, on_step)
     finally:
-        distributed.cleanup()
+        distributed.cleanup(ctx)
 
 
 def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | None,
