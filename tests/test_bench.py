@@ -17,7 +17,7 @@ from mobilenet.deploy.export import sample_photos
 from mobilenet.deploy.optional import available
 
 TINY = ["--alpha", "0.25", "--resolution", "64"]
-QUICK = ["--seconds", "0.05", "--threads", "2"]
+QUICK = ["--seconds", "0.05", "--threads", "1"]  # one thread: no OpenMP barriers to stall on a loaded machine
 
 
 def bench_json(capsys, *args: str) -> dict:
@@ -53,7 +53,7 @@ def test_json_has_every_requested_cell(capsys, tmp_path):
                     assert cell["images_per_s"] == pytest.approx(batch / cell["median_ms"] * 1e3)
                     assert cell["gflops"] == pytest.approx(report["gflop_per_image"] * cell["images_per_s"])
     assert report["mult_adds"] > 0 and report["sgemm_peak_gflops"] > 0
-    assert report["machine"]["threads"] == 2
+    assert report["machine"]["threads"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def tiny_model():
 
 
 def quick_options(*runtimes: str) -> BenchOptions:
-    return BenchOptions(runtimes=runtimes, batch_sizes=(2,), threads=2, seconds=0.05)
+    return BenchOptions(runtimes=runtimes, batch_sizes=(2,), threads=1, seconds=0.05)
 
 
 @pytest.mark.slow
@@ -147,3 +147,13 @@ def test_export_usage_errors_are_one_line(capsys, tmp_path, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
+    rows = bench._block_comparisons(tiny_model, quick_options("torch"), print)
+    comparisons = network_cost(tiny_model.cfg).block_comparisons()
+    assert [row["block"] for row in rows] == list(range(13))
+    for row, comparison in zip(rows, comparisons):
+        assert row["mult_add_ratio"] == pytest.approx(comparison.standard.mult_adds / comparison.separable_mult_adds)
+        assert row["conv_ms"] > 0 and row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])

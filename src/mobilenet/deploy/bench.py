@@ -107,6 +107,7 @@ class BenchReport:
     sgemm_peak_gflops: float
     cells: list[Cell] = field(default_factory=list)
     separable_vs_conv: list[dict[str, Any]] = field(default_factory=list)
+    blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
 
@@ -244,6 +245,7 @@ def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], No
 
     if options.compare_conv:
         report.separable_vs_conv = _separable_vs_conv(model, options, log)
+        report.blocks_vs_conv = _block_comparisons(model, options, log)
     if options.layers:
         report.layer_shares = _layer_shares(model, options, log)
     if options.memory:
@@ -411,6 +413,41 @@ def _separable_vs_conv(model: MobileNetV1, options: BenchOptions, log: Callable[
             separable, conv = Timing.from_seconds(samples[2 * i]), Timing.from_seconds(samples[2 * i + 1])
             row.update(separable_ms=separable.median_ms, conv_ms=conv.median_ms,
                        time_ratio=conv.median_ms / separable.median_ms)
+    return rows
+
+
+def _block_comparisons(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every separable block against the full 3x3 convolution it replaces (Table 3's layer is
+    blocks 6-10 at 14x14x512), in PyTorch eager with folded weights and channels_last, batch 1:
+    the layer-level version of the network comparison above. The full conv uses symmetric padding
+    (one pad either side); the difference to TF 'SAME' costs no measurable time."""
+    from mobilenet.deploy.prepare import folded_copy  # noqa: PLC0415
+
+    if model.cfg.variant == "conv":
+        return []
+    log("timing each separable block against a full 3x3 convolution (PyTorch eager)")
+    net = folded_copy(model).to(memory_format=torch.channels_last)
+    rows, calls = [], []
+    for comparison in network_cost(model.cfg).block_comparisons():
+        std = comparison.standard
+        channels, height, width = std.in_shape
+        x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)
+        full = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, std.out_shape[0], std.kernel, std.stride, padding=std.kernel // 2),
+            torch.nn.ReLU6(),
+        ).eval().to(memory_format=torch.channels_last)
+        separable = net.blocks[comparison.depthwise.block]
+        rows.append({
+            "block": comparison.depthwise.block, "in_shape": list(std.in_shape), "out_shape": list(std.out_shape),
+            "stride": std.stride, "mult_add_ratio": 1 / comparison.mult_adds_ratio,
+        })
+        calls += [(lambda m=separable, x=x: _no_grad(m, x), None), (lambda m=full, x=x: _no_grad(m, x), None)]
+    with torch.inference_mode():
+        samples = time_interleaved(calls, seconds=options.seconds / 4, min_runs=options.min_runs)
+    for i, row in enumerate(rows):
+        separable, full = Timing.from_seconds(samples[2 * i]), Timing.from_seconds(samples[2 * i + 1])
+        row.update(separable_ms=separable.median_ms, conv_ms=full.median_ms,
+                   time_ratio=full.median_ms / separable.median_ms)
     return rows
 
 
@@ -653,6 +690,14 @@ def format_report(report: BenchReport) -> str:
             else:
                 lines.append(f"{row['runtime']:<12} {row['separable_ms']:>12.2f} {row['conv_ms']:>9.2f} "
                              f"{row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
+    if report.blocks_vs_conv:
+        lines += ["", "each separable block vs the full 3x3 conv it replaces (PyTorch eager, folded, batch 1)",
+                  f"{'block':>5} {'input':>14} {'stride':>6} {'separable ms':>12} {'conv ms':>8} {'time ratio':>10} "
+                  f"{'mult-add ratio':>14}"]
+        for row in report.blocks_vs_conv:
+            shape = "x".join(map(str, row["in_shape"]))
+            lines.append(f"{row['block']:>5} {shape:>14} {row['stride']:>6} {row['separable_ms']:>12.3f} "
+                         f"{row['conv_ms']:>8.3f} {row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
     if report.layer_shares:
         lines += ["", "time share by layer type vs mult-add share (Table 2), batch 1, fp32",
                   f"{'runtime':<12} {'layers':<24} {'time':>7} {'mult-adds':>9}"]
