@@ -225,3 +225,22 @@ def read_tflite(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) ->
         resolution=resolution,
         input_quantization=input_quant,
     )
+
+
+def activation_grids(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) -> list[tuple[float, float, float]]:
+    """(low, high, step) of each convolution's uint8 output, in network order, logits last.
+
+    A dequantised model computes in float; TFLite's uint8 kernels round every activation to this
+    grid. Rounding a converted model's activations to it shows how much of a remaining
+    disagreement is that arithmetic, not the conversion (see tests/test_weights_assets.py)."""
+    grids = []
+    for path in [Path(p) for p in (paths if isinstance(paths, list) else [paths])]:
+        tensors, ops, _ = _read_model(path.read_bytes())
+        for op in ops:
+            if op.code in (CONV_2D, DEPTHWISE_CONV_2D):
+                out = tensors[op.outputs[0]]
+                if not len(out.scale):
+                    raise WeightFormatError(f"{path.name}: {out.name} is not quantised")
+                step, zero = float(out.scale[0]), int(out.zero_point[0]) if len(out.zero_point) else 0
+                grids.append(((0 - zero) * step, (255 - zero) * step, step))
+    return grids
