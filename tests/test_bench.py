@@ -100,14 +100,16 @@ def test_memory_is_measured_in_a_fresh_process(tiny_model):
 
 @pytest.mark.slow
 def test_text_report_and_plot(capsys, tmp_path):
-    plot = tmp_path / "bench.png"
+    plot, saved = tmp_path / "bench.png", tmp_path / "bench.json"
     args = ["bench", *TINY, *QUICK, "--runtime", "torch", "--batch-size", "1", "2", "--plot", str(plot),
+            "--save", str(saved),
             "--no-peers", "--no-conv", "--no-layers", "--no-memory"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "GFLOP per image (FLOPs = 2 x mult-adds" in out and "torch fp32" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["bench.png"]
+    assert [c["batch_size"] for c in json.loads(saved.read_text())["cells"]] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.png"]
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--no-malloc-tuning", action="store_true",
                    help="do not restart under GLIBC_TUNABLES that keep freed memory (see docs/performance.md)")
     b.add_argument("--json", action="store_true", help="print the full report as JSON")
+    b.add_argument("--save", type=Path, metavar="FILE.json", help="also write the JSON report to this file")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency and throughput charts")
     _add_weights_argument(b)
     add_model_arguments(b)
@@ -153,6 +154,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = bench.run_bench(model, options, log=log)
     if args.plot is not None:
         bench.plot(report, args.plot)
+    if args.save is not None:
+        _write_atomically(args.save, report.to_json() + "\n")
     print(report.to_json() if args.json else bench.format_report(report))
     return 0
 
@@ -178,3 +181,16 @@ def _restart_for_fair_timing(args: argparse.Namespace, tunables: str) -> None:
         return
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "mobilenet", *sys.argv[1:]], env)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

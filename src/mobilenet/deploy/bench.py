@@ -3,7 +3,7 @@
 Timing discipline (2 shared cores make single numbers meaningless):
 
 * every cell (runtime x precision x batch size, peers included) is built first, warmed up, then
-  timed **interleaved**: round after round, each cell runs for a slice of ~25 ms, so a burst of
+  timed **interleaved**: round after round, each cell runs for a slice of ~100 ms, so a burst of
   load from elsewhere hits all cells alike and their ratios survive;
 * each call is timed on its own; we report the median, p10 and p90 of the per-call latency, and
   throughput as batch size / median;
@@ -41,7 +41,7 @@ from mobilenet.deploy.runtime import SUPPORTED, Predictor, choose_runtime, make_
 from mobilenet.model import MobileNetV1
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
-SLICE_S = 0.025
+SLICE_S = 0.1
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
                "pool": "average pool", "fc": "classifier (FC)", "other": "other (layout reorders)"}
@@ -124,7 +124,7 @@ def time_interleaved(
     warmup: int = 3,
 ) -> list[list[float]]:
     """Time several zero-argument calls round-robin. Each call is warmed up ``warmup`` times, then
-    rounds give every call a ~25 ms slice until each has run ``min_runs`` times and the total
+    rounds give every call a ~100 ms slice until each has run ``min_runs`` times and the total
     reaches ``seconds`` per call. Returns the per-call latencies (seconds) of each."""
     for fn, _ in runs:
         for _ in range(warmup):
