@@ -157,3 +157,24 @@ def test_cli_convert_writes_safetensors_and_reports_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("mobilenet convert: error:") and "\n" not in err
     assert not (tmp_path / "j.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_default_weights_fetched_from_pypi_verified_and_converted(tmp_path, monkeypatch):
+    """The real path of a first `load_pretrained()`: pip downloads the nudity==0.2.3 sdist (not
+    installed), the graph inside is checksum-verified, converted and cached as safetensors."""
+    from mobilenet.weights import fetch_pretrained
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    monkeypatch.delenv("MOBILENET_WEIGHTS_PATH", raising=False)
+    path = fetch_pretrained("tf_mobilenet_v1_1.0_224", quiet=True)
+    graph = tmp_path / "files" / "mobilenet_v1_1.0_224_retrained_graph.pb"
+    assert sha256_file(graph) == REGISTRY["tf_mobilenet_v1_1.0_224"].files[0].sha256
+    model, _ = load_safetensors(path)
+    assert model.cfg == REGISTRY["tf_mobilenet_v1_1.0_224"].arch_config and not model.stem.folded
+    assert sum(p.numel() for p in model.parameters()) == 4_253_864 - 2 * 10_944 + 1_024 + 1  # 1001 classes
+    # A corrupted cached original is refetched, never used.
+    graph.write_bytes(b"corrupt")
+    (tmp_path / "converted" / path.name).unlink()
+    fetch_pretrained("tf_mobilenet_v1_1.0_224", quiet=True)
+    assert sha256_file(graph) == REGISTRY["tf_mobilenet_v1_1.0_224"].files[0].sha256

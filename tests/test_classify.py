@@ -1,0 +1,70 @@
+"""`mobilenet classify`: JSON in ImageNet's 1000-class order, one line per bad file, exit status,
+and the real photos shipped by the dependencies named correctly by the default weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+from mobilenet.cli.weights import default_photos
+from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import Preprocess
+from mobilenet.weights import PretrainedCfg, imagenet_names, save_safetensors
+
+
+@pytest.fixture
+def small_weights(tmp_path):
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
+    with torch.no_grad():
+        model.classifier.bias[1 + 934 - 1] = 50.0  # TF index 934 = ImageNet class 933, "cheeseburger"
+        model.classifier.bias[0] = 100.0  # a huge background logit must not show up anywhere
+    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=32),
+                        label_set="imagenet-1001")
+    return save_safetensors(model, tmp_path / "small.safetensors", cfg)
+
+
+def test_json_in_1000_class_order_and_bad_files_reported(tmp_path, small_weights, capsys):
+    Image.fromarray(np.zeros((20, 30, 4), np.uint8), "RGBA").save(tmp_path / "clear.png")
+    Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(tmp_path / "deep.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    images = [tmp_path / "clear.png", tmp_path / "bad.jpg", tmp_path / "deep.png"]
+    code = main(["classify", *map(str, images), "--weights", str(small_weights), "--top-k", "3", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1  # one image failed
+    assert [line for line in captured.err.splitlines() if "error" in line] == [
+        f"mobilenet classify: error: {tmp_path / 'bad.jpg'}: not an image Pillow can read"]
+    results = json.loads(captured.out)
+    assert [r["image"] for r in results] == list(map(str, images))
+    assert results[1] == {"image": str(images[1]), "error": f"{images[1]}: not an image Pillow can read"}
+    for result in (results[0], results[2]):
+        top = result["top"]
+        assert len(top) == 3 and top[0] == {"index": 933, "label": "cheeseburger", "probability": top[0]["probability"]}
+        assert top[0]["probability"] > 0.99  # background dropped before the softmax
+        assert all(t["label"] == imagenet_names()[t["index"]] for t in top)
+
+
+def test_all_good_exits_zero_and_prints_text(tmp_path, small_weights, capsys):
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.jpg")
+    assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "1"]) == 0
+    assert "cheeseburger" in capsys.readouterr().out
+    assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_default_weights_on_the_photos_shipped_with_dependencies(capsys):
+    """No IMAGE: matplotlib's and scikit-image's photos, classified by TF-slim's 1.0-224 weights
+    (fetched from PyPI into the cache on first use, checksum-verified)."""
+    photos = {p.name for p in default_photos()}
+    if not {"chelsea.png", "coffee.png"} <= photos:
+        pytest.skip("scikit-image's sample photos are not installed")
+    assert main(["classify", "--json", "--top-k", "1"]) == 0
+    top1 = {r["image"].rsplit("/", 1)[-1]: r["top"][0]["label"] for r in json.loads(capsys.readouterr().out)}
+    assert top1["chelsea.png"] == "Egyptian cat"
+    assert top1["coffee.png"] == "espresso"

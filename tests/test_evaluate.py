@@ -1,0 +1,152 @@
+"""Top-1/top-5 counting, skipped files, the CLI, and sharded evaluation under a real torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+from mobilenet.datasets import CsvDataset
+from mobilenet.evaluate import drop_background, evaluate, torch_predictor
+from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import Preprocess
+from mobilenet.weights import PretrainedCfg, save_safetensors
+
+# Image i is a flat gray of value 10 * i; the test predictor reads i back and looks up its logits.
+LOGITS = torch.tensor([
+    [9.0, 1, 2, 3, 4, 5, 6],  # label 0: top-1
+    [1.0, 9, 8, 7, 6, 5, 4],  # label 2: top-5, not top-1
+    [0.0, 1, 2, 3, 4, 5, 9],  # label 0: neither (rank 7)
+    [5.0, 4, 3, 2, 1, 0, 9],  # label 6: top-1
+    [1.0, 2, 3, 4, 5, 6, 7],  # label 2: top-5 (rank 5)
+])
+LABELS = [0, 2, 0, 6, 2]
+
+
+def _flat_images(folder: Path, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        name = f"img{i}.png"
+        Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(folder / name)
+        names.append(name)
+    return names
+
+
+def _lookup_predictor(batch: torch.Tensor) -> torch.Tensor:
+    index = ((batch.mean(dim=(1, 2, 3)) * 0.5 + 0.5) * 255 / 10).round().long()
+    return LOGITS[index]
+
+
+@pytest.fixture
+def csv_dataset(tmp_path) -> CsvDataset:
+    names = _flat_images(tmp_path, len(LABELS))
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"{n},{y}\n" for n, y in zip(names, LABELS)))
+    return CsvDataset(tmp_path / "labels.csv", Preprocess(resolution=8, crop_fraction=1.0).eval_transform(),
+                      num_classes=7)
+
+
+def test_counts_top1_and_top5_exactly(csv_dataset):
+    result = evaluate(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
+    assert result == {"top1": 40.0, "top5": 80.0, "images": 5, "skipped": 0}
+
+
+def test_unreadable_images_are_skipped_and_counted(csv_dataset, capsys):
+    Path(csv_dataset.samples[1][0]).write_bytes(b"broken")
+    result = evaluate(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
+    assert result == {"top1": 50.0, "top5": 75.0, "images": 4, "skipped": 1}
+    assert "img1.png" in capsys.readouterr().err
+
+
+def test_drop_background_maps_tf_logits_to_imagenet_order():
+    logits = torch.zeros(1, 1001)
+    logits[0, 935] = 5  # TF index 935 = ImageNet class 934
+    assert drop_background(lambda x: logits)(torch.zeros(1))[0].argmax().item() == 934
+    with pytest.raises(ValueError, match="expected 1001 logits"):
+        drop_background(lambda x: torch.zeros(1, 1000))(torch.zeros(1))
+
+
+def _small_weights(path: Path) -> MobileNetV1:
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
+    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=32),
+                        label_set="imagenet-1001")
+    save_safetensors(model, path, cfg)
+    return model
+
+
+def test_cli_evaluate_json_matches_the_model(tmp_path, capsys):
+    model = _small_weights(tmp_path / "small.safetensors")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"r{i}.png")
+        rows.append(f"r{i}.png,{rng.integers(0, 1000)}")
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n")
+    code = main(["evaluate", "--weights", str(tmp_path / "small.safetensors"), "--data", str(tmp_path / "val.csv"),
+                 "--json", "--batch-size", "4"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    dataset = CsvDataset(tmp_path / "val.csv", Preprocess(resolution=32).eval_transform(), num_classes=1000)
+    expected = evaluate(drop_background(torch_predictor(model)), dataset, progress=False)
+    assert result == expected and result["images"] == 6
+
+
+def test_cli_evaluate_int8_reports_fp32_beside_it(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    _small_weights(tmp_path / "small.safetensors")
+    _flat_images(tmp_path / "val" / "n01440764", 3)
+    _flat_images(tmp_path / "calib", 4)
+    code = main(["evaluate", "--weights", str(tmp_path / "small.safetensors"), "--data", str(tmp_path / "val"),
+                 "--json", "--runtime", "onnxruntime", "--precision", "int8", "--calibration", str(tmp_path / "calib")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["images"] == 3 and result["fp32"]["images"] == 3 and set(result) >= {"top1", "top5", "fp32"}
+
+
+SHARD_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    from mobilenet.datasets import CsvDataset
+    from mobilenet.evaluate import evaluate
+    from mobilenet.preprocess import Preprocess
+    sys.path.insert(0, sys.argv[2])
+    from test_evaluate import _lookup_predictor
+
+    seen = []
+    def predict(batch):
+        seen.extend(((batch.mean(dim=(1, 2, 3)) * 0.5 + 0.5) * 255 / 10).round().long().tolist())
+        return _lookup_predictor(batch)
+
+    ds = CsvDataset(sys.argv[1], Preprocess(resolution=8, crop_fraction=1.0).eval_transform(), num_classes=7)
+    result = evaluate(predict, ds, batch_size=2, progress=False)
+    out = os.path.join(os.path.dirname(sys.argv[1]), f"rank{os.environ['RANK']}.json")
+    json.dump({"result": result, "seen": seen}, open(out, "w"))
+""")
+
+
+@pytest.mark.slow
+def test_torchrun_shards_are_disjoint_and_counts_all_reduced(csv_dataset, tmp_path):
+    script = tmp_path / "shard.py"
+    script.write_text(SHARD_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+         str(csv_dataset.csv_path), str(Path(__file__).parent)],
+        check=True, env=env, timeout=300, capture_output=True,
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = evaluate(_lookup_predictor, csv_dataset, progress=False)
+    assert all(r["result"] == single for r in ranks)
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == [0, 1, 2, 3, 4]  # each image once, in one rank
