@@ -159,3 +159,11 @@ def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
     for row, comparison in zip(rows, comparisons):
         assert row["mult_add_ratio"] == pytest.approx(comparison.standard.mult_adds / comparison.separable_mult_adds)
         assert row["conv_ms"] > 0 and row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])
+
+
+@pytest.mark.slow
+def test_memory_probe_takes_models_loaded_folded(tiny_model):
+    from mobilenet.deploy.prepare import folded_copy
+
+    (row,) = bench._memory(folded_copy(tiny_model), quick_options("torch"), print)
+    assert row["status"] == "ok", row

@@ -229,7 +229,7 @@ def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], No
                 timed.append((cell, _bound(predictor, inputs[cell.batch_size])))
             report.cells += cells
     if options.peers:
-        for cell, fn in _peers(cfg, options, inputs, log):
+        for cell, fn in _peers(model, options, inputs, log):
             report.cells.append(cell)
             if fn is not None:
                 timed.append((cell, fn))
@@ -290,8 +290,9 @@ def _fill(cell: Cell, timing: Timing, gflop_per_image: float) -> None:
 
 
 def _peers(
-    cfg: ArchConfig, options: BenchOptions, inputs: dict[int, torch.Tensor], log: Callable[[str], None]
+    model: MobileNetV1, options: BenchOptions, inputs: dict[int, torch.Tensor], log: Callable[[str], None]
 ) -> list[tuple[Cell, Callable[[], Any] | None]]:
+    cfg = model.cfg
     out: list[tuple[Cell, Callable[[], Any] | None]] = []
     if "fp32" in options.precisions:
         cells = [Cell("timm eager fp32", "timm", "fp32", b, peer=True) for b in options.batch_sizes]
@@ -310,6 +311,8 @@ def _peers(
                 cell.description = f"timm {timm.__version__} mobilenetv1_100, eager PyTorch, BatchNorm unfolded"
                 x = inputs[cell.batch_size]
                 out.append((cell, lambda x=x: _no_grad(net, x)))
+    if "fp32" in options.precisions:
+        out += _default_settings_cells(model, options, inputs, log)
     for path_set, precision in _tflite_models(cfg, options.tflite_dir):
         name = f"tflite {precision}"
         for b in options.batch_sizes:
@@ -326,6 +329,47 @@ def _peers(
                 continue
             cell.description = description
             out.append((cell, fn))
+    return out
+
+
+def _default_settings_cells(
+    model: MobileNetV1, options: BenchOptions, inputs: dict[int, torch.Tensor], log: Callable[[str], None]
+) -> list[tuple[Cell, Callable[[], Any] | None]]:
+    """The same fp32 ONNX export under ONNX Runtime and OpenVINO with every setting left at its
+    default: what a user gets without this package's tuning. OpenVINO's default on a CPU with
+    AVX512-BF16 is bf16 inference, so that cell is labelled with what it really runs."""
+    import tempfile  # noqa: PLC0415
+
+    from mobilenet.deploy.export import as_numpy, export_onnx  # noqa: PLC0415
+
+    wanted = [r for r in ("onnxruntime", "openvino") if r in options.runtimes and available(r)]
+    if not wanted:
+        return []
+    log("preparing ONNX Runtime and OpenVINO with default settings")
+    out: list[tuple[Cell, Callable[[], Any] | None]] = []
+    with tempfile.TemporaryDirectory(prefix="mobilenet-defaults-") as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx")
+        if "onnxruntime" in wanted:
+            import onnxruntime as ort  # noqa: PLC0415
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            for b in options.batch_sizes:
+                cell = Cell("onnxruntime defaults", "onnxruntime defaults", "fp32", b, peer=True,
+                            description="ONNX Runtime, our fp32 export, default session options")
+                feed = {name: as_numpy(inputs[b])}
+                out.append((cell, lambda feed=feed: session.run(None, feed)))
+        if "openvino" in wanted:
+            import openvino as ov  # noqa: PLC0415
+
+            compiled = ov.Core().compile_model(str(path), "CPU")
+            precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+            request = compiled.create_infer_request()
+            for b in options.batch_sizes:
+                cell = Cell(f"openvino defaults ({precision})", "openvino defaults", precision, b, peer=True,
+                            description=f"OpenVINO, our fp32 export, default settings (runs {precision} here)")
+                feed = {0: as_numpy(inputs[b])}
+                out.append((cell, lambda feed=feed: request.infer(feed)))
     return out
 
 
@@ -550,7 +594,8 @@ def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOpt
     from mobilenet.deploy.export import convert_to_openvino, export_onnx  # noqa: PLC0415
 
     conv_kinds = [x.kind for x in network_cost(model.cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
-    config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                              "ENABLE_CPU_PINNING": False}
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = options.threads
     with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
@@ -616,7 +661,10 @@ def memory_probe_subprocess(model: MobileNetV1, runtime: str, batch_size: int, t
 
     with tempfile.TemporaryDirectory(prefix="mobilenet-memory-") as tmp:
         weights = Path(tmp) / "model.pt"
-        torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict()}, weights)
+        # Folded weights, so models loaded folded (TFLite) and unfolded ones travel the same way.
+        from mobilenet.deploy.prepare import folded_copy  # noqa: PLC0415
+
+        torch.save({"config": model.cfg.to_dict(), "state_dict": folded_copy(model).state_dict()}, weights)
         command = [sys.executable, "-m", "mobilenet.deploy.bench", str(weights), runtime, str(batch_size),
                    str(threads or 0)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -649,7 +697,7 @@ def _read_status_kib(field_name: str) -> int:
 if __name__ == "__main__":  # the fresh process of memory_probe_subprocess
     _weights, _runtime, _batch, _threads = sys.argv[1:5]
     _saved = torch.load(_weights, weights_only=True)
-    _model = MobileNetV1(ArchConfig.from_dict(_saved["config"]))
+    _model = MobileNetV1(ArchConfig.from_dict(_saved["config"])).eval().fold_batchnorm()
     _model.load_state_dict(_saved["state_dict"])
     print(json.dumps(memory_probe(_model.eval(), _runtime, int(_batch), int(_threads))))
 
@@ -670,15 +718,15 @@ def format_report(report: BenchReport) -> str:
         f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s",
         "",
         "latency per call (ms, median [p10-p90] of interleaved runs after warm-up) and throughput",
-        f"{'backend':<20} {'batch':>5} {'median':>8} {'p10-p90':>15} {'runs':>5} {'images/s':>9} "
+        f"{'backend':<26} {'batch':>5} {'median':>8} {'p10-p90':>15} {'runs':>5} {'images/s':>9} "
         f"{'GFLOP/s':>8} {'of sgemm':>8}",
     ]
     for c in report.cells:
         if c.status != "ok":
-            lines.append(f"{c.name:<20} {c.batch_size:>5} {c.status}: {c.reason}")
+            lines.append(f"{c.name:<26} {c.batch_size:>5} {c.status}: {c.reason}")
             continue
         lines.append(
-            f"{c.name:<20} {c.batch_size:>5} {c.median_ms:>8.2f} {f'{c.p10_ms:.2f}-{c.p90_ms:.2f}':>15} {c.runs:>5} "
+            f"{c.name:<26} {c.batch_size:>5} {c.median_ms:>8.2f} {f'{c.p10_ms:.2f}-{c.p90_ms:.2f}':>15} {c.runs:>5} "
             f"{c.images_per_s:>9.1f} {c.gflops:>8.1f} {c.gflops / report.sgemm_peak_gflops:>8.0%}"
         )
     if report.separable_vs_conv:
