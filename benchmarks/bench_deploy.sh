@@ -27,7 +27,7 @@ uptime | tee "$OUT/load.txt"
 
 # The small end: 0.25-224 against TF's float (XNNPACK) and uint8 .tflite models.
 .venv/bin/mobilenet bench --weights tflite_mobilenet_v1_0.25_224 \
-    --runtime torch onnxruntime openvino --precision fp32 int8 --batch-size 1 32 --threads 2 \
+    --runtime torch onnxruntime openvino auto --precision fp32 int8 --batch-size 1 32 --threads 2 \
     --calibration "$CALIBRATION" --no-conv --save "$OUT/mobilenet_0.25_224.json" --plot "$OUT/mobilenet_0.25_224.png" \
     | tee "$OUT/mobilenet_0.25_224.txt"
 
