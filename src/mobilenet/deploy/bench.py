@@ -120,17 +120,16 @@ class BenchReport:
 
 
 def time_interleaved(
-    runs: Sequence[tuple[Callable[[], Any], Callable[[float], None]]], *, seconds: float, min_runs: int,
-    warmup: int = 3,
+    runs: Sequence[Callable[[], Any]], *, seconds: float, min_runs: int, warmup: int = 3
 ) -> list[list[float]]:
     """Time several zero-argument calls round-robin. Each call is warmed up ``warmup`` times, then
     rounds give every call a ~100 ms slice until each has run ``min_runs`` times and the total
     reaches ``seconds`` per call. Returns the per-call latencies (seconds) of each."""
-    for fn, _ in runs:
+    for fn in runs:
         for _ in range(warmup):
             fn()
     estimates = []
-    for fn, _ in runs:
+    for fn in runs:
         start = time.perf_counter()
         fn()
         estimates.append(max(time.perf_counter() - start, 1e-5))
@@ -138,7 +137,7 @@ def time_interleaved(
     samples: list[list[float]] = [[] for _ in runs]
     deadline = time.perf_counter() + seconds * len(runs)
     while time.perf_counter() < deadline or min(len(s) for s in samples) < min_runs:
-        for (fn, _), n, out in zip(runs, repeats, samples):
+        for fn, n, out in zip(runs, repeats, samples):
             for _ in range(n):
                 start = time.perf_counter()
                 fn()
@@ -176,7 +175,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__,
     }
     for module in ("onnxruntime", "openvino", "timm", "ai_edge_litert"):
-        if available(module) if module in ("onnxruntime", "openvino") else _importable(module):
+        if _importable(module):
             info[module] = getattr(__import__(module), "__version__", "installed")
     return info
 
@@ -237,7 +236,7 @@ def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], No
     log(f"timing {len(timed)} cells and an sgemm interleaved, about {options.seconds:g} s each")
     sgemm = Sgemm()
     samples = time_interleaved(
-        [(sgemm, None)] + [(fn, None) for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs
+        [sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs
     )
     report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
     for (cell, _), seconds in zip(timed, samples[1:]):
@@ -449,7 +448,7 @@ def _separable_vs_conv(model: MobileNetV1, options: BenchOptions, log: Callable[
             continue
         rows.append({"runtime": runtime, "status": "ok", "mult_add_ratio": ratio})
         timed.append((rows[-1], pair))
-    calls = [(_bound(p, x), None) for _, pair in timed for p in pair]
+    calls = [_bound(p, x) for _, pair in timed for p in pair]
     if calls:
         log("timing separable against full convolution, interleaved")
         samples = time_interleaved(calls, seconds=options.seconds, min_runs=options.min_runs)
@@ -485,7 +484,7 @@ def _block_comparisons(model: MobileNetV1, options: BenchOptions, log: Callable[
             "block": comparison.depthwise.block, "in_shape": list(std.in_shape), "out_shape": list(std.out_shape),
             "stride": std.stride, "mult_add_ratio": 1 / comparison.mult_adds_ratio,
         })
-        calls += [(lambda m=separable, x=x: _no_grad(m, x), None), (lambda m=full, x=x: _no_grad(m, x), None)]
+        calls += [lambda m=separable, x=x: _no_grad(m, x), lambda m=full, x=x: _no_grad(m, x)]
     with torch.inference_mode():
         samples = time_interleaved(calls, seconds=options.seconds / 4, min_runs=options.min_runs)
     for i, row in enumerate(rows):
