@@ -57,6 +57,12 @@ def test_all_good_exits_zero_and_prints_text(tmp_path, small_weights, capsys):
     assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "0"]) == 2
 
 
+def test_pretrained_lists_the_registry(capsys):
+    assert main(["pretrained", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tf_mobilenet_v1_1.0_224"]["default"] and rows["tf_mobilenet_v1_1.0_224"]["published"]["top1"] == 70.9
+
+
 @pytest.mark.slow
 def test_default_weights_on_the_photos_shipped_with_dependencies(capsys):
     """No IMAGE: matplotlib's and scikit-image's photos, classified by TF-slim's 1.0-224 weights

@@ -106,3 +106,12 @@ def test_train_transform_gives_normalised_tensor():
 def test_to_rgb_float_image():
     img = Image.fromarray(np.full((4, 4), 0.5, np.float32), mode="F")
     assert np.asarray(to_rgb(img))[0, 0, 0] in (127, 128)
+
+
+def test_grayscale_recipe_gives_one_channel():
+    pre = Preprocess(resolution=8, mean=(0.5,), std=(0.5,), crop_fraction=1.0)
+    x = pre.eval_transform()(Image.fromarray(np.full((8, 8, 3), (255, 0, 0), np.uint8)))
+    assert x.shape == (1, 8, 8)
+    torch.testing.assert_close(x, torch.full((1, 8, 8), 0.299 * 2 - 1), atol=1e-3, rtol=0)  # luma of pure red
+    with pytest.raises(ValueError, match="same length"):
+        Preprocess(mean=(0.5,), std=(0.5, 0.5, 0.5))

@@ -19,6 +19,14 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
+        "pretrained", help="list the published weights this project knows",
+        description="The pretrained registry: names for --weights, what they are, published accuracy, and whether "
+        "they are already in the cache ($MOBILENET_CACHE or ~/.cache/mobilenet).",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_pretrained)
+
+    p = subparsers.add_parser(
         "convert", help="convert TFLite / TF GraphDef / Keras .h5 / timm weights to safetensors",
         description="Convert published MobileNet v1 weights to this project's safetensors file (architecture and "
         "preprocessing in its metadata). The format is detected from the file; a TFLite model split in parts "
@@ -69,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, metavar="NAME|FILE",
-                   help="registry name (see `mobilenet convert --help`), our .safetensors, a training checkpoint "
+                   help="registry name (see `mobilenet pretrained`), our .safetensors, a training checkpoint "
                    "or any file `convert` reads (default: tf_mobilenet_v1_1.0_224)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="inference runtime (default torch)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
@@ -77,6 +85,28 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
                    help="images to calibrate int8 on (never the ones you evaluate)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
     p.add_argument("--device", default="cpu", help="torch device for --runtime torch (default cpu)")
+
+
+# ------------------------------------------------------------------------------------------- pretrained
+
+
+def run_pretrained(args: argparse.Namespace) -> int:
+    from mobilenet.weights import DEFAULT, REGISTRY, cache_dir
+
+    rows = []
+    for name, entry in sorted(REGISTRY.items()):
+        cached = (cache_dir() / "converted" / f"{name}.safetensors").is_file()
+        rows.append({"name": name, "default": name == DEFAULT, "description": entry.description,
+                     "published": entry.published, "cached": cached})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        top1 = row["published"].get("top1")
+        mark = " (default)" if row["default"] else ""
+        print(f"{row['name']}{mark}\n    {row['description']}; published top-1 {top1}%"
+              f"{'; cached' if row['cached'] else ''}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- convert

@@ -98,9 +98,8 @@ def _load_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> tupl
         return load_safetensors(path)
     if fmt == "checkpoint":
         return load_checkpoint(path)
-    # A foreign file: convert on the fly (resolution etc. may be needed to read it).
-    hints = {k: v for k, v in settings.items() if k in FREE_SETTINGS or k not in ("num_classes",)}
-    return convert(path, fmt, **hints)
+    # A foreign file, converted on the fly; the settings help read it (Keras files lack the resolution).
+    return convert(path, fmt, **{k: v for k, v in settings.items() if k != "num_classes"})
 
 
 def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> MobileNetV1:
@@ -119,21 +118,22 @@ def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settin
     if unknown:
         raise ValueError(f"unknown architecture settings {sorted(unknown)}")
     model, cfg = _load_any(DEFAULT if weights is None else weights, settings)
-    wanted = ArchConfig(**(model.cfg.to_dict() | {k: v for k, v in settings.items() if k != "num_classes"}))
-    for key, value in wanted.to_dict().items():
-        have = model.cfg.to_dict()[key]
-        if value != have and key not in FREE_SETTINGS:
+    # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
+    wanted = model.cfg.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
+    have, want = model.cfg.to_dict(), wanted.to_dict()
+    for key in want:
+        if want[key] != have[key] and key not in FREE_SETTINGS:
             raise ValueError(
-                f"the weights {cfg.name!r} are {key}={have!r}; {key}={value!r} does not fit them "
-                f"(build MobileNetV1({key}={value!r}) without pretrained weights instead)"
+                f"the weights {cfg.name!r} are {key}={have[key]!r}; {key}={want[key]!r} does not fit them "
+                f"(build MobileNetV1({key}={want[key]!r}) without pretrained weights instead)"
             )
-    if wanted.resolution != model.cfg.resolution or wanted != model.cfg:
-        model.cfg = replace(wanted, num_classes=model.cfg.num_classes)
+    if wanted != model.cfg:  # only settings no weight depends on differ
+        model.cfg = wanted
         model.dropout.p = wanted.dropout
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = wanted.bn_momentum
-        cfg = replace(cfg, arch=model.cfg.to_dict(), preprocess=cfg.preprocess.replace(resolution=wanted.resolution))
+        cfg = replace(cfg, arch=wanted.to_dict(), preprocess=cfg.preprocess.replace(resolution=wanted.resolution))
     classes = settings.get("num_classes")
     if classes is not None and classes != model.cfg.num_classes:
         cfg = _replace_classifier(model, cfg, int(classes))
