@@ -16,6 +16,7 @@ from mobilenet.weights import (
     FetchError,
     PretrainedCfg,
     WeightFormatError,
+    convert,
     fetch_file,
     load_pretrained,
     load_safetensors,
@@ -178,3 +179,40 @@ def test_default_weights_fetched_from_pypi_verified_and_converted(tmp_path, monk
     (tmp_path / "converted" / path.name).unlink()
     fetch_pretrained("tf_mobilenet_v1_1.0_224", quiet=True)
     assert sha256_file(graph) == REGISTRY["tf_mobilenet_v1_1.0_224"].files[0].sha256
+
+
+def test_unpinned_source_is_accepted_only_through_the_tensor_checksum(tmp_path, monkeypatch):
+    """TF's own archive of the default graph is a different file than the PyPI copy: it is kept as
+    'unverified-…' and accepted only if the converted tensors match the registry's digest. The
+    https download itself is not exercised here (no network but package indexes)."""
+    from dataclasses import replace
+
+    import mobilenet.weights as weights
+    from mobilenet.weights import WeightFile, fetch_pretrained
+    from mobilenet.weights.io import tensors_sha256
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
+    model = _model(num_classes=1001)
+    write_tf_graphdef(model, tmp_path / "frozen.pb")
+    unverified = tmp_path / "cache" / "files" / "unverified-g.pb"
+    unverified.parent.mkdir(parents=True)
+
+    def fake_fetch(filename, sha256, sources, *, quiet=False, allow_unpinned=False):
+        assert allow_unpinned and any(s.startswith("unpinned:") for s in sources)
+        unverified.write_bytes((tmp_path / "frozen.pb").read_bytes())
+        return unverified
+
+    monkeypatch.setattr(weights, "fetch_file", fake_fetch)
+    entry = replace(REGISTRY["tf_mobilenet_v1_1.0_224"], name="tiny", arch=model.cfg.to_dict(),
+                    preprocess=Preprocess(resolution=64),
+                    files=(WeightFile("g.pb", "0" * 64, ("unpinned:https://example.invalid/g.tgz#g.pb",)),),
+                    tensors_sha256="0" * 64)
+    monkeypatch.setitem(REGISTRY, "tiny", entry)
+    with pytest.raises(FetchError, match="tensor checksum mismatch"):
+        fetch_pretrained("tiny", quiet=True)
+    assert not unverified.exists()  # a file that failed is not kept
+    monkeypatch.setitem(REGISTRY, "tiny", replace(entry, tensors_sha256=tensors_sha256(convert(
+        tmp_path / "frozen.pb", resolution=64)[0])))
+    loaded, _ = load_safetensors(fetch_pretrained("tiny", quiet=True))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(X), model(X), atol=1e-5, rtol=0)

@@ -246,7 +246,7 @@ def run_classify(args: argparse.Namespace) -> int:
                     for p, i in zip(top.values, top.indices)],
         })
         if not args.json:
-            print(path.name if len(images) > 1 or path.name == str(path) else str(path))
+            print(str(path) if args.images else path.name)
             for rank, entry in enumerate(results[-1]["top"], start=1):
                 print(f"  {rank}. {entry['label']:<32} {100 * entry['probability']:6.2f}%  (class {entry['index']})")
     if args.json:

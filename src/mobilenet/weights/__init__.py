@@ -27,7 +27,7 @@ from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.convert import FORMATS, convert, detect_format, load_torch_file
 from mobilenet.weights.fetch import FetchError, cache_dir, fetch_file, sha256_file
-from mobilenet.weights.io import build_from_state, load_safetensors, save_safetensors
+from mobilenet.weights.io import build_from_state, load_safetensors, save_safetensors, tensors_sha256
 from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, imagenet_names
 from mobilenet.weights.registry import DEFAULT, REGISTRY, PretrainedCfg, WeightFile, get_pretrained_cfg, list_pretrained
 from mobilenet.weights.source import WeightFormatError
@@ -49,11 +49,18 @@ def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
     target = cache_dir() / "converted" / f"{entry.name}.safetensors"
     if target.is_file():
         return target
-    files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet) for f in entry.files]
+    pinned_by_tensors = entry.tensors_sha256 is not None
+    files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet, allow_unpinned=pinned_by_tensors)
+             for f in entry.files]
     model, _ = convert(files, entry.format, resolution=tuple(entry.arch["resolution"]))
     expected = entry.arch_config
     if model.cfg != expected:
         raise WeightFormatError(f"{name}: the converted weights are {model.cfg}, the registry says {expected}")
+    if pinned_by_tensors and tensors_sha256(model) != entry.tensors_sha256:
+        for path in files:
+            if path.name.startswith("unverified-"):
+                path.unlink(missing_ok=True)
+        raise FetchError(f"{name}: the downloaded weights differ from the pinned ones (tensor checksum mismatch)")
     source = f"{entry.description}; " + ", ".join(f"{f.filename} sha256 {f.sha256}" for f in entry.files)
     save_safetensors(model, target, entry, source=source)
     if not quiet:

@@ -14,6 +14,12 @@ Sources (tried in the order a registry entry lists them):
 Before any source, the directories in ``$MOBILENET_WEIGHTS_PATH`` (``os.pathsep``-separated) are
 searched for a file of that name: the way to use copies that are already on disk. Whatever the
 source, the SHA-256 must match the registry's, or the file is rejected.
+
+One exception: a source written ``unpinned:https://...`` is a different file holding the same
+weights (TF's own archive of the graph the default entry takes from PyPI), whose checksum nobody
+here could take. It is only used when the caller passes ``allow_unpinned=True`` and checks the
+converted tensors itself (``fetch_pretrained`` compares ``tensors_sha256``); it is kept as
+``files/unverified-<name>`` until then.
 """
 
 from __future__ import annotations
@@ -72,7 +78,9 @@ def atomic_copy(src: Path, dest: Path) -> None:
         raise
 
 
-def fetch_file(filename: str, sha256: str, sources: tuple[str, ...], *, quiet: bool = False) -> Path:
+def fetch_file(
+    filename: str, sha256: str, sources: tuple[str, ...], *, quiet: bool = False, allow_unpinned: bool = False
+) -> Path:
     """The verified local path of a weight file, fetching it into the cache if needed."""
     target = cache_dir() / "files" / filename
     if target.is_file() and sha256_file(target) == sha256:
@@ -83,9 +91,16 @@ def fetch_file(filename: str, sha256: str, sources: tuple[str, ...], *, quiet: b
             return candidate
     failures = []
     for source in sources:
+        unpinned = source.startswith("unpinned:")
+        if unpinned and not allow_unpinned:
+            continue
         try:
             with tempfile.TemporaryDirectory(prefix="mobilenet-fetch-") as tmp:
-                got = _fetch_source(source, Path(tmp), quiet=quiet)
+                got = _fetch_source(source.removeprefix("unpinned:"), Path(tmp), quiet=quiet)
+                if unpinned:
+                    unverified = target.with_name(f"unverified-{filename}")
+                    atomic_copy(got, unverified)
+                    return unverified
                 digest = sha256_file(got)
                 if digest != sha256:
                     raise FetchError(f"checksum mismatch: expected sha256 {sha256}, got {digest}")

@@ -73,6 +73,19 @@ def save_safetensors(
     return path
 
 
+def tensors_sha256(model: MobileNetV1) -> str:
+    """SHA-256 over the state dict (names, dtypes, shapes, bytes, in sorted order): the same
+    weights give the same digest whichever file they were read from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        tensor = value.detach().contiguous().cpu()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -52,6 +52,7 @@ class PretrainedCfg:
     published: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     labels: tuple[str, ...] | None = None  # explicit class names (fine-tuned models), else from label_set
+    tensors_sha256: str | None = None  # digest of the converted weights (io.tensors_sha256), source-independent
 
     @property
     def arch_config(self) -> ArchConfig:
@@ -106,11 +107,14 @@ REGISTRY: dict[str, PretrainedCfg] = {
                 "3b90af536f810f5f75e9f6d431bc2e8a3c4fc2ff4f693aa0dd4ae429816f8735",
                 (
                     "pypi:nudity==0.2.3#nudity/files/retrained_graph.pb",
-                    f"{TF_RELEASE}/mobilenet_v1_1.0_224_frozen.tgz#frozen_graph.pb",
+                    # TF's archive of the same ImageNet graph, without the transfer head: a different
+                    # file, so verified by its converted tensors (tensors_sha256) instead.
+                    f"unpinned:{TF_RELEASE}/mobilenet_v1_1.0_224_frozen.tgz#frozen_graph.pb",
                 ),
             ),
         ),
         format="tf-graphdef",
+        tensors_sha256="3f2cf7e97ba1a284d491fcc754e1377fe892be60c023f261a37c1e59129618b3",
         published={"top1": 70.9, "top5": 89.9, "source": TF_SLIM_TABLE},
         description="TF-slim's float MobileNet_v1_1.0_224 (frozen GraphDef, BatchNorm unfolded, eps 1e-3)",
     ),
