@@ -90,11 +90,15 @@ def build_model(src: SourceWeights, cfg: ArchConfig) -> MobileNetV1:
     """A ``MobileNetV1(cfg)`` holding the source's values, every shape checked first."""
     model = MobileNetV1(cfg)
     layers = list(model.conv_layers())
-    if len(src.convs) != len(layers):
-        names = ", ".join(c.name for c in src.convs[len(layers):][:1]) or "(none)"
+    if len(src.convs) > len(layers):
         raise WeightFormatError(
-            f"{src.format} file has {len(src.convs)} convolutions before the classifier; {cfg.name} "
-            f"({cfg.variant}) has {len(layers)} (first extra: {names})"
+            f"{src.format} file has {len(src.convs)} convolutions before the classifier; {cfg.name} ({cfg.variant}) "
+            f"has {len(layers)} (first extra: {src.convs[len(layers)].name})"
+        )
+    if len(src.convs) < len(layers):
+        raise WeightFormatError(
+            f"{src.format} file has {len(src.convs)} convolutions before the classifier; {cfg.name} ({cfg.variant}) "
+            f"has {len(layers)}: is the model split in several files (give them all, in order) or truncated?"
         )
     for (name, module), conv in zip(layers, src.convs):
         _check_shape(conv.name, conv.weight.shape, name, tuple(module.conv.weight.shape))
