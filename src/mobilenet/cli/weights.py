@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--bad-files", choices=("skip", "stop"), default="skip",
                    help="unreadable images: skip and count them (default), or stop at the first")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (folders: sorted order; CSV: row order)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N images (folders: sorted order; CSV: row order)")
     p.add_argument("--json", action="store_true", help='print {"top1", "top5", "images"} (percent)')
     p.set_defaults(func=run_evaluate)
 
