@@ -58,11 +58,13 @@ def tables(report: dict) -> str:
             cells = [f"{share[(r, label)]['time_share']:.1%}" if (r, label) in share else "–" for r in runtimes]
             out.append(f"| {label} | {mult:.1%} | " + " | ".join(cells) + " |")
     if report["memory"]:
-        out += ["", "| runtime (fp32) | batch | measured MB | cost model's peak activations MB | at layer |",
-                "| --- | ---: | ---: | ---: | --- |"]
+        out += ["", "| runtime (fp32) | batch | images per runtime call | measured MB | "
+                "cost model's peak activations MB | at layer |",
+                "| --- | ---: | ---: | ---: | ---: | --- |"]
         for r in report["memory"]:
             measured = f"{r['measured_increase_bytes'] / 1e6:.0f}" if r.get("status") == "ok" else r.get("reason", "?")
-            out.append(f"| {r['runtime']} | {r['batch_size']} | {measured} | "
+            per_call = r.get("images_per_call", r["batch_size"])
+            out.append(f"| {r['runtime']} | {r['batch_size']} | {per_call} | {measured} | "
                        f"{r['predicted_peak_activation_bytes'] / 1e6:.0f} | {r['predicted_peak_layer']} |")
     return "\n".join(out)
 

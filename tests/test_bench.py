@@ -94,6 +94,7 @@ def test_memory_is_measured_in_a_fresh_process(tiny_model):
     (row,) = bench._memory(tiny_model, quick_options("torch"), print)
     assert row["status"] == "ok" and row["batch_size"] == 2
     assert row["rss_before_bytes"] > 0 and row["measured_increase_bytes"] >= 0
+    assert row["images_per_call"] == 2  # PyTorch runs a batch whole
     predicted = network_cost(tiny_model.cfg, batch_size=2).total.peak_activation_bytes
     assert row["predicted_peak_activation_bytes"] == predicted
 
