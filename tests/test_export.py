@@ -39,6 +39,7 @@ def test_onnx_round_trip_with_dynamic_batch(model, images, tmp_path):
     eight = torch.cat([images, images.flip(0)])  # a batch size the export never saw
     torch.testing.assert_close(predictor(eight), torch.cat([expected, expected.flip(0)]), atol=1e-4, rtol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary files left
+    assert path.stat().st_mode & 0o777 == export_module.default_file_mode()  # not mkstemp's 0o600
 
 
 @needs_openvino

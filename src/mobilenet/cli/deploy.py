@@ -186,11 +186,14 @@ def _restart_for_fair_timing(args: argparse.Namespace, tunables: str) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     import tempfile
 
+    from mobilenet.deploy.export import default_file_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -776,6 +776,8 @@ def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
 
     import matplotlib  # noqa: PLC0415
 
+    from mobilenet.deploy.export import default_file_mode  # noqa: PLC0415
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
@@ -808,6 +810,7 @@ def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)

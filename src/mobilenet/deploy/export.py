@@ -107,6 +107,7 @@ def export_onnx(model: MobileNetV1, path: str | os.PathLike[str], *, opset: int 
             dynamic_shapes={"x": {0: batch}}, opset_version=opset, verbose=False,
         )
         program.save(str(tmp), external_data=False)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     return path
 
@@ -239,6 +240,13 @@ class _temporary_beside:
 
     def __exit__(self, *exc: object) -> None:
         self.tmp.unlink(missing_ok=True)
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); ``mkstemp`` gives 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def onnx_input_shape(path: str | os.PathLike[str]) -> list[int | str]:

@@ -66,9 +66,9 @@ AUTO_PREFERENCE: dict[str, tuple[tuple[str, str], ...]] = {
 class Predictor:
     """NCHW float32 batch (torch or numpy) -> float32 logits (torch). Subclasses run one backend.
 
-    ``micro_batch``: the most images one runtime call gets; larger batches are run in slices of
-    this size. ``make_predictor`` sets it for ONNX Runtime and OpenVINO from the cost model (see
-    ``micro_batch_for``); None runs every batch whole.
+    ``micro_batch``: the most images one runtime call gets; larger batches run in slices of this
+    size. None (the default) runs every batch whole: slicing a batch of 32 into single images
+    measured no faster at 0.25-224 and 25% slower at 1.0-224 (docs/performance.md).
     """
 
     runtime: str = "?"
@@ -177,23 +177,6 @@ class OpenVinoPredictor(Predictor):
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
 
 
-# Activation bytes one runtime call should stay within: about the L2 caches of the two Zen 4 cores.
-# Past it every depthwise layer streams its activations through main memory: MobileNet 0.25-224
-# through ONNX Runtime took 94 ms for a batch of 32 in one call and 23 ms in 32 calls of one image.
-# PyTorch is left alone: its per-call overhead is larger than what the caches save.
-CACHE_BYTES = 2 * 1024 * 1024
-BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "int8": 1}
-
-
-def micro_batch_for(cfg: Any, precision: str) -> int:
-    """Images per runtime call so that the largest layer's input + output (the cost model's peak
-    activation memory) fits in ``CACHE_BYTES``; at least 1."""
-    from mobilenet.cost import network_cost  # noqa: PLC0415
-
-    per_image = network_cost(cfg, bytes_per_element=BYTES_PER_ELEMENT[precision]).total.peak_activation_bytes
-    return max(1, CACHE_BYTES // per_image)
-
-
 def bf16_supported(runtime: str) -> bool:
     """Whether ``runtime`` has native bf16 kernels on this CPU (emulated bf16 is slower than fp32)."""
     if runtime == "openvino":
@@ -260,9 +243,6 @@ def make_predictor(
         require("openvino")
     model = model.eval()
     predictor = _build(model, runtime, precision, preprocess, calibration_images, threads)
-    if runtime != "torch":
-        predictor.micro_batch = micro_batch_for(model.cfg, precision)
-        predictor.description += f", batches run {predictor.micro_batch} images per call (cache-sized)"
     predictor.description += why
     predictor.preprocess = preprocess  # type: ignore[attr-defined]
     return predictor
