@@ -25,10 +25,9 @@ def summarize(run_dir: Path) -> dict:
     if not rows:
         raise SystemExit(f"{run_dir}: no finished epochs yet")
     total = network_cost(arch).total
-    best = max(rows, key=lambda r: max(r["val_top1"], r.get("ema_top1") or 0))
     return {
         "run": run_dir.name, "variant": arch.variant, "mult_adds": total.mult_adds, "params": total.trainable_params,
-        "epochs": len(rows), "best_top1": max(best["val_top1"], best.get("ema_top1") or 0),
+        "epochs": len(rows), "best_top1": rows[-1]["best_metric"],  # what the run selected best.pt by
         "final_top1": rows[-1]["val_top1"], "final_ema_top1": rows[-1].get("ema_top1"),
         "time_s": sum(r["epoch_time_s"] for r in rows),
         "s_per_epoch": sum(r["epoch_time_s"] for r in rows) / len(rows),
