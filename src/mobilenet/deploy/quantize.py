@@ -1,10 +1,10 @@
 """int8 post-training quantization, calibrated on real images.
 
 Both quantizers keep weights per output channel (``per_channel=True`` in ONNX Runtime; NNCF does so
-by default on CPU). Depthwise layers need it: each 3x3 filter sees one channel, and their ranges
-differ by two orders of magnitude across channels, so one scale per tensor rounds the small
-filters to a handful of levels (this is why TF's quantization-aware MobileNet was trained, not
-post-quantized). Activations are per tensor, unsigned 8-bit (they follow a ReLU6).
+by default on CPU). Depthwise layers need it: each 3x3 filter sees one channel, and after BatchNorm
+folding the per-channel weight ranges of one layer differ by 10x to 200x (TF-slim 1.0-224), so one
+scale per tensor would leave the small filters a handful of levels. Activations are per tensor,
+unsigned 8-bit (they follow a ReLU6).
 
 * ``quantize_onnx``: ONNX Runtime's static quantizer, QDQ format (QuantizeLinear/DequantizeLinear
   around each conv, which ORT fuses into integer kernels at load time, ReLU6 folded into the
