@@ -15,14 +15,13 @@ run: $(STAMP)
 	$(VENV)/bin/mobilenet cost
 	$(VENV)/bin/mobilenet compare
 
-# The whole test suite (tests needing ../shared/assets skip where it is absent). The training tests
-# (torchrun, DataLoader workers) run in a pytest process of their own: in one process after the
-# deployment tests have loaded ONNX Runtime, OpenVINO and NNCF, the DDP test crashed with SIGSEGV.
-TRAINING_TESTS := tests/test_train.py tests/test_ddp.py
+# The whole test suite (tests needing ../shared/assets skip where it is absent). Tests marked
+# `isolated` (in-process training, torchrun) run in a pytest process of their own: started from a
+# process that had loaded ONNX Runtime, OpenVINO and NNCF, torchrun runs crashed it with SIGSEGV.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest $(TRAINING_TESTS)
-	$(PY) -m pytest $(addprefix --ignore=,$(TRAINING_TESTS))
+	$(PY) -m pytest -m isolated
+	$(PY) -m pytest -m "not isolated"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
