@@ -111,3 +111,16 @@ def test_single_layer(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["mult_adds_ratio"] == pytest.approx(1 / 512 + 1 / 9)
     assert main(["layer", "-m", "512", "-n", "512", "--size", "14", "--stride", "2", "--padding", "symmetric"]) == 0
     assert "7×7×512" in capsys.readouterr().out
+
+
+def test_project_runtime_errors_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from mobilenet.cli import costs
+    from mobilenet.weights.fetch import FetchError
+
+    def unreachable(args: object) -> int:
+        raise FetchError("cannot fetch weights: no network")
+
+    monkeypatch.setattr(costs, "run_cost", unreachable)
+    assert main(["cost"]) == 1
+    assert capsys.readouterr().err.strip() == "mobilenet cost: error: cannot fetch weights: no network"

@@ -58,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # The project's own failures (a download that cannot be fetched, an export whose outputs do
+        # not match PyTorch's) are reported in one line with status 1; anything else is a bug.
+        if not type(err).__module__.startswith("mobilenet.") or os.environ.get("MOBILENET_DEBUG"):
+            raise
+        print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
