@@ -10,10 +10,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 	touch $(STAMP)
 
-# The main job on its embedded default: what MobileNet 1.0-224 costs, and what separable convolutions save.
+# The main job on its embedded default: what MobileNet 1.0-224 costs, what separable convolutions
+# save, and the published ImageNet weights naming the photos that ship with the dependencies.
 run: $(STAMP)
 	$(VENV)/bin/mobilenet cost
 	$(VENV)/bin/mobilenet compare
+	$(VENV)/bin/mobilenet classify
 
 # The whole test suite (tests needing ../shared/assets skip where it is absent). Tests marked
 # `isolated` (in-process training, torchrun) run in a pytest process of their own: started from a
