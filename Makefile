@@ -17,13 +17,11 @@ run: $(STAMP)
 	$(VENV)/bin/mobilenet compare
 	$(VENV)/bin/mobilenet classify
 
-# The whole test suite (tests needing ../shared/assets skip where it is absent). Tests marked
-# `isolated` (in-process training, torchrun) run in a pytest process of their own: started from a
-# process that had loaded ONNX Runtime, OpenVINO and NNCF, torchrun runs crashed it with SIGSEGV.
+# The whole test suite (tests needing ../shared/assets skip where it is absent), one pytest process
+# per test file: see tests/run_each_file.py for the crash that shared processes ran into.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -m isolated
-	$(PY) -m pytest -m "not isolated"
+	$(PY) tests/run_each_file.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

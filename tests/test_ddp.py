@@ -19,7 +19,7 @@ import torch
 from mobilenet.train import checkpoint, config_for_resume, train
 from test_train import fashion_mnist_root, tiny_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.isolated]
+pytestmark = pytest.mark.slow
 
 
 def _parameters(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -137,7 +137,6 @@ SHARD_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.isolated
 def test_torchrun_shards_are_disjoint_and_counts_all_reduced(csv_dataset, tmp_path):
     script = tmp_path / "shard.py"
     script.write_text(SHARD_SCRIPT)

@@ -28,9 +28,6 @@ from mobilenet.train.runs import read_metrics
 
 TINY_ARCH = {"alpha": 0.25, "resolution": [32, 32], "num_classes": 10, "in_channels": 1, "dropout": 0.0}
 
-# Trains in this process: see the `isolated` marker in pyproject.toml.
-pytestmark = pytest.mark.isolated
-
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
