@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilenet.arch import BLOCKS, ArchConfig
+from mobilenet.arch import BLOCKS, ArchConfig, block_settings
 from mobilenet.model import ConvBNAct, MobileNetV1
 
 
@@ -67,7 +67,7 @@ def infer_config(src: SourceWeights, **settings: Any) -> ArchConfig:
     n_blocks = len(src.convs) - 1
     if src.convs and all(c.kind == "conv" for c in src.convs) and n_blocks == len(BLOCKS):
         values["variant"] = "conv"
-    elif n_blocks == 2 * (len(BLOCKS) - 5):
+    elif n_blocks == 2 * len(block_settings("shallow")):
         values["variant"] = "shallow"
     if src.resolution:
         values["resolution"] = src.resolution
