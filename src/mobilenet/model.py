@@ -235,8 +235,10 @@ def mobilenet_v1(
     Further keyword arguments are the fields of ``ArchConfig``.
 
     ``pretrained=True`` loads the default ImageNet weights (TF-slim 1.0-224); ``weights=`` names a
-    registry entry or a file. Pretrained weights fix the architecture; settings given here must
-    agree with them, except ``num_classes``, which replaces the classifier for fine-tuning.
+    registry entry or a file (ours, TFLite, TF GraphDef, Keras, timm, or a training checkpoint).
+    Pretrained weights fix the architecture; settings given here must agree with them, except
+    ``num_classes`` (a new classifier for fine-tuning; 1000 on TF's 1001-class weights drops the
+    background row), ``resolution`` (the weights work at any size), ``dropout`` and ``bn_momentum``.
     """
     given = {"alpha": alpha, "resolution": resolution, "variant": variant}
     settings = {k: v for k, v in given.items() if v is not None} | kwargs
