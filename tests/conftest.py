@@ -27,3 +27,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "assets" in item.keywords:
             item.add_marker(skip)
+
+
+# The deployment tests' shared model and inputs: a small model whose BatchNorms hold non-trivial
+# statistics, and real photos preprocessed for it (module scope: built once per test file).
+@pytest.fixture(scope="module")
+def model():  # noqa: ANN201 - torch types are imported lazily to keep collection light
+    from deploy_helpers import trained_looking_model
+
+    return trained_looking_model()
+
+
+@pytest.fixture(scope="module")
+def images(model):  # noqa: ANN001, ANN201
+    from mobilenet.deploy.export import photo_batch
+
+    return photo_batch(model)

@@ -5,34 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deploy_helpers import trained_looking_model
 from mobilenet.deploy.prepare import folded_copy, prepare_for_inference
-from mobilenet.model import MobileNetV1
-
-
-def trained_looking_model(**settings) -> MobileNetV1:
-    """A small model whose BatchNorms hold non-trivial statistics, as after training (fresh ones
-    are the identity up to eps, which would let a broken fold pass)."""
-    torch.manual_seed(0)
-    model = MobileNetV1(**({"alpha": 0.25, "resolution": 128} | settings)).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.1, 0.3)
-    return model
-
-
-@pytest.fixture(scope="module")
-def model() -> MobileNetV1:
-    return trained_looking_model()
-
-
-@pytest.fixture(scope="module")
-def images(model: MobileNetV1) -> torch.Tensor:
-    from mobilenet.deploy.export import photo_batch
-
-    return photo_batch(model)
 
 
 def test_folded_copy_matches_and_leaves_the_original_alone(model, images):

@@ -8,20 +8,9 @@ import sys
 import pytest
 import torch
 
-from mobilenet.deploy.export import photo_batch, sample_photos, verify
+from mobilenet.deploy.export import sample_photos, verify
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import AUTO_PREFERENCE, choose_runtime, make_predictor
-from test_deploy_prepare import trained_looking_model
-
-
-@pytest.fixture(scope="module")
-def model():
-    return trained_looking_model()
-
-
-@pytest.fixture(scope="module")
-def images(model):
-    return photo_batch(model)
 
 
 @pytest.mark.slow

@@ -7,23 +7,12 @@ import pytest
 import torch
 
 from mobilenet.deploy import export as export_module
-from mobilenet.deploy.export import ExportMismatchError, export, onnx_input_shape, photo_batch
+from mobilenet.deploy.export import ExportMismatchError, export, onnx_input_shape
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtime import OnnxRuntimePredictor, OpenVinoPredictor
-from test_deploy_prepare import trained_looking_model
 
 needs_onnx = pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
 needs_openvino = pytest.mark.skipif(not available("openvino"), reason="openvino not installed")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return trained_looking_model()
-
-
-@pytest.fixture(scope="module")
-def images(model):
-    return photo_batch(model)
 
 
 @needs_onnx

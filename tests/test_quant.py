@@ -10,21 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet.deploy.export import ExportMismatchError, export, photo_batch, sample_photos, verify
+from mobilenet.deploy.export import ExportMismatchError, export, sample_photos, verify
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.quantize import calibration_tensor, image_files
 from mobilenet.deploy.runtime import make_predictor
-from test_deploy_prepare import trained_looking_model
-
-
-@pytest.fixture(scope="module")
-def model():
-    return trained_looking_model()
-
-
-@pytest.fixture(scope="module")
-def images(model):
-    return photo_batch(model)
 
 
 def calibration_photos():
