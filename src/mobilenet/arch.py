@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from mobilenet.errors import InputError
+
 Variant = Literal["separable", "conv", "shallow"]
 Padding = Literal["tf", "symmetric"]
 Rounding = Literal["tf", "timm"]
@@ -65,7 +67,7 @@ def scale_channels(channels: int, alpha: float, rounding: Rounding = "tf") -> in
         value = channels * alpha
         rounded = max(8, int(value + 4) // 8 * 8)
         return rounded + 8 if rounded < 0.9 * value else rounded
-    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    raise InputError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -185,7 +187,7 @@ class ArchConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown architecture settings {sorted(unknown)}; known: {sorted(known)}")
+            raise InputError(f"unknown architecture settings {sorted(unknown)}; known: {sorted(known)}")
         values = dict(d)
         if "resolution" in values:
             values["resolution"] = tuple(values["resolution"])
@@ -306,4 +308,4 @@ def _is_positive_int(value: object) -> bool:
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise InputError(message)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
+from mobilenet.errors import InputError
 
 # Table 2's rows, in the paper's order and with its names.
 TABLE2_ROWS: tuple[tuple[str, str], ...] = (
@@ -239,9 +240,9 @@ def layer_comparison(
         _check_positive_int(value, what, "a whole number >= 1")
     size = (in_size, in_size) if isinstance(in_size, int) else tuple(in_size)
     if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
-        raise ValueError(f"in_size must be an int or (height, width) of ints >= 1, got {in_size!r}")
+        raise InputError(f"in_size must be an int or (height, width) of ints >= 1, got {in_size!r}")
     if padding not in arch.PADDINGS:
-        raise ValueError(f"padding must be one of {arch.PADDINGS}, got {padding!r}")
+        raise InputError(f"padding must be one of {arch.PADDINGS}, got {padding!r}")
 
     def conv(kind: arch.LayerKind, k: int, s: int, c_in: int, c_out: int, groups: int, at: tuple[int, int]) -> Layer:
         if padding == "tf":
@@ -250,7 +251,7 @@ def layer_comparison(
             pad = ((k // 2, k // 2),) * 2
         out = tuple(arch.conv_output_size(x, k, s, p) for x, p in zip(at, pad))
         if min(out) < 1:
-            raise ValueError(f"a {k}x{k} stride-{s} convolution on {at[0]}x{at[1]} leaves no output")
+            raise InputError(f"a {k}x{k} stride-{s} convolution on {at[0]}x{at[1]} leaves no output")
         return Layer(kind, kind, c_in, c_out, k, s, groups, at, out, pad, True, True, False, 0)  # type: ignore[arg-type]
 
     standard = conv("conv", kernel, stride, in_channels, out_channels, 1, size)
@@ -298,5 +299,5 @@ def _product(values: tuple[int, ...]) -> int:
 
 def _check_positive_int(value: object, name: str, meaning: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1 ({meaning}), got {value!r}")
+        raise InputError(f"{name} must be an int >= 1 ({meaning}), got {value!r}")
 

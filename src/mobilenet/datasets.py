@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from mobilenet.errors import InputError
 from mobilenet.preprocess import ImageError, load_image
 
 BadFiles = Literal["skip", "stop"]
@@ -58,7 +59,7 @@ class _ImageDataset(Dataset):
 
     def __init__(self, transform: Callable[[Any], Any] | None, bad_files: BadFiles) -> None:
         if bad_files not in BAD_FILE_POLICIES:
-            raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
+            raise InputError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
         self.transform = transform
         self.bad_files = bad_files
         self.samples: list[tuple[Path, int]] = []
@@ -117,10 +118,10 @@ class ImageFolderDataset(_ImageDataset):
         super().__init__(transform, bad_files)
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"{self.root}: no such directory")
+            raise InputError(f"{self.root}: no such directory")
         folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
-            raise ValueError(f"{self.root}: no class folders (expected {self.root}/<class name>/<images>)")
+            raise InputError(f"{self.root}: no class folders (expected {self.root}/<class name>/<images>)")
         if classes is None:
             self.classes = [f.name for f in folders]
             index = {name: i for i, name in enumerate(self.classes)}
@@ -131,7 +132,7 @@ class ImageFolderDataset(_ImageDataset):
             label = _class_index(folder.name, index, len(self.classes), f"class folder {folder}")
             files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
             if not files:
-                raise ValueError(
+                raise InputError(
                     f"class folder {folder} has no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
             self.samples += [(f, label) for f in files]
@@ -154,14 +155,14 @@ class CsvDataset(_ImageDataset):
         super().__init__(transform, bad_files)
         self.csv_path = Path(csv_path)
         if not self.csv_path.is_file():
-            raise ValueError(f"{self.csv_path}: no such file")
+            raise InputError(f"{self.csv_path}: no such file")
         self.classes = list(classes) if classes is not None else []
         index = {name: i for i, name in enumerate(self.classes)}
         rows = _read_csv_rows(self.csv_path)
         if rows and not _looks_like_label(rows[0][1], index):
             rows = rows[1:]  # header
         if not rows:
-            raise ValueError(f"{self.csv_path}: no rows (expected lines 'file,label')")
+            raise InputError(f"{self.csv_path}: no rows (expected lines 'file,label')")
         limit = len(self.classes) if self.classes else num_classes
         self.root = Path(root) if root is not None else self._default_root(rows[0][0])
         for lineno, (file, label_text) in enumerate(rows, start=1):
@@ -171,7 +172,7 @@ class CsvDataset(_ImageDataset):
             self.classes = [str(i) for i in range(num_classes or max(self.targets) + 1)]
         self._drop_missing()
         if not self.samples:
-            raise ValueError(f"{self.csv_path}: none of the listed files exist under {self.root}")
+            raise InputError(f"{self.csv_path}: none of the listed files exist under {self.root}")
 
     def _default_root(self, first_file: str) -> Path:
         here = self.csv_path.parent
@@ -187,7 +188,7 @@ def _read_csv_rows(path: Path) -> list[tuple[str, str]]:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) < 2:
-                raise ValueError(f"{path} line {lineno}: expected 'file,label', got {','.join(row)!r}")
+                raise InputError(f"{path} line {lineno}: expected 'file,label', got {','.join(row)!r}")
             rows.append((row[0].strip(), row[1].strip()))
     return rows
 
@@ -203,9 +204,9 @@ def _class_index(text: str, index: dict[str, int], limit: int | None, where: str
         label = int(text)
     except ValueError:
         known = f"; known classes are e.g. {', '.join(list(index)[:3])}" if index else ""
-        raise ValueError(f"{where}: {text!r} is neither a class index nor a known class name{known}") from None
+        raise InputError(f"{where}: {text!r} is neither a class index nor a known class name{known}") from None
     if label < 0 or (limit is not None and label >= limit):
-        raise ValueError(f"{where}: label {label} is out of range [0, {limit})")
+        raise InputError(f"{where}: label {label} is out of range [0, {limit})")
     return label
 
 
@@ -222,7 +223,7 @@ def open_dataset(
         return ImageFolderDataset(p, transform, classes=classes, bad_files=bad_files)
     if p.is_file():
         return CsvDataset(p, transform, classes=classes, bad_files=bad_files, num_classes=num_classes)
-    raise ValueError(f"{p}: no such file or directory (give an ImageFolder directory or a file,label CSV)")
+    raise InputError(f"{p}: no such file or directory (give an ImageFolder directory or a file,label CSV)")
 
 
 def collate_skipping_bad(batch: list[Sample | None]) -> tuple[torch.Tensor, torch.Tensor]:

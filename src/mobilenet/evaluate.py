@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from mobilenet.datasets import make_loader
+from mobilenet.errors import InputError
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,7 +52,7 @@ def drop_background(predict: Predictor) -> Predictor:
     def predict_1000(batch: torch.Tensor) -> torch.Tensor:
         logits = predict(batch)
         if logits.shape[1] != 1001:
-            raise ValueError(f"expected 1001 logits (TF's background + 1000), got {logits.shape[1]}")
+            raise InputError(f"expected 1001 logits (TF's background + 1000), got {logits.shape[1]}")
         return logits[:, 1:]
 
     predict_1000.description = getattr(predict, "description", "")  # type: ignore[attr-defined]
@@ -84,12 +85,12 @@ def evaluate(
     or a DataLoader yielding (images, labels)). Unreadable images that the dataset skipped are
     counted in ``skipped``."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     rank, world, created = _distributed_context(device)
     try:
         if isinstance(data, DataLoader):
             if world > 1:
-                raise ValueError("under torchrun pass a dataset, not a DataLoader, so it can be sharded")
+                raise InputError("under torchrun pass a dataset, not a DataLoader, so it can be sharded")
             loader, expected = data, len(data.dataset)  # type: ignore[arg-type]
         else:
             shard = Subset(data, range(rank, len(data), world)) if world > 1 else data

@@ -25,6 +25,7 @@ from torch import nn
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
+from mobilenet.errors import InputError
 
 INIT_STD = 0.09
 
@@ -185,7 +186,7 @@ class MobileNetV1(nn.Module):
         """Feature maps at the given output strides (a backbone for detection or segmentation)."""
         unknown = [s for s in strides if s not in self._stage_ends]
         if unknown:
-            raise ValueError(f"strides {unknown} are not available; choose from {sorted(self._stage_ends)}")
+            raise InputError(f"strides {unknown} are not available; choose from {sorted(self._stage_ends)}")
         wanted = {self._stage_ends[s]: s for s in strides}
         maps: dict[int, torch.Tensor] = {}
         x = self.stem(x)

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from mobilenet import cost
+from mobilenet.errors import InputError
 
 SEPARABLE_DW = "#4c9be8"
 SEPARABLE_PW = "#1f4e8c"
@@ -24,7 +25,7 @@ def plot_costs(net: cost.NetworkCost, path: str | os.PathLike[str]) -> Path:
 
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"--plot writes a PNG: give a file name ending in .png, got {str(path)!r}")
+        raise InputError(f"--plot writes a PNG: give a file name ending in .png, got {str(path)!r}")
     comparisons = net.block_comparisons()
     stem, fc = net.layer("stem"), net.layer("classifier")
     labels = ["stem"] + [f"b{c.depthwise.block}\n{c.depthwise.in_shape[1]}²" for c in comparisons] + ["FC"]

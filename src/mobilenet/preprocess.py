@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mobilenet.errors import InputError
+
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CropMode = Literal["central_fraction", "resize_shorter"]
 
@@ -44,7 +46,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image file that cannot be read or decoded."""
 
 
@@ -107,23 +109,23 @@ class Preprocess:
             res = (res, res)
         res = tuple(res)
         if len(res) != 2 or not all(isinstance(s, int) and s >= 1 for s in res):
-            raise ValueError(f"resolution must be an int or (height, width), got {self.resolution!r}")
+            raise InputError(f"resolution must be an int or (height, width), got {self.resolution!r}")
         object.__setattr__(self, "resolution", res)
         for name in ("mean", "std"):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) not in (1, 3):
-                raise ValueError(f"{name} must have 3 values (R, G, B) or 1 (grayscale), got {getattr(self, name)!r}")
+                raise InputError(f"{name} must have 3 values (R, G, B) or 1 (grayscale), got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
         if len(self.mean) != len(self.std):
-            raise ValueError(f"mean and std must have the same length, got {self.mean!r} and {self.std!r}")
+            raise InputError(f"mean and std must have the same length, got {self.mean!r} and {self.std!r}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be > 0, got {self.std!r}")
+            raise InputError(f"std must be > 0, got {self.std!r}")
         if not 0 < self.crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+            raise InputError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {self.interpolation!r}")
+            raise InputError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+            raise InputError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
 
     def replace(self, **changes: Any) -> Preprocess:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -140,7 +142,7 @@ class Preprocess:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown preprocessing settings {sorted(unknown)}; known: {sorted(known)}")
+            raise InputError(f"unknown preprocessing settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def crop_and_resize(self, img: Image.Image) -> Image.Image:

@@ -14,12 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from mobilenet import __version__
+from mobilenet.errors import InputError, MobileNetError
 
 # Subcommand groups, in the order `mobilenet --help` lists them.
 COMMAND_MODULES = ("costs", "weights", "train", "deploy")
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """A bad argument value found after parsing: reported in one line, exit status 2."""
 
 
@@ -51,24 +52,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError) as err:
-        # Invalid values (an alpha of -1, a missing file) are the user's to fix: one line, status 2.
-        # MOBILENET_DEBUG=1 shows the traceback instead.
+    except MobileNetError as err:
+        # The project's own errors: bad input (status 2: an alpha of -1, a missing file, a corrupt
+        # weight file) or a failure it detected (status 1: a download that cannot be fetched, an
+        # export whose outputs do not match PyTorch's, a full disk). One line; anything else is a
+        # bug and keeps its traceback. MOBILENET_DEBUG=1 shows the traceback here too.
         if os.environ.get("MOBILENET_DEBUG"):
             raise
         print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        # The project's own failures (a download that cannot be fetched, an export whose outputs do
-        # not match PyTorch's) are reported in one line with status 1; anything else is a bug.
-        if not type(err).__module__.startswith("mobilenet.") or os.environ.get("MOBILENET_DEBUG"):
-            raise
-        print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        # A file the user named that cannot be read or written (a permission, a full disk).
+        if os.environ.get("MOBILENET_DEBUG") or err.filename is None:
+            raise
+        print(f"mobilenet {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ from typing import Any
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, classes_default: int = 1000) -> None:
@@ -31,9 +32,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, classes_default: int
 
 def resolution_from_args(args: argparse.Namespace, default: int = 224) -> tuple[int, int]:
     if args.resolution is not None and (args.height is not None or args.width is not None):
-        raise ValueError("give either --resolution or --height/--width, not both")
+        raise InputError("give either --resolution or --height/--width, not both")
     if (args.height is None) != (args.width is None):
-        raise ValueError("--height and --width go together")
+        raise InputError("--height and --width go together")
     if args.height is not None:
         return (args.height, args.width)
     size = args.resolution if args.resolution is not None else default

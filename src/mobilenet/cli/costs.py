@@ -10,6 +10,7 @@ from typing import Any
 
 from mobilenet import cost, paper
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
+from mobilenet.errors import InputError
 
 CONVENTION = (
     "mult-adds = multiply-accumulates of conv and FC weights only (the paper's unit; BatchNorm, "
@@ -149,7 +150,7 @@ def format_cost(net: cost.NetworkCost) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     net = _network(args)
     if net.config.variant == "conv":
-        raise ValueError("compare starts from a separable network: use --variant separable or shallow "
+        raise InputError("compare starts from a separable network: use --variant separable or shallow "
                          "(the conv variant is what it compares against)")
     comparisons = net.block_comparisons()
     standard = standard_network_totals(net, comparisons)

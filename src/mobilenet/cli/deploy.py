@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
+from mobilenet.errors import InputError
 
 RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -90,7 +91,7 @@ def _images(folder: Path | None, flag: str) -> list[Path] | None:
     from mobilenet.deploy.quantize import image_files
 
     if not folder.is_dir():
-        raise ValueError(f"{flag} {folder}: no such folder")
+        raise InputError(f"{flag} {folder}: no such folder")
     return image_files(folder)
 
 
@@ -102,9 +103,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     fmt = args.format or {".onnx": "onnx", ".xml": "openvino"}.get(args.output.suffix)
     if fmt is None:
-        raise ValueError(f"cannot tell the format from {args.output.name!r}: name it .onnx or .xml, or give --format")
+        raise InputError(f"cannot tell the format from {args.output.name!r}: name it .onnx or .xml, or give --format")
     if args.precision == "int8" and args.calibration is None:
-        raise ValueError("--precision int8 needs --calibration DIR: a folder of a few hundred real images")
+        raise InputError("--precision int8 needs --calibration DIR: a folder of a few hundred real images")
     model, preprocess = _model(args)
     try:
         check = export(
@@ -131,13 +132,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.batch_sizes and min(args.batch_sizes) < 1:
-        raise ValueError(f"--batch-size values must be >= 1, got {args.batch_sizes}")
+        raise InputError(f"--batch-size values must be >= 1, got {args.batch_sizes}")
     if args.seconds <= 0:
-        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+        raise InputError(f"--seconds must be > 0, got {args.seconds}")
     if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise ValueError(f"--plot writes .png, .svg or .pdf, got {args.plot}")
+        raise InputError(f"--plot writes .png, .svg or .pdf, got {args.plot}")
     model, preprocess = _model(args)
     options = bench.BenchOptions(
         runtimes=tuple(dict.fromkeys(args.runtimes or ("torch", "onnxruntime", "openvino"))),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
+from mobilenet.errors import InputError
 
 # What a resumed run may change; every other flag comes from its checkpoint.
 RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
@@ -134,7 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
         output=output, **{k: v for k, v in given.items() if v is not None},
     )
     if args.weights is None and args.freeze_body:
-        raise ValueError("--freeze-body needs --weights (a body trained from scratch cannot stay frozen)")
+        raise InputError("--freeze-body needs --weights (a body trained from scratch cannot stay frozen)")
     summary = train(config)
     return 0 if summary["status"] == "finished" else 130
 
@@ -151,7 +152,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
     found = runs.find_runs([Path(p) for p in args.paths])
     if not found:
-        raise ValueError(f"no run directories (with config.json) in {' '.join(args.paths)}")
+        raise InputError(f"no run directories (with config.json) in {' '.join(args.paths)}")
     rows = [runs.describe(r) for r in found]
     if args.json:
         print(json.dumps(rows, indent=2))

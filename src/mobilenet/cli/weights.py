@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mobilenet.errors import InputError
+
 RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -118,7 +120,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"OUT must end in .safetensors, got {out.name!r}")
+        raise InputError(f"OUT must end in .safetensors, got {out.name!r}")
     settings = {"resolution": args.resolution, "alpha": args.alpha, "padding": args.padding}
     model, cfg = convert([Path(s) for s in args.sources], args.format, **{k: v for k, v in settings.items() if v})
     checksums = ", ".join(f"{Path(s).name} sha256 {sha256_file(s)}" for s in args.sources)
@@ -152,10 +154,10 @@ def _calibration_images(folder: Path | None) -> list[Path] | None:
     from mobilenet.datasets import is_image_file
 
     if not folder.is_dir():
-        raise ValueError(f"--calibration {folder}: no such directory")
+        raise InputError(f"--calibration {folder}: no such directory")
     images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not images:
-        raise ValueError(f"--calibration {folder}: no images found")
+        raise InputError(f"--calibration {folder}: no images found")
     return images
 
 
@@ -175,7 +177,7 @@ def _predictor(model, args: argparse.Namespace, precision: str | None = None, ru
         try:
             from mobilenet.deploy.runtime import make_predictor
         except ImportError as err:
-            raise ValueError(f"--runtime {runtime} / --precision {precision} needs mobilenet.deploy ({err})") from None
+            raise InputError(f"--runtime {runtime} / --precision {precision} needs mobilenet.deploy ({err})") from None
         predict = make_predictor(
             model, runtime=runtime, precision=precision, preprocess=model.pretrained_cfg.preprocess,
             calibration_images=_calibration_images(args.calibration), threads=args.threads,
@@ -219,10 +221,10 @@ def run_classify(args: argparse.Namespace) -> int:
     from mobilenet.preprocess import ImageError, load_image
 
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+        raise InputError(f"--top-k must be >= 1, got {args.top_k}")
     images = [Path(p) for p in args.images] or default_photos()
     if not images:
-        raise ValueError("no IMAGE given and no sample photos found (pip install matplotlib scikit-image)")
+        raise InputError("no IMAGE given and no sample photos found (pip install matplotlib scikit-image)")
     model = _load(args)
     predict, description = _predictor(model, args)
     print(f"weights {model.pretrained_cfg.name}; {description}", file=sys.stderr)
@@ -274,10 +276,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data)
     dataset = open_dataset(data, transform, classes=classes, bad_files=args.bad_files, num_classes=len(names))
     if isinstance(dataset, ImageFolderDataset) and classes is None and len(dataset.classes) != len(names):
-        raise ValueError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
+        raise InputError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
     if args.limit is not None:
         if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+            raise InputError(f"--limit must be >= 1, got {args.limit}")
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     runs = [("fp32", args.runtime)] if args.precision == "fp32" else [(args.precision, args.runtime), ("fp32", "torch")]
     results = []

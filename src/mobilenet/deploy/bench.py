@@ -38,6 +38,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cost import network_cost
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtime import SUPPORTED, Predictor, choose_runtime, make_predictor
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
@@ -257,7 +258,7 @@ def _predictor(model: MobileNetV1, runtime: str, precision: str, options: BenchO
     if runtime == "auto":
         resolved, _ = choose_runtime(precision)
     if precision not in SUPPORTED.get(resolved, ()):
-        raise ValueError(f"{resolved} does not offer {precision}")
+        raise InputError(f"{resolved} does not offer {precision}")
     return make_predictor(
         model, runtime, precision, preprocess=options.preprocess,
         calibration_images=options.calibration_images, threads=options.threads,
@@ -784,7 +785,7 @@ def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     ok = [c for c in report.cells if c.status == "ok"]
     if not ok:
-        raise ValueError("nothing was measured, so there is nothing to plot")
+        raise InputError("nothing was measured, so there is nothing to plot")
     small, large = min(c.batch_size for c in ok), max(c.batch_size for c in ok)
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len({c.name for c in ok}) + 1.8))
     for ax, batch, metric, label in (

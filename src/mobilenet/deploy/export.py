@@ -25,6 +25,7 @@ import torch
 
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.prepare import folded_copy
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.model import MobileNetV1
 
 ONNX_OPSET = 18
@@ -39,7 +40,7 @@ FP32_TOLERANCE = 1e-3
 BF16_RELATIVE_TOLERANCE = 0.05
 
 
-class ExportMismatchError(RuntimeError):
+class ExportMismatchError(MobileNetError, RuntimeError):
     """The exported model does not compute what the PyTorch model computes."""
 
 
@@ -85,10 +86,10 @@ def photo_batch(model: MobileNetV1, paths: Sequence[Path] | None = None, preproc
 
     paths = list(paths) if paths is not None else sample_photos()
     if not paths:
-        raise ValueError("no real images to verify the export with; pass some image files")
+        raise InputError("no real images to verify the export with; pass some image files")
     pre = preprocess or Preprocess(resolution=model.cfg.resolution)
     if tuple(pre.resolution) != tuple(model.cfg.resolution):
-        raise ValueError(f"preprocessing resolution {pre.resolution} does not match the model's {model.cfg.resolution}")
+        raise InputError(f"preprocessing resolution {pre.resolution} does not match the model's {model.cfg.resolution}")
     return preprocess_images(paths, pre)
 
 
@@ -124,7 +125,7 @@ def save_openvino(ov_model: Any, path: str | os.PathLike[str]) -> Path:
     ov = require("openvino")
     path = Path(path)
     if path.suffix != ".xml":
-        raise ValueError(f"an OpenVINO model is an .xml file (with a .bin beside it), got {path}")
+        raise InputError(f"an OpenVINO model is an .xml file (with a .bin beside it), got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
         ov.save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
@@ -184,15 +185,15 @@ def export(
     from mobilenet.deploy.runtime import OnnxRuntimePredictor, OpenVinoPredictor  # noqa: PLC0415
 
     if format not in ("onnx", "openvino"):
-        raise ValueError(f"format must be onnx or openvino, got {format!r}")
+        raise InputError(f"format must be onnx or openvino, got {format!r}")
     if precision not in ("fp32", "int8"):
-        raise ValueError(f"export precision must be fp32 or int8 (bf16 is a runtime setting), got {precision!r}")
+        raise InputError(f"export precision must be fp32 or int8 (bf16 is a runtime setting), got {precision!r}")
     if precision == "int8" and not calibration_images:
-        raise ValueError("int8 export needs calibration images: a folder of a few hundred real images")
+        raise InputError("int8 export needs calibration images: a folder of a few hundred real images")
     path = Path(path)
     expected_suffix = ".onnx" if format == "onnx" else ".xml"
     if path.suffix != expected_suffix:
-        raise ValueError(f"a {format} model is written to a {expected_suffix} file, got {path}")
+        raise InputError(f"a {format} model is written to a {expected_suffix} file, got {path}")
     images = photo_batch(model, verify_images, preprocess)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from mobilenet.errors import InputError
+
 # Import name -> (what it is, the extra of this package that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("ONNX", "onnx"),
@@ -15,7 +17,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
-class MissingRuntimeError(ImportError, ValueError):
+class MissingRuntimeError(InputError, ImportError):
     """An optional runtime is not installed. A ``ValueError`` too, so the command line reports it
     in one line (the fix is the user's: install the extra)."""
 

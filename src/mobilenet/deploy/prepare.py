@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 
 GraphMode = Literal["eager", "jit", "compile"]
@@ -51,7 +52,7 @@ def prepare_for_inference(
     batch size stays free.
     """
     if graph not in GRAPH_MODES:
-        raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
+        raise InputError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
     module: nn.Module = folded_copy(model).to(dtype=dtype)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mobilenet.deploy.optional import require
+from mobilenet.errors import InputError
 
 # More than ~300 images barely moves min/max ranges and NNCF's statistics; it only costs time.
 MAX_CALIBRATION_IMAGES = 300
@@ -39,12 +40,12 @@ def image_files(folder_or_files: str | os.PathLike[str] | Sequence[str | os.Path
     if isinstance(folder_or_files, (str, os.PathLike)):
         folder = Path(folder_or_files)
         if not folder.exists():
-            raise ValueError(f"{folder}: no such folder")
+            raise InputError(f"{folder}: no such folder")
         if folder.is_file():
             return [folder]
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         return files
     return [Path(p) for p in folder_or_files]
 
@@ -58,7 +59,7 @@ def calibration_tensor(
 
     paths = [Path(p) for p in images][:limit]
     if not paths:
-        raise ValueError("int8 quantization needs calibration images: a folder of a few hundred real images")
+        raise InputError("int8 quantization needs calibration images: a folder of a few hundred real images")
     return preprocess_images(paths, preprocess)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from mobilenet.deploy.optional import available, require
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
@@ -200,7 +201,7 @@ def choose_runtime(precision: str) -> tuple[str, str]:
         else:
             return runtime, reason + (f" ({'; '.join(skipped)})" if skipped else "")
     extras = "pip install 'mobilenet[openvino]' or 'mobilenet[onnx]'"
-    raise ValueError(f"no runtime here can run {precision}: {'; '.join(skipped)}; {extras}")
+    raise InputError(f"no runtime here can run {precision}: {'; '.join(skipped)}; {extras}")
 
 
 def make_predictor(
@@ -222,13 +223,13 @@ def make_predictor(
     pip extra.
     """
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise InputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise InputError(f"threads must be >= 1, got {threads}")
     if precision == "int8" and not calibration_images:
-        raise ValueError(
+        raise InputError(
             "int8 needs calibration images: pass a folder of a few hundred real images from the "
             "domain you will run on (never the images you evaluate on)"
         )
@@ -238,7 +239,7 @@ def make_predictor(
         why = f"; auto picked {runtime}: {reason}"
     if precision not in SUPPORTED[runtime]:
         offered = [r for r, p in SUPPORTED.items() if precision in p]
-        raise ValueError(f"{runtime} does not offer {precision}; use --runtime {' or '.join(offered)}")
+        raise InputError(f"{runtime} does not offer {precision}; use --runtime {' or '.join(offered)}")
     if runtime == "openvino":
         require("openvino")
     model = model.eval()

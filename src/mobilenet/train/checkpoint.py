@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from mobilenet.errors import InputError
+
 REQUIRED_KEYS = ("model", "arch", "optimizer", "scheduler", "epoch", "step", "config")
 
 
@@ -52,14 +54,14 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
-        raise ValueError(f"no checkpoint at {path} (expected RUN_DIR/last.pt from `mobilenet train`)")
+        raise InputError(f"no checkpoint at {path} (expected RUN_DIR/last.pt from `mobilenet train`)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise InputError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a `mobilenet train` checkpoint: expected keys {REQUIRED_KEYS}, found {have}")
+        raise InputError(f"{path} is not a `mobilenet train` checkpoint: expected keys {REQUIRED_KEYS}, found {have}")
     return ckpt
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
@@ -102,7 +103,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
+            raise InputError(f"unknown training settings {sorted(unknown)}")
         return cls(**d)
 
     def accumulation_steps(self, world_size: int) -> tuple[int, int]:
@@ -113,7 +114,7 @@ class TrainConfig:
         micro = self.micro_batch or self.batch_size // world_size
         per_step = micro * world_size
         if micro < 1 or self.batch_size % per_step:
-            raise ValueError(
+            raise InputError(
                 f"the global batch {self.batch_size} does not split into {world_size} process(es) × "
                 f"micro-batches of {micro}; choose a --micro-batch that divides {self.batch_size} // {world_size}"
             )
@@ -122,4 +123,4 @@ class TrainConfig:
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise InputError(message)

@@ -33,6 +33,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
+from mobilenet.errors import InputError
+
 # The Debian package `dataset-fashion-mnist` installs the four IDX files here.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
@@ -65,15 +67,15 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read IDX file {path}: {err}") from err
+        raise InputError(f"cannot read IDX file {path}: {err}") from err
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
+        raise InputError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = header + int(torch.tensor(shape).prod())
     if len(data) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, the header promises {expected}")
+        raise InputError(f"{path} is truncated or corrupt: {len(data)} bytes, the header promises {expected}")
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -87,7 +89,7 @@ class ImageTensors:
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def subset(self, n: int | None) -> ImageTensors:
         return self if n is None else ImageTensors(self.images[:n], self.labels[:n], self.classes)
@@ -111,7 +113,7 @@ def load_fashion_mnist(split: str, root: str | os.PathLike[str] | None = None) -
     try:
         ds = FashionMNIST(str(target), train=split == "train", download=True)
     except Exception as err:
-        raise ValueError(
+        raise InputError(
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR} and the download into {target} failed ({err}); "
             "install the Debian package `dataset-fashion-mnist` or pass --data-root with the IDX .gz files"
         ) from err
@@ -126,7 +128,7 @@ def load_cifar10(split: str, root: str | os.PathLike[str] | None = None) -> Imag
     try:
         ds = CIFAR10(str(target), train=split == "train", download=True)
     except Exception as err:
-        raise ValueError(f"CIFAR-10 is not in {target} and could not be downloaded ({err})") from err
+        raise InputError(f"CIFAR-10 is not in {target} and could not be downloaded ({err})") from err
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return ImageTensors(images, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES)
 
@@ -188,7 +190,7 @@ def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
         return image.expand(channels, -1, -1)  # grey replicated to RGB
     if channels == 1:
         return TF.rgb_to_grayscale(image[:3])
-    raise ValueError(f"cannot feed {image.shape[0]}-channel images to a {channels}-channel model")
+    raise InputError(f"cannot feed {image.shape[0]}-channel images to a {channels}-channel model")
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,9 +257,9 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, num_samples: int, global_batch: int, *, rank: int = 0, world_size: int = 1,
                  accumulation: int = 1, seed: int = 0, shuffle: bool = True) -> None:
         if global_batch % (world_size * accumulation):
-            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} × {accumulation}")
+            raise InputError(f"global batch {global_batch} is not divisible by {world_size} × {accumulation}")
         if num_samples < global_batch:
-            raise ValueError(
+            raise InputError(
                 f"the training set has {num_samples} samples, fewer than one batch of {global_batch}; "
                 "use a smaller --batch-size or more data"
             )

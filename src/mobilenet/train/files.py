@@ -11,6 +11,7 @@ from typing import Any
 from torchvision.transforms.v2 import functional as TF
 
 from mobilenet.datasets import collate_skipping_bad, open_dataset
+from mobilenet.errors import InputError
 from mobilenet.train.data import Splits, Transform
 
 # TF's evaluation of photos: the central 87.5% of each side, resized to the resolution.
@@ -31,7 +32,7 @@ def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
     """(train, val) locations: DIR/train and DIR/val for a folder tree, or two CSVs."""
     root = Path(data)
     if not root.exists():
-        raise ValueError(
+        raise InputError(
             f"{root}: no such file or directory; --data takes fashion-mnist, cifar10, a folder with "
             "train/ and val/ class folders, or a file,label CSV (with --val-data)"
         )
@@ -41,11 +42,11 @@ def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
         train, val = root / "train", root / "val"
         for split in (train, val):
             if not split.is_dir():
-                raise ValueError(f"{root} has no {split.name}/ folder (expected {root}/train/<class>/<images> "
+                raise InputError(f"{root} has no {split.name}/ folder (expected {root}/train/<class>/<images> "
                                  f"and {root}/val/<class>/<images>)")
         return train, val
     if val_data is None:
-        raise ValueError(f"{root} is a CSV: name the validation CSV with --val-data")
+        raise InputError(f"{root} is a CSV: name the validation CSV with --val-data")
     return root, Path(val_data)
 
 
@@ -67,7 +68,7 @@ def build_file_splits(config: Any, resolution: tuple[int, int], channels: int) -
     val = open_dataset(val_path, ToTensorThen(eval_tf), classes=classes, bad_files=config.bad_files,
                        num_classes=num_classes)
     if len(train.classes) > config.arch["num_classes"]:
-        raise ValueError(f"{train_path} has {len(train.classes)} classes but the model has "
+        raise InputError(f"{train_path} has {len(train.classes)} classes but the model has "
                          f"{config.arch['num_classes']} outputs; pass --classes {len(train.classes)}")
     if config.train_subset is not None:
         train.samples = train.samples[: config.train_subset]

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.config import TrainConfig
@@ -44,7 +45,7 @@ def config_for_resume(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     allowed = {"epochs", "num_workers", "progress", "log_every", "device", "micro_batch"}
     bad = set(overrides) - allowed
     if bad:
-        raise ValueError(f"a resumed run keeps its configuration; only {sorted(allowed)} may change, not {sorted(bad)}")
+        raise InputError(f"a resumed run keeps its configuration; only {sorted(allowed)} may change, not {sorted(bad)}")
     ckpt = checkpoint.load(run_dir)
     values = ckpt["config"] | {k: v for k, v in overrides.items() if v is not None}
     values["output"] = str(Path(run_dir))
@@ -85,7 +86,7 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     else:
         supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if mode == "bf16" and not supported:
-        raise ValueError(f"bf16 autocast is not supported on this {device.type}; use --amp none or auto")
+        raise InputError(f"bf16 autocast is not supported on this {device.type}; use --amp none or auto")
     return torch.bfloat16 if supported else None
 
 
@@ -99,7 +100,7 @@ def build_model(config: TrainConfig, arch: ArchConfig, resuming: bool) -> Mobile
             model = load_pretrained(config.weights, num_classes=arch.num_classes, resolution=arch.resolution,
                                     dropout=arch.dropout)
         except FetchError as err:  # offline, no local copy: the user's to fix, in one message
-            raise ValueError(f"--weights {config.weights}: {err}") from err
+            raise InputError(f"--weights {config.weights}: {err}") from err
         return model.train()
     return MobileNetV1(arch)
 
@@ -166,7 +167,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     model.to(ctx.device, memory_format=memory_format)
     if config.sync_bn and ctx.distributed:
         if ctx.device.type == "cpu":
-            raise ValueError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
+            raise InputError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw_model = model
     if ctx.distributed:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from mobilenet.errors import InputError
+
 
 def is_depthwise(module: nn.Module) -> bool:
     """A depthwise conv: one group per input channel (groups == in_channels > 1)."""
@@ -104,7 +106,7 @@ def build_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         # AdamW's decay is decoupled from the gradient; the groups still spare depthwise/BN/bias.
         return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), foreach=True)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    raise InputError(f"unknown optimizer {config.optimizer!r}")
 
 
 def lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: Any) -> float:

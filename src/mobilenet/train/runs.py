@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mobilenet.errors import InputError
+
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -82,7 +84,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for p in paths:
         if not p.exists():
-            raise ValueError(f"{p} does not exist")
+            raise InputError(f"{p} does not exist")
         if (p / CONFIG).is_file():
             found.append(p)
         elif p.is_dir():

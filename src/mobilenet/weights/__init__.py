@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.convert import FORMATS, convert, detect_format, load_torch_file
@@ -97,7 +98,7 @@ def _load_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> tupl
         return model, replace(REGISTRY[weights], arch=model.cfg.to_dict())
     path = Path(weights)
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"{weights!r} is neither a known weights name nor an existing file; known: {', '.join(list_pretrained())}"
         )
     fmt = detect_format(path)
@@ -123,14 +124,14 @@ def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settin
     settings = {k: v for k, v in arch_settings.items() if v is not None}
     unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown architecture settings {sorted(unknown)}")
+        raise InputError(f"unknown architecture settings {sorted(unknown)}")
     model, cfg = _load_any(DEFAULT if weights is None else weights, settings)
     # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
     wanted = model.cfg.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
     have, want = model.cfg.to_dict(), wanted.to_dict()
     for key in want:
         if want[key] != have[key] and key not in FREE_SETTINGS:
-            raise ValueError(
+            raise InputError(
                 f"the weights {cfg.name!r} are {key}={have[key]!r}; {key}={want[key]!r} does not fit them "
                 f"(build MobileNetV1({key}={want[key]!r}) without pretrained weights instead)"
             )

@@ -35,12 +35,14 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from mobilenet.errors import MobileNetError
+
 CACHE_ENV = "MOBILENET_CACHE"
 SEARCH_ENV = "MOBILENET_WEIGHTS_PATH"
 PIP_TIMEOUT_S = 600
 
 
-class FetchError(RuntimeError):
+class FetchError(MobileNetError, RuntimeError):
     """No source could provide a file with the expected checksum."""
 
 

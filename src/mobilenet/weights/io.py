@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.fetch import publish
@@ -37,7 +38,7 @@ FORMAT = "mobilenet"
 def is_folded(model: MobileNetV1) -> bool:
     flags = {module.folded for _, module in model.conv_layers()}
     if len(flags) > 1:
-        raise ValueError("some BatchNorms are folded and some are not; fold all or none before saving")
+        raise InputError("some BatchNorms are folded and some are not; fold all or none before saving")
     return flags == {True}
 
 

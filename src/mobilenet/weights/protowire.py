@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mobilenet.errors import InputError
+
 VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 
-class ProtoError(ValueError):
+class ProtoError(InputError):
     """Bytes that are not a well-formed protobuf message."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.labels import IMAGENET_1001, label_names
 
@@ -173,4 +174,4 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown pretrained weights {name!r}; known: {', '.join(list_pretrained())}") from None
+        raise InputError(f"unknown pretrained weights {name!r}; known: {', '.join(list_pretrained())}") from None

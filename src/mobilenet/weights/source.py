@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from mobilenet.arch import BLOCKS, ArchConfig, block_settings
+from mobilenet.errors import InputError
 from mobilenet.model import ConvBNAct, MobileNetV1
 
 
-class WeightFormatError(ValueError):
+class WeightFormatError(InputError):
     """A weight file of the wrong kind, truncated, or with tensors that do not fit the model."""
 
 

@@ -1,0 +1,143 @@
+"""Writing files so that nothing is ever half-written or overwritten by mistake.
+
+Every file the project writes — checkpoints, converted weights, exports, reports, plots — goes
+through ``atomic_write``: the content goes to a uniquely named temporary file in the target's own
+folder (so the final step is a rename on one file system), is flushed and fsynced, gets the mode
+``open()`` would have given it (0o666 less the umask; ``mkstemp`` alone gives 0o600), and then
+replaces the target in one ``os.replace``. A crash leaves the old file or the new one, never part
+of one; a failure removes the temporary. Temporaries are named ``.{name}.{random}.tmp`` so that
+``remove_stale_temporaries`` can clean up after a process that was killed mid-write.
+
+``refuse_overwrite`` stops a command from writing over its own input (``convert X X``).
+Pure Python, no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from mobilenet.errors import InputError, MobileNetError, ResourceError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def refuse_overwrite(target: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Raise ``InputError`` if ``target`` is (or links to) one of ``inputs``."""
+    target = Path(target)
+    for source in inputs:
+        source = Path(source)
+        same = target.exists() and source.exists() and os.path.samefile(target, source)
+        if same or target.resolve() == source.resolve():
+            raise InputError(f"{target} is also an input of this command; write the output to another file")
+
+
+def _temporary_name(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself is durable only once the folder's entry is on disk; not every file system
+    # lets a folder be opened for that, which is harmless.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _as_resource_error(err: OSError, path: Path) -> MobileNetError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}.get(err.errno or 0, err.strerror or str(err))
+    cls = InputError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) else ResourceError
+    return cls(f"cannot write {path}: {reason}")
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on a clean exit it becomes ``path`` atomically.
+
+    Write to the yielded path by name (``torch.save(obj, tmp)``, ``save_file(..., tmp)``,
+    ``tmp.write_bytes(...)``). ``inputs``: files this command reads, which ``path`` must not be.
+    OS errors (full disk, read-only folder) become one-line ``MobileNetError``s.
+    """
+    path = Path(path)
+    refuse_overwrite(path, inputs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_name(path)
+    except OSError as err:
+        raise _as_resource_error(err, path) from err
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _as_resource_error(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_files(
+    paths: Sequence[str | os.PathLike[str]], *, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Iterator[list[Path]]:
+    """``atomic_write`` for files that belong together (OpenVINO's .xml and .bin): all are written
+    first, then renamed in the order given — put the file that names the others last."""
+    with contextlib.ExitStack() as stack:
+        # ExitStack leaves the contexts last-entered first: enter them in reverse so that the renames
+        # happen in the order given.
+        temporaries = [stack.enter_context(atomic_write(p, inputs=inputs)) for p in reversed(paths)]
+        yield temporaries[::-1]
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, **kwargs: object) -> Path:
+    with atomic_write(path, **kwargs) as tmp:  # type: ignore[arg-type]
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str, **kwargs: object) -> Path:
+    return write_bytes(path, text.encode("utf-8"), **kwargs)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove temporaries ``atomic_write`` left in ``folder`` when a process was killed mid-write
+    (all of them, or only those of target ``name``). Returns what was removed. Call it only where
+    no other writer is at work (a run directory at the start of its run)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = f".{name}.*{TEMP_SUFFIX}" if name else f".*{TEMP_SUFFIX}"
+    removed = []
+    for stale in folder.glob(pattern):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
