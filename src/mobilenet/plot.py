@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from mobilenet import cost
 from mobilenet.errors import InputError
+from mobilenet.files import atomic_write
 
 SEPARABLE_DW = "#4c9be8"
 SEPARABLE_PW = "#1f4e8c"
@@ -68,15 +68,10 @@ def plot_costs(net: cost.NetworkCost, path: str | os.PathLike[str]) -> Path:
     axes[-1].set_xticks(list(x), labels, fontsize=8)
     axes[-1].set_xlabel("layer (block index and input size)")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    # Write next to the target and rename, so an interrupted run never leaves half a PNG.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
+    # Atomically, with the mode any other file gets (mkstemp alone would leave it 0600).
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

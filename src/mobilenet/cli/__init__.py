@@ -47,6 +47,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The words as given, for handlers that must tell a flag the user wrote from a default
+    # (`train --resume RUN --lr 0.1` refuses the --lr instead of ignoring it).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

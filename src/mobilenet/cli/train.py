@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 from mobilenet.errors import InputError
@@ -103,15 +104,12 @@ def _dataset_classes(data: str) -> int | None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch  # noqa: F401 - heavy imports stay inside the handler
-
     from mobilenet.train import TrainConfig, config_for_resume, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.resume:
         overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES}
         config = config_for_resume(args.resume, **overrides)
+        _refuse_recipe_changes(args, config)
         summary = train(config, resume=args.resume)
         return 0 if summary["status"] == "finished" else 130
 
@@ -132,12 +130,75 @@ def run_train(args: argparse.Namespace) -> int:
         min_lr_ratio=args.min_lr_ratio, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
         clip_grad=args.clip_grad, min_crop=args.min_crop, hflip=args.hflip, amp=args.amp,
         channels_last=args.channels_last, sync_bn=args.sync_bn, seed=args.seed, deterministic=args.deterministic,
-        output=output, **{k: v for k, v in given.items() if v is not None},
+        threads=args.threads, output=output, **{k: v for k, v in given.items() if v is not None},
     )
     if args.weights is None and args.freeze_body:
         raise InputError("--freeze-body needs --weights (a body trained from scratch cannot stay frozen)")
     summary = train(config)
     return 0 if summary["status"] == "finished" else 130
+
+
+# Flags whose value lives in the checkpoint's architecture rather than in its TrainConfig.
+ARCH_FLAGS = ("alpha", "variant", "num_classes", "depth_multiplier", "activation", "padding", "rounding",
+              "in_channels", "dropout")
+
+
+def _refuse_recipe_changes(args: argparse.Namespace, config: Any) -> None:
+    """A resumed run continues its own recipe; a flag given with --resume that would change it
+    (``--resume RUN --lr 0.1``) is refused, not silently ignored. Flags repeating the recorded value
+    are harmless; --epochs, --micro-batch, --workers, --device and the progress flags apply."""
+    given = _given_flags(args) - {"resume", "func", *RESUME_OVERRIDES}
+    recorded = config.to_dict()
+    arch = recorded["arch"]
+    refused = []
+    for dest in sorted(given):
+        value = getattr(args, dest)
+        if dest in ARCH_FLAGS:
+            same = arch.get(dest) == value
+        elif dest == "resolution":
+            same = list(arch["resolution"]) == [value, value]
+        elif dest in ("height", "width"):
+            same = arch["resolution"][0 if dest == "height" else 1] == value
+        elif dest == "output":
+            same = Path(value).resolve() == Path(args.resume).resolve()
+        elif dest in recorded:
+            same = recorded[dest] == value
+        else:
+            same = False
+        if not same:
+            flag = "--" + dest.replace("_", "-")
+            refused.append(f"{flag} {value} (the run has {_recorded(dest, recorded)})")
+    if refused:
+        raise InputError(
+            f"--resume {args.resume} continues the run's own recipe; not applied: {', '.join(refused)}. "
+            "Only --epochs, --micro-batch, --workers, --device and the progress flags may change; to train "
+            f"with other settings start a new run (e.g. --weights {Path(args.resume) / 'best.pt'})"
+        )
+
+
+def _recorded(dest: str, recorded: dict[str, Any]) -> Any:
+    arch = recorded["arch"]
+    if dest in ("resolution", "height", "width"):
+        return "resolution " + "×".join(str(v) for v in arch["resolution"])
+    if dest in ARCH_FLAGS:
+        return arch.get(dest)
+    return recorded.get(dest, "no such setting")
+
+
+def _given_flags(args: argparse.Namespace) -> set[str]:
+    """The destinations of the flags written on the command line (not argparse's defaults): the
+    train parser parsed again with every default suppressed."""
+    argv = list(getattr(args, "argv", None) or [])
+    if not argv or argv[0] != "train":
+        return set()
+    parser = argparse.ArgumentParser(add_help=False)
+    register(parser.add_subparsers())
+    train_parser = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    for action in train_parser._actions:
+        action.default = argparse.SUPPRESS
+    train_parser._defaults.clear()
+    given, _ = train_parser.parse_known_args(argv[1:])
+    return set(vars(given))
 
 
 def _count_classes(data: str) -> int:

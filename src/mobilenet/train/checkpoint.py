@@ -13,39 +13,33 @@ evaluate``. Keys:
     step        optimizer steps done in total
     rng         torch (and CUDA) generator states of rank 0, as uint8 tensors
     config      TrainConfig.to_dict()
-    metrics     best validation top-1 so far and the epoch it was reached
+    metrics     best validation top-1 so far and the epoch it was reached (best.pt is written
+                before last.pt, so the weights of the best epoch are on disk once any file says so)
     world_size  processes of the run that wrote it (informational: any world size may resume)
+    device, amp, micro_batch   what "auto" resolved to; a resume that differs says so
+    (config["threads"] is the intra-op thread count used; a resume sets it again)
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mobilenet.errors import InputError
+from mobilenet.files import atomic_write
 
 REQUIRED_KEYS = ("model", "arch", "optimizer", "scheduler", "epoch", "step", "config")
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then os.replace: a reader (or
-    a crash) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through ``mobilenet.files.atomic_write``: a reader (or a crash) sees the old file
+    or the new one, never half of one; a kill mid-write leaves a ``.last.pt.*.tmp`` that the next
+    start of the run removes (``remove_stale_temporaries``)."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -63,6 +57,18 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise InputError(f"{path} is not a `mobilenet train` checkpoint: expected keys {REQUIRED_KEYS}, found {have}")
     return ckpt
+
+
+def best_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What ``RUN_DIR/best.pt`` holds, ``{"top1", "epoch"}``, or None where it is absent or unreadable."""
+    path = Path(run_dir) / "best.pt"
+    if not path.is_file():
+        return None
+    try:
+        metrics = torch.load(path, map_location="cpu", weights_only=True).get("metrics")
+    except Exception:  # a foreign or damaged file: last.pt's record stands
+        return None
+    return dict(metrics) if isinstance(metrics, dict) and "top1" in metrics else None
 
 
 def rng_state() -> dict[str, Any]:

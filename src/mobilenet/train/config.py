@@ -67,6 +67,9 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm under DDP (GPU only: PyTorch's SyncBatchNorm needs CUDA)
     device: str = "auto"
+    # torch intra-op threads. The number of threads changes how sums are split, so the count a run
+    # used (the machine's default when not given) is recorded and a resume uses it again.
+    threads: int | None = None
     seed: int = 0
     deterministic: bool = False
     output: str = "runs"  # run directory
@@ -92,6 +95,8 @@ class TrainConfig:
         _check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
         _check(self.decay_epochs > 0, "decay_epochs must be > 0")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _check(_is_device(self.device), f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,6 +124,11 @@ class TrainConfig:
                 f"micro-batches of {micro}; choose a --micro-batch that divides {self.batch_size} // {world_size}"
             )
         return micro, self.batch_size // per_step
+
+
+def _is_device(name: str) -> bool:
+    kind, _, index = str(name).partition(":")
+    return (kind in ("auto", "cpu") and not index) or (kind == "cuda" and (not index or index.isdigit()))
 
 
 def _check(ok: bool, message: str) -> None:

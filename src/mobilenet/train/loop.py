@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
+from mobilenet.files import remove_stale_temporaries
 from mobilenet.model import MobileNetV1
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.config import TrainConfig
@@ -50,6 +51,21 @@ def config_for_resume(run_dir: str | Path, **overrides: Any) -> TrainConfig:
     values = ckpt["config"] | {k: v for k, v in overrides.items() if v is not None}
     values["output"] = str(Path(run_dir))
     return TrainConfig.from_dict(values)
+
+
+def _resume_differences(ckpt: dict[str, Any], config: TrainConfig, ctx: distributed.Context,
+                        amp: torch.dtype | None) -> list[str]:
+    """The allowed changes on resume that still change the numbers (device, autocast, BatchNorm's
+    micro-batch): said out loud rather than silently."""
+    changes = []
+    if ckpt.get("device", ctx.device.type) != ctx.device.type:
+        changes.append(f"the run trained on {ckpt['device']}, it continues on {ctx.device.type}")
+    if ckpt.get("amp", str(amp)) != str(amp):
+        changes.append(f"autocast was {ckpt['amp']}, it is now {amp} (--amp {config.amp} on this machine)")
+    saved_micro = ckpt.get("micro_batch", ckpt["config"].get("micro_batch"))
+    if saved_micro is not None and saved_micro != config.micro_batch:
+        changes.append(f"BatchNorm saw micro-batches of {saved_micro}, now {config.micro_batch}")
+    return changes
 
 
 class StopRequest:
@@ -134,11 +150,18 @@ def train(config: TrainConfig, *, resume: str | Path | None = None,
           on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or continue) one run; returns its summary. ``on_step(step)`` is called after every
     optimizer step (for tests and tools); under torchrun every process runs this function."""
+    # Settings the run changes for the whole process, put back afterwards: a library call (or the
+    # next test in the same process) must not inherit this run's threads or deterministic mode.
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
     ctx = distributed.setup(config.device)
     try:
         return _train(config, ctx, resume, on_step)
     finally:
         distributed.cleanup(ctx)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | None,
@@ -149,6 +172,10 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     ckpt = checkpoint.load(resume) if resume is not None else None
 
     # ---- reproducibility -------------------------------------------------------------------
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    # Recorded (config.json, checkpoints) as the count actually used, so a resume uses it again.
+    config = dataclasses.replace(config, threads=torch.get_num_threads())
     torch.manual_seed(config.seed + ctx.rank)  # ranks differ only in dropout draws
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -205,6 +232,11 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             ema.load_state_dict(ckpt["ema"], int(ckpt.get("ema_updates", ckpt["step"])))
         epoch, step, step_in_epoch = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt.get("step_in_epoch", 0))
         best = dict(ckpt.get("metrics", best))
+        # best.pt is written before last.pt: after a kill between the two it holds a better epoch
+        # than last.pt records, and that epoch is the best one (its weights are on disk).
+        on_disk = checkpoint.best_record(run_dir)
+        if on_disk is not None and on_disk["top1"] > best["top1"]:
+            best = on_disk
         if main:  # the sums over all processes of the interrupted epoch so far, counted once
             epoch_loss, epoch_samples = float(ckpt.get("epoch_loss", 0.0)), int(ckpt.get("epoch_samples", 0))
         epoch_time = float(ckpt.get("epoch_time", 0.0))
@@ -214,6 +246,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             torch.manual_seed(config.seed * 1_000_003 + ctx.rank * 7919 + step)
         log(f"resuming {run_dir} at epoch {epoch + 1}, step {step_in_epoch}/{steps_per_epoch} "
             f"(saved by {ckpt.get('world_size', 1)} process(es), now {ctx.world_size})")
+        for change in _resume_differences(ckpt, config, ctx, amp):
+            log(f"note: {change}; the resumed run will not reproduce an uninterrupted one exactly")
 
     def state(epoch: int, step_in_epoch: int) -> dict[str, Any]:
         s: dict[str, Any] = {
@@ -224,6 +258,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             "config": config.to_dict(), "metrics": best, "world_size": ctx.world_size,
             "epoch_loss": epoch_loss, "epoch_samples": epoch_samples, "epoch_time": epoch_time,
             "classes": list(splits.classes),
+            # What "auto" and the world size resolved to: a resume compares them with its own.
+            "device": ctx.device.type, "amp": str(amp), "micro_batch": micro,
         }
         if ema is not None:
             s["ema"], s["ema_updates"] = ema.state_dict(), ema.updates
@@ -231,6 +267,9 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A process killed mid-write left its temporaries; nothing else writes here yet.
+        for stale in remove_stale_temporaries(run_dir):
+            log(f"removed {stale.name}, left by a run killed while writing it")
         runs.write_json(run_dir / runs.CONFIG, config.to_dict())
         log(f"{arch.name}: {len(splits.train)} training / {len(splits.val)} validation images, "
             f"{ctx.world_size} process(es) on {ctx.device}, global batch {config.batch_size} = "
@@ -329,9 +368,12 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             step_in_epoch, epoch_loss, epoch_samples, epoch_time = 0, 0.0, 0, 0.0
             if main:
                 runs.append_metrics(run_dir, row)
-                checkpoint.save_atomic(state(epoch, 0), run_dir / "last.pt")
+                # best.pt first: once last.pt records a new best, its weights are already on disk.
+                # A kill between the two leaves last.pt at the previous epoch, which the resume
+                # repeats, and best.pt's own record (read on resume) names what it holds.
                 if improved:
                     checkpoint.save_atomic(state(epoch, 0), run_dir / "best.pt")
+                checkpoint.save_atomic(state(epoch, 0), run_dir / "last.pt")
                 runs.plot_curves([run_dir], run_dir / "curves.png")
                 ema_text = f", EMA top-1 {100 * ema_val['top1']:.2f}%" if ema_val else ""
                 log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {val['loss']:.4f}, "

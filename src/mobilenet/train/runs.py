@@ -8,11 +8,11 @@ interrupted, ``summary.json``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mobilenet.errors import InputError
+from mobilenet.files import atomic_write, write_text
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -20,10 +20,12 @@ CONFIG = "config.json"
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Add one epoch's row (replacing an earlier row of that epoch, from a run resumed after a
+    kill) by rewriting the whole file atomically: an append cut short by a kill would leave half a
+    line that the next append continues, losing both rows."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] != row["epoch"]] + [row]
+    rows.sort(key=lambda r: r["epoch"])
+    write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -43,9 +45,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Atomically (a unique temporary beside it, so two writers never share one)."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def plot_curves(run_dirs: list[Path], out: Path) -> None:
@@ -73,10 +74,11 @@ def plot_curves(run_dirs: list[Path], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
