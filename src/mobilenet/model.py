@@ -26,6 +26,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
+from mobilenet.limits import check_memory
 
 INIT_STD = 0.09
 
@@ -129,6 +130,7 @@ class MobileNetV1(nn.Module):
     def __init__(self, cfg: ArchConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         cfg = (cfg or ArchConfig()).replace(**overrides) if overrides else (cfg or ArchConfig())
+        check_memory(cfg, mode="build")  # refuse, from the cost model, what cannot fit before allocating
         self.cfg = cfg
         spec = arch.layers(cfg)
         self.stem = ConvBNAct(spec[0], cfg)
