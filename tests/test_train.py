@@ -5,6 +5,7 @@ filters get no weight decay, bad data gives clear errors."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import struct
@@ -17,6 +18,7 @@ from PIL import Image
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import Preprocess
 from mobilenet.train import TrainConfig, checkpoint, config_for_resume, param_groups, train
 from mobilenet.train.config import OPTIMIZERS
 from mobilenet.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, GlobalBatchSampler, Transform, read_idx
@@ -100,7 +102,9 @@ def test_checkpoint_format(finished_run):
         for key in ("model", "arch", "preprocess", "ema", "optimizer", "scheduler", "epoch", "step", "rng", "config"):
             assert key in ckpt, key
         assert not any(k.startswith("module.") for k in ckpt["model"])
-        assert set(ckpt["preprocess"]) == {"resolution", "mean", "std", "crop_fraction", "interpolation"}
+        # The evaluation recipe training validated with, as `mobilenet evaluate` will read it.
+        assert Preprocess.from_dict(ckpt["preprocess"]) == Preprocess(resolution=32, mean=(0.5,), std=(0.5,),
+                                                                        crop_fraction=1.0)
         assert TrainConfig.from_dict(ckpt["config"]).lr == cfg.lr
         model = MobileNetV1(ArchConfig.from_dict(ckpt["arch"]))
         model.load_state_dict(ckpt["model"])
@@ -328,3 +332,32 @@ def test_grayscale_is_fed_natively_or_replicated_to_rgb():
         a = crop(image)
         torch.manual_seed(0)
         assert torch.equal(a, crop(image))  # random crops are a function of the generator state
+
+
+def test_validation_during_training_is_mobilenet_evaluate_on_the_checkpoint(tmp_path, capsys):
+    # Photos of odd sizes, so that a crop rounded differently (or another resize) would show.
+    tree = _image_tree(tmp_path / "tree", classes=("a", "b", "c"), per_class=6)
+    val_csv = tree / "val.csv"
+    val_csv.write_text("".join(f"{p.relative_to(tree)},{'abc'.index(p.parent.name)}\n"
+                               for p in sorted((tree / "val").rglob("*.png"))))
+    assert _train_cli(tmp_path, tree, "--classes", "3") == 0
+    run = tmp_path / "run"
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    recipe = Preprocess.from_dict(ckpt["preprocess"])
+    assert recipe.crop_fraction == 0.875 and recipe.mean == (0.5, 0.5, 0.5)
+
+    # The tensors training validated on are the recipe's own, bit for bit.
+    from mobilenet.preprocess import load_image
+    from mobilenet.train.data import build_splits
+
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    val = build_splits(cfg, (32, 32), 3).val
+    for (path, _), (x, _) in zip(val.samples, val):
+        assert torch.equal(x, recipe.eval_transform()(load_image(path))), path
+
+    # And so the top-1 it logged is what `mobilenet evaluate` reports on the same checkpoint.
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(run / "last.pt"), "--data", str(val_csv), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 18
+    assert result["top1"] == pytest.approx(100 * read_metrics(run)[-1]["val_top1"])

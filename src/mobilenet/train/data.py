@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from mobilenet.errors import InputError
+from mobilenet.preprocess import Preprocess
 
 # The Debian package `dataset-fashion-mnist` installs the four IDX files here.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -142,8 +145,11 @@ class Transform:
     """Tensor preprocessing of one sample (uint8 C×H×W in, float C×H×W out).
 
     Training: a random-resized crop covering at least ``min_crop`` of the area (aspect 3/4–4/3)
-    and a horizontal flip. Evaluation: a central crop of ``crop_fraction`` resized to the
-    resolution (1.0 for small images such as Fashion-MNIST, TF's 0.875 for photos)."""
+    and a horizontal flip. Evaluation is ``mobilenet.preprocess.Preprocess`` itself
+    (``self.preprocess``: a central crop of ``crop_fraction`` — 1.0 for small images such as
+    Fashion-MNIST, TF's 0.875 for photos — resized to the resolution): the recipe stored in the
+    checkpoint, so validation during training and ``mobilenet evaluate`` on the checkpoint compute
+    the same tensors and the same top-1."""
 
     resolution: tuple[int, int]
     channels: int
@@ -154,20 +160,19 @@ class Transform:
     mean: tuple[float, ...] = DEFAULT_MEAN
     std: tuple[float, ...] = DEFAULT_STD
 
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(resolution=tuple(self.resolution), mean=tuple(self.mean[: self.channels]),
+                          std=tuple(self.std[: self.channels]), crop_fraction=self.crop_fraction)
+
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.train:
-            top, left, h, w = T.RandomResizedCrop.get_params(image, scale=(self.min_crop, 1.0), ratio=(3 / 4, 4 / 3))
-            image = TF.resized_crop(image, top, left, h, w, list(self.resolution),
-                                    interpolation=InterpolationMode.BILINEAR, antialias=True)
-            if self.hflip and torch.rand(()) < 0.5:
-                image = TF.horizontal_flip(image)
-        else:
-            if self.crop_fraction < 1.0:
-                h, w = image.shape[-2:]
-                image = TF.center_crop(image, [round(h * self.crop_fraction), round(w * self.crop_fraction)])
-            if tuple(image.shape[-2:]) != self.resolution:
-                image = TF.resize(image, list(self.resolution), interpolation=InterpolationMode.BILINEAR,
-                                  antialias=True)
+        if not self.train:
+            return evaluation_tensor(self.preprocess, image)
+        top, left, h, w = T.RandomResizedCrop.get_params(image, scale=(self.min_crop, 1.0), ratio=(3 / 4, 4 / 3))
+        image = TF.resized_crop(image, top, left, h, w, list(self.resolution),
+                                interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if self.hflip and torch.rand(()) < 0.5:
+            image = TF.horizontal_flip(image)
         image = _match_channels(image, self.channels)
         x = image.float().div_(255)
         mean = torch.tensor(self.mean[: self.channels]).view(-1, 1, 1)
@@ -175,12 +180,26 @@ class Transform:
         return x.sub_(mean).div_(std)
 
     def preprocess_settings(self) -> dict[str, Any]:
-        """What evaluation should use: stored in checkpoints as ``"preprocess"``."""
-        return {
-            "resolution": list(self.resolution), "mean": list(self.mean[: self.channels]),
-            "std": list(self.std[: self.channels]), "crop_fraction": self.crop_fraction,
-            "interpolation": "bilinear",
-        }
+        """What evaluation uses: stored in checkpoints as ``"preprocess"`` (``Preprocess.to_dict()``)."""
+        return self.preprocess.to_dict()
+
+
+def evaluation_tensor(preprocess: Preprocess, image: torch.Tensor | Image.Image) -> torch.Tensor:
+    """``preprocess``'s evaluation of one image given as a uint8 C×H×W tensor or a PIL image.
+
+    A PIL image goes through ``preprocess.eval_transform()`` unchanged (what ``mobilenet evaluate``
+    does with a file). A tensor becomes a PIL image first; grey data for a grey model stays one
+    channel through the same crop, resize and normalisation (Pillow's RGB→luma round trip would
+    move a few values by one float32 ulp)."""
+    if isinstance(image, Image.Image):
+        return preprocess.eval_transform()(image)
+    array = image.permute(1, 2, 0).numpy()
+    if array.shape[-1] == 1 and preprocess.channels == 1:
+        resized = preprocess.crop_and_resize(Image.fromarray(array[..., 0], mode="L"))
+        return preprocess.normalize(np.asarray(resized, dtype=np.uint8)[..., None])
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return preprocess.eval_transform()(Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB"))
 
 
 def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:

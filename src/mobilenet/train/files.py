@@ -65,7 +65,8 @@ def build_file_splits(config: Any, resolution: tuple[int, int], channels: int) -
     train = open_dataset(train_path, ToTensorThen(train_tf), bad_files=config.bad_files, num_classes=num_classes)
     # The validation labels must mean what the training labels mean: same class list.
     classes = train.classes if Path(train_path).is_dir() else None
-    val = open_dataset(val_path, ToTensorThen(eval_tf), classes=classes, bad_files=config.bad_files,
+    # Evaluation is Preprocess's own transform on the decoded image, as `mobilenet evaluate` runs it.
+    val = open_dataset(val_path, eval_tf.preprocess.eval_transform(), classes=classes, bad_files=config.bad_files,
                        num_classes=num_classes)
     if len(train.classes) > config.arch["num_classes"]:
         raise InputError(f"{train_path} has {len(train.classes)} classes but the model has "
