@@ -95,9 +95,11 @@ def test_csv_errors_and_missing_files(tmp_path, capsys):
     with pytest.raises(ValueError, match="no rows"):
         CsvDataset(tmp_path / "empty.csv")
     (tmp_path / "gone.csv").write_text("one.png,1\ngone.png,2\n")
-    ds = CsvDataset(tmp_path / "gone.csv")
-    assert [p.name for p, _ in ds.samples] == ["one.png"] and [p.name for p in ds.missing] == ["gone.png"]
+    ds = CsvDataset(tmp_path / "gone.csv", Preprocess(resolution=8).eval_transform())
+    assert [p.name for p in ds.missing] == ["gone.png"]
     assert "do not exist" in capsys.readouterr().err
+    # Kept in the samples and skipped when loaded, so whoever counts skipped files counts it too.
+    assert ds[1] is None and sum(len(y) for _, y in make_loader(ds, batch_size=2)) == 1
     with pytest.raises(ImageError, match=r"gone\.png"):
         CsvDataset(tmp_path / "gone.csv", bad_files="stop")
     with pytest.raises(ValueError, match="no such file or directory"):

@@ -20,8 +20,10 @@ cannot be decoded. ``bad_files="skip"`` prints one warning line per bad file to 
 ``ds[i]`` return ``None``; ``make_loader``'s collate function drops those, so a batch may be
 shorter than ``batch_size`` (or empty). Count what was left out as ``len(ds) - images seen``:
 this stays right with DataLoader workers, where a counter in the dataset would not. Files that are
-missing altogether are found when the dataset is built: the same policy applies (``stop`` raises,
-``skip`` drops them from ``samples`` and records them in ``missing``).
+missing altogether are found when the dataset is built: the same policy applies (``stop`` raises;
+``skip`` records them in ``missing`` and keeps them in ``samples``, so they are skipped and counted
+like any other unreadable file). Images declaring more than Pillow's decompression-bomb limit of
+pixels are unreadable too, refused from their header without being decoded.
 
 Structural problems are always errors: a root that does not exist, no class folders, a class
 folder with no images, a CSV without rows, a label out of range or unknown.
@@ -32,11 +34,13 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mobilenet.errors import InputError
@@ -72,6 +76,7 @@ class _ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         path, label = self.samples[index]
         try:
+            refuse_oversized(path)
             image = load_image(path)
         except ImageError as err:
             if self.bad_files == "stop":
@@ -84,19 +89,19 @@ class _ImageDataset(Dataset):
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
-    def _drop_missing(self) -> None:
-        present = []
-        for path, label in self.samples:
-            if path.is_file():
-                present.append((path, label))
-            elif self.bad_files == "stop":
-                raise ImageError(f"{path}: no such file")
-            else:
+    def _find_missing(self) -> None:
+        """Listed files that do not exist (or are folders): ``stop`` raises now, before any work;
+        ``skip`` warns once and keeps them in ``samples``, where loading them gives ``None`` like
+        any other unreadable file, so they are counted wherever skipped files are counted (the
+        ``skipped`` of an evaluation, the ``skipped_images`` of a training epoch)."""
+        for path, _ in self.samples:
+            if not path.is_file():
+                if self.bad_files == "stop":
+                    raise ImageError(f"{path}: {'is a directory, not an image' if path.is_dir() else 'no such file'}")
                 self.missing.append(path)
         if self.missing:
-            print(f"warning: {len(self.missing)} listed image files do not exist (first: {self.missing[0]})",
-                  file=sys.stderr)
-        self.samples = present
+            print(f"warning: {len(self.missing)} listed image files do not exist (first: {self.missing[0]}); "
+                  "they are skipped and counted", file=sys.stderr)
 
 
 class ImageFolderDataset(_ImageDataset):
@@ -159,8 +164,8 @@ class CsvDataset(_ImageDataset):
         self.classes = list(classes) if classes is not None else []
         index = {name: i for i, name in enumerate(self.classes)}
         rows = _read_csv_rows(self.csv_path)
-        if rows and not _looks_like_label(rows[0][1], index):
-            rows = rows[1:]  # header
+        if rows and _is_header(rows[0], index):
+            rows = rows[1:]
         if not rows:
             raise InputError(f"{self.csv_path}: no rows (expected lines 'file,label')")
         limit = len(self.classes) if self.classes else num_classes
@@ -170,8 +175,8 @@ class CsvDataset(_ImageDataset):
             self.samples.append((self.root / file, label))
         if not self.classes:
             self.classes = [str(i) for i in range(num_classes or max(self.targets) + 1)]
-        self._drop_missing()
-        if not self.samples:
+        self._find_missing()
+        if len(self.missing) == len(self.samples):
             raise InputError(f"{self.csv_path}: none of the listed files exist under {self.root}")
 
     def _default_root(self, first_file: str) -> Path:
@@ -195,6 +200,41 @@ def _read_csv_rows(path: Path) -> list[tuple[str, str]]:
 
 def _looks_like_label(text: str, index: dict[str, int]) -> bool:
     return text in index or text.lstrip("-").isdigit()
+
+
+def _is_header(row: tuple[str, str], index: dict[str, int]) -> bool:
+    """A first row is a header when its label is not a label and its first cell is not an image
+    file name: ``file,label`` is a header, ``cat1.png,O`` (a typo for 0) is a row with a bad label,
+    which must be reported, not dropped."""
+    return not _looks_like_label(row[1], index) and not is_image_file(row[0])
+
+
+# Images larger than this are refused before decoding: Pillow's own decompression-bomb threshold
+# (about 89 megapixels, 0.25 GB as RGB). A 20 KB PNG can declare 13000×13000 pixels and take
+# 1.7 GB to decode; nothing this project classifies is that large.
+def max_image_pixels() -> int:
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def refuse_oversized(path: str | os.PathLike[str]) -> None:
+    """Raise ``ImageError`` when ``path`` declares more pixels than ``max_image_pixels()``; only
+    the header is read. Files Pillow cannot open pass through, so that ``load_image`` reports them."""
+    limit = max_image_pixels()
+    if not limit:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        width = height = None
+    except Exception:  # not an image, truncated, missing: load_image's message says which
+        return
+    if width is None or width * height > limit:
+        size = f"{width}×{height} pixels" if width else f"more than {2 * limit:,} pixels"
+        raise ImageError(f"{os.fspath(path)}: declares {size}, more than the {limit:,} an image may have here "
+                         "(a decompression bomb, or a picture to scale down first); not decoded")
 
 
 def _class_index(text: str, index: dict[str, int], limit: int | None, where: str) -> int:

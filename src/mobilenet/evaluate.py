@@ -28,8 +28,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from mobilenet.arch import ArchConfig
 from mobilenet.datasets import make_loader
 from mobilenet.errors import InputError
+from mobilenet.limits import check_memory
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,6 +45,7 @@ def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") 
             return model(batch.to(device)).float().cpu()
 
     predict.description = f"torch fp32 on {device}"  # type: ignore[attr-defined]
+    predict.arch = getattr(model, "cfg", None)  # type: ignore[attr-defined] # for evaluate's memory check
     return predict
 
 
@@ -56,6 +59,7 @@ def drop_background(predict: Predictor) -> Predictor:
         return logits[:, 1:]
 
     predict_1000.description = getattr(predict, "description", "")  # type: ignore[attr-defined]
+    predict_1000.arch = getattr(predict, "arch", None)  # type: ignore[attr-defined]
     return predict_1000
 
 
@@ -82,10 +86,15 @@ def evaluate(
     description: str = "evaluate",
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy (percent) of ``predict`` on ``data`` (a dataset of (image, label),
-    or a DataLoader yielding (images, labels)). Unreadable images that the dataset skipped are
-    counted in ``skipped``."""
+    or a DataLoader yielding (images, labels)). Unreadable images that the dataset skipped (and
+    listed files that do not exist) are counted in ``skipped``; when none could be read at all
+    there is no accuracy, and ``InputError`` says so. A predictor from ``torch_predictor`` carries
+    its architecture, and a ``batch_size`` that cannot fit in memory is refused up front."""
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    arch = getattr(predict, "arch", None)
+    if isinstance(arch, ArchConfig):  # a batch that cannot fit is refused before it is allocated
+        check_memory(arch, batch_size, mode="inference", device=device)
     rank, world, created = _distributed_context(device)
     try:
         if isinstance(data, DataLoader):
@@ -116,9 +125,14 @@ def evaluate(
         if created:
             dist.destroy_process_group()
     seen = int(counts[2])
+    if not seen:
+        # No accuracy exists: a NaN would print as invalid JSON and exit 0. Every rank sees the
+        # same summed counts, so under torchrun all of them stop here together.
+        raise InputError(f"none of the {int(counts[3])} images could be read (each unreadable file is named "
+                         "above); nothing to evaluate")
     return {
-        "top1": 100.0 * counts[0].item() / seen if seen else float("nan"),
-        "top5": 100.0 * counts[1].item() / seen if seen else float("nan"),
+        "top1": 100.0 * counts[0].item() / seen,
+        "top5": 100.0 * counts[1].item() / seen,
         "images": seen,
         "skipped": int(counts[3]) - seen,
     }

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from mobilenet import __version__
@@ -54,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if status == 130:  # a run stopped by Ctrl-C and saved: no second Ctrl-C traceback on the way out
+            _ignore_interrupts_from_now_on(argv)
+        return status
     except MobileNetError as err:
         # The project's own errors: bad input (status 2: an alpha of -1, a missing file, a corrupt
         # weight file) or a failure it detected (status 1: a download that cannot be fetched, an
@@ -75,8 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mobilenet {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _ignore_interrupts_from_now_on(argv)
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _ignore_interrupts_from_now_on(argv: Sequence[str] | None) -> None:
+    """The user asked to stop and we are stopping: a further Ctrl-C while the interpreter shuts
+    down (torch._dynamo's and other libraries' exit hooks run then) would only print a
+    KeyboardInterrupt traceback from inside them. Only when this is the program (``argv`` from the
+    command line): a caller of ``main([...])`` keeps its own Ctrl-C."""
+    if argv is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

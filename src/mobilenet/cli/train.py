@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 from mobilenet.errors import InputError
+from mobilenet.files import refuse_overwrite
 
 # What a resumed run may change; every other flag comes from its checkpoint.
 RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
@@ -230,8 +232,11 @@ def run_runs(args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if args.plot:
+        # Never over a run's own files (`--plot runs/x/last.pt` would replace a checkpoint).
+        refuse_overwrite(args.plot, [f for run in found for f in run.iterdir() if f.is_file()])
         runs.plot_curves(found, Path(args.plot))
-        print(f"learning curves: {args.plot}")
+        # Under --json, stdout is the JSON alone.
+        print(f"learning curves: {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

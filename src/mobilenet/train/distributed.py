@@ -86,6 +86,15 @@ def any_process(flag: bool, ctx: Context) -> bool:
     return bool(t.item())
 
 
+def max_over_processes(value: int, ctx: Context) -> int:
+    """The largest of one small integer over all processes; the value itself in one process."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([int(value)], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()

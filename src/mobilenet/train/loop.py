@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import remove_stale_temporaries
+from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.data import GlobalBatchSampler, SeededSamples, build_splits, shard
 from mobilenet.train.optim import ModelEma, build_optimizer, build_scheduler
+
+VAL_BATCH = 256  # validation images per forward pass (at least the micro-batch)
 
 
 def config_for_resume(run_dir: str | Path, **overrides: Any) -> TrainConfig:
@@ -142,8 +145,55 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: distributed.Context, amp
         top5 += hits.any(dim=1).sum().item()
         count += len(y)
     loss_sum, top1, top5, count = distributed.all_reduce_sum([loss_sum, top1, top5, count], ctx)
-    count = max(count, 1)
+    if not count:  # (summed: every process sees it and stops together)
+        raise InputError("none of the validation images could be read (each unreadable file is named above)")
     return {"loss": loss_sum / count, "top1": top1 / count, "top5": top5 / count}
+
+
+def agreed_batches(loader: DataLoader, ctx: distributed.Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's micro-batches, with the processes of a DDP run agreeing on each one first.
+
+    Every process must join every gradient all-reduce, so one whose micro-batch is entirely
+    unreadable (``--bad-files skip``), or whose loader raised on a bad file (``stop``), cannot just
+    stop: the others would wait in the collective until its timeout (30 minutes). One small
+    all-reduce per micro-batch lets all of them stop at once, each with a one-line error. In one
+    process an empty micro-batch is simply skipped by the caller."""
+    iterator = iter(loader)
+    while True:
+        error: MobileNetError | None = None
+        try:
+            x, y = next(iterator)
+        except StopIteration:  # (every process has the same number of micro-batches)
+            return
+        except MobileNetError as err:
+            err = _worker_error(err)
+            if not ctx.distributed:
+                raise err from None
+            error, x, y = err, torch.empty(0), torch.empty(0)
+        if ctx.distributed:
+            mine = 2 if error is not None else int(len(y) == 0)
+            if distributed.max_over_processes(mine, ctx):
+                if error is not None:
+                    raise error
+                if mine:
+                    raise InputError(
+                        f"every image of a micro-batch of process {ctx.rank} was unreadable (--bad-files skip, "
+                        "named above); under DDP each process needs data at every step: fix or remove the "
+                        "files, or use a larger --micro-batch")
+                raise InputError(f"process {ctx.rank} stops with the others: another process found unreadable "
+                                 "training data (its message names the files)")
+        yield x, y
+
+
+def _worker_error(err: MobileNetError) -> MobileNetError:
+    """A DataLoader worker's error comes back with the worker's whole traceback in its message;
+    the user's error is its last line (``mobilenet.preprocess.ImageError: a.png: cannot decode``)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return err
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return type(err)(last.removeprefix(prefix).removeprefix(f"{type(err).__qualname__}: "))
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None,
@@ -170,6 +220,9 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     log = print if main else (lambda *a, **k: None)
     run_dir = Path(config.output)
     ckpt = checkpoint.load(resume) if resume is not None else None
+    if ckpt is None and (run_dir / "last.pt").is_file():
+        raise InputError(f"{run_dir} already holds a run (last.pt); continue it with --resume {run_dir}, "
+                         "or give a new --output")
 
     # ---- reproducibility -------------------------------------------------------------------
     if config.threads:
@@ -197,12 +250,16 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
             raise InputError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw_model = model
+    micro, accumulation = config.accumulation_steps(ctx.world_size)
+    # Before any batch exists: what training this model at this micro-batch needs, from the cost model.
+    check_memory(arch, micro, mode="training", optimizer=config.optimizer, ema=config.ema_decay > 0,
+                 device=ctx.device.type)
+    check_memory(arch, max(VAL_BATCH, micro), mode="inference", device=ctx.device.type)
     if ctx.distributed:
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     # ---- data ------------------------------------------------------------------------------
     splits = build_splits(config, arch.resolution, arch.in_channels)
-    micro, accumulation = config.accumulation_steps(ctx.world_size)
     # Recorded, so a resume under another world size keeps the BatchNorm batch (and so the maths).
     config = dataclasses.replace(config, micro_batch=micro)
     sampler = GlobalBatchSampler(len(splits.train), config.batch_size, rank=ctx.rank, world_size=ctx.world_size,
@@ -213,7 +270,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     train_loader = DataLoader(SeededSamples(splits.train, config.seed), batch_sampler=sampler,
                               generator=torch.Generator().manual_seed(config.seed), **workers)
     val_set = Subset(splits.val, shard(len(splits.val), ctx.rank, ctx.world_size))
-    val_loader = DataLoader(val_set, batch_size=max(256, micro), **workers)
+    val_loader = DataLoader(val_set, batch_size=max(VAL_BATCH, micro), **workers)
 
     # ---- optimisation ----------------------------------------------------------------------
     optimizer = build_optimizer(raw_model, config)
@@ -287,13 +344,10 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
                         m.eval()
             bar = _progress(config, main, epoch, steps_per_epoch, step_in_epoch)
             tick, window_loss, window_n = time.perf_counter(), 0.0, 0
-            for i, (x, y) in enumerate(train_loader):
+            for i, (x, y) in enumerate(agreed_batches(train_loader, ctx)):
                 x = x.to(ctx.device, non_blocking=True, memory_format=memory_format)
                 y = y.to(ctx.device, non_blocking=True)
                 last_micro = (i + 1) % accumulation == 0
-                if len(y) == 0 and ctx.distributed:
-                    raise RuntimeError("a whole micro-batch was unreadable (--bad-files skip); under DDP every "
-                                       "process needs data at every step: fix or remove the files")
                 if len(y) > 0:  # (in one process, a micro-batch of only unreadable files adds nothing)
                     # Gradients are all-reduced only on the last micro-batch of a global batch.
                     sync = contextlib.nullcontext() if last_micro or not ctx.distributed else model.no_sync()
