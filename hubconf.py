@@ -20,11 +20,12 @@ from mobilenet.model import MobileNetV1  # noqa: E402
 
 
 def mobilenet_v1(pretrained: bool = False, weights: str | None = None, **kwargs) -> MobileNetV1:
-    """MobileNet v1. ``pretrained=True``: TF-slim's float 1.0-224 ImageNet weights (1001 classes,
-    index 0 background; ``num_classes=1000`` drops it). ``weights``: any name of
-    ``mobilenet.weights.list_pretrained()`` or a weights file. Other keyword arguments are
-    ``ArchConfig`` fields (alpha, resolution, num_classes, ...)."""
-    from mobilenet.model import mobilenet_v1 as build
+    """MobileNet v1 (``mobilenet.factory.mobilenet_v1``). ``pretrained=True``: the published
+    ImageNet model for ``alpha`` / ``resolution`` (TF-slim's float 1.0-224 by default; ``source=``
+    "tf", "tf-quant", "keras", "timm" or "hf"), 1,000 classes (``num_classes=1001`` keeps TF's
+    background). ``weights``: any name of ``mobilenet.weights.list_pretrained()`` or a weights
+    file. Other keyword arguments are ``ArchConfig`` fields (alpha, resolution, num_classes, ...)."""
+    from mobilenet.factory import mobilenet_v1 as build
 
     return build(pretrained=pretrained, weights=weights, **kwargs)
 

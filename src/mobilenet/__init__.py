@@ -8,16 +8,26 @@ from typing import TYPE_CHECKING, Any
 from mobilenet.arch import ArchConfig
 
 __version__ = "0.1.0"
-__all__ = ["ArchConfig", "MobileNetV1", "__version__", "mobilenet_v1"]
+__all__ = ["ArchConfig", "MobileNetV1", "__version__", "decode_predictions", "mobilenet_v1"]
 
 if TYPE_CHECKING:
-    from mobilenet.model import MobileNetV1, mobilenet_v1
+    from mobilenet.factory import mobilenet_v1
+    from mobilenet.model import MobileNetV1
+    from mobilenet.weights.labels import decode_predictions
 
 
 def __getattr__(name: str) -> Any:
     # The model needs torch; import it only when asked so `import mobilenet.cost` stays torch-free.
-    if name in ("MobileNetV1", "mobilenet_v1"):
-        from mobilenet import model
+    if name == "MobileNetV1":
+        from mobilenet.model import MobileNetV1
 
-        return getattr(model, name)
+        return MobileNetV1
+    if name == "mobilenet_v1":
+        from mobilenet.factory import mobilenet_v1
+
+        return mobilenet_v1
+    if name == "decode_predictions":
+        from mobilenet.weights.labels import decode_predictions
+
+        return decode_predictions
     raise AttributeError(f"module 'mobilenet' has no attribute {name!r}")

@@ -18,13 +18,13 @@ from typing import Any, Literal
 from mobilenet.errors import InputError
 
 Variant = Literal["separable", "conv", "shallow"]
-Padding = Literal["tf", "symmetric"]
+Padding = Literal["tf", "symmetric", "keras"]
 Rounding = Literal["tf", "timm"]
 Activation = Literal["relu6", "relu"]
 LayerKind = Literal["conv", "depthwise", "pointwise", "pool", "fc"]
 
 VARIANTS: tuple[str, ...] = ("separable", "conv", "shallow")
-PADDINGS: tuple[str, ...] = ("tf", "symmetric")
+PADDINGS: tuple[str, ...] = ("tf", "symmetric", "keras")
 ROUNDINGS: tuple[str, ...] = ("tf", "timm")
 ACTIVATIONS: tuple[str, ...] = ("relu6", "relu")
 
@@ -80,6 +80,24 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def conv_padding(padding: Padding, size: int, kernel: int, stride: int, *, stem: bool = False) -> tuple[int, int]:
+    """(before, after) padding of one conv along one axis, for each padding mode.
+
+    ``tf``: TensorFlow 'SAME' (``same_padding``). ``symmetric``: PyTorch ``padding=k//2``.
+    ``keras``: Keras' ``MobileNet``, which builds its stem conv with 'SAME' but pads every other
+    strided conv with ``ZeroPadding2D(((0, 1), (0, 1)))`` and then convolves 'valid'; stride-1
+    convs are 'SAME'. That equals 'SAME' where the strided conv's input is even and gives one
+    row and column less where it is odd (at 200x200 the map after block 5 is 12x12, not 13x13).
+    """
+    if padding == "tf" or (padding == "keras" and (stem or stride == 1)):
+        return same_padding(size, kernel, stride)
+    if padding == "keras":
+        return (0, 1)
+    if padding == "symmetric":
+        return (kernel // 2, kernel // 2)
+    raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
 
 
 @dataclass(frozen=True)
@@ -237,10 +255,7 @@ def _conv_layer(
     cfg: ArchConfig, name: str, kind: LayerKind, in_ch: int, out_ch: int, kernel: int, stride: int,
     groups: int, in_size: tuple[int, int], block: int | None,
 ) -> Layer:
-    if cfg.padding == "tf":
-        pad = tuple(same_padding(s, kernel, stride) for s in in_size)
-    else:
-        pad = ((kernel // 2, kernel // 2),) * 2
+    pad = tuple(conv_padding(cfg.padding, s, kernel, stride, stem=name == "stem") for s in in_size)
     out_size = tuple(conv_output_size(s, kernel, stride, p) for s, p in zip(in_size, pad))
     return Layer(
         name=name, kind=kind, in_channels=in_ch, out_channels=out_ch, kernel=kernel, stride=stride,

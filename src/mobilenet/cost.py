@@ -245,10 +245,7 @@ def layer_comparison(
         raise InputError(f"padding must be one of {arch.PADDINGS}, got {padding!r}")
 
     def conv(kind: arch.LayerKind, k: int, s: int, c_in: int, c_out: int, groups: int, at: tuple[int, int]) -> Layer:
-        if padding == "tf":
-            pad = tuple(arch.same_padding(x, k, s) for x in at)
-        else:
-            pad = ((k // 2, k // 2),) * 2
+        pad = tuple(arch.conv_padding(padding, x, k, s) for x in at)
         out = tuple(arch.conv_output_size(x, k, s, p) for x, p in zip(at, pad))
         if min(out) < 1:
             raise InputError(f"a {k}x{k} stride-{s} convolution on {at[0]}x{at[1]} leaves no output")

@@ -29,6 +29,8 @@ from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
 
 INIT_STD = 0.09
+# Keras' ZeroPadding2D(((0, 1), (0, 1))) before a strided conv, in F.pad's (left, right, top, bottom).
+KERAS_PAD = (0, 1, 0, 1)
 
 
 class TFSamePad(nn.Module):
@@ -60,12 +62,16 @@ class ConvBNAct(nn.Module):
     def __init__(self, layer: Layer, cfg: ArchConfig) -> None:
         super().__init__()
         k, s = layer.kernel, layer.stride
-        # Stride 1 'SAME' is symmetric for odd kernels, so only strided TF convs need the runtime pad.
-        dynamic = cfg.padding == "tf" and s > 1
-        self.pad: nn.Module = TFSamePad(k, s) if dynamic else nn.Identity()
+        # Stride 1 'SAME' is symmetric for odd kernels, so only strided convs need a pad of their own:
+        # TF 'SAME' computed from the input actually seen, or Keras' fixed zero row and column.
+        keras_pad = cfg.padding == "keras" and s > 1 and layer.name != "stem"
+        dynamic = s > 1 and (cfg.padding == "tf" or (cfg.padding == "keras" and not keras_pad))
+        self.pad: nn.Module = (
+            nn.ZeroPad2d(KERAS_PAD) if keras_pad else TFSamePad(k, s) if dynamic else nn.Identity()
+        )
         self.conv = nn.Conv2d(
             layer.in_channels, layer.out_channels, k, s,
-            padding=0 if dynamic else k // 2, groups=layer.groups, bias=False,
+            padding=0 if dynamic or keras_pad else k // 2, groups=layer.groups, bias=False,
         )
         self.bn: nn.Module = nn.BatchNorm2d(layer.out_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         self.act = nn.ReLU6(inplace=True) if cfg.activation == "relu6" else nn.ReLU(inplace=True)
@@ -225,28 +231,12 @@ class MobileNetV1(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
 
-def mobilenet_v1(
-    alpha: float | None = None,
-    resolution: int | tuple[int, int] | None = None,
-    variant: arch.Variant | None = None,
-    *,
-    pretrained: bool = False,
-    weights: str | None = None,
-    **kwargs: Any,
-) -> MobileNetV1:
-    """Build MobileNet v1 (defaults: alpha 1.0, 224x224, the separable network of Table 1).
-    Further keyword arguments are the fields of ``ArchConfig``.
-
-    ``pretrained=True`` loads the default ImageNet weights (TF-slim 1.0-224); ``weights=`` names a
-    registry entry or a file (ours, TFLite, TF GraphDef, Keras, timm, or a training checkpoint).
-    Pretrained weights fix the architecture; settings given here must agree with them, except
-    ``num_classes`` (a new classifier for fine-tuning; 1000 on TF's 1001-class weights drops the
-    background row), ``resolution`` (the weights work at any size), ``dropout`` and ``bn_momentum``.
-    """
-    given = {"alpha": alpha, "resolution": resolution, "variant": variant}
-    settings = {k: v for k, v in given.items() if v is not None} | kwargs
-    if pretrained or weights is not None:
-        from mobilenet.weights import load_pretrained
-
-        return load_pretrained(weights, **settings)
-    return MobileNetV1(ArchConfig(**settings))
+def state_shapes(cfg: ArchConfig, folded: bool = False) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state dict of ``MobileNetV1(cfg)`` (with the folded
+    structure if ``folded``), without allocating it: what a weights file must provide."""
+    with torch.device("meta"):
+        model = MobileNetV1(cfg)
+        if folded:
+            for _, module in model.conv_layers():
+                module.unfold_structure()
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}

@@ -16,6 +16,13 @@ exactly as TF did when it measured the published accuracy). ``crop_mode="resize_
 timm's and torchvision's: resize the shorter side to ``resolution / crop_fraction``, then take a
 central ``resolution`` crop. Mean and std are on the [0, 1] scale, so TF's ``(x - 127.5) / 127.5``
 is mean = std = 0.5.
+
+``resize="tf"`` resizes exactly as TF-slim's evaluation did when TensorFlow measured its published
+accuracy: TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centres, **no
+antialiasing**) on float pixels, not rounded back to uint8 (``tf_resize_bilinear``).
+``resize="pillow"`` (the default for other weights) uses Pillow's filters, which antialias when
+they shrink: at 128 px that moves TF's inputs by about 4 uint8 levels and costs TF's models
+points of top-1 (docs/weights.md).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from mobilenet.errors import InputError
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CropMode = Literal["central_fraction", "resize_shorter"]
+Resize = Literal["pillow", "tf"]
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -40,6 +48,7 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
 }
 CROP_MODES: tuple[str, ...] = ("central_fraction", "resize_shorter")
+RESIZES: tuple[str, ...] = ("pillow", "tf")
 TF_MEAN = (0.5, 0.5, 0.5)
 TF_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -102,6 +111,7 @@ class Preprocess:
     crop_fraction: float = 0.875
     interpolation: Interpolation = "bilinear"
     crop_mode: CropMode = "central_fraction"
+    resize: Resize = "pillow"
 
     def __post_init__(self) -> None:
         res = self.resolution
@@ -126,6 +136,11 @@ class Preprocess:
             raise InputError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.crop_mode not in CROP_MODES:
             raise InputError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.resize not in RESIZES:
+            raise InputError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        if self.resize == "tf" and self.interpolation != "bilinear":
+            raise InputError(f"resize='tf' is TF1's bilinear resize; interpolation must be 'bilinear', "
+                             f"got {self.interpolation!r}")
 
     def replace(self, **changes: Any) -> Preprocess:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -145,20 +160,41 @@ class Preprocess:
             raise InputError(f"unknown preprocessing settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the ``central_fraction`` crop, as ``tf.image.central_crop``
+        computes it: ``int((size - size * fraction) / 2)`` off each side, start rounded down."""
+        top = int((height - height * self.crop_fraction) / 2)
+        left = int((width - width * self.crop_fraction) / 2)
+        return left, top, width - left, height - top
+
     def crop_and_resize(self, img: Image.Image) -> Image.Image:
-        """The geometric part of ``eval_transform``: an RGB image of exactly ``resolution``."""
+        """The geometric part of ``eval_transform`` with Pillow: an RGB image of exactly
+        ``resolution`` (``resize="tf"`` rounds TF's float result to uint8 here; ``eval_transform``
+        does not round)."""
+        if self.resize == "tf":
+            return Image.fromarray(np.clip(np.rint(self.tf_crop_and_resize(img)), 0, 255).astype(np.uint8))
         height, width = self.resolution
         resample = INTERPOLATIONS[self.interpolation]
         if self.crop_mode == "central_fraction":
-            # tf.image.central_crop: the same fraction off every side, start rounded down.
-            top = int((img.height - img.height * self.crop_fraction) / 2)
-            left = int((img.width - img.width * self.crop_fraction) / 2)
-            img = img.crop((left, top, img.width - left, img.height - top))
+            img = img.crop(self.crop_box(img.width, img.height))
             return img.resize((width, height), resample)
         scale = max(height, width) / self.crop_fraction / min(img.width, img.height)
         resized = img.resize((max(width, round(img.width * scale)), max(height, round(img.height * scale))), resample)
         left, top = (resized.width - width) // 2, (resized.height - height) // 2
         return resized.crop((left, top, left + width, top + height))
+
+    def tf_crop_and_resize(self, img: Image.Image) -> np.ndarray:
+        """The geometric part with TF's resize: float32 HWC on the 0-255 scale, not rounded."""
+        height, width = self.resolution
+        pixels = np.asarray(img, dtype=np.uint8)
+        if self.crop_mode == "central_fraction":
+            left, top, right, bottom = self.crop_box(img.width, img.height)
+            return tf_resize_bilinear(pixels[top:bottom, left:right], (height, width))
+        scale = max(height, width) / self.crop_fraction / min(img.width, img.height)
+        size = (max(height, round(img.height * scale)), max(width, round(img.width * scale)))
+        resized = tf_resize_bilinear(pixels, size)
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        return resized[top:top + height, left:left + width]
 
     @property
     def channels(self) -> int:
@@ -210,11 +246,40 @@ class _EvalTransform:
         self.preprocess = preprocess
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        if self.preprocess.resize == "tf":
+            return self.preprocess.normalize(self.preprocess.tf_crop_and_resize(to_rgb(img)))
         img = self.preprocess.crop_and_resize(to_rgb(img))
         return self.preprocess.normalize(np.asarray(img, dtype=np.uint8))
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.preprocess})"
+
+
+def _tf_resize_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # TF1 (align_corners=False, half_pixel_centers=False): source = output index * (in / out), in float32.
+    scale = np.float32(size_in) / np.float32(size_out)
+    source = np.arange(size_out, dtype=np.float32) * scale
+    low = np.floor(source)
+    high = np.minimum(np.ceil(source), size_in - 1).astype(np.int64)
+    return low.astype(np.int64), high, (source - low).astype(np.float32)
+
+
+def tf_resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """TF1's ``tf.image.resize_bilinear(images, size, align_corners=False)``: each output pixel
+    samples the input at ``index * (in / out)`` and interpolates its two neighbours per axis
+    (no half-pixel centres, no antialiasing however much it shrinks). HWC in, float32 HWC out."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    height, width = size
+    if height < 1 or width < 1 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}")
+    x = image.astype(np.float32)
+    y0, y1, dy = _tf_resize_axis(x.shape[0], height)
+    x0, x1, dx = _tf_resize_axis(x.shape[1], width)
+    dx = dx[None, :, None]
+    top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * dx
+    bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * dx
+    return top + (bottom - top) * dy[:, None, None]
 
 
 def preprocess_images(paths: Sequence[str | os.PathLike[str]], preprocess: Preprocess) -> torch.Tensor:

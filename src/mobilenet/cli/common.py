@@ -1,4 +1,10 @@
-"""Arguments shared by the subcommands: the model flags of ``mobilenet cost`` and friends."""
+"""Arguments shared by the subcommands: the model flags, and the one place they meet ``--weights``.
+
+Every model flag defaults to None ("not given"), so that ``model_from_args`` can tell a flag the
+user typed from a default: with ``--weights`` a given flag must agree with the weights (or be one
+no weight depends on: the resolution), and a contradiction is a one-line error, never silently
+dropped. Without ``--weights`` the flags build a fresh model (``arch_config_from_args``).
+"""
 
 from __future__ import annotations
 
@@ -9,48 +15,89 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
+# ArchConfig field -> the flag that sets it (for error messages).
+FLAGS: dict[str, str] = {
+    "alpha": "--alpha", "resolution": "--resolution", "variant": "--variant", "num_classes": "--classes",
+    "depth_multiplier": "--depth-multiplier", "activation": "--activation", "padding": "--padding",
+    "rounding": "--rounding",
+}
+
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, classes_default: int = 1000) -> None:
     """--alpha, --resolution | --height/--width, --variant, --classes, --depth-multiplier,
-    --activation, --padding, --rounding. Values are checked by ``ArchConfig`` (one-line errors)."""
+    --activation, --padding, --rounding. Values are checked by ``ArchConfig`` (one-line errors).
+    Every default is None ("not given"); ``classes_default`` is only what the help text shows."""
     g = parser.add_argument_group("model")
-    g.add_argument("--alpha", type=float, default=1.0, help="width multiplier α > 0 (default 1.0)")
+    g.add_argument("--alpha", type=float, default=None, help="width multiplier α > 0 (default 1.0)")
     g.add_argument("--resolution", type=int, default=None, help="square input size ≥ 32 (default 224)")
     g.add_argument("--height", type=int, default=None, help="input height (with --width, for non-square input)")
     g.add_argument("--width", type=int, default=None, help="input width")
-    g.add_argument("--variant", choices=arch.VARIANTS, default="separable",
-                   help="separable (Table 1), conv (every block a full 3×3 conv, Table 4), shallow (Table 5)")
-    g.add_argument("--classes", type=int, default=classes_default, dest="num_classes",
-                   help=f"number of classes (default {classes_default})")
-    g.add_argument("--depth-multiplier", type=int, default=1, help="depthwise outputs per input channel (default 1)")
-    g.add_argument("--activation", choices=arch.ACTIVATIONS, default="relu6")
-    g.add_argument("--padding", choices=arch.PADDINGS, default="tf",
-                   help="tf: TensorFlow SAME (needed by TF weights); symmetric: PyTorch padding=1")
-    g.add_argument("--rounding", choices=arch.ROUNDINGS, default="tf",
-                   help="channel rounding under α: tf max(int(c·α), 8), or timm's multiple of 8")
+    g.add_argument("--variant", choices=arch.VARIANTS, default=None,
+                   help="separable (Table 1, default), conv (every block a full 3×3 conv, Table 4), shallow (Table 5)")
+    g.add_argument("--classes", type=int, default=None, dest="num_classes",
+                   help=f"number of classes (default {classes_default or 'from the data'})")
+    g.add_argument("--depth-multiplier", type=int, default=None,
+                   help="depthwise outputs per input channel (default 1)")
+    g.add_argument("--activation", choices=arch.ACTIVATIONS, default=None, help="default relu6")
+    g.add_argument("--padding", choices=arch.PADDINGS, default=None,
+                   help="tf: TensorFlow SAME (default; needed by TF weights); symmetric: PyTorch padding=1; "
+                   "keras: Keras' zero padding before strided convs")
+    g.add_argument("--rounding", choices=arch.ROUNDINGS, default=None,
+                   help="channel rounding under α: tf max(int(c·α), 8) (default), or timm's multiple of 8")
 
 
-def resolution_from_args(args: argparse.Namespace, default: int = 224) -> tuple[int, int]:
-    if args.resolution is not None and (args.height is not None or args.width is not None):
+def resolution_from_args(args: argparse.Namespace, default: int | None = 224) -> tuple[int, int] | None:
+    """(height, width) from --resolution or --height/--width; ``default`` when neither is given."""
+    resolution, height, width = (getattr(args, k, None) for k in ("resolution", "height", "width"))
+    if resolution is not None and (height is not None or width is not None):
         raise InputError("give either --resolution or --height/--width, not both")
-    if (args.height is None) != (args.width is None):
+    if (height is None) != (width is None):
         raise InputError("--height and --width go together")
-    if args.height is not None:
-        return (args.height, args.width)
-    size = args.resolution if args.resolution is not None else default
-    return (size, size)
+    if height is not None:
+        return (height, width)
+    size = resolution if resolution is not None else default
+    return None if size is None else (size, size)
+
+
+def given_model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ArchConfig`` settings the user actually typed (flags left at None are absent;
+    ``--alpha 0`` is given, and ``ArchConfig`` refuses it)."""
+    settings = {key: getattr(args, key, None) for key in FLAGS if key != "resolution"}
+    settings["resolution"] = resolution_from_args(args, default=None)
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def arch_config_from_args(args: argparse.Namespace, **overrides: Any) -> ArchConfig:
-    settings: dict[str, Any] = {
-        "alpha": args.alpha,
-        "resolution": resolution_from_args(args),
-        "variant": args.variant,
-        "num_classes": args.num_classes,
-        "depth_multiplier": args.depth_multiplier,
-        "activation": args.activation,
-        "padding": args.padding,
-        "rounding": args.rounding,
-    }
-    settings.update(overrides)
+    """A fresh model's architecture: the flags given, ``ArchConfig``'s defaults for the rest."""
+    settings = given_model_settings(args)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
     return ArchConfig(**settings)
+
+
+def model_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any]:
+    """(model, preprocess) for a command: ``--weights`` merged with the model flags given, or a
+    freshly initialised model from the flags alone.
+
+    With ``--weights``, every flag given must agree with the weights, except ``--resolution``
+    (and ``--height``/``--width``) and ``--classes`` (a new classifier; 1001 keeps TF's background
+    class): ``--weights W --alpha 0.5`` on 0.25-wide weights is an ``InputError`` naming the flag.
+    ``overrides`` are ``ArchConfig`` settings the command adds itself (e.g. the dataset's class
+    count); they follow the same rule. The model is in eval mode.
+    """
+    from mobilenet.factory import mobilenet_v1
+    from mobilenet.preprocess import Preprocess
+    from mobilenet.weights import WeightsMismatch
+
+    settings = given_model_settings(args)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    weights = getattr(args, "weights", None)
+    if not weights:
+        model = mobilenet_v1(**settings).eval()
+        return model, Preprocess(resolution=model.cfg.resolution)
+    try:
+        model = mobilenet_v1(weights=weights, **settings)
+    except WeightsMismatch as err:
+        flag = FLAGS.get(err.key, err.key)
+        raise InputError(f"{flag} {err.want} contradicts --weights {weights}, which is {err.key}={err.have!r} "
+                         f"(leave {flag} out, or drop --weights for a fresh model)") from None
+    return model, model.pretrained_cfg.preprocess

@@ -116,15 +116,18 @@ def run_pretrained(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from mobilenet.files import refuse_overwrite
     from mobilenet.weights import convert, save_safetensors, sha256_file
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"OUT must end in .safetensors, got {out.name!r}")
+    refuse_overwrite(out, args.sources)  # before reading anything: `convert X X` must not destroy X
     settings = {"resolution": args.resolution, "alpha": args.alpha, "padding": args.padding}
-    model, cfg = convert([Path(s) for s in args.sources], args.format, **{k: v for k, v in settings.items() if v})
-    checksums = ", ".join(f"{Path(s).name} sha256 {sha256_file(s)}" for s in args.sources)
-    save_safetensors(model, out, cfg, source=f"{cfg.description}; {checksums}")
+    model, cfg = convert([Path(s) for s in args.sources], args.format,
+                         **{k: v for k, v in settings.items() if v is not None})
+    checksums = ", ".join(f"{Path(s).name} sha256 {sha256_file(s)}" for s in args.sources if Path(s).is_file())
+    save_safetensors(model, out, cfg, source=f"{cfg.description}; {checksums}", inputs=args.sources)
     summary = {
         "out": str(out), "format": cfg.format, "arch": model.cfg.to_dict(), "bn_folded": model.stem.folded,
         "preprocess": cfg.preprocess.to_dict(), "label_set": cfg.label_set,
@@ -143,9 +146,14 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from mobilenet.weights import load_pretrained
+    """The model for --weights (default: the default entry), with the model flags merged and checked."""
+    from mobilenet.cli.common import model_from_args
+    from mobilenet.weights import DEFAULT
 
-    return load_pretrained(args.weights)
+    if not getattr(args, "weights", None):
+        args.weights = DEFAULT
+    model, _ = model_from_args(args)
+    return model
 
 
 def _calibration_images(folder: Path | None) -> list[Path] | None:

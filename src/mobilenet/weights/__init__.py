@@ -1,15 +1,25 @@
 """Published MobileNet v1 weights: registry, fetching, converters, our safetensors format.
 
-    from mobilenet.weights import load_pretrained
-    model = load_pretrained()                          # TF-slim float 1.0-224, 1001 classes
-    model = load_pretrained("tflite_mobilenet_v1_0.25_224")
+The weights layer reads and checks; it does not patch models. Every reader returns
+``LoadedWeights`` (architecture, tensors, pretrained config); ``load_weights`` merges the user's
+settings into it and refuses contradictions (``loaded.settle``) before any model exists; the
+model is then built once (``build_model``; ``mobilenet.factory.mobilenet_v1`` is the public
+entry point above both)::
+
+    from mobilenet.weights import load_pretrained, load_weights
+    model = load_pretrained()                          # TF-slim float 1.0-224, 1,000 classes
+    model = load_pretrained("keras_mobilenet_v1_0.5_160")
+    model = load_pretrained("tflite_mobilenet_v1_0.25_224", num_classes=1001)  # keep TF's background
     model = load_pretrained("converted.safetensors")   # written by `mobilenet convert`
     model = load_pretrained("runs/x/last.pt")          # a `mobilenet train` checkpoint
     model = load_pretrained(num_classes=10)            # fresh 10-class classifier, for fine-tuning
     model.pretrained_cfg.preprocess, model.pretrained_cfg.label_names
+    weights = load_weights("hub-snapshot-dir/", resolution=192)  # LoadedWeights, nothing built
 
-``convert(file)`` reads TFLite, TF GraphDef, Keras .h5 and timm files (see ``convert``);
-``save_safetensors`` / ``load_safetensors`` write and read our format (see ``io``).
+``convert(file)`` / ``read_weights(file)`` read TFLite, TF GraphDef, Keras (.h5, .weights.h5,
+.keras), timm and transformers files (see ``convert``); ``save_safetensors`` /
+``load_safetensors`` write and read our format (see ``io``); ``decode_predictions`` turns logits
+into labels and scores (see ``labels``).
 """
 
 from __future__ import annotations
@@ -20,56 +30,76 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights.convert import FORMATS, convert, detect_format, load_torch_file
+from mobilenet.weights.convert import FORMATS, convert, detect_format, load_torch_file, read_weights
 from mobilenet.weights.fetch import FetchError, cache_dir, fetch_file, sha256_file
-from mobilenet.weights.io import build_from_state, load_safetensors, save_safetensors, tensors_sha256
-from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, imagenet_names
-from mobilenet.weights.registry import DEFAULT, REGISTRY, PretrainedCfg, WeightFile, get_pretrained_cfg, list_pretrained
+from mobilenet.weights.io import check_state, load_safetensors, read_safetensors, save_safetensors, tensors_sha256
+from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, decode_predictions, imagenet_names
+from mobilenet.weights.loaded import (
+    FREE_SETTINGS,
+    LoadedWeights,
+    WeightsMismatch,
+    build_model,
+    check_tensors,
+    loaded,
+    settle,
+)
+from mobilenet.weights.registry import (
+    DEFAULT,
+    FAMILIES,
+    REGISTRY,
+    PretrainedCfg,
+    WeightFile,
+    find_pretrained,
+    get_pretrained_cfg,
+    list_pretrained,
+)
 from mobilenet.weights.source import WeightFormatError
 
 __all__ = [
-    "DEFAULT", "FORMATS", "REGISTRY", "FetchError", "PretrainedCfg", "WeightFile", "WeightFormatError",
-    "cache_dir", "convert", "detect_format", "fetch_file", "fetch_pretrained", "get_pretrained_cfg",
-    "imagenet_names", "list_pretrained", "load_checkpoint", "load_pretrained", "load_safetensors",
-    "save_safetensors", "sha256_file",
+    "DEFAULT", "FAMILIES", "FORMATS", "FREE_SETTINGS", "REGISTRY", "FetchError", "LoadedWeights", "PretrainedCfg",
+    "WeightFile", "WeightFormatError", "WeightsMismatch", "build_model", "cache_dir", "check_tensors", "convert",
+    "decode_predictions", "detect_format", "fetch_file", "fetch_pretrained", "find_pretrained", "get_pretrained_cfg",
+    "imagenet_names", "list_pretrained", "load_checkpoint", "load_pretrained", "load_safetensors", "load_weights",
+    "read_checkpoint", "read_safetensors", "read_weights", "save_safetensors", "sha256_file",
 ]
-
-# Settings that do not change any weight's shape or meaning: the weights may be used with others.
-FREE_SETTINGS = frozenset({"resolution", "dropout", "bn_momentum"})
 
 
 def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
-    """The converted ``.safetensors`` of a registry entry, fetching and converting on first use."""
+    """The converted ``.safetensors`` of a registry entry, fetching and converting on first use.
+
+    Stored as the publisher's file holds it (TF's 1001 classes included); ``load_weights`` applies
+    the user-facing defaults."""
     entry = get_pretrained_cfg(name)
     target = cache_dir() / "converted" / f"{entry.name}.safetensors"
     if target.is_file():
         return target
-    pinned_by_tensors = entry.tensors_sha256 is not None
-    files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet, allow_unpinned=pinned_by_tensors)
-             for f in entry.files]
-    model, _ = convert(files, entry.format, resolution=tuple(entry.arch["resolution"]))
+    settings = {"resolution": tuple(entry.arch["resolution"]), **entry.convert_settings}
+
+    def same_tensors(path: Path) -> bool:  # for `unpinned:` sources: the converted tensors must match
+        model, _ = convert([path], entry.format, **settings)
+        return tensors_sha256(model) == entry.tensors_sha256
+
+    verify = same_tensors if entry.tensors_sha256 is not None else None
+    files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet, verify=verify) for f in entry.files]
+    model, _ = convert(files, entry.format, **settings)
     expected = entry.arch_config
     if model.cfg != expected:
         raise WeightFormatError(f"{name}: the converted weights are {model.cfg}, the registry says {expected}")
-    if pinned_by_tensors and tensors_sha256(model) != entry.tensors_sha256:
-        for path in files:
-            if path.name.startswith("unverified-"):
-                path.unlink(missing_ok=True)
-        raise FetchError(f"{name}: the downloaded weights differ from the pinned ones (tensor checksum mismatch)")
-    source = f"{entry.description}; " + ", ".join(f"{f.filename} sha256 {f.sha256}" for f in entry.files)
-    save_safetensors(model, target, entry, source=source)
+    if entry.tensors_sha256 is not None and tensors_sha256(model) != entry.tensors_sha256:
+        raise FetchError(f"{name}: the fetched weights differ from the pinned ones (tensor checksum mismatch)")
+    checksums = ", ".join(f"{f.filename} sha256 {f.sha256 or sha256_file(p) + ' (not pinned)'}"
+                          for f, p in zip(entry.files, files))
+    save_safetensors(model, target, entry, source=f"{entry.description}; {checksums}")
     if not quiet:
         print(f"converted {name} -> {target}", file=sys.stderr)
     return target
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple[MobileNetV1, PretrainedCfg]:
+def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> LoadedWeights:
     """A ``mobilenet train`` checkpoint: {"model", "arch", "preprocess"?, "ema"?, ...}, read with
     ``torch.load(weights_only=True)``. ``ema=True`` takes the EMA weights when present."""
     path = Path(path)
@@ -80,7 +110,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple
     state = ckpt["ema"] if ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP without unwrapping
     folded = any(k.endswith("conv.bias") for k in state) and not any(k.endswith("bn.weight") for k in state)
-    model = build_from_state(state, arch, folded, path.name)
+    check_state(state, arch, folded, path.name)
     preprocess = Preprocess.from_dict(ckpt["preprocess"]) if isinstance(ckpt.get("preprocess"), dict) \
         else Preprocess(resolution=arch.resolution)
     labels = ckpt.get("classes") or ckpt.get("labels")
@@ -89,75 +119,52 @@ def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple
         name=path.stem, arch=arch.to_dict(), preprocess=preprocess, label_set=label_set, format="checkpoint",
         description=f"training checkpoint {path.name}", labels=tuple(map(str, labels)) if labels else None,
     )
-    return model, cfg
+    return loaded(arch, state, folded, cfg)
 
 
-def _load_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> tuple[MobileNetV1, PretrainedCfg]:
+def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple[MobileNetV1, PretrainedCfg]:
+    weights = read_checkpoint(path, ema=ema)
+    return build_model(weights), weights.cfg
+
+
+def _read_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> LoadedWeights:
     if isinstance(weights, str) and weights in REGISTRY:
-        model, _ = load_safetensors(fetch_pretrained(weights))
-        return model, replace(REGISTRY[weights], arch=model.cfg.to_dict())
+        found = read_safetensors(fetch_pretrained(weights))
+        entry = REGISTRY[weights]
+        return replace(found, cfg=replace(entry, arch=found.arch.to_dict()))
     path = Path(weights)
     if not path.exists():
         raise InputError(
-            f"{weights!r} is neither a known weights name nor an existing file; known: {', '.join(list_pretrained())}"
+            f"{weights!r} is neither a known weights name nor an existing file or directory; "
+            f"known names: `mobilenet pretrained` ({len(REGISTRY)} entries, e.g. {DEFAULT})"
         )
     fmt = detect_format(path)
     if fmt == "mobilenet":
-        return load_safetensors(path)
+        return read_safetensors(path)
     if fmt == "checkpoint":
-        return load_checkpoint(path)
-    # A foreign file, converted on the fly; the settings help read it (Keras files lack the resolution).
-    return convert(path, fmt, **{k: v for k, v in settings.items() if k != "num_classes"})
+        return read_checkpoint(path)
+    # A foreign file, converted on the fly; the settings help read it (Keras .h5 lacks the resolution).
+    return read_weights(path, fmt, **{k: v for k, v in settings.items() if k != "num_classes"})
 
 
-def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> MobileNetV1:
-    """A ``MobileNetV1`` holding published or saved weights, in eval mode.
+def load_weights(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> LoadedWeights:
+    """Published or saved weights with the user's settings merged and checked; nothing built.
 
     ``weights``: None (the default entry, TF-slim float 1.0-224), a registry name
-    (``list_pretrained()``), or a file: our ``.safetensors``, a ``mobilenet train`` checkpoint, or a
-    foreign file any converter reads. ``arch_settings`` (``ArchConfig`` fields) must agree with the
-    weights, except: ``num_classes`` replaces the classifier (1001 -> 1000 drops TF's background
-    logit and keeps the ImageNet classes exact; any other number is a fresh classifier for
-    fine-tuning), and ``resolution``, ``dropout``, ``bn_momentum`` may differ (no weight depends
-    on them). The result carries ``model.pretrained_cfg`` (a ``PretrainedCfg``).
+    (``list_pretrained()``), or a file or directory: our ``.safetensors``, a ``mobilenet train``
+    checkpoint, or anything a converter reads. ``arch_settings`` (``ArchConfig`` fields) must agree
+    with the weights (``WeightsMismatch`` otherwise), except ``num_classes``, ``resolution``,
+    ``dropout`` and ``bn_momentum`` (see ``loaded.settle``). ImageNet weights with TF's background
+    class come with 1,000 classes unless ``num_classes=1001`` is asked for.
     """
     settings = {k: v for k, v in arch_settings.items() if v is not None}
     unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
     if unknown:
         raise InputError(f"unknown architecture settings {sorted(unknown)}")
-    model, cfg = _load_any(DEFAULT if weights is None else weights, settings)
-    # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
-    wanted = model.cfg.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
-    have, want = model.cfg.to_dict(), wanted.to_dict()
-    for key in want:
-        if want[key] != have[key] and key not in FREE_SETTINGS:
-            raise InputError(
-                f"the weights {cfg.name!r} are {key}={have[key]!r}; {key}={want[key]!r} does not fit them "
-                f"(build MobileNetV1({key}={want[key]!r}) without pretrained weights instead)"
-            )
-    if wanted != model.cfg:  # only settings no weight depends on differ
-        model.cfg = wanted
-        model.dropout.p = wanted.dropout
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.momentum = wanted.bn_momentum
-        cfg = replace(cfg, arch=wanted.to_dict(), preprocess=cfg.preprocess.replace(resolution=wanted.resolution))
-    classes = settings.get("num_classes")
-    if classes is not None and classes != model.cfg.num_classes:
-        cfg = _replace_classifier(model, cfg, int(classes))
-    model.pretrained_cfg = cfg
-    return model.eval()
+    return settle(_read_any(DEFAULT if weights is None else weights, settings), settings)
 
 
-def _replace_classifier(model: MobileNetV1, cfg: PretrainedCfg, classes: int) -> PretrainedCfg:
-    if cfg.has_background_class and classes == 1000:
-        with torch.no_grad():
-            old = model.classifier
-            new = torch.nn.Linear(old.in_features, 1000).to(old.weight.device)
-            new.weight.copy_(old.weight[1:])
-            new.bias.copy_(old.bias[1:])
-        model.classifier = new
-        model.cfg = model.cfg.replace(num_classes=1000)
-        return replace(cfg, arch=model.cfg.to_dict(), label_set=IMAGENET_1000)
-    model.reset_classifier(classes)
-    return replace(cfg, arch=model.cfg.to_dict(), label_set="custom", labels=None, published={})
+def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> MobileNetV1:
+    """A ``MobileNetV1`` holding published or saved weights, in eval mode, built once from
+    ``load_weights(weights, **arch_settings)``. It carries ``model.pretrained_cfg``."""
+    return build_model(load_weights(weights, **arch_settings))

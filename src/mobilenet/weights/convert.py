@@ -1,21 +1,26 @@
-"""Foreign weight files -> ``MobileNetV1`` (+ its ``PretrainedCfg``), format detected from the bytes.
+"""Foreign weight files -> ``LoadedWeights`` (architecture, tensors, config), format detected from the bytes.
 
 =============  =========================================  ==========================================
 format         file                                       read by
 =============  =========================================  ==========================================
 tflite         ``.tflite`` FlatBuffer, float32 or uint8   ``tflite.read_tflite`` (dequantised)
 tf-graphdef    frozen TF-slim GraphDef ``.pb``            ``graphdef.read_graphdef`` (no TensorFlow)
-keras          legacy ``.h5`` or Keras 3 ``.weights.h5``  ``keras.read_keras`` (h5py)
+keras          legacy ``.h5``, Keras 3 ``.weights.h5``    ``keras.read_keras`` (h5py)
+               or a Keras 3 ``.keras`` archive
 timm           timm ``mobilenetv1_*`` state dict          ``timm.read_timm`` (``.pth``/``.bin``
                (``.pth``, ``.bin`` or ``.safetensors``)   via ``torch.load(weights_only=True)``)
+transformers   ``MobileNetV1ForImageClassification``:     ``hf.read_hf`` (config.json for padding,
+               a ``save_pretrained`` / hub snapshot       eps, labels)
+               directory, or its weights file
 =============  =========================================  ==========================================
 
-Nothing is unpickled: ``.pt``/``.pth`` files go through ``torch.load(..., weights_only=True)``,
+Nothing is unpickled: ``.pt``/``.pth``/``.bin`` files go through ``torch.load(..., weights_only=True)``,
 which refuses anything but tensors and plain containers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,17 +30,26 @@ import torch
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001
+from mobilenet.weights.loaded import LoadedWeights, build_model, loaded
 from mobilenet.weights.registry import PretrainedCfg
-from mobilenet.weights.source import SourceWeights, WeightFormatError, build_model, infer_config
+from mobilenet.weights.source import SourceWeights, WeightFormatError, infer_config, to_state
 
-FORMATS: tuple[str, ...] = ("tflite", "tf-graphdef", "keras", "timm")
+FORMATS: tuple[str, ...] = ("tflite", "tf-graphdef", "keras", "timm", "transformers")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """One of FORMATS, ``mobilenet`` (our safetensors) or ``checkpoint`` (a ``.pt`` of ``mobilenet
-    train``), from the file's first bytes; the suffix only breaks ties."""
+    train``), from the file's first bytes (a directory: a transformers checkpoint); the suffix
+    only breaks ties."""
     path = Path(path)
+    if path.is_dir():
+        from mobilenet.weights.hf import is_hf_directory
+
+        if is_hf_directory(path):
+            return "transformers"
+        raise WeightFormatError(f"{path}: a directory, but not a transformers MobileNet v1 checkpoint "
+                                "(no config.json with model_type mobilenet_v1)")
     if not path.is_file():
         raise WeightFormatError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -49,15 +63,43 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
         from mobilenet.weights.io import FORMAT, read_safetensors_metadata
 
-        return "mobilenet" if read_safetensors_metadata(path).get("format") == FORMAT else "timm"
+        if read_safetensors_metadata(path).get("format") == FORMAT:
+            return "mobilenet"
+        return _state_format(load_state_file(path))
+    if head.startswith(b"PK\x03\x04"):
+        from mobilenet.weights.keras import is_keras_archive
+
+        if is_keras_archive(path):
+            return "keras"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or legacy pickle
         state = load_torch_file(path)
-        return "checkpoint" if isinstance(state.get("model"), dict) and "arch" in state else "timm"
+        return "checkpoint" if isinstance(state.get("model"), dict) and "arch" in state else _state_format(state)
     if head[:1] == b"\x0a":  # protobuf: field 1 (GraphDef.node), length-delimited
         return "tf-graphdef"
     raise WeightFormatError(
-        f"{path.name}: unrecognised weight file (not TFLite, HDF5, safetensors, a PyTorch file or a GraphDef)"
+        f"{path.name}: unrecognised weight file (not TFLite, HDF5, a .keras archive, safetensors, a PyTorch file "
+        "or a GraphDef)"
     )
+
+
+def _state_format(state: dict[str, Any]) -> str:
+    from mobilenet.weights.hf import is_hf_state_dict
+
+    return "transformers" if is_hf_state_dict(state) else "timm"
+
+
+def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A state dict from safetensors or a PyTorch file, told apart by the bytes, not the suffix."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise WeightFormatError(f"{Path(path).name}: not a readable safetensors file ({err})") from None
+    return load_torch_file(path)
 
 
 def load_torch_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -73,7 +115,7 @@ def load_torch_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def read_source(paths: list[Path], fmt: str) -> SourceWeights:
+def read_source(paths: list[Path], fmt: str, settings: dict[str, Any] | None = None) -> SourceWeights:
     if fmt == "tflite":
         from mobilenet.weights.tflite import read_tflite
 
@@ -92,11 +134,12 @@ def read_source(paths: list[Path], fmt: str) -> SourceWeights:
     if fmt == "timm":
         from mobilenet.weights.timm import read_timm
 
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        return read_timm(load_state_file(path))
+    if fmt == "transformers":
+        from mobilenet.weights.hf import read_hf, weights_file
 
-            return read_timm(load_file(str(path)))
-        return read_timm(load_torch_file(path))
+        config = json.loads((path / "config.json").read_text()) if path.is_dir() else {}
+        return read_hf(load_state_file(weights_file(path) if path.is_dir() else path), config)
     raise WeightFormatError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
@@ -106,19 +149,35 @@ def default_preprocess(src: SourceWeights, resolution: tuple[int, int]) -> Prepr
         return Preprocess(
             resolution=resolution, crop_fraction=0.875, interpolation="bicubic", crop_mode="resize_shorter"
         )
+    if src.format == "transformers":  # MobileNetV1ImageProcessor: shorter side to size + 32, central crop
+        return Preprocess(resolution=resolution, crop_fraction=resolution[0] / (resolution[0] + 32),
+                          crop_mode="resize_shorter")
     if src.input_quantization is not None:
         # uint8 input q means (q - zero_point) * scale, i.e. mean = zp/255 and std = 1 / (255 * scale)
         scale, zero = src.input_quantization
-        return Preprocess(resolution=resolution, mean=(zero / 255,) * 3, std=(1 / (255 * scale),) * 3)
-    return Preprocess(resolution=resolution)  # TF and Keras: (x - 127.5) / 127.5, central 87.5 %, bilinear
+        return Preprocess(resolution=resolution, mean=(zero / 255,) * 3, std=(1 / (255 * scale),) * 3, resize="tf")
+    # TF and Keras (TF-slim's weights): (x - 127.5) / 127.5, central 87.5 %, TF1's bilinear resize.
+    return Preprocess(resolution=resolution, resize="tf")
 
 
-def convert(
+def _label_set(src: SourceWeights, paths: list[Path], classes: int) -> str:
+    if src.format == "transformers":
+        from mobilenet.weights.hf import has_background_label
+
+        path = paths[0]
+        config = json.loads((path / "config.json").read_text()) if path.is_dir() else {}
+        if classes == 1001 and (has_background_label(config) or not config):
+            return IMAGENET_1001
+    return {1001: IMAGENET_1001, 1000: IMAGENET_1000}.get(classes, "custom")
+
+
+def read_weights(
     sources: str | os.PathLike[str] | list[str | os.PathLike[str]], fmt: str | None = None, **arch_settings: Any
-) -> tuple[MobileNetV1, PretrainedCfg]:
-    """Read one weight file (or a TFLite model split in several) into a model and its config.
+) -> LoadedWeights:
+    """Read one weight file (or a TFLite model split in several, or a transformers directory) into
+    the architecture it needs, its tensors and its config; no model is built.
 
-    ``arch_settings`` fill in what a file does not say (Keras and timm files do not store the
+    ``arch_settings`` fill in what a file does not say (Keras .h5 and timm files do not store the
     input resolution) or override what was inferred; every tensor is checked against the result.
     """
     paths = [Path(p) for p in (sources if isinstance(sources, list) else [sources])]
@@ -133,14 +192,23 @@ def convert(
             raise
         raise WeightFormatError(f"{paths[0].name}: not a readable {fmt} MobileNet v1 file ({err})") from None
     cfg = infer_config(src, **arch_settings)
-    model = build_model(src, cfg)
-    label_set = {1001: IMAGENET_1001, 1000: IMAGENET_1000}.get(cfg.num_classes, "custom")
+    state = to_state(src, cfg)
     pretrained_cfg = PretrainedCfg(
         name=paths[0].stem,
         arch=cfg.to_dict(),
         preprocess=default_preprocess(src, cfg.resolution),
-        label_set=label_set,
+        label_set=_label_set(src, paths, cfg.num_classes),
         format=src.format,
         description=f"converted from {src.format}: {', '.join(p.name for p in paths)}",
     )
-    return model, pretrained_cfg
+    return loaded(cfg, state, src.folded, pretrained_cfg)
+
+
+def convert(
+    sources: str | os.PathLike[str] | list[str | os.PathLike[str]], fmt: str | None = None, **arch_settings: Any
+) -> tuple[MobileNetV1, PretrainedCfg]:
+    """``read_weights`` built into a model, exactly as the file holds it (1001 classes stay 1001:
+    the form ``mobilenet convert`` saves). ``load_pretrained(file)`` applies the user-facing
+    defaults (1,000 ImageNet classes) instead."""
+    weights = read_weights(sources, fmt, **arch_settings)
+    return build_model(weights), weights.cfg

@@ -1,25 +1,30 @@
-"""The cache directory and checksum-verified fetching of weight files.
+"""The cache directory and verified fetching of weight files.
 
 Cache: ``$MOBILENET_CACHE``, else ``~/.cache/mobilenet``. Downloaded originals live in
-``files/``, converted models in ``converted/``. Every file is written to a temporary name in the
-same directory and moved into place with ``os.replace``, so an interrupted fetch never leaves a
-half-written file under the real name.
+``files/``, converted models in ``converted/``. Every file is written through
+``mobilenet.files.atomic_write``, so an interrupted fetch never leaves a half-written file under
+the real name.
 
 Sources (tried in the order a registry entry lists them):
 
+* ``https://...`` (or ``http://``) downloads the file; ``https://...tgz#MEMBER`` takes MEMBER out
+  of the archive (.tar.gz, .tgz or .zip);
+* ``hf:OWNER/REPO[@REVISION]#FILE`` takes FILE from the Hugging Face Hub with ``huggingface_hub``
+  (its own cache and settings apply: ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` serve a local
+  snapshot without the network);
 * ``pypi:PACKAGE==VERSION#MEMBER`` runs ``pip download --no-deps --no-binary :all:`` (the sdist,
   nothing installed), then takes MEMBER out of the archive;
-* ``https://...`` downloads the file; ``https://...tgz#MEMBER`` takes MEMBER out of the archive.
+* ``file:PATH[#MEMBER]`` or a plain path: a file (or archive) already on disk.
 
 Before any source, the directories in ``$MOBILENET_WEIGHTS_PATH`` (``os.pathsep``-separated) are
-searched for a file of that name: the way to use copies that are already on disk. Whatever the
-source, the SHA-256 must match the registry's, or the file is rejected.
+searched for a file of that name: the way to use copies that are already on disk. Where the
+registry pins a SHA-256 it must match, whatever the source, or the file is rejected; where it
+pins none (no publisher lists one), the file is accepted here and checked by its tensors on load.
 
-One exception: a source written ``unpinned:https://...`` is a different file holding the same
-weights (TF's own archive of the graph the default entry takes from PyPI), whose checksum nobody
-here could take. It is only used when the caller passes ``allow_unpinned=True`` and checks the
-converted tensors itself (``fetch_pretrained`` compares ``tensors_sha256``); it is kept as
-``files/unverified-<name>`` until then.
+A source written ``unpinned:...`` is a different file holding the same weights (TF's own archive
+of the graph the default entry also takes from PyPI). It is used only when the caller passes
+``verify``, a check of the converted tensors; a candidate that fails it is discarded and the next
+source tried.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from mobilenet.errors import MobileNetError
+from mobilenet.files import atomic_write
 
 CACHE_ENV = "MOBILENET_CACHE"
 SEARCH_ENV = "MOBILENET_WEIGHTS_PATH"
@@ -59,57 +67,49 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def publish(tmp: str | os.PathLike[str], dest: Path) -> None:
-    """Move a finished temporary file into place, readable as a normal file would be
-    (``mkstemp`` creates 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
-
-
 def atomic_copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out)
-        publish(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dest) as tmp, open(src, "rb") as f, open(tmp, "wb") as out:
+        shutil.copyfileobj(f, out)
 
 
 def fetch_file(
-    filename: str, sha256: str, sources: tuple[str, ...], *, quiet: bool = False, allow_unpinned: bool = False
+    filename: str, sha256: str | None, sources: tuple[str, ...], *, quiet: bool = False,
+    verify: Callable[[Path], bool] | None = None,
 ) -> Path:
-    """The verified local path of a weight file, fetching it into the cache if needed."""
+    """The verified local path of a weight file, fetching it into the cache if needed.
+
+    ``sha256`` None: the file has no known checksum and is accepted as found (the caller checks
+    its tensors). ``verify``: a check of ``unpinned:`` candidates (see the module docstring)."""
     target = cache_dir() / "files" / filename
-    if target.is_file() and sha256_file(target) == sha256:
+    if target.is_file() and (sha256 is None or sha256_file(target) == sha256):
         return target
     for folder in filter(None, os.environ.get(SEARCH_ENV, "").split(os.pathsep)):
         candidate = Path(folder) / filename
-        if candidate.is_file() and sha256_file(candidate) == sha256:
+        if candidate.is_file() and (sha256 is None or sha256_file(candidate) == sha256):
             return candidate
     failures = []
     for source in sources:
         unpinned = source.startswith("unpinned:")
-        if unpinned and not allow_unpinned:
+        if unpinned and verify is None:
             continue
         try:
             with tempfile.TemporaryDirectory(prefix="mobilenet-fetch-") as tmp:
                 got = _fetch_source(source.removeprefix("unpinned:"), Path(tmp), quiet=quiet)
                 if unpinned:
-                    unverified = target.with_name(f"unverified-{filename}")
-                    atomic_copy(got, unverified)
-                    return unverified
-                digest = sha256_file(got)
-                if digest != sha256:
+                    assert verify is not None
+                    if not verify(got):
+                        raise FetchError("the converted tensors differ from the pinned ones")
+                elif sha256 is not None and (digest := sha256_file(got)) != sha256:
                     raise FetchError(f"checksum mismatch: expected sha256 {sha256}, got {digest}")
                 atomic_copy(got, target)
             return target
-        except (OSError, FetchError, subprocess.SubprocessError, tarfile.TarError, zipfile.BadZipFile) as err:
+        except (OSError, FetchError, subprocess.SubprocessError, tarfile.TarError, zipfile.BadZipFile,
+                urllib.error.URLError) as err:
             failures.append(f"{source}: {err}")
+        except Exception as err:  # huggingface_hub raises its own errors (offline, not found, ...)
+            if type(err).__module__.split(".")[0] != "huggingface_hub":
+                raise
+            failures.append(f"{source}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     raise FetchError(f"could not fetch {filename}:\n  " + "\n  ".join(failures or ["no sources"]))
 
 
@@ -123,9 +123,27 @@ def _fetch_source(source: str, workdir: Path, *, quiet: bool) -> Path:
             print(f"downloading {location}", file=sys.stderr)
         with urllib.request.urlopen(location, timeout=60) as response, open(archive, "wb") as out:
             shutil.copyfileobj(response, out)
+    elif location.startswith("hf:"):
+        return _hub_download(location.removeprefix("hf:"), member, workdir, quiet=quiet)
     else:
-        raise FetchError(f"unknown source kind {source!r}")
+        archive = Path(location.removeprefix("file:")).expanduser()
+        if not archive.is_file():
+            raise FetchError(f"{archive}: no such file")
     return _extract_member(archive, member, workdir) if member else archive
+
+
+def _hub_download(repo: str, filename: str, workdir: Path, *, quiet: bool) -> Path:
+    """FILE of a Hugging Face Hub repository (``owner/name[@revision]``), through huggingface_hub."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise FetchError("hub sources need huggingface_hub: pip install huggingface_hub") from None
+    repo_id, _, revision = repo.partition("@")
+    if not filename:
+        raise FetchError(f"hf:{repo}: name the file to take (hf:{repo}#FILE)")
+    if not quiet:
+        print(f"fetching {filename} from the Hugging Face Hub repository {repo_id}", file=sys.stderr)
+    return Path(hf_hub_download(repo_id, filename, revision=revision or None))
 
 
 def _pip_download_sdist(requirement: str, workdir: Path, *, quiet: bool) -> Path:

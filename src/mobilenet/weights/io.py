@@ -11,14 +11,15 @@ Tensors are the model's ``state_dict()``. Metadata (all strings, as safetensors 
     labels        JSON list of class names (only for label_set "custom")
     source        where the weights came from (free text: file name, format, checksum)
 
-Saving writes a temporary file beside the target and renames it into place.
+Saving goes through ``mobilenet.files.atomic_write`` (a temporary file beside the target, renamed
+into place); ``inputs`` names files the target must not be (``convert X X``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ import torch
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
-from mobilenet.model import MobileNetV1
+from mobilenet.files import atomic_write
+from mobilenet.model import MobileNetV1, state_shapes
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights.fetch import publish
+from mobilenet.weights.loaded import LoadedWeights, build_model, loaded
 from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import WeightFormatError
 
@@ -43,7 +45,8 @@ def is_folded(model: MobileNetV1) -> bool:
 
 
 def save_safetensors(
-    model: MobileNetV1, path: str | os.PathLike[str], cfg: PretrainedCfg, *, source: str = ""
+    model: MobileNetV1, path: str | os.PathLike[str], cfg: PretrainedCfg, *, source: str = "",
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     from safetensors.torch import save_file
 
@@ -62,15 +65,8 @@ def save_safetensors(
     if cfg.published:
         metadata["published"] = json.dumps(cfg.published)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, inputs=inputs) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -97,31 +93,24 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise WeightFormatError(f"{Path(path).name}: not a readable safetensors file ({err})") from None
 
 
-def build_from_state(
-    state: dict[str, torch.Tensor], arch: ArchConfig, folded: bool, where: str
-) -> MobileNetV1:
-    """A model of ``arch`` holding ``state`` exactly; a missing, extra or misshapen tensor is an
-    error naming the first one."""
-    model = MobileNetV1(arch)
-    if folded:
-        for _, module in model.conv_layers():
-            module.unfold_structure()
-    expected = model.state_dict()
-    for key, value in expected.items():
+def check_state(state: dict[str, torch.Tensor], arch: ArchConfig, folded: bool, where: str) -> None:
+    """``state`` must be exactly the state dict of ``MobileNetV1(arch)``: a missing, extra or
+    misshapen tensor is an error naming the first one."""
+    expected = state_shapes(arch, folded)
+    for key, shape in expected.items():
         if key not in state:
             raise WeightFormatError(f"{where}: tensor {key!r} is missing (architecture {arch.name})")
-        if tuple(state[key].shape) != tuple(value.shape):
+        if tuple(state[key].shape) != shape:
             raise WeightFormatError(
-                f"{where}: tensor {key!r} has shape {tuple(state[key].shape)}, the model expects {tuple(value.shape)}"
+                f"{where}: tensor {key!r} has shape {tuple(state[key].shape)}, the model expects {shape}"
             )
     extra = [k for k in state if k not in expected]
     if extra:
         raise WeightFormatError(f"{where}: unexpected tensor {extra[0]!r} (is BatchNorm folded in this file?)")
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
-def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:
+def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
+    """Our file: architecture, tensors and config, checked; no model is built."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -136,7 +125,8 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, Pretrai
         state = load_file(str(path))
     except Exception as err:
         raise WeightFormatError(f"{path.name}: cannot read tensors ({err})") from None
-    model = build_from_state(state, arch, meta.get("bn_folded") == "true", path.name)
+    folded = meta.get("bn_folded") == "true"
+    check_state(state, arch, folded, path.name)
     labels = tuple(json.loads(meta["labels"])) if "labels" in meta else None
     cfg = PretrainedCfg(
         name=path.stem,
@@ -149,7 +139,13 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, Pretrai
         description=meta.get("source", ""),
         labels=labels,
     )
-    return model, cfg
+    return loaded(arch, state, folded, cfg)
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:
+    """``read_safetensors`` built into a model, exactly as saved (no settings merged)."""
+    weights = read_safetensors(path)
+    return build_model(weights), weights.cfg
 
 
 def metadata_json(meta: dict[str, str]) -> dict[str, Any]:

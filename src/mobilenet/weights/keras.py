@@ -12,16 +12,24 @@ Two layouts:
   which for this network is network order; ``vars`` are kernel [, bias] and gamma, beta,
   moving_mean, moving_variance.
 
+* Keras 3 ``.keras`` archive (``model.save("x.keras")``): a zip holding ``model.weights.h5`` in
+  the layout above and ``config.json``, which also gives the input size.
+
 Kernels are HWIO, depthwise [H, W, C, multiplier]. Keras' MobileNet has 1000 classes (no
-background), BatchNorm eps 1e-3, and pads strided convs with ZeroPadding2D(((0, 1), (0, 1)))
-then 'valid': TF's 'SAME' at even input sizes (all the published ones). At odd sizes the two
-differ and we follow 'SAME'.
+background), BatchNorm eps 1e-3, a 'SAME' stem, and pads its other strided convs with
+ZeroPadding2D(((0, 1), (0, 1))) then 'valid'. That equals TF's 'SAME' only where each of those
+convs sees an even input (inputs whose half is a multiple of 16: 224, 192, 160, 128, ...); at
+other sizes Keras' maps are one smaller (200: 12x12 after block 5 where 'SAME' gives 13x13). The
+converted model therefore uses ``padding="keras"``, which reproduces Keras at every size.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -123,9 +131,49 @@ def _read_keras3(layers) -> tuple[list[ConvParams], np.ndarray, np.ndarray | Non
     return convs, head[0], head[1] if len(head) > 1 else None
 
 
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
+
+
+def is_keras_archive(path: str | os.PathLike[str]) -> bool:
+    """A Keras 3 ``.keras`` file: a zip with ``model.weights.h5`` inside."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return KERAS_ARCHIVE_WEIGHTS in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _archive_resolution(z: zipfile.ZipFile) -> tuple[int, int] | None:
+    """The input size in a ``.keras`` archive's config.json, if it records one."""
+    try:
+        config = json.loads(z.read("config.json"))
+        for layer in config.get("config", {}).get("layers", []):
+            if layer.get("class_name") == "InputLayer":
+                shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
+                if shape and len(shape) == 4 and all(isinstance(s, int) for s in shape[1:3]):
+                    return int(shape[1]), int(shape[2])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def read_keras(path: str | os.PathLike[str]) -> SourceWeights:
-    h5py = _h5py()
     path = Path(path)
+    if zipfile.is_zipfile(path):
+        if not is_keras_archive(path):
+            raise WeightFormatError(f"{path.name}: a zip file without {KERAS_ARCHIVE_WEIGHTS}: not a .keras archive")
+        with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory(prefix="mobilenet-keras-") as tmp:
+            resolution = _archive_resolution(z)
+            inner = Path(z.extract(KERAS_ARCHIVE_WEIGHTS, tmp))
+            src = _read_h5(inner)
+        src.resolution = resolution
+        src.format = "keras-archive"
+        return src
+    return _read_h5(path)
+
+
+def _read_h5(path: Path) -> SourceWeights:
+    h5py = _h5py()
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -148,5 +196,5 @@ def read_keras(path: str | os.PathLike[str]) -> SourceWeights:
         classifier_name="conv_preds/kernel",
         folded=False,
         bn_eps=KERAS_BN_EPS,
-        arch_hints={"padding": "tf"},
+        arch_hints={"padding": "keras"},
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any, NamedTuple
+
+from mobilenet.errors import InputError
 
 IMAGENET_1000 = "imagenet-1000"
 IMAGENET_1001 = "imagenet-1001"  # TF's: index 0 is "background", then the 1,000 classes
@@ -32,3 +36,46 @@ def label_names(label_set: str, num_classes: int) -> list[str]:
     if label_set == IMAGENET_1001 and num_classes == 1001:
         return [BACKGROUND, *imagenet_names()]
     return [str(i) for i in range(num_classes)]
+
+
+class Prediction(NamedTuple):
+    """One of ``decode_predictions``' answers: class index (1000-class order for ImageNet),
+    WordNet id (ImageNet only, else ""), display name, and softmax probability."""
+
+    index: int
+    wnid: str
+    label: str
+    score: float
+
+
+def decode_predictions(logits: Any, top: int = 5, labels: Sequence[str] | None = None) -> list[list[Prediction]]:
+    """Logits (N, classes) -> the ``top`` classes of each row, best first: what Keras'
+    ``decode_predictions`` gives, as ``Prediction(index, wnid, label, score)``.
+
+    Scores are softmax probabilities. 1,001 ImageNet logits (TF's, index 0 "background") have the
+    background logit dropped before the softmax, so indices and probabilities are over the 1,000
+    real classes whatever the weights. ``labels``: names for a custom classifier."""
+    import torch
+
+    x = torch.as_tensor(logits).detach().float().cpu()
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise InputError(f"logits must be (N, classes), got shape {tuple(x.shape)}")
+    if not isinstance(top, int) or top < 1:
+        raise InputError(f"top must be an int >= 1, got {top!r}")
+    wnids: list[str] = []
+    if labels is None:
+        if x.shape[1] == 1001:
+            x = x[:, 1:]
+        if x.shape[1] != 1000:
+            raise InputError(f"{x.shape[1]} classes are not ImageNet's: pass labels=[...] to name them")
+        labels, wnids = imagenet_names(), [wnid for wnid, _ in imagenet_classes()]
+    elif len(labels) != x.shape[1]:
+        raise InputError(f"{len(labels)} labels for {x.shape[1]} classes")
+    probs = torch.softmax(x, dim=1)
+    best = probs.topk(min(top, probs.shape[1]), dim=1)
+    return [
+        [Prediction(int(i), wnids[int(i)] if wnids else "", labels[int(i)], float(p)) for p, i in zip(values, indices)]
+        for values, indices in zip(best.values, best.indices)
+    ]

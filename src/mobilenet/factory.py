@@ -1,0 +1,59 @@
+"""``mobilenet_v1()``: the one entry point that builds a MobileNet v1, with or without published
+weights. It stands above both ``mobilenet.model`` (which knows nothing of weights) and
+``mobilenet.weights`` (which reads and checks tensors but builds nothing until asked): the weights'
+architecture and the user's settings are settled first, then the model is built once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mobilenet import arch
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1
+from mobilenet.weights import build_model, find_pretrained, load_weights
+
+
+def mobilenet_v1(
+    alpha: float | None = None,
+    resolution: int | tuple[int, int] | None = None,
+    variant: arch.Variant | None = None,
+    *,
+    pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    **kwargs: Any,
+) -> MobileNetV1:
+    """Build MobileNet v1 (defaults: alpha 1.0, 224x224, the separable network of Table 1).
+    Further keyword arguments are the fields of ``ArchConfig``.
+
+    ``pretrained=True`` picks the published ImageNet model for ``alpha`` and ``resolution``
+    (TF-slim's float models by default; ``source`` chooses the publisher: ``tf``, ``tf-quant``,
+    ``keras``, ``timm`` or ``hf``), as Keras' ``MobileNet(alpha=0.5, input_shape=(160, 160, 3),
+    weights="imagenet")`` does; at a size nobody published, the α's 224 weights are used at the size
+    asked for. ``weights=`` names a registry entry (``mobilenet pretrained``) or a file or directory
+    (ours, TFLite, TF GraphDef, Keras, timm, transformers, or a training checkpoint).
+
+    Pretrained weights fix the architecture; settings given here must agree with them
+    (``WeightsMismatch``, an ``InputError``, otherwise), except ``num_classes`` (ImageNet weights
+    give 1,000 classes, TF's background logit dropped; 1001 keeps it; any other count is a new
+    classifier for fine-tuning), ``resolution`` (the weights work at any size), ``dropout`` and
+    ``bn_momentum``. Keras weights come with Keras' own padding (``padding="keras"``), so they give
+    Keras' outputs at every input size.
+    """
+    given = {"alpha": alpha, "resolution": resolution, "variant": variant}
+    settings = {k: v for k, v in given.items() if v is not None} | kwargs
+    if source is not None and not pretrained and weights is None:
+        raise InputError("source= chooses between published weights: give pretrained=True with it")
+    if pretrained and weights is None:
+        size = ArchConfig(resolution=resolution).resolution if resolution is not None else None
+        if size is not None and size[0] != size[1]:
+            size = None  # nobody published non-square weights: take the α's 224 model
+        weights = find_pretrained(alpha, size[0] if size else None, source).name
+    elif source is not None:
+        raise InputError("give either weights= or source=, not both")
+    if weights is not None:
+        return build_model(load_weights(weights, **settings))
+    return MobileNetV1(ArchConfig(**settings))

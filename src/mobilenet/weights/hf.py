@@ -1,0 +1,105 @@
+"""Read Hugging Face transformers MobileNet v1 checkpoints (``MobileNetV1ForImageClassification``).
+
+A checkpoint is a directory (a hub snapshot, or what ``save_pretrained`` writes) with
+``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``, or the weights file alone.
+Keys::
+
+    mobilenet_v1.conv_stem.convolution.weight, .normalization.{weight,bias,running_mean,running_var}
+    mobilenet_v1.layer.{j}.convolution.weight ...   j = 0..25: depthwise, pointwise, depthwise, ...
+    classifier.weight, classifier.bias              (num_labels, 1024·α)
+
+Layouts are PyTorch's. From ``config.json``: ``tf_padding`` (True: TF 'SAME', computed from the
+input at run time as ours; False: symmetric ``padding=1``), ``layer_norm_eps`` (BatchNorm eps,
+1e-3), ``hidden_act`` (relu6), ``image_size``, and ``id2label`` (Google's checkpoints have 1001
+labels, index 0 "background", like TF's). transformers' ``depth_multiplier`` is the width
+multiplier α, with TF's ``min_depth`` 8 rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobilenet.weights.source import ConvParams, SourceWeights, WeightFormatError
+
+PREFIX = "mobilenet_v1."
+STEM = PREFIX + "conv_stem"
+_LAYER = re.compile(re.escape(PREFIX) + r"layer\.(\d+)\.convolution\.weight")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+ACTIVATIONS = {"relu6": "relu6", "relu": "relu"}
+
+
+def is_hf_state_dict(state: Mapping[str, object]) -> bool:
+    return f"{STEM}.convolution.weight" in state
+
+
+def is_hf_directory(path: Path) -> bool:
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        return False
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type") == "mobilenet_v1"
+    except (OSError, ValueError):
+        return False
+
+
+def weights_file(directory: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise WeightFormatError(f"{directory}: no {' or '.join(WEIGHT_FILES)} beside config.json")
+
+
+def read_hf(state: Mapping[str, torch.Tensor], config: dict[str, Any] | None = None) -> SourceWeights:
+    if not is_hf_state_dict(state):
+        raise WeightFormatError(f"not a transformers MobileNet v1 checkpoint (no {STEM}.convolution.weight)")
+    config = config or {}
+
+    def get(key: str) -> np.ndarray:
+        if key not in state:
+            raise WeightFormatError(f"transformers checkpoint lacks {key!r}")
+        return state[key].detach().to(torch.float32).cpu().numpy()
+
+    def bn(prefix: str) -> tuple[np.ndarray, ...]:
+        return tuple(get(f"{prefix}.normalization.{p}") for p in ("weight", "bias", "running_mean", "running_var"))
+
+    convs = [ConvParams(f"{STEM}.convolution.weight", "conv", get(f"{STEM}.convolution.weight"), bn=bn(STEM))]
+    layers = sorted(int(m[1]) for k in state if (m := _LAYER.fullmatch(k)))
+    if layers != list(range(len(layers))):
+        raise WeightFormatError(f"transformers checkpoint: layers {layers[:4]}... are not numbered 0, 1, 2, ...")
+    for j in layers:
+        prefix = f"{PREFIX}layer.{j}"
+        weight = get(f"{prefix}.convolution.weight")
+        kind = "depthwise" if weight.shape[1] == 1 and weight.shape[2:] == (3, 3) else "conv"
+        convs.append(ConvParams(f"{prefix}.convolution.weight", kind, weight, bn=bn(prefix)))
+    if "classifier.weight" not in state:
+        raise WeightFormatError("transformers checkpoint has no classifier (a MobileNetV1Model, not "
+                                "MobileNetV1ForImageClassification)")
+    activation = config.get("hidden_act", "relu6")
+    if activation not in ACTIVATIONS:
+        raise WeightFormatError(f"transformers config hidden_act={activation!r}: only relu6 and relu are MobileNet v1")
+    hints: dict[str, Any] = {"padding": "tf" if config.get("tf_padding", True) else "symmetric",
+                             "activation": ACTIVATIONS[activation]}
+    size = config.get("image_size")
+    resolution = (int(size), int(size)) if isinstance(size, int) else None
+    return SourceWeights(
+        format="transformers",
+        convs=convs,
+        classifier_weight=get("classifier.weight"),
+        classifier_bias=get("classifier.bias") if "classifier.bias" in state else None,
+        classifier_name="classifier.weight",
+        folded=False,
+        bn_eps=float(config.get("layer_norm_eps", 1e-3)),
+        resolution=resolution,
+        arch_hints=hints,
+    )
+
+
+def has_background_label(config: dict[str, Any]) -> bool:
+    labels = config.get("id2label") or {}
+    return str(labels.get("0", labels.get(0, ""))).lower() == "background"

@@ -1,0 +1,142 @@
+"""What the weights layer hands the factory: the architecture, the tensors and their config.
+
+``LoadedWeights`` is the one result of every reader (registry entry, converted foreign file, our
+safetensors, a training checkpoint). ``settle`` merges what the user asked for into it and refuses
+what contradicts the weights, before any model exists; ``mobilenet.factory`` then builds the model
+once from the settled result.
+
+Every set of tensors is checked on load (``check_tensors``): finite values, and magnitudes within
+what any trained MobileNet v1 has. Measured on TensorFlow's published files (7 TFLite models, float
+and uint8, BatchNorm folded, and the frozen float 1.0-224 graph): folded conv weights reach |68|,
+folded biases |34|, BatchNorm running means |52| and variances 418, classifier weights |1.2| and
+biases |2.4|. The bounds below leave a margin of 100x or more, so a fine-tuned model passes and a
+corrupted file (4 KB of flipped bytes in a .tflite gave classifier weights of 2.4e24) does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1
+from mobilenet.weights.labels import IMAGENET_1000
+from mobilenet.weights.registry import PretrainedCfg
+from mobilenet.weights.source import WeightFormatError
+
+# Largest |value| accepted per kind of tensor (see the module docstring for the measured ranges).
+MAX_ABS_CLASSIFIER = 100.0
+MAX_ABS_OTHER = 1e5
+# Settings no weight depends on: the weights may be used with other values.
+FREE_SETTINGS = frozenset({"resolution", "dropout", "bn_momentum"})
+
+
+class WeightsMismatch(InputError):
+    """A setting that contradicts the weights (``alpha=0.5`` with 0.25-wide weights)."""
+
+    def __init__(self, weights: str, key: str, have: Any, want: Any) -> None:
+        self.weights, self.key, self.have, self.want = weights, key, have, want
+        super().__init__(
+            f"the weights {weights!r} are {key}={have!r}; {key}={want!r} does not fit them "
+            f"(build MobileNetV1({key}={want!r}) without pretrained weights instead)"
+        )
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """Tensors named as in ``MobileNetV1(arch).state_dict()`` (the folded structure if ``folded``)."""
+
+    arch: ArchConfig
+    state: dict[str, torch.Tensor]
+    folded: bool
+    cfg: PretrainedCfg
+
+
+def check_tensors(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse tensors no trained MobileNet has: NaN or infinity, absurd magnitudes, a negative
+    BatchNorm variance. Names the first offending tensor."""
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        x = value.detach().float()
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise WeightFormatError(f"{where}: tensor {key!r} has {bad} NaN or infinite values: the file is corrupt")
+        if not x.numel():
+            continue
+        biggest = float(x.abs().max())
+        limit = MAX_ABS_CLASSIFIER if key.startswith("classifier.") else MAX_ABS_OTHER
+        if biggest > limit:
+            raise WeightFormatError(
+                f"{where}: tensor {key!r} reaches |{biggest:.3g}|, far outside any trained MobileNet "
+                f"(limit {limit:g}): the file is corrupt or not MobileNet weights"
+            )
+        if key.endswith("running_var") and float(x.min()) < 0:
+            raise WeightFormatError(f"{where}: tensor {key!r} has negative variances: the file is corrupt")
+
+
+def loaded(arch: ArchConfig, state: dict[str, torch.Tensor], folded: bool, cfg: PretrainedCfg) -> LoadedWeights:
+    """Check the tensors and package them (every reader ends here)."""
+    check_tensors(state, cfg.name)
+    return LoadedWeights(arch=arch, state=state, folded=folded, cfg=replace(cfg, arch=arch.to_dict()))
+
+
+def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
+    """Merge user settings (``ArchConfig`` fields) into loaded weights, refusing contradictions.
+
+    ``resolution``, ``dropout`` and ``bn_momentum`` may differ (no tensor depends on them). For
+    ``num_classes``: TF's 1001-class ImageNet weights become 1000 classes by default (the background
+    logit dropped, as timm's ``label_offset`` does), ``num_classes=1001`` keeps it, any other count
+    is a fresh classifier (fine-tuning). Every other setting must equal the weights'.
+    """
+    settings = {k: v for k, v in settings.items() if v is not None}
+    unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown architecture settings {sorted(unknown)}")
+    arch, cfg = weights.arch, weights.cfg
+    # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
+    wanted = arch.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
+    have, want = arch.to_dict(), wanted.to_dict()
+    for key in want:
+        if want[key] != have[key] and key not in FREE_SETTINGS:
+            raise WeightsMismatch(cfg.name, key, have[key], want[key])
+    state = weights.state
+    classes = settings.get("num_classes")
+    if classes is None and cfg.has_background_class:
+        classes = 1000
+    if classes is not None and classes != arch.num_classes:
+        wanted = wanted.replace(num_classes=int(classes))
+        state = dict(state)
+        if cfg.has_background_class and classes == 1000:
+            state["classifier.weight"] = state["classifier.weight"][1:].clone()
+            state["classifier.bias"] = state["classifier.bias"][1:].clone()
+            cfg = replace(cfg, label_set=IMAGENET_1000)
+        else:
+            # A fresh classifier: the factory initialises the tensors it does not receive.
+            del state["classifier.weight"], state["classifier.bias"]
+            cfg = replace(cfg, label_set="custom", labels=None, published={})
+    preprocess = cfg.preprocess.replace(resolution=wanted.resolution)
+    cfg = replace(cfg, arch=wanted.to_dict(), preprocess=preprocess)
+    return LoadedWeights(arch=wanted, state=state, folded=weights.folded, cfg=cfg)
+
+
+def build_model(weights: LoadedWeights) -> MobileNetV1:
+    """The one place a model is built from weights: ``MobileNetV1(arch)`` (folded structure if the
+    tensors are folded), every tensor loaded exactly; a fresh classifier keeps its initialisation."""
+    model = MobileNetV1(weights.arch)
+    if weights.folded:
+        for _, module in model.conv_layers():
+            module.unfold_structure()
+    expected = model.state_dict()
+    fresh = {"classifier.weight", "classifier.bias"} - set(weights.state)
+    missing = [k for k in expected if k not in weights.state and k not in fresh]
+    if missing:
+        raise WeightFormatError(
+            f"{weights.cfg.name}: tensor {missing[0]!r} is missing (architecture {weights.arch.name})"
+        )
+    model.load_state_dict(weights.state, strict=not fresh)
+    model.pretrained_cfg = weights.cfg
+    return model.eval()
