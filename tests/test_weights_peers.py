@@ -52,7 +52,7 @@ def test_keras_legacy_h5_matches_keras(tmp_path, alpha, size):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     assert detect_format(path) == "keras"
     ours, cfg = convert(path, resolution=size)
-    assert (ours.cfg.alpha, ours.cfg.num_classes, ours.cfg.padding, ours.cfg.bn_eps) == (alpha, 1000, "tf", 1e-3)
+    assert (ours.cfg.alpha, ours.cfg.num_classes, ours.cfg.padding, ours.cfg.bn_eps) == (alpha, 1000, "keras", 1e-3)
     assert cfg.label_set == "imagenet-1000"
     x = np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)).astype("float32")
     with torch.no_grad():
@@ -77,6 +77,47 @@ def test_keras_whole_model_h5_is_read_too(tmp_path):
     model.save(tmp_path / "whole.h5")  # legacy whole-model file: weights under model_weights/
     ours, _ = convert(tmp_path / "whole.h5", resolution=128)
     x = np.random.default_rng(2).uniform(-1, 1, (1, 128, 128, 3)).astype("float32")
+    with torch.no_grad():
+        got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert np.abs(got - _keras_outputs(model, x)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [200, 225, 97])
+def test_keras_at_sizes_where_its_padding_is_not_same(tmp_path, size):
+    """At 200 (block 6 sees 25x25), 225 (odd stem input) and 97 Keras' zero padding + 'valid' is not
+    TF's 'SAME'; converted Keras weights get padding='keras' and reproduce Keras exactly there."""
+    from mobilenet.arch import ArchConfig, layers
+
+    model = _keras_mobilenet(0.25, size, seed=size)
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    ours, _ = convert(path, resolution=size)
+    assert ours.cfg.padding == "keras"
+    keras_maps = [tuple(layer.output.shape[1:3]) for layer in model.layers
+                  if layer.name.startswith("conv_pw_") and layer.name.count("_") == 2]
+    arch_maps = [layer.out_size for layer in layers(ours.cfg) if layer.kind == "pointwise"]
+    assert arch_maps == keras_maps  # arch (and so the cost model) gives Keras' own map sizes
+    same = ArchConfig(alpha=0.25, resolution=size)
+    same_maps = [layer.out_size for layer in layers(same) if layer.kind == "pointwise"]
+    assert same_maps != keras_maps  # ... which 'SAME' does not, at these sizes
+    x = np.random.default_rng(size).uniform(-1, 1, (2, size, size, 3)).astype("float32")
+    with torch.no_grad():
+        got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+        wrong = ours.__class__(ours.cfg.replace(padding="tf"))
+        wrong.load_state_dict(ours.state_dict())
+        wrong_out = wrong.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    reference = _keras_outputs(model, x)
+    assert np.abs(got - reference).max() <= 1e-4
+    assert np.abs(wrong_out - reference).max() > 1e-2  # 'SAME' would be silently wrong here
+
+
+def test_keras_archive_is_read_with_its_input_size(tmp_path):
+    model = _keras_mobilenet(0.5, 200, seed=11)
+    model.save(tmp_path / "model.keras")
+    assert detect_format(tmp_path / "model.keras") == "keras"
+    ours, cfg = convert(tmp_path / "model.keras")  # no --resolution: config.json says 200
+    assert ours.cfg.resolution == (200, 200) and ours.cfg.padding == "keras" and cfg.format == "keras-archive"
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 200, 200, 3)).astype("float32")
     with torch.no_grad():
         got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     assert np.abs(got - _keras_outputs(model, x)).max() <= 1e-4
