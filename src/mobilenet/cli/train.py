@@ -149,7 +149,8 @@ def _refuse_recipe_changes(args: argparse.Namespace, config: Any) -> None:
     """A resumed run continues its own recipe; a flag given with --resume that would change it
     (``--resume RUN --lr 0.1``) is refused, not silently ignored. Flags repeating the recorded value
     are harmless; --epochs, --micro-batch, --workers, --device and the progress flags apply."""
-    given = _given_flags(args) - {"resume", "func", *RESUME_OVERRIDES}
+    flags = _given_flags(args)
+    given = set(flags) - {"resume", "func", *RESUME_OVERRIDES}
     recorded = config.to_dict()
     arch = recorded["arch"]
     refused = []
@@ -168,8 +169,7 @@ def _refuse_recipe_changes(args: argparse.Namespace, config: Any) -> None:
         else:
             same = False
         if not same:
-            flag = "--" + dest.replace("_", "-")
-            refused.append(f"{flag} {value} (the run has {_recorded(dest, recorded)})")
+            refused.append(f"{flags[dest]} {value} (the run has {_recorded(dest, recorded)})")
     if refused:
         raise InputError(
             f"--resume {args.resume} continues the run's own recipe; not applied: {', '.join(refused)}. "
@@ -187,12 +187,12 @@ def _recorded(dest: str, recorded: dict[str, Any]) -> Any:
     return recorded.get(dest, "no such setting")
 
 
-def _given_flags(args: argparse.Namespace) -> set[str]:
-    """The destinations of the flags written on the command line (not argparse's defaults): the
-    train parser parsed again with every default suppressed."""
+def _given_flags(args: argparse.Namespace) -> dict[str, str]:
+    """{destination: option} of the flags written on the command line (not argparse's defaults):
+    the train parser parsed again with every default suppressed."""
     argv = list(getattr(args, "argv", None) or [])
     if not argv or argv[0] != "train":
-        return set()
+        return {}
     parser = argparse.ArgumentParser(add_help=False)
     register(parser.add_subparsers())
     train_parser = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
@@ -200,7 +200,8 @@ def _given_flags(args: argparse.Namespace) -> set[str]:
         action.default = argparse.SUPPRESS
     train_parser._defaults.clear()
     given, _ = train_parser.parse_known_args(argv[1:])
-    return set(vars(given))
+    options = {a.dest: max(a.option_strings, key=len) for a in train_parser._actions if a.option_strings}
+    return {dest: options.get(dest, dest) for dest in vars(given)}
 
 
 def _count_classes(data: str) -> int:

@@ -22,6 +22,7 @@ evaluate``. Keys:
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,13 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """torch.save through ``mobilenet.files.atomic_write``: a reader (or a crash) sees the old file
     or the new one, never half of one; a kill mid-write leaves a ``.last.pt.*.tmp`` that the next
     start of the run removes (``remove_stale_temporaries``)."""
+    # Serialised in memory first: torch.save reports a failed write (a full disk) as a RuntimeError
+    # without the OS error, while writing the bytes ourselves gives atomic_write the errno, and so
+    # the user one line that says what happened.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
