@@ -74,3 +74,30 @@ def test_two_process_ddp_matches_one_process_and_resumes_alone(tmp_path, one_thr
         _parameters(resumed["model"].state_dict(), model), _parameters(continued["model"].state_dict(), model)
     )
     assert checkpoint.load(ddp_dir)["world_size"] == 1
+
+
+def test_a_rank_with_an_unreadable_micro_batch_stops_every_rank_at_once(tmp_path):
+    """Under DDP every process joins every gradient all-reduce: a process whose whole micro-batch
+    is unreadable used to raise alone while the others waited in the collective until its timeout
+    (30 minutes). Now all stop at the first step, each with one line."""
+    from mobilenet.train.data import GlobalBatchSampler
+    from test_train import _image_tree
+
+    tree = _image_tree(tmp_path / "tree")
+    files = sorted((tree / "train").rglob("*.png"))  # the dataset's order: class folders, then files
+    first = next(iter(GlobalBatchSampler(len(files), 4, rank=1, world_size=2, seed=0)))
+    for _, index in first:  # process 1's first micro-batch, and only it, is unreadable
+        files[index].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "mobilenet", "train", "--data", str(tree), "--alpha", "0.25", "--resolution", "32",
+        "--epochs", "1", "--batch-size", "4", "--bad-files", "skip", "--no-progress",
+        "--output", str(tmp_path / "run"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "micro-batch of process 1 was unreadable" in done.stderr, done.stderr[-3000:]
+    assert "process 0 stops with the others" in done.stderr, done.stderr[-3000:]
+    ours = done.stderr.split("torch/distributed/elastic")[0]  # (torchrun itself then reports the failure)
+    assert "Traceback" not in ours, ours
