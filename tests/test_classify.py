@@ -61,6 +61,12 @@ def test_pretrained_lists_the_registry(capsys):
     assert main(["pretrained", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["tf_mobilenet_v1_1.0_224"]["default"] and rows["tf_mobilenet_v1_1.0_224"]["published"]["top1"] == 70.9
+    assert len(rows) == 53  # TF float 16 + the default graph, TF uint8 16, Keras 16, timm 2, transformers 2
+    timm = rows["timm_mobilenetv1_125"]
+    assert timm["publisher"] == "hf:timm/mobilenetv1_125.ra4_e3600_r224_in1k"
+    assert timm["preprocess"]["crop_fraction"] == 0.9
+    assert rows["tflite_mobilenet_v1_0.25_224"]["verified"] and not rows["keras_mobilenet_v1_1.0_224"]["verified"]
+    assert rows["keras_mobilenet_v1_0.5_160"]["padding"] == "keras"
 
 
 @pytest.mark.slow

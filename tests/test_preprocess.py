@@ -115,3 +115,63 @@ def test_grayscale_recipe_gives_one_channel():
     torch.testing.assert_close(x, torch.full((1, 8, 8), 0.299 * 2 - 1), atol=1e-3, rtol=0)  # luma of pure red
     with pytest.raises(ValueError, match="same length"):
         Preprocess(mean=(0.5,), std=(0.5, 0.5, 0.5))
+
+
+# ------------------------------------------------------------------------- TF's evaluation resize
+
+
+def _tf1_resize_reference(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """TF1 resize_bilinear (align_corners=False, half_pixel_centers=False), written out pixel by
+    pixel from its definition, independently of mobilenet.preprocess: output (y, x) samples the
+    input at (y * in_h / out_h, x * in_w / out_w), interpolating the neighbours below and right
+    (clamped at the last row / column)."""
+    in_h, in_w = image.shape[:2]
+    out = np.zeros((out_h, out_w, image.shape[2]), np.float64)
+    for y in range(out_h):
+        sy = y * (in_h / out_h)
+        y0 = int(np.floor(sy))
+        y1 = min(y0 + 1, in_h - 1)
+        fy = sy - y0
+        for x in range(out_w):
+            sx = x * (in_w / out_w)
+            x0 = int(np.floor(sx))
+            x1 = min(x0 + 1, in_w - 1)
+            fx = sx - x0
+            top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+            bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+            out[y, x] = top * (1 - fy) + bottom * fy
+    return out
+
+
+@pytest.mark.parametrize(("size", "out"), [((227, 227), (128, 128)), ((199, 199), (224, 224)),
+                                           ((50, 37), (21, 64))])
+def test_tf_resize_matches_an_independent_implementation(size, out):
+    from mobilenet.preprocess import tf_resize_bilinear
+
+    image = np.random.default_rng(size[0]).integers(0, 256, (*size, 3)).astype(np.uint8)
+    got = tf_resize_bilinear(image, out)
+    want = _tf1_resize_reference(image.astype(np.float64), *out)
+    assert got.shape == (*out, 3) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-2  # float32 (as TF computes) against float64: 1/100 of a level
+
+
+def test_tf_preprocess_is_tf_slims_eval_and_differs_from_pillows():
+    """central_crop's integer box, TF's resize without rounding, (x - 127.5) / 127.5; Pillow's
+    antialiased resize moves the 128-px input by whole uint8 levels, which is what the option
+    is for and why TF weights default to resize='tf'."""
+    from mobilenet.preprocess import tf_resize_bilinear
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (227, 227, 3)).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    tf = Preprocess(resolution=128, resize="tf")
+    left, top, right, bottom = tf.crop_box(227, 227)
+    assert (left, top, right, bottom) == (14, 14, 213, 213)  # int((227 - 227 * 0.875) / 2) = 14
+    want = _tf1_resize_reference(pixels[14:213, 14:213].astype(np.float64), 128, 128) / 127.5 - 1
+    got = tf.eval_transform()(img).permute(1, 2, 0).numpy()
+    assert np.abs(got - want).max() < 1e-4
+    assert np.array_equal(tf_resize_bilinear(pixels, (227, 227)), pixels.astype(np.float32))  # identity size
+    pillow = Preprocess(resolution=128).eval_transform()(img).permute(1, 2, 0).numpy()
+    assert np.abs(pillow - got).mean() * 127.5 > 4  # several uint8 levels apart on average
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Preprocess(resize="antialias")

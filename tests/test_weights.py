@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -229,3 +230,73 @@ def test_unpinned_source_is_accepted_only_through_the_tensor_checksum(tmp_path, 
     loaded, _ = load_safetensors(fetch_pretrained("tiny", quiet=True))
     with torch.no_grad():
         torch.testing.assert_close(loaded(X), model(X), atol=1e-5, rtol=0)
+
+
+def test_corrupt_values_are_refused_with_a_clear_message(tmp_path):
+    """Finite values within what trained MobileNets hold (see mobilenet.weights.loaded); a file
+    whose values are absurd is refused on load, naming the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    model = _model(num_classes=1001)
+    path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
+    meta = read_safetensors_metadata(path)
+    for key, change, message in [("classifier.weight", lambda t: t * 1e24, r"reaches \|"),
+                                 ("blocks.2.dw.conv.weight", lambda t: t.fill_(float("nan")), "NaN or infinite"),
+                                 ("blocks.4.pw.bn.running_var", lambda t: -t, "negative variances")]:
+        state = load_file(str(path))
+        state[key] = change(state[key].clone())
+        save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
+        with pytest.raises(WeightFormatError, match=rf"{re.escape(key)}.*{message}"):
+            load_pretrained(tmp_path / "bad.safetensors")
+    load_pretrained(path)  # the intact file loads
+
+
+def test_cli_convert_refuses_to_overwrite_its_input(tmp_path, capsys):
+    model = _model(num_classes=1001)
+    path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
+    before = path.read_bytes()
+    assert main(["convert", str(path), str(path)]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_model_flags_that_contradict_the_weights_are_an_error(tmp_path):
+    import argparse
+
+    from mobilenet.cli.common import add_model_arguments, model_from_args
+
+    model = _model(num_classes=1001)
+    path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    parser.add_argument("--weights")
+    args = parser.parse_args(["--weights", str(path), "--alpha", "0.5"])
+    with pytest.raises(ValueError, match=r"^--alpha 0\.5 contradicts --weights .*alpha=0\.25") as err:
+        model_from_args(args)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="--padding symmetric contradicts"):
+        model_from_args(parser.parse_args(["--weights", str(path), "--padding", "symmetric"]))
+    with pytest.raises(ValueError, match="alpha"):  # 0 is a value given, not "not given"
+        model_from_args(parser.parse_args(["--alpha", "0"]))
+    # Flags that agree, and the resolution (no weight depends on it), are fine.
+    ours, preprocess = model_from_args(parser.parse_args(["--weights", str(path), "--alpha", "0.25",
+                                                          "--resolution", "96"]))
+    assert ours.cfg.resolution == (96, 96) and preprocess.resolution == (96, 96) and ours.cfg.num_classes == 1000
+    fresh, _ = model_from_args(parser.parse_args(["--alpha", "0.5", "--resolution", "64"]))
+    assert fresh.cfg.alpha == 0.5 and fresh.cfg.num_classes == 1000
+
+
+def test_decode_predictions_gives_labels_and_scores():
+    from mobilenet import decode_predictions
+
+    logits = torch.full((2, 1001), -10.0)
+    logits[0, 934], logits[1, 0], logits[1, 286] = 5.0, 50.0, 4.0  # TF's 1001-class indices
+    top = decode_predictions(logits, top=3)
+    assert [len(row) for row in top] == [3, 3]
+    assert (top[0][0].index, top[0][0].wnid, top[0][0].label) == (933, "n07697313", "cheeseburger")
+    assert top[1][0].label == "Egyptian cat"  # the background logit is dropped before the softmax
+    assert top[0][0].score > 0.99 and top[0][0].score >= top[0][1].score
+    custom = decode_predictions(torch.tensor([[0.0, 2.0]]), top=5, labels=["ant", "bee"])
+    assert [p.label for p in custom[0]] == ["bee", "ant"]
+    with pytest.raises(ValueError, match="pass labels"):
+        decode_predictions(torch.zeros(1, 10))

@@ -123,3 +123,22 @@ def test_default_weights_name_the_reference_photos(assets_dir):
     assert [names[i] for i in top] == ["cheeseburger", "Egyptian cat"]
     assert top == [934, 286]  # TF's 1001-class indices, as Coral's and TFLite's own tests state them
     assert probs[1, 286] >= 0.78  # Coral's threshold for its uint8 model on this photo
+
+
+def test_a_tflite_file_with_flipped_bytes_is_refused(assets_dir, tmp_path):
+    """4 KB of flipped bytes inside the classifier's weights of TF's float 0.25-224 model: the
+    FlatBuffer still parses and every shape fits, but values like 1e24 are no trained MobileNet."""
+    from mobilenet.weights import WeightFormatError
+
+    source = assets_dir / "tflite" / "mobilenet_v1_0.25_224.tflite"
+    model, _ = convert(source)
+    data = bytearray(source.read_bytes())
+    # The 1x1 logits conv is stored OHWI, i.e. the (1001, 256) matrix row by row.
+    raw = model.classifier.weight.detach().numpy().astype("<f4").tobytes()
+    start = bytes(data).find(raw[:64])
+    assert start > 0
+    for i in range(start + 1000, start + 1000 + 4096):
+        data[i] ^= 0xFF
+    (tmp_path / "flipped.tflite").write_bytes(bytes(data))
+    with pytest.raises(WeightFormatError, match=r"'classifier\.weight' (reaches|has \d+ NaN)"):
+        convert(tmp_path / "flipped.tflite")

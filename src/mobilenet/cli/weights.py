@@ -88,6 +88,9 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
                    help="images to calibrate int8 on (never the ones you evaluate)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
     p.add_argument("--device", default="cpu", help="torch device for --runtime torch (default cpu)")
+    p.add_argument("--resize", choices=("tf", "pillow"), default=None,
+                   help="tf: TF1's bilinear resize without antialiasing (TF-slim's evaluation, the default for "
+                   "TF and Keras weights); pillow: Pillow's antialiased filter (default for timm and transformers)")
 
 
 # ------------------------------------------------------------------------------------------- pretrained
@@ -99,16 +102,25 @@ def run_pretrained(args: argparse.Namespace) -> int:
     rows = []
     for name, entry in sorted(REGISTRY.items()):
         cached = (cache_dir() / "converted" / f"{name}.safetensors").is_file()
-        rows.append({"name": name, "default": name == DEFAULT, "description": entry.description,
-                     "published": entry.published, "cached": cached})
+        arch = entry.arch_config
+        rows.append({
+            "name": name, "default": name == DEFAULT, "family": entry.family, "description": entry.description,
+            "alpha": arch.alpha, "resolution": arch.resolution[0], "classes": arch.num_classes,
+            "padding": arch.padding, "publisher": entry.publisher, "format": entry.format,
+            "files": [{"filename": f.filename, "sha256": f.sha256, "sources": list(f.sources)} for f in entry.files],
+            "verified": entry.verified, "preprocess": entry.preprocess.to_dict(), "published": entry.published,
+            "cached": cached,
+        })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
         top1 = row["published"].get("top1")
         mark = " (default)" if row["default"] else ""
-        print(f"{row['name']}{mark}\n    {row['description']}; published top-1 {top1}%"
-              f"{'; cached' if row['cached'] else ''}")
+        check = "checksum-pinned" if row["verified"] else "no checksum (checked by tensor shapes and statistics)"
+        print(f"{row['name']}{mark}  [{row['family']}, alpha {row['alpha']:g}, {row['resolution']} px, "
+              f"published top-1 {top1}%{', cached' if row['cached'] else ''}]\n"
+              f"    {row['publisher']}; {check}")
     return 0
 
 
@@ -187,13 +199,21 @@ def _predictor(model, args: argparse.Namespace, precision: str | None = None, ru
         except ImportError as err:
             raise InputError(f"--runtime {runtime} / --precision {precision} needs mobilenet.deploy ({err})") from None
         predict = make_predictor(
-            model, runtime=runtime, precision=precision, preprocess=model.pretrained_cfg.preprocess,
+            model, runtime=runtime, precision=precision, preprocess=_preprocess(model, args),
             calibration_images=_calibration_images(args.calibration), threads=args.threads,
         )
     description = getattr(predict, "description", f"{runtime} {precision}")
     if model.pretrained_cfg.has_background_class:
         predict = drop_background(predict)
     return predict, description
+
+
+def _preprocess(model, args: argparse.Namespace):
+    """The weights' own preprocessing, with --resize if given."""
+    pre = model.pretrained_cfg.preprocess
+    if getattr(args, "resize", None):
+        pre = pre.replace(resize=args.resize, **({"interpolation": "bilinear"} if args.resize == "tf" else {}))
+    return pre
 
 
 def _class_names(model) -> list[str]:
@@ -224,9 +244,8 @@ def default_photos() -> list[Path]:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    import torch
-
     from mobilenet.preprocess import ImageError, load_image
+    from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, decode_predictions
 
     if args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k}")
@@ -237,7 +256,8 @@ def run_classify(args: argparse.Namespace) -> int:
     predict, description = _predictor(model, args)
     print(f"weights {model.pretrained_cfg.name}; {description}", file=sys.stderr)
     names = _class_names(model)
-    transform = model.pretrained_cfg.preprocess.eval_transform()
+    imagenet = len(names) == 1000 and model.pretrained_cfg.label_set in (IMAGENET_1000, IMAGENET_1001)
+    transform = _preprocess(model, args).eval_transform()
     k = min(args.top_k, len(names))
     results: list[dict[str, Any]] = []
     failed = 0
@@ -249,12 +269,10 @@ def run_classify(args: argparse.Namespace) -> int:
             print(f"mobilenet classify: error: {err}", file=sys.stderr)
             results.append({"image": str(path), "error": str(err)})
             continue
-        probs = torch.softmax(predict(x).float(), dim=1)[0]
-        top = probs.topk(k)
+        top = decode_predictions(predict(x), top=k, labels=None if imagenet else names)[0]
         results.append({
             "image": str(path),
-            "top": [{"index": int(i), "label": names[int(i)], "probability": round(float(p), 6)}
-                    for p, i in zip(top.values, top.indices)],
+            "top": [{"index": p.index, "label": p.label, "probability": round(p.score, 6)} for p in top],
         })
         if not args.json:
             print(str(path) if args.images else path.name)
@@ -277,7 +295,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model = _load(args)
     cfg = model.pretrained_cfg
-    transform = cfg.preprocess.eval_transform()
+    transform = _preprocess(model, args).eval_transform()
     names = _class_names(model)
     imagenet = cfg.label_set in ("imagenet-1000", "imagenet-1001")
     classes = [wnid for wnid, _ in imagenet_classes()] if imagenet else (list(cfg.labels) if cfg.labels else None)
