@@ -113,3 +113,18 @@ def test_invalid_settings_say_what_is_allowed(settings: dict, message: str) -> N
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown architecture settings"):
         ArchConfig.from_dict({"alpha": 1.0, "width": 3})
+
+
+def test_keras_padding_sizes():
+    """Keras' stem is 'SAME'; its other strided convs pad one zero row and column after and run
+    'valid': at 200 px block 5's 25x25 input gives 12x12 (SAME: 13x13); at multiples of 32 the two agree."""
+    keras = {layer.name: layer for layer in arch.layers(arch.ArchConfig(resolution=200, padding="keras"))}
+    same = {layer.name: layer for layer in arch.layers(arch.ArchConfig(resolution=200))}
+    assert keras["blocks.5.dw"].in_size == (25, 25) and keras["blocks.5.dw"].pad == ((0, 1), (0, 1))
+    assert keras["blocks.5.dw"].out_size == (12, 12) and same["blocks.5.dw"].out_size == (13, 13)
+    assert keras["stem"].pad == same["stem"].pad
+    odd = {layer.name: layer for layer in arch.layers(arch.ArchConfig(resolution=225, padding="keras"))}
+    assert odd["stem"].out_size == (113, 113)  # 'SAME' stem: ceil(225 / 2)
+    for size in (128, 160, 192, 224, 256):
+        sizes = [layer.out_size for layer in arch.layers(arch.ArchConfig(resolution=size, padding="keras"))]
+        assert sizes == [layer.out_size for layer in arch.layers(arch.ArchConfig(resolution=size))]

@@ -102,3 +102,11 @@ def test_cost_does_not_import_torch() -> None:
     code = "import sys, mobilenet.cost, mobilenet.paper, mobilenet.cli.costs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cost_follows_keras_padding():
+    """The cost model reads arch, so Keras' smaller maps at 200 px cost fewer mult-adds than 'SAME'."""
+    keras = cost.network_cost(ArchConfig(resolution=200, padding="keras"))
+    same = cost.network_cost(ArchConfig(resolution=200))
+    assert keras.total.mult_adds < same.total.mult_adds
+    assert cost.network_cost(ArchConfig(padding="keras")).total.mult_adds == 568_740_352
