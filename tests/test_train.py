@@ -303,6 +303,15 @@ def test_fine_tune_replaces_classifier_and_freezes_body(finished_run, tmp_path, 
             assert torch.equal(value, start[name]), name
 
 
+def test_fine_tuning_refuses_model_flags_that_contradict_the_weights(finished_run, tmp_path, capsys):
+    source, _ = finished_run
+    weights = f"{source.output}/best.pt"  # α 0.25
+    assert _train_cli(tmp_path, "fashion-mnist", "--weights", weights, "--alpha", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "--alpha 0.5 contradicts --weights" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.assets
 def test_fine_tuning_starts_from_the_published_weights(assets_dir, tmp_path, monkeypatch):
     # The real TFLite 0.25-224 file, converted by the weights package; its 1001 TF classes become

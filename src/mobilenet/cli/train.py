@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mobilenet.cli.common import add_model_arguments, arch_config_from_args
+from mobilenet.cli.common import add_model_arguments, arch_config_from_args, model_from_args
 from mobilenet.errors import InputError
 from mobilenet.files import refuse_overwrite
 
@@ -118,8 +118,15 @@ def run_train(args: argparse.Namespace) -> int:
     num_classes = args.num_classes or _dataset_classes(args.data)
     if num_classes is None:
         num_classes = _count_classes(args.data)
-    channels = args.in_channels or (1 if args.data.lower() == "fashion-mnist" and not args.weights else 3)
-    arch = arch_config_from_args(args, num_classes=num_classes, in_channels=channels, dropout=args.dropout)
+    if args.weights:
+        # Fine-tuning: the model flags given must agree with the weights (one line naming the flag
+        # otherwise, instead of being ignored), and the weights decide the rest of the architecture.
+        model, _ = model_from_args(args, num_classes=num_classes, in_channels=args.in_channels, dropout=args.dropout)
+        arch = model.cfg
+        del model
+    else:
+        channels = args.in_channels or (1 if args.data.lower() == "fashion-mnist" else 3)
+        arch = arch_config_from_args(args, num_classes=num_classes, in_channels=channels, dropout=args.dropout)
     output = args.output or str(Path("runs") / f"{arch.name}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     given = {k: getattr(args, k) for k in ("epochs", "num_workers", "progress", "log_every", "device")}
     config = TrainConfig(
