@@ -17,11 +17,15 @@ run: $(STAMP)
 	$(VENV)/bin/mobilenet compare
 	$(VENV)/bin/mobilenet classify
 
-# The whole test suite (tests needing ../shared/assets skip where it is absent), one pytest process
-# per test file: see tests/run_each_file.py for the crash that shared processes ran into.
+# The whole test suite in one pytest process (tests needing ../shared/assets skip where it is
+# absent); its last line is pytest's own summary. Exit status 5, "no tests collected" (a -k or -m
+# in PYTEST_ARGS that matches nothing), is not a failure. (The suite once ran a process per file
+# because OpenVINO crashed long-lived processes; one Core per process fixed that, and
+# tests/test_reliability.py guards it.)
+PYTEST_ARGS ?=
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) tests/run_each_file.py
+	$(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
