@@ -157,7 +157,7 @@ def main() -> int:
             record(name, "ours, activations on uint8 grid", emulated, time.perf_counter() - start,
                    agreement(emulated, reference))
 
-    model = load_pretrained()  # TF-slim float 1.0-224 from the frozen graph
+    model = load_pretrained(num_classes=1001)  # TF-slim float 1.0-224 from the frozen graph, background kept
     x = torch.stack([model.pretrained_cfg.preprocess.eval_transform()(img) for img in images])
     start = time.perf_counter()
     record("tf_mobilenet_v1_1.0_224 (graph)", "ours, converted (fp32)", run_ours(model, x), time.perf_counter() - start)
