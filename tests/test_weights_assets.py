@@ -112,7 +112,7 @@ def test_dequantised_uint8_models_agree_with_tflite(assets_dir, val_images, file
 
 @pytest.mark.slow
 def test_default_weights_name_the_reference_photos(assets_dir):
-    model = load_pretrained()
+    model = load_pretrained(num_classes=1001)  # TF's layout, so the indices are those Coral's and TFLite's tests state
     transform = model.pretrained_cfg.preprocess.eval_transform()
     names = model.pretrained_cfg.label_names
     photos = assets_dir / "photos"
@@ -123,6 +123,8 @@ def test_default_weights_name_the_reference_photos(assets_dir):
     assert [names[i] for i in top] == ["cheeseburger", "Egyptian cat"]
     assert top == [934, 286]  # TF's 1001-class indices, as Coral's and TFLite's own tests state them
     assert probs[1, 286] >= 0.78  # Coral's threshold for its uint8 model on this photo
+    with torch.no_grad():
+        assert load_pretrained()(x).argmax(1).tolist() == [933, 285]  # the default: 1,000 classes, background dropped
 
 
 def test_a_tflite_file_with_flipped_bytes_is_refused(assets_dir, tmp_path):
