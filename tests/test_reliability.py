@@ -531,6 +531,13 @@ def test_runs_json_with_a_plot_prints_only_json_and_never_over_a_run(tmp_path, d
     assert (run / "last.pt").read_bytes() == before
 
 
+def test_runs_on_a_damaged_run_directory_is_one_line(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"data": "fashion-mn')  # cut short
+    assert main(["runs", str(tmp_path / "run")]) == 2
+    assert "config.json is not readable JSON" in one_line_error(capsys.readouterr().err, "runs")
+
+
 def test_cost_plot_gets_the_modes_of_any_other_file(tmp_path):
     old = os.umask(0o022)
     try:

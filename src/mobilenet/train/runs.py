@@ -36,9 +36,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by a crash: the rest are still good
+                continue  # a damaged line (older runs appended; a kill could cut one short)
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
     # A resumed run may repeat an epoch that was logged before the interruption: keep the last one.
     by_epoch = {row["epoch"]: row for row in rows}
     return [by_epoch[e] for e in sorted(by_epoch)]
@@ -81,6 +83,16 @@ def plot_curves(run_dirs: list[Path], out: Path) -> None:
         plt.close(fig)
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not readable JSON ({err}); is this a `mobilenet train` run directory?") from err
+    if not isinstance(value, dict):
+        raise InputError(f"{path} is not a `mobilenet train` file (a JSON object expected)")
+    return value
+
+
 def find_runs(paths: list[Path]) -> list[Path]:
     """Run directories among ``paths`` and their immediate subdirectories."""
     found: list[Path] = []
@@ -96,10 +108,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 def describe(run_dir: Path) -> dict[str, Any]:
     """One row of `mobilenet runs`: what was trained, how far, how well."""
-    config = json.loads((run_dir / CONFIG).read_text())
+    config = _read_json_object(run_dir / CONFIG)
     rows = read_metrics(run_dir)
     summary_path = run_dir / SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = _read_json_object(summary_path) if summary_path.is_file() else {}
     arch = config.get("arch", {})
     best = max(rows, key=lambda r: r.get("best_metric", r["val_top1"])) if rows else None
     return {
