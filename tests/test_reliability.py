@@ -456,6 +456,19 @@ def test_bad_execution_flags_are_one_line(tmp_path, data_root, capsys, flags, me
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.parametrize(("device", "message"), [("foo", "device must be cpu, cuda or cuda:N"),
+                                               ("cuda", "no CUDA GPU is available")])
+def test_evaluate_on_a_device_that_is_not_there_is_one_line(tmp_path, capsys, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    weights = _weights(tmp_path)
+    _photo(tmp_path / "a.png")
+    (tmp_path / "val.csv").write_text("a.png,0\n")
+    capsys.readouterr()
+    assert main(_evaluate(weights, tmp_path / "val.csv", "--device", device)) == 2
+    assert message in one_line_error(capsys.readouterr().err, "evaluate")
+
+
 def _read_only_folder(tmp_path: Path) -> Path:
     if os.geteuid() == 0:  # root writes through permission bits; /sys refuses even root
         return Path("/sys/mobilenet-reliability-test")

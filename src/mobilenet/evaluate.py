@@ -37,8 +37,9 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") -> Predictor:
-    """The model in eval mode, without autograd, on ``device`` (results come back on the CPU)."""
-    model = model.eval().to(device)
+    """The model in eval mode, without autograd, on ``device`` (results come back on the CPU).
+    A device that does not exist here is an ``InputError``, before the model moves."""
+    model = model.eval().to(check_device(device))
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -47,6 +48,21 @@ def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") 
     predict.description = f"torch fp32 on {device}"  # type: ignore[attr-defined]
     predict.arch = getattr(model, "cfg", None)  # type: ignore[attr-defined] # for evaluate's memory check
     return predict
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, or one line saying why it cannot be used here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is available to PyTorch here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return dev
 
 
 def drop_background(predict: Predictor) -> Predictor:
