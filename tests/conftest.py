@@ -40,6 +40,6 @@ def model():  # noqa: ANN201 - torch types are imported lazily to keep collectio
 
 @pytest.fixture(scope="module")
 def images(model):  # noqa: ANN001, ANN201
-    from mobilenet.deploy.export import photo_batch
+    from mobilenet.deploy.verify import photo_batch
 
     return photo_batch(model)

@@ -1,4 +1,5 @@
-"""A model for the deployment tests: small, with BatchNorm statistics that make folding matter."""
+"""A model for the deployment tests: small, with BatchNorm statistics that make folding matter and
+logits that depend on the input (so that verification compares real signal)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,23 @@ from mobilenet.model import MobileNetV1
 
 def trained_looking_model(**settings) -> MobileNetV1:
     """A small model whose BatchNorms hold non-trivial statistics, as after training (fresh ones
-    are the identity up to eps, which would let a broken fold pass)."""
+    are the identity up to eps, which would let a broken fold pass). The running statistics are
+    measured on images (random ones would drown the input: every image would get the same
+    logits to 1e-7, and any export of a constant would pass), then the affine parameters spread."""
+    from mobilenet.deploy.verify import photo_batch
+
     torch.manual_seed(0)
-    model = MobileNetV1(**({"alpha": 0.25, "resolution": 128} | settings)).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.1, 0.3)
-    return model
+    model = MobileNetV1(**({"alpha": 0.25, "resolution": 128} | settings))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.weight.data.uniform_(0.5, 1.5)
+        m.bias.data.uniform_(-0.2, 0.2)
+        m.momentum = None  # a cumulative average: the statistics of exactly these images
+    with torch.no_grad():
+        model.train()(photo_batch(model))
+    for m in norms:
+        m.momentum = 0.1
+        # A channel the photos never switch on has a variance near zero, and 1/sqrt(var + eps)
+        # would amplify any rounding in it 30-fold: trained networks have few such channels.
+        m.running_var.clamp_(min=0.02)
+    return model.eval()

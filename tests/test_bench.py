@@ -13,8 +13,8 @@ from mobilenet.cli import main
 from mobilenet.cost import network_cost
 from mobilenet.deploy import bench
 from mobilenet.deploy.bench import BenchOptions
-from mobilenet.deploy.export import sample_photos
 from mobilenet.deploy.optional import available
+from mobilenet.deploy.verify import sample_photos
 
 TINY = ["--alpha", "0.25", "--resolution", "64"]
 QUICK = ["--seconds", "0.05", "--threads", "1"]  # one thread: no OpenMP barriers to stall on a loaded machine
@@ -54,6 +54,11 @@ def test_json_has_every_requested_cell(capsys, tmp_path):
                     assert cell["gflops"] == pytest.approx(report["gflop_per_image"] * cell["images_per_s"])
     assert report["mult_adds"] > 0 and report["sgemm_peak_gflops"] > 0
     assert report["machine"]["threads"] == 1
+    # Every report names the CPU it measured on, as mobilenet.cpu describes it.
+    from mobilenet.cpu import cpu_info
+
+    assert report["machine"]["isa"] == cpu_info().isa_level
+    assert report["machine"]["int8_dot"] == cpu_info().int8_dot
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,7 @@ def quick_options(*runtimes: str) -> BenchOptions:
 
 @pytest.mark.slow
 def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
-    (row,) = bench._separable_vs_conv(tiny_model, quick_options("torch"), print)
+    (row,) = bench.separable_vs_conv(tiny_model, quick_options("torch"), print)
     assert row["status"] == "ok" and row["conv_ms"] > 0 and row["separable_ms"] > 0
     assert row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])
     # The mult-add ratio is the cost model's, not a measurement: the full-conv network is ~7x at 0.25.
@@ -79,7 +84,7 @@ def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
 @pytest.mark.slow
 def test_layer_shares_cover_every_layer_type(tiny_model):
     runtimes = ("torch", *(r for r in ("onnxruntime", "openvino") if available(r)))
-    rows = bench._layer_shares(tiny_model, quick_options(*runtimes), print)
+    rows = bench.layer_shares(tiny_model, quick_options(*runtimes), print)
     for runtime in runtimes:
         shares = {row["kind"]: row for row in rows if row["runtime"] == runtime}
         assert {"conv", "depthwise", "pointwise", "pool", "fc"} <= set(shares)
@@ -91,7 +96,7 @@ def test_layer_shares_cover_every_layer_type(tiny_model):
 
 @pytest.mark.slow
 def test_memory_is_measured_in_a_fresh_process(tiny_model):
-    (row,) = bench._memory(tiny_model, quick_options("torch"), print)
+    (row,) = bench.memory_rows(tiny_model, quick_options("torch"), print)
     assert row["status"] == "ok" and row["batch_size"] == 2
     assert row["rss_before_bytes"] > 0 and row["measured_increase_bytes"] >= 0
     assert row["images_per_call"] == 2  # PyTorch runs a batch whole
@@ -132,7 +137,7 @@ def test_bench_usage_errors_are_one_line(capsys, args, message):
 @pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
 def test_export_command_writes_a_verified_file(capsys, tmp_path):
     out = tmp_path / "m.onnx"
-    assert main(["export", str(out), *TINY]) == 0
+    assert main(["export", str(out), *TINY, "--random-init"]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "max |logit difference|" in printed and "dynamic batch" in printed
 
@@ -140,7 +145,9 @@ def test_export_command_writes_a_verified_file(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model.tflite"], "cannot tell the format"),
+        (["model.jpg"], "cannot tell the format"),
+        (["model.onnx", "--random-init", "--weights", "x.safetensors"], "contradict each other"),
+        (["model.xml", "--fixed-batch", "1"], "--fixed-batch applies to ONNX exports only"),
         (["model.onnx", "--precision", "int8"], "--precision int8 needs --calibration"),
     ],
 )
@@ -154,7 +161,7 @@ def test_export_usage_errors_are_one_line(capsys, tmp_path, args, message):
 
 @pytest.mark.slow
 def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
-    rows = bench._block_comparisons(tiny_model, quick_options("torch"), print)
+    rows = bench.block_comparisons(tiny_model, quick_options("torch"), print)
     comparisons = network_cost(tiny_model.cfg).block_comparisons()
     assert [row["block"] for row in rows] == list(range(13))
     for row, comparison in zip(rows, comparisons):
@@ -166,5 +173,5 @@ def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
 def test_memory_probe_takes_models_loaded_folded(tiny_model):
     from mobilenet.deploy.prepare import folded_copy
 
-    (row,) = bench._memory(folded_copy(tiny_model), quick_options("torch"), print)
+    (row,) = bench.memory_rows(folded_copy(tiny_model), quick_options("torch"), print)
     assert row["status"] == "ok", row

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet.deploy.export import ExportMismatchError, export, sample_photos, verify
+from mobilenet.deploy.export import ExportMismatchError, export
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.quantize import calibration_tensor, image_files
 from mobilenet.deploy.runtime import make_predictor
+from mobilenet.deploy.verify import sample_photos, verify
 
 
 def calibration_photos():
@@ -28,8 +29,8 @@ def test_int8_stays_close_to_fp32(model, images, runtime):
     predictor = make_predictor(model, runtime, "int8", calibration_images=calibration_photos(), threads=2)
     check = verify(model, predictor, images, precision="int8")
     assert check.top1_agreement == 1.0
-    # Quantized, so not exact, but within a few percent of the logit scale.
-    assert 0 < check.max_abs_diff < 0.1 * check.max_abs_logit
+    # Quantized, so not exact, but within a few percent of the logits' spread.
+    assert 0 < check.max_abs_diff < 0.15 * check.logit_spread
     with torch.no_grad():
         reference = model(images)
     cosine = torch.nn.functional.cosine_similarity(predictor(images), reference).min().item()
@@ -45,7 +46,7 @@ def test_int8_export_is_smaller_and_verified(model, tmp_path, fmt, suffix):
     int8 = tmp_path / f"int8{suffix}"
     export(model, fp32, format=fmt)
     check = export(model, int8, format=fmt, precision="int8", calibration_images=calibration_photos())
-    assert check.precision == "int8" and check.top1_agreement >= 0.5
+    assert check.precision == "int8" and check.top1_agreement >= 0.75
     size = (lambda p: p.stat().st_size + (p.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0))
     # int8 weights are a quarter the size of fp32 (plus scales and zero points).
     assert size(int8) < 0.45 * size(fp32)
@@ -58,7 +59,7 @@ def test_int8_verification_judges_top1_not_tolerance(model, images):
         def __call__(self, x):  # a "quantized" model that lost the plot: labels permuted
             return model(x).detach().roll(1, dims=1)
 
-    with pytest.raises(ExportMismatchError, match="int8 model disagrees"):
+    with pytest.raises(ExportMismatchError, match="further from PyTorch than quantization explains"):
         verify(model, Scrambled(), images, precision="int8")
 
 

@@ -13,9 +13,11 @@ may assume the CPU it was written on; it asks ``cpu_info()``.
   is emulated and runs many times slower than fp32 (652 ms against 27.6 ms at batch 1, 1.0-224, on
   a Zen 3), so the project refuses it unless emulation is asked for explicitly.
 
-The flags come from the operating system (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS); the
-runtimes' own views (torch's kernel level, OpenVINO's capabilities) are in ``runtime_views()``.
-Pure Python; no torch at import.
+The flags come from the operating system (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS),
+checked against what the processor itself reports to numpy's run-time dispatch (cpuid): where the
+two disagree (an emulator, a migrated VM) the processor wins, since it is what the runtimes'
+kernels dispatch on. The runtimes' own views (torch's kernel level, OpenVINO's capabilities) are
+in ``runtime_views()``. No torch at import.
 """
 
 from __future__ import annotations
@@ -128,6 +130,45 @@ def _macos_cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
+# numpy's run-time CPU dispatch asks the processor itself (cpuid, and the OS for the register
+# state): what the runtimes' own dispatchers see. Its names -> ours (the Linux flag names).
+NUMPY_FEATURES = {
+    "AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512BW": "avx512bw", "AVX512VL": "avx512vl",
+    "AVX512VNNI": "avx512_vnni", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
+    "ASIMD": "asimd", "ASIMDDP": "asimddp",
+}
+
+
+def _cpuid_features() -> set[str] | None:
+    """The features numpy's dispatcher detected in this process, in our names (None: unknown)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # noqa: PLC0415
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__  # noqa: PLC0415  (numpy 1.x)
+        except ImportError:
+            return None
+    return {ours for theirs, ours in NUMPY_FEATURES.items() if __cpu_features__.get(theirs)}
+
+
+def _reconcile(os_flags: set[str], cpuid: set[str] | None) -> tuple[set[str], str]:
+    """The OS's flag list, unless the processor this process runs on says otherwise: under an
+    emulator (qemu -cpu EPYC-Milan) or after a live migration, /proc/cpuinfo describes another CPU
+    than the one executing, and kernels are chosen by what executes."""
+    if cpuid is None or not os_flags:
+        return (os_flags or cpuid or set()), "os" if os_flags else "cpuid"
+    known = set(NUMPY_FEATURES.values())
+    if (os_flags & known) == cpuid:
+        return os_flags, "os"
+    # Keep only what cpuid confirms, plus the flags it cannot see if their prerequisites hold.
+    flags = set(cpuid)
+    if "avx512f" in cpuid:
+        flags |= os_flags & {"amx_tile", "amx_int8", "amx_bf16"}
+    if "avx512_vnni" in cpuid:
+        flags |= os_flags & {"avx_vnni"}
+    return flags, "cpuid (the OS describes another CPU)"
+
+
 @functools.cache
 def cpu_info() -> CpuInfo:
     """This machine's CPU (cached for the process)."""
@@ -139,8 +180,12 @@ def cpu_info() -> CpuInfo:
             model, flags = _macos_cpuinfo()
     except OSError:
         pass
+    flags, source = _reconcile(flags, _cpuid_features())
+    model = model or platform.processor() or "unknown CPU"
+    if source != "os":
+        model += " [flags from cpuid: the OS describes another CPU]"
     return CpuInfo(
-        model=model or platform.processor() or "unknown CPU",
+        model=model,
         machine=platform.machine() or "unknown",
         flags=frozenset(flags),
         logical_cores=os.cpu_count() or 1,

@@ -12,26 +12,42 @@ from typing import Any
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 from mobilenet.errors import InputError
 
-RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
-PRECISIONS = ("fp32", "bf16", "int8")
+RUNTIMES = ("torch", "onnxruntime", "openvino", "litert", "executorch", "auto")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+FORMATS = ("onnx", "openvino", "tflite", "executorch", "coreml")
 DEFAULT_TFLITE_DIR = Path("../shared/assets/tflite")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="export to ONNX or OpenVINO (fp32 or int8), verified against PyTorch on real photos",
-        description="Export the folded model with a dynamic batch dimension. The written file is run by its "
-        "runtime on real photos and compared with PyTorch; a mismatch is an error and nothing is written.",
+        "export", help="export to ONNX, OpenVINO, LiteRT .tflite, ExecuTorch .pte or Core ML, verified on real photos",
+        description="Export the folded model (default: the published ImageNet weights). The written file is run "
+        "by its own runtime on real photos and compared with PyTorch; a mismatch is an error and nothing is "
+        "written. Core ML packages are checked structurally off macOS (Core ML predicts only on Apple platforms).",
     )
-    p.add_argument("output", type=Path, help="the file to write: .onnx, or .xml (OpenVINO, with a .bin beside it)")
-    p.add_argument("--format", choices=("onnx", "openvino"), default=None,
-                   help="default: from the output's suffix (.onnx -> onnx, .xml -> openvino)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("output", type=Path,
+                   help="the file to write: .onnx, .xml (OpenVINO, with a .bin beside it), .tflite, .pte, .mlpackage")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None, help="default: from the output's suffix")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16: .tflite and Core ML weights; int8: needs --calibration")
     p.add_argument("--calibration", type=Path, metavar="DIR",
                    help="int8: a folder of a few hundred real images (the first 300 by name are used)")
     p.add_argument("--verify-images", type=Path, metavar="DIR",
                    help="images to verify on (default: photos shipped with matplotlib and scikit-image)")
-    _add_weights_argument(p)
+    p.add_argument("--int8-weights", choices=("portable", "8bit"), default="portable",
+                   help="ONNX/OpenVINO int8: portable keeps weights to 7 bits, exact on every x86 CPU (CPUs "
+                   "without VNNI saturate 8-bit products); 8bit is for VNNI/AMX targets only (default portable)")
+    p.add_argument("--fixed-batch", type=int, default=None, metavar="N",
+                   help="ONNX: a fixed batch size instead of a dynamic one (ONNX Runtime Mobile / NNAPI need it)")
+    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help=".tflite input layout (default nhwc, as mobile callers pass camera frames)")
+    p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
+                   help=".tflite int8: the input and output type (default uint8 pixels, as TF's quantized models)")
+    p.add_argument("--random-init", action="store_true",
+                   help="export an untrained network (BatchNorm statistics measured on the verification photos, "
+                   "so that its outputs depend on its weights) instead of the published weights")
+    _add_weights_argument(p, default_help="published weights (a registry name or a file); default: "
+                          "the default ImageNet weights, as `mobilenet classify` uses")
     add_model_arguments(p)
     p.set_defaults(func=cmd_export)
 
@@ -39,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="latency and throughput per runtime, precision and batch size, against the cost model",
         description="Measures every runtime x precision x batch size interleaved in one process (ratios hold "
         "on a noisy machine), with peers (timm eager, TF's .tflite), separable vs full convolution, per-layer "
-        "time shares against mult-add shares, and memory against the cost model.",
+        "time shares against mult-add shares, and memory against the cost model. Every report names the CPU, "
+        "its ISA and whether it has int8 dot products and bf16.",
     )
     b.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=None, dest="runtimes",
                    help="default: torch onnxruntime openvino")
@@ -59,15 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--json", action="store_true", help="print the full report as JSON")
     b.add_argument("--save", type=Path, metavar="FILE.json", help="also write the JSON report to this file")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency and throughput charts")
-    _add_weights_argument(b)
+    _add_weights_argument(b, default_help="pretrained weights (a registry name or a file); default: random "
+                          "initialisation with the model flags (speed does not depend on the weights)")
     add_model_arguments(b)
     b.set_defaults(func=cmd_bench)
 
 
-def _add_weights_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default=None, metavar="NAME|FILE",
-                   help="pretrained weights (a registry name or a file); default: random initialisation "
-                   "with the model flags (speed does not depend on the weights)")
+def _add_weights_argument(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument("--weights", default=None, metavar="NAME|FILE", help=default_help)
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -99,29 +115,79 @@ def _images(folder: Path | None, flag: str) -> list[Path] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mobilenet.deploy.export import ExportMismatchError, export
+    from mobilenet.deploy.export import export
+    from mobilenet.deploy.formats import format_for_path
 
-    fmt = args.format or {".onnx": "onnx", ".xml": "openvino"}.get(args.output.suffix)
-    if fmt is None:
-        raise InputError(f"cannot tell the format from {args.output.name!r}: name it .onnx or .xml, or give --format")
+    fmt = args.format or format_for_path(args.output)
     if args.precision == "int8" and args.calibration is None:
         raise InputError("--precision int8 needs --calibration DIR: a folder of a few hundred real images")
-    model, preprocess = _model(args)
-    try:
-        check = export(
-            model, args.output, format=fmt, precision=args.precision, preprocess=preprocess,
-            verify_images=_images(args.verify_images, "--verify-images"),
-            calibration_images=_images(args.calibration, "--calibration"),
-        )
-    except ExportMismatchError as err:
-        print(f"mobilenet export: error: {err}; nothing written", file=sys.stderr)
-        return 1
+    if args.random_init and args.weights:
+        raise InputError("--random-init and --weights contradict each other: give one")
+    options: dict[str, Any] = {}
+    if fmt in ("onnx", "openvino") and args.precision == "int8":
+        options["portable_int8"] = args.int8_weights == "portable"
+    if args.fixed_batch is not None:
+        if fmt != "onnx":
+            raise InputError("--fixed-batch applies to ONNX exports only")
+        options["fixed_batch"] = args.fixed_batch
+    if fmt == "tflite":
+        options["layout"] = args.layout
+        if args.precision == "int8":
+            options["io_dtype"] = args.io_dtype
+    verify_images = _images(args.verify_images, "--verify-images")
+    model, preprocess = _export_model(args, verify_images)
+    inputs = [args.weights] if args.weights and Path(args.weights).exists() else []
+    check = export(
+        model, args.output, format=fmt, precision=args.precision, preprocess=preprocess,
+        verify_images=verify_images, calibration_images=_images(args.calibration, "--calibration"),
+        inputs=inputs, **options,
+    )
     files = [args.output] + ([args.output.with_suffix(".bin")] if fmt == "openvino" else [])
-    size = sum(f.stat().st_size for f in files)
+    size = sum(_size(f) for f in files)
+    batch = f"batch {args.fixed_batch}" if args.fixed_batch else "dynamic batch"
     print(f"wrote {' + '.join(map(str, files))} ({size / 1e6:.1f} MB): {model.cfg.name} {fmt} {args.precision}, "
-          f"dynamic batch, input {model.cfg.in_channels}x{model.cfg.height}x{model.cfg.width}")
+          f"{batch}, input {model.cfg.in_channels}x{model.cfg.height}x{model.cfg.width}")
     print(check.summary())
     return 0
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _export_model(args: argparse.Namespace, verify_images: list[Path] | None) -> tuple[Any, Any]:
+    """The published weights unless --random-init: an untrained network exported for its shape
+    gets BatchNorm statistics measured on the photos, so verification compares real signal."""
+    if not args.random_init:
+        if args.weights is None:
+            from mobilenet.weights import DEFAULT
+
+            args.weights = DEFAULT
+        return _model(args)
+    model, preprocess = _model(args)
+    from mobilenet.deploy.verify import photo_batch
+
+    measure_batchnorm_statistics(model, photo_batch(model, verify_images, preprocess))
+    return model, preprocess
+
+
+def measure_batchnorm_statistics(model: Any, images: Any) -> None:
+    """Set every BatchNorm's running statistics to those of ``images`` (cumulative average), as
+    after training: a fresh network's BatchNorms are the identity and its logits ~1e-11."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        model.train()(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 # --------------------------------------------------------------------------------------------- bench
@@ -156,7 +222,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot is not None:
         bench.plot(report, args.plot)
     if args.save is not None:
-        _write_atomically(args.save, report.to_json() + "\n")
+        from mobilenet.files import write_text
+
+        write_text(args.save, report.to_json() + "\n")
     print(report.to_json() if args.json else bench.format_report(report))
     return 0
 
@@ -182,19 +250,3 @@ def _restart_for_fair_timing(args: argparse.Namespace, tunables: str) -> None:
         return
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "mobilenet", *sys.argv[1:]], env)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    import tempfile
-
-    from mobilenet.deploy.export import default_file_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,201 @@
+"""The benchmark's results: cells, options, the report, and how they are presented (tables,
+JSON, plots). The machine is described by ``mobilenet.cpu`` so every report says which CPU, ISA
+and precision facts it was measured under."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mobilenet.cpu import cpu_info
+from mobilenet.errors import InputError
+from mobilenet.files import atomic_write
+
+MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
+
+@dataclass
+class Cell:
+    """One measured (or refused) combination. ``status`` is "ok", "skipped" or "failed"."""
+
+    name: str  # "onnxruntime fp32", "timm eager fp32", "tflite uint8", ...
+    runtime: str
+    precision: str
+    batch_size: int
+    status: str = "ok"
+    reason: str = ""
+    description: str = ""
+    median_ms: float | None = None
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    runs: int = 0
+    images_per_s: float | None = None
+    gflops: float | None = None  # achieved, 2 x mult-adds per image
+    peer: bool = False
+
+
+@dataclass
+class BenchOptions:
+    runtimes: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+    precisions: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int | None = None
+    seconds: float = 3.0  # timed seconds per cell (interleaved), after warm-up
+    min_runs: int = 10
+    calibration_images: Sequence[Path] | None = None
+    preprocess: Any = None
+    peers: bool = True
+    tflite_dir: Path | None = None
+    compare_conv: bool = True
+    layers: bool = True
+    memory: bool = True
+
+
+@dataclass
+class BenchReport:
+    model: str
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    mult_adds: int
+    gflop_per_image: float
+    sgemm_peak_gflops: float
+    cells: list[Cell] = field(default_factory=list)
+    separable_vs_conv: list[dict[str, Any]] = field(default_factory=list)
+    blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
+    layer_shares: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    cpu = cpu_info()
+    info: dict[str, Any] = {
+        "cpu": cpu.model, "isa": cpu.isa_level, "cpu_flags": cpu.notable_flags(), "int8_dot": cpu.int8_dot,
+        "native_bf16": cpu.native_bf16, "logical_cpus": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "malloc_tunables": MALLOC_TUNABLES in os.environ.get("GLIBC_TUNABLES", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "python": platform.python_version(), "torch": torch.__version__,
+    }
+    for module in ("onnxruntime", "openvino", "timm", "ai_edge_litert", "executorch"):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        info[module] = getattr(mod, "__version__", None) or "installed"
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Presentation
+
+
+def format_report(report: BenchReport) -> str:
+    """The report as plain-text tables (the JSON form holds the same numbers)."""
+    m = report.machine
+    load = ", ".join(f"{x:.2f}" for x in m["load_average"]) if m.get("load_average") else "?"
+    lines = [
+        f"{report.model}: {report.mult_adds / 1e6:.1f}M mult-adds = {report.gflop_per_image:.3f} GFLOP per image "
+        "(FLOPs = 2 x mult-adds of conv and FC weights; BatchNorm, ReLU6, pool not counted)",
+        f"machine: {m['cpu']}, {m['threads']} threads, load average {load}, "
+        f"malloc tunables {'on' if m['malloc_tunables'] else 'off'}, OMP_WAIT_POLICY {m['omp_wait_policy']}; "
+        f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s",
+        "",
+        "latency per call (ms, median [p10-p90] of interleaved runs after warm-up) and throughput",
+        f"{'backend':<26} {'batch':>5} {'median':>8} {'p10-p90':>15} {'runs':>5} {'images/s':>9} "
+        f"{'GFLOP/s':>8} {'of sgemm':>8}",
+    ]
+    for c in report.cells:
+        if c.status != "ok":
+            lines.append(f"{c.name:<26} {c.batch_size:>5} {c.status}: {c.reason}")
+            continue
+        lines.append(
+            f"{c.name:<26} {c.batch_size:>5} {c.median_ms:>8.2f} {f'{c.p10_ms:.2f}-{c.p90_ms:.2f}':>15} {c.runs:>5} "
+            f"{c.images_per_s:>9.1f} {c.gflops:>8.1f} {c.gflops / report.sgemm_peak_gflops:>8.0%}"
+        )
+    if report.separable_vs_conv:
+        lines += ["", "separable vs full-convolution MobileNet (Table 4), batch 1, fp32",
+                  f"{'runtime':<12} {'separable ms':>12} {'conv ms':>9} {'time ratio':>10} {'mult-add ratio':>14}"]
+        for row in report.separable_vs_conv:
+            if row["status"] != "ok":
+                lines.append(f"{row['runtime']:<12} {row['status']}: {row['reason']}")
+            else:
+                lines.append(f"{row['runtime']:<12} {row['separable_ms']:>12.2f} {row['conv_ms']:>9.2f} "
+                             f"{row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
+    if report.blocks_vs_conv:
+        lines += ["", "each separable block vs the full 3x3 conv it replaces (PyTorch eager, folded, batch 1)",
+                  f"{'block':>5} {'input':>14} {'stride':>6} {'separable ms':>12} {'conv ms':>8} {'time ratio':>10} "
+                  f"{'mult-add ratio':>14}"]
+        for row in report.blocks_vs_conv:
+            shape = "x".join(map(str, row["in_shape"]))
+            lines.append(f"{row['block']:>5} {shape:>14} {row['stride']:>6} {row['separable_ms']:>12.3f} "
+                         f"{row['conv_ms']:>8.3f} {row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
+    if report.layer_shares:
+        lines += ["", "time share by layer type vs mult-add share (Table 2), batch 1, fp32",
+                  f"{'runtime':<12} {'layers':<24} {'time':>7} {'mult-adds':>9}"]
+        for row in report.layer_shares:
+            lines.append(
+                f"{row['runtime']:<12} {row['label']:<24} {row['time_share']:>7.1%} {row['mult_add_share']:>9.1%}"
+            )
+    if report.memory:
+        lines += ["", "memory one inference adds to a fresh process vs the cost model's peak activations (fp32)",
+                  f"{'runtime':<12} {'batch':>5} {'per call':>8} {'measured MB':>11} {'predicted MB':>12}  "
+                  "predicted peak at"]
+        for row in report.memory:
+            if row.get("status") != "ok":
+                lines.append(f"{row['runtime']:<12} {row['batch_size']:>5} {row.get('status')}: {row.get('reason')}")
+                continue
+            lines.append(f"{row['runtime']:<12} {row['batch_size']:>5} {row['images_per_call']:>8} "
+                         f"{row['measured_increase_bytes'] / 1e6:>11.1f} "
+                         f"{row['predicted_peak_activation_bytes'] / 1e6:>12.1f}  {row['predicted_peak_layer']}")
+    return "\n".join(lines)
+
+
+def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
+    """Latency at the smallest batch and throughput at the largest, one bar per backend (written
+    atomically)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path = Path(path)
+    ok = [c for c in report.cells if c.status == "ok"]
+    if not ok:
+        raise InputError("nothing was measured, so there is nothing to plot")
+    small, large = min(c.batch_size for c in ok), max(c.batch_size for c in ok)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len({c.name for c in ok}) + 1.8))
+    for ax, batch, metric, label in (
+        (axes[0], small, "median_ms", f"latency per call at batch {small} (ms, median; bars p10-p90)"),
+        (axes[1], large, "images_per_s", f"throughput at batch {large} (images/s)"),
+    ):
+        cells = [c for c in ok if c.batch_size == batch]
+        values = [getattr(c, metric) for c in cells]
+        colors = ["tab:gray" if c.peer else "tab:blue" for c in cells]
+        bars = ax.barh([c.name for c in cells], values, color=colors)
+        if metric == "median_ms":
+            ax.errorbar(values, range(len(cells)), fmt="none", ecolor="black", capsize=3,
+                        xerr=[[c.median_ms - c.p10_ms for c in cells], [c.p90_ms - c.median_ms for c in cells]])
+        ax.bar_label(bars, fmt="%.3g", padding=3)
+        ax.set_xlabel(label)
+        ax.invert_yaxis()
+    load = report.machine.get("load_average")
+    fig.suptitle(f"{report.model} on {report.machine['cpu']}, {report.machine['threads']} threads"
+                 + (f", load {load[0]:.1f}" if load else "") + " (grey: peers)")
+    fig.tight_layout()
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,95 @@
+"""``run_bench``: every requested (runtime, precision, batch size) built first, then timed
+interleaved with an sgemm roof, then the comparisons the options ask for."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mobilenet.cost import network_cost
+from mobilenet.deploy.bench.common import bound, build_predictor, input_batch
+from mobilenet.deploy.bench.conv import block_comparisons, separable_vs_conv
+from mobilenet.deploy.bench.layers import layer_shares
+from mobilenet.deploy.bench.memory import memory_rows
+from mobilenet.deploy.bench.peers import peer_cells
+from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, machine_info
+from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
+from mobilenet.errors import InputError, MobileNetError
+from mobilenet.model import MobileNetV1
+
+
+def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None] = lambda s: None) -> BenchReport:
+    """Measure ``model`` as ``options`` ask. Every requested (runtime, precision, batch size) gets a
+    cell in the report, measured or with the reason it was not."""
+    cfg = model.cfg
+    model = model.eval()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    if "OMP_WAIT_POLICY" not in os.environ and "torch" in options.runtimes and len(options.runtimes) > 1:
+        log("warning: OMP_WAIT_POLICY is not set: PyTorch's spinning OpenMP threads can slow the other "
+            "runtimes interleaved with it, and theirs PyTorch (set OMP_WAIT_POLICY=PASSIVE before starting)")
+    cost = network_cost(cfg)
+    report = BenchReport(
+        model=cfg.name, config=cfg.to_dict(), machine=machine_info(options.threads),
+        mult_adds=cost.total.mult_adds, gflop_per_image=2 * cost.total.mult_adds / 1e9, sgemm_peak_gflops=math.nan,
+    )
+    inputs = {b: input_batch(model, b, options.preprocess) for b in options.batch_sizes}
+
+    # Build every predictor first (exports, quantization), then time them all together.
+    timed: list[tuple[Cell, Callable[[], Any]]] = []
+    for runtime in options.runtimes:
+        for precision in options.precisions:
+            name = f"{runtime} {precision}"
+            cells = [Cell(name, runtime, precision, b) for b in options.batch_sizes]
+            log(f"preparing {name}")
+            try:
+                predictor = build_predictor(model, runtime, precision, options, max(options.batch_sizes))
+            except MobileNetError as err:
+                for cell in cells:
+                    cell.status, cell.reason = ("skipped" if isinstance(err, InputError) else "failed"), str(err)
+                report.cells += cells
+                continue
+            for cell in cells:
+                cell.description = predictor.description
+                timed.append((cell, bound(predictor, inputs[cell.batch_size])))
+            report.cells += cells
+    if options.peers:
+        for cell, fn in peer_cells(model, options, inputs, log):
+            report.cells.append(cell)
+            if fn is not None:
+                timed.append((cell, fn))
+
+    log(f"timing {len(timed)} cells and an sgemm interleaved, about {options.seconds:g} s each")
+    sgemm = Sgemm()
+    samples = time_interleaved(
+        [sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs
+    )
+    report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
+    for (cell, _), seconds in zip(timed, samples[1:]):
+        _fill(cell, Timing.from_seconds(seconds), report.gflop_per_image)
+
+    if options.compare_conv:
+        report.separable_vs_conv = separable_vs_conv(model, options, log)
+        report.blocks_vs_conv = block_comparisons(model, options, log)
+    if options.layers:
+        report.layer_shares = layer_shares(model, options, log)
+    if options.memory:
+        report.memory = memory_rows(model, options, log)
+    return report
+
+
+
+
+
+
+
+
+def _fill(cell: Cell, timing: Timing, gflop_per_image: float) -> None:
+    cell.median_ms, cell.p10_ms, cell.p90_ms, cell.runs = timing.median_ms, timing.p10_ms, timing.p90_ms, timing.runs
+    cell.images_per_s = cell.batch_size / (timing.median_ms / 1e3)
+    cell.gflops = gflop_per_image * cell.images_per_s
+

@@ -1,0 +1,81 @@
+"""ONNX: the folded model (conv with bias + Clip(0, 6) per layer, a mean, one Gemm), opset 18.
+
+The batch dimension is dynamic by default; ``fixed_batch`` fixes it, as ONNX Runtime Mobile's
+NNAPI and Core ML execution providers need (its checker: 0 of 57 nodes usable with a dynamic
+batch, 57 of 57 with a fixed one). The spatial size is always the configured resolution: TF
+'SAME' pads are computed from it, so they become constants of the graph. int8 is ONNX Runtime's
+static QDQ quantization (``mobilenet.deploy.quantize``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from mobilenet.deploy import quantize
+from mobilenet.deploy.optional import require
+from mobilenet.deploy.prepare import folded_copy
+from mobilenet.errors import InputError
+from mobilenet.files import atomic_write
+from mobilenet.model import MobileNetV1
+
+NAME = "onnx"
+SUFFIXES = (".onnx",)
+PRECISIONS = ("fp32", "int8")
+RUNTIME = "onnxruntime"
+ONNX_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MAX_DYNAMIC_BATCH = 4096
+
+
+def export_onnx(
+    model: MobileNetV1, path: str | os.PathLike[str], *, opset: int = ONNX_OPSET, fixed_batch: int | None = None
+) -> Path:
+    """Write the folded fp32 model as ONNX (unverified: ``mobilenet.deploy.export`` verifies)."""
+    require("onnx")
+    require("onnxscript")
+    if fixed_batch is not None and not (isinstance(fixed_batch, int) and fixed_batch >= 1):
+        raise InputError(f"fixed_batch must be an int >= 1 or None (dynamic), got {fixed_batch!r}")
+    path = Path(path)
+    folded = folded_copy(model)
+    example = torch.zeros(fixed_batch or 2, model.cfg.in_channels, *model.cfg.resolution)
+    dynamic = None if fixed_batch else {"x": {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)}}
+    with atomic_write(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            folded, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic, opset_version=opset, verbose=False,
+        )
+        program.save(str(tmp), external_data=False)
+    return path
+
+
+def write(
+    model: MobileNetV1, path: str | os.PathLike[str], *, precision: str = "fp32",
+    calibration: torch.Tensor | None = None, fixed_batch: int | None = None,
+    portable_int8: bool = True,
+) -> list[Path]:
+    """Write ``path`` (.onnx) at ``precision``; int8 is calibrated on ``calibration`` (NCHW,
+    preprocessed). ``portable_int8``: see ``quantize.quantize_onnx``."""
+    path = Path(path)
+    if precision == "fp32":
+        return [export_onnx(model, path, fixed_batch=fixed_batch)]
+    if precision != "int8" or calibration is None:
+        raise InputError(f"ONNX export offers {PRECISIONS}; int8 needs calibration images (got {precision!r})")
+    fp32 = export_onnx(model, path.with_name(f".{path.stem}.fp32.onnx"), fixed_batch=fixed_batch)
+    try:
+        quantize.quantize_onnx(fp32, path, calibration, portable=portable_int8)
+    finally:
+        fp32.unlink(missing_ok=True)
+    return [path]
+
+
+def onnx_input_shape(path: str | os.PathLike[str]) -> list[int | str]:
+    """The declared input shape of an ONNX file (a name for a dynamic dimension)."""
+    onnx = require("onnx")
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]

@@ -1,0 +1,84 @@
+"""ONNX Runtime on the CPU: the folded fp32 export, or its QDQ int8 quantization.
+
+int8 kernels multiply u8 activations by s8 weights. On x86 CPUs without VNNI (AVX2-only, or
+AVX-512 without VNNI) they add pairs of products in saturating 16-bit lanes, so weights must
+keep to 7 bits there (``reduce_range``) or large products clip: measured on 1.0-224 under an
+AVX2-only CPU, top-1 fell from 78.9% to 66% (see ``mobilenet.deploy.quantize``). A predictor
+reads the weight range back from the file and warns when the file will clip on this CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilenet.cpu import cpu_info
+from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes.base import PrecisionUnavailableError, Predictor, as_numpy
+
+PRECISIONS = ("fp32", "int8")
+SEVEN_BIT_LIMIT = 64  # |w| <= 64 keeps 2 x 255 x 64 = 32,640 inside a signed 16-bit lane
+
+
+def int8_weight_magnitude(model_bytes: bytes) -> int | None:
+    """The largest |value| among the file's int8 weight initializers (None: no int8 weights)."""
+    onnx = require("onnx")
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    graph = onnx.load_from_string(model_bytes).graph
+    largest = None
+    for init in graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8:
+            value = int(np.abs(numpy_helper.to_array(init).astype(np.int16)).max(initial=0))
+            largest = value if largest is None else max(largest, value)
+    return largest
+
+
+class OnnxRuntimePredictor(Predictor):
+    runtime = "onnxruntime"
+
+    def __init__(self, model_bytes: bytes, precision: str | None = "fp32", threads: int | None = None) -> None:
+        """``precision``: what the caller expects the file to be (None: whatever it is)."""
+        ort = require("onnxruntime")
+        if precision is not None and precision not in PRECISIONS:
+            raise PrecisionUnavailableError(
+                f"ONNX Runtime runs {PRECISIONS} here, not {precision} (it has no bf16 kernels on x86 CPUs); "
+                "use --runtime openvino or torch for bf16"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        magnitude = int8_weight_magnitude(model_bytes)
+        self.precision = "int8" if magnitude is not None else "fp32"
+        if precision is not None and self.precision != precision:
+            raise PrecisionUnavailableError(f"asked for {precision}, but the ONNX file is {self.precision}")
+        kind = "fp32, BatchNorm folded"
+        if magnitude is not None:
+            seven_bit = magnitude <= SEVEN_BIT_LIMIT
+            kind = f"QDQ int8 (u8 activations, {'7' if seven_bit else '8'}-bit per-channel weights)"
+            if not seven_bit and cpu_info().is_x86 and not cpu_info().int8_dot:
+                warnings.warn(
+                    "this int8 ONNX file has full 8-bit weights, and this CPU has no VNNI: ONNX Runtime's "
+                    "u8 x s8 kernels saturate here and lose accuracy (measured 78.9% -> 66% top-1 on 1.0-224). "
+                    "Re-quantize with portable int8 (7-bit weights), the project's default", stacklevel=2,
+                )
+                kind += ", SATURATES on this CPU (no VNNI)"
+        self.description = f"ONNX Runtime {ort.__version__} {kind}, {threads or 'default (all cores)'} intra-op threads"
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], precision: str | None = "fp32", threads: int | None = None
+    ) -> OnnxRuntimePredictor:
+        return cls(Path(path).read_bytes(), precision, threads)
+
+    def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: as_numpy(x)})[0])
