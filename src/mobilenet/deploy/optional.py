@@ -14,6 +14,16 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "onnxscript": ("onnxscript (needed by torch.onnx.export)", "onnx"),
     "openvino": ("OpenVINO", "openvino"),
     "nncf": ("NNCF (OpenVINO's quantizer)", "openvino"),
+    "litert_torch": ("litert-torch (PyTorch -> .tflite converter)", "litert"),
+    "ai_edge_quantizer": ("ai-edge-quantizer (.tflite fp16 and int8)", "litert"),
+    "ai_edge_litert": ("LiteRT (the .tflite interpreter, ai-edge-litert)", "litert"),
+    "ai_edge_litert.interpreter": ("LiteRT (the .tflite interpreter, ai-edge-litert)", "litert"),
+    "ai_edge_litert.schema_py_generated": ("LiteRT (the .tflite interpreter, ai-edge-litert)", "litert"),
+    "flatbuffers": ("flatbuffers (writes .tflite metadata)", "litert"),
+    "executorch": ("ExecuTorch", "executorch"),
+    "executorch.runtime": ("ExecuTorch's runtime", "executorch"),
+    "torchao": ("torchao (PT2E quantization for ExecuTorch)", "executorch"),
+    "coremltools": ("coremltools (Core ML)", "coreml"),
 }
 
 

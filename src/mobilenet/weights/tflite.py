@@ -1,14 +1,25 @@
-"""Read TFLite MobileNet v1 files (float32 or uint8) without TensorFlow.
+"""Read TFLite MobileNet v1 files without TensorFlow: TF's own (float32 or uint8) and those
+litert-torch writes (float32, float16 weights, int8).
 
 A ``.tflite`` file is a FlatBuffer of the TFLite schema (``schema.fbs``). We read the few tables we
 need with a small bounds-checked FlatBuffer reader: the model's buffers, the first subgraph's
 tensors (shape, type, buffer, quantisation) and its operators in execution order. The convolutions
-(``CONV_2D``, ``DEPTHWISE_CONV_2D``) are then MobileNet's layers in order, the last one being the
-1x1 logits conv. uint8 tensors are dequantised as ``(q - zero_point) * scale`` (per tensor or per
-channel); biases of quantised models are int32 with scale ``input_scale * weight_scale``, and
-dequantise the same way. BatchNorm is already folded into the conv biases of these files.
+(``CONV_2D``, ``DEPTHWISE_CONV_2D``) are then MobileNet's layers in order; the classifier is either
+the last of them (TF's 1x1 logits conv) or a ``FULLY_CONNECTED`` (litert-torch's, weights
+(classes, features)). Quantised tensors (uint8, int8) are dequantised as ``(q - zero_point) * scale``
+(per tensor or per channel); biases of quantised models are int32 with scale ``input_scale *
+weight_scale``, and dequantise the same way. A weight fed through a ``DEQUANTIZE`` op (float16
+weights, int8 weights of a dynamic-range layer) is read from that op's input. BatchNorm is already
+folded into the conv biases of these files.
 
-Layouts: conv filters are OHWI, depthwise filters [1, H, W, C * multiplier].
+Padding: TF's files use SAME everywhere. litert-torch writes VALID on 1x1 convolutions (where it is
+the same thing) and folds TF's asymmetric pads into SAME; a 3x3 VALID convolution is accepted only
+behind an explicit ``PAD`` op (symmetric padding of PyTorch-style models, read as
+``padding="symmetric"``). Other ops (MEAN, AVERAGE_POOL_2D, RESHAPE, SOFTMAX, QUANTIZE, TRANSPOSE of
+an NCHW input...) carry no weights and are skipped.
+
+Layouts: conv filters are OHWI, depthwise filters [1, H, W, C * multiplier]; the input is NHWC, or
+NCHW where litert-torch was asked for it (told by the input shape).
 """
 
 from __future__ import annotations
@@ -23,7 +34,12 @@ import numpy as np
 from mobilenet.weights.source import ConvParams, SourceWeights, WeightFormatError
 
 # BuiltinOperator codes (schema.fbs).
-AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D = 1, 3, 4
+AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE, FULLY_CONNECTED = 1, 3, 4, 6, 9
+PAD = 34
+OP_NAMES = {
+    0: "ADD", 1: "AVERAGE_POOL_2D", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 6: "DEQUANTIZE", 9: "FULLY_CONNECTED",
+    22: "RESHAPE", 25: "SOFTMAX", 34: "PAD", 39: "TRANSPOSE", 40: "MEAN", 43: "SQUEEZE", 114: "QUANTIZE",
+}
 # TensorType codes.
 TENSOR_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}
 # Padding enum of Conv2DOptions / DepthwiseConv2DOptions.
@@ -105,7 +121,7 @@ class _Tensor:
         if self.data is None:
             raise WeightFormatError(f"TFLite tensor {self.name!r} has no data")
         values = self.data.reshape(self.shape)
-        if self.dtype == np.float32:
+        if self.dtype in (np.float32, np.float16):
             return values.astype(np.float32)
         if not len(self.scale):
             raise WeightFormatError(f"TFLite tensor {self.name!r} is {self.dtype.__name__} without quantisation")
@@ -167,6 +183,7 @@ def _read_model(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int]]:
         padding = strides = None
         options = fb.table(op, 4)
         if options is not None and code in (CONV_2D, DEPTHWISE_CONV_2D):
+            # Conv2DOptions and DepthwiseConv2DOptions both start: padding, stride_w, stride_h.
             padding = int(fb.scalar(options, 0, "b"))
             strides = (int(fb.scalar(options, 2, "i")), int(fb.scalar(options, 1, "i")))
         ops.append(_Op(code, list(fb.vector(op, 1, "<i4")), list(fb.vector(op, 2, "<i4")), padding, strides))
@@ -179,52 +196,134 @@ def read_tflite(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) ->
     (TF's 1.0-224 uint8 model published as a body and a head)."""
     files = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
     convs: list[ConvParams] = []
+    classifier: tuple[np.ndarray, np.ndarray | None, str] | None = None
     input_shape = None
     input_quant = None
     quantized = False
+    symmetric = False
     for path in files:
         tensors, ops, inputs = _read_model(path.read_bytes())
         if input_shape is None and inputs:
             first = tensors[inputs[0]]
             input_shape = first.shape
-            if first.dtype == np.uint8 and len(first.scale):
-                input_quant = (float(first.scale[0]), int(first.zero_point[0]) if len(first.zero_point) else 0)
+            input_quant = _uint8_view(first)
+        producers = {out: op for op in ops for out in op.outputs}
         for op in ops:
+            if op.code == FULLY_CONNECTED:
+                if classifier is not None:
+                    raise WeightFormatError(f"{path.name}: more than one FULLY_CONNECTED layer; MobileNet v1 has one")
+                weight_t = _weight_source(tensors, producers, op.inputs[1])
+                quantized |= weight_t.dtype not in (np.float32, np.float16)
+                bias = _bias(tensors, op)
+                classifier = (weight_t.dequantize(), bias, weight_t.name or f"{path.name}:fc")
+                continue
             if op.code not in (CONV_2D, DEPTHWISE_CONV_2D):
                 continue
-            if op.padding is not None and op.padding != SAME:
-                raise WeightFormatError(f"{path.name}: a convolution uses VALID padding; MobileNet v1 uses SAME")
-            weight_t = tensors[op.inputs[1]]
-            quantized |= weight_t.dtype != np.float32
+            if classifier is not None:
+                raise WeightFormatError(f"{path.name}: a convolution follows the FULLY_CONNECTED classifier")
+            weight_t = _weight_source(tensors, producers, op.inputs[1])
+            kernel = weight_t.shape[1:3]
+            if op.padding is not None and op.padding != SAME and kernel != (1, 1):
+                symmetric |= _explicit_pad(path, tensors, producers, op, kernel)
+            quantized |= weight_t.dtype not in (np.float32, np.float16)
             weight = weight_t.dequantize()
             if op.code == CONV_2D:
                 weight = weight.transpose(0, 3, 1, 2)  # OHWI -> OIHW
             else:
                 weight = weight[0].transpose(2, 0, 1)[:, None]  # [1, H, W, C] -> (C, 1, H, W)
-            bias = tensors[op.inputs[2]].dequantize() if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
             kind = "depthwise" if op.code == DEPTHWISE_CONV_2D else "conv"
-            convs.append(ConvParams(weight_t.name or f"{path.name}:op{len(convs)}", kind, weight, bias=bias,
-                                    stride=op.strides[0] if op.strides else None))
-    if len(convs) < 2:
+            name = weight_t.name or f"{path.name}:op{len(convs)}"
+            stride = op.strides[0] if op.strides else None
+            convs.append(ConvParams(name, kind, weight, bias=_bias(tensors, op), stride=stride))
+    if len(convs) < (1 if classifier is not None else 2):
         raise WeightFormatError(f"{files[0].name}: found {len(convs)} convolutions, not a MobileNet")
-    logits = convs.pop()
-    if logits.weight.shape[2:] != (1, 1):
-        raise WeightFormatError(
-            f"{files[-1].name}: the last convolution is {tuple(logits.weight.shape)}, not the 1x1 logits conv "
-            "(give the head file too if the model is split in parts)"
-        )
-    resolution = (input_shape[1], input_shape[2]) if input_shape and len(input_shape) == 4 else None
+    if classifier is None:
+        logits = convs.pop()
+        if logits.weight.shape[2:] != (1, 1):
+            raise WeightFormatError(
+                f"{files[-1].name}: the last convolution is {tuple(logits.weight.shape)}, not the 1x1 logits conv "
+                "(give the head file too if the model is split in parts)"
+            )
+        classifier = (logits.weight[:, :, 0, 0], logits.bias, logits.name)
+    stored = str(describe_tflite(files[0])["weight_dtype"])
     return SourceWeights(
-        format="tflite-uint8" if quantized else "tflite",
+        # tflite (float32 weights), tflite-float16, tflite-uint8 (TF's) or tflite-int8 (litert-torch's)
+        format=f"tflite-{stored}" if quantized or stored == "float16" else "tflite",
         convs=convs,
-        classifier_weight=logits.weight[:, :, 0, 0],
-        classifier_bias=logits.bias,
-        classifier_name=logits.name,
+        classifier_weight=classifier[0],
+        classifier_bias=classifier[1],
+        classifier_name=classifier[2],
         folded=True,
         bn_eps=None,
-        resolution=resolution,
+        resolution=_resolution(input_shape, convs[0].weight.shape[1]),
         input_quantization=input_quant,
+        arch_hints={"padding": "symmetric"} if symmetric else {},
     )
+
+
+def describe_tflite(path: str | os.PathLike[str]) -> dict[str, object]:
+    """What a ``.tflite`` file holds, without running it: ``ops`` (operator names in execution
+    order), ``weight_dtype`` (of the convolution weights as stored: float32, float16, int8 or
+    uint8), ``input_shape`` and ``input_dtype``."""
+    tensors, ops, inputs = _read_model(Path(path).read_bytes())
+    producers = {out: op for op in ops for out in op.outputs}
+    convs = [op for op in ops if op.code in (CONV_2D, DEPTHWISE_CONV_2D)]
+    weight_dtype = np.dtype(_weight_source(tensors, producers, convs[0].inputs[1]).dtype).name if convs else "none"
+    first = tensors[inputs[0]] if inputs else None
+    return {
+        "ops": [OP_NAMES.get(op.code, f"op{op.code}") for op in ops],
+        "weight_dtype": weight_dtype,
+        "input_shape": first.shape if first else (),
+        "input_dtype": np.dtype(first.dtype).name if first else "none",
+    }
+
+
+def _weight_source(tensors: list[_Tensor], producers: dict[int, _Op], index: int) -> _Tensor:
+    """The stored tensor behind a weight input: itself, or the input of the DEQUANTIZE making it."""
+    op = producers.get(index)
+    if op is not None and op.code == DEQUANTIZE:
+        return tensors[op.inputs[0]]
+    return tensors[index]
+
+
+def _bias(tensors: list[_Tensor], op: _Op) -> np.ndarray | None:
+    if len(op.inputs) > 2 and op.inputs[2] >= 0 and tensors[op.inputs[2]].data is not None:
+        return tensors[op.inputs[2]].dequantize()
+    return None
+
+
+def _explicit_pad(
+    path: Path, tensors: list[_Tensor], producers: dict[int, _Op], op: _Op, kernel: tuple[int, ...]
+) -> bool:
+    """A VALID k x k convolution must be fed by a PAD op. True if that pad is symmetric (k // 2 on
+    every side: PyTorch's padding) on a strided conv, where TF's SAME would differ."""
+    pad = producers.get(op.inputs[0])
+    if pad is None or pad.code != PAD or len(pad.inputs) < 2 or tensors[pad.inputs[1]].data is None:
+        raise WeightFormatError(
+            f"{path.name}: a {kernel[0]}x{kernel[1]} convolution uses VALID padding with no explicit PAD before it; "
+            "MobileNet v1 pads every 3x3 convolution"
+        )
+    amounts = tensors[pad.inputs[1]].data.reshape(-1, 2).astype(int)  # NHWC: [[n], [h], [w], [c]]
+    spatial = amounts[1:3]
+    half = kernel[0] // 2
+    return bool(op.strides and max(op.strides) > 1 and (spatial == half).all())
+
+
+def _uint8_view(first: _Tensor) -> tuple[float, int] | None:
+    """(scale, zero point) of a quantised input as if it were uint8 (int8 is uint8 less 128)."""
+    if not len(first.scale) or first.dtype not in (np.uint8, np.int8):
+        return None
+    zero = int(first.zero_point[0]) if len(first.zero_point) else 0
+    return float(first.scale[0]), zero + (128 if first.dtype == np.int8 else 0)
+
+
+def _resolution(shape: tuple[int, ...] | None, channels: int) -> tuple[int, int] | None:
+    """(height, width) from a 4-D input shape, NHWC or (litert-torch on request) NCHW."""
+    if not shape or len(shape) != 4:
+        return None
+    if shape[1] == channels and shape[3] != channels:
+        return shape[2], shape[3]
+    return shape[1], shape[2]
 
 
 def activation_grids(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) -> list[tuple[float, float, float]]:
