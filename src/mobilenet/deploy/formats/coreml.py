@@ -1,0 +1,229 @@
+"""Core ML ``.mlpackage`` (an ML Program) through coremltools, fp32 or fp16.
+
+coremltools converts on any OS, but **Core ML predictions run only on Apple platforms** (macOS,
+iOS): off them a package can be written and checked structurally, never run. ``check_structure``
+does that check: the input and output names and shapes, and the operations the architecture
+implies (``arch.layers(model.cfg)``: one ``conv`` per convolution, one activation per conv, one
+``pad`` per strided TF-padded conv, one ``reduce_mean``, one ``linear``), and fp16 weights where
+fp16 was asked for. On macOS the export verifies numerically too
+(``mobilenet.deploy.runtimes.coreml``).
+
+The model is traced with ``torch.jit.trace`` after its TF 'SAME' pads were made constants
+(``prepare.fixed_padding_copy``): the run-time pad computation cannot be converted through that
+path. Input: NCHW by default (a Core ML MultiArray in PyTorch's order, what coremltools users
+expect) or NHWC. The labels, the normalisation and the architecture travel in the package's
+user-defined metadata (JSON strings under ``mobilenet.*`` keys, read with ``read_metadata``).
+An ``.mlpackage`` is a directory: ``write`` creates it at ``path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilenet import arch
+from mobilenet.deploy.optional import require
+from mobilenet.deploy.prepare import fixed_padding_copy
+from mobilenet.errors import InputError, MobileNetError
+from mobilenet.model import MobileNetV1
+
+NAME = "coreml"
+SUFFIXES = (".mlpackage",)
+PRECISIONS = ("fp32", "fp16")
+RUNTIME = "coreml"
+LAYOUTS = ("nchw", "nhwc")
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+METADATA_PREFIX = "mobilenet."
+PREDICTIONS_NEED_APPLE = "Core ML predictions run only on Apple platforms (macOS, iOS)"
+
+
+class CoreMlStructureError(MobileNetError, RuntimeError):
+    """The package does not hold the network the architecture describes."""
+
+
+def write(
+    model: MobileNetV1,
+    path: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    calibration: torch.Tensor | None = None,
+    layout: str = "nchw",
+    io_dtype: str = "float32",
+) -> list[Path]:
+    """Write ``model`` as an ``.mlpackage`` directory at ``path`` (fp32 or fp16 compute and
+    weights). ``calibration`` is not used (no int8 here). Unverified: see the module docstring."""
+    del calibration
+    if precision not in PRECISIONS:
+        raise InputError(f"Core ML export offers {', '.join(PRECISIONS)}, not {precision!r}")
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if io_dtype != "float32":
+        raise InputError(f"a Core ML package here takes float32 input; got io_dtype={io_dtype!r}")
+    ct = require("coremltools")
+    path = Path(path)
+    module = _Layout(fixed_padding_copy(model), layout).eval()
+    example = _example(model, layout)
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, example)
+        mlmodel = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
+            outputs=[ct.TensorType(name=OUTPUT_NAME)],
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target=ct.target.iOS15,
+        )
+    for key, value in _metadata(model, precision, layout).items():
+        mlmodel.user_defined_metadata[METADATA_PREFIX + key] = value
+    classes = model.cfg.num_classes
+    mlmodel.short_description = f"MobileNet v1 {model.cfg.name} ({precision}), logits for {classes} classes"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet():
+        mlmodel.save(str(path))
+    return [path]
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``mobilenet.*`` entries of a package's user-defined metadata, JSON-decoded."""
+    spec = _spec(path)
+    return {
+        key[len(METADATA_PREFIX):]: json.loads(value)
+        for key, value in spec.description.metadata.userDefined.items()
+        if key.startswith(METADATA_PREFIX)
+    }
+
+
+def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
+    """Check a package against the network ``arch.layers(model.cfg)`` describes, on any OS;
+    returns a one-line summary, raises ``CoreMlStructureError`` on the first thing that differs.
+    This is not a numerical check: Core ML predictions run only on Apple platforms."""
+    spec = _spec(path)
+    meta = read_metadata(path)
+    layout = meta.get("layout", "nchw")
+    precision = meta.get("precision", "fp32")
+    want_input = list(_example(model, layout).shape)
+    inputs = list(spec.description.input)
+    outputs = list(spec.description.output)
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise CoreMlStructureError(
+            f"{Path(path).name}: inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}, "
+            f"expected [{INPUT_NAME!r}] / [{OUTPUT_NAME!r}]"
+        )
+    got_input = list(inputs[0].type.multiArrayType.shape)
+    if got_input != want_input:
+        raise CoreMlStructureError(f"{Path(path).name}: input shape {got_input}, expected {want_input} ({layout})")
+    got_output = list(outputs[0].type.multiArrayType.shape)
+    if got_output and got_output[-1] != model.cfg.num_classes:
+        raise CoreMlStructureError(
+            f"{Path(path).name}: output shape {got_output}, expected [1, {model.cfg.num_classes}]"
+        )
+    ops = operation_counts(spec)
+    expected = expected_operations(model)
+    for op, count in expected.items():
+        if ops.get(op, 0) != count:
+            raise CoreMlStructureError(
+                f"{Path(path).name}: {ops.get(op, 0)} {op!r} operations, the architecture implies {count} "
+                f"({', '.join(f'{k} {v}' for k, v in expected.items())})"
+            )
+    if precision == "fp16" and ops.get("cast", 0) == 0:
+        raise CoreMlStructureError(f"{Path(path).name}: fp16 package without the casts of an fp16 program")
+    counted = ", ".join(f"{v} {k}" for k, v in expected.items())
+    return (
+        f"{Path(path).name}: input {INPUT_NAME} {want_input}, output {OUTPUT_NAME} [1, {model.cfg.num_classes}], "
+        f"{counted} as arch.layers implies, {precision}; structure only ({PREDICTIONS_NEED_APPLE})"
+    )
+
+
+def expected_operations(model: MobileNetV1) -> dict[str, int]:
+    """The ML Program operations the architecture implies, counted from ``arch.layers``."""
+    cfg = model.cfg
+    layers = arch.layers(cfg)
+    convs = [layer for layer in layers if layer.kind in ("conv", "depthwise", "pointwise")]
+    activation = "clip" if cfg.activation == "relu6" else "relu"
+    # TF padding: strided convs get an explicit (constant) pad; stride 1 pads inside the conv.
+    padded = [
+        layer for layer in convs
+        if cfg.padding == "tf" and layer.stride > 1 and any(p for pair in layer.pad for p in pair)
+    ]
+    return {"conv": len(convs), activation: len(convs), "pad": len(padded), "reduce_mean": 1, "linear": 1}
+
+
+def operation_counts(spec: Any) -> Counter[str]:
+    """Operation types in the package's main function (ML Program)."""
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    return Counter(op.type for op in block.operations)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _Layout(nn.Module):
+    def __init__(self, model: nn.Module, layout: str) -> None:
+        super().__init__()
+        self.model = model
+        self.nhwc = layout == "nhwc"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
+
+
+def _example(model: MobileNetV1, layout: str) -> torch.Tensor:
+    h, w = model.cfg.resolution
+    c = model.cfg.in_channels
+    return torch.zeros(1, h, w, c) if layout == "nhwc" else torch.zeros(1, c, h, w)
+
+
+def _spec(path: str | os.PathLike[str]) -> Any:
+    ct = require("coremltools")
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such .mlpackage directory")
+    with _quiet():
+        return ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """coremltools prints progress bars and, off macOS, that its native runtime is missing (we
+    know: predictions need Apple platforms); warnings about untested torch versions too."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, str]:
+    from mobilenet import __version__  # noqa: PLC0415
+    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
+
+    pretrained = getattr(model, "pretrained_cfg", None)
+    labels = list(pretrained.label_names) if pretrained is not None else []
+    if len(labels) != model.cfg.num_classes:
+        labels = [str(i) for i in range(model.cfg.num_classes)]
+    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.cfg.resolution)
+    values = {
+        "producer": f"mobilenet {__version__}",
+        "arch": model.cfg.to_dict(),
+        "precision": precision,
+        "layout": layout,
+        "preprocess": preprocess.to_dict(),
+        "labels": labels,
+    }
+    return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}
