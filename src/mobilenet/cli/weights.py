@@ -15,8 +15,8 @@ from typing import Any
 
 from mobilenet.errors import InputError
 
-RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")
-PRECISIONS = ("fp32", "bf16", "int8")
+RUNTIMES = ("torch", "onnxruntime", "openvino", "litert", "executorch", "auto")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +88,12 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
                    help="images to calibrate int8 on (never the ones you evaluate)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
     p.add_argument("--device", default="cpu", help="torch device for --runtime torch (default cpu)")
+    p.add_argument("--allow-emulated-bf16", action="store_true",
+                   help="run --precision bf16 with PyTorch even where the CPU has no bf16 (many times slower)")
+    p.add_argument("--exported", type=Path, default=None, metavar="FILE",
+                   help="run a file written by `mobilenet export` (.onnx, .xml, .tflite, .pte) in its own runtime, "
+                   "at its own precision; --weights names the weights it was exported from (their preprocessing "
+                   "and labels)")
     p.add_argument("--resize", choices=("tf", "pillow"), default=None,
                    help="tf: TF1's bilinear resize without antialiasing (TF-slim's evaluation, the default for "
                    "TF and Keras weights); pillow: Pillow's antialiased filter (default for timm and transformers)")
@@ -187,6 +193,10 @@ def _predictor(model, args: argparse.Namespace, precision: str | None = None, ru
 
     precision = precision or args.precision
     runtime = runtime or args.runtime
+    if getattr(args, "exported", None) is not None and runtime != "reference":
+        return _exported_predictor(model, args)
+    if runtime == "reference":
+        runtime = "torch"
     if runtime == "torch" and precision == "fp32":
         if args.threads:
             import torch
@@ -201,10 +211,33 @@ def _predictor(model, args: argparse.Namespace, precision: str | None = None, ru
         predict = make_predictor(
             model, runtime=runtime, precision=precision, preprocess=_preprocess(model, args),
             calibration_images=_calibration_images(args.calibration), threads=args.threads,
+            batch_size=getattr(args, "batch_size", 1), allow_emulation=args.allow_emulated_bf16,
         )
     description = getattr(predict, "description", f"{runtime} {precision}")
     if model.pretrained_cfg.has_background_class:
         predict = drop_background(predict)
+    return predict, description
+
+
+def _exported_predictor(model, args: argparse.Namespace):
+    """A file from `mobilenet export` (or TF's own .tflite), run where it runs, over the 1,000
+    classes: a 1001-logit file (TF's background first) loses its first column."""
+    from mobilenet.deploy.runtime import predictor_from_file
+
+    predictor = predictor_from_file(args.exported, threads=args.threads)
+    classes = len(_class_names(model))
+
+    def predict(batch):
+        logits = predictor(batch)
+        if logits.shape[1] == classes + 1:
+            return logits[:, 1:]
+        if logits.shape[1] != classes:
+            raise InputError(f"{args.exported} gives {logits.shape[1]} logits; the weights {model.pretrained_cfg.name} "
+                             f"have {classes} classes: name the weights it was exported from with --weights")
+        return logits
+
+    description = f"{args.exported.name}: {predictor.description}"
+    predict.description = description  # type: ignore[attr-defined]
     return predict, description
 
 
@@ -307,7 +340,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise InputError(f"--limit must be >= 1, got {args.limit}")
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    runs = [("fp32", args.runtime)] if args.precision == "fp32" else [(args.precision, args.runtime), ("fp32", "torch")]
+    if args.exported is not None:  # the file as it runs, beside the PyTorch model it came from
+        runs = [("exported", args.runtime), ("fp32", "reference")]
+    elif args.precision == "fp32":
+        runs = [("fp32", args.runtime)]
+    else:
+        runs = [(args.precision, args.runtime), ("fp32", "torch")]
     results = []
     for precision, runtime in runs:
         predict, description = _predictor(model, args, precision=precision, runtime=runtime)
