@@ -175,3 +175,25 @@ def test_memory_probe_takes_models_loaded_folded(tiny_model):
 
     (row,) = bench.memory_rows(folded_copy(tiny_model), quick_options("torch"), print)
     assert row["status"] == "ok", row
+
+
+@pytest.fixture
+def small_weights(tmp_path):
+    from mobilenet.model import MobileNetV1
+    from mobilenet.preprocess import Preprocess
+    from mobilenet.weights import PretrainedCfg, save_safetensors
+
+    model = MobileNetV1(alpha=0.25, resolution=64, num_classes=10).eval()
+    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=64),
+                        label_set="custom")
+    return save_safetensors(model, tmp_path / "small.safetensors", cfg)
+
+
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_flags_that_contradict_the_weights_are_an_error(capsys, tmp_path, small_weights, command):
+    # Before, --weights silently won: the file's alpha 0.25 model was exported as "0.5".
+    target = [str(tmp_path / "m.onnx")] if command == "export" else []
+    assert main([command, *target, "--weights", str(small_weights), "--alpha", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--alpha 0.5 contradicts --weights" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()

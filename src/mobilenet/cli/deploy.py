@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mobilenet.cli.common import add_model_arguments, arch_config_from_args
+from mobilenet.cli.common import add_model_arguments, given_model_settings, model_from_args
 from mobilenet.errors import InputError
 
 RUNTIMES = ("torch", "onnxruntime", "openvino", "litert", "executorch", "auto")
@@ -87,18 +87,9 @@ def _add_weights_argument(p: argparse.ArgumentParser, default_help: str) -> None
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(model, preprocess) from --weights or the model flags."""
-    from mobilenet.model import MobileNetV1
-    from mobilenet.preprocess import Preprocess
-
-    cfg = arch_config_from_args(args)
-    if args.weights:
-        from mobilenet.weights import load_pretrained
-
-        resolution = cfg.resolution if (args.resolution or args.height) else None
-        model = load_pretrained(args.weights, resolution=resolution)
-        return model, model.pretrained_cfg.preprocess
-    return MobileNetV1(cfg).eval(), Preprocess(resolution=cfg.resolution)
+    """(model, preprocess) from --weights merged with the model flags (a contradiction is an
+    error, never a silently dropped flag), or a fresh model from the flags."""
+    return model_from_args(args)
 
 
 def _images(folder: Path | None, flag: str) -> list[Path] | None:
@@ -161,10 +152,11 @@ def _export_model(args: argparse.Namespace, verify_images: list[Path] | None) ->
     """The published weights unless --random-init: an untrained network exported for its shape
     gets BatchNorm statistics measured on the photos, so verification compares real signal."""
     if not args.random_init:
-        if args.weights is None:
-            from mobilenet.weights import DEFAULT
+        if args.weights is None:  # the published model for the flags given, as Keras' weights="imagenet"
+            from mobilenet.factory import mobilenet_v1
 
-            args.weights = DEFAULT
+            model = mobilenet_v1(pretrained=True, **given_model_settings(args)).eval()
+            return model, model.pretrained_cfg.preprocess
         return _model(args)
     model, preprocess = _model(args)
     from mobilenet.deploy.verify import photo_batch
