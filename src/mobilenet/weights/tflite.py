@@ -35,7 +35,7 @@ from mobilenet.weights.source import ConvParams, SourceWeights, WeightFormatErro
 
 # BuiltinOperator codes (schema.fbs).
 AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE, FULLY_CONNECTED = 1, 3, 4, 6, 9
-PAD = 34
+PAD, TRANSPOSE = 34, 39
 OP_NAMES = {
     0: "ADD", 1: "AVERAGE_POOL_2D", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 6: "DEQUANTIZE", 9: "FULLY_CONNECTED",
     22: "RESHAPE", 25: "SOFTMAX", 34: "PAD", 39: "TRANSPOSE", 40: "MEAN", 43: "SQUEEZE", 114: "QUANTIZE",
@@ -298,13 +298,19 @@ def _explicit_pad(
     """A VALID k x k convolution must be fed by a PAD op. True if that pad is symmetric (k // 2 on
     every side: PyTorch's padding) on a strided conv, where TF's SAME would differ."""
     pad = producers.get(op.inputs[0])
+    axes = [1, 2]  # height and width of the NHWC tensor the convolution reads
+    while pad is not None and pad.code == TRANSPOSE and tensors[pad.inputs[1]].data is not None:
+        # NCHW input (litert-torch on request): the PAD runs before the transpose to NHWC.
+        perm = tensors[pad.inputs[1]].data.astype(int)
+        axes = [int(perm[a]) for a in axes]
+        pad = producers.get(pad.inputs[0])
     if pad is None or pad.code != PAD or len(pad.inputs) < 2 or tensors[pad.inputs[1]].data is None:
         raise WeightFormatError(
             f"{path.name}: a {kernel[0]}x{kernel[1]} convolution uses VALID padding with no explicit PAD before it; "
             "MobileNet v1 pads every 3x3 convolution"
         )
-    amounts = tensors[pad.inputs[1]].data.reshape(-1, 2).astype(int)  # NHWC: [[n], [h], [w], [c]]
-    spatial = amounts[1:3]
+    amounts = tensors[pad.inputs[1]].data.reshape(-1, 2).astype(int)  # (before, after) per axis
+    spatial = amounts[axes]
     half = kernel[0] // 2
     return bool(op.strides and max(op.strides) > 1 and (spatial == half).all())
 
