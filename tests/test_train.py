@@ -357,7 +357,7 @@ def test_validation_during_training_is_mobilenet_evaluate_on_the_checkpoint(tmp_
 
     # The tensors training validated on are the recipe's own, bit for bit.
     from mobilenet.preprocess import load_image
-    from mobilenet.train.data import build_splits
+    from mobilenet.train.files import build_splits
 
     cfg = TrainConfig.from_dict(ckpt["config"])
     val = build_splits(cfg, (32, 32), 3).val

@@ -335,20 +335,3 @@ class Splits:
     native_channels: int
     eval_transform: Transform
     collate: Callable[[list[Any]], Any] | None = None  # None: default_collate
-
-
-def build_splits(config: Any, resolution: tuple[int, int], channels: int) -> Splits:
-    """Training and validation datasets for ``config.data`` (a name, a folder tree or a CSV)."""
-    name = config.data.lower()
-    common = {"resolution": tuple(resolution), "channels": channels}
-    if name in NAMED_DATASETS:
-        loader = load_fashion_mnist if name == "fashion-mnist" else load_cifar10
-        train = loader("train", config.data_root).subset(config.train_subset)
-        val = loader("val", config.data_root).subset(config.val_subset)
-        train_tf = Transform(train=True, min_crop=config.min_crop, hflip=config.hflip, **common)
-        eval_tf = Transform(train=False, **common)
-        return Splits(TensorSamples(train, train_tf), TensorSamples(val, eval_tf), train.classes,
-                      int(train.images.shape[1]), eval_tf)
-    from mobilenet.train import files
-
-    return files.build_file_splits(config, tuple(resolution), channels)

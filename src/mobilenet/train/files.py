@@ -1,5 +1,5 @@
-"""Training on images from disk: an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label``
-CSVs, read by ``mobilenet.datasets`` with its bad-file policy (``stop``: the first unreadable
+"""Training data: ``build_splits`` for the named datasets (Fashion-MNIST, CIFAR-10) or images from
+disk, an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label`` CSVs, read by ``mobilenet.datasets`` with its bad-file policy (``stop``: the first unreadable
 image ends the run with its path before anything is lost; ``skip``: it is left out of its batch,
 a warning names it, and the epoch's metrics count it)."""
 
@@ -12,7 +12,14 @@ from torchvision.transforms.v2 import functional as TF
 
 from mobilenet.datasets import collate_skipping_bad, open_dataset
 from mobilenet.errors import InputError
-from mobilenet.train.data import Splits, Transform
+from mobilenet.train.data import (
+    NAMED_DATASETS,
+    Splits,
+    TensorSamples,
+    Transform,
+    load_cifar10,
+    load_fashion_mnist,
+)
 
 # TF's evaluation of photos: the central 87.5% of each side, resized to the resolution.
 PHOTO_CROP_FRACTION = 0.875
@@ -76,3 +83,18 @@ def build_file_splits(config: Any, resolution: tuple[int, int], channels: int) -
     if config.val_subset is not None:
         val.samples = val.samples[: config.val_subset]
     return Splits(train, val, tuple(train.classes), 3, eval_tf, collate=collate_skipping_bad)
+
+
+def build_splits(config: Any, resolution: tuple[int, int], channels: int) -> Splits:
+    """Training and validation datasets for ``config.data`` (a name, a folder tree or a CSV)."""
+    name = config.data.lower()
+    common = {"resolution": tuple(resolution), "channels": channels}
+    if name in NAMED_DATASETS:
+        loader = load_fashion_mnist if name == "fashion-mnist" else load_cifar10
+        train = loader("train", config.data_root).subset(config.train_subset)
+        val = loader("val", config.data_root).subset(config.val_subset)
+        train_tf = Transform(train=True, min_crop=config.min_crop, hflip=config.hflip, **common)
+        eval_tf = Transform(train=False, **common)
+        return Splits(TensorSamples(train, train_tf), TensorSamples(val, eval_tf), train.classes,
+                      int(train.images.shape[1]), eval_tf)
+    return build_file_splits(config, tuple(resolution), channels)

@@ -34,7 +34,8 @@ from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.config import TrainConfig
-from mobilenet.train.data import GlobalBatchSampler, SeededSamples, build_splits, shard
+from mobilenet.train.data import GlobalBatchSampler, SeededSamples, shard
+from mobilenet.train.files import build_splits
 from mobilenet.train.optim import ModelEma, build_optimizer, build_scheduler
 
 VAL_BATCH = 256  # validation images per forward pass (at least the micro-batch)
