@@ -1,7 +1,8 @@
 """Training data: ``build_splits`` for the named datasets (Fashion-MNIST, CIFAR-10) or images from
-disk, an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label`` CSVs, read by ``mobilenet.datasets`` with its bad-file policy (``stop``: the first unreadable
-image ends the run with its path before anything is lost; ``skip``: it is left out of its batch,
-a warning names it, and the epoch's metrics count it)."""
+disk, an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label`` CSVs, read by
+``mobilenet.datasets`` with its bad-file policy (``stop``: the first unreadable image ends the run
+with its path before anything is lost; ``skip``: it is left out of its batch, a warning names it,
+and the epoch's metrics count it)."""
 
 from __future__ import annotations
 
