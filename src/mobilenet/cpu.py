@@ -190,23 +190,3 @@ def cpu_info() -> CpuInfo:
         flags=frozenset(flags),
         logical_cores=os.cpu_count() or 1,
     )
-
-
-def runtime_views() -> dict[str, Any]:
-    """What the installed runtimes themselves report about this CPU (for reports and checks):
-    torch's kernel level and oneDNN bf16, OpenVINO's optimisation capabilities. Imports them."""
-    views: dict[str, Any] = {}
-    try:
-        import torch  # noqa: PLC0415
-
-        views["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        views["torch_mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # torch missing or too old to say
-        pass
-    try:
-        from mobilenet.deploy.openvino_core import openvino_core  # noqa: PLC0415
-
-        views["openvino_capabilities"] = list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except Exception:  # openvino missing
-        pass
-    return views

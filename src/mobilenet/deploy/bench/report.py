@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from mobilenet.cpu import cpu_info
+from mobilenet.deploy.openvino_core import openvino_core
+from mobilenet.deploy.optional import available
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
 
@@ -87,6 +89,10 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "python": platform.python_version(), "torch": torch.__version__,
     }
+    # What the runtimes themselves make of this CPU.
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    if available("openvino"):
+        info["openvino_capabilities"] = list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     for module in ("onnxruntime", "openvino", "timm", "ai_edge_litert", "executorch"):
         try:
             mod = __import__(module)
