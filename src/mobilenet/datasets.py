@@ -23,7 +23,7 @@ this stays right with DataLoader workers, where a counter in the dataset would n
 missing altogether are found when the dataset is built: the same policy applies (``stop`` raises;
 ``skip`` records them in ``missing`` and keeps them in ``samples``, so they are skipped and counted
 like any other unreadable file). Images declaring more than Pillow's decompression-bomb limit of
-pixels are unreadable too, refused from their header without being decoded.
+pixels are unreadable too, refused from their header without being decoded (``load_image``).
 
 Structural problems are always errors: a root that does not exist, no class folders, a class
 folder with no images, a CSV without rows, a label out of range or unknown.
@@ -34,13 +34,11 @@ from __future__ import annotations
 import csv
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mobilenet.errors import InputError
@@ -76,7 +74,6 @@ class _ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         path, label = self.samples[index]
         try:
-            refuse_oversized(path)
             image = load_image(path)
         except ImageError as err:
             if self.bad_files == "stop":
@@ -207,34 +204,6 @@ def _is_header(row: tuple[str, str], index: dict[str, int]) -> bool:
     file name: ``file,label`` is a header, ``cat1.png,O`` (a typo for 0) is a row with a bad label,
     which must be reported, not dropped."""
     return not _looks_like_label(row[1], index) and not is_image_file(row[0])
-
-
-# Images larger than this are refused before decoding: Pillow's own decompression-bomb threshold
-# (about 89 megapixels, 0.25 GB as RGB). A 20 KB PNG can declare 13000×13000 pixels and take
-# 1.7 GB to decode; nothing this project classifies is that large.
-def max_image_pixels() -> int:
-    return int(Image.MAX_IMAGE_PIXELS or 0)
-
-
-def refuse_oversized(path: str | os.PathLike[str]) -> None:
-    """Raise ``ImageError`` when ``path`` declares more pixels than ``max_image_pixels()``; only
-    the header is read. Files Pillow cannot open pass through, so that ``load_image`` reports them."""
-    limit = max_image_pixels()
-    if not limit:
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-    except Image.DecompressionBombError:
-        width = height = None
-    except Exception:  # not an image, truncated, missing: load_image's message says which
-        return
-    if width is None or width * height > limit:
-        size = f"{width}×{height} pixels" if width else f"more than {2 * limit:,} pixels"
-        raise ImageError(f"{os.fspath(path)}: declares {size}, more than the {limit:,} an image may have here "
-                         "(a decompression bomb, or a picture to scale down first); not decoded")
 
 
 def _class_index(text: str, index: dict[str, int], limit: int | None, where: str) -> int:

@@ -28,6 +28,7 @@ points of top-1 (docs/weights.md).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
@@ -59,10 +60,35 @@ class ImageError(InputError):
     """An image file that cannot be read or decoded."""
 
 
+def max_image_pixels() -> int:
+    """Images declaring more pixels than this are refused before decoding: Pillow's own
+    decompression-bomb threshold (about 89 megapixels, 0.25 GB as RGB). A 20 KB PNG can declare
+    13000×13000 pixels and take 1.7 GB to decode; nothing this project classifies is that large."""
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def _oversized(path: str | os.PathLike[str], size: tuple[int, int] | None) -> ImageError | None:
+    """The error for an image declaring too many pixels (``size`` None: Pillow refused it itself)."""
+    limit = max_image_pixels()
+    if not limit or (size is not None and size[0] * size[1] <= limit):
+        return None
+    declared = f"{size[0]}×{size[1]} pixels" if size else f"more than {2 * limit:,} pixels"
+    return ImageError(f"{os.fspath(path)}: declares {declared}, more than the {limit:,} an image may have here "
+                      "(a decompression bomb, or a picture to scale down first); not decoded")
+
+
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as 8-bit RGB, whatever its mode; raise ``ImageError`` if it cannot be read."""
+    """Open an image file as 8-bit RGB, whatever its mode; raise ``ImageError`` if it cannot be read
+    or declares more than ``max_image_pixels()`` (checked from the header, before decoding)."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit: we refuse from 1x, with our message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as img:
+            error = _oversized(path, img.size)
+            if error is not None:
+                raise error
             img.load()  # decode now, so a truncated file fails here and not inside a transform
             img = ImageOps.exif_transpose(img) or img
             return to_rgb(img)
@@ -72,7 +98,11 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageError(f"{os.fspath(path)}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{os.fspath(path)}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError:
+        raise _oversized(path, None) from None
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
         # Pillow reports truncated or corrupt data as OSError (sometimes SyntaxError or ValueError).
         raise ImageError(f"{os.fspath(path)}: cannot decode image ({err})") from None
 
