@@ -72,7 +72,7 @@ def worker(path: Path, images: int) -> dict:
     predictor = predictor_from_file(path, threads=2)
     out = np.concatenate([predictor(x[i : i + 25]).numpy() for i in range(0, len(x), 25)])
     return {
-        "cpu": cpu_info().summary(), "file": path.name, "images": len(x), "description": predictor.description,
+        "cpu": cpu_info().summary(), "path": path.name, "images": len(x), "description": predictor.description,
         "top1": float((out.argmax(1) == y).mean() * 100), "fp32_top1": float((ref.argmax(1) == y).mean() * 100),
         "agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100),
     }

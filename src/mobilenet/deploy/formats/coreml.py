@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mobilenet import arch
+from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.prepare import fixed_padding_copy
 from mobilenet.errors import InputError, MobileNetError
@@ -41,7 +41,6 @@ NAME = "coreml"
 SUFFIXES = (".mlpackage",)
 PRECISIONS = ("fp32", "fp16")
 RUNTIME = "coreml"
-LAYOUTS = ("nchw", "nhwc")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 METADATA_PREFIX = "mobilenet."
@@ -66,14 +65,13 @@ def write(
     del calibration
     if precision not in PRECISIONS:
         raise InputError(f"Core ML export offers {', '.join(PRECISIONS)}, not {precision!r}")
-    if layout not in LAYOUTS:
-        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     if io_dtype != "float32":
         raise InputError(f"a Core ML package here takes float32 input; got io_dtype={io_dtype!r}")
     ct = require("coremltools")
     path = Path(path)
-    module = _Layout(fixed_padding_copy(model), layout).eval()
-    example = _example(model, layout)
+    module = InputLayout(fixed_padding_copy(model), layout).eval()
+    example = example_input(model, layout)
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(module, example)
         mlmodel = ct.convert(
@@ -112,7 +110,7 @@ def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
     meta = read_metadata(path)
     layout = meta.get("layout", "nchw")
     precision = meta.get("precision", "fp32")
-    want_input = list(_example(model, layout).shape)
+    want_input = list(example_input(model, layout).shape)
     inputs = list(spec.description.input)
     outputs = list(spec.description.output)
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -169,22 +167,6 @@ def operation_counts(spec: Any) -> Counter[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Layout(nn.Module):
-    def __init__(self, model: nn.Module, layout: str) -> None:
-        super().__init__()
-        self.model = model
-        self.nhwc = layout == "nhwc"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
-
-
-def _example(model: MobileNetV1, layout: str) -> torch.Tensor:
-    h, w = model.cfg.resolution
-    c = model.cfg.in_channels
-    return torch.zeros(1, h, w, c) if layout == "nhwc" else torch.zeros(1, c, h, w)
-
-
 def _spec(path: str | os.PathLike[str]) -> Any:
     ct = require("coremltools")
     path = Path(path)
@@ -211,19 +193,6 @@ def _quiet() -> Any:
 
 def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, str]:
     from mobilenet import __version__  # noqa: PLC0415
-    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
 
-    pretrained = getattr(model, "pretrained_cfg", None)
-    labels = list(pretrained.label_names) if pretrained is not None else []
-    if len(labels) != model.cfg.num_classes:
-        labels = [str(i) for i in range(model.cfg.num_classes)]
-    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.cfg.resolution)
-    values = {
-        "producer": f"mobilenet {__version__}",
-        "arch": model.cfg.to_dict(),
-        "precision": precision,
-        "layout": layout,
-        "preprocess": preprocess.to_dict(),
-        "labels": labels,
-    }
+    values = {"producer": f"mobilenet {__version__}", **model_description(model, precision, layout)}
     return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}

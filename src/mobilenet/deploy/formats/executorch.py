@@ -38,6 +38,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenet.deploy.formats.mobile import (
+    InputLayout,
+    check_layout,
+    example_input,
+    model_description,
+    package_version,
+)
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError, MobileNetError
@@ -47,7 +54,6 @@ NAME = "executorch"
 SUFFIXES = (".pte",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "executorch"
-LAYOUTS = ("nhwc", "nchw")
 METADATA_METHOD = "mobilenet_metadata"
 CALIBRATION_BATCH = 50
 
@@ -70,8 +76,7 @@ def write(
     ``calibration`` (NCHW float32, preprocessed real images)."""
     if precision not in PRECISIONS:
         raise InputError(f".pte export offers {', '.join(PRECISIONS)}, not {precision!r}")
-    if layout not in LAYOUTS:
-        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     if io_dtype != "float32":
         raise InputError(
             f"an ExecuTorch program takes float32 input (its int8 quantization runs inside); got io_dtype={io_dtype!r}"
@@ -86,8 +91,8 @@ def write(
         assert calibration is not None
         prepared: nn.Module = _quantized(int8_rounded_copy(model, calibration), model, layout, calibration)
     else:
-        prepared = _Layout(fixed_padding_copy(model), layout)
-    program = _lower(prepared, _example(model, layout, 1), _metadata(model, precision, layout))
+        prepared = InputLayout(fixed_padding_copy(model), layout)
+    program = _lower(prepared, example_input(model, layout), _metadata(model, precision, layout))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(program)
     return [path]
@@ -104,22 +109,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-class _Layout(nn.Module):
-    def __init__(self, model: nn.Module, layout: str) -> None:
-        super().__init__()
-        self.model = model
-        self.nhwc = layout == "nhwc"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
-
-
-def _example(model: MobileNetV1, layout: str, batch: int) -> torch.Tensor:
-    h, w = model.cfg.resolution
-    c = model.cfg.in_channels
-    return torch.zeros(batch, h, w, c) if layout == "nhwc" else torch.zeros(batch, c, h, w)
 
 
 def _lower(module: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
@@ -147,11 +136,12 @@ def _quantized(rounded: MobileNetV1, model: MobileNetV1, layout: str, calibratio
     from torchao.quantization.pt2e.observer import MinMaxObserver  # noqa: PLC0415
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415
 
-    module = _Layout(rounded, layout).eval()
+    module = InputLayout(rounded, layout).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = torch.export.export(module, (_example(model, layout, 2),), dynamic_shapes={"x": {0: batch}}).module()
+        example = (example_input(model, layout, 2),)
+        graph = torch.export.export(module, example, dynamic_shapes={"x": {0: batch}}).module()
         base = xq.get_symmetric_quantization_config(is_per_channel=True)
         min_max = MinMaxObserver.with_args(eps=2**-12)
         config = dataclasses.replace(
@@ -209,32 +199,14 @@ def _relu6_aware_quantizer(base: type) -> type:
 
 def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]:
     from mobilenet import __version__  # noqa: PLC0415
-    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
 
-    pretrained = getattr(model, "pretrained_cfg", None)
-    labels = list(pretrained.label_names) if pretrained is not None else []
-    if len(labels) != model.cfg.num_classes:
-        labels = [str(i) for i in range(model.cfg.num_classes)]
-    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.cfg.resolution)
     return {
         "format": "mobilenet-executorch-metadata",
         "version": 1,
-        "producer": f"mobilenet {__version__}, executorch {_version('executorch')}",
-        "name": getattr(pretrained, "name", model.cfg.name),
-        "arch": model.cfg.to_dict(),
-        "precision": precision,
-        "layout": layout,
+        "producer": f"mobilenet {__version__}, executorch {package_version('executorch')}",
+        **model_description(model, precision, layout),
         "input": {"dtype": "float32"},
         "output": {"dtype": "float32", "meaning": "logits"},
-        "preprocess": preprocess.to_dict(),
-        "labels": labels,
     }
 
 
-def _version(distribution: str) -> str:
-    from importlib import metadata  # noqa: PLC0415
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "?"

@@ -47,6 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenet.deploy.formats.mobile import (
+    InputLayout,
+    check_layout,
+    example_input,
+    model_description,
+    package_version,
+)
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError, MobileNetError
@@ -56,7 +63,6 @@ NAME = "tflite"
 SUFFIXES = (".tflite",)
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNTIME = "litert"
-LAYOUTS = ("nhwc", "nchw")
 IO_DTYPES = ("uint8", "int8", "float32")
 METADATA_NAME = "mobilenet"
 METADATA_VERSION = 1
@@ -89,7 +95,7 @@ def write(
     path = Path(path)
     quantizing = precision == "int8"
     prepared = int8_rounded_copy(model, calibration) if quantizing else fixed_padding_copy(model)  # type: ignore[arg-type]
-    data = _convert(_Layout(prepared, layout), _example(model, layout))
+    data = _convert(InputLayout(prepared, layout), example_input(model, layout))
     input_quant = None
     if precision == "fp16":
         data = _float16_weights(data)
@@ -127,27 +133,13 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Layout(nn.Module):
-    """Takes the input in ``layout`` and hands the model NCHW (litert-torch folds the permute into
-    the first convolution's filter layout: no TRANSPOSE op remains)."""
-
-    def __init__(self, model: nn.Module, layout: str) -> None:
-        super().__init__()
-        self.model = model
-        self.nhwc = layout == "nhwc"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
-
-
 def _check_options(
     model: MobileNetV1, precision: str, calibration: torch.Tensor | None, layout: str, io_dtype: str,
     output_dtype: str,
 ) -> None:
     if precision not in PRECISIONS:
         raise InputError(f".tflite export offers {', '.join(PRECISIONS)}, not {precision!r}")
-    if layout not in LAYOUTS:
-        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     if io_dtype not in IO_DTYPES:
         raise InputError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
     if output_dtype not in IO_DTYPES:
@@ -160,12 +152,6 @@ def _check_options(
     require("litert_torch")
     if precision != "fp32":
         require("ai_edge_quantizer")
-
-
-def _example(model: MobileNetV1, layout: str) -> torch.Tensor:
-    h, w = model.cfg.resolution
-    c = model.cfg.in_channels
-    return torch.zeros(1, h, w, c) if layout == "nhwc" else torch.zeros(1, c, h, w)
 
 
 def _to_layout(x: torch.Tensor, layout: str) -> np.ndarray:
@@ -390,39 +376,16 @@ def _rename_output(model: Any, graph: Any, old: int, new: int) -> None:
 def _metadata(
     model: MobileNetV1, precision: str, layout: str, input_quant: dict[str, Any] | None, output_dtype: str
 ) -> dict[str, Any]:
-    pretrained = getattr(model, "pretrained_cfg", None)
-    labels = list(pretrained.label_names) if pretrained is not None else [str(i) for i in range(model.cfg.num_classes)]
-    if len(labels) != model.cfg.num_classes:
-        labels = [str(i) for i in range(model.cfg.num_classes)]
-    preprocess = pretrained.preprocess.to_dict() if pretrained is not None else None
-    if preprocess is None:
-        from mobilenet.preprocess import Preprocess  # noqa: PLC0415
-
-        preprocess = Preprocess(resolution=model.cfg.resolution).to_dict()
     from mobilenet import __version__  # noqa: PLC0415
 
     return {
         "format": "mobilenet-tflite-metadata",
         "version": METADATA_VERSION,
-        "producer": f"mobilenet {__version__}, litert-torch {_version('litert-torch')}",
-        "name": getattr(pretrained, "name", model.cfg.name),
-        "arch": model.cfg.to_dict(),
-        "precision": precision,
-        "layout": layout,
+        "producer": f"mobilenet {__version__}, litert-torch {package_version('litert-torch')}",
+        **model_description(model, precision, layout),
         "input": input_quant or {"dtype": "float32", "scale": None, "zero_point": None},
         "output": {"dtype": output_dtype, "meaning": "logits"},
-        "preprocess": preprocess,
-        "labels": labels,
     }
-
-
-def _version(distribution: str) -> str:
-    from importlib import metadata  # noqa: PLC0415
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 def _with_metadata(data: bytes, content: dict[str, Any]) -> bytes:

@@ -1,0 +1,69 @@
+"""What the mobile writers (.tflite, .pte, .mlpackage) share: the input layout a phone hands the
+model, the example input that fixes the traced shape, and the description each file carries of
+the model inside it (architecture, preprocessing, labels), so a user can run the file alone."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1
+
+LAYOUTS = ("nhwc", "nchw")
+
+
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+class InputLayout(nn.Module):
+    """Takes the input in ``layout`` (NHWC: camera frames as phones hold them) and hands the model
+    NCHW. The converters fold the permute into the first convolution's filter layout."""
+
+    def __init__(self, model: nn.Module, layout: str) -> None:
+        super().__init__()
+        check_layout(layout)
+        self.model = model
+        self.nhwc = layout == "nhwc"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
+
+
+def example_input(model: MobileNetV1, layout: str, batch: int = 1) -> torch.Tensor:
+    """A zero batch of the model's configured size in ``layout``: the shape the file is traced at."""
+    h, w = model.cfg.resolution
+    c = model.cfg.in_channels
+    return torch.zeros(batch, h, w, c) if layout == "nhwc" else torch.zeros(batch, c, h, w)
+
+
+def package_version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def model_description(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]:
+    """The part of every mobile file's metadata that describes the model: its name, architecture,
+    precision, input layout, preprocessing and one label per output (class indices if unnamed)."""
+    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
+
+    pretrained = getattr(model, "pretrained_cfg", None)
+    labels = list(pretrained.label_names) if pretrained is not None else []
+    if len(labels) != model.cfg.num_classes:
+        labels = [str(i) for i in range(model.cfg.num_classes)]
+    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.cfg.resolution)
+    return {
+        "name": getattr(pretrained, "name", model.cfg.name),
+        "arch": model.cfg.to_dict(),
+        "precision": precision,
+        "layout": layout,
+        "preprocess": preprocess.to_dict(),
+        "labels": labels,
+    }
