@@ -16,8 +16,10 @@ import torch
 from mobilenet.arch import ArchConfig
 from mobilenet.deploy.bench.common import no_grad
 from mobilenet.deploy.bench.report import BenchOptions, Cell
+from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
+from mobilenet.deploy.runtimes.base import as_numpy
 from mobilenet.model import MobileNetV1
 
 
@@ -70,9 +72,6 @@ def _default_settings_cells(
     """The same fp32 ONNX export under ONNX Runtime and OpenVINO with every setting left at its
     default: what a user gets without this package's tuning. OpenVINO's default on a CPU with
     AVX512-BF16 is bf16 inference, so that cell is labelled with what it really runs."""
-
-    from mobilenet.deploy.export import as_numpy, export_onnx  # noqa: PLC0415
-
     wanted = [r for r in ("onnxruntime", "openvino") if r in options.runtimes and available(r)]
     if not wanted:
         return []

@@ -113,7 +113,8 @@ def format_report(report: BenchReport) -> str:
     lines = [
         f"{report.model}: {report.mult_adds / 1e6:.1f}M mult-adds = {report.gflop_per_image:.3f} GFLOP per image "
         "(FLOPs = 2 x mult-adds of conv and FC weights; BatchNorm, ReLU6, pool not counted)",
-        f"machine: {m['cpu']}, {m['threads']} threads, load average {load}, "
+        f"machine: {m['cpu']} (ISA {m.get('isa', '?')}, int8 dot product {m.get('int8_dot', '?')}, native bf16 "
+        f"{m.get('native_bf16', '?')}), {m['threads']} threads, load average {load}, "
         f"malloc tunables {'on' if m['malloc_tunables'] else 'off'}, OMP_WAIT_POLICY {m['omp_wait_policy']}; "
         f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s",
         "",
