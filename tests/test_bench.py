@@ -197,3 +197,20 @@ def test_flags_that_contradict_the_weights_are_an_error(capsys, tmp_path, small_
     err = capsys.readouterr().err
     assert "--alpha 0.5 contradicts --weights" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
+def test_default_settings_peers_are_measured_beside_ours(tiny_model):
+    from mobilenet.deploy.bench.common import input_batch
+    from mobilenet.deploy.bench.peers import peer_cells
+
+    options = quick_options("onnxruntime", "openvino")
+    inputs = {2: input_batch(tiny_model, 2, None)}
+    cells = {cell.name: (cell, fn) for cell, fn in peer_cells(tiny_model, options, inputs, print)}
+    cell, fn = cells["onnxruntime defaults"]
+    assert cell.peer and fn is not None and fn()[0].shape == (2, 1000)
+    if available("openvino"):
+        # OpenVINO's own default precision is named, whatever this CPU makes it.
+        (name,) = [n for n in cells if n.startswith("openvino defaults")]
+        assert name.endswith(f"({cells[name][0].precision})")
