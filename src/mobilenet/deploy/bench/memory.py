@@ -78,7 +78,7 @@ def memory_probe(model: MobileNetV1, runtime: str, batch_size: int, threads: int
     predictor(x)
     peak = _read_status_kib("VmHWM")
     return {"status": "ok", "rss_before_bytes": before * 1024, "measured_increase_bytes": (peak - before) * 1024,
-            "images_per_call": min(batch_size, predictor.micro_batch or batch_size)}
+            "images_per_call": min(batch_size, predictor.fixed_batch or predictor.micro_batch or batch_size)}
 
 
 def _read_status_kib(field_name: str) -> int:

@@ -46,6 +46,7 @@ class ExecuTorchPredictor(Predictor):
             raise InputError(f"{path.name}: expected a 4-D image input, the program declares {sizes}")
         self.shape = sizes
         self.batch = sizes[0]
+        self.fixed_batch = self.batch  # a larger batch runs as several executions
         if self.metadata:
             self.layout = self.metadata["layout"]
             self.precision = self.metadata["precision"]

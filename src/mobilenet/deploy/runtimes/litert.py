@@ -68,6 +68,7 @@ class LiteRtPredictor(Predictor):
         self.metadata = metadata
         self.layout = metadata["layout"] if metadata else _guess_layout(tuple(self.input["shape"]))
         self.batch = int(self.input["shape"][0])
+        self.fixed_batch = self.batch  # a larger batch runs as several executions
         self.outputs_probabilities = facts[-1]["ops"][-1:] == ["SOFTMAX"]
         dtype = np.dtype(self.input["dtype"]).name
         scale, zero = self.input["quantization"]
