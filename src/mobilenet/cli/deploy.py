@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "without VNNI saturate 8-bit products); 8bit is for VNNI/AMX targets only (default portable)")
     p.add_argument("--fixed-batch", type=int, default=None, metavar="N",
                    help="ONNX: a fixed batch size instead of a dynamic one (ONNX Runtime Mobile / NNAPI need it)")
-    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
-                   help=".tflite input layout (default nhwc, as mobile callers pass camera frames)")
+    p.add_argument("--layout", choices=("nhwc", "nchw"), default=None,
+                   help="input layout of .tflite, .pte and .mlpackage files (default nhwc for .tflite and .pte, "
+                   "as phones hand camera frames; nchw for Core ML)")
     p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
                    help=".tflite int8: the input and output type (default uint8 pixels, as TF's quantized models)")
     p.add_argument("--random-init", action="store_true",
@@ -121,10 +122,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         if fmt != "onnx":
             raise InputError("--fixed-batch applies to ONNX exports only")
         options["fixed_batch"] = args.fixed_batch
-    if fmt == "tflite":
+    if args.layout is not None:
+        if fmt in ("onnx", "openvino"):
+            raise InputError("--layout applies to .tflite, .pte and .mlpackage exports (ONNX and OpenVINO take NCHW)")
         options["layout"] = args.layout
-        if args.precision == "int8":
-            options["io_dtype"] = args.io_dtype
+    if fmt == "tflite" and args.precision == "int8":
+        options["io_dtype"] = args.io_dtype
     verify_images = _images(args.verify_images, "--verify-images")
     model, preprocess = _export_model(args, verify_images)
     inputs = [args.weights] if args.weights and Path(args.weights).exists() else []
@@ -135,9 +138,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     files = [args.output] + ([args.output.with_suffix(".bin")] if fmt == "openvino" else [])
     size = sum(_size(f) for f in files)
-    batch = f"batch {args.fixed_batch}" if args.fixed_batch else "dynamic batch"
-    print(f"wrote {' + '.join(map(str, files))} ({size / 1e6:.1f} MB): {model.cfg.name} {fmt} {args.precision}, "
-          f"{batch}, input {model.cfg.in_channels}x{model.cfg.height}x{model.cfg.width}")
+    c, h, w = model.cfg.in_channels, model.cfg.height, model.cfg.width
+    if fmt in ("onnx", "openvino"):
+        shape = f"{'batch ' + str(args.fixed_batch) if args.fixed_batch else 'dynamic batch'}, input NCHW {c}x{h}x{w}"
+    else:  # the mobile files are traced at batch 1
+        nhwc = (args.layout or ("nchw" if fmt == "coreml" else "nhwc")) == "nhwc"
+        shape = f"batch 1, input {f'NHWC {h}x{w}x{c}' if nhwc else f'NCHW {c}x{h}x{w}'}"
+    written = " + ".join(map(str, files))
+    print(f"wrote {written} ({size / 1e6:.1f} MB): {model.cfg.name} {fmt} {args.precision}, {shape}")
     print(check.summary())
     return 0
 
