@@ -83,6 +83,9 @@ OPENVINO_RAW = textwrap.dedent("""
     import numpy as np
     import openvino as ov
     from openvino import opset8 as ops
+    # A background job (CI's, nohup's) may start with SIGINT ignored, and Python then installs no
+    # handler of its own: install it, as an interactive Python has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def core_and_model():
         p = ops.parameter([1, 4], np.float32)
@@ -107,6 +110,9 @@ OPENVINO_API = textwrap.dedent("""
     from mobilenet.deploy.openvino_core import openvino_core
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.model import MobileNetV1
+    # A background job (CI's, nohup's) may start with SIGINT ignored, and Python then installs no
+    # handler of its own: install it, as an interactive Python has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def ctrl_c(label):
         try:
