@@ -18,7 +18,7 @@ With VNNI (or AMX) they accumulate in 32 bits. Without it — AVX2-only CPUs, AV
 — they use ``vpmaddubsw``, which adds *pairs* of products into saturating 16-bit lanes: 2 × 255 ×
 127 = 64,770 does not fit in 32,767, so large products clip. Measured on TF-slim 1.0-224 (the
 1,000 evaluation images of imagenet-val1300) with the AVX2 kernels of an EPYC-Milan (Zen 3) CPU
-model: ONNX Runtime int8 with 8-bit weights fell to 66% top-1 against 78.9% with VNNI; on a real
+model: ONNX Runtime int8 with 8-bit weights fell to 64.1% top-1 against 78.9% with VNNI; on a real
 Zen 3, 63.7% (ONNX Runtime) and 72.6% (OpenVINO) against fp32's 78.8%. Keeping weights to 7 bits
 (|w| <= 64: 2 × 255 × 64 = 32,640 fits) removes the overflow: ONNX Runtime's ``reduce_range``,
 NNCF's ``OverflowFix.ENABLE``. ``portable``: True — 7-bit weights, right on every CPU (the default

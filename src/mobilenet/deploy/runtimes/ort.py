@@ -3,7 +3,7 @@
 int8 kernels multiply u8 activations by s8 weights. On x86 CPUs without VNNI (AVX2-only, or
 AVX-512 without VNNI) they add pairs of products in saturating 16-bit lanes, so weights must
 keep to 7 bits there (``reduce_range``) or large products clip: measured on 1.0-224 under an
-AVX2-only CPU, top-1 fell from 78.9% to 66% (see ``mobilenet.deploy.quantize``). A predictor
+AVX2-only CPU, top-1 fell from 78.9% to 64.1% (see ``mobilenet.deploy.quantize``). A predictor
 reads the weight range back from the file and warns when the file will clip on this CPU.
 """
 
@@ -68,7 +68,7 @@ class OnnxRuntimePredictor(Predictor):
             if not seven_bit and cpu_info().is_x86 and not cpu_info().int8_dot:
                 warnings.warn(
                     "this int8 ONNX file has full 8-bit weights, and this CPU has no VNNI: ONNX Runtime's "
-                    "u8 x s8 kernels saturate here and lose accuracy (measured 78.9% -> 66% top-1 on 1.0-224). "
+                    "u8 x s8 kernels saturate here and lose accuracy (measured 78.9% -> 64.1% top-1 on 1.0-224). "
                     "Re-quantize with portable int8 (7-bit weights), the project's default", stacklevel=2,
                 )
                 kind += ", SATURATES on this CPU (no VNNI)"
