@@ -2,16 +2,21 @@
 
 ``prepare``   BatchNorm folded into the convolutions, channels_last, TorchScript freezing (which
               fuses conv + ReLU6 into oneDNN primitives) or ``torch.compile``.
-``export``    ONNX (dynamic batch) and OpenVINO IR, each verified against the PyTorch model on
-              real photos on export: a mismatch raises ``ExportMismatchError``.
-``quantize``  int8 post-training quantization (per-channel weights) calibrated on real images,
-              through ONNX Runtime's static quantizer or OpenVINO's NNCF.
-``runtime``   ``make_predictor(model, runtime, precision)``: one callable over torch, ONNX Runtime
-              and OpenVINO, with ``auto`` picking the fastest for the precision on this machine.
-``bench``     latency and throughput per backend, precision and batch size, measured interleaved in
+``formats/``  writers: ONNX (dynamic or fixed batch), OpenVINO IR, LiteRT ``.tflite``, ExecuTorch
+              ``.pte``, Core ML ``.mlpackage``.
+``runtimes/`` predictors that run those files (and PyTorch itself), saying what precision runs.
+``verify``    logits against the PyTorch model on real photos, relative to the logits' spread.
+``export``    above the three: write, run in its own runtime, verify, then move into place; a
+              mismatch raises ``ExportMismatchError`` and writes nothing.
+``quantize``  int8 post-training quantization (per-channel weights, 7-bit where the CPU needs it)
+              calibrated on real images, through ONNX Runtime's static quantizer or NNCF.
+``runtime``   ``make_predictor(model, runtime, precision)``: one callable over every runtime, with
+              ``auto`` (``auto.py``) measuring the fastest on this machine and caching the choice.
+``bench/``    latency and throughput per backend, precision and batch size, measured interleaved in
               one process, set against the cost model (achieved GFLOP/s, per-layer shares, memory).
 
-ONNX Runtime and OpenVINO are optional (``pip install 'mobilenet[onnx]'`` / ``'mobilenet[openvino]'``);
+Every runtime but PyTorch is optional (``pip install 'mobilenet[onnx]'``, ``[openvino]``, ``[litert]``,
+``[executorch]``, ``[coreml]``);
 the modules import them only when used.
 """
 

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from mobilenet.arch import ArchConfig
+from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import remove_stale_temporaries
 from mobilenet.limits import check_memory
@@ -104,9 +105,12 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:
-        supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        # oneDNN "supports" bf16 on any AVX-512 CPU by emulating it, many times slower than fp32:
+        # only native bf16 arithmetic counts (mobilenet.cpu, the one place that asks the CPU).
+        supported = torch.backends.mkldnn.is_available() and cpu_info().native_bf16
     if mode == "bf16" and not supported:
-        raise InputError(f"bf16 autocast is not supported on this {device.type}; use --amp none or auto")
+        raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({cpu_info().summary()}); "
+                         "use --amp none or auto")
     return torch.bfloat16 if supported else None
 
 
