@@ -45,13 +45,13 @@ def main() -> int:
 
     model = load_pretrained(args.weights)
     pre = model.pretrained_cfg.preprocess
-    background = model.cfg.num_classes == 1001
+    background = model.arch_cfg.num_classes == 1001
     with (args.data / "labels.csv").open() as f:
         labels = {row["file"]: int(row["label"]) for row in csv.DictReader(f)}
     files = sorted(labels)
     calibration = [args.data / "images" / name for name in files[:CALIBRATION_FILES]]
     evaluation = files[CALIBRATION_FILES:]
-    print(f"{model.cfg.name} ({model.pretrained_cfg.name}): calibrate on {len(calibration)}, "
+    print(f"{model.arch_cfg.name} ({model.pretrained_cfg.name}): calibrate on {len(calibration)}, "
           f"evaluate on {len(evaluation)} images", file=sys.stderr)
     images = preprocess_images([args.data / "images" / name for name in evaluation], pre)
     truth = torch.tensor([labels[name] for name in evaluation])

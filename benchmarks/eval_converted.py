@@ -79,7 +79,7 @@ def round_activations(model: MobileNetV1, grids: list[tuple[float, float, float]
 
 def symmetric_twin(model: MobileNetV1) -> MobileNetV1:
     """The same weights with PyTorch's padding=1 everywhere."""
-    twin = MobileNetV1(model.cfg.replace(padding="symmetric")).eval()
+    twin = MobileNetV1(model.arch_cfg.replace(padding="symmetric")).eval()
     if model.stem.folded:
         for _, module in twin.conv_layers():
             module.unfold_structure()
@@ -136,7 +136,7 @@ def main() -> int:
     for name, files in TFLITE_MODELS:
         paths = [args.assets / "tflite" / f for f in files]
         model, cfg = convert(paths)
-        geometry = Preprocess(resolution=model.cfg.resolution)
+        geometry = Preprocess(resolution=model.arch_cfg.resolution)
         inputs = np.stack([np.asarray(geometry.crop_and_resize(img), dtype=np.uint8) for img in images])
         x = cfg.preprocess.normalize(inputs)
         quant = "quant" in name

@@ -14,7 +14,7 @@ from mobilenet.cost import network_cost
 from mobilenet.deploy import bench
 from mobilenet.deploy.bench import BenchOptions
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.verify import sample_photos
+from mobilenet.preprocess import sample_photos
 
 TINY = ["--alpha", "0.25", "--resolution", "64"]
 QUICK = ["--seconds", "0.05", "--threads", "1"]  # one thread: no OpenMP barriers to stall on a loaded machine
@@ -100,7 +100,7 @@ def test_memory_is_measured_in_a_fresh_process(tiny_model):
     assert row["status"] == "ok" and row["batch_size"] == 2
     assert row["rss_before_bytes"] > 0 and row["measured_increase_bytes"] >= 0
     assert row["images_per_call"] == 2  # PyTorch runs a batch whole
-    predicted = network_cost(tiny_model.cfg, batch_size=2).total.peak_activation_bytes
+    predicted = network_cost(tiny_model.arch_cfg, batch_size=2).total.peak_activation_bytes
     assert row["predicted_peak_activation_bytes"] == predicted
 
 
@@ -162,7 +162,7 @@ def test_export_usage_errors_are_one_line(capsys, tmp_path, args, message):
 @pytest.mark.slow
 def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
     rows = bench.block_comparisons(tiny_model, quick_options("torch"), print)
-    comparisons = network_cost(tiny_model.cfg).block_comparisons()
+    comparisons = network_cost(tiny_model.arch_cfg).block_comparisons()
     assert [row["block"] for row in rows] == list(range(13))
     for row, comparison in zip(rows, comparisons):
         assert row["mult_add_ratio"] == pytest.approx(comparison.standard.mult_adds / comparison.separable_mult_adds)
@@ -184,7 +184,7 @@ def small_weights(tmp_path):
     from mobilenet.weights import PretrainedCfg, save_safetensors
 
     model = MobileNetV1(alpha=0.25, resolution=64, num_classes=10).eval()
-    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=64),
+    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=64),
                         label_set="custom")
     return save_safetensors(model, tmp_path / "small.safetensors", cfg)
 

@@ -25,7 +25,7 @@ def small_weights(tmp_path):
     with torch.no_grad():
         model.classifier.bias[1 + 934 - 1] = 50.0  # TF index 934 = ImageNet class 933, "cheeseburger"
         model.classifier.bias[0] = 100.0  # a huge background logit must not show up anywhere
-    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=32),
+    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=32),
                         label_set="imagenet-1001")
     return save_safetensors(model, tmp_path / "small.safetensors", cfg)
 

@@ -60,7 +60,7 @@ def test_fixed_padding_copy_has_constant_pads_from_arch_and_traces_cleanly(model
     from mobilenet.model import TFSamePad
 
     fixed = fixed_padding_copy(model)
-    layers = {layer.name: layer for layer in arch.layers(model.cfg)}
+    layers = {layer.name: layer for layer in arch.layers(model.arch_cfg)}
     padded = 0
     for name, module in fixed.conv_layers():
         assert not isinstance(module.pad, TFSamePad)

@@ -17,7 +17,8 @@ from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import PrecisionUnavailableError, make_predictor, predictor_from_file
-from mobilenet.deploy.verify import sample_photos, verify
+from mobilenet.deploy.verify import verify
+from mobilenet.preprocess import sample_photos
 
 ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),
                logical_cores=2)
@@ -106,9 +107,9 @@ def test_auto_fixed_order_is_reproducible_and_measures_nothing(model, monkeypatc
 
 
 def test_auto_decisions_are_per_cpu(model, monkeypatch):
-    here = auto.decision_key(model.cfg, "fp32", 1, 2)
+    here = auto.decision_key(model.arch_cfg, "fp32", 1, 2)
     monkeypatch.setattr(auto, "cpu_info", lambda: ZEN3)
-    assert auto.decision_key(model.cfg, "fp32", 1, 2) != here
+    assert auto.decision_key(model.arch_cfg, "fp32", 1, 2) != here
     assert auto.candidates("bf16") == []  # no native bf16 on the Zen 3: nothing to choose from
 
 

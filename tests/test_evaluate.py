@@ -79,7 +79,7 @@ def test_drop_background_maps_tf_logits_to_imagenet_order():
 def _small_weights(path: Path) -> MobileNetV1:
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
-    cfg = PretrainedCfg(name="small", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=32),
+    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=32),
                         label_set="imagenet-1001")
     save_safetensors(model, path, cfg)
     return model

@@ -17,7 +17,8 @@ import torch
 
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.prepare import folded_copy, round_to_int8_grid
-from mobilenet.deploy.verify import photo_batch, sample_photos, verify
+from mobilenet.deploy.verify import photo_batch, verify
+from mobilenet.preprocess import sample_photos
 
 litert_installed = pytest.mark.skipif(
     not (available("litert_torch") and available("ai_edge_quantizer")), reason="pip install 'mobilenet[litert]'"
@@ -74,7 +75,7 @@ def test_tflite_fp32_runs_in_litert_as_pytorch_does(model, images, tflite_fp32):
 
     predictor = LiteRtPredictor.from_file(tflite_fp32, threads=2)
     assert predictor.precision == "fp32" and predictor.layout == "nhwc"
-    assert tuple(predictor.input["shape"]) == (1, *model.cfg.resolution, 3)  # NHWC, as mobile callers hold images
+    assert tuple(predictor.input["shape"]) == (1, *model.arch_cfg.resolution, 3)  # NHWC, as mobile callers hold images
     check = verify(model, predictor, images, precision="fp32", batch_sizes=(1, len(images)))
     assert check.max_abs_diff < 1e-4 * check.logit_spread
 
@@ -101,8 +102,8 @@ def test_tflite_carries_labels_and_normalisation(model, tflite_int8):
     from mobilenet.deploy.formats.litert import read_metadata
 
     meta = read_metadata(tflite_int8)
-    assert meta["arch"] == model.cfg.to_dict() and meta["layout"] == "nhwc"
-    assert len(meta["labels"]) == model.cfg.num_classes
+    assert meta["arch"] == model.arch_cfg.to_dict() and meta["layout"] == "nhwc"
+    assert len(meta["labels"]) == model.arch_cfg.num_classes
     assert meta["preprocess"]["mean"] == [0.5] * 3 and meta["preprocess"]["std"] == [0.5] * 3
     # uint8 input takes the pixel itself: (q - 128) / 127.5 is TF's (x - 127.5) / 127.5 to half a level.
     assert meta["input"]["dtype"] == "uint8" and meta["input"]["zero_point"] == 128
@@ -114,7 +115,8 @@ def test_convert_reads_back_the_fp32_tflite(model, images, tflite_fp32):
     from mobilenet.weights import convert
 
     converted, _cfg = convert(tflite_fp32)
-    assert converted.cfg.resolution == model.cfg.resolution and converted.cfg.alpha == model.cfg.alpha
+    assert converted.arch_cfg.resolution == model.arch_cfg.resolution
+    assert converted.arch_cfg.alpha == model.arch_cfg.alpha
     with torch.no_grad():
         expected, got = model(images), converted(images)
     spread = (expected - expected.mean(1, keepdim=True)).abs().max().item()
@@ -148,10 +150,10 @@ def test_tflite_int8_input_dtypes_and_nchw_layout(model, images, calibration, tm
                         io_dtype=io_dtype)[0]
     predictor = LiteRtPredictor.from_file(path, threads=2)
     assert predictor.layout == "nchw" and np.dtype(predictor.input["dtype"]).name == io_dtype
-    assert tuple(predictor.input["shape"]) == (1, model.cfg.in_channels, *model.cfg.resolution)
+    assert tuple(predictor.input["shape"]) == (1, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
     check = verify(model, predictor, images, precision="int8", batch_sizes=(1,))
     assert check.relative_rms < 0.15
-    assert convert(path)[0].cfg.resolution == model.cfg.resolution  # NCHW input read as such
+    assert convert(path)[0].arch_cfg.resolution == model.arch_cfg.resolution  # NCHW input read as such
 
 
 @litert_installed
@@ -175,8 +177,8 @@ def test_tflite_fp16_halves_the_file_and_converts_back(model, images, tflite_fp3
 
 @litert_installed
 def test_asking_for_the_wrong_precision_is_refused(tflite_fp32):
-    from mobilenet.deploy.runtimes.base import PrecisionUnavailableError
     from mobilenet.deploy.runtimes.litert import LiteRtPredictor
+    from mobilenet.predictor import PrecisionUnavailableError
 
     with pytest.raises(PrecisionUnavailableError, match="is fp32"):
         LiteRtPredictor.from_file(tflite_fp32, precision="int8")
@@ -214,11 +216,11 @@ def test_pte_fp32_runs_in_executorch_as_pytorch_does(model, images, pte_fp32):
     from mobilenet.deploy.runtimes.executorch import ExecuTorchPredictor
 
     predictor = ExecuTorchPredictor.from_file(pte_fp32, threads=2)
-    assert predictor.precision == "fp32" and predictor.shape == (1, *model.cfg.resolution, 3)
+    assert predictor.precision == "fp32" and predictor.shape == (1, *model.arch_cfg.resolution, 3)
     check = verify(model, predictor, images, precision="fp32", batch_sizes=(1, len(images)))
     assert check.max_abs_diff < 1e-4 * check.logit_spread
     meta = read_metadata(pte_fp32)
-    assert meta["arch"] == model.cfg.to_dict() and len(meta["labels"]) == model.cfg.num_classes
+    assert meta["arch"] == model.arch_cfg.to_dict() and len(meta["labels"]) == model.arch_cfg.num_classes
 
 
 @executorch_installed
@@ -258,10 +260,10 @@ def test_coreml_package_has_the_structure_arch_implies(model, mlpackage):
 
     assert mlpackage.is_dir()
     summary = check_structure(mlpackage, model)
-    convs = sum(layer.kind in ("conv", "depthwise", "pointwise") for layer in arch.layers(model.cfg))
+    convs = sum(layer.kind in ("conv", "depthwise", "pointwise") for layer in arch.layers(model.arch_cfg))
     assert f"{convs} conv" in summary and "Apple platforms" in summary
     assert expected_operations(model)["pad"] == 5  # the strided TF-padded convs: stem + 4 depthwise
-    assert read_metadata(mlpackage)["arch"] == model.cfg.to_dict()
+    assert read_metadata(mlpackage)["arch"] == model.arch_cfg.to_dict()
 
 
 @coreml_installed

@@ -133,7 +133,7 @@ def test_builder_validates_and_resets_classifier() -> None:
     model.reset_classifier(10)
     model.eval()
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
-    assert model.cfg.num_classes == 10
+    assert model.arch_cfg.num_classes == 10
 
 
 def test_activation_and_grayscale_options() -> None:

@@ -15,7 +15,8 @@ from mobilenet.deploy.export import ExportMismatchError, export
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.quantize import calibration_tensor, image_files, seven_bit_weights
 from mobilenet.deploy.runtime import make_predictor
-from mobilenet.deploy.verify import sample_photos, verify
+from mobilenet.deploy.verify import verify
+from mobilenet.preprocess import sample_photos
 
 
 def calibration_photos():
@@ -88,7 +89,7 @@ ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozen
 def calibration(model):
     from mobilenet.preprocess import Preprocess
 
-    return calibration_tensor(calibration_photos(), Preprocess(resolution=model.cfg.resolution))
+    return calibration_tensor(calibration_photos(), Preprocess(resolution=model.arch_cfg.resolution))
 
 
 def test_in_process_int8_follows_this_cpu():

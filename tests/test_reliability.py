@@ -366,7 +366,7 @@ def _weights(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
     path = tmp_path / "small.safetensors"
-    save_safetensors(model, path, PretrainedCfg(name="small", arch=model.cfg.to_dict(),
+    save_safetensors(model, path, PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(),
                                                  preprocess=Preprocess(resolution=32), label_set="imagenet-1001"))
     return path
 

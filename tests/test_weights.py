@@ -39,7 +39,7 @@ def _model(**settings) -> MobileNetV1:
 
 
 def _cfg(model: MobileNetV1, label_set: str = "imagenet-1001", **kw) -> PretrainedCfg:
-    return PretrainedCfg(name="t", arch=model.cfg.to_dict(), preprocess=Preprocess(resolution=64),
+    return PretrainedCfg(name="t", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=64),
                          label_set=label_set, **kw)
 
 
@@ -51,7 +51,7 @@ def test_safetensors_round_trip_folded_or_not(tmp_path, fold):
     path = save_safetensors(model, tmp_path / "m.safetensors", _cfg(model))
     meta = read_safetensors_metadata(path)
     assert meta["format"] == "mobilenet" and meta["bn_folded"] == str(fold).lower()
-    assert json.loads(meta["arch"]) == model.cfg.to_dict()
+    assert json.loads(meta["arch"]) == model.arch_cfg.to_dict()
     loaded, cfg = load_safetensors(path)
     assert loaded.stem.folded == fold and cfg.preprocess == Preprocess(resolution=64)
     assert cfg.label_names[:2] == ["background", "tench"]
@@ -74,7 +74,7 @@ def test_load_pretrained_contract(tmp_path):
     m1000 = load_pretrained(path)
     with torch.no_grad():
         assert torch.equal(m1000(X), model(X)[:, 1:])
-    assert m1000.cfg.num_classes == 1000 and m1000.pretrained_cfg.label_names[0] == "tench"
+    assert m1000.arch_cfg.num_classes == 1000 and m1000.pretrained_cfg.label_names[0] == "tench"
     assert not m1000.pretrained_cfg.has_background_class
     # 1001 on request keeps TF's layout, background first.
     m1001 = load_pretrained(path, num_classes=1001)
@@ -83,11 +83,11 @@ def test_load_pretrained_contract(tmp_path):
     assert m1001.pretrained_cfg.label_names[:2] == ["background", "tench"]
     # Any other count is a fresh classifier; the body is untouched.
     m10 = load_pretrained(path, num_classes=10)
-    assert m10.classifier.out_features == 10 and m10.cfg.num_classes == 10
+    assert m10.classifier.out_features == 10 and m10.arch_cfg.num_classes == 10
     assert torch.equal(m10.stem.conv.weight, model.stem.conv.weight)
     # Resolution may change (no weight depends on it), with the preprocessing following it.
     m96 = load_pretrained(path, resolution=96)
-    assert m96.cfg.resolution == (96, 96) and m96.pretrained_cfg.preprocess.resolution == (96, 96)
+    assert m96.arch_cfg.resolution == (96, 96) and m96.pretrained_cfg.preprocess.resolution == (96, 96)
     # Settings that change the weights' meaning must agree.
     with pytest.raises(ValueError, match=r"alpha=0\.25; alpha=0\.5 does not fit"):
         load_pretrained(path, alpha=0.5)
@@ -100,7 +100,7 @@ def test_load_pretrained_contract(tmp_path):
 def test_training_checkpoint_is_loaded_safely(tmp_path):
     model = _model(num_classes=4)
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    ckpt = {"model": model.state_dict(), "arch": model.cfg.to_dict(), "ema": ema, "epoch": 3,
+    ckpt = {"model": model.state_dict(), "arch": model.arch_cfg.to_dict(), "ema": ema, "epoch": 3,
             "preprocess": {"resolution": [64, 64], "mean": [0.5], "std": [0.25], "crop_fraction": 1.0,
                            "interpolation": "bilinear"}}
     torch.save(ckpt, tmp_path / "last.pt")
@@ -183,7 +183,7 @@ def test_default_weights_fetched_from_pypi_verified_and_converted(tmp_path, monk
     graph = tmp_path / "files" / "mobilenet_v1_1.0_224_retrained_graph.pb"
     assert sha256_file(graph) == REGISTRY["tf_mobilenet_v1_1.0_224"].files[0].sha256
     model, _ = load_safetensors(path)
-    assert model.cfg == REGISTRY["tf_mobilenet_v1_1.0_224"].arch_config and not model.stem.folded
+    assert model.arch_cfg == REGISTRY["tf_mobilenet_v1_1.0_224"].arch_config and not model.stem.folded
     assert sum(p.numel() for p in model.parameters()) == 4_253_864 - 2 * 10_944 + 1_024 + 1  # 1001 classes
     # A corrupted cached original is refetched, never used.
     graph.write_bytes(b"corrupt")
@@ -217,7 +217,7 @@ def test_unpinned_source_is_accepted_only_through_the_tensor_checksum(tmp_path, 
         return unverified
 
     monkeypatch.setattr(weights, "fetch_file", fake_fetch)
-    entry = replace(REGISTRY["tf_mobilenet_v1_1.0_224"], name="tiny", arch=model.cfg.to_dict(),
+    entry = replace(REGISTRY["tf_mobilenet_v1_1.0_224"], name="tiny", arch=model.arch_cfg.to_dict(),
                     preprocess=Preprocess(resolution=64),
                     files=(WeightFile("g.pb", "0" * 64, ("unpinned:https://example.invalid/g.tgz#g.pb",)),),
                     tensors_sha256="0" * 64)
@@ -281,9 +281,10 @@ def test_model_flags_that_contradict_the_weights_are_an_error(tmp_path):
     # Flags that agree, and the resolution (no weight depends on it), are fine.
     ours, preprocess = model_from_args(parser.parse_args(["--weights", str(path), "--alpha", "0.25",
                                                           "--resolution", "96"]))
-    assert ours.cfg.resolution == (96, 96) and preprocess.resolution == (96, 96) and ours.cfg.num_classes == 1000
+    assert ours.arch_cfg.resolution == (96, 96) and preprocess.resolution == (96, 96)
+    assert ours.arch_cfg.num_classes == 1000
     fresh, _ = model_from_args(parser.parse_args(["--alpha", "0.5", "--resolution", "64"]))
-    assert fresh.cfg.alpha == 0.5 and fresh.cfg.num_classes == 1000
+    assert fresh.arch_cfg.alpha == 0.5 and fresh.arch_cfg.num_classes == 1000
 
 
 def test_decode_predictions_gives_labels_and_scores():

@@ -96,7 +96,7 @@ def test_dequantised_uint8_models_agree_with_tflite(assets_dir, val_images, file
 
     paths = [assets_dir / "tflite" / f for f in files]
     model, cfg = convert(paths)
-    inputs = _uint8_inputs(val_images, model.cfg.resolution, count)
+    inputs = _uint8_inputs(val_images, model.arch_cfg.resolution, count)
     reference = _tflite_logits(paths, inputs)
     x = cfg.preprocess.normalize(inputs)  # (q - 128) / 128: the uint8 input's own quantisation
     with torch.inference_mode():

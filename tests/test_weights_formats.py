@@ -16,7 +16,7 @@ from weights_helpers import randomize_batchnorm, run_tflite, write_tf_graphdef, 
 def _model(**settings) -> MobileNetV1:
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(**settings)).eval()
-    size = model.cfg.resolution[0]
+    size = model.arch_cfg.resolution[0]
     randomize_batchnorm(model, torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(9)) * 2 - 1)
     return model
 
@@ -31,7 +31,7 @@ def test_graphdef_round_trip_is_exact(tmp_path, alpha, size, depth_multiplier):
     write_tf_graphdef(model, tmp_path / "frozen.pb")
     assert detect_format(tmp_path / "frozen.pb") == "tf-graphdef"
     converted, cfg = convert(tmp_path / "frozen.pb", resolution=size)
-    assert converted.cfg == model.cfg
+    assert converted.arch_cfg == model.arch_cfg
     assert cfg.label_set == "imagenet-1001" and cfg.preprocess.mean == (0.5, 0.5, 0.5)
     x = _inputs(2, size)
     with torch.no_grad():
@@ -41,7 +41,7 @@ def test_graphdef_round_trip_is_exact(tmp_path, alpha, size, depth_multiplier):
 def test_graphdef_reads_eps_from_the_graph(tmp_path):
     model = _model(alpha=0.25, resolution=64, bn_eps=1e-5)
     write_tf_graphdef(model, tmp_path / "eps.pb", eps=1e-5)
-    assert convert(tmp_path / "eps.pb")[0].cfg.bn_eps == 1e-5
+    assert convert(tmp_path / "eps.pb")[0].arch_cfg.bn_eps == 1e-5
 
 
 def test_tflite_written_and_run_by_tflite_matches_conversion(tmp_path):
@@ -50,12 +50,12 @@ def test_tflite_written_and_run_by_tflite_matches_conversion(tmp_path):
     x = _inputs(3, 64)
     tflite_out = run_tflite(tmp_path / "m.tflite", x.permute(0, 2, 3, 1).numpy())
     converted, cfg = convert(tmp_path / "m.tflite")
-    assert converted.stem.folded and cfg.format == "tflite" and converted.cfg.resolution == (64, 64)
+    assert converted.stem.folded and cfg.format == "tflite" and converted.arch_cfg.resolution == (64, 64)
     with torch.no_grad():
         ours = converted(x).numpy()
         np.testing.assert_allclose(ours, tflite_out, atol=1e-4, rtol=0)
         # The same weights with PyTorch's symmetric padding no longer reproduce TFLite.
-        symmetric = MobileNetV1(converted.cfg.replace(padding="symmetric")).eval()
+        symmetric = MobileNetV1(converted.arch_cfg.replace(padding="symmetric")).eval()
         for _, module in symmetric.conv_layers():
             module.unfold_structure()
         symmetric.load_state_dict(converted.state_dict())

@@ -30,8 +30,8 @@ def test_save_pretrained_directory_reproduces_transformers(tmp_path, tf_padding)
     model.save_pretrained(tmp_path / "ckpt")
     assert detect_format(tmp_path / "ckpt") == "transformers"
     ours, cfg = convert(tmp_path / "ckpt")
-    assert ours.cfg.padding == ("tf" if tf_padding else "symmetric")
-    got = (ours.cfg.alpha, ours.cfg.resolution, ours.cfg.num_classes, ours.cfg.bn_eps)
+    assert ours.arch_cfg.padding == ("tf" if tf_padding else "symmetric")
+    got = (ours.arch_cfg.alpha, ours.arch_cfg.resolution, ours.arch_cfg.num_classes, ours.arch_cfg.bn_eps)
     assert got == (0.25, (128, 128), 1001, 1e-3)
     assert cfg.label_set == "imagenet-1001"
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -51,7 +51,7 @@ def test_weights_file_alone_is_read_too(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     ours, cfg = convert(tmp_path / "ckpt" / "model.safetensors", resolution=128)
     assert detect_format(tmp_path / "ckpt" / "model.safetensors") == "transformers"
-    assert ours.cfg.num_classes == 10 and cfg.label_set == "custom"
+    assert ours.arch_cfg.num_classes == 10 and cfg.label_set == "custom"
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
         assert (ours(x) - model(pixel_values=x).logits).abs().max().item() <= 1e-4

@@ -52,7 +52,8 @@ def test_keras_legacy_h5_matches_keras(tmp_path, alpha, size):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     assert detect_format(path) == "keras"
     ours, cfg = convert(path, resolution=size)
-    assert (ours.cfg.alpha, ours.cfg.num_classes, ours.cfg.padding, ours.cfg.bn_eps) == (alpha, 1000, "keras", 1e-3)
+    a = ours.arch_cfg
+    assert (a.alpha, a.num_classes, a.padding, a.bn_eps) == (alpha, 1000, "keras", 1e-3)
     assert cfg.label_set == "imagenet-1000"
     x = np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)).astype("float32")
     with torch.no_grad():
@@ -92,10 +93,10 @@ def test_keras_at_sizes_where_its_padding_is_not_same(tmp_path, size):
     path = tmp_path / "m.weights.h5"
     model.save_weights(path)
     ours, _ = convert(path, resolution=size)
-    assert ours.cfg.padding == "keras"
+    assert ours.arch_cfg.padding == "keras"
     keras_maps = [tuple(layer.output.shape[1:3]) for layer in model.layers
                   if layer.name.startswith("conv_pw_") and layer.name.count("_") == 2]
-    arch_maps = [layer.out_size for layer in layers(ours.cfg) if layer.kind == "pointwise"]
+    arch_maps = [layer.out_size for layer in layers(ours.arch_cfg) if layer.kind == "pointwise"]
     assert arch_maps == keras_maps  # arch (and so the cost model) gives Keras' own map sizes
     same = ArchConfig(alpha=0.25, resolution=size)
     same_maps = [layer.out_size for layer in layers(same) if layer.kind == "pointwise"]
@@ -103,7 +104,7 @@ def test_keras_at_sizes_where_its_padding_is_not_same(tmp_path, size):
     x = np.random.default_rng(size).uniform(-1, 1, (2, size, size, 3)).astype("float32")
     with torch.no_grad():
         got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-        wrong = ours.__class__(ours.cfg.replace(padding="tf"))
+        wrong = ours.__class__(ours.arch_cfg.replace(padding="tf"))
         wrong.load_state_dict(ours.state_dict())
         wrong_out = wrong.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     reference = _keras_outputs(model, x)
@@ -116,7 +117,7 @@ def test_keras_archive_is_read_with_its_input_size(tmp_path):
     model.save(tmp_path / "model.keras")
     assert detect_format(tmp_path / "model.keras") == "keras"
     ours, cfg = convert(tmp_path / "model.keras")  # no --resolution: config.json says 200
-    assert ours.cfg.resolution == (200, 200) and ours.cfg.padding == "keras" and cfg.format == "keras-archive"
+    assert ours.arch_cfg.resolution == (200, 200) and ours.arch_cfg.padding == "keras" and cfg.format == "keras-archive"
     x = np.random.default_rng(5).uniform(-1, 1, (2, 200, 200, 3)).astype("float32")
     with torch.no_grad():
         got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
@@ -150,7 +151,8 @@ def test_timm_state_dict_matches_timm(tmp_path, multiplier, suffix):
         save_file(model.state_dict(), str(path))
     assert detect_format(path) == "timm"
     ours, cfg = convert(path)
-    assert (ours.cfg.padding, ours.cfg.bn_eps, ours.cfg.rounding, ours.cfg.alpha) == ("symmetric", 1e-5, "timm",
+    a = ours.arch_cfg
+    assert (a.padding, a.bn_eps, a.rounding, a.alpha) == ("symmetric", 1e-5, "timm",
                                                                                       multiplier)
     assert cfg.preprocess.interpolation == "bicubic"
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3)) * 2 - 1

@@ -68,7 +68,7 @@ def _tgz(path: Path, members: dict[str, bytes]) -> None:
 def _entry(name: str, model: MobileNetV1, files: tuple[WeightFile, ...], **changes):
     base = REGISTRY["tf_mobilenet_v1_1.0_224"]
     changes = {"tensors_sha256": None, **changes}
-    return replace(base, name=name, arch=model.cfg.to_dict(), preprocess=base.preprocess.replace(resolution=64),
+    return replace(base, name=name, arch=model.arch_cfg.to_dict(), preprocess=base.preprocess.replace(resolution=64),
                    files=files, **changes)
 
 
@@ -85,7 +85,7 @@ def test_release_archive_over_http_then_cached(tmp_path, server, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(loaded(X), model(X)[:, 1:], atol=1e-5, rtol=0)
     (root / "m.tgz").unlink()  # offline now: the cache serves it
-    assert load_pretrained("tiny", num_classes=1001).cfg.num_classes == 1001
+    assert load_pretrained("tiny", num_classes=1001).arch_cfg.num_classes == 1001
 
 
 def test_pinned_checksum_refuses_a_different_file(tmp_path, server, monkeypatch):
@@ -151,7 +151,7 @@ def test_hub_source_through_huggingface_hub_offline(tmp_path, monkeypatch):
     _hub_snapshot(tmp_path / "hub", "timm/mobilenetv1_100.ra4_e3600_r224_in1k",
                   {"model.safetensors": save(reference.state_dict()), "config.json": b"{}"})
     model = load_pretrained("timm_mobilenetv1_100")
-    assert model.pretrained_cfg.family == "timm" and model.cfg.padding == "symmetric"
+    assert model.pretrained_cfg.family == "timm" and model.arch_cfg.padding == "symmetric"
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(2)) * 2 - 1
     with torch.no_grad():
         assert (model(x) - reference(x)).abs().max().item() <= 1e-4

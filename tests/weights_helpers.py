@@ -122,7 +122,7 @@ def write_tflite(model: MobileNetV1, path: Path) -> None:
     from ai_edge_litert import schema_py_generated as tfl
 
     assert model.stem.folded, "fold the BatchNorm first: TFLite stores folded conv biases"
-    h, w = model.cfg.resolution
+    h, w = model.arch_cfg.resolution
     buffers = [tfl.BufferT()]  # buffer 0 is the conventional empty one
     tensors: list = []
 
@@ -151,7 +151,7 @@ def write_tflite(model: MobileNetV1, path: Path) -> None:
         o.builtinOptionsType, o.builtinOptions = options_type, options
         ops.append(o)
 
-    x = tensor("input", (1, h, w, model.cfg.in_channels))
+    x = tensor("input", (1, h, w, model.arch_cfg.in_channels))
     graph_input = x
     size = (h, w)
     for name, module in model.conv_layers():

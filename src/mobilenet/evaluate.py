@@ -46,7 +46,7 @@ def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") 
             return model(batch.to(device)).float().cpu()
 
     predict.description = f"torch fp32 on {device}"  # type: ignore[attr-defined]
-    predict.arch = getattr(model, "cfg", None)  # type: ignore[attr-defined] # for evaluate's memory check
+    predict.arch = getattr(model, "arch_cfg", None)  # type: ignore[attr-defined] # for evaluate's memory check
     return predict
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
+from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.weights import build_model, find_pretrained, load_weights
 
@@ -54,6 +55,7 @@ def mobilenet_v1(
         weights = find_pretrained(alpha, size[0] if size else None, source).name
     elif source is not None:
         raise InputError("give either weights= or source=, not both")
-    if weights is not None:
-        return build_model(load_weights(weights, **settings))
-    return MobileNetV1(ArchConfig(**settings))
+    loaded = load_weights(weights, **settings) if weights is not None else None
+    arch_cfg = loaded.arch_cfg if loaded is not None else ArchConfig(**settings)
+    check_memory(arch_cfg, mode="build")  # refuse, from the cost model, what cannot fit before allocating
+    return build_model(loaded) if loaded is not None else MobileNetV1(arch_cfg)

@@ -26,7 +26,6 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
-from mobilenet.limits import check_memory
 
 INIT_STD = 0.09
 # Keras' ZeroPadding2D(((0, 1), (0, 1))) before a strided conv, in F.pad's (left, right, top, bottom).
@@ -136,8 +135,7 @@ class MobileNetV1(nn.Module):
     def __init__(self, cfg: ArchConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         cfg = (cfg or ArchConfig()).replace(**overrides) if overrides else (cfg or ArchConfig())
-        check_memory(cfg, mode="build")  # refuse, from the cost model, what cannot fit before allocating
-        self.cfg = cfg
+        self.arch_cfg = cfg
         spec = arch.layers(cfg)
         self.stem = ConvBNAct(spec[0], cfg)
         blocks: list[nn.Module] = []
@@ -161,7 +159,7 @@ class MobileNetV1(nn.Module):
     @property
     def feature_info(self) -> list[dict[str, Any]]:
         """timm-style: channels and reduction of the maps ``forward_intermediates`` can return."""
-        stages = arch.feature_stages(self.cfg)
+        stages = arch.feature_stages(self.arch_cfg)
         return [
             {"module": layer.name, "num_chs": layer.out_channels, "reduction": stride}
             for stride, layer in sorted(stages.items())
@@ -225,7 +223,7 @@ class MobileNetV1(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
-        self.cfg = self.cfg.replace(num_classes=num_classes)
+        self.arch_cfg = self.arch_cfg.replace(num_classes=num_classes)
         self.classifier = nn.Linear(self.num_features, num_classes).to(self.classifier.weight.device)
         nn.init.trunc_normal_(self.classifier.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
         nn.init.zeros_(self.classifier.bias)

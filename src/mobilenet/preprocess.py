@@ -31,6 +31,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -316,3 +317,27 @@ def preprocess_images(paths: Sequence[str | os.PathLike[str]], preprocess: Prepr
     """Load and preprocess a list of files into one NCHW batch (raises ``ImageError`` on a bad file)."""
     transform = preprocess.eval_transform()
     return torch.stack([transform(load_image(p)) for p in paths])
+
+
+def sample_photos() -> list[Path]:
+    """Real photos that ship inside installed packages: matplotlib's Grace Hopper always, and
+    scikit-image's cat, coffee cup and astronaut where it is installed (the ``[photos]`` extra).
+    What ``mobilenet classify`` shows with no IMAGE, and what exports are verified on."""
+    import matplotlib  # noqa: PLC0415 - a core dependency, but only needed here
+
+    photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    try:
+        import skimage  # noqa: PLC0415
+
+        data = Path(skimage.__file__).parent / "data"
+        photos += [data / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
+    except ImportError:
+        pass
+    return [p for p in photos if p.is_file()]
+
+
+def repeat_to_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``images`` (N, C, H, W) repeated in order and cut to exactly ``batch_size`` (contiguous):
+    real photos at any batch size, for timing and verification."""
+    reps = -(-batch_size // len(images))
+    return images.repeat(reps, 1, 1, 1)[:batch_size].contiguous()

@@ -93,7 +93,7 @@ def model_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[Any, An
     weights = getattr(args, "weights", None)
     if not weights:
         model = mobilenet_v1(**settings).eval()
-        return model, Preprocess(resolution=model.cfg.resolution)
+        return model, Preprocess(resolution=model.arch_cfg.resolution)
     try:
         model = mobilenet_v1(weights=weights, **settings)
     except WeightsMismatch as err:

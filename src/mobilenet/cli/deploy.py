@@ -138,14 +138,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     files = [args.output] + ([args.output.with_suffix(".bin")] if fmt == "openvino" else [])
     size = sum(_size(f) for f in files)
-    c, h, w = model.cfg.in_channels, model.cfg.height, model.cfg.width
+    c, h, w = model.arch_cfg.in_channels, model.arch_cfg.height, model.arch_cfg.width
     if fmt in ("onnx", "openvino"):
         shape = f"{'batch ' + str(args.fixed_batch) if args.fixed_batch else 'dynamic batch'}, input NCHW {c}x{h}x{w}"
     else:  # the mobile files are traced at batch 1
         nhwc = (args.layout or ("nchw" if fmt == "coreml" else "nhwc")) == "nhwc"
         shape = f"batch 1, input {f'NHWC {h}x{w}x{c}' if nhwc else f'NCHW {c}x{h}x{w}'}"
     written = " + ".join(map(str, files))
-    print(f"wrote {written} ({size / 1e6:.1f} MB): {model.cfg.name} {fmt} {args.precision}, {shape}")
+    print(f"wrote {written} ({size / 1e6:.1f} MB): {model.arch_cfg.name} {fmt} {args.precision}, {shape}")
     print(check.summary())
     return 0
 

@@ -122,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         # Fine-tuning: the model flags given must agree with the weights (one line naming the flag
         # otherwise, instead of being ignored), and the weights decide the rest of the architecture.
         model, _ = model_from_args(args, num_classes=num_classes, in_channels=args.in_channels, dropout=args.dropout)
-        arch = model.cfg
+        arch = model.arch_cfg
         del model
     else:
         channels = args.in_channels or (1 if args.data.lower() == "fashion-mnist" else 3)

@@ -147,7 +147,7 @@ def run_convert(args: argparse.Namespace) -> int:
     checksums = ", ".join(f"{Path(s).name} sha256 {sha256_file(s)}" for s in args.sources if Path(s).is_file())
     save_safetensors(model, out, cfg, source=f"{cfg.description}; {checksums}", inputs=args.sources)
     summary = {
-        "out": str(out), "format": cfg.format, "arch": model.cfg.to_dict(), "bn_folded": model.stem.folded,
+        "out": str(out), "format": cfg.format, "arch": model.arch_cfg.to_dict(), "bn_folded": model.stem.folded,
         "preprocess": cfg.preprocess.to_dict(), "label_set": cfg.label_set,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -155,8 +155,8 @@ def run_convert(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         folded = "BatchNorm folded into conv biases" if model.stem.folded else "BatchNorm kept"
-        print(f"{out}: {model.cfg.name}, {model.cfg.num_classes} classes, padding {model.cfg.padding}, "
-              f"eps {model.cfg.bn_eps:g}, {folded} (from {cfg.format})")
+        print(f"{out}: {model.arch_cfg.name}, {model.arch_cfg.num_classes} classes, padding {model.arch_cfg.padding}, "
+              f"eps {model.arch_cfg.bn_eps:g}, {folded} (from {cfg.format})")
     return 0
 
 

@@ -27,10 +27,10 @@ import torch
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.runtimes.base import Predictor
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
+from mobilenet.predictor import Predictor
 
 AUTO_MODES = ("measure", "remeasure", "fixed")
 AUTO_ENV = "MOBILENET_AUTO"

@@ -23,11 +23,12 @@ import torch
 from mobilenet.deploy.formats import FORMAT_MODULES, SUFFIX_FORMATS, format_for_path, format_module
 from mobilenet.deploy.formats.onnx import onnx_input_shape
 from mobilenet.deploy.runtimes import predictor_class
-from mobilenet.deploy.runtimes.base import PlatformUnsupportedError
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_files
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import PlatformUnsupportedError
+from mobilenet.preprocess import repeat_to_batch
 
 __all__ = ["ExportMismatchError", "Verification", "export", "onnx_input_shape"]
 
@@ -68,7 +69,8 @@ def export(
         from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
         from mobilenet.preprocess import Preprocess  # noqa: PLC0415
 
-        calibration = calibration_tensor(calibration_images, preprocess or Preprocess(resolution=model.cfg.resolution))
+        preprocess = preprocess or Preprocess(resolution=model.arch_cfg.resolution)
+        calibration = calibration_tensor(calibration_images, preprocess)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.")
@@ -95,7 +97,7 @@ def _verify_file(
     if fixed:
         # A file with a fixed batch runs whole batches of that size only.
         n = len(images)
-        images = images[: n // fixed * fixed] if fixed <= n else images.repeat(-(-fixed // n), 1, 1, 1)[:fixed]
+        images = images[: n // fixed * fixed] if fixed <= n else repeat_to_batch(images, fixed)
         return verify(model, predictor, images, precision=precision, batch_sizes=(fixed,))
     return verify(model, predictor, images, precision=precision)
 

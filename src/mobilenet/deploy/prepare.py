@@ -16,7 +16,7 @@ The model given is never modified: preparation works on a deep copy.
 Two more steps serve the mobile exports (LiteRT, ExecuTorch, Core ML):
 
 * ``fixed_padding_copy``: the TF 'SAME' pads become constant ``ZeroPad2d`` modules, read from
-  ``mobilenet.arch.layers(model.cfg)`` at the configured resolution. ``TFSamePad`` computes them
+  ``mobilenet.arch.layers(model.arch_cfg)`` at the configured resolution. ``TFSamePad`` computes them
   from the input size at run time, which ``torch.jit.trace``-based converters (coremltools) cannot
   convert; with the size fixed the pads are constants anyway, and the architecture description is
   where they come from, not a second derivation here.
@@ -56,14 +56,14 @@ def folded_copy(model: MobileNetV1) -> MobileNetV1:
 
 def fixed_padding_copy(model: MobileNetV1, *, fold: bool = True) -> MobileNetV1:
     """A copy of ``model`` in eval mode (BatchNorm folded unless ``fold=False``) whose TF 'SAME'
-    pads are constants for the configured resolution, taken from ``arch.layers(model.cfg)``.
+    pads are constants for the configured resolution, taken from ``arch.layers(model.arch_cfg)``.
 
-    The copy computes what ``model`` computes on inputs of ``model.cfg.resolution`` and is
+    The copy computes what ``model`` computes on inputs of ``model.arch_cfg.resolution`` and is
     traceable by any converter; on other sizes it would pad wrongly, so export it only at that
     size (every mobile format fixes the input shape).
     """
     fixed = folded_copy(model) if fold else copy.deepcopy(model).eval()
-    layers = {layer.name: layer for layer in arch.layers(fixed.cfg)}
+    layers = {layer.name: layer for layer in arch.layers(fixed.arch_cfg)}
     for name, module in fixed.conv_layers():
         if not isinstance(module.pad, TFSamePad):
             continue
@@ -96,10 +96,11 @@ def int8_rounded_copy(model: MobileNetV1, calibration: torch.Tensor, *, chunk: i
     the classifier): the order ``model.conv_layers()`` yields them in. Activations are kept for all
     calibration images at one layer at a time, in chunks of ``chunk`` images.
     """
-    if calibration.dim() != 4 or tuple(calibration.shape[1:]) != (model.cfg.in_channels, *model.cfg.resolution):
+    arch_cfg = model.arch_cfg
+    if calibration.dim() != 4 or tuple(calibration.shape[1:]) != (arch_cfg.in_channels, *arch_cfg.resolution):
         raise InputError(
-            f"calibration must be an NCHW batch of shape (N, {model.cfg.in_channels}, {model.cfg.height}, "
-            f"{model.cfg.width}), got {tuple(calibration.shape)}"
+            f"calibration must be an NCHW batch of shape (N, {model.arch_cfg.in_channels}, {model.arch_cfg.height}, "
+            f"{model.arch_cfg.width}), got {tuple(calibration.shape)}"
         )
     if len(calibration) == 0:
         raise InputError("int8 rounding needs calibration images: pass a few hundred real ones")
@@ -151,7 +152,7 @@ def prepare_for_inference(
         module = module.to(memory_format=torch.channels_last)
     module = _InferenceWrapper(module, channels_last=channels_last, dtype=dtype)
     if graph == "jit":
-        example = torch.zeros(1, model.cfg.in_channels, *model.cfg.resolution)
+        example = torch.zeros(1, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns that the TF 'SAME' pad sizes become constants: intended, see above.
             # torch 2.9+ also flags TorchScript as deprecated; it is still the fastest CPU path here.

@@ -36,10 +36,10 @@ from mobilenet.deploy import auto
 from mobilenet.deploy.formats import format_for_path, format_module
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.runtimes import RUNTIME_MODULES, predictor_class, runtime_format
-from mobilenet.deploy.runtimes.base import PrecisionUnavailableError, Predictor, as_numpy
 from mobilenet.deploy.runtimes.pytorch import check_bf16
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 __all__ = [
     "PRECISIONS", "RUNTIMES", "SUPPORTED", "PrecisionUnavailableError", "Predictor", "as_numpy", "make_predictor",
@@ -123,11 +123,13 @@ def make_predictor(
         import torch  # noqa: PLC0415
 
         from mobilenet.deploy.verify import photo_batch  # noqa: PLC0415
+        from mobilenet.preprocess import repeat_to_batch  # noqa: PLC0415
 
         photos = photo_batch(model, preprocess=_preprocess_for(model, preprocess))
-        example = photos.repeat(-(-batch_size // len(photos)), 1, 1, 1)[:batch_size].contiguous()
+        example = repeat_to_batch(photos, batch_size)
         with torch.inference_mode():
-            predictor, reason = auto.choose(model.cfg, precision, batch_size, threads, build, example, mode=auto_mode)
+            predictor, reason = auto.choose(model.arch_cfg, precision, batch_size, threads, build, example,
+                                            mode=auto_mode)
         predictor.description += f"; auto picked {predictor.runtime}: {reason}"
     else:
         predictor = build(runtime)
@@ -140,7 +142,7 @@ def _preprocess_for(model: MobileNetV1, preprocess: Any) -> Any:
         return preprocess
     from mobilenet.preprocess import Preprocess  # noqa: PLC0415
 
-    return Preprocess(resolution=model.cfg.resolution)
+    return Preprocess(resolution=model.arch_cfg.resolution)
 
 
 def _build(

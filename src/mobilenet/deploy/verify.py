@@ -78,31 +78,17 @@ class Verification:
         )
 
 
-def sample_photos() -> list[Path]:
-    """Real photos that ship inside installed packages (matplotlib always; scikit-image if present)."""
-    import matplotlib  # noqa: PLC0415 - a core dependency, but only needed here
-
-    photos = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
-    try:
-        import skimage  # noqa: PLC0415
-
-        data = Path(skimage.__file__).parent / "data"
-        photos += [data / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
-    except ImportError:
-        pass
-    return [p for p in photos if p.is_file()]
-
-
 def photo_batch(model: MobileNetV1, paths: Sequence[Path] | None = None, preprocess: Any = None) -> torch.Tensor:
     """Real photos preprocessed for ``model`` (default: ``sample_photos()``, TF's [-1, 1] scaling)."""
-    from mobilenet.preprocess import Preprocess, preprocess_images  # noqa: PLC0415
+    from mobilenet.preprocess import Preprocess, preprocess_images, sample_photos  # noqa: PLC0415
 
     paths = list(paths) if paths is not None else sample_photos()
     if not paths:
         raise InputError("no real images to verify the export with; pass some image files")
-    pre = preprocess or Preprocess(resolution=model.cfg.resolution)
-    if tuple(pre.resolution) != tuple(model.cfg.resolution):
-        raise InputError(f"preprocessing resolution {pre.resolution} does not match the model's {model.cfg.resolution}")
+    pre = preprocess or Preprocess(resolution=model.arch_cfg.resolution)
+    if tuple(pre.resolution) != tuple(model.arch_cfg.resolution):
+        raise InputError(f"preprocessing resolution {pre.resolution} does not match the model's "
+                         f"{model.arch_cfg.resolution}")
     return preprocess_images(paths, pre)
 
 

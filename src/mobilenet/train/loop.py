@@ -242,7 +242,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: str | Path | N
     # ---- model -----------------------------------------------------------------------------
     arch = ArchConfig.from_dict(ckpt["arch"] if ckpt else config.arch)
     model = build_model(config, arch, resuming=ckpt is not None)
-    arch = model.cfg
+    arch = model.arch_cfg
     if ckpt:
         model.load_state_dict(ckpt["model"])
     if config.freeze_body:

@@ -87,8 +87,8 @@ def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
     files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet, verify=verify) for f in entry.files]
     model, _ = convert(files, entry.format, **settings)
     expected = entry.arch_config
-    if model.cfg != expected:
-        raise WeightFormatError(f"{name}: the converted weights are {model.cfg}, the registry says {expected}")
+    if model.arch_cfg != expected:
+        raise WeightFormatError(f"{name}: the converted weights are {model.arch_cfg}, the registry says {expected}")
     if entry.tensors_sha256 is not None and tensors_sha256(model) != entry.tensors_sha256:
         raise FetchError(f"{name}: the fetched weights differ from the pinned ones (tensor checksum mismatch)")
     checksums = ", ".join(f"{f.filename} sha256 {f.sha256 or sha256_file(p) + ' (not pinned)'}"
@@ -124,14 +124,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> Loade
 
 def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple[MobileNetV1, PretrainedCfg]:
     weights = read_checkpoint(path, ema=ema)
-    return build_model(weights), weights.cfg
+    return build_model(weights), weights.pretrained_cfg
 
 
 def _read_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> LoadedWeights:
     if isinstance(weights, str) and weights in REGISTRY:
         found = read_safetensors(fetch_pretrained(weights))
         entry = REGISTRY[weights]
-        return replace(found, cfg=replace(entry, arch=found.arch.to_dict()))
+        return replace(found, pretrained_cfg=replace(entry, arch=found.arch_cfg.to_dict()))
     path = Path(weights)
     if not path.exists():
         raise InputError(

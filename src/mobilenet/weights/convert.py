@@ -211,4 +211,4 @@ def convert(
     the form ``mobilenet convert`` saves). ``load_pretrained(file)`` applies the user-facing
     defaults (1,000 ImageNet classes) instead."""
     weights = read_weights(sources, fmt, **arch_settings)
-    return build_model(weights), weights.cfg
+    return build_model(weights), weights.pretrained_cfg

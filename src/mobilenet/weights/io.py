@@ -54,7 +54,7 @@ def save_safetensors(
     labels = cfg.label_names if cfg.labels is not None else None
     metadata = {
         "format": FORMAT,
-        "arch": json.dumps(model.cfg.to_dict()),
+        "arch": json.dumps(model.arch_cfg.to_dict()),
         "bn_folded": "true" if is_folded(model) else "false",
         "preprocess": json.dumps(cfg.preprocess.to_dict()),
         "label_set": cfg.label_set,
@@ -145,7 +145,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:
     """``read_safetensors`` built into a model, exactly as saved (no settings merged)."""
     weights = read_safetensors(path)
-    return build_model(weights), weights.cfg
+    return build_model(weights), weights.pretrained_cfg
 
 
 def metadata_json(meta: dict[str, str]) -> dict[str, Any]:

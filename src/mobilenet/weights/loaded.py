@@ -49,10 +49,10 @@ class WeightsMismatch(InputError):
 class LoadedWeights:
     """Tensors named as in ``MobileNetV1(arch).state_dict()`` (the folded structure if ``folded``)."""
 
-    arch: ArchConfig
+    arch_cfg: ArchConfig
     state: dict[str, torch.Tensor]
     folded: bool
-    cfg: PretrainedCfg
+    pretrained_cfg: PretrainedCfg
 
 
 def check_tensors(state: dict[str, torch.Tensor], where: str) -> None:
@@ -81,7 +81,7 @@ def check_tensors(state: dict[str, torch.Tensor], where: str) -> None:
 def loaded(arch: ArchConfig, state: dict[str, torch.Tensor], folded: bool, cfg: PretrainedCfg) -> LoadedWeights:
     """Check the tensors and package them (every reader ends here)."""
     check_tensors(state, cfg.name)
-    return LoadedWeights(arch=arch, state=state, folded=folded, cfg=replace(cfg, arch=arch.to_dict()))
+    return LoadedWeights(arch_cfg=arch, state=state, folded=folded, pretrained_cfg=replace(cfg, arch=arch.to_dict()))
 
 
 def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
@@ -96,7 +96,7 @@ def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
     unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
     if unknown:
         raise InputError(f"unknown architecture settings {sorted(unknown)}")
-    arch, cfg = weights.arch, weights.cfg
+    arch, cfg = weights.arch_cfg, weights.pretrained_cfg
     # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
     wanted = arch.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
     have, want = arch.to_dict(), wanted.to_dict()
@@ -120,13 +120,13 @@ def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
             cfg = replace(cfg, label_set="custom", labels=None, published={})
     preprocess = cfg.preprocess.replace(resolution=wanted.resolution)
     cfg = replace(cfg, arch=wanted.to_dict(), preprocess=preprocess)
-    return LoadedWeights(arch=wanted, state=state, folded=weights.folded, cfg=cfg)
+    return LoadedWeights(arch_cfg=wanted, state=state, folded=weights.folded, pretrained_cfg=cfg)
 
 
 def build_model(weights: LoadedWeights) -> MobileNetV1:
     """The one place a model is built from weights: ``MobileNetV1(arch)`` (folded structure if the
     tensors are folded), every tensor loaded exactly; a fresh classifier keeps its initialisation."""
-    model = MobileNetV1(weights.arch)
+    model = MobileNetV1(weights.arch_cfg)
     if weights.folded:
         for _, module in model.conv_layers():
             module.unfold_structure()
@@ -135,8 +135,8 @@ def build_model(weights: LoadedWeights) -> MobileNetV1:
     missing = [k for k in expected if k not in weights.state and k not in fresh]
     if missing:
         raise WeightFormatError(
-            f"{weights.cfg.name}: tensor {missing[0]!r} is missing (architecture {weights.arch.name})"
+            f"{weights.pretrained_cfg.name}: tensor {missing[0]!r} is missing (architecture {weights.arch_cfg.name})"
         )
     model.load_state_dict(weights.state, strict=not fresh)
-    model.pretrained_cfg = weights.cfg
+    model.pretrained_cfg = weights.pretrained_cfg
     return model.eval()

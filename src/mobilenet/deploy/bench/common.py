@@ -11,6 +11,7 @@ from mobilenet.deploy.bench.report import BenchOptions
 from mobilenet.deploy.runtime import Predictor, make_predictor
 from mobilenet.deploy.verify import photo_batch
 from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import repeat_to_batch
 
 
 def build_predictor(
@@ -26,9 +27,7 @@ def build_predictor(
 def input_batch(model: MobileNetV1, batch_size: int, preprocess: Any) -> torch.Tensor:
     """Real photos, repeated to the batch size (content matters little for speed, but random
     noise can take different paths, e.g. through denormals, than real images do)."""
-    photos = photo_batch(model, preprocess=preprocess)
-    reps = -(-batch_size // len(photos))
-    return photos.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
+    return repeat_to_batch(photo_batch(model, preprocess=preprocess), batch_size)
 
 
 def bound(predictor: Callable[[Any], Any], x: Any) -> Callable[[], Any]:

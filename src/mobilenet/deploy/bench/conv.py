@@ -20,11 +20,11 @@ from mobilenet.model import MobileNetV1
 def separable_vs_conv(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Table 4's Conv MobileNet against the separable one at batch 1, fp32, per runtime: the
     measured time ratio beside the mult-add ratio (what the paper's 8-9x becomes in wall time)."""
-    cfg = model.cfg
+    cfg = model.arch_cfg
     if cfg.variant != "separable":
         return []
     conv_model = MobileNetV1(cfg.replace(variant="conv")).eval()
-    ratio = network_cost(conv_model.cfg).total.mult_adds / network_cost(cfg).total.mult_adds
+    ratio = network_cost(conv_model.arch_cfg).total.mult_adds / network_cost(cfg).total.mult_adds
     x = input_batch(model, 1, options.preprocess)
     rows, timed = [], []
     for runtime in [r for r in options.runtimes if r != "auto"]:
@@ -52,12 +52,12 @@ def block_comparisons(model: MobileNetV1, options: BenchOptions, log: Callable[[
     blocks 6-10 at 14x14x512), in PyTorch eager with folded weights and channels_last, batch 1:
     the layer-level version of the network comparison above. The full conv uses symmetric padding
     (one pad either side); the difference to TF 'SAME' costs no measurable time."""
-    if model.cfg.variant == "conv":
+    if model.arch_cfg.variant == "conv":
         return []
     log("timing each separable block against a full 3x3 convolution (PyTorch eager)")
     net = folded_copy(model).to(memory_format=torch.channels_last)
     rows, calls = [], []
-    for comparison in network_cost(model.cfg).block_comparisons():
+    for comparison in network_cost(model.arch_cfg).block_comparisons():
         std = comparison.standard
         channels, height, width = std.in_shape
         x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)

@@ -28,7 +28,7 @@ KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwi
 
 
 def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    cost = network_cost(model.cfg)
+    cost = network_cost(model.arch_cfg)
     predicted = {kind: sum(x.mult_adds for x in cost.layers if x.kind == kind) / cost.total.mult_adds for kind in KINDS}
     x = input_batch(model, 1, options.preprocess)
     rows = []
@@ -53,7 +53,7 @@ def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOption
     """Per-kind time of the folded channels_last model in eager mode (TorchScript hides the
     layers), from forward hooks around every layer."""
     net = folded_copy(model).to(memory_format=torch.channels_last)
-    kinds = {layer.name: layer.kind for layer in network_cost(model.cfg).layers}
+    kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
     totals: dict[str, float] = {}
     starts: dict[str, float] = {}
     for name, module in net.named_modules():
@@ -82,7 +82,7 @@ def _ort_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions)
 
     import onnxruntime as ort  # noqa: PLC0415
 
-    layers = network_cost(model.cfg).layers
+    layers = network_cost(model.arch_cfg).layers
     conv_kinds = [layer.kind for layer in layers if layer.kind in ("conv", "depthwise", "pointwise")]
     with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx")
@@ -111,7 +111,7 @@ def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOpt
     """Per-kind time from OpenVINO's per-node performance counters (fp32), matched to layers by
     execution order like ONNX Runtime's."""
 
-    conv_kinds = [x.kind for x in network_cost(model.cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
+    conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
     config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                               "ENABLE_CPU_PINNING": False}
     if options.threads:

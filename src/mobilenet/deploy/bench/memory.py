@@ -44,7 +44,7 @@ def memory_rows(model: MobileNetV1, options: BenchOptions, log: Callable[[str], 
             row.update(memory_probe_subprocess(model, runtime, batch, options.threads))
         except MobileNetError as err:
             row.update(status="failed", reason=str(err), images_per_call=batch)
-        predicted = network_cost(model.cfg, bytes_per_element=4, batch_size=row["images_per_call"]).total
+        predicted = network_cost(model.arch_cfg, bytes_per_element=4, batch_size=row["images_per_call"]).total
         row.update(predicted_peak_activation_bytes=predicted.peak_activation_bytes,
                    predicted_peak_layer=predicted.peak_layer)
         rows.append(row)
@@ -57,7 +57,7 @@ def memory_probe_subprocess(model: MobileNetV1, runtime: str, batch_size: int, t
     with tempfile.TemporaryDirectory(prefix="mobilenet-memory-") as tmp:
         weights = Path(tmp) / "model.pt"
         # Folded weights, so models loaded folded (TFLite) and unfolded ones travel the same way.
-        torch.save({"config": model.cfg.to_dict(), "state_dict": folded_copy(model).state_dict()}, weights)
+        torch.save({"config": model.arch_cfg.to_dict(), "state_dict": folded_copy(model).state_dict()}, weights)
         command = [sys.executable, "-m", "mobilenet.deploy.bench.memory", str(weights), runtime, str(batch_size),
                    str(threads or 0)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -72,7 +72,7 @@ def memory_probe(model: MobileNetV1, runtime: str, batch_size: int, threads: int
     set before the call. That covers activations, workspaces and one-time buffers the runtime
     allocates on its first run; weights are already resident and not counted."""
     predictor = make_predictor(model, runtime, "fp32", threads=threads or None)
-    x = torch.zeros(batch_size, model.cfg.in_channels, *model.cfg.resolution)
+    x = torch.zeros(batch_size, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current VmRSS
     before = _read_status_kib("VmRSS")
     predictor(x)

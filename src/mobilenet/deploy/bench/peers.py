@@ -19,14 +19,14 @@ from mobilenet.deploy.bench.report import BenchOptions, Cell
 from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.runtimes.base import as_numpy
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import as_numpy
 
 
 def peer_cells(
     model: MobileNetV1, options: BenchOptions, inputs: dict[int, torch.Tensor], log: Callable[[str], None]
 ) -> list[tuple[Cell, Callable[[], Any] | None]]:
-    cfg = model.cfg
+    cfg = model.arch_cfg
     out: list[tuple[Cell, Callable[[], Any] | None]] = []
     if "fp32" in options.precisions:
         cells = [Cell("timm eager fp32", "timm", "fp32", b, peer=True) for b in options.batch_sizes]

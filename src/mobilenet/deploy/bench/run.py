@@ -25,7 +25,7 @@ from mobilenet.model import MobileNetV1
 def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None] = lambda s: None) -> BenchReport:
     """Measure ``model`` as ``options`` ask. Every requested (runtime, precision, batch size) gets a
     cell in the report, measured or with the reason it was not."""
-    cfg = model.cfg
+    cfg = model.arch_cfg
     model = model.eval()
     if options.threads:
         torch.set_num_threads(options.threads)

@@ -3,7 +3,7 @@
 coremltools converts on any OS, but **Core ML predictions run only on Apple platforms** (macOS,
 iOS): off them a package can be written and checked structurally, never run. ``check_structure``
 does that check: the input and output names and shapes, and the operations the architecture
-implies (``arch.layers(model.cfg)``: one ``conv`` per convolution, one activation per conv, one
+implies (``arch.layers(model.arch_cfg)``: one ``conv`` per convolution, one activation per conv, one
 ``pad`` per strided TF-padded conv, one ``reduce_mean``, one ``linear``), and fp16 weights where
 fp16 was asked for. On macOS the export verifies numerically too
 (``mobilenet.deploy.runtimes.coreml``).
@@ -84,8 +84,8 @@ def write(
         )
     for key, value in _metadata(model, precision, layout).items():
         mlmodel.user_defined_metadata[METADATA_PREFIX + key] = value
-    classes = model.cfg.num_classes
-    mlmodel.short_description = f"MobileNet v1 {model.cfg.name} ({precision}), logits for {classes} classes"
+    classes = model.arch_cfg.num_classes
+    mlmodel.short_description = f"MobileNet v1 {model.arch_cfg.name} ({precision}), logits for {classes} classes"
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet():
         mlmodel.save(str(path))
@@ -103,7 +103,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
-    """Check a package against the network ``arch.layers(model.cfg)`` describes, on any OS;
+    """Check a package against the network ``arch.layers(model.arch_cfg)`` describes, on any OS;
     returns a one-line summary, raises ``CoreMlStructureError`` on the first thing that differs.
     This is not a numerical check: Core ML predictions run only on Apple platforms."""
     spec = _spec(path)
@@ -122,9 +122,9 @@ def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
     if got_input != want_input:
         raise CoreMlStructureError(f"{Path(path).name}: input shape {got_input}, expected {want_input} ({layout})")
     got_output = list(outputs[0].type.multiArrayType.shape)
-    if got_output and got_output[-1] != model.cfg.num_classes:
+    if got_output and got_output[-1] != model.arch_cfg.num_classes:
         raise CoreMlStructureError(
-            f"{Path(path).name}: output shape {got_output}, expected [1, {model.cfg.num_classes}]"
+            f"{Path(path).name}: output shape {got_output}, expected [1, {model.arch_cfg.num_classes}]"
         )
     ops = operation_counts(spec)
     expected = expected_operations(model)
@@ -138,14 +138,14 @@ def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
         raise CoreMlStructureError(f"{Path(path).name}: fp16 package without the casts of an fp16 program")
     counted = ", ".join(f"{v} {k}" for k, v in expected.items())
     return (
-        f"{Path(path).name}: input {INPUT_NAME} {want_input}, output {OUTPUT_NAME} [1, {model.cfg.num_classes}], "
+        f"{Path(path).name}: input {INPUT_NAME} {want_input}, output {OUTPUT_NAME} [1, {model.arch_cfg.num_classes}], "
         f"{counted} as arch.layers implies, {precision}; structure only ({PREDICTIONS_NEED_APPLE})"
     )
 
 
 def expected_operations(model: MobileNetV1) -> dict[str, int]:
     """The ML Program operations the architecture implies, counted from ``arch.layers``."""
-    cfg = model.cfg
+    cfg = model.arch_cfg
     layers = arch.layers(cfg)
     convs = [layer for layer in layers if layer.kind in ("conv", "depthwise", "pointwise")]
     activation = "clip" if cfg.activation == "relu6" else "relu"

@@ -1,6 +1,6 @@
 """LiteRT (TensorFlow Lite) ``.tflite`` files through litert-torch, fp32, fp16 or full-integer int8.
 
-What is written, per precision (op counts for the separable network: ``arch.layers(model.cfg)``):
+What is written, per precision (op counts for the separable network: ``arch.layers(model.arch_cfg)``):
 
 * **fp32**: litert-torch converts the folded model with constant TF 'SAME' pads
   (``prepare.fixed_padding_copy``); the pads fold into the convolutions, leaving CONV_2D (stem and

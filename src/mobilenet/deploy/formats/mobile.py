@@ -37,8 +37,8 @@ class InputLayout(nn.Module):
 
 def example_input(model: MobileNetV1, layout: str, batch: int = 1) -> torch.Tensor:
     """A zero batch of the model's configured size in ``layout``: the shape the file is traced at."""
-    h, w = model.cfg.resolution
-    c = model.cfg.in_channels
+    h, w = model.arch_cfg.resolution
+    c = model.arch_cfg.in_channels
     return torch.zeros(batch, h, w, c) if layout == "nhwc" else torch.zeros(batch, c, h, w)
 
 
@@ -56,12 +56,12 @@ def model_description(model: MobileNetV1, precision: str, layout: str) -> dict[s
 
     pretrained = getattr(model, "pretrained_cfg", None)
     labels = list(pretrained.label_names) if pretrained is not None else []
-    if len(labels) != model.cfg.num_classes:
-        labels = [str(i) for i in range(model.cfg.num_classes)]
-    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.cfg.resolution)
+    if len(labels) != model.arch_cfg.num_classes:
+        labels = [str(i) for i in range(model.arch_cfg.num_classes)]
+    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.arch_cfg.resolution)
     return {
-        "name": getattr(pretrained, "name", model.cfg.name),
-        "arch": model.cfg.to_dict(),
+        "name": getattr(pretrained, "name", model.arch_cfg.name),
+        "arch": model.arch_cfg.to_dict(),
         "precision": precision,
         "layout": layout,
         "preprocess": preprocess.to_dict(),

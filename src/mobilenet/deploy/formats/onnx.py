@@ -42,7 +42,7 @@ def export_onnx(
         raise InputError(f"fixed_batch must be an int >= 1 or None (dynamic), got {fixed_batch!r}")
     path = Path(path)
     folded = folded_copy(model)
-    example = torch.zeros(fixed_batch or 2, model.cfg.in_channels, *model.cfg.resolution)
+    example = torch.zeros(fixed_batch or 2, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
     dynamic = None if fixed_batch else {"x": {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)}}
     with atomic_write(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -22,6 +22,12 @@ RUNTIME_MODULES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# Every precision any runtime offers, and what a command line may ask for ("auto": measured here).
+# Each runtime's own PRECISIONS and native-precision rule live in its module.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+RUNTIME_CHOICES: tuple[str, ...] = ("auto", *(name for name in RUNTIME_MODULES if name != "coreml"))
+
+
 def predictor_class(runtime: str) -> type:
     if runtime not in RUNTIME_MODULES:
         raise InputError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIME_MODULES)}")

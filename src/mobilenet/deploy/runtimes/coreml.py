@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes.base import PlatformUnsupportedError, PrecisionUnavailableError, Predictor, as_numpy
 from mobilenet.errors import InputError
+from mobilenet.predictor import PlatformUnsupportedError, PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "fp16")
 

@@ -18,7 +18,7 @@ import torch
 
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes.base import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "int8")
 SEVEN_BIT_LIMIT = 64  # |w| <= 64 keeps 2 x 255 x 64 = 32,640 inside a signed 16-bit lane

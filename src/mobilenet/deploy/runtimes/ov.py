@@ -18,7 +18,7 @@ import torch
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes.base import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # OpenVINO's names for what a convolution executes in -> ours.

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from mobilenet.cpu import cpu_info
-from mobilenet.deploy.runtimes.base import PrecisionUnavailableError, Predictor
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "bf16")
 EMULATED_BF16_COST = "measured 24x slower than fp32 on an AVX2 Zen 3 (652 ms against 27.6 ms at batch 1, 1.0-224)"

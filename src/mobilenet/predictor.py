@@ -1,4 +1,5 @@
-"""The contract every runtime keeps: an NCHW float32 batch in (torch or numpy, already
+"""The one ``Predictor``, the contract every way of running MobileNet keeps (PyTorch and the
+deploy runtimes alike): an NCHW float32 batch in (torch or numpy, already
 preprocessed), float32 logits out (a torch tensor), and a ``description`` of what really runs."""
 
 from __future__ import annotations
