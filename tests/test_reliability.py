@@ -347,12 +347,12 @@ def test_evaluation_batches_that_cannot_fit_are_refused(monkeypatch):
     check_memory(cfg, 8, mode="inference", available=2**30)
     with pytest.raises(ResourceError, match="inference, batch 100000"):
         check_memory(cfg, 100000, mode="inference", available=2**30)
-    from mobilenet.evaluate import evaluate, torch_predictor
+    from mobilenet.accuracy import accuracy, torch_predictor
 
     predict = torch_predictor(MobileNetV1(cfg))
     monkeypatch.setenv("MOBILENET_MEMORY_LIMIT", "256M")
     with pytest.raises(ResourceError, match="batch 4096"):
-        evaluate(predict, [(torch.zeros(3, 224, 224), 0)], batch_size=4096, progress=False)
+        accuracy(predict, [(torch.zeros(3, 224, 224), 0)], batch_size=4096, progress=False)
 
 
 # --------------------------------------------------------------------------------------------

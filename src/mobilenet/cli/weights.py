@@ -189,7 +189,7 @@ def _calibration_images(folder: Path | None) -> list[Path] | None:
 
 def _predictor(model, args: argparse.Namespace, precision: str | None = None, runtime: str | None = None):
     """(NCHW -> logits over the 1,000 ImageNet classes, description)."""
-    from mobilenet.evaluate import drop_background, torch_predictor
+    from mobilenet.accuracy import drop_background, torch_predictor
 
     precision = precision or args.precision
     runtime = runtime or args.runtime
@@ -322,8 +322,8 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import Subset
 
+    from mobilenet.accuracy import accuracy, is_main_process
     from mobilenet.datasets import ImageFolderDataset, open_dataset
-    from mobilenet.evaluate import evaluate, is_main_process
     from mobilenet.weights.labels import imagenet_classes
 
     model = _load(args)
@@ -351,7 +351,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         predict, description = _predictor(model, args, precision=precision, runtime=runtime)
         if is_main_process():
             print(f"weights {cfg.name}; {description}", file=sys.stderr)
-        results.append(evaluate(predict, dataset, batch_size=args.batch_size, num_workers=args.workers,
+        results.append(accuracy(predict, dataset, batch_size=args.batch_size, num_workers=args.workers,
                                 device=args.device, description=f"{precision}"))
     if not is_main_process():
         return 0

@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy of any predictor over an image dataset, in one process or sharded.
 
-    from mobilenet.evaluate import evaluate, torch_predictor
-    result = evaluate(torch_predictor(model), dataset, batch_size=50)
+    from mobilenet.accuracy import accuracy, torch_predictor
+    result = accuracy(torch_predictor(model), dataset, batch_size=50)
     # {"top1": 71.2, "top5": 90.1, "images": 1300, "skipped": 0}   (percent)
 
 ``predict`` is any callable from an NCHW float32 batch to logits (N, classes): the PyTorch model,
@@ -91,7 +91,7 @@ def _distributed_context(device_hint: str) -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), True
 
 
-def evaluate(
+def accuracy(
     predict: Predictor,
     data: Dataset | DataLoader,
     *,

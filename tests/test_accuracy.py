@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilenet.accuracy import accuracy, drop_background, torch_predictor
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.datasets import CsvDataset
-from mobilenet.evaluate import drop_background, evaluate, torch_predictor
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights import PretrainedCfg, save_safetensors
@@ -57,13 +57,13 @@ def csv_dataset(tmp_path) -> CsvDataset:
 
 
 def test_counts_top1_and_top5_exactly(csv_dataset):
-    result = evaluate(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
+    result = accuracy(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
     assert result == {"top1": 40.0, "top5": 80.0, "images": 5, "skipped": 0}
 
 
 def test_unreadable_images_are_skipped_and_counted(csv_dataset, capsys):
     Path(csv_dataset.samples[1][0]).write_bytes(b"broken")
-    result = evaluate(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
+    result = accuracy(_lookup_predictor, csv_dataset, batch_size=2, progress=False)
     assert result == {"top1": 50.0, "top5": 75.0, "images": 4, "skipped": 1}
     assert "img1.png" in capsys.readouterr().err
 
@@ -98,7 +98,7 @@ def test_cli_evaluate_json_matches_the_model(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     dataset = CsvDataset(tmp_path / "val.csv", Preprocess(resolution=32).eval_transform(), num_classes=1000)
-    expected = evaluate(drop_background(torch_predictor(model)), dataset, progress=False)
+    expected = accuracy(drop_background(torch_predictor(model)), dataset, progress=False)
     assert result == expected and result["images"] == 6
 
 
@@ -119,10 +119,10 @@ SHARD_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch
     from mobilenet.datasets import CsvDataset
-    from mobilenet.evaluate import evaluate
+    from mobilenet.accuracy import accuracy
     from mobilenet.preprocess import Preprocess
     sys.path.insert(0, sys.argv[2])
-    from test_evaluate import _lookup_predictor
+    from test_accuracy import _lookup_predictor
 
     seen = []
     def predict(batch):
@@ -130,7 +130,7 @@ SHARD_SCRIPT = textwrap.dedent("""
         return _lookup_predictor(batch)
 
     ds = CsvDataset(sys.argv[1], Preprocess(resolution=8, crop_fraction=1.0).eval_transform(), num_classes=7)
-    result = evaluate(predict, ds, batch_size=2, progress=False)
+    result = accuracy(predict, ds, batch_size=2, progress=False)
     out = os.path.join(os.path.dirname(sys.argv[1]), f"rank{os.environ['RANK']}.json")
     json.dump({"result": result, "seen": seen}, open(out, "w"))
 """)
@@ -147,6 +147,6 @@ def test_torchrun_shards_are_disjoint_and_counts_all_reduced(csv_dataset, tmp_pa
         check=True, env=env, timeout=300, capture_output=True,
     )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    single = evaluate(_lookup_predictor, csv_dataset, progress=False)
+    single = accuracy(_lookup_predictor, csv_dataset, progress=False)
     assert all(r["result"] == single for r in ranks)
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == [0, 1, 2, 3, 4]  # each image once, in one rank
