@@ -9,6 +9,7 @@ import pytest
 
 from mobilenet import cost, paper
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
 
 
 def test_exact_integers_for_1_0_224() -> None:
@@ -58,6 +59,7 @@ def test_separable_ratio_is_one_over_n_plus_one_over_k_squared(k: int, m: int, n
     layer = cost.layer_comparison(k, m, n, size, stride, depth_multiplier=d)
     assert layer.mult_adds_ratio == pytest.approx(d / n + d / k**2)
     assert layer.weights_ratio == pytest.approx(d / n + d / k**2)
+    assert layer.savings == pytest.approx(1 / layer.mult_adds_ratio)  # the same fact, the other way up
 
 
 def test_block_comparisons_sum_to_the_conv_variant() -> None:
@@ -66,6 +68,18 @@ def test_block_comparisons_sum_to_the_conv_variant() -> None:
     standard = sum(c.standard.mult_adds for c in sep.block_comparisons())
     assert standard + sep.layer("stem").mult_adds + sep.total.fc_mult_adds == conv.mult_adds == 4_867_293_184
     assert conv.conv_mult_adds == 4_866_269_184  # Table 4's 4866M counts the conv layers only
+
+
+def test_compare_sets_the_network_against_its_full_convolution_twin() -> None:
+    comparison = cost.compare(ArchConfig())
+    conv = cost.network_cost(ArchConfig(variant="conv")).total
+    assert comparison.standard.mult_adds == conv.mult_adds  # every block replaced: Table 4's network
+    assert comparison.standard.weights == conv.weights
+    assert comparison.separable.mult_adds == 568_740_352
+    assert round(comparison.savings, 2) == 8.56
+    assert len(comparison.blocks) == 13
+    with pytest.raises(InputError, match="separable"):
+        cost.compare(ArchConfig(variant="conv"))
 
 
 def test_peak_activation_memory() -> None:

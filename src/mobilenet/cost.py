@@ -17,11 +17,19 @@ Conventions (the paper's; see docs/cost.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
+
+# Said beside every number this module prints or serialises: counting tools disagree by up to 3.6%
+# on MobileNet because they count BatchNorm and activations, so the unit must be impossible to miss.
+CONVENTION = (
+    "mult-adds = multiply-accumulates of conv and FC weights only (the paper's unit; BatchNorm, "
+    "activations, pooling and biases excluded); FLOPs = 2 × mult-adds"
+)
 
 # Table 2's rows, in the paper's order and with its names.
 TABLE2_ROWS: tuple[tuple[str, str], ...] = (
@@ -128,8 +136,13 @@ class LayerComparison:
 
     @property
     def mult_adds_ratio(self) -> float:
-        """separable / standard."""
+        """separable / standard: the paper's 1/N + 1/K² (below 1)."""
         return self.separable_mult_adds / self.standard.mult_adds
+
+    @property
+    def savings(self) -> float:
+        """standard / separable: how many times fewer mult-adds the separable pair needs (above 1)."""
+        return self.standard.mult_adds / self.separable_mult_adds
 
     @property
     def weights_ratio(self) -> float:
@@ -142,6 +155,23 @@ class LayerComparison:
         n = self.pointwise.out_shape[0]
         k = self.standard.kernel
         return d / n + d / (k * k)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The standard conv, its two replacements and their sum, with the ratios (``mobilenet layer --json``)."""
+        return {
+            "input": list(self.standard.in_shape),
+            "output": list(self.standard.out_shape),
+            "standard": {"mult_adds": self.standard.mult_adds, "weights": self.standard.weights,
+                         "peak_activation_bytes": self.standard_peak_bytes},
+            "depthwise": {"mult_adds": self.depthwise.mult_adds, "weights": self.depthwise.weights},
+            "pointwise": {"mult_adds": self.pointwise.mult_adds, "weights": self.pointwise.weights},
+            "separable": {"mult_adds": self.separable_mult_adds, "weights": self.separable_weights,
+                          "peak_activation_bytes": self.separable_peak_bytes},
+            "mult_adds_ratio": self.mult_adds_ratio,
+            "weights_ratio": self.weights_ratio,
+            "formula_ratio": self.formula_ratio,
+            "convention": CONVENTION,
+        }
 
 
 @dataclass(frozen=True)
@@ -190,6 +220,86 @@ class NetworkCost:
             comparisons.append(LayerComparison(standard, dw, pw))
         return comparisons
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every layer, the totals and Table 2's shares, units named (``mobilenet cost --json``)."""
+        return {
+            "model": self.config.name,
+            "config": self.config.to_dict(),
+            "convention": CONVENTION,
+            "bytes_per_element": self.bytes_per_element,
+            "batch_size": self.batch_size,
+            "layers": [asdict(x) | {"trainable_params": x.trainable_params} for x in self.layers],
+            "total": asdict(self.total) | {"flops": self.total.flops},
+            "shares": [asdict(s) for s in self.shares()],
+        }
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a whole network needs: mult-adds, weights (conv + FC), trainable parameters, peak
+    activation memory."""
+
+    mult_adds: int
+    weights: int
+    trainable_params: int
+    peak_activation_bytes: int
+
+    @classmethod
+    def of(cls, layers: list[LayerCost]) -> Footprint:
+        return cls(
+            mult_adds=sum(x.mult_adds for x in layers),
+            weights=sum(x.weights for x in layers),
+            trainable_params=sum(x.trainable_params for x in layers),
+            peak_activation_bytes=max(x.activation_bytes for x in layers),
+        )
+
+
+@dataclass(frozen=True)
+class NetworkComparison:
+    """A separable network against the same network with every separable block replaced by the
+    full convolution it stands for (``mobilenet compare``)."""
+
+    network: NetworkCost
+    blocks: tuple[LayerComparison, ...]
+    separable: Footprint
+    standard: Footprint
+
+    @property
+    def savings(self) -> float:
+        """standard / separable mult-adds of the whole network (8.56 at 1.0-224)."""
+        return self.standard.mult_adds / self.separable.mult_adds
+
+    def to_dict(self) -> dict[str, Any]:
+        separable, standard = asdict(self.separable), asdict(self.standard)
+        return {
+            "model": self.network.config.name,
+            "config": self.network.config.to_dict(),
+            "convention": CONVENTION,
+            "blocks": [
+                {
+                    "block": c.depthwise.block,
+                    "input": list(c.depthwise.in_shape),
+                    "output": list(c.pointwise.out_shape),
+                    "stride": c.depthwise.stride,
+                    "standard": {"mult_adds": c.standard.mult_adds, "weights": c.standard.weights,
+                                 "peak_activation_bytes": c.standard_peak_bytes},
+                    "separable": {"mult_adds": c.separable_mult_adds, "weights": c.separable_weights,
+                                  "peak_activation_bytes": c.separable_peak_bytes},
+                    "mult_adds_ratio": c.mult_adds_ratio,
+                    "weights_ratio": c.weights_ratio,
+                    "formula_ratio": c.formula_ratio,
+                }
+                for c in self.blocks
+            ],
+            "total": {
+                "separable": separable,
+                "standard": standard,
+                "mult_adds_ratio": separable["mult_adds"] / standard["mult_adds"],
+                "weights_ratio": separable["weights"] / standard["weights"],
+                "peak_activation_ratio": separable["peak_activation_bytes"] / standard["peak_activation_bytes"],
+            },
+        }
+
 
 def network_cost(cfg: ArchConfig | None = None, bytes_per_element: int = 4, batch_size: int = 1) -> NetworkCost:
     """Every layer's cost and the totals for one configuration (default: MobileNet 1.0-224)."""
@@ -220,6 +330,19 @@ def network_cost(cfg: ArchConfig | None = None, bytes_per_element: int = 4, batc
         peak_layer=peak.name,
     )
     return NetworkCost(cfg, bytes_per_element, batch_size, layers, total)
+
+
+def compare(cfg: ArchConfig | None = None, bytes_per_element: int = 4, batch_size: int = 1) -> NetworkComparison:
+    """Every separable block of ``cfg`` (default 1.0-224) against the full convolution it replaces,
+    and the two whole networks. The full-convolution variant has nothing to compare: an error."""
+    net = network_cost(cfg, bytes_per_element, batch_size)
+    if net.config.variant == "conv":
+        raise InputError("compare starts from a separable network: use variant 'separable' or 'shallow' "
+                         "(the conv variant is what it compares against)")
+    blocks = tuple(net.block_comparisons())
+    kept = [x for x in net.layers if x.kind not in ("depthwise", "pointwise")]
+    standard = Footprint.of(kept + [c.standard for c in blocks])
+    return NetworkComparison(net, blocks, Footprint.of(list(net.layers)), standard)
 
 
 def layer_comparison(

@@ -16,14 +16,10 @@ import threading
 from collections.abc import Sequence
 
 from mobilenet import __version__
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import MobileNetError
 
 # Subcommand groups, in the order `mobilenet --help` lists them.
 COMMAND_MODULES = ("costs", "weights", "train", "deploy")
-
-
-class UsageError(InputError):
-    """A bad argument value found after parsing: reported in one line, exit status 2."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -10,12 +10,7 @@ from typing import Any
 
 from mobilenet import cost, paper
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
-from mobilenet.errors import InputError
-
-CONVENTION = (
-    "mult-adds = multiply-accumulates of conv and FC weights only (the paper's unit; BatchNorm, "
-    "activations, pooling and biases excluded); FLOPs = 2 × mult-adds"
-)
+from mobilenet.cost import CONVENTION
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-channels", "-n", type=int, required=True, help="output channels N")
     p.add_argument("--size", type=int, required=True, help="input height = width")
     p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--padding", choices=("tf", "symmetric"), default="tf")
+    p.add_argument("--padding", choices=("tf", "symmetric"), default="tf",
+                   help="tf: TensorFlow SAME (default); symmetric: PyTorch padding=(K-1)/2")
     p.add_argument("--depth-multiplier", type=int, default=1)
     p.add_argument("--bytes-per-element", type=int, default=4)
     p.add_argument("--json", action="store_true")
@@ -88,24 +84,11 @@ def _maybe_plot(args: argparse.Namespace, net: cost.NetworkCost) -> None:
 def run_cost(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.json:
-        print(json.dumps(cost_json(net), indent=2))
+        print(json.dumps(net.to_dict(), indent=2))
     else:
         print(format_cost(net))
     _maybe_plot(args, net)
     return 0
-
-
-def cost_json(net: cost.NetworkCost) -> dict[str, Any]:
-    return {
-        "model": net.config.name,
-        "config": net.config.to_dict(),
-        "convention": CONVENTION,
-        "bytes_per_element": net.bytes_per_element,
-        "batch_size": net.batch_size,
-        "layers": [asdict(x) | {"trainable_params": x.trainable_params} for x in net.layers],
-        "total": asdict(net.total) | {"flops": net.total.flops},
-        "shares": [asdict(s) for s in net.shares()],
-    }
 
 
 def format_cost(net: cost.NetworkCost) -> str:
@@ -148,70 +131,17 @@ def format_cost(net: cost.NetworkCost) -> str:
 # --- compare ----------------------------------------------------------------------------------
 
 def run_compare(args: argparse.Namespace) -> int:
-    net = _network(args)
-    if net.config.variant == "conv":
-        raise InputError("compare starts from a separable network: use --variant separable or shallow "
-                         "(the conv variant is what it compares against)")
-    comparisons = net.block_comparisons()
-    standard = standard_network_totals(net, comparisons)
+    comparison = cost.compare(arch_config_from_args(args), args.bytes_per_element, args.batch_size)
     if args.json:
-        print(json.dumps(compare_json(net, comparisons, standard), indent=2))
+        print(json.dumps(comparison.to_dict(), indent=2))
     else:
-        print(format_compare(net, comparisons, standard))
-    _maybe_plot(args, net)
+        print(format_compare(comparison))
+    _maybe_plot(args, comparison.network)
     return 0
 
 
-def standard_network_totals(net: cost.NetworkCost, comparisons: list[cost.LayerComparison]) -> dict[str, int]:
-    """The same network with every separable block replaced by the full 3×3 convolution."""
-    kept = [x for x in net.layers if x.kind not in ("depthwise", "pointwise")]
-    convs = [c.standard for c in comparisons]
-    every = kept + convs
-    return {
-        "mult_adds": sum(x.mult_adds for x in every),
-        "weights": sum(x.weights for x in every),
-        "trainable_params": sum(x.trainable_params for x in every),
-        "peak_activation_bytes": max(x.activation_bytes for x in every),
-    }
-
-
-def compare_json(net: cost.NetworkCost, comparisons: list[cost.LayerComparison],
-                 standard: dict[str, int]) -> dict[str, Any]:
-    t = net.total
-    separable = {"mult_adds": t.mult_adds, "weights": t.weights, "trainable_params": t.trainable_params,
-                 "peak_activation_bytes": t.peak_activation_bytes}
-    return {
-        "model": net.config.name,
-        "config": net.config.to_dict(),
-        "convention": CONVENTION,
-        "blocks": [
-            {
-                "block": c.depthwise.block,
-                "input": list(c.depthwise.in_shape),
-                "output": list(c.pointwise.out_shape),
-                "stride": c.depthwise.stride,
-                "standard": {"mult_adds": c.standard.mult_adds, "weights": c.standard.weights,
-                             "peak_activation_bytes": c.standard_peak_bytes},
-                "separable": {"mult_adds": c.separable_mult_adds, "weights": c.separable_weights,
-                              "peak_activation_bytes": c.separable_peak_bytes},
-                "mult_adds_ratio": c.mult_adds_ratio,
-                "weights_ratio": c.weights_ratio,
-                "formula_ratio": c.formula_ratio,
-            }
-            for c in comparisons
-        ],
-        "total": {
-            "separable": separable,
-            "standard": standard,
-            "mult_adds_ratio": separable["mult_adds"] / standard["mult_adds"],
-            "weights_ratio": separable["weights"] / standard["weights"],
-            "peak_activation_ratio": separable["peak_activation_bytes"] / standard["peak_activation_bytes"],
-        },
-    }
-
-
-def format_compare(net: cost.NetworkCost, comparisons: list[cost.LayerComparison], standard: dict[str, int]) -> str:
-    t = net.total
+def format_compare(comparison: cost.NetworkComparison) -> str:
+    net, separable, standard = comparison.network, comparison.separable, comparison.standard
     lines = [
         f"{net.config.name}: every depthwise separable block against the full 3×3 convolution it replaces",
         f"Units: {CONVENTION}. Ratio = separable / standard; formula = 1/N + 1/K² "
@@ -220,19 +150,19 @@ def format_compare(net: cost.NetworkCost, comparisons: list[cost.LayerComparison
         f"{'block':<7}{'input':>14}{'s':>3}{'output':>14}{'standard':>15}{'separable':>14}{'ratio':>8}"
         f"{'1/N+1/K²':>10}{'saving':>8}{'std weights':>13}{'sep weights':>13}",
     ]
-    for c in comparisons:
+    for c in comparison.blocks:
         lines.append(
             f"{c.depthwise.block:<7}{_shape(c.depthwise.in_shape):>14}{c.depthwise.stride:>3}"
             f"{_shape(c.pointwise.out_shape):>14}{c.standard.mult_adds:>15,}{c.separable_mult_adds:>14,}"
-            f"{c.mult_adds_ratio:>8.4f}{c.formula_ratio:>10.4f}{1 / c.mult_adds_ratio:>7.2f}×"
+            f"{c.mult_adds_ratio:>8.4f}{c.formula_ratio:>10.4f}{c.savings:>7.2f}×"
             f"{c.standard.weights:>13,}{c.separable_weights:>13,}"
         )
     rows = (
-        ("mult-adds", t.mult_adds, standard["mult_adds"]),
-        ("weights (conv + FC)", t.weights, standard["weights"]),
-        ("trainable params", t.trainable_params, standard["trainable_params"]),
-        (f"peak activations (B, {net.bytes_per_element} B/el.)", t.peak_activation_bytes,
-         standard["peak_activation_bytes"]),
+        ("mult-adds", separable.mult_adds, standard.mult_adds),
+        ("weights (conv + FC)", separable.weights, standard.weights),
+        ("trainable params", separable.trainable_params, standard.trainable_params),
+        (f"peak activations (B, {net.bytes_per_element} B/el.)", separable.peak_activation_bytes,
+         standard.peak_activation_bytes),
     )
     lines += ["", f"{'whole network':<34}{'separable':>15}{'standard':>16}{'ratio':>8}{'saving':>9}"]
     for label, sep, std in rows:
@@ -248,19 +178,10 @@ def format_compare(net: cost.NetworkCost, comparisons: list[cost.LayerComparison
 def run_layer(args: argparse.Namespace) -> int:
     c = cost.layer_comparison(args.kernel, args.in_channels, args.out_channels, args.size, args.stride,
                               args.padding, args.depth_multiplier, args.bytes_per_element)
-    rows = {
-        "standard": {"mult_adds": c.standard.mult_adds, "weights": c.standard.weights,
-                     "peak_activation_bytes": c.standard_peak_bytes},
-        "depthwise": {"mult_adds": c.depthwise.mult_adds, "weights": c.depthwise.weights},
-        "pointwise": {"mult_adds": c.pointwise.mult_adds, "weights": c.pointwise.weights},
-        "separable": {"mult_adds": c.separable_mult_adds, "weights": c.separable_weights,
-                      "peak_activation_bytes": c.separable_peak_bytes},
-    }
     if args.json:
-        print(json.dumps({"input": list(c.standard.in_shape), "output": list(c.standard.out_shape), **rows,
-                          "mult_adds_ratio": c.mult_adds_ratio, "weights_ratio": c.weights_ratio,
-                          "formula_ratio": c.formula_ratio, "convention": CONVENTION}, indent=2))
+        print(json.dumps(c.to_dict(), indent=2))
         return 0
+    rows = {name: c.to_dict()[name] for name in ("standard", "depthwise", "pointwise", "separable")}
     k, m, n = args.kernel, args.in_channels, args.out_channels
     print(f"{k}×{k}×{m}×{n} convolution, stride {args.stride}, on {_shape(c.standard.in_shape)} → "
           f"{_shape(c.standard.out_shape)}")
@@ -270,7 +191,7 @@ def run_layer(args: argparse.Namespace) -> int:
         peak = f"{row['peak_activation_bytes']:,}" if "peak_activation_bytes" in row else ""
         print(f"{name:<22}{row['mult_adds']:>16,}{row['weights']:>14,}{peak:>18}")
     print(f"\nseparable / standard = {c.mult_adds_ratio:.4f} (1/N + 1/K² = {c.formula_ratio:.4f}): "
-          f"{1 / c.mult_adds_ratio:.2f}× fewer mult-adds, {1 / c.weights_ratio:.2f}× fewer weights")
+          f"{c.savings:.2f}× fewer mult-adds, {1 / c.weights_ratio:.2f}× fewer weights")
     return 0
 
 
