@@ -53,13 +53,40 @@ def test_float_predictors_agree_with_pytorch_or_refuse(model, images, runtime, p
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (len(images), 1000)
 
 
+def _on_zen3(monkeypatch) -> None:
+    """Every runtime's own native-precision rule sees the AVX2-only Zen 3."""
+    for where in ("mobilenet.deploy.auto", "mobilenet.deploy.runtimes.pytorch", "mobilenet.deploy.runtimes.ov"):
+        monkeypatch.setattr(f"{where}.cpu_info", lambda: ZEN3)
+
+
 @pytest.mark.parametrize("runtime", ["torch", "openvino"])
 def test_bf16_is_refused_on_a_cpu_without_it(model, monkeypatch, runtime):
-    for where in ("mobilenet.deploy.runtime", "mobilenet.deploy.runtimes.pytorch"):
-        monkeypatch.setattr(f"{where}.cpu_info", lambda: ZEN3)
+    _on_zen3(monkeypatch)
     with pytest.raises(PrecisionUnavailableError, match="no native bf16") as refusal:
         make_predictor(model, runtime, "bf16")
     assert "fp32" in str(refusal.value)  # says what to use instead
+
+
+def test_each_runtime_declares_its_precisions_and_the_choices_are_derived():
+    from mobilenet.deploy import runtimes
+
+    offered = {r: runtimes.offered_precisions(r) for r in runtimes.RUNTIME_MODULES}
+    assert offered["torch"] == runtimes.runtime_module("torch").PRECISIONS
+    # Every precision name is run by some runtime the command line offers, and no runtime runs another.
+    assert {p for r in runtimes.RUNTIME_CHOICES if r != "auto" for p in offered[r]} == set(runtimes.PRECISIONS)
+    assert all(set(precisions) <= set(runtimes.PRECISIONS) for precisions in offered.values())
+    assert runtimes.runtimes_offering("int8") == ["onnxruntime", "openvino", "litert", "executorch"]
+    # auto chooses only among runtimes that offer the precision.
+    assert all(p in offered[r] for p, candidates in auto.CANDIDATES.items() for r in candidates)
+
+
+def test_the_command_line_gets_its_choices_without_importing_a_runtime():
+    import subprocess
+
+    code = ("import sys; from mobilenet.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'onnxruntime', 'openvino') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.slow
@@ -102,15 +129,17 @@ def test_auto_measures_once_then_uses_the_cached_decision(model, tmp_path, monke
 def test_auto_fixed_order_is_reproducible_and_measures_nothing(model, monkeypatch):
     monkeypatch.setattr(auto, "time_interleaved", lambda *a, **k: pytest.fail("fixed mode measured"))
     predictor = make_predictor(model, "auto", "fp32", auto_mode="fixed")
-    expected = next(r for r in auto.FIXED_ORDER["fp32"] if r in auto.candidates("fp32"))
+    expected = next(r for r in auto.CANDIDATES["fp32"] if r in auto.candidates("fp32"))
     assert predictor.runtime == expected and "fixed order" in predictor.description
 
 
 def test_auto_decisions_are_per_cpu(model, monkeypatch):
     here = auto.decision_key(model.arch_cfg, "fp32", 1, 2)
-    monkeypatch.setattr(auto, "cpu_info", lambda: ZEN3)
+    _on_zen3(monkeypatch)
     assert auto.decision_key(model.arch_cfg, "fp32", 1, 2) != here
     assert auto.candidates("bf16") == []  # no native bf16 on the Zen 3: nothing to choose from
+    with pytest.raises(ValueError, match="auto found no runtime for bf16: this CPU has no native bf16"):
+        make_predictor(model, "auto", "bf16")
 
 
 def test_auto_skips_a_runtime_that_is_not_installed(monkeypatch):

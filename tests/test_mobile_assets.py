@@ -49,6 +49,7 @@ def split(assets_dir, tf_float):
 
 def test_our_fp32_tflite_reproduces_tflites_own_outputs(assets_dir, tf_float, tmp_path):
     from mobilenet.deploy.formats import litert
+    from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
     from mobilenet.deploy.runtimes.litert import LiteRtPredictor
 
     golden = np.load(assets_dir / "tflite" / "golden" / "mobilenet_v1_0.25_224_float_tflite_golden.npz")
@@ -56,7 +57,7 @@ def test_our_fp32_tflite_reproduces_tflites_own_outputs(assets_dir, tf_float, tm
     x = torch.from_numpy((golden["inputs_uint8_nhwc"].astype(np.float32) - 127.5) / 127.5).permute(0, 3, 1, 2)
     probs = LiteRtPredictor.from_file(path, threads=2)(x).softmax(1).numpy()
     assert np.abs(probs - golden["probs_1001"]).max() < 1e-4
-    assert litert.read_metadata(path)["labels"][0] == "background"
+    assert read_metadata(path)["labels"][0] == "background"
 
 
 @pytest.mark.parametrize("fmt", ["tflite", pytest.param("pte", marks=pytest.mark.slow)])

@@ -99,7 +99,7 @@ def test_tflite_int8_is_integer_quarter_size_and_close(model, images, tflite_fp3
 
 @litert_installed
 def test_tflite_carries_labels_and_normalisation(model, tflite_int8):
-    from mobilenet.deploy.formats.litert import read_metadata
+    from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
 
     meta = read_metadata(tflite_int8)
     assert meta["arch"] == model.arch_cfg.to_dict() and meta["layout"] == "nhwc"

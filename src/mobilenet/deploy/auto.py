@@ -9,8 +9,8 @@ predictor's description gives the measured times.
 
 Modes (``auto_mode=`` or the environment variable ``MOBILENET_AUTO``):
 ``measure`` (default: cached decision, else measure), ``remeasure`` (measure again and replace the
-cached decision), ``fixed`` (no measurement: the first installed runtime of ``FIXED_ORDER``, for
-reproducible runs).
+cached decision), ``fixed`` (no measurement: the first installed candidate in ``CANDIDATES``'
+order, for reproducible runs).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
-from mobilenet.deploy.optional import available
+from mobilenet.deploy.optional import available, package_version
+from mobilenet.deploy.runtimes import not_native
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
@@ -34,15 +35,10 @@ from mobilenet.predictor import Predictor
 
 AUTO_MODES = ("measure", "remeasure", "fixed")
 AUTO_ENV = "MOBILENET_AUTO"
-# The server runtimes auto chooses between (the mobile ones are for files shipped to phones).
+# The server runtimes auto chooses between (the mobile ones are for files shipped to phones), the
+# fastest first as measured on the project's machines (docs/performance.md): ``fixed`` mode takes
+# the first installed one. An order, not a promise for this CPU.
 CANDIDATES: dict[str, tuple[str, ...]] = {
-    "fp32": ("onnxruntime", "openvino", "torch"),
-    "bf16": ("openvino", "torch"),
-    "int8": ("openvino", "onnxruntime"),
-}
-# ``fixed`` mode's order: the fastest first as measured on the project's machines
-# (docs/performance.md); an order, not a promise for this CPU.
-FIXED_ORDER: dict[str, tuple[str, ...]] = {
     "fp32": ("onnxruntime", "openvino", "torch"),
     "bf16": ("openvino", "torch"),
     "int8": ("openvino", "onnxruntime"),
@@ -53,12 +49,8 @@ CACHE_FILE = "auto-decisions.json"
 
 
 def _runtime_versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for module in ("onnxruntime", "openvino"):
-        if available(module):
-            mod = __import__(module)
-            versions[module] = getattr(mod, "__version__", None) or mod.get_version()
-    return versions
+    versions = {name: package_version(name) for name in ("torch", "onnxruntime", "openvino")}
+    return {name: version for name, version in versions.items() if version is not None}
 
 
 def decision_key(cfg: ArchConfig, precision: str, batch_size: int, threads: int | None) -> str:
@@ -95,13 +87,15 @@ def _write_cache(key: str, decision: dict[str, Any]) -> None:
         print(f"auto: could not cache the decision ({err})", file=sys.stderr)
 
 
+def _installed(runtime: str) -> bool:
+    return runtime == "torch" or available(runtime)
+
+
 def candidates(precision: str) -> list[str]:
-    """The installed runtimes that run ``precision`` natively on this CPU."""
+    """The installed runtimes that run ``precision`` natively on this CPU (each runtime's own rule)."""
     if precision not in CANDIDATES:
-        raise InputError(f"auto chooses among fp32, bf16 and int8 runtimes, not {precision!r}")
-    if precision == "bf16" and not cpu_info().native_bf16:
-        return []
-    return [r for r in CANDIDATES[precision] if r == "torch" or available(r)]
+        raise InputError(f"auto chooses among {', '.join(CANDIDATES)} runtimes, not {precision!r}")
+    return [r for r in CANDIDATES[precision] if _installed(r) and not_native(r, precision) is None]
 
 
 def choose(
@@ -116,11 +110,12 @@ def choose(
         raise InputError(f"auto mode must be one of {AUTO_MODES} (from {AUTO_ENV} or auto_mode=), got {mode!r}")
     found = candidates(precision)
     if not found:
-        why = "this CPU has no native bf16" if precision == "bf16" else "none is installed"
-        raise InputError(f"auto found no runtime for {precision}: {why}; pip install 'mobilenet[onnx,openvino]'")
+        installed = [r for r in CANDIDATES[precision] if _installed(r)]
+        why = not_native(installed[0], precision) if installed else "none is installed"
+        fix = "" if installed else "; pip install 'mobilenet[onnx,openvino]'"
+        raise InputError(f"auto found no runtime for {precision}: {why}{fix}")
     if mode == "fixed":
-        runtime = next(r for r in FIXED_ORDER[precision] if r in found)
-        return build(runtime), f"fixed order {' > '.join(FIXED_ORDER[precision])}, first installed"
+        return build(found[0]), f"fixed order {' > '.join(CANDIDATES[precision])}, first installed"
     key = decision_key(cfg, precision, batch_size, threads)
     cached = _read_cache().get(key) if mode == "measure" else None
     if cached and cached.get("runtime") in found:

@@ -1,8 +1,10 @@
-"""Imports of the optional runtimes, each failing with the pip extra that installs it."""
+"""The optional runtimes: imports that fail with the pip extra that installs them, and the
+installed version of a package (the one lookup every description, metadata entry and cache key uses)."""
 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from types import ModuleType
 
 from mobilenet.errors import InputError
@@ -51,3 +53,12 @@ def available(module: str) -> bool:
     except MissingRuntimeError:
         return False
     return True
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution (``ai-edge-litert``, ``openvino``), as pip names
+    it; None if it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None

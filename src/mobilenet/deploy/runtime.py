@@ -18,9 +18,12 @@ litert         .tflite through litert-torch (fp32, fp16)   full-integer int8
 executorch     .pte with the XNNPACK delegate (fp32)       PT2E int8 for XNNPACK
 =============  ==========================================  ============================================
 
-A request that would run another precision than asked — bf16 on a CPU without it — is refused
-with a ``PrecisionUnavailableError`` that says what to use instead. int8 built here keeps to
-7-bit weights on CPUs without VNNI (``mobilenet.deploy.quantize``).
+Each runtime module declares what it offers and where the CPU matters (``mobilenet.deploy.runtimes``;
+the table above summarises them). A request is checked once, before anything is built, against
+that runtime's own rule (``runtimes.check_precision``), and what runs is read back from the runtime
+after: a request that would run another precision than asked — bf16 on a CPU without it — is
+refused with a ``PrecisionUnavailableError`` that says what to use instead. int8 built here keeps
+to 7-bit weights on CPUs without VNNI (``mobilenet.deploy.quantize``).
 """
 
 from __future__ import annotations
@@ -31,48 +34,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mobilenet.cpu import cpu_info
 from mobilenet.deploy import auto
 from mobilenet.deploy.formats import format_for_path, format_module
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes import RUNTIME_MODULES, predictor_class, runtime_format
-from mobilenet.deploy.runtimes.pytorch import check_bf16
+from mobilenet.deploy.runtimes import (
+    PRECISIONS,
+    RUNTIME_CHOICES,
+    RUNTIME_MODULES,
+    check_precision,
+    predictor_class,
+    runtime_format,
+)
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
-__all__ = [
-    "PRECISIONS", "RUNTIMES", "SUPPORTED", "PrecisionUnavailableError", "Predictor", "as_numpy", "make_predictor",
-    "predictor_from_file",
-]
+__all__ = ["PrecisionUnavailableError", "Predictor", "as_numpy", "make_predictor", "predictor_from_file"]
 
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino", "litert", "executorch")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "bf16"),
-    "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16", "int8"),
-    "litert": ("fp32", "fp16", "int8"),
-    "executorch": ("fp32", "int8"),
-}
 # Writers with a choice of int8 weight width take this option; in-process predictors quantize for
 # this CPU (7-bit weights only where it lacks VNNI).
 PORTABLE_INT8_FORMATS = ("onnx", "openvino")
-
-
-def _check_request(runtime: str, precision: str, allow_emulation: bool) -> None:
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if runtime != "auto" and precision not in SUPPORTED[runtime]:
-        offered = [r for r, p in SUPPORTED.items() if precision in p]
-        raise InputError(f"{runtime} does not offer {precision}; use --runtime {' or '.join(offered)}")
-    if precision == "bf16" and runtime == "torch":
-        check_bf16("PyTorch", allow_emulation)
-    elif precision == "bf16" and runtime == "openvino" and not cpu_info().native_bf16:
-        raise PrecisionUnavailableError(
-            f"this CPU has no native bf16 ({cpu_info().summary()}): OpenVINO would silently run f32 instead. "
-            "Ask for fp32, or int8 for speed"
-        )
 
 
 def make_predictor(
@@ -97,13 +78,17 @@ def make_predictor(
     it anyway (PyTorch only; many times slower). ``auto_mode``: see ``mobilenet.deploy.auto``.
     A runtime that is not installed raises ``MissingRuntimeError`` naming the pip extra.
     """
-    if runtime not in RUNTIMES:
-        raise InputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime not in RUNTIME_CHOICES:
+        raise InputError(f"runtime must be one of {RUNTIME_CHOICES}, got {runtime!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be an int >= 1, got {threads!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    _check_request(runtime, precision, allow_emulation)
+    if runtime == "auto":  # each candidate's own rule decides whether it is one (auto.candidates)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    else:
+        check_precision(runtime, precision, allow_emulation=allow_emulation)
     if precision == "int8" and not calibration_images:
         raise InputError(
             "int8 needs calibration images: pass a folder of a few hundred real images from the "
@@ -117,7 +102,7 @@ def make_predictor(
         calibration = calibration_tensor(list(calibration_images or ()), _preprocess_for(model, preprocess))
 
     def build(name: str) -> Predictor:
-        return _build(model, name, precision, calibration, threads, allow_emulation)
+        return _build(model, name, precision, calibration, threads)
 
     if runtime == "auto":
         import torch  # noqa: PLC0415
@@ -145,12 +130,11 @@ def _preprocess_for(model: MobileNetV1, preprocess: Any) -> Any:
     return Preprocess(resolution=model.arch_cfg.resolution)
 
 
-def _build(
-    model: MobileNetV1, runtime: str, precision: str, calibration: Any, threads: int | None, allow_emulation: bool,
-) -> Predictor:
+def _build(model: MobileNetV1, runtime: str, precision: str, calibration: Any, threads: int | None) -> Predictor:
+    """The predictor of a checked request (``check_precision``); it reads back what runs."""
     cls = predictor_class(runtime)
     if runtime == "torch":
-        return cls(model, precision, threads, allow_emulation=allow_emulation)
+        return cls(model, precision, threads)
     fmt = runtime_format(runtime)
     assert fmt is not None
     writer = format_module(fmt)

@@ -38,14 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenet.deploy.formats.mobile import (
-    InputLayout,
-    check_layout,
-    example_input,
-    model_description,
-    package_version,
-)
-from mobilenet.deploy.optional import require
+from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
+from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.model import MobileNetV1
@@ -203,7 +197,7 @@ def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]
     return {
         "format": "mobilenet-executorch-metadata",
         "version": 1,
-        "producer": f"mobilenet {__version__}, executorch {package_version('executorch')}",
+        "producer": f"mobilenet {__version__}, executorch {package_version('executorch') or 'unknown'}",
         **model_description(model, precision, layout),
         "input": {"dtype": "float32"},
         "output": {"dtype": "float32", "meaning": "logits"},

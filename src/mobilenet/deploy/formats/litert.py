@@ -25,10 +25,11 @@ from exact); ``int8`` is the same shifted by 128; ``float32`` takes the normalis
 inside. The output is float32 logits unless ``output_dtype`` asks for quantized logits (see above
 for what that costs).
 
-What travels in the file: a TFLite metadata entry named ``mobilenet`` (``METADATA_NAME``) holding
-JSON: the architecture settings, class names, the preprocessing (resize, crop, mean, std), the
-layout, the input's dtype and quantization. ``read_metadata(path)`` returns it; any FlatBuffer
-reader finds it under ``Model.metadata`` (interpreters ignore it).
+What travels in the file: a TFLite metadata entry named ``mobilenet`` holding JSON: the
+architecture settings, class names, the preprocessing (resize, crop, mean, std), the layout, the
+input's dtype and quantization. ``formats.tflite_flatbuffer.read_metadata(path)`` returns it (that
+module also does the FlatBuffer surgery on the graph's interface); any FlatBuffer reader finds it
+under ``Model.metadata`` (interpreters ignore it).
 
 The writer runs no verification: ``mobilenet.deploy.export`` loads the file in the LiteRT
 interpreter and compares it with PyTorch before keeping it.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -47,16 +47,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenet.deploy.formats.mobile import (
-    InputLayout,
-    check_layout,
-    example_input,
-    model_description,
-    package_version,
-)
-from mobilenet.deploy.optional import require
+from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
+from mobilenet.deploy.formats.tflite_flatbuffer import LiteRtConversionError, set_interface, with_metadata
+from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 
 NAME = "tflite"
@@ -64,14 +59,9 @@ SUFFIXES = (".tflite",)
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNTIME = "litert"
 IO_DTYPES = ("uint8", "int8", "float32")
-METADATA_NAME = "mobilenet"
 METADATA_VERSION = 1
-# TFLite schema enums (schema.fbs) used when editing the graph's interface.
-_FLOAT32, _UINT8, _INT8 = 0, 3, 9
 
-
-class LiteRtConversionError(MobileNetError, RuntimeError):
-    """litert-torch or ai-edge-quantizer failed, or wrote a graph this writer does not expect."""
+__all__ = ["LiteRtConversionError", "write"]
 
 
 def write(
@@ -102,32 +92,12 @@ def write(
     elif quantizing:
         assert calibration is not None
         data = _full_integer(data, _to_layout(calibration, layout), _pixel_range(model))
-        data, input_quant = _set_interface(data, io_dtype, output_dtype)
+        data, input_quant = set_interface(data, io_dtype, output_dtype)
     output = output_dtype if quantizing else "float32"
-    data = _with_metadata(data, _metadata(model, precision, layout, input_quant, output))
+    data = with_metadata(data, _metadata(model, precision, layout, input_quant, output))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return [path]
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The ``mobilenet`` metadata of a ``.tflite`` file (None if it has none, as TF's own files)."""
-    data = Path(path).read_bytes()
-    schema = require("ai_edge_litert.schema_py_generated")
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise InputError(f"{Path(path).name}: not a TFLite file (no 'TFL3' identifier)")
-    model = schema.Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if (entry.Name() or b"").decode() != METADATA_NAME:
-            continue
-        buffer = model.Buffers(entry.Buffer())
-        if buffer.Offset() > 1:
-            raw = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
-        else:
-            raw = buffer.DataAsNumpy().tobytes()
-        return json.loads(raw.decode("utf-8"))
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,116 +233,6 @@ def _graph_input_tensor_name(data: bytes) -> str:
     return interpreter.get_input_details()[0]["name"]
 
 
-# --- FlatBuffer editing (the TFLite schema's object API, shipped with ai-edge-litert) ----------
-
-
-def _unpack(data: bytes) -> Any:
-    schema = require("ai_edge_litert.schema_py_generated")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    # ai-edge-quantizer appends large buffers after the FlatBuffer (offset/size): bring them inside
-    # so that packing again keeps them.
-    for buffer in model.buffers or []:
-        if buffer.offset > 1:
-            buffer.data = np.frombuffer(data, np.uint8, buffer.size, buffer.offset).copy()
-            buffer.offset = 0
-            buffer.size = 0
-    return model
-
-
-def _pack(model: Any) -> bytes:
-    flatbuffers = require("flatbuffers")
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _opcode_index(model: Any, builtin: int) -> int:
-    schema = require("ai_edge_litert.schema_py_generated")
-    for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return i
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 2
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _set_interface(data: bytes, io_dtype: str, output_dtype: str) -> tuple[bytes, dict[str, Any]]:
-    """Give the quantized graph the input dtype asked for and, unless quantized logits are asked
-    for, float32 logits (drop the QUANTIZE ai-edge-quantizer puts after the float classifier).
-    Returns the file and the input's quantization, as {dtype, scale, zero_point}."""
-    schema = require("ai_edge_litert.schema_py_generated")
-    model = _unpack(data)
-    graph = model.subgraphs[0]
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    quantize = schema.BuiltinOperator.QUANTIZE
-
-    # Output: the float classifier's logits, re-quantized by a last QUANTIZE op.
-    last = graph.operators[-1]
-    if codes[last.opcodeIndex] != quantize or list(last.outputs) != list(graph.outputs):
-        raise LiteRtConversionError("the quantized graph does not end with the classifier's QUANTIZE as expected")
-    if output_dtype == "float32":
-        graph.operators = graph.operators[:-1]
-        _rename_output(model, graph, graph.outputs[0], last.inputs[0])
-        graph.outputs = [last.inputs[0]]
-    elif output_dtype == "uint8":
-        _shift_to_uint8(graph.tensors[graph.outputs[0]])
-
-    # Input: int8 as quantized; uint8 or float32 through a QUANTIZE op in front.
-    index = graph.inputs[0]
-    tensor = graph.tensors[index]
-    if tensor.type != _INT8 or tensor.quantization is None:
-        raise LiteRtConversionError("the quantized graph's input is not int8")
-    scale = float(tensor.quantization.scale[0])
-    zero = int(tensor.quantization.zeroPoint[0])
-    info = {"dtype": "int8", "scale": scale, "zero_point": zero}
-    if io_dtype != "int8":
-        inner = schema.TensorT()
-        inner.shape = list(tensor.shape)
-        inner.type = _INT8
-        inner.name = (tensor.name or b"input") + b"_int8"
-        inner.buffer = tensor.buffer
-        inner.quantization = tensor.quantization
-        graph.tensors.append(inner)
-        inner_index = len(graph.tensors) - 1
-        for op in graph.operators:
-            op.inputs = [inner_index if i == index else i for i in op.inputs]
-        if io_dtype == "uint8":
-            outer = schema.QuantizationParametersT()
-            outer.scale = [scale]
-            outer.zeroPoint = [zero + 128]
-            tensor.type = _UINT8
-            tensor.quantization = outer
-            info = {"dtype": "uint8", "scale": scale, "zero_point": zero + 128}
-        else:
-            tensor.type = _FLOAT32
-            tensor.quantization = None
-            info = {"dtype": "float32", "scale": None, "zero_point": None}
-        op = schema.OperatorT()
-        op.opcodeIndex = _opcode_index(model, quantize)
-        op.inputs = [index]
-        op.outputs = [inner_index]
-        graph.operators.insert(0, op)
-    return _pack(model), info
-
-
-def _shift_to_uint8(tensor: Any) -> None:
-    tensor.type = _UINT8
-    tensor.quantization.zeroPoint = [int(z) + 128 for z in tensor.quantization.zeroPoint]
-
-
-def _rename_output(model: Any, graph: Any, old: int, new: int) -> None:
-    """Point the signature's output at tensor ``new`` (and give it the old output's name)."""
-    graph.tensors[new].name = graph.tensors[old].name
-    graph.tensors[old].name = (graph.tensors[old].name or b"output") + b"_quantized"
-    for signature in model.signatureDefs or []:
-        for entry in signature.outputs or []:
-            if entry.tensorIndex == old:
-                entry.tensorIndex = new
-
-
 def _metadata(
     model: MobileNetV1, precision: str, layout: str, input_quant: dict[str, Any] | None, output_dtype: str
 ) -> dict[str, Any]:
@@ -381,23 +241,9 @@ def _metadata(
     return {
         "format": "mobilenet-tflite-metadata",
         "version": METADATA_VERSION,
-        "producer": f"mobilenet {__version__}, litert-torch {package_version('litert-torch')}",
+        "producer": f"mobilenet {__version__}, litert-torch {package_version('litert-torch') or 'unknown'}",
         **model_description(model, precision, layout),
         "input": input_quant or {"dtype": "float32", "scale": None, "zero_point": None},
         "output": {"dtype": output_dtype, "meaning": "logits"},
     }
 
-
-def _with_metadata(data: bytes, content: dict[str, Any]) -> bytes:
-    schema = require("ai_edge_litert.schema_py_generated")
-    model = _unpack(data)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(content, separators=(",", ":")).encode("utf-8"), np.uint8).copy()
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    ours = (METADATA_NAME, METADATA_NAME.encode())
-    model.metadata = [m for m in (model.metadata or []) if (m.name or b"") not in ours]
-    model.metadata.append(entry)
-    return _pack(model)

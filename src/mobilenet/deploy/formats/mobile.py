@@ -4,7 +4,6 @@ the model inside it (architecture, preprocessing, labels), so a user can run the
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 import torch
@@ -40,13 +39,6 @@ def example_input(model: MobileNetV1, layout: str, batch: int = 1) -> torch.Tens
     h, w = model.arch_cfg.resolution
     c = model.arch_cfg.in_channels
     return torch.zeros(batch, h, w, c) if layout == "nhwc" else torch.zeros(batch, c, h, w)
-
-
-def package_version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def model_description(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilenet.deploy.optional import require
+from mobilenet.deploy.optional import package_version, require
 from mobilenet.errors import InputError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
@@ -57,8 +57,9 @@ class ExecuTorchPredictor(Predictor):
             raise PrecisionUnavailableError(f"asked for {precision}, but {path.name} is {self.precision}")
         pool = require("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count()
         kind = "int8 (PT2E, per-channel weights)" if self.precision == "int8" else self.precision
+        version = package_version("executorch") or "?"
         self.description = (
-            f"ExecuTorch {_version()} runtime, XNNPACK delegate, {path.name}: {kind}, input float32 "
+            f"ExecuTorch {version} runtime, XNNPACK delegate, {path.name}: {kind}, input float32 "
             f"{self.layout.upper()} {sizes}, {pool} threads in its pool, batch {self.batch} per execution"
         )
 
@@ -85,12 +86,3 @@ class ExecuTorchPredictor(Predictor):
             out = self.method.execute([part.contiguous()])[0]
             outputs.append(out.reshape(self.batch, -1)[:count].float().clone())
         return torch.cat(outputs)
-
-
-def _version() -> str:
-    from importlib import metadata  # noqa: PLC0415
-
-    try:
-        return metadata.version("executorch")
-    except metadata.PackageNotFoundError:
-        return "?"

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilenet.deploy.optional import require
+from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
+from mobilenet.deploy.optional import package_version, require
 from mobilenet.errors import InputError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
@@ -64,9 +65,8 @@ class LiteRtPredictor(Predictor):
             )
         self.input = self.interpreters[0].get_input_details()[0]
         self.output = self.interpreters[-1].get_output_details()[0]
-        metadata = _our_metadata(files[0])
-        self.metadata = metadata
-        self.layout = metadata["layout"] if metadata else _guess_layout(tuple(self.input["shape"]))
+        self.metadata = read_metadata(files[0])
+        self.layout = self.metadata["layout"] if self.metadata else _guess_layout(tuple(self.input["shape"]))
         self.batch = int(self.input["shape"][0])
         self.fixed_batch = self.batch  # a larger batch runs as several executions
         self.outputs_probabilities = facts[-1]["ops"][-1:] == ["SOFTMAX"]
@@ -76,8 +76,9 @@ class LiteRtPredictor(Predictor):
         weights = {"fp32": "float32 weights", "fp16": "float16 weights (dequantized at load)",
                    "int8": f"{facts[0]['weight_dtype']} weights, integer kernels"}[self.precision]
         produced = "probabilities (the file ends in SOFTMAX)" if self.outputs_probabilities else "logits"
+        version = package_version("ai-edge-litert") or "?"
         self.description = (
-            f"LiteRT interpreter (ai-edge-litert {_version()}, XNNPACK delegate) {' + '.join(p.name for p in files)}: "
+            f"LiteRT interpreter (ai-edge-litert {version}, XNNPACK delegate) {' + '.join(p.name for p in files)}: "
             f"{self.precision}, {weights}; input {dtype} {self.layout.upper()}{quant}; returns {produced}; "
             f"{self.threads} threads, batch {self.batch} per invocation"
         )
@@ -132,12 +133,6 @@ def _precision(facts: list[dict[str, Any]]) -> str:
     return "fp32"
 
 
-def _our_metadata(path: Path) -> dict[str, Any] | None:
-    from mobilenet.deploy.formats.litert import read_metadata  # noqa: PLC0415 - runtimes may use writers
-
-    return read_metadata(path)
-
-
 def _guess_layout(shape: tuple[int, ...]) -> str:
     """Files without our metadata (TF's): channels last unless the shape says otherwise."""
     if len(shape) != 4:
@@ -165,12 +160,3 @@ def _dequantize(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
         return y.copy()
     scale, zero = details["quantization"]
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-def _version() -> str:
-    from importlib import metadata  # noqa: PLC0415
-
-    try:
-        return metadata.version("ai-edge-litert")
-    except metadata.PackageNotFoundError:
-        return "?"

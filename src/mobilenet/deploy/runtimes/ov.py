@@ -3,7 +3,8 @@
 ``INFERENCE_PRECISION_HINT`` is always set: OpenVINO runs bf16 by default on CPUs that have it, so
 an unset "fp32" would really be bf16 there. What runs is read back from the compiled model (the
 precision each convolution executes in), and a request that would silently run another precision
-— bf16 on a CPU without it, where OpenVINO quietly falls back to f32 — is refused.
+— bf16 on a CPU without it, where OpenVINO quietly falls back to f32 — is refused: ``not_native``
+says so before anything is built, and the read-back catches whatever it could not foresee.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ PRECISIONS = ("fp32", "bf16", "int8")
 EXECUTED = {"f32": "fp32", "bf16": "bf16", "u8": "int8", "i8": "int8", "f16": "fp16"}
 
 
+def not_native(precision: str) -> str | None:
+    """Why ``precision`` would not run as asked on this CPU (None: it would)."""
+    cpu = cpu_info()
+    if precision == "bf16" and not cpu.native_bf16:
+        return f"this CPU has no native bf16 ({cpu.summary()}): OpenVINO would silently run f32 instead"
+    return None
+
+
 def executed_precisions(compiled: Any) -> Counter[str]:
     """How many convolutions of a compiled model run in each precision (fp32, bf16, int8)."""
     counts: Counter[str] = Counter()
@@ -40,14 +49,10 @@ class OpenVinoPredictor(Predictor):
     runtime = "openvino"
 
     def __init__(self, ov_model: Any, precision: str = "fp32", threads: int | None = None) -> None:
+        """Compiles ``ov_model`` for ``precision`` and reads back what its convolutions run: a
+        different precision (bf16 asked of a CPU without it, which OpenVINO quietly runs in f32)
+        raises ``PrecisionUnavailableError``."""
         ov = require("openvino")
-        if precision not in PRECISIONS:
-            raise PrecisionUnavailableError(f"OpenVINO runs {PRECISIONS}, not {precision}")
-        if precision == "bf16" and not cpu_info().native_bf16:
-            raise PrecisionUnavailableError(
-                f"this CPU has no native bf16 ({cpu_info().summary()}): OpenVINO would silently run f32. "
-                "Ask for fp32 (same speed here), or int8 for speed"
-            )
         # int8 layers run int8 whatever the hint; the hint decides the rest (the first conv, the
         # pool, the classifier), which we keep at f32 for int8 so only quantization costs accuracy.
         hint = "bf16" if precision == "bf16" else "f32"
