@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mobilenet.model import MobileNetV1
+from mobilenet.train.execution import autocast_dtype
 
 SETTINGS = (
     # name, channels_last, bf16, fused optimizer
@@ -79,7 +80,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    bf16_ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # Training's own rule: bf16 only where this CPU computes it natively (oneDNN emulates it elsewhere).
+    bf16_ok = autocast_dtype("auto", torch.device("cpu")) is not None
     settings = [s for s in SETTINGS if bf16_ok or not s[2]]
     trainers = {(which, s[0]): Trainer(which, s, args.resolution, args.batch_size)
                 for s in settings for which in ("ours", "timm")}

@@ -62,17 +62,15 @@ def test_two_process_ddp_matches_one_process_and_resumes_alone(tmp_path, one_thr
 
     # One process, the same global batches cut into the same BatchNorm slices.
     reference = train(tiny_config(tmp_path / "single", data_root, epochs=1, micro_batch=16))
-    model = reference["model"]
+    model = reference.model
     _assert_close(_parameters(ddp["model"], model), _parameters(model.state_dict(), model))
 
     # The DDP checkpoint continues in one process, as the single-process run continues.
     resumed = train(config_for_resume(ddp_dir, epochs=2), resume=ddp_dir)
     single_dir = tmp_path / "single" / "run"
     continued = train(config_for_resume(single_dir, epochs=2), resume=single_dir)
-    assert resumed["status"] == continued["status"] == "finished" and resumed["step"] == 8
-    _assert_close(
-        _parameters(resumed["model"].state_dict(), model), _parameters(continued["model"].state_dict(), model)
-    )
+    assert resumed.finished and continued.finished and resumed.step == 8
+    _assert_close(_parameters(resumed.model.state_dict(), model), _parameters(continued.model.state_dict(), model))
     assert checkpoint.load(ddp_dir)["world_size"] == 1
 
 

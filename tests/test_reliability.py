@@ -174,10 +174,10 @@ def test_a_kill_between_the_best_and_last_writes_loses_no_best(tmp_path, data_ro
     steps: list[int] = []
     top1 = {0: 0.1, 1: 0.3, 2: 0.2}
 
-    def scripted_evaluate(model, val_loader, ctx, amp, channels_last):
+    def scripted_validate(model, setup):
         return {"loss": 1.0, "top1": top1[(steps[-1] - 1) // 4], "top5": 1.0}
 
-    monkeypatch.setattr(loop, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(loop, "validate", scripted_validate)
     real_save = checkpoint.save_atomic
     written: dict[int, list[str]] = {}
 
@@ -195,10 +195,10 @@ def test_a_kill_between_the_best_and_last_writes_loses_no_best(tmp_path, data_ro
     monkeypatch.setattr(checkpoint, "save_atomic", real_save)
 
     summary = train(config_for_resume(cfg.output), resume=cfg.output, on_step=steps.append)
-    assert summary["status"] == "finished"
+    assert summary.finished
     best = torch.load(Path(cfg.output) / "best.pt", weights_only=True)
     # The run names as best the epoch whose weights best.pt holds.
-    assert (summary["best_top1"], summary["best_epoch"]) == (0.3, 2)
+    assert (summary.best_top1, summary.best_epoch) == (0.3, 2)
     assert best["metrics"] == {"top1": 0.3, "epoch": 1} and best["epoch"] == 2
     assert checkpoint.load(cfg.output)["metrics"] == best["metrics"]
 

@@ -1,9 +1,11 @@
 """Training on real data in one process: the loss goes down, checkpoints have the documented
 format, an interrupted run resumes to exactly the parameters of an uninterrupted one, depthwise
-filters get no weight decay, bad data gives clear errors."""
+filters get no weight decay, bad data gives clear errors. Behaviour is tested through the library
+(``mobilenet.train``); the command line's tests check its parsing, output and exit status."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -19,16 +21,24 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
-from mobilenet.train import TrainConfig, checkpoint, config_for_resume, param_groups, train
+from mobilenet.train import TrainConfig, checkpoint, config_for_resume, model_to_train, param_groups, train
 from mobilenet.train.config import OPTIMIZERS
-from mobilenet.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, GlobalBatchSampler, Transform, read_idx
+from mobilenet.train.data import (
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_FILES,
+    GlobalBatchSampler,
+    TrainingAugment,
+    evaluation_preprocess,
+    evaluation_tensor,
+    read_idx,
+)
 from mobilenet.train.optim import build_optimizer, is_depthwise, lr_factor
 from mobilenet.train.runs import read_metrics
 
 # Helpers shared with test_ddp.py: a small slice of real Fashion-MNIST (from the Debian package
 # `dataset-fashion-mnist` where installed, else IDX files generated here) and tiny configs.
 
-TINY_ARCH = {"alpha": 0.25, "resolution": [32, 32], "num_classes": 10, "in_channels": 1, "dropout": 0.0}
+TINY_ARCH = ArchConfig(alpha=0.25, resolution=32, num_classes=10, in_channels=1, dropout=0.0)
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
@@ -56,7 +66,7 @@ def fashion_mnist_root(tmp_dir: Path) -> str | None:
 
 def tiny_config(tmp_dir: Path, data_root: str | None, **changes) -> TrainConfig:
     settings = {
-        "data": "fashion-mnist", "data_root": data_root, "arch": dict(TINY_ARCH), "train_subset": 128,
+        "data": "fashion-mnist", "data_root": data_root, "arch": TINY_ARCH, "train_subset": 128,
         "val_subset": 64, "epochs": 2, "batch_size": 32, "lr": 0.02, "output": str(tmp_dir / "run"),
         "progress": False, "deterministic": True,
     }
@@ -88,9 +98,9 @@ def finished_run(tmp_path_factory, data_root):
 
 
 def test_loss_goes_down_on_real_data(finished_run):
-    cfg, summary = finished_run
+    cfg, result = finished_run
     rows = read_metrics(cfg.output)
-    assert summary["status"] == "finished" and len(rows) == 3
+    assert result.finished and len(rows) == 3
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.1, [r["train_loss"] for r in rows]
     assert all(0 <= r["val_top1"] <= r["val_top5"] <= 1 for r in rows)
 
@@ -105,7 +115,9 @@ def test_checkpoint_format(finished_run):
         # The evaluation recipe training validated with, as `mobilenet evaluate` will read it.
         assert Preprocess.from_dict(ckpt["preprocess"]) == Preprocess(resolution=32, mean=(0.5,), std=(0.5,),
                                                                         crop_fraction=1.0)
-        assert TrainConfig.from_dict(ckpt["config"]).lr == cfg.lr
+        # The architecture is stored once, beside the other settings.
+        assert "arch" not in ckpt["config"] and checkpoint.read_config(ckpt) == dataclasses.replace(cfg, threads=1,
+                                                                                                    micro_batch=32)
         model = MobileNetV1(ArchConfig.from_dict(ckpt["arch"]))
         model.load_state_dict(ckpt["model"])
     # What `mobilenet evaluate` and fine-tuning read: the weights helper's loader takes it as it is.
@@ -132,10 +144,10 @@ def test_runs_lists_and_plots(finished_run, tmp_path, capsys):
 
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path, data_root):
     # Dropout and EMA on, so the restored RNG state and EMA state matter too.
-    arch = TINY_ARCH | {"dropout": 0.2}
+    arch = TINY_ARCH.replace(dropout=0.2)
     common = {"arch": arch, "epochs": 2, "ema_decay": 0.9, "min_crop": 0.5}
     straight = train(tiny_config(tmp_path / "a", data_root, **common))
-    assert straight["status"] == "finished"
+    assert straight.finished
 
     def interrupt(step: int) -> None:
         if step == 5:  # the second epoch's first step: a mid-epoch stop
@@ -143,13 +155,13 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, data_root):
 
     cfg = tiny_config(tmp_path / "b", data_root, **common)
     stopped = train(cfg, on_step=interrupt)
-    assert stopped["status"] == "interrupted" and stopped["step"] == 5
+    assert stopped.status == "interrupted" and stopped.step == 5
     saved = checkpoint.load(cfg.output)
     assert (saved["epoch"], saved["step_in_epoch"]) == (1, 1)
 
     resumed = train(config_for_resume(cfg.output), resume=cfg.output)
-    assert resumed["status"] == "finished" and resumed["step"] == straight["step"] == 8
-    a, b = straight["model"].state_dict(), resumed["model"].state_dict()
+    assert resumed.finished and resumed.step == straight.step == 8
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
     for name in a:
         assert torch.equal(a[name], b[name]), name
     ema_a = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)["ema"]
@@ -238,6 +250,23 @@ def _train_cli(tmp_path, data, *extra):
                  "--batch-size", "4", "--lr", "0.01", "--no-progress", "--output", str(tmp_path / "run"), *extra])
 
 
+def test_every_train_flag_defaults_to_none_so_the_recipe_is_trainconfigs(capsys):
+    from mobilenet.cli import build_parser
+    from mobilenet.cli.train import given_settings, new_run
+
+    args = build_parser().parse_args(["train"])
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "func", "flag_names")}
+    assert len(flags) > 40 and all(v is None for v in flags.values()), flags
+    config, weights = new_run(given_settings(args), output=None)
+    assert weights is None and config.arch == ArchConfig(num_classes=10, in_channels=1)  # the data's
+    assert dataclasses.replace(config, arch=ArchConfig(), output="runs") == TrainConfig()
+    assert config.output.startswith("runs/mobilenet_v1_1.0_224-fashion-mnist-")
+    # The help quotes the recipe's own defaults.
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    assert f"peak learning rate ({TrainConfig().lr})" in capsys.readouterr().out
+
+
 def test_bad_data_gives_clear_one_line_errors(tmp_path, capsys):
     assert _train_cli(tmp_path, tmp_path / "missing") == 2
     assert "no such file or directory" in capsys.readouterr().err
@@ -285,17 +314,43 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
 def test_resume_refuses_changes_to_the_recipe(finished_run):
     cfg, _ = finished_run
-    with pytest.raises(ValueError, match="keeps its configuration"):
-        config_for_resume(cfg.output, lr=1.0)
-    assert config_for_resume(cfg.output, epochs=5).epochs == 5
+    with pytest.raises(ValueError, match="keeps its configuration") as refused:
+        config_for_resume(cfg.output, lr=1.0, alpha=0.5, seed=0)
+    assert refused.value.changes == {"lr": (1.0, cfg.lr), "alpha": (0.5, 0.25)}  # seed 0 repeats the run's
+    # Settings compare as the dataclasses hold them: resolution 32 is the run's (32, 32).
+    resumed = config_for_resume(cfg.output, epochs=5, resolution=32, lr=cfg.lr, output=cfg.output)
+    assert resumed.epochs == 5 and resumed.arch == cfg.arch
 
 
-def test_fine_tune_replaces_classifier_and_freezes_body(finished_run, tmp_path, data_root):
+def test_the_model_to_train_comes_from_the_data_and_the_weights(finished_run):
+    source, _ = finished_run
+    # From scratch: the data's classes and channels (Fashion-MNIST's grey fed as one channel).
+    arch, weights = model_to_train("fashion-mnist", alpha=0.5, resolution=32)
+    assert weights is None and (arch.num_classes, arch.in_channels, arch.alpha) == (10, 1, 0.5)
+    # Fine-tuning: the weights fix the layers, the data the classes, the recipe the dropout.
+    arch, weights = model_to_train("cifar10", weights=f"{source.output}/best.pt", num_classes=12)
+    assert arch == TINY_ARCH.replace(num_classes=12, dropout=ArchConfig().dropout) == weights.arch_cfg
+    from mobilenet.weights import WeightsMismatch
+
+    with pytest.raises(WeightsMismatch):
+        model_to_train("fashion-mnist", weights=f"{source.output}/best.pt", alpha=0.5)
+
+
+def test_fine_tune_replaces_classifier_and_freezes_body(finished_run, tmp_path, data_root, monkeypatch, capsys):
+    import mobilenet.weights
+
     source, _ = finished_run
     weights = f"{source.output}/best.pt"
-    cfg = tiny_config(tmp_path, data_root, weights=weights, freeze_body=True, epochs=1,
-                      arch=TINY_ARCH | {"num_classes": 12}, train_subset=64)
-    model = train(cfg)["model"]
+    loads = []
+    real_load = mobilenet.weights.load_weights
+    monkeypatch.setattr(mobilenet.weights, "load_weights", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    run = tmp_path / "run"
+    assert main(["train", "--weights", weights, "--freeze-body", "--classes", "12", "--train-subset", "64",
+                 "--val-subset", "64", "--epochs", "1", "--batch-size", "32", "--no-progress", "--output", str(run)]
+                + (["--data-root", data_root] if data_root else [])) == 0
+    assert len(loads) == 1  # the pretrained weights are read once, and the model built once from them
+    model = MobileNetV1(ArchConfig.from_dict(torch.load(run / "last.pt", weights_only=True)["arch"]))
+    model.load_state_dict(torch.load(run / "last.pt", weights_only=True)["model"])
     assert model.classifier.out_features == 12
     start = torch.load(weights, weights_only=True)["model"]
     for name, value in model.state_dict().items():
@@ -330,12 +385,12 @@ def test_fine_tuning_starts_from_the_published_weights(assets_dir, tmp_path, mon
 
 def test_grayscale_is_fed_natively_or_replicated_to_rgb():
     image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
-    one = Transform((32, 32), channels=1, train=False)(image)
-    three = Transform((32, 32), channels=3, train=False)(image)
+    one = evaluation_tensor(evaluation_preprocess((32, 32), 1, crop_fraction=1.0), image)
+    three = evaluation_tensor(evaluation_preprocess((32, 32), 3, crop_fraction=1.0), image)
     assert one.shape == (1, 32, 32) and three.shape == (3, 32, 32)
     assert torch.equal(three[0], one[0]) and torch.equal(three[1], one[0]) and torch.equal(three[2], one[0])
     assert one.min() >= -1 and one.max() <= 1  # TF's scaling, (x - 127.5) / 127.5
-    crop = Transform((32, 32), channels=1, train=True, min_crop=0.5)
+    crop = TrainingAugment((32, 32), channels=1, min_crop=0.5)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         a = crop(image)
@@ -359,8 +414,7 @@ def test_validation_during_training_is_mobilenet_evaluate_on_the_checkpoint(tmp_
     from mobilenet.preprocess import load_image
     from mobilenet.train.files import build_splits
 
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    val = build_splits(cfg, (32, 32), 3).val
+    val = build_splits(checkpoint.read_config(ckpt)).val
     for (path, _), (x, _) in zip(val.samples, val):
         assert torch.equal(x, recipe.eval_transform()(load_image(path))), path
 
@@ -376,13 +430,13 @@ def test_bf16_autocast_follows_the_cpus_native_bf16(monkeypatch):
     # oneDNN reports bf16 "supported" wherever it can emulate it; emulation is many times slower.
     from mobilenet.cpu import CpuInfo, cpu_info
     from mobilenet.errors import InputError
-    from mobilenet.train.loop import autocast_dtype
+    from mobilenet.train.execution import autocast_dtype
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_info().native_bf16 and torch.backends.mkldnn.is_available() else None
     assert autocast_dtype("auto", cpu) == expected
     zen3 = CpuInfo(model="AMD EPYC (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}), logical_cores=2)
-    monkeypatch.setattr("mobilenet.train.loop.cpu_info", lambda: zen3)
+    monkeypatch.setattr("mobilenet.train.execution.cpu_info", lambda: zen3)
     assert autocast_dtype("auto", cpu) is None
     with pytest.raises(InputError, match="needs native bf16"):
         autocast_dtype("bf16", cpu)

@@ -1,22 +1,26 @@
-"""Checkpoints: written atomically, loadable with ``torch.load(path, weights_only=True)``.
+"""The state of a run (``RunState``) and its checkpoints, written atomically.
 
-A checkpoint is a plain dict of tensors, numbers, strings and containers — no pickled classes — so
-it can be opened safely and read by ``mobilenet.weights.load_pretrained`` and ``mobilenet
-evaluate``. Keys:
+A checkpoint is ``RunState.to_checkpoint()``: a plain dict of tensors, numbers, strings and
+containers — no pickled classes — so ``torch.load(path, weights_only=True)`` opens it safely, and
+``mobilenet.weights.read_checkpoint`` (through it ``--weights`` and ``mobilenet evaluate``) reads
+its ``"arch"`` and ``"model"``. Keys:
 
     model       the unwrapped model's state_dict (no ``module.`` prefix from DDP)
-    arch        ArchConfig.to_dict()
+    arch        ArchConfig.to_dict(): the architecture, stored once
+    config      TrainConfig.to_dict() without its "arch" (``read_config`` puts the two together)
     preprocess  resolution, mean, std, crop_fraction, interpolation: what evaluation should use
+    classes     the class names, in label order
     ema         the EMA model's state_dict (absent when EMA is off), ema_updates
     optimizer, scheduler
     epoch       the epoch in progress (0-based); step_in_epoch global batches of it are done
     step        optimizer steps done in total
     rng         torch (and CUDA) generator states of rank 0, as uint8 tensors
-    config      TrainConfig.to_dict()
     metrics     best validation top-1 so far and the epoch it was reached (best.pt is written
                 before last.pt, so the weights of the best epoch are on disk once any file says so)
+    epoch_loss, epoch_samples, epoch_time   the epoch in progress so far, summed over processes
     world_size  processes of the run that wrote it (informational: any world size may resume)
-    device, amp, micro_batch   what "auto" resolved to; a resume that differs says so
+    device, amp what "auto" resolved to; a resume that differs says so, as it does for another
+                micro-batch (config["micro_batch"], the one used) on another world size
     (config["threads"] is the intra-op thread count used; a resume sets it again)
 """
 
@@ -24,15 +28,147 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
+from mobilenet.train.config import RESUME_OVERRIDES, TrainConfig
+from mobilenet.train.optim import ModelEma, build_optimizer, build_scheduler
 
 REQUIRED_KEYS = ("model", "arch", "optimizer", "scheduler", "epoch", "step", "config")
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint holds and a resume restores: the model and its optimisation, where
+    the run is, and the epoch in progress so far."""
+
+    config: TrainConfig
+    model: nn.Module  # unwrapped, never DDP's wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    ema: ModelEma | None
+    # Stored beside the state, never changed by it: the evaluation recipe, the classes, the world
+    # size, and what "auto" resolved to (device, amp).
+    facts: dict[str, Any]
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # optimizer steps done in the whole run
+    step_in_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "epoch": -1})
+    # The epoch in progress so far, summed over all processes (rank 0 holds the sums).
+    epoch_loss: float = 0.0
+    epoch_samples: float = 0
+    epoch_time: float = 0.0
+
+    @classmethod
+    def start(cls, config: TrainConfig, model: nn.Module, steps_per_epoch: int, facts: dict[str, Any]) -> RunState:
+        """A new run: a fresh optimizer, schedule and EMA for ``model``."""
+        optimizer = build_optimizer(model, config)
+        scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+        ema = ModelEma(model, config.ema_decay) if config.ema_decay > 0 else None
+        return cls(config, model, optimizer, scheduler, ema, facts)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], config: TrainConfig, model: nn.Module, steps_per_epoch: int,
+                        facts: dict[str, Any], *, rank: int) -> RunState:
+        """The run ``ckpt`` saved, continued in process ``rank`` (of any world size)."""
+        model.load_state_dict(ckpt["model"])
+        state = cls.start(config, model, steps_per_epoch, facts)
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        if state.ema is not None and "ema" in ckpt:
+            state.ema.load_state_dict(ckpt["ema"], int(ckpt.get("ema_updates", ckpt["step"])))
+        state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
+        state.step_in_epoch = int(ckpt.get("step_in_epoch", 0))
+        state.best = dict(ckpt.get("metrics", state.best))
+        # best.pt is written before last.pt: after a kill between the two it holds a better epoch
+        # than last.pt records, and that epoch is the best one (its weights are on disk).
+        on_disk = best_record(config.output)
+        if on_disk is not None and on_disk["top1"] > state.best["top1"]:
+            state.best = on_disk
+        if rank == 0:  # the sums over all processes of the interrupted epoch so far, counted once
+            state.epoch_loss = float(ckpt.get("epoch_loss", 0.0))
+            state.epoch_samples = int(ckpt.get("epoch_samples", 0))
+        state.epoch_time = float(ckpt.get("epoch_time", 0.0))
+        if rank == 0 and ckpt.get("rng"):
+            set_rng_state(ckpt["rng"])
+        else:  # a new rank (the world size may differ from the run that saved): a fresh stream
+            torch.manual_seed(config.seed * 1_000_003 + rank * 7919 + state.step)
+        return state
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        config = self.config.to_dict()
+        ckpt: dict[str, Any] = {
+            "model": self.model.state_dict(), "arch": config.pop("arch"), "config": config,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch, "rng": rng_state(),
+            "metrics": self.best, "epoch_loss": self.epoch_loss, "epoch_samples": self.epoch_samples,
+            "epoch_time": self.epoch_time, **self.facts,
+        }
+        if self.ema is not None:
+            ckpt["ema"], ckpt["ema_updates"] = self.ema.state_dict(), self.ema.updates
+        return ckpt
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch, self.epoch_loss, self.epoch_samples, self.epoch_time = 0, 0.0, 0, 0.0
+
+
+def read_config(ckpt: dict[str, Any]) -> TrainConfig:
+    """The ``TrainConfig`` of the run that wrote ``ckpt``: its settings and its architecture."""
+    return TrainConfig.from_dict(ckpt["config"] | {"arch": ckpt["arch"]})
+
+
+class RecipeChange(InputError):
+    """Settings given for a resume that would change the run's recipe (``lr=0.1`` on a run at
+    0.045): refused, never silently ignored. ``changes`` is ``{setting: (given, the run's)}``."""
+
+    def __init__(self, changes: dict[str, tuple[Any, Any]]) -> None:
+        self.changes = changes
+        listed = ", ".join(f"{name}={given!r} (the run has {ours!r})" for name, (given, ours) in changes.items())
+        super().__init__(f"a resumed run keeps its configuration; not applied: {listed}. "
+                         f"Only {', '.join(RESUME_OVERRIDES)} may change")
+
+
+def config_for_resume(run_dir: str | Path, **settings: Any) -> TrainConfig:
+    """The configuration a run was started with (from its last checkpoint), for
+    ``train(config_for_resume(run_dir), resume=run_dir)``.
+
+    ``settings`` are fields of ``TrainConfig`` or ``ArchConfig`` (None: not given). The ones in
+    ``RESUME_OVERRIDES`` apply (``epochs`` extends a run; ``micro_batch`` may have to change when
+    the recorded one does not fit the new number of processes: the optimizer still sees the same
+    global batch, only BatchNorm sees other slices); any other may only repeat the run's value
+    (``RecipeChange`` otherwise)."""
+    recorded = read_config(load(run_dir))
+    given = {name: value for name, value in settings.items() if value is not None}
+    overrides = {name: given.pop(name) for name in RESUME_OVERRIDES if name in given}
+    output = given.pop("output", None)
+    changes = recorded.differences(given)
+    if output is not None and Path(output).resolve() != Path(run_dir).resolve():
+        changes["output"] = (output, str(run_dir))
+    if changes:
+        raise RecipeChange(changes)
+    return replace(recorded, output=str(Path(run_dir)), **overrides)
+
+
+def resume_notes(ckpt: dict[str, Any], config: TrainConfig, facts: dict[str, Any]) -> list[str]:
+    """The allowed changes on resume that still change the numbers (device, autocast, BatchNorm's
+    micro-batch): said out loud rather than silently."""
+    notes = []
+    if ckpt.get("device", facts["device"]) != facts["device"]:
+        notes.append(f"the run trained on {ckpt['device']}, it continues on {facts['device']}")
+    if ckpt.get("amp", facts["amp"]) != facts["amp"]:
+        notes.append(f"autocast was {ckpt['amp']}, it is now {facts['amp']} (--amp {config.amp} on this machine)")
+    saved_micro = ckpt["config"].get("micro_batch")
+    if saved_micro is not None and saved_micro != config.micro_batch:
+        notes.append(f"BatchNorm saw micro-batches of {saved_micro}, now {config.micro_batch}")
+    return notes
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:

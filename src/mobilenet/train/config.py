@@ -1,7 +1,9 @@
 """The training configuration: every choice of a run, as one flat dataclass.
 
-It is stored as a plain dict in every checkpoint (``"config"``) and as ``config.json`` in the run
-directory, so a run can be resumed, compared and reproduced from its files alone.
+``arch`` is the ``ArchConfig`` of the network to train; it becomes a dict only inside files:
+``config.json`` in the run directory holds ``to_dict()`` whole, and a checkpoint stores the
+architecture once, as its own ``"arch"``, beside the other settings (``"config"``). A run can
+be resumed, compared and reproduced from its files alone.
 
 Defaults are the paper's recipe as TF-slim ran it (Howard et al. 2017, Sec. 3.2): RMSprop with
 decay 0.9, momentum 0.9 and epsilon 1.0, weight decay 4e-5 that skips depthwise filters, BatchNorm
@@ -13,16 +15,20 @@ with the batch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
+ARCH_FIELDS = frozenset(f.name for f in fields(ArchConfig))
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "auto")
 BAD_FILE_POLICIES = ("skip", "stop")
+# What a resumed run may change: settings that do not change the optimisation. (``micro_batch``
+# changes what BatchNorm sees, and may have to when the recorded one does not fit the processes.)
+RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
 
 
 @dataclass
@@ -36,8 +42,9 @@ class TrainConfig:
     val_subset: int | None = None
     bad_files: str = "stop"  # an unreadable image: stop with its path, or skip it and count it
     num_workers: int = 0
-    # Model: ArchConfig.to_dict(); in_channels 1 keeps grayscale native, 3 replicates it.
-    arch: dict[str, Any] = field(default_factory=dict)
+    # Model: in_channels 1 keeps grayscale native, 3 replicates it. With ``weights`` the
+    # architecture is the weights' own (``mobilenet.train.model_to_train`` settles the two).
+    arch: ArchConfig = field(default_factory=ArchConfig)
     weights: str | None = None  # pretrained NAME|FILE for fine-tuning
     freeze_body: bool = False  # train only the classifier (BatchNorm statistics of the body frozen too)
     # Optimisation. ``batch_size`` is the global batch of one optimizer step, whatever the world size.
@@ -78,8 +85,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
-        # Complete and validate the architecture now, so config.json names every setting.
-        self.arch = ArchConfig.from_dict(self.arch).to_dict()
+        _check(isinstance(self.arch, ArchConfig),
+               f"arch must be an ArchConfig, got {type(self.arch).__name__} (from_dict reads a stored dict)")
+        _check(self.weights is not None or not self.freeze_body,
+               "freeze_body needs weights to start from (a body trained from scratch cannot stay frozen)")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
@@ -99,9 +108,8 @@ class TrainConfig:
         _check(_is_device(self.device), f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
+        """Plain data (config.json, checkpoints): the architecture as ``ArchConfig.to_dict()``."""
+        return asdict(self) | {"arch": self.arch.to_dict(), "adam_betas": list(self.adam_betas)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -109,7 +117,23 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise InputError(f"unknown training settings {sorted(unknown)}")
-        return cls(**d)
+        return cls(**(d | {"arch": ArchConfig.from_dict(d.get("arch", {}))}))
+
+    def differences(self, settings: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{name: (given, ours)}`` for the settings (fields of this class or of ``ArchConfig``)
+        whose value differs from this configuration's. Compared as the dataclasses store them, so
+        ``resolution=32`` equals ``(32, 32)`` and ``lr=1`` equals ``1.0``."""
+        changed = {}
+        for name, value in settings.items():
+            if name in ARCH_FIELDS:
+                ours, given = getattr(self.arch, name), getattr(self.arch.replace(**{name: value}), name)
+            elif name in {f.name for f in fields(self)}:
+                ours, given = getattr(self, name), getattr(replace(self, **{name: value}), name)
+            else:
+                raise InputError(f"unknown training setting {name!r}")
+            if given != ours:
+                changed[name] = (given, ours)
+        return changed
 
     def accumulation_steps(self, world_size: int) -> tuple[int, int]:
         """(micro-batch per process, micro-batches per optimizer step) that make up ``batch_size``.

@@ -36,7 +36,7 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from mobilenet.errors import InputError
-from mobilenet.preprocess import Preprocess
+from mobilenet.preprocess import TF_MEAN, TF_STD, Preprocess
 
 # The Debian package `dataset-fashion-mnist` installs the four IDX files here.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -48,10 +48,6 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-NAMED_DATASETS = ("fashion-mnist", "cifar10")
-# TF's scaling of the published weights: (x - 127.5) / 127.5, the range [-1, 1].
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
 
 
 def default_data_root() -> Path:
@@ -136,38 +132,41 @@ def load_cifar10(split: str, root: str | os.PathLike[str] | None = None) -> Imag
     return ImageTensors(images, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES)
 
 
+@dataclass(frozen=True)
+class NamedDataset:
+    """A dataset ``--data`` names: its reader (split, root), classes and channels."""
+
+    load: Callable[[str, str | os.PathLike[str] | None], ImageTensors]
+    classes: tuple[str, ...]
+    channels: int
+
+
+NAMED_DATASETS = {
+    "fashion-mnist": NamedDataset(load_fashion_mnist, FASHION_MNIST_CLASSES, channels=1),
+    "cifar10": NamedDataset(load_cifar10, CIFAR10_CLASSES, channels=3),
+}
+
+
 # --------------------------------------------------------------------------------------------
-# Transforms
+# Augmentation (training) and evaluation
 
 
 @dataclass(frozen=True)
-class Transform:
-    """Tensor preprocessing of one sample (uint8 C×H×W in, float C×H×W out).
+class TrainingAugment:
+    """The training split's random augmentation of one sample, uint8 C×H×W in, float C×H×W out:
+    a random-resized crop covering at least ``min_crop`` of the area (aspect 3/4–4/3), a
+    horizontal flip, the channels matched to the model, and TF's scaling to [-1, 1].
 
-    Training: a random-resized crop covering at least ``min_crop`` of the area (aspect 3/4–4/3)
-    and a horizontal flip. Evaluation is ``mobilenet.preprocess.Preprocess`` itself
-    (``self.preprocess``: a central crop of ``crop_fraction`` — 1.0 for small images such as
-    Fashion-MNIST, TF's 0.875 for photos — resized to the resolution): the recipe stored in the
-    checkpoint, so validation during training and ``mobilenet evaluate`` on the checkpoint compute
-    the same tensors and the same top-1."""
+    Evaluation is ``mobilenet.preprocess.Preprocess`` itself (``evaluation_tensor``): the recipe
+    stored in the checkpoint, so validation during training and ``mobilenet evaluate`` on the
+    checkpoint compute the same tensors and the same top-1."""
 
     resolution: tuple[int, int]
     channels: int
-    train: bool
     min_crop: float = 0.35
     hflip: bool = True
-    crop_fraction: float = 1.0
-    mean: tuple[float, ...] = DEFAULT_MEAN
-    std: tuple[float, ...] = DEFAULT_STD
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess(resolution=tuple(self.resolution), mean=tuple(self.mean[: self.channels]),
-                          std=tuple(self.std[: self.channels]), crop_fraction=self.crop_fraction)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if not self.train:
-            return evaluation_tensor(self.preprocess, image)
         top, left, h, w = T.RandomResizedCrop.get_params(image, scale=(self.min_crop, 1.0), ratio=(3 / 4, 4 / 3))
         image = TF.resized_crop(image, top, left, h, w, list(self.resolution),
                                 interpolation=InterpolationMode.BILINEAR, antialias=True)
@@ -175,24 +174,22 @@ class Transform:
             image = TF.horizontal_flip(image)
         image = _match_channels(image, self.channels)
         x = image.float().div_(255)
-        mean = torch.tensor(self.mean[: self.channels]).view(-1, 1, 1)
-        std = torch.tensor(self.std[: self.channels]).view(-1, 1, 1)
+        mean = torch.tensor(TF_MEAN[: self.channels]).view(-1, 1, 1)
+        std = torch.tensor(TF_STD[: self.channels]).view(-1, 1, 1)
         return x.sub_(mean).div_(std)
 
-    def preprocess_settings(self) -> dict[str, Any]:
-        """What evaluation uses: stored in checkpoints as ``"preprocess"`` (``Preprocess.to_dict()``)."""
-        return self.preprocess.to_dict()
+
+def evaluation_preprocess(resolution: tuple[int, int], channels: int, **settings: Any) -> Preprocess:
+    """The evaluation recipe of a run: TF's scaling for ``channels``, ``Preprocess``'s defaults
+    (TF's central 87.5% crop of photos) unless ``settings`` say otherwise."""
+    return Preprocess(resolution=tuple(resolution), mean=TF_MEAN[:channels], std=TF_STD[:channels], **settings)
 
 
-def evaluation_tensor(preprocess: Preprocess, image: torch.Tensor | Image.Image) -> torch.Tensor:
-    """``preprocess``'s evaluation of one image given as a uint8 C×H×W tensor or a PIL image.
-
-    A PIL image goes through ``preprocess.eval_transform()`` unchanged (what ``mobilenet evaluate``
-    does with a file). A tensor becomes a PIL image first; grey data for a grey model stays one
-    channel through the same crop, resize and normalisation (Pillow's RGB→luma round trip would
-    move a few values by one float32 ulp)."""
-    if isinstance(image, Image.Image):
-        return preprocess.eval_transform()(image)
+def evaluation_tensor(preprocess: Preprocess, image: torch.Tensor) -> torch.Tensor:
+    """``preprocess``'s evaluation of one uint8 C×H×W image, through Pillow as ``mobilenet
+    evaluate`` reads a file. Grey data for a grey model stays one channel through the same crop,
+    resize and normalisation (Pillow's RGB→luma round trip would move a few values by one float32
+    ulp)."""
     array = image.permute(1, 2, 0).numpy()
     if array.shape[-1] == 1 and preprocess.channels == 1:
         resized = preprocess.crop_and_resize(Image.fromarray(array[..., 0], mode="L"))
@@ -219,7 +216,7 @@ def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
 class TensorSamples(Dataset):
     """An in-memory split with a transform: item i is (transform(images[i]), labels[i])."""
 
-    def __init__(self, data: ImageTensors, transform: Transform) -> None:
+    def __init__(self, data: ImageTensors, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.data = data
         self.transform = transform
         self.classes = data.classes
@@ -274,7 +271,7 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, num_samples: int, global_batch: int, *, rank: int = 0, world_size: int = 1,
-                 accumulation: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+                 accumulation: int = 1, seed: int = 0) -> None:
         if global_batch % (world_size * accumulation):
             raise InputError(f"global batch {global_batch} is not divisible by {world_size} × {accumulation}")
         if num_samples < global_batch:
@@ -289,7 +286,6 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         self.accumulation = accumulation
         self.micro = global_batch // (world_size * accumulation)
         self.seed = seed
-        self.shuffle = shuffle
         self.epoch = 0
         self.start_step = 0
 
@@ -305,11 +301,8 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         return (self.steps_per_epoch - self.start_step) * self.accumulation
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        order = torch.randperm(self.num_samples, generator=g).tolist()
         for step in range(self.start_step, self.steps_per_epoch):
             batch = order[step * self.global_batch:(step + 1) * self.global_batch]
             for a in range(self.accumulation):
@@ -317,21 +310,15 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
                 yield [(self.epoch, j) for j in batch[i * self.micro:(i + 1) * self.micro]]
 
 
-def shard(num_samples: int, rank: int, world_size: int) -> range:
-    """Contiguous, non-overlapping, unpadded shard of an evaluation set (counts are summed after)."""
-    per = -(-num_samples // world_size)
-    return range(rank * per, min((rank + 1) * per, num_samples))
-
-
 # --------------------------------------------------------------------------------------------
-# Building the splits of a run
+# The splits of a run
 
 
 @dataclass
 class Splits:
+    """Training and validation data of a run, and the evaluation recipe validation uses."""
+
     train: Dataset
     val: Dataset
     classes: tuple[str, ...]
-    native_channels: int
-    eval_transform: Transform
-    collate: Callable[[list[Any]], Any] | None = None  # None: default_collate
+    preprocess: Preprocess

@@ -1,4 +1,5 @@
-"""Distributed data parallel through torchrun: the process group, and little else.
+"""Distributed data parallel through torchrun: the process group, and the small all-reduces by
+which the processes agree (on sums, on stopping, on every micro-batch before its forward pass).
 
 ``torchrun --nproc-per-node N -m mobilenet train ...`` starts N processes and sets RANK,
 LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; ``setup`` joins them with
@@ -10,12 +11,14 @@ no-op and training runs in one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, MobileNetError
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,47 @@ def max_over_processes(value: int, ctx: Context) -> int:
     return int(t.item())
 
 
-def barrier(ctx: Context) -> None:
-    if ctx.distributed:
-        dist.barrier()
+def agreed_batches(loader: DataLoader, ctx: Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's micro-batches, with the processes of a DDP run agreeing on each one first.
+
+    Every process must join every gradient all-reduce, so one whose micro-batch is entirely
+    unreadable (``--bad-files skip``), or whose loader raised on a bad file (``stop``), cannot just
+    stop: the others would wait in the collective until its timeout (30 minutes). One small
+    all-reduce per micro-batch lets all of them stop at once, each with a one-line error. In one
+    process an empty micro-batch is simply skipped by the caller."""
+    iterator = iter(loader)
+    while True:
+        error: MobileNetError | None = None
+        try:
+            x, y = next(iterator)
+        except StopIteration:  # (every process has the same number of micro-batches)
+            return
+        except MobileNetError as err:
+            err = _worker_error(err)
+            if not ctx.distributed:
+                raise err from None
+            error, x, y = err, torch.empty(0), torch.empty(0)
+        if ctx.distributed:
+            mine = 2 if error is not None else int(len(y) == 0)
+            if max_over_processes(mine, ctx):
+                if error is not None:
+                    raise error
+                if mine:
+                    raise InputError(
+                        f"every image of a micro-batch of process {ctx.rank} was unreadable (--bad-files skip, "
+                        "named above); under DDP each process needs data at every step: fix or remove the "
+                        "files, or use a larger --micro-batch")
+                raise InputError(f"process {ctx.rank} stops with the others: another process found unreadable "
+                                 "training data (its message names the files)")
+        yield x, y
+
+
+def _worker_error(err: MobileNetError) -> MobileNetError:
+    """A DataLoader worker's error comes back with the worker's whole traceback in its message;
+    the user's error is its last line (``mobilenet.preprocess.ImageError: a.png: cannot decode``)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return err
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return type(err)(last.removeprefix(prefix).removeprefix(f"{type(err).__qualname__}: "))

@@ -1,39 +1,39 @@
-"""Training data: ``build_splits`` for the named datasets (Fashion-MNIST, CIFAR-10) or images from
-disk, an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label`` CSVs, read by
+"""The data of a run: ``build_splits`` for the named datasets (Fashion-MNIST, CIFAR-10) or images
+from disk, an ImageFolder tree (``DIR/train``, ``DIR/val``) or ``file,label`` CSVs, read by
 ``mobilenet.datasets`` with its bad-file policy (``stop``: the first unreadable image ends the run
 with its path before anything is lost; ``skip``: it is left out of its batch, a warning names it,
 and the epoch's metrics count it)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from torchvision.transforms.v2 import functional as TF
 
-from mobilenet.datasets import collate_skipping_bad, open_dataset
+from mobilenet.datasets import open_dataset
 from mobilenet.errors import InputError
+from mobilenet.train.config import TrainConfig
 from mobilenet.train.data import (
     NAMED_DATASETS,
+    NamedDataset,
     Splits,
     TensorSamples,
-    Transform,
-    load_cifar10,
-    load_fashion_mnist,
+    TrainingAugment,
+    evaluation_preprocess,
+    evaluation_tensor,
 )
-
-# TF's evaluation of photos: the central 87.5% of each side, resized to the resolution.
-PHOTO_CROP_FRACTION = 0.875
 
 
 class ToTensorThen:
-    """PIL image -> uint8 C×H×W tensor -> a ``Transform`` (which works on tensors)."""
+    """PIL image -> uint8 C×H×W tensor -> a ``TrainingAugment`` (which works on tensors)."""
 
-    def __init__(self, transform: Transform) -> None:
-        self.transform = transform
+    def __init__(self, augment: TrainingAugment) -> None:
+        self.augment = augment
 
     def __call__(self, image: Any) -> Any:
-        return self.transform(TF.pil_to_tensor(image))
+        return self.augment(TF.pil_to_tensor(image))
 
 
 def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
@@ -59,43 +59,56 @@ def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
 
 
 def count_classes(data: str, val_data: str | None = None) -> int:
-    """Number of classes of a folder tree or CSV (without decoding any image)."""
+    """Number of classes of ``data``: a named dataset's, or a folder tree's or CSV's (read without
+    decoding any image)."""
+    named = NAMED_DATASETS.get(data.lower())
+    if named is not None:
+        return len(named.classes)
     train, _ = split_paths(data, val_data)
     return len(open_dataset(train, bad_files="skip").classes)
 
 
-def build_file_splits(config: Any, resolution: tuple[int, int], channels: int) -> Splits:
+def native_channels(data: str) -> int:
+    """The input channels a model trained from scratch on ``data`` gets: a named dataset's own
+    (Fashion-MNIST's grey fed as one channel), three for images from disk."""
+    named = NAMED_DATASETS.get(data.lower())
+    return named.channels if named is not None else 3
+
+
+def build_splits(config: TrainConfig) -> Splits:
+    """Training and validation data for ``config.data`` (a name, a folder tree or a CSV), made for
+    the input of ``config.arch``."""
+    named = NAMED_DATASETS.get(config.data.lower())
+    return _named_splits(config, named) if named is not None else _file_splits(config)
+
+
+def _named_splits(config: TrainConfig, named: NamedDataset) -> Splits:
+    arch = config.arch
+    train = named.load("train", config.data_root).subset(config.train_subset)
+    val = named.load("val", config.data_root).subset(config.val_subset)
+    augment = TrainingAugment(arch.resolution, arch.in_channels, config.min_crop, config.hflip)
+    # Small images are evaluated whole.
+    preprocess = evaluation_preprocess(arch.resolution, arch.in_channels, crop_fraction=1.0)
+    return Splits(TensorSamples(train, augment), TensorSamples(val, partial(evaluation_tensor, preprocess)),
+                  train.classes, preprocess)
+
+
+def _file_splits(config: TrainConfig) -> Splits:
+    arch = config.arch
     train_path, val_path = split_paths(config.data, config.val_data)
-    num_classes = config.arch.get("num_classes")
-    common = {"resolution": resolution, "channels": channels}
-    train_tf = Transform(train=True, min_crop=config.min_crop, hflip=config.hflip, **common)
-    eval_tf = Transform(train=False, crop_fraction=PHOTO_CROP_FRACTION, **common)
-    train = open_dataset(train_path, ToTensorThen(train_tf), bad_files=config.bad_files, num_classes=num_classes)
+    augment = TrainingAugment(arch.resolution, arch.in_channels, config.min_crop, config.hflip)
+    preprocess = evaluation_preprocess(arch.resolution, arch.in_channels)  # TF's central crop of photos
+    train = open_dataset(train_path, ToTensorThen(augment), bad_files=config.bad_files, num_classes=arch.num_classes)
     # The validation labels must mean what the training labels mean: same class list.
     classes = train.classes if Path(train_path).is_dir() else None
     # Evaluation is Preprocess's own transform on the decoded image, as `mobilenet evaluate` runs it.
-    val = open_dataset(val_path, eval_tf.preprocess.eval_transform(), classes=classes, bad_files=config.bad_files,
-                       num_classes=num_classes)
-    if len(train.classes) > config.arch["num_classes"]:
+    val = open_dataset(val_path, preprocess.eval_transform(), classes=classes, bad_files=config.bad_files,
+                       num_classes=arch.num_classes)
+    if len(train.classes) > arch.num_classes:
         raise InputError(f"{train_path} has {len(train.classes)} classes but the model has "
-                         f"{config.arch['num_classes']} outputs; pass --classes {len(train.classes)}")
+                         f"{arch.num_classes} outputs; pass --classes {len(train.classes)}")
     if config.train_subset is not None:
         train.samples = train.samples[: config.train_subset]
     if config.val_subset is not None:
         val.samples = val.samples[: config.val_subset]
-    return Splits(train, val, tuple(train.classes), 3, eval_tf, collate=collate_skipping_bad)
-
-
-def build_splits(config: Any, resolution: tuple[int, int], channels: int) -> Splits:
-    """Training and validation datasets for ``config.data`` (a name, a folder tree or a CSV)."""
-    name = config.data.lower()
-    common = {"resolution": tuple(resolution), "channels": channels}
-    if name in NAMED_DATASETS:
-        loader = load_fashion_mnist if name == "fashion-mnist" else load_cifar10
-        train = loader("train", config.data_root).subset(config.train_subset)
-        val = loader("val", config.data_root).subset(config.val_subset)
-        train_tf = Transform(train=True, min_crop=config.min_crop, hflip=config.hflip, **common)
-        eval_tf = Transform(train=False, **common)
-        return Splits(TensorSamples(train, train_tf), TensorSamples(val, eval_tf), train.classes,
-                      int(train.images.shape[1]), eval_tf)
-    return build_file_splits(config, tuple(resolution), channels)
+    return Splits(train, val, tuple(train.classes), preprocess)

@@ -8,15 +8,22 @@ interrupted, ``summary.json``.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write, write_text
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
+
+
+def new_run_dir(arch: ArchConfig, data: str) -> str:
+    """``runs/<model>-<data>-<time>``: where a new run goes when no directory is named."""
+    return str(Path("runs") / f"{arch.name}-{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
