@@ -28,7 +28,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available, package_version
 from mobilenet.deploy.runtimes import not_native
-from mobilenet.deploy.timing import Timing, time_interleaved
+from mobilenet.deploy.timing import METHOD, Timing, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
 from mobilenet.predictor import Predictor
@@ -59,7 +59,7 @@ def decision_key(cfg: ArchConfig, precision: str, batch_size: int, threads: int 
     shape = {k: v for k, v in cfg.to_dict().items() if k not in ("dropout", "bn_momentum")}
     return json.dumps({
         "cpu": cpu.model, "flags": cpu.notable_flags(), "cores": cpu.logical_cores, "runtimes": _runtime_versions(),
-        "model": shape, "precision": precision, "batch_size": batch_size, "threads": threads,
+        "model": shape, "precision": precision, "batch_size": batch_size, "threads": threads, "timing": METHOD,
     }, sort_keys=True)
 
 
@@ -134,7 +134,7 @@ def choose(
     log(f"auto: timing {', '.join(predictors)} at {precision}, batch {batch_size} "
         f"(about {MEASURE_SECONDS * len(predictors):.0f} s, once per CPU and model; cached)")
     calls = [lambda p=p: p(example) for p in predictors.values()]
-    samples = time_interleaved(calls, seconds=MEASURE_SECONDS, min_runs=MIN_RUNS, slice_s=0.05)
+    samples = time_interleaved(calls, seconds=MEASURE_SECONDS, min_runs=MIN_RUNS, block_s=0.05)
     medians = {r: Timing.from_seconds(s).median_ms for r, s in zip(predictors, samples)}
     runtime = min(medians, key=medians.get)  # type: ignore[arg-type]
     _write_cache(key, {"runtime": runtime, "median_ms": medians,

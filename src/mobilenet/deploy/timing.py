@@ -1,9 +1,29 @@
-"""Timing that survives a noisy machine: calls timed round-robin in short slices, so a burst of
-load from elsewhere hits every candidate alike and their ratios hold. Used by ``mobilenet bench``
-and by ``auto``'s measurement."""
+"""Timing several candidates fairly on a noisy machine. Used by ``mobilenet bench``, by ``auto``'s
+measurement and by the latency model's calibration and ``choose``.
+
+Each candidate runs in **settled blocks**: a few untimed calls, then a timed block of about
+``block_s``. Rounds of blocks repeat until every candidate has its time, and each round visits the
+candidates in a fresh random order.
+
+* **Why blocks, not one call per slice.** A runtime's thread pool keeps spinning for a while after
+  a call returns (libgomp's spin count under PyTorch, ONNX Runtime's and OpenVINO's spin-then-sleep
+  pools), and on a machine with as many threads as cores those spinning threads take the cores
+  from whichever runtime runs next. Interleaved call by call, every call ran beside its
+  neighbour's spin: measured at 1.0-224, batch 1, 2 threads, one call per slice gave PyTorch
+  18.7 ms, ONNX Runtime 8.3 and OpenVINO 13.8; settled blocks gave 8.2, 4.4 and 4.4 ms.
+* **Why untimed calls first.** They absorb the previous block's spin-down (at least
+  ``SETTLE_CALLS`` calls and ``SETTLE_S`` seconds) and wake this candidate's own pool, so the
+  timed calls see only this runtime.
+* **Why rounds, in a random order.** Load from elsewhere comes in bursts; many short rounds spread a
+  burst over all candidates, so their ratios survive it. The order is shuffled each round so that
+  no candidate always follows the same neighbour: whatever a block leaves behind (cache contents,
+  clock speed) is spread over every candidate instead of loaded onto one.
+"""
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-SLICE_S = 0.1
+# Names the method in what caches a measurement (auto's decisions): one measured another way is redone.
+METHOD = "settled blocks in random order"
+BLOCK_S = 0.1  # timed part of one block
+SETTLE_CALLS = 3  # untimed calls opening every block...
+SETTLE_S = 0.02  # ...and at least this long, to outlast a neighbour's spinning pool
+MIN_ESTIMATE_S = 1e-5  # a call is never assumed faster than this when sizing blocks
 
 
 @dataclass
@@ -28,30 +53,57 @@ class Timing:
         return cls(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)), len(ms))
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """How many calls one block of a candidate makes: ``settle`` untimed, then ``timed``."""
+
+    settle: int
+    timed: int
+
+    @classmethod
+    def for_call(cls, seconds_per_call: float, *, block_s: float, settle_calls: int, settle_s: float) -> BlockPlan:
+        per_call = max(seconds_per_call, MIN_ESTIMATE_S)
+        return cls(max(settle_calls, math.ceil(settle_s / per_call)), max(1, int(block_s / per_call)))
+
+
 def time_interleaved(
-    runs: Sequence[Callable[[], Any]], *, seconds: float, min_runs: int, warmup: int = 3, slice_s: float = SLICE_S
+    runs: Sequence[Callable[[], Any]], *, seconds: float, min_runs: int, warmup: int = 3,
+    block_s: float = BLOCK_S, settle_calls: int = SETTLE_CALLS, settle_s: float = SETTLE_S, seed: int | None = None,
 ) -> list[list[float]]:
-    """Time several zero-argument calls round-robin. Each call is warmed up ``warmup`` times, then
-    rounds give every call a slice of about ``slice_s`` until each has run ``min_runs`` times and
-    the total reaches ``seconds`` per call. Returns the per-call latencies (seconds) of each."""
-    for fn in runs:
-        for _ in range(warmup):
-            fn()
-    estimates = []
-    for fn in runs:
-        start = time.perf_counter()
-        fn()
-        estimates.append(max(time.perf_counter() - start, 1e-5))
-    repeats = [max(1, int(slice_s / est)) for est in estimates]
+    """Time zero-argument calls in settled blocks, interleaved (see the module docstring).
+
+    Each call is first run ``warmup`` times and once more to size its blocks. Rounds then give every
+    call one block, in a random order (``seed`` fixes it), until each has ``min_runs`` timed calls
+    and the rounds have lasted about ``seconds`` per call. Returns each call's timed latencies
+    (seconds), in the order of ``runs``."""
+    plans = [BlockPlan.for_call(_first_call_s(fn, warmup), block_s=block_s, settle_calls=settle_calls,
+                                settle_s=settle_s) for fn in runs]
     samples: list[list[float]] = [[] for _ in runs]
+    order = list(range(len(runs)))
+    shuffle = random.Random(seed).shuffle
     deadline = time.perf_counter() + seconds * len(runs)
     while time.perf_counter() < deadline or min(len(s) for s in samples) < min_runs:
-        for fn, n, out in zip(runs, repeats, samples):
-            for _ in range(n):
-                start = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - start)
+        shuffle(order)
+        for i in order:
+            _run_block(runs[i], plans[i], samples[i])
     return samples
+
+
+def _first_call_s(fn: Callable[[], Any], warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _run_block(fn: Callable[[], Any], plan: BlockPlan, out: list[float]) -> None:
+    for _ in range(plan.settle):
+        fn()
+    for _ in range(plan.timed):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
 
 
 class Sgemm:
