@@ -108,7 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(e, "--no-progress", action="store_false", dest="progress", help="no progress bar")
     option(e, "--log-every", type=int, help=f"progress bar update, in steps ({DEFAULTS.log_every})")
     p.set_defaults(func=run_train, flag_names=flags)
+    _register_runs(subparsers)
 
+
+def _register_runs(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("runs", help="list and compare training runs",
                               description="One line per run directory: data, model, epochs, best and last top-1.")
     q.add_argument("paths", nargs="*", default=["runs"], help="run directories or folders of them (default runs/)")

@@ -100,10 +100,6 @@ class Setup:
     def steps_per_epoch(self) -> int:
         return self.sampler.steps_per_epoch
 
-    @property
-    def val_batch(self) -> int:
-        return val_batch(self.config)
-
     def log(self, message: str) -> None:
         if self.ctx.is_main:  # only rank 0 speaks
             print(message)
@@ -345,8 +341,8 @@ def validate(model: nn.Module, setup: Setup) -> dict[str, float]:
         with torch.no_grad(), torch.autocast(ctx.device.type, dtype=setup.amp, enabled=setup.amp is not None):
             return model(images).float().cpu()
 
-    result = accuracy(predict, setup.splits.val, batch_size=setup.val_batch, num_workers=setup.config.num_workers,
-                      progress=False, device=str(ctx.device), loss=True)
+    result = accuracy(predict, setup.splits.val, batch_size=val_batch(setup.config),
+                      num_workers=setup.config.num_workers, progress=False, device=str(ctx.device), loss=True)
     return {"loss": result["loss"], "top1": result["top1"] / 100, "top5": result["top5"] / 100}
 
 
