@@ -3,12 +3,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint
+.PHONY: run test lint web-assets
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml web/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
+	$(MAKE) --no-print-directory web-assets
 	touch $(STAMP)
+
+# onnxruntime-web (pinned by web/package-lock.json) from the npm registry, copied into the package
+# for the explorer's in-browser classifier and `export --format web`. Without npm the explorer
+# still serves everything else, and says what the browser classifier is missing.
+web-assets:
+	@if command -v npm >/dev/null && (cd web && npm ci --no-audit --no-fund --silent && npm run --silent build); then :; \
+	else echo "note: onnxruntime-web not bundled (needs npm and the npm registry): the browser tests skip"; fi
 
 # The main job on its embedded default: what MobileNet 1.0-224 costs, what separable convolutions
 # save, and the published ImageNet weights naming the photos that ship with the dependencies.
