@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mobilenet.preprocess import ImageError, Preprocess, load_image, to_rgb
+from mobilenet.preprocess import ImageError, Preprocess, load_image, preprocess_for, to_rgb
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -97,10 +98,21 @@ def test_preprocess_round_trips_and_validates():
         Preprocess.from_dict({"resolution": 224, "colour": "blue"})
 
 
-def test_train_transform_gives_normalised_tensor():
-    torch.manual_seed(0)
-    x = Preprocess(resolution=32).train_transform()(Image.fromarray(_gradient()).convert("LA"))
-    assert x.shape == (3, 32, 32) and x.min() >= -1.0 and x.max() <= 1.0
+def test_one_default_recipe_and_the_models_own_before_it():
+    default = Preprocess.default(96)
+    assert default == Preprocess(resolution=(96, 96), mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=0.875)
+    fresh = SimpleNamespace(arch_cfg=SimpleNamespace(resolution=(64, 48)))
+    assert preprocess_for(fresh) == Preprocess.default((64, 48))  # no published weights
+    published = Preprocess(resolution=64, crop_mode="resize_shorter", interpolation="bicubic")
+    fresh.pretrained_cfg = SimpleNamespace(preprocess=published)
+    assert preprocess_for(fresh) is published
+
+
+def test_with_resize_tf_brings_bilinear_with_it():
+    timm_like = Preprocess(resolution=32, interpolation="bicubic", crop_mode="resize_shorter")
+    assert timm_like.with_resize(None) is timm_like
+    assert timm_like.with_resize("tf") == timm_like.replace(resize="tf", interpolation="bilinear")
+    assert timm_like.with_resize("pillow") == timm_like  # already Pillow's
 
 
 def test_to_rgb_float_image():

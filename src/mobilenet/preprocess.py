@@ -9,6 +9,7 @@ EXIF rotation applied, transparency composited onto white, palette / grayscale /
 
     pre = Preprocess(resolution=224, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=0.875)
     x = pre.eval_transform()(load_image("cat.jpg"))   # float32 (3, 224, 224)
+    pre = preprocess_for(model)   # the model's published recipe, else Preprocess.default(resolution)
 
 ``crop_mode="central_fraction"`` (the default) is TF-slim's evaluation: keep the central
 ``crop_fraction`` of each side, then resize to the resolution (the aspect ratio is not kept,
@@ -173,10 +174,23 @@ class Preprocess:
             raise InputError(f"resize='tf' is TF1's bilinear resize; interpolation must be 'bilinear', "
                              f"got {self.interpolation!r}")
 
+    @classmethod
+    def default(cls, resolution: int | tuple[int, int]) -> Preprocess:
+        """The recipe for weights that publish none (a fresh model, a file without preprocessing
+        metadata): TF's (x - 127.5) / 127.5, the central 87.5 %, Pillow's bilinear resize."""
+        return cls(resolution=resolution)
+
     def replace(self, **changes: Any) -> Preprocess:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return Preprocess(**values)
+
+    def with_resize(self, resize: Resize | None) -> Preprocess:
+        """This recipe with another resize (None: unchanged). ``tf`` is TF1's bilinear resize, so
+        it brings bilinear interpolation with it."""
+        if resize is None:
+            return self
+        return self.replace(resize=resize, **({"interpolation": "bilinear"} if resize == "tf" else {}))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -245,30 +259,6 @@ class Preprocess:
         """PIL image (any mode) -> float32 (3, H, W) tensor, ready for the model."""
         return _EvalTransform(self)
 
-    def train_transform(
-        self, scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True
-    ) -> Callable[[Image.Image], torch.Tensor]:
-        """Random-resized crop (Inception-style, as TF-slim trained MobileNet), optional horizontal
-        flip, then the same normalisation as evaluation."""
-        from torchvision.transforms import v2  # torchvision: only needed for training
-
-        steps: list[Any] = [
-            v2.Lambda(to_rgb),
-            v2.RandomResizedCrop(self.resolution, scale=scale, interpolation=INTERPOLATIONS[self.interpolation]),
-        ]
-        if hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        steps.append(_ToNormalizedTensor(self))
-        return v2.Compose(steps)
-
-
-class _ToNormalizedTensor:
-    def __init__(self, preprocess: Preprocess) -> None:
-        self.preprocess = preprocess
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return self.preprocess.normalize(np.asarray(img, dtype=np.uint8))
-
 
 class _EvalTransform:
     """A picklable callable (DataLoader workers need to pickle it), printing as its recipe."""
@@ -311,6 +301,13 @@ def tf_resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top = x[y0][:, x0] + (x[y0][:, x1] - x[y0][:, x0]) * dx
     bottom = x[y1][:, x0] + (x[y1][:, x1] - x[y1][:, x0]) * dx
     return top + (bottom - top) * dy[:, None, None]
+
+
+def preprocess_for(model: Any) -> Preprocess:
+    """The preprocessing a model's weights were published with (``model.pretrained_cfg``), or
+    ``Preprocess.default`` at the model's resolution for a model without published weights."""
+    published = getattr(getattr(model, "pretrained_cfg", None), "preprocess", None)
+    return published if published is not None else Preprocess.default(model.arch_cfg.resolution)
 
 
 def preprocess_images(paths: Sequence[str | os.PathLike[str]], preprocess: Preprocess) -> torch.Tensor:
