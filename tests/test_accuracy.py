@@ -1,4 +1,5 @@
-"""Top-1/top-5 counting, skipped files, the CLI, and sharded evaluation under a real torchrun."""
+"""Top-1/top-5 counting, skipped files, ``evaluate()`` and the CLI, and sharded evaluation under a
+real torchrun."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilenet import evaluate
 from mobilenet.accuracy import accuracy, drop_background, torch_predictor
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.datasets import CsvDataset
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import Predictor
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights import PretrainedCfg, save_safetensors
+from mobilenet.weights import PretrainedCfg, save_safetensors, weights_of
 
 # Image i is a flat gray of value 10 * i; the test predictor reads i back and looks up its logits.
 LOGITS = torch.tensor([
@@ -72,16 +75,28 @@ def test_drop_background_maps_tf_logits_to_imagenet_order():
     logits = torch.zeros(1, 1001)
     logits[0, 935] = 5  # TF index 935 = ImageNet class 934
     assert drop_background(lambda x: logits)(torch.zeros(1))[0].argmax().item() == 934
-    with pytest.raises(ValueError, match="expected 1001 logits"):
-        drop_background(lambda x: torch.zeros(1, 1000))(torch.zeros(1))
+    assert drop_background(lambda x: logits[:, 1:])(torch.zeros(1))[0].argmax().item() == 934  # already 1000
+    with pytest.raises(ValueError, match=r"expected 1000 logits \(or 1001, TF's background first\), got 10"):
+        drop_background(lambda x: torch.zeros(1, 10))(torch.zeros(1))
+    with pytest.raises(ValueError, match="expected 5 logits, got 6"):  # only ImageNet has TF's background
+        drop_background(lambda x: torch.zeros(1, 6), classes=5)(torch.zeros(1))
+
+
+def test_torch_predictor_is_a_predictor_that_says_what_runs():
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=7))
+    predict = torch_predictor(model)
+    assert isinstance(predict, Predictor) and predict.description == "torch fp32 on cpu"
+    assert predict.arch == model.arch_cfg and not model.training
+    assert predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 7)
+    assert isinstance(drop_background(predict, classes=7), Predictor)
 
 
 def _small_weights(path: Path) -> MobileNetV1:
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
-    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=32),
+    cfg = PretrainedCfg(name="small", arch_cfg=model.arch_cfg, preprocess=Preprocess(resolution=32),
                         label_set="imagenet-1001")
-    save_safetensors(model, path, cfg)
+    save_safetensors(weights_of(model, cfg), path)
     return model
 
 
@@ -100,6 +115,13 @@ def test_cli_evaluate_json_matches_the_model(tmp_path, capsys):
     dataset = CsvDataset(tmp_path / "val.csv", Preprocess(resolution=32).eval_transform(), num_classes=1000)
     expected = accuracy(drop_background(torch_predictor(model)), dataset, progress=False)
     assert result == expected and result["images"] == 6
+    # The library call the command wraps: the same dict, and what ran.
+    evaluation = evaluate(tmp_path / "val.csv", weights=tmp_path / "small.safetensors", progress=False)
+    assert evaluation == expected and dict(evaluation) == expected and evaluation.weights == "small"
+    runs = [(r.precision, r.runtime, r.description) for r in evaluation.runs]
+    assert runs == [("fp32", "torch", "torch fp32 on cpu")]
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        evaluate(tmp_path / "val.csv", weights=tmp_path / "small.safetensors", limit=0, progress=False)
 
 
 def test_cli_evaluate_int8_reports_fp32_beside_it(tmp_path, capsys):
@@ -113,6 +135,10 @@ def test_cli_evaluate_int8_reports_fp32_beside_it(tmp_path, capsys):
     assert code == 0, captured.err
     result = json.loads(captured.out)
     assert result["images"] == 3 and result["fp32"]["images"] == 3 and set(result) >= {"top1", "top5", "fp32"}
+    assert main(["evaluate", "--weights", str(tmp_path / "small.safetensors"), "--data", str(tmp_path / "val"),
+                 "--runtime", "onnxruntime", "--precision", "int8", "--calibration", str(tmp_path / "calib")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["small onnxruntime int8", "small torch fp32"]
 
 
 SHARD_SCRIPT = textwrap.dedent("""

@@ -1,5 +1,6 @@
-"""`mobilenet classify`: JSON in ImageNet's 1000-class order, one line per bad file, exit status,
-and the real photos shipped by the dependencies named correctly by the default weights."""
+"""``classify()`` and ``mobilenet classify``: answers in ImageNet's 1000-class order, errors kept per
+image (one line each on the command line, and the exit status), and the real photos shipped by the
+dependencies named correctly by the default weights."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mobilenet import classify
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
-from mobilenet.cli.weights import default_photos
 from mobilenet.model import MobileNetV1
-from mobilenet.preprocess import Preprocess
-from mobilenet.weights import PretrainedCfg, imagenet_names, save_safetensors
+from mobilenet.preprocess import Preprocess, sample_photos
+from mobilenet.weights import PretrainedCfg, imagenet_names, save_safetensors, weights_of
+from weights_helpers import models_built
 
 
 @pytest.fixture
@@ -25,9 +27,24 @@ def small_weights(tmp_path):
     with torch.no_grad():
         model.classifier.bias[1 + 934 - 1] = 50.0  # TF index 934 = ImageNet class 933, "cheeseburger"
         model.classifier.bias[0] = 100.0  # a huge background logit must not show up anywhere
-    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=32),
+    cfg = PretrainedCfg(name="small", arch_cfg=model.arch_cfg, preprocess=Preprocess(resolution=32),
                         label_set="imagenet-1001")
-    return save_safetensors(model, tmp_path / "small.safetensors", cfg)
+    return save_safetensors(weights_of(model, cfg), tmp_path / "small.safetensors")
+
+
+def test_classify_keeps_each_images_error_as_data(tmp_path, small_weights, monkeypatch):
+    built = models_built(monkeypatch)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    answer = classify([tmp_path / "a.jpg", tmp_path / "bad.jpg"], weights=small_weights, top_k=2)
+    assert answer.weights == "small" and answer.description == "torch fp32 on cpu" and len(answer) == 2
+    good, bad = answer
+    assert good.ok and [p.label for p in good.top][:1] == ["cheeseburger"] and good.top[0].wnid == "n07697313"
+    assert not bad.ok and bad.error.endswith("not an image Pillow can read") and answer.failed == [bad]
+    assert bad.to_dict() == {"image": str(tmp_path / "bad.jpg"), "error": bad.error}
+    assert len(built) == 1  # one model built, once
+    with pytest.raises(ValueError, match="top_k must be"):
+        classify(tmp_path / "a.jpg", weights=small_weights, top_k=0)
 
 
 def test_json_in_1000_class_order_and_bad_files_reported(tmp_path, small_weights, capsys):
@@ -55,6 +72,7 @@ def test_all_good_exits_zero_and_prints_text(tmp_path, small_weights, capsys):
     assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "1"]) == 0
     assert "cheeseburger" in capsys.readouterr().out
     assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "0"]) == 2
+    assert "top_k must be an int >= 1, got 0" in capsys.readouterr().err
 
 
 def test_pretrained_lists_the_registry(capsys):
@@ -73,7 +91,7 @@ def test_pretrained_lists_the_registry(capsys):
 def test_default_weights_on_the_photos_shipped_with_dependencies(capsys):
     """No IMAGE: matplotlib's and scikit-image's photos, classified by TF-slim's 1.0-224 weights
     (fetched from PyPI into the cache on first use, checksum-verified)."""
-    photos = {p.name for p in default_photos()}
+    photos = {p.name for p in sample_photos()}
     if not {"chelsea.png", "coffee.png"} <= photos:
         pytest.skip("scikit-image's sample photos are not installed")
     assert main(["classify", "--json", "--top-k", "1"]) == 0

@@ -361,13 +361,14 @@ def test_evaluation_batches_that_cannot_fit_are_refused(monkeypatch):
 
 def _weights(tmp_path: Path) -> Path:
     from mobilenet.preprocess import Preprocess
-    from mobilenet.weights import PretrainedCfg, save_safetensors
+    from mobilenet.weights import PretrainedCfg, save_safetensors, weights_of
 
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
     path = tmp_path / "small.safetensors"
-    save_safetensors(model, path, PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(),
-                                                 preprocess=Preprocess(resolution=32), label_set="imagenet-1001"))
+    cfg = PretrainedCfg(name="small", arch_cfg=model.arch_cfg, preprocess=Preprocess(resolution=32),
+                        label_set="imagenet-1001")
+    save_safetensors(weights_of(model, cfg), path)
     return path
 
 

@@ -68,7 +68,7 @@ def _tgz(path: Path, members: dict[str, bytes]) -> None:
 def _entry(name: str, model: MobileNetV1, files: tuple[WeightFile, ...], **changes):
     base = REGISTRY["tf_mobilenet_v1_1.0_224"]
     changes = {"tensors_sha256": None, **changes}
-    return replace(base, name=name, arch=model.arch_cfg.to_dict(), preprocess=base.preprocess.replace(resolution=64),
+    return replace(base, name=name, arch_cfg=model.arch_cfg, preprocess=base.preprocess.replace(resolution=64),
                    files=files, **changes)
 
 
@@ -102,8 +102,7 @@ def test_pinned_checksum_refuses_a_different_file(tmp_path, server, monkeypatch)
 def test_unpinned_archive_falls_back_to_the_next_source_when_its_tensors_differ(tmp_path, server, monkeypatch):
     """The default entry's shape: TF's archive first (a different file, checked by the converted
     tensors' digest), the pinned PyPI-style copy after it."""
-    from mobilenet.weights import convert, sha256_file
-    from mobilenet.weights.io import tensors_sha256
+    from mobilenet.weights import read_weights, sha256_file, tensors_sha256
 
     url, root = server
     monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
@@ -112,7 +111,7 @@ def test_unpinned_archive_falls_back_to_the_next_source_when_its_tensors_differ(
         other.classifier.weight.mul_(2)
     write_tf_graphdef(other, root / "archive_frozen.pb")
     write_tf_graphdef(good, root / "copy.pb")
-    digest = tensors_sha256(convert(root / "copy.pb", resolution=64)[0])
+    digest = tensors_sha256(read_weights(root / "copy.pb", resolution=64).state)
     entry = _entry("default-like", good, (WeightFile("g.pb", sha256_file(root / "copy.pb"), (
         f"unpinned:{url}/archive_frozen.pb", f"file:{root / 'copy.pb'}")),), tensors_sha256=digest)
     monkeypatch.setitem(REGISTRY, "default-like", entry)
@@ -179,10 +178,10 @@ def test_registry_holds_every_published_model():
         for size in (128, 160, 192, 224):
             for source in ("tf", "tf-quant", "keras"):
                 entry = find_pretrained(alpha, size, source)
-                assert entry.arch_config.alpha == alpha and entry.arch_config.resolution == (size, size)
+                assert entry.arch_cfg.alpha == alpha and entry.arch_cfg.resolution == (size, size)
                 assert entry.family == source
     assert find_pretrained().name == "tf_mobilenet_v1_1.0_224"
-    assert find_pretrained(0.5, 160, "keras").arch_config.padding == "keras"
+    assert find_pretrained(0.5, 160, "keras").arch_cfg.padding == "keras"
     assert find_pretrained(1.25, source="timm").preprocess.crop_fraction == 0.9
     assert find_pretrained(1.0, source="timm").preprocess.crop_fraction == 0.875
     assert find_pretrained(0.75, 192, "hf").publisher == "hf:google/mobilenet_v1_0.75_192"

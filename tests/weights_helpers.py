@@ -7,6 +7,8 @@
   ship in ``ai-edge-litert``, so TFLite's own interpreter can run it.
 * ``randomize_batchnorm``: random BatchNorm scales and shifts with statistics measured on data, so
   a converter that drops or misorders any of them fails the comparisons.
+* ``models_built``: records every ``MobileNetV1`` that allocates its tensors (shape checks build
+  theirs on the meta device, which costs nothing and is not counted).
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ import numpy as np
 import torch
 
 from mobilenet.model import MobileNetV1
+
+
+def models_built(monkeypatch) -> list:
+    """From now on (for the test), the architecture of every MobileNetV1 built with real tensors."""
+    built: list = []
+    original = MobileNetV1.__init__
+
+    def init(self: MobileNetV1, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        if next(self.parameters()).device.type != "meta":
+            built.append(self.arch_cfg)
+
+    monkeypatch.setattr(MobileNetV1, "__init__", init)
+    return built
 
 
 def randomize_batchnorm(module: torch.nn.Module, inputs: torch.Tensor, seed: int = 0) -> None:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from mobilenet.arch import ArchConfig
 
 __version__ = "0.1.0"
-__all__ = ["ArchConfig", "MobileNetV1", "__version__", "decode_predictions", "mobilenet_v1"]
+__all__ = ["ArchConfig", "MobileNetV1", "__version__", "classify", "decode_predictions", "evaluate", "mobilenet_v1"]
 
 if TYPE_CHECKING:
     from mobilenet.factory import mobilenet_v1
+    from mobilenet.inference import classify, evaluate
     from mobilenet.model import MobileNetV1
     from mobilenet.weights.labels import decode_predictions
 
@@ -26,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from mobilenet.factory import mobilenet_v1
 
         return mobilenet_v1
+    if name in ("classify", "evaluate"):
+        import mobilenet.inference
+
+        return getattr(mobilenet.inference, name)
     if name == "decode_predictions":
         from mobilenet.weights.labels import decode_predictions
 

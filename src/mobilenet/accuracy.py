@@ -4,10 +4,10 @@
     result = accuracy(torch_predictor(model), dataset, batch_size=50)
     # {"top1": 71.2, "top5": 90.1, "images": 1300, "skipped": 0}   (percent)
 
-``predict`` is any callable from an NCHW float32 batch to logits (N, classes): the PyTorch model,
-or an ONNX Runtime / OpenVINO predictor from ``mobilenet.deploy.runtime``. Labels index the
-logits' columns; for TF's 1001-class models wrap the predictor in ``drop_background`` so that
-column i is ImageNet class i.
+``predict`` is any callable from an NCHW float32 batch to logits (N, classes): a
+``mobilenet.predictor.Predictor`` (``torch_predictor`` for the PyTorch model as it is, or one from
+``mobilenet.deploy.runtime``) or a plain function. Labels index the logits' columns; for TF's
+1001-class outputs wrap the predictor in ``drop_background`` so that column i is ImageNet class i.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank evaluates every ``WORLD_SIZE``-th image from its
 rank on (disjoint shards, together exactly the dataset: no padding, no duplicates, unlike
@@ -23,8 +23,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -32,22 +34,33 @@ from mobilenet.arch import ArchConfig
 from mobilenet.datasets import make_loader
 from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
+from mobilenet.predictor import Predictor
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+Predict = Callable[[torch.Tensor], torch.Tensor]
 
 
-def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") -> Predictor:
-    """The model in eval mode, without autograd, on ``device`` (results come back on the CPU).
-    A device that does not exist here is an ``InputError``, before the model moves."""
-    model = model.eval().to(check_device(device))
+class EagerPredictor(Predictor):
+    """The PyTorch model as it is (eager, fp32, BatchNorm as built), without autograd, on
+    ``device``; logits come back on the CPU. The reference every other runtime is compared with.
+    ``arch`` lets ``accuracy`` refuse a batch that cannot fit before allocating it."""
 
-    def predict(batch: torch.Tensor) -> torch.Tensor:
+    runtime = "torch"
+    precision = "fp32"
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = check_device(device)  # an InputError before the model moves
+        self.model = model.eval().to(self.device)
+        self.description = f"torch fp32 on {device}"
+        self.arch: ArchConfig | None = getattr(model, "arch_cfg", None)
+
+    def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
-            return model(batch.to(device)).float().cpu()
+            return self.model(torch.as_tensor(x).to(self.device)).float().cpu()
 
-    predict.description = f"torch fp32 on {device}"  # type: ignore[attr-defined]
-    predict.arch = getattr(model, "arch_cfg", None)  # type: ignore[attr-defined] # for evaluate's memory check
-    return predict
+
+def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") -> EagerPredictor:
+    """``EagerPredictor(model, device)``: the model in eval mode, on ``device``."""
+    return EagerPredictor(model, device)
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -65,18 +78,32 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def drop_background(predict: Predictor) -> Predictor:
-    """TF's 1001-class logits -> the 1,000 ImageNet classes (column 0, "background", removed)."""
+class BackgroundDropped(Predictor):
+    """Logits over ``classes`` real classes: where those are ImageNet's 1,000, an output of 1001
+    (TF's, "background" first) loses its first column; an output of exactly ``classes`` passes
+    unchanged; any other width is an ``InputError`` (``mismatch`` adds what to do)."""
 
-    def predict_1000(batch: torch.Tensor) -> torch.Tensor:
-        logits = predict(batch)
-        if logits.shape[1] != 1001:
-            raise InputError(f"expected 1001 logits (TF's background + 1000), got {logits.shape[1]}")
-        return logits[:, 1:]
+    def __init__(self, inner: Predict, classes: int = 1000, mismatch: str = "") -> None:
+        self.inner, self.classes, self.mismatch = inner, classes, mismatch
+        self.runtime = getattr(inner, "runtime", "?")
+        self.precision = getattr(inner, "precision", "fp32")
+        self.description = getattr(inner, "description", "")
+        self.arch = getattr(inner, "arch", None)
 
-    predict_1000.description = getattr(predict, "description", "")  # type: ignore[attr-defined]
-    predict_1000.arch = getattr(predict, "arch", None)  # type: ignore[attr-defined]
-    return predict_1000
+    def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        logits = self.inner(x)
+        if logits.shape[1] == self.classes:
+            return logits
+        tf_imagenet = self.classes == 1000
+        if tf_imagenet and logits.shape[1] == 1001:
+            return logits[:, 1:]
+        expected = f"{self.classes} logits" + (" (or 1001, TF's background first)" if tf_imagenet else "")
+        raise InputError(f"expected {expected}, got {logits.shape[1]}{self.mismatch}")
+
+
+def drop_background(predict: Predict, classes: int = 1000, mismatch: str = "") -> BackgroundDropped:
+    """``predict``'s logits over the ``classes`` real classes (TF's background column removed)."""
+    return BackgroundDropped(predict, classes, mismatch)
 
 
 def _distributed_context(device_hint: str) -> tuple[int, int, bool]:
@@ -92,7 +119,7 @@ def _distributed_context(device_hint: str) -> tuple[int, int, bool]:
 
 
 def accuracy(
-    predict: Predictor,
+    predict: Predict,
     data: Dataset | DataLoader,
     *,
     batch_size: int = 50,
@@ -100,12 +127,14 @@ def accuracy(
     progress: bool = True,
     device: str = "cpu",
     description: str = "evaluate",
+    loss: bool = False,
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy (percent) of ``predict`` on ``data`` (a dataset of (image, label),
     or a DataLoader yielding (images, labels)). Unreadable images that the dataset skipped (and
     listed files that do not exist) are counted in ``skipped``; when none could be read at all
     there is no accuracy, and ``InputError`` says so. A predictor from ``torch_predictor`` carries
-    its architecture, and a ``batch_size`` that cannot fit in memory is refused up front."""
+    its architecture, and a ``batch_size`` that cannot fit in memory is refused up front.
+    ``loss=True`` adds ``loss``, the mean cross-entropy of the logits (training's validation loss)."""
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     arch = getattr(predict, "arch", None)
@@ -120,7 +149,7 @@ def accuracy(
         else:
             shard = Subset(data, range(rank, len(data), world)) if world > 1 else data
             loader, expected = make_loader(shard, batch_size, num_workers=num_workers), len(shard)
-        counts = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, images expected
+        counts = torch.zeros(5, dtype=torch.float64)  # top-1 hits, top-5 hits, images, images expected, loss
         counts[3] = expected
         bar = tqdm(total=expected, desc=description, unit="img", file=sys.stderr,
                    disable=not progress or rank != 0, dynamic_ncols=True)
@@ -134,9 +163,13 @@ def accuracy(
                     counts[0] += hits[:, 0].sum().item()
                     counts[1] += hits.any(dim=1).sum().item()
                     counts[2] += len(labels)
+                    if loss:
+                        counts[4] += F.cross_entropy(logits.float(), labels, reduction="sum").item()
                 bar.update(len(labels))  # skipped (unreadable) files leave the bar short of its total
-        if world > 1:
+        if world > 1:  # (on the predictor's device: NCCL reduces GPU tensors only)
+            counts = counts.to(device)
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+            counts = counts.cpu()
     finally:
         if created:
             dist.destroy_process_group()
@@ -146,12 +179,15 @@ def accuracy(
         # same summed counts, so under torchrun all of them stop here together.
         raise InputError(f"none of the {int(counts[3])} images could be read (each unreadable file is named "
                          "above); nothing to evaluate")
-    return {
+    result = {
         "top1": 100.0 * counts[0].item() / seen,
         "top5": 100.0 * counts[1].item() / seen,
         "images": seen,
         "skipped": int(counts[3]) - seen,
     }
+    if loss:
+        result["loss"] = counts[4].item() / seen
+    return result
 
 
 def is_main_process() -> bool:

@@ -1,7 +1,8 @@
 """``mobilenet_v1()``: the one entry point that builds a MobileNet v1, with or without published
-weights. It stands above both ``mobilenet.model`` (which knows nothing of weights) and
-``mobilenet.weights`` (which reads and checks tensors but builds nothing until asked): the weights'
-architecture and the user's settings are settled first, then the model is built once.
+weights, and ``load_model(weights, **settings)``, the same for commands and library calls that
+hold their settings as a dict. It stands above both ``mobilenet.model`` (which knows nothing of
+weights) and ``mobilenet.weights`` (which reads and checks tensors but builds nothing until asked):
+the weights' architecture and the user's settings are settled first, then the model is built once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
-from mobilenet.weights import build_model, find_pretrained, load_weights
+from mobilenet.weights import LoadedWeights, find_pretrained, load_weights, model_from_weights, settle
 
 
 def mobilenet_v1(
@@ -55,7 +56,24 @@ def mobilenet_v1(
         weights = find_pretrained(alpha, size[0] if size else None, source).name
     elif source is not None:
         raise InputError("give either weights= or source=, not both")
-    loaded = load_weights(weights, **settings) if weights is not None else None
+    return _build(weights, settings)
+
+
+def load_model(
+    weights: str | os.PathLike[str] | LoadedWeights | None = None, **settings: Any
+) -> MobileNetV1:
+    """The model for ``weights`` (a registry name, a file or directory, ``LoadedWeights`` already
+    read, or None for a freshly initialised network) with ``settings`` (``ArchConfig`` fields;
+    None values are "not given") merged and checked as ``mobilenet_v1`` does: a setting that
+    contradicts the weights raises ``WeightsMismatch``, naming it. Built once, in eval mode."""
+    return _build(weights, {k: v for k, v in settings.items() if v is not None}).eval()
+
+
+def _build(weights: str | os.PathLike[str] | LoadedWeights | None, settings: dict[str, Any]) -> MobileNetV1:
+    if isinstance(weights, LoadedWeights):
+        loaded = settle(weights, settings)
+    else:
+        loaded = load_weights(weights, **settings) if weights is not None else None
     arch_cfg = loaded.arch_cfg if loaded is not None else ArchConfig(**settings)
     check_memory(arch_cfg, mode="build")  # refuse, from the cost model, what cannot fit before allocating
-    return build_model(loaded) if loaded is not None else MobileNetV1(arch_cfg)
+    return model_from_weights(loaded) if loaded is not None else MobileNetV1(arch_cfg)

@@ -9,7 +9,10 @@ dropped. Without ``--weights`` the flags build a fresh model (``arch_config_from
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import importlib
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any, overload
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig
@@ -21,6 +24,29 @@ FLAGS: dict[str, str] = {
     "depth_multiplier": "--depth-multiplier", "activation": "--activation", "padding": "--padding",
     "rounding": "--rounding",
 }
+
+
+class Choices(Sequence[str]):
+    """A flag's choices, owned by a module that imports torch: looked up when first used (a value
+    given is checked, help is printed), so building the parser stays quick and torch-free. Give
+    the argument a ``metavar``, and name the choices in its help with ``%(choices)s``."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    @cached_property
+    def values(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self.values[index]
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, classes_default: int = 1000) -> None:
@@ -75,8 +101,8 @@ def arch_config_from_args(args: argparse.Namespace, **overrides: Any) -> ArchCon
 
 
 def model_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any]:
-    """(model, preprocess) for a command: ``--weights`` merged with the model flags given, or a
-    freshly initialised model from the flags alone.
+    """(model, preprocess) for a command: ``mobilenet.factory.load_model`` with ``--weights`` (if
+    any) and the model flags given, and the weights' preprocessing (``preprocess_for``).
 
     With ``--weights``, every flag given must agree with the weights, except ``--resolution``
     (and ``--height``/``--width``) and ``--classes`` (a new classifier; 1001 keeps TF's background
@@ -84,20 +110,16 @@ def model_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[Any, An
     ``overrides`` are ``ArchConfig`` settings the command adds itself (e.g. the dataset's class
     count); they follow the same rule. The model is in eval mode.
     """
-    from mobilenet.factory import mobilenet_v1
-    from mobilenet.preprocess import Preprocess
+    from mobilenet.factory import load_model
+    from mobilenet.preprocess import preprocess_for
     from mobilenet.weights import WeightsMismatch
 
-    settings = given_model_settings(args)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    weights = getattr(args, "weights", None)
-    if not weights:
-        model = mobilenet_v1(**settings).eval()
-        return model, Preprocess(resolution=model.arch_cfg.resolution)
+    settings = given_model_settings(args) | overrides
+    weights = getattr(args, "weights", None) or None
     try:
-        model = mobilenet_v1(weights=weights, **settings)
+        model = load_model(weights, **settings)
     except WeightsMismatch as err:
         flag = FLAGS.get(err.key, err.key)
         raise InputError(f"{flag} {err.want} contradicts --weights {weights}, which is {err.key}={err.have!r} "
                          f"(leave {flag} out, or drop --weights for a fresh model)") from None
-    return model, model.pretrained_cfg.preprocess
+    return model, preprocess_for(model)

@@ -16,21 +16,29 @@ transformers   ``MobileNetV1ForImageClassification``:     ``hf.read_hf`` (config
 
 Nothing is unpickled: ``.pt``/``.pth``/``.bin`` files go through ``torch.load(..., weights_only=True)``,
 which refuses anything but tensors and plain containers.
+
+``convert_file(sources, out)`` is ``mobilenet convert``: read, write our safetensors, and return a
+summary; no model is built. ``convert(sources)`` builds the model instead, exactly as the file holds it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mobilenet.errors import InputError
+from mobilenet.files import refuse_overwrite
 from mobilenet.model import MobileNetV1
-from mobilenet.preprocess import Preprocess
-from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001
-from mobilenet.weights.loaded import LoadedWeights, build_model, loaded
+from mobilenet.weights.fetch import sha256_file
+from mobilenet.weights.io import FORMAT, read_safetensors_metadata, save_safetensors
+from mobilenet.weights.labels import IMAGENET_1001, label_set_for
+from mobilenet.weights.loaded import LoadedWeights, loaded, model_from_weights
+from mobilenet.weights.publishers import publisher_preprocess
 from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import SourceWeights, WeightFormatError, infer_config, to_state
 
@@ -61,8 +69,6 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if head.startswith(HDF5_MAGIC):
         return "keras"
     if head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
-        from mobilenet.weights.io import FORMAT, read_safetensors_metadata
-
         if read_safetensors_metadata(path).get("format") == FORMAT:
             return "mobilenet"
         return _state_format(load_state_file(path))
@@ -143,23 +149,6 @@ def read_source(paths: list[Path], fmt: str, settings: dict[str, Any] | None = N
     raise WeightFormatError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def default_preprocess(src: SourceWeights, resolution: tuple[int, int]) -> Preprocess:
-    """The evaluation recipe each publisher used with its weights."""
-    if src.format == "timm":
-        return Preprocess(
-            resolution=resolution, crop_fraction=0.875, interpolation="bicubic", crop_mode="resize_shorter"
-        )
-    if src.format == "transformers":  # MobileNetV1ImageProcessor: shorter side to size + 32, central crop
-        return Preprocess(resolution=resolution, crop_fraction=resolution[0] / (resolution[0] + 32),
-                          crop_mode="resize_shorter")
-    if src.input_quantization is not None:
-        # uint8 input q means (q - zero_point) * scale, i.e. mean = zp/255 and std = 1 / (255 * scale)
-        scale, zero = src.input_quantization
-        return Preprocess(resolution=resolution, mean=(zero / 255,) * 3, std=(1 / (255 * scale),) * 3, resize="tf")
-    # TF and Keras (TF-slim's weights): (x - 127.5) / 127.5, central 87.5 %, TF1's bilinear resize.
-    return Preprocess(resolution=resolution, resize="tf")
-
-
 def _label_set(src: SourceWeights, paths: list[Path], classes: int) -> str:
     if src.format == "transformers":
         from mobilenet.weights.hf import has_background_label
@@ -168,7 +157,7 @@ def _label_set(src: SourceWeights, paths: list[Path], classes: int) -> str:
         config = json.loads((path / "config.json").read_text()) if path.is_dir() else {}
         if classes == 1001 and (has_background_label(config) or not config):
             return IMAGENET_1001
-    return {1001: IMAGENET_1001, 1000: IMAGENET_1000}.get(classes, "custom")
+    return label_set_for(classes)
 
 
 def read_weights(
@@ -195,13 +184,14 @@ def read_weights(
     state = to_state(src, cfg)
     pretrained_cfg = PretrainedCfg(
         name=paths[0].stem,
-        arch=cfg.to_dict(),
-        preprocess=default_preprocess(src, cfg.resolution),
+        arch_cfg=cfg,
+        preprocess=publisher_preprocess(src.format, cfg.resolution, alpha=cfg.alpha,
+                                        input_quantization=src.input_quantization),
         label_set=_label_set(src, paths, cfg.num_classes),
         format=src.format,
         description=f"converted from {src.format}: {', '.join(p.name for p in paths)}",
     )
-    return loaded(cfg, state, src.folded, pretrained_cfg)
+    return loaded(state, src.folded, pretrained_cfg)
 
 
 def convert(
@@ -211,4 +201,34 @@ def convert(
     the form ``mobilenet convert`` saves). ``load_pretrained(file)`` applies the user-facing
     defaults (1,000 ImageNet classes) instead."""
     weights = read_weights(sources, fmt, **arch_settings)
-    return build_model(weights), weights.pretrained_cfg
+    return model_from_weights(weights), weights.pretrained_cfg
+
+
+def parameter_count(weights: LoadedWeights) -> int:
+    """What ``sum(p.numel() for p in model.parameters())`` gives once built: every tensor but
+    BatchNorm's running statistics (buffers)."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(t.numel() for k, t in weights.state.items() if not k.endswith(buffers))
+
+
+def convert_file(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+    fmt: str | None = None, **arch_settings: Any,
+) -> dict[str, Any]:
+    """``mobilenet convert``: read a foreign weight file (or a TFLite model split in several, in
+    order) and write it as our ``.safetensors`` at ``out``, atomically, with the sources' SHA-256
+    in its metadata. Nothing is built. ``out`` may not be one of the sources. Returns a summary:
+    {"out", "format", "arch", "bn_folded", "preprocess", "label_set", "parameters"}."""
+    paths = [Path(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"OUT must end in .safetensors, got {out.name!r}")
+    refuse_overwrite(out, paths)  # before reading anything: `convert X X` must not destroy X
+    weights = read_weights(list(paths), fmt, **{k: v for k, v in arch_settings.items() if v is not None})
+    cfg = weights.pretrained_cfg
+    checksums = ", ".join(f"{p.name} sha256 {sha256_file(p)}" for p in paths if p.is_file())
+    save_safetensors(weights, out, source=f"{cfg.description}; {checksums}", inputs=paths)
+    return {
+        "out": str(out), "format": cfg.format, "arch": weights.arch_cfg.to_dict(), "bn_folded": weights.folded,
+        "preprocess": cfg.preprocess.to_dict(), "label_set": cfg.label_set, "parameters": parameter_count(weights),
+    }

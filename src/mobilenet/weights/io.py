@@ -1,6 +1,8 @@
 """Our weight file: safetensors, with everything needed to rebuild the model in its metadata.
 
-Tensors are the model's ``state_dict()``. Metadata (all strings, as safetensors requires)::
+Tensors are the model's ``state_dict()``, written from ``LoadedWeights`` (what every reader returns;
+``loaded.weights_of(model)`` for a built model), so no model is built to save or hash weights.
+Metadata (all strings, as safetensors requires)::
 
     format        "mobilenet"
     arch          JSON of ArchConfig.to_dict()
@@ -17,45 +19,42 @@ into place); ``inputs`` names files the target must not be (``convert X X``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
 from mobilenet.model import MobileNetV1, state_shapes
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights.loaded import LoadedWeights, build_model, loaded
+from mobilenet.weights.labels import CUSTOM
+from mobilenet.weights.loaded import LoadedWeights, loaded, model_from_weights
 from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import WeightFormatError
 
 FORMAT = "mobilenet"
 
 
-def is_folded(model: MobileNetV1) -> bool:
-    flags = {module.folded for _, module in model.conv_layers()}
-    if len(flags) > 1:
-        raise InputError("some BatchNorms are folded and some are not; fold all or none before saving")
-    return flags == {True}
-
-
 def save_safetensors(
-    model: MobileNetV1, path: str | os.PathLike[str], cfg: PretrainedCfg, *, source: str = "",
+    weights: LoadedWeights, path: str | os.PathLike[str], *, source: str = "",
     inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
+    """Write ``weights`` (tensors, architecture and config) to ``path`` atomically. ``source``:
+    where they came from (default: the config's description)."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    cfg = weights.pretrained_cfg
     labels = cfg.label_names if cfg.labels is not None else None
     metadata = {
         "format": FORMAT,
-        "arch": json.dumps(model.arch_cfg.to_dict()),
-        "bn_folded": "true" if is_folded(model) else "false",
+        "arch": json.dumps(weights.arch_cfg.to_dict()),
+        "bn_folded": "true" if weights.folded else "false",
         "preprocess": json.dumps(cfg.preprocess.to_dict()),
         "label_set": cfg.label_set,
         "source": source or cfg.description,
@@ -64,19 +63,17 @@ def save_safetensors(
         metadata["labels"] = json.dumps(labels)
     if cfg.published:
         metadata["published"] = json.dumps(cfg.published)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.state.items()}
     with atomic_write(path, inputs=inputs) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
-def tensors_sha256(model: MobileNetV1) -> str:
-    """SHA-256 over the state dict (names, dtypes, shapes, bytes, in sorted order): the same
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict (names, dtypes, shapes, bytes, in sorted order): the same
     weights give the same digest whichever file they were read from."""
-    import hashlib
-
     digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
+    for key, value in sorted(state.items()):
         tensor = value.detach().contiguous().cpu()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.numpy().tobytes())
@@ -130,22 +127,22 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
     labels = tuple(json.loads(meta["labels"])) if "labels" in meta else None
     cfg = PretrainedCfg(
         name=path.stem,
-        arch=arch.to_dict(),
+        arch_cfg=arch,
         preprocess=Preprocess.from_dict(json.loads(meta["preprocess"])) if "preprocess" in meta
-        else Preprocess(resolution=arch.resolution),
-        label_set=meta.get("label_set", "custom"),
+        else Preprocess.default(arch.resolution),
+        label_set=meta.get("label_set", CUSTOM),
         format="safetensors",
         published=json.loads(meta["published"]) if "published" in meta else {},
         description=meta.get("source", ""),
         labels=labels,
     )
-    return loaded(arch, state, folded, cfg)
+    return loaded(state, folded, cfg)
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:
     """``read_safetensors`` built into a model, exactly as saved (no settings merged)."""
     weights = read_safetensors(path)
-    return build_model(weights), weights.pretrained_cfg
+    return model_from_weights(weights), weights.pretrained_cfg
 
 
 def metadata_json(meta: dict[str, str]) -> dict[str, Any]:

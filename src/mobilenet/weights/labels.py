@@ -11,6 +11,7 @@ from mobilenet.errors import InputError
 
 IMAGENET_1000 = "imagenet-1000"
 IMAGENET_1001 = "imagenet-1001"  # TF's: index 0 is "background", then the 1,000 classes
+CUSTOM = "custom"  # class names listed with the weights, or class indices
 BACKGROUND = "background"
 
 
@@ -27,6 +28,12 @@ def imagenet_classes() -> tuple[tuple[str, str], ...]:
 def imagenet_names() -> list[str]:
     """Short display names (the first lemma): "tench", ..., "Egyptian cat", ..., "cheeseburger"."""
     return [lemmas.split(",")[0].strip() for _, lemmas in imagenet_classes()]
+
+
+def label_set_for(num_classes: int) -> str:
+    """The label set a classifier of this size most likely has when nothing names its classes:
+    1001 is TF's ImageNet (background first), 1000 ImageNet, anything else custom."""
+    return {1001: IMAGENET_1001, 1000: IMAGENET_1000}.get(num_classes, CUSTOM)
 
 
 def label_names(label_set: str, num_classes: int) -> list[str]:

@@ -1,9 +1,10 @@
 """What the weights layer hands the factory: the architecture, the tensors and their config.
 
 ``LoadedWeights`` is the one result of every reader (registry entry, converted foreign file, our
-safetensors, a training checkpoint). ``settle`` merges what the user asked for into it and refuses
-what contradicts the weights, before any model exists; ``mobilenet.factory`` then builds the model
-once from the settled result.
+safetensors, a training checkpoint), and what the writer and the checksum take. ``settle`` merges
+what the user asked for into it and refuses what contradicts the weights, before any model exists;
+``mobilenet.factory`` then builds the model once from the settled result (``model_from_weights``).
+``weights_of(model)`` turns a built model back into data, to save it.
 
 Every set of tensors is checked on load (``check_tensors``): finite values, and magnitudes within
 what any trained MobileNet v1 has. Measured on TensorFlow's published files (7 TFLite models, float
@@ -23,7 +24,8 @@ import torch
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
-from mobilenet.weights.labels import IMAGENET_1000
+from mobilenet.preprocess import Preprocess
+from mobilenet.weights.labels import CUSTOM, IMAGENET_1000, label_set_for
 from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import WeightFormatError
 
@@ -47,12 +49,16 @@ class WeightsMismatch(InputError):
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    """Tensors named as in ``MobileNetV1(arch).state_dict()`` (the folded structure if ``folded``)."""
+    """Tensors named as in ``MobileNetV1(arch_cfg).state_dict()`` (the folded structure if
+    ``folded``), and the config that travels with them (which owns the architecture)."""
 
-    arch_cfg: ArchConfig
     state: dict[str, torch.Tensor]
     folded: bool
     pretrained_cfg: PretrainedCfg
+
+    @property
+    def arch_cfg(self) -> ArchConfig:
+        return self.pretrained_cfg.arch_cfg
 
 
 def check_tensors(state: dict[str, torch.Tensor], where: str) -> None:
@@ -78,10 +84,10 @@ def check_tensors(state: dict[str, torch.Tensor], where: str) -> None:
             raise WeightFormatError(f"{where}: tensor {key!r} has negative variances: the file is corrupt")
 
 
-def loaded(arch: ArchConfig, state: dict[str, torch.Tensor], folded: bool, cfg: PretrainedCfg) -> LoadedWeights:
+def loaded(state: dict[str, torch.Tensor], folded: bool, cfg: PretrainedCfg) -> LoadedWeights:
     """Check the tensors and package them (every reader ends here)."""
     check_tensors(state, cfg.name)
-    return LoadedWeights(arch_cfg=arch, state=state, folded=folded, pretrained_cfg=replace(cfg, arch=arch.to_dict()))
+    return LoadedWeights(state=state, folded=folded, pretrained_cfg=cfg)
 
 
 def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
@@ -117,15 +123,16 @@ def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
         else:
             # A fresh classifier: the factory initialises the tensors it does not receive.
             del state["classifier.weight"], state["classifier.bias"]
-            cfg = replace(cfg, label_set="custom", labels=None, published={})
+            cfg = replace(cfg, label_set=CUSTOM, labels=None, published={})
     preprocess = cfg.preprocess.replace(resolution=wanted.resolution)
-    cfg = replace(cfg, arch=wanted.to_dict(), preprocess=preprocess)
-    return LoadedWeights(arch_cfg=wanted, state=state, folded=weights.folded, pretrained_cfg=cfg)
+    cfg = replace(cfg, arch_cfg=wanted, preprocess=preprocess)
+    return LoadedWeights(state=state, folded=weights.folded, pretrained_cfg=cfg)
 
 
-def build_model(weights: LoadedWeights) -> MobileNetV1:
-    """The one place a model is built from weights: ``MobileNetV1(arch)`` (folded structure if the
-    tensors are folded), every tensor loaded exactly; a fresh classifier keeps its initialisation."""
+def model_from_weights(weights: LoadedWeights) -> MobileNetV1:
+    """The one place a model is built from weights: ``MobileNetV1(arch_cfg)`` (folded structure if
+    the tensors are folded), every tensor loaded exactly; a fresh classifier keeps its
+    initialisation. The model carries ``pretrained_cfg`` and is in eval mode."""
     model = MobileNetV1(weights.arch_cfg)
     if weights.folded:
         for _, module in model.conv_layers():
@@ -140,3 +147,31 @@ def build_model(weights: LoadedWeights) -> MobileNetV1:
     model.load_state_dict(weights.state, strict=not fresh)
     model.pretrained_cfg = weights.pretrained_cfg
     return model.eval()
+
+
+def is_folded(model: MobileNetV1) -> bool:
+    """Whether every BatchNorm of ``model`` is folded into its conv (none: False; some: an error)."""
+    flags = {module.folded for _, module in model.conv_layers()}
+    if len(flags) > 1:
+        raise InputError("some BatchNorms are folded and some are not; fold all or none before saving")
+    return flags == {True}
+
+
+def pretrained_cfg_of(model: MobileNetV1) -> PretrainedCfg:
+    """``model.pretrained_cfg``; for a model built without published weights, the defaults:
+    ``Preprocess.default`` at its resolution and the label set its class count suggests."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is not None:
+        return cfg
+    arch = model.arch_cfg
+    return PretrainedCfg(name=arch.name, arch_cfg=arch, preprocess=Preprocess.default(arch.resolution),
+                         label_set=label_set_for(arch.num_classes), description="built without published weights")
+
+
+def weights_of(model: MobileNetV1, pretrained_cfg: PretrainedCfg | None = None) -> LoadedWeights:
+    """A built model's tensors as data again, to save (``io.save_safetensors``) or hash them.
+    ``pretrained_cfg``: what travels with them (default: ``pretrained_cfg_of(model)``); its
+    architecture becomes the model's."""
+    cfg = pretrained_cfg if pretrained_cfg is not None else pretrained_cfg_of(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return LoadedWeights(state=state, folded=is_folded(model), pretrained_cfg=replace(cfg, arch_cfg=model.arch_cfg))

@@ -1,7 +1,7 @@
 """Every published MobileNet v1, in the manner of timm's pretrained configs.
 
-Each entry says what network the weights need (``arch``: ``ArchConfig`` settings), how to feed it
-(``preprocess``), what its outputs mean (``label_set``), where the files come from (``files``:
+Each entry says what network the weights need (``arch_cfg``), how to feed it (``preprocess``, from
+``publishers``), what its outputs mean (``label_set``), where the files come from (``files``:
 name, SHA-256 and sources, see ``fetch``), who published it (``family``, ``publisher``) and what
 accuracy its publisher measured (ImageNet validation, 50,000 images).
 
@@ -39,6 +39,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, label_names
+from mobilenet.weights.publishers import tf_preprocess, timm_preprocess, transformers_preprocess
 
 DEFAULT = "tf_mobilenet_v1_1.0_224"
 TF_RELEASE = "https://storage.googleapis.com/download.tensorflow.org/models"
@@ -88,10 +89,12 @@ class WeightFile:
 
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """What travels with a set of weights: ``model.pretrained_cfg`` on every loaded model."""
+    """What travels with a set of weights: ``model.pretrained_cfg`` on every loaded model.
+    ``arch_cfg`` is the network these weights are loaded into (for a registry entry: as the
+    publisher's file holds it, TF's 1001 classes included)."""
 
     name: str
-    arch: dict[str, Any]
+    arch_cfg: ArchConfig
     preprocess: Preprocess
     label_set: str
     files: tuple[WeightFile, ...] = ()
@@ -110,15 +113,12 @@ class PretrainedCfg:
         return self.tensors_sha256 is not None or (bool(self.files) and all(f.sha256 for f in self.files))
 
     @property
-    def arch_config(self) -> ArchConfig:
-        return ArchConfig.from_dict(self.arch)
-
-    @property
     def num_classes(self) -> int:
-        return int(self.arch.get("num_classes", ArchConfig().num_classes))
+        return self.arch_cfg.num_classes
 
     @property
     def label_names(self) -> list[str]:
+        """One name per output, TF's "background" included."""
         return list(self.labels) if self.labels is not None else label_names(self.label_set, self.num_classes)
 
     @property
@@ -126,9 +126,20 @@ class PretrainedCfg:
         """TF's 1001-class models: index 0 is "background", the ImageNet classes follow."""
         return self.label_set == IMAGENET_1001 and self.num_classes == 1001
 
+    @property
+    def class_names(self) -> list[str]:
+        """The real classes, in the order of the logits once TF's background logit is dropped."""
+        names = self.label_names
+        return names[1:] if self.has_background_class else names
 
-def _tf_arch(alpha: float, resolution: int) -> dict[str, Any]:
-    return ArchConfig(alpha=alpha, resolution=resolution, num_classes=1001, padding="tf", bn_eps=1e-3).to_dict()
+    @property
+    def is_imagenet(self) -> bool:
+        """The 1,000 ImageNet classes in the standard order (after dropping TF's background)."""
+        return self.label_set in (IMAGENET_1000, IMAGENET_1001) and len(self.class_names) == 1000
+
+
+def _tf_arch(alpha: float, resolution: int) -> ArchConfig:
+    return ArchConfig(alpha=alpha, resolution=resolution, num_classes=1001, padding="tf", bn_eps=1e-3)
 
 
 def _stem(alpha: float, resolution: int) -> str:
@@ -143,12 +154,11 @@ def _tf_entry(alpha: float, resolution: int, *, quant: bool) -> PretrainedCfg:
     if stem in CORAL_COPIES:
         sources.append(f"{CORAL}/{stem}.tflite")
     sha = TFLITE_SHA256.get(stem)
-    # Quantised TFLite inputs are uint8 with scale 1/128, zero point 128: (x - 128) / 128.
-    mean = std = (128 / 255,) * 3 if quant else (0.5,) * 3
     return PretrainedCfg(
         name=f"tflite_{stem}",
-        arch=_tf_arch(alpha, resolution),
-        preprocess=Preprocess(resolution=resolution, mean=mean, std=std, resize="tf"),
+        arch_cfg=_tf_arch(alpha, resolution),
+        # Quantised TFLite inputs are uint8 with scale 1/128, zero point 128: (x - 128) / 128.
+        preprocess=tf_preprocess(resolution, (1 / 128, 128) if quant else None),
         label_set=IMAGENET_1001,
         files=(WeightFile(f"{stem}.tflite", sha, tuple(sources)),),
         format="tflite",
@@ -167,11 +177,10 @@ def _keras_entry(alpha: float, resolution: int) -> PretrainedCfg:
     alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
     filename = f"mobilenet_{alpha_text}_{resolution}_tf.h5"
     top1, top5, _, _ = TF_ACCURACY[(alpha, resolution)]
-    arch = ArchConfig(alpha=alpha, resolution=resolution, num_classes=1000, padding="keras", bn_eps=1e-3)
     return PretrainedCfg(
         name=f"keras_{_stem(alpha, resolution)}",
-        arch=arch.to_dict(),
-        preprocess=Preprocess(resolution=resolution),
+        arch_cfg=ArchConfig(alpha=alpha, resolution=resolution, num_classes=1000, padding="keras", bn_eps=1e-3),
+        preprocess=tf_preprocess(resolution),  # Keras' weights are TF-slim's
         label_set=IMAGENET_1000,
         files=(WeightFile(filename, None, (KERAS_BASE_WEIGHT_PATH + filename,)),),
         format="keras",
@@ -184,14 +193,13 @@ def _keras_entry(alpha: float, resolution: int) -> PretrainedCfg:
     )
 
 
-def _timm_entry(width: int, alpha: float, crop: float, top1: float, top5: float) -> PretrainedCfg:
+def _timm_entry(width: int, alpha: float, top1: float, top5: float) -> PretrainedCfg:
     repo = f"timm/mobilenetv1_{width}.ra4_e3600_r224_in1k"
-    arch = ArchConfig(alpha=alpha, resolution=224, num_classes=1000, padding="symmetric", rounding="timm",
-                      bn_eps=1e-5)
     return PretrainedCfg(
         name=f"timm_mobilenetv1_{width}",
-        arch=arch.to_dict(),
-        preprocess=Preprocess(resolution=224, crop_fraction=crop, interpolation="bicubic", crop_mode="resize_shorter"),
+        arch_cfg=ArchConfig(alpha=alpha, resolution=224, num_classes=1000, padding="symmetric", rounding="timm",
+                            bn_eps=1e-5),
+        preprocess=timm_preprocess(224, alpha),
         label_set=IMAGENET_1000,
         files=(WeightFile(f"timm-mobilenetv1_{width}.ra4_e3600_r224_in1k.safetensors", None,
                           (f"hf:{repo}#model.safetensors",)),),
@@ -209,10 +217,8 @@ def _hf_entry(alpha: float, resolution: int) -> PretrainedCfg:
     top1, top5, _, _ = TF_ACCURACY[(alpha, resolution)]
     return PretrainedCfg(
         name=f"hf_{_stem(alpha, resolution)}",
-        arch=_tf_arch(alpha, resolution),
-        # MobileNetV1ImageProcessor as published: shorter side to size + 32, central crop, bilinear.
-        preprocess=Preprocess(resolution=resolution, crop_fraction=resolution / (resolution + 32),
-                              crop_mode="resize_shorter"),
+        arch_cfg=_tf_arch(alpha, resolution),
+        preprocess=transformers_preprocess(resolution),
         label_set=IMAGENET_1001,
         files=(WeightFile(f"hf-{repo.replace('/', '--')}.weights", None,
                           (f"hf:{repo}#model.safetensors", f"hf:{repo}#pytorch_model.bin")),),
@@ -221,15 +227,15 @@ def _hf_entry(alpha: float, resolution: int) -> PretrainedCfg:
         description=f"transformers MobileNetV1ForImageClassification {repo} (tf_padding, 1001 classes); {UNVERIFIED}",
         family="hf",
         publisher=f"hf:{repo}",
-        convert_settings={k: v for k, v in _tf_arch(alpha, resolution).items() if k in ("resolution", "padding")},
+        convert_settings={"resolution": resolution, "padding": "tf"},
     )
 
 
 REGISTRY: dict[str, PretrainedCfg] = {
     DEFAULT: PretrainedCfg(
         name=DEFAULT,
-        arch=_tf_arch(1.0, 224),
-        preprocess=Preprocess(resolution=224, resize="tf"),
+        arch_cfg=_tf_arch(1.0, 224),
+        preprocess=tf_preprocess(224),
         label_set=IMAGENET_1001,
         files=(
             WeightFile(
@@ -272,7 +278,7 @@ REGISTRY[_body.name] = PretrainedCfg(
     ), "description": "TensorFlow's uint8 quantization-aware-trained MobileNet v1 1.0-224 (TFLite, as Coral "
        "publishes it: conv body + logits head), dequantised"},
 )
-for _entry in (_timm_entry(100, 1.0, 0.875, 75.382, 92.312), _timm_entry(125, 1.25, 0.9, 76.924, 93.234),
+for _entry in (_timm_entry(100, 1.0, 75.382, 92.312), _timm_entry(125, 1.25, 76.924, 93.234),
                _hf_entry(1.0, 224), _hf_entry(0.75, 192)):
     REGISTRY[_entry.name] = _entry
 
@@ -292,17 +298,17 @@ def find_pretrained(alpha: float | None = None, resolution: int | None = None, s
         raise InputError(f"source must be one of {', '.join(FAMILIES)}, got {source!r}")
     alpha = 1.0 if alpha is None else float(alpha)
     size = 224 if resolution is None else resolution
-    candidates = [e for e in REGISTRY.values() if e.family == family and e.arch_config.alpha == alpha]
+    candidates = [e for e in REGISTRY.values() if e.family == family and e.arch_cfg.alpha == alpha]
     if not candidates:
-        have = sorted({e.arch_config.alpha for e in REGISTRY.values() if e.family == family})
+        have = sorted({e.arch_cfg.alpha for e in REGISTRY.values() if e.family == family})
         raise InputError(f"no {family} weights published for alpha={alpha:g}; {family} has alpha "
                          f"{', '.join(f'{a:g}' for a in have)}")
     if family == "tf" and alpha == 1.0 and size == 224:
         return REGISTRY[DEFAULT]
-    exact = [e for e in candidates if e.arch_config.resolution == (size, size)]
+    exact = [e for e in candidates if e.arch_cfg.resolution == (size, size)]
     if exact:
         return exact[0]
-    fallback = [e for e in candidates if e.arch_config.resolution == (224, 224)] or candidates
+    fallback = [e for e in candidates if e.arch_cfg.resolution == (224, 224)] or candidates
     return REGISTRY[DEFAULT] if family == "tf" and alpha == 1.0 else sorted(fallback, key=lambda e: e.name)[0]
 
 

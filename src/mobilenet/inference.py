@@ -1,0 +1,318 @@
+"""``classify()`` and ``evaluate()``: what ``mobilenet classify`` and ``mobilenet evaluate`` do, as
+library calls (the commands only parse their arguments and print what these return)::
+
+    import mobilenet
+    for image in mobilenet.classify(["cat.jpg", "dog.png"], weights="keras_mobilenet_v1_0.5_160"):
+        print(image.image, image.top[0].label if image.ok else image.error)
+    mobilenet.evaluate("val/", weights="tflite_mobilenet_v1_0.25_224")["top1"]
+    mobilenet.evaluate("val.csv", runtime="openvino", precision="int8", calibration="calib/")["fp32"]
+
+Both run the weights the same way:
+
+=====================  =======================================================================
+``weights``            a registry name (default ``tf_mobilenet_v1_1.0_224``), any file a reader
+                       takes, or a ``MobileNetV1`` already built
+``runtime``            ``torch`` (default: the model as it is, eager fp32), ``onnxruntime``,
+                       ``openvino``, ``litert``, ``executorch`` or ``auto``
+                       (``mobilenet.deploy.runtime.make_predictor``)
+``precision``          ``fp32`` (default), ``fp16``, ``bf16``, ``int8`` (needs ``calibration``: a
+                       folder of real images, never the ones evaluated)
+``exported``           a file written by ``mobilenet export``, run in its own runtime at its own
+                       precision; ``weights`` name the weights it came from (preprocessing, labels)
+``resize``             ``tf`` or ``pillow``: overrides the weights' own resize
+``threads``, ``device``, ``allow_emulated_bf16``: as for ``make_predictor``
+=====================  =======================================================================
+
+Outputs are over the real classes: TF's background logit is dropped (``accuracy.drop_background``),
+so class i is ImageNet class i whoever published the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mobilenet.accuracy import accuracy, drop_background, is_main_process, torch_predictor
+from mobilenet.datasets import BadFiles, ImageFolderDataset, is_image_file, open_dataset
+from mobilenet.errors import InputError
+from mobilenet.factory import load_model
+from mobilenet.model import MobileNetV1
+from mobilenet.predictor import Predictor
+from mobilenet.preprocess import ImageError, Preprocess, load_image, sample_photos
+from mobilenet.weights import DEFAULT, PretrainedCfg, pretrained_cfg_of
+from mobilenet.weights.labels import Prediction, decode_predictions, imagenet_classes
+
+PathLike = str | os.PathLike[str]
+REFERENCE = "reference"  # how an exported file's PyTorch fp32 reference run is labelled
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the weights run (see the module docstring); shared by ``classify`` and ``evaluate``."""
+
+    runtime: str = "torch"
+    precision: str = "fp32"
+    calibration: PathLike | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    allow_emulated_bf16: bool = False
+    exported: PathLike | None = None
+    resize: str | None = None
+
+
+def _model(weights: PathLike | MobileNetV1 | None) -> MobileNetV1:
+    if isinstance(weights, MobileNetV1):
+        return weights.eval()
+    return load_model(DEFAULT if weights is None else weights)
+
+
+def _calibration_images(folder: PathLike | None) -> list[Path] | None:
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"calibration folder {folder}: no such directory")
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not images:
+        raise InputError(f"calibration folder {folder}: no images found")
+    return images
+
+
+def predictor_for(
+    model: MobileNetV1, running: RunSettings, *, preprocess: Preprocess, batch_size: int = 1, reference: bool = False,
+) -> Predictor:
+    """``model`` (or ``running.exported``, unless ``reference``: then the PyTorch model in fp32)
+    run as ``running`` says, with logits over the model's real classes."""
+    cfg = pretrained_cfg_of(model)
+    classes = len(cfg.class_names)
+    if running.exported is not None and not reference:
+        from mobilenet.deploy.runtime import predictor_from_file  # noqa: PLC0415
+
+        exported = Path(running.exported)
+        predictor = drop_background(predictor_from_file(exported, threads=running.threads), classes,
+                                    mismatch=f" from {exported}: the weights {cfg.name} have {classes} classes; "
+                                    "name the weights it was exported from")
+        predictor.description = f"{exported.name}: {predictor.description}"
+        return predictor
+    runtime, precision = ("torch", "fp32") if reference else (running.runtime, running.precision)
+    if runtime == "torch" and precision == "fp32":
+        if running.threads:
+            torch.set_num_threads(running.threads)
+        return drop_background(torch_predictor(model, running.device), classes)
+    from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
+
+    return drop_background(make_predictor(
+        model, runtime=runtime, precision=precision, preprocess=preprocess,
+        calibration_images=_calibration_images(running.calibration), threads=running.threads,
+        batch_size=batch_size, allow_emulation=running.allow_emulated_bf16,
+    ), classes)
+
+
+# -------------------------------------------------------------------------------------------- classify
+
+
+@dataclass(frozen=True)
+class ImageClasses:
+    """One image's answer: its ``top`` classes, best first, or the ``error`` that kept it from
+    being read."""
+
+    image: Path
+    top: tuple[Prediction, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"image", "top": [{"index", "label", "probability"}]}`` or ``{"image", "error"}``;
+        probabilities rounded to 6 decimals (what ``mobilenet classify --json`` prints)."""
+        if self.error is not None:
+            return {"image": str(self.image), "error": self.error}
+        return {"image": str(self.image), "top": [
+            {"index": p.index, "label": p.label, "probability": round(p.score, 6)} for p in self.top]}
+
+
+@dataclass(frozen=True)
+class Classification:
+    """``classify``'s answer: one ``ImageClasses`` per image, in order (iterate, index, len), the
+    ``weights`` that gave them and a ``description`` of what ran."""
+
+    weights: str
+    description: str
+    images: tuple[ImageClasses, ...]
+
+    def __iter__(self) -> Iterator[ImageClasses]:
+        return iter(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> ImageClasses:
+        return self.images[index]
+
+    @property
+    def failed(self) -> list[ImageClasses]:
+        return [image for image in self.images if not image.ok]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [image.to_dict() for image in self.images]
+
+
+def classify(
+    images: PathLike | Sequence[PathLike] | None = None,
+    *,
+    weights: PathLike | MobileNetV1 | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    top_k: int = 5,
+    calibration: PathLike | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    allow_emulated_bf16: bool = False,
+    exported: PathLike | None = None,
+    resize: str | None = None,
+) -> Classification:
+    """The ``top_k`` classes of each image (default: ``preprocess.sample_photos()``), with the
+    weights' own preprocessing. An image that cannot be read gets its ``error`` and the others
+    are still classified. Class indices are in ImageNet's 1,000-class order for ImageNet weights."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise InputError(f"top_k must be an int >= 1, got {top_k!r}")
+    paths = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(p) for p in images or ()]
+    paths = paths or sample_photos()
+    if not paths:
+        raise InputError("no images given and no sample photos found (pip install matplotlib scikit-image)")
+    running = RunSettings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    model = _model(weights)
+    cfg = pretrained_cfg_of(model)
+    preprocess = cfg.preprocess.with_resize(resize)
+    predict = predictor_for(model, running, preprocess=preprocess)
+    transform = preprocess.eval_transform()
+    names = None if cfg.is_imagenet else cfg.class_names  # None: ImageNet's own names and WordNet ids
+    k = min(top_k, len(cfg.class_names))
+    answers = []
+    for path in paths:
+        try:
+            x = transform(load_image(path))[None]
+        except ImageError as err:
+            answers.append(ImageClasses(path, error=str(err)))
+            continue
+        answers.append(ImageClasses(path, top=tuple(decode_predictions(predict(x), top=k, labels=names)[0])))
+    return Classification(weights=cfg.name, description=predict.description, images=tuple(answers))
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+@dataclass(frozen=True)
+class AccuracyRun:
+    """One pass over the data: how it ran (``precision`` and ``runtime`` as asked; ``exported``
+    and ``reference`` for a file and its PyTorch fp32 reference), what ran, and the accuracy."""
+
+    precision: str
+    runtime: str
+    description: str
+    result: dict[str, Any]
+
+
+class Evaluation(Mapping[str, Any]):
+    """``evaluate``'s answer, read as the accuracy dict ``{"top1", "top5", "images", "skipped"}``
+    (percent) of the run asked for, with ``"fp32"``, the same for the PyTorch fp32 reference,
+    beside any other run. ``runs`` and ``weights`` say what ran."""
+
+    def __init__(self, weights: str, runs: Sequence[AccuracyRun]) -> None:
+        self.weights, self.runs = weights, tuple(runs)
+        summary = dict(self.runs[0].result)
+        if len(self.runs) > 1:
+            summary["fp32"] = self.runs[1].result
+        self._summary = summary
+
+    def __getitem__(self, key: str) -> Any:
+        return self._summary[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._summary)
+
+    def __len__(self) -> int:
+        return len(self._summary)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+    def __repr__(self) -> str:
+        return f"Evaluation({self.weights!r}, {self._summary!r})"
+
+
+def _labelled_dataset(
+    data: PathLike, cfg: PretrainedCfg, preprocess: Preprocess, bad_files: BadFiles, limit: int | None,
+) -> Any:
+    """``data`` (an ImageFolder tree or a file,label CSV) labelled in the weights' class order."""
+    from torch.utils.data import Subset  # noqa: PLC0415
+
+    names = cfg.class_names
+    if cfg.is_imagenet:  # folders named by WordNet id, or CSV labels in the standard order
+        classes: list[str] | None = [wnid for wnid, _ in imagenet_classes()]
+    else:
+        classes = list(cfg.labels) if cfg.labels else None
+    data = Path(data)
+    dataset = open_dataset(data, preprocess.eval_transform(), classes=classes, bad_files=bad_files,
+                           num_classes=len(names))
+    if isinstance(dataset, ImageFolderDataset) and classes is None and len(dataset.classes) != len(names):
+        raise InputError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"limit must be >= 1, got {limit}")
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return dataset
+
+
+def evaluate(
+    data: PathLike,
+    *,
+    weights: PathLike | MobileNetV1 | None = None,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    calibration: PathLike | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    allow_emulated_bf16: bool = False,
+    exported: PathLike | None = None,
+    resize: str | None = None,
+    batch_size: int = 50,
+    workers: int = 0,
+    bad_files: BadFiles = "skip",
+    limit: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Top-1 and top-5 accuracy (percent) on ``data``: an ImageFolder tree (folders named by
+    WordNet id or class index) or a ``file,label`` CSV (labels 0-999), with the weights' own
+    preprocessing. Not fp32, or an ``exported`` file: the PyTorch fp32 reference runs too, and its
+    accuracy sits beside under ``"fp32"``. ``bad_files``: ``skip`` (count unreadable images in
+    ``skipped``) or ``stop``. ``limit``: only the first N images. Sharded under torchrun
+    (``accuracy.accuracy``). ``progress``: say on stderr what runs, and draw a progress bar."""
+    running = RunSettings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    model = _model(weights)
+    cfg = pretrained_cfg_of(model)
+    preprocess = cfg.preprocess.with_resize(resize)
+    dataset = _labelled_dataset(data, cfg, preprocess, bad_files, limit)
+    if exported is not None:  # the file as it runs, beside the PyTorch model it came from
+        plan = [("exported", runtime, False), ("fp32", REFERENCE, True)]
+    elif precision == "fp32":
+        plan = [("fp32", runtime, False)]
+    else:
+        plan = [(precision, runtime, False), ("fp32", "torch", True)]
+    runs = []
+    for run_precision, run_runtime, reference in plan:
+        predict = predictor_for(model, running, preprocess=preprocess, batch_size=batch_size, reference=reference)
+        if progress and is_main_process():
+            print(f"weights {cfg.name}; {predict.description}", file=sys.stderr)
+        result = accuracy(predict, dataset, batch_size=batch_size, num_workers=workers, progress=progress,
+                          device=device, description=run_precision)
+        runs.append(AccuracyRun(run_precision, run_runtime, predict.description, result))
+    return Evaluation(cfg.name, runs)

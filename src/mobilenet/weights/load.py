@@ -1,0 +1,160 @@
+"""Weights by name or file, as data: ``load_weights`` reads and settles, ``load_pretrained`` builds.
+
+A registry name is fetched and converted into the cache on first use (``fetch_pretrained``): the
+publisher's file is read once into ``LoadedWeights``, checked against the registry (architecture,
+and the tensor checksum where one is pinned) and written as our safetensors; no model is built on
+the way. Any other file is read by what its bytes say it is (``convert.detect_format``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import Preprocess
+from mobilenet.weights.convert import detect_format, load_torch_file, read_weights
+from mobilenet.weights.fetch import FetchError, cache_dir, fetch_file, sha256_file
+from mobilenet.weights.io import check_state, read_safetensors, save_safetensors, tensors_sha256
+from mobilenet.weights.labels import CUSTOM, label_set_for
+from mobilenet.weights.loaded import LoadedWeights, loaded, model_from_weights, settle
+from mobilenet.weights.registry import DEFAULT, REGISTRY, PretrainedCfg, get_pretrained_cfg
+from mobilenet.weights.source import WeightFormatError
+
+
+def converted_path(name: str) -> Path:
+    """Where the cache keeps a registry entry once converted to our safetensors."""
+    return cache_dir() / "converted" / f"{name}.safetensors"
+
+
+def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
+    """The converted ``.safetensors`` of a registry entry, fetching and converting on first use.
+
+    Stored as the publisher's file holds it (TF's 1001 classes included); ``load_weights`` applies
+    the user-facing defaults."""
+    entry = get_pretrained_cfg(name)
+    target = converted_path(entry.name)
+    if target.is_file():
+        return target
+    settings = {"resolution": entry.arch_cfg.resolution, **entry.convert_settings}
+    verified: list[LoadedWeights] = []
+
+    def same_tensors(path: Path) -> bool:  # for `unpinned:` sources: the converted tensors must match
+        weights = read_weights(path, entry.format, **settings)
+        if tensors_sha256(weights.state) != entry.tensors_sha256:
+            return False
+        verified.append(weights)  # fetch_file keeps this very file: it need not be read again
+        return True
+
+    verify = same_tensors if entry.tensors_sha256 is not None else None
+    files = [fetch_file(f.filename, f.sha256, f.sources, quiet=quiet, verify=verify) for f in entry.files]
+    weights = verified[-1] if verified and len(files) == 1 else read_weights(list(files), entry.format, **settings)
+    if weights.arch_cfg != entry.arch_cfg:
+        raise WeightFormatError(f"{name}: the converted weights are {weights.arch_cfg}, the registry says "
+                                f"{entry.arch_cfg}")
+    if entry.tensors_sha256 is not None and tensors_sha256(weights.state) != entry.tensors_sha256:
+        raise FetchError(f"{name}: the fetched weights differ from the pinned ones (tensor checksum mismatch)")
+    checksums = ", ".join(f"{f.filename} sha256 {f.sha256 or sha256_file(p) + ' (not pinned)'}"
+                          for f, p in zip(entry.files, files))
+    # The registry's config (preprocessing, labels, published accuracy) travels with the tensors.
+    save_safetensors(replace(weights, pretrained_cfg=entry), target, source=f"{entry.description}; {checksums}")
+    if not quiet:
+        print(f"converted {name} -> {target}", file=sys.stderr)
+    return target
+
+
+def describe_pretrained(family: str | None = None) -> list[dict[str, Any]]:
+    """``mobilenet pretrained``: every registry entry (of ``family``, if given) as a row: name,
+    whether it is the default, family, description, alpha, resolution, classes, padding,
+    publisher, format, files, checksum status, preprocessing, published accuracy, and whether it
+    is already converted in the cache."""
+    rows = []
+    for name, entry in sorted(REGISTRY.items()):
+        if family is not None and entry.family != family:
+            continue
+        arch = entry.arch_cfg
+        rows.append({
+            "name": name, "default": name == DEFAULT, "family": entry.family, "description": entry.description,
+            "alpha": arch.alpha, "resolution": arch.resolution[0], "classes": arch.num_classes,
+            "padding": arch.padding, "publisher": entry.publisher, "format": entry.format,
+            "files": [{"filename": f.filename, "sha256": f.sha256, "sources": list(f.sources)} for f in entry.files],
+            "verified": entry.verified, "preprocess": entry.preprocess.to_dict(), "published": entry.published,
+            "cached": converted_path(name).is_file(),
+        })
+    return rows
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> LoadedWeights:
+    """A ``mobilenet train`` checkpoint: {"model", "arch", "preprocess"?, "ema"?, ...}, read with
+    ``torch.load(weights_only=True)``. ``ema=True`` takes the EMA weights when present."""
+    path = Path(path)
+    ckpt = load_torch_file(path)
+    if not (isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("arch"), dict)):
+        raise WeightFormatError(f"{path.name}: not a mobilenet training checkpoint (needs 'model' and 'arch')")
+    arch = ArchConfig.from_dict(ckpt["arch"])
+    state = ckpt["ema"] if ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP without unwrapping
+    folded = any(k.endswith("conv.bias") for k in state) and not any(k.endswith("bn.weight") for k in state)
+    check_state(state, arch, folded, path.name)
+    preprocess = Preprocess.from_dict(ckpt["preprocess"]) if isinstance(ckpt.get("preprocess"), dict) \
+        else Preprocess.default(arch.resolution)
+    labels = ckpt.get("classes") or ckpt.get("labels")
+    cfg = PretrainedCfg(
+        name=path.stem, arch_cfg=arch, preprocess=preprocess,
+        label_set=CUSTOM if labels else label_set_for(arch.num_classes),
+        labels=tuple(map(str, labels)) if labels else None,
+        format="checkpoint", description=f"training checkpoint {path.name}",
+    )
+    return loaded(state, folded, cfg)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple[MobileNetV1, PretrainedCfg]:
+    weights = read_checkpoint(path, ema=ema)
+    return model_from_weights(weights), weights.pretrained_cfg
+
+
+def _read_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> LoadedWeights:
+    if isinstance(weights, str) and weights in REGISTRY:
+        found = read_safetensors(fetch_pretrained(weights))
+        return replace(found, pretrained_cfg=replace(REGISTRY[weights], arch_cfg=found.arch_cfg))
+    path = Path(weights)
+    if not path.exists():
+        raise InputError(
+            f"{weights!r} is neither a known weights name nor an existing file or directory; "
+            f"known names: `mobilenet pretrained` ({len(REGISTRY)} entries, e.g. {DEFAULT})"
+        )
+    fmt = detect_format(path)
+    if fmt == "mobilenet":
+        return read_safetensors(path)
+    if fmt == "checkpoint":
+        return read_checkpoint(path)
+    # A foreign file, converted on the fly; the settings help read it (Keras .h5 lacks the resolution).
+    return read_weights(path, fmt, **{k: v for k, v in settings.items() if k != "num_classes"})
+
+
+def load_weights(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> LoadedWeights:
+    """Published or saved weights with the user's settings merged and checked; nothing built.
+
+    ``weights``: None (the default entry, TF-slim float 1.0-224), a registry name
+    (``list_pretrained()``), or a file or directory: our ``.safetensors``, a ``mobilenet train``
+    checkpoint, or anything a converter reads. ``arch_settings`` (``ArchConfig`` fields) must agree
+    with the weights (``WeightsMismatch`` otherwise), except ``num_classes``, ``resolution``,
+    ``dropout`` and ``bn_momentum`` (see ``loaded.settle``). ImageNet weights with TF's background
+    class come with 1,000 classes unless ``num_classes=1001`` is asked for.
+    """
+    settings = {k: v for k, v in arch_settings.items() if v is not None}
+    unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown architecture settings {sorted(unknown)}")
+    return settle(_read_any(DEFAULT if weights is None else weights, settings), settings)
+
+
+def load_pretrained(weights: str | os.PathLike[str] | None = None, **arch_settings: Any) -> MobileNetV1:
+    """A ``MobileNetV1`` holding published or saved weights, in eval mode, built once from
+    ``load_weights(weights, **arch_settings)``. It carries ``model.pretrained_cfg``."""
+    return model_from_weights(load_weights(weights, **arch_settings))
