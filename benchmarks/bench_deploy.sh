@@ -25,14 +25,16 @@ uptime | tee "$OUT/load.txt"
 # MobileNet 1.0-224, every runtime and precision, batch 1 and 32, with timm and TF's uint8 .tflite as peers.
 .venv/bin/mobilenet bench --weights tf_mobilenet_v1_1.0_224 \
     --runtime torch onnxruntime openvino litert executorch auto --precision fp32 bf16 int8 --batch-size 1 32 --threads 2 \
-    --calibration "$CALIBRATION" --save "$OUT/mobilenet_1.0_224.json" --plot "$OUT/mobilenet_1.0_224.png" \
+    --calibration "$CALIBRATION" --tflite-dir "$ASSETS/tflite" \
+    --save "$OUT/mobilenet_1.0_224.json" --plot "$OUT/mobilenet_1.0_224.png" \
     | tee "$OUT/mobilenet_1.0_224.txt"
 
 # The small end: 0.25-224 against TF's float (XNNPACK) and uint8 .tflite models. The weights are
 # TF's own float .tflite from ../shared/assets, converted on the fly: no registry download.
 .venv/bin/mobilenet bench --weights "$ASSETS/tflite/mobilenet_v1_0.25_224.tflite" \
     --runtime torch onnxruntime openvino litert executorch auto --precision fp32 int8 --batch-size 1 32 --threads 2 \
-    --calibration "$CALIBRATION" --no-conv --save "$OUT/mobilenet_0.25_224.json" --plot "$OUT/mobilenet_0.25_224.png" \
+    --calibration "$CALIBRATION" --tflite-dir "$ASSETS/tflite" --no-conv \
+    --save "$OUT/mobilenet_0.25_224.json" --plot "$OUT/mobilenet_0.25_224.png" \
     | tee "$OUT/mobilenet_0.25_224.txt"
 
 # int8 accuracy against fp32 on the 1,000 evaluation images.

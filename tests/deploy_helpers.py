@@ -13,7 +13,7 @@ def trained_looking_model(**settings) -> MobileNetV1:
     are the identity up to eps, which would let a broken fold pass). The running statistics are
     measured on images (random ones would drown the input: every image would get the same
     logits to 1e-7, and any export of a constant would pass), then the affine parameters spread."""
-    from mobilenet.deploy.verify import photo_batch
+    from mobilenet.deploy.verify import measure_batchnorm_statistics, photo_batch
 
     torch.manual_seed(0)
     model = MobileNetV1(**({"alpha": 0.25, "resolution": 128} | settings))
@@ -21,11 +21,8 @@ def trained_looking_model(**settings) -> MobileNetV1:
     for m in norms:
         m.weight.data.uniform_(0.5, 1.5)
         m.bias.data.uniform_(-0.2, 0.2)
-        m.momentum = None  # a cumulative average: the statistics of exactly these images
-    with torch.no_grad():
-        model.train()(photo_batch(model))
+    measure_batchnorm_statistics(model, photo_batch(model))
     for m in norms:
-        m.momentum = 0.1
         # A channel the photos never switch on has a variance near zero, and 1/sqrt(var + eps)
         # would amplify any rounding in it 30-fold: trained networks have few such channels.
         m.running_var.clamp_(min=0.02)

@@ -1,6 +1,7 @@
-"""`mobilenet bench` and `mobilenet export` from the command line: the JSON holds every requested
-cell (measured, or with the reason it was not), the side studies are filled in, plots and exports
-are written. Timings are never asserted (they live in docs/performance.md)."""
+"""``bench``: the report holds every requested cell (measured, or with the reason it was not),
+``auto`` decides per batch size, the side studies are filled in; ``mobilenet bench`` and
+``mobilenet export`` from the command line: parsing, what they print and write, exit statuses.
+Timings are never asserted (they live in docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from mobilenet.cli import main
 from mobilenet.cost import network_cost
 from mobilenet.deploy import bench
-from mobilenet.deploy.bench import BenchOptions
+from mobilenet.deploy.bench import BenchOptions, run
 from mobilenet.deploy.optional import available
 from mobilenet.preprocess import sample_photos
 
@@ -25,17 +26,24 @@ def bench_json(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.slow
-def test_json_has_every_requested_cell(capsys, tmp_path):
-    calibration = tmp_path / "calibration"
-    calibration.mkdir()
+@pytest.fixture(scope="module")
+def calibration_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
     for i, photo in enumerate(sample_photos() * 2):
-        shutil.copy(photo, calibration / f"{i}{photo.suffix}")
-    report = bench_json(
-        capsys, "--runtime", "torch", "onnxruntime", "openvino", "--precision", "fp32", "int8",
-        "--batch-size", "1", "3", "--calibration", str(calibration),
-        "--no-peers", "--no-conv", "--no-layers", "--no-memory",
+        shutil.copy(photo, folder / f"{i}{photo.suffix}")
+    return sorted(folder.iterdir())
+
+
+ONLY_CELLS = {"peers": False, "compare_conv": False, "layers": False, "memory": False}
+
+
+@pytest.mark.slow
+def test_the_report_has_every_requested_cell(tiny_model, calibration_images):
+    options = BenchOptions(
+        runtimes=("torch", "onnxruntime", "openvino"), precisions=("fp32", "int8"), batch_sizes=(1, 3), threads=1,
+        seconds=0.05, calibration_images=calibration_images, **ONLY_CELLS,
     )
+    report = json.loads(bench.bench(tiny_model, options).to_json())
     cells = {(c["runtime"], c["precision"], c["batch_size"]): c for c in report["cells"]}
     for runtime in ("torch", "onnxruntime", "openvino"):
         for precision in ("fp32", "int8"):
@@ -61,6 +69,54 @@ def test_json_has_every_requested_cell(capsys, tmp_path):
     assert report["machine"]["int8_dot"] == cpu_info().int8_dot
 
 
+class _Echo:
+    """A predictor that costs nothing, named after how it was built."""
+
+    def __init__(self, runtime: str, batch_size: int) -> None:
+        self.description = f"{runtime} decided at batch {batch_size}"
+
+    def __call__(self, x):
+        return x
+
+
+def test_auto_is_decided_for_each_batch_size(tiny_model, monkeypatch):
+    # Before, one auto decision (made at the largest batch) was timed at every batch size.
+    built = []
+
+    def build(model, runtime, precision, options, batch_size=1):
+        built.append((runtime, batch_size))
+        return _Echo(runtime, batch_size)
+
+    monkeypatch.setattr(run, "build_predictor", build)
+    options = BenchOptions(runtimes=("auto", "onnxruntime"), batch_sizes=(1, 3), seconds=0.01, min_runs=1,
+                           **ONLY_CELLS)
+    report = bench.bench(tiny_model, options)
+    assert built == [("auto", 1), ("auto", 3), ("onnxruntime", 3)]
+    described = {(c.runtime, c.batch_size): c.description for c in report.cells}
+    assert described[("auto", 1)] == "auto decided at batch 1" and described[("auto", 3)] == "auto decided at batch 3"
+    assert described[("onnxruntime", 1)] == described[("onnxruntime", 3)]  # one predictor serves every batch
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_sizes": (0,)}, "batch sizes must be >= 1"),
+        ({"threads": 0}, "threads must be >= 1"),
+        ({"seconds": 0}, "seconds must be > 0"),
+        ({"runtimes": ("tensorrt",)}, "runtimes must be some of auto, torch"),
+        ({"precisions": ("fp64",)}, "precisions must be some of fp32"),
+    ],
+)
+def test_bad_options_are_refused_when_made(settings, message):
+    with pytest.raises(ValueError, match=message):
+        BenchOptions(**settings)
+
+
+def test_repeated_requests_are_measured_once():
+    options = BenchOptions(runtimes=["torch", "torch"], precisions=["fp32"], batch_sizes=[1, 1, 2])
+    assert (options.runtimes, options.batch_sizes) == (("torch",), (1, 2))
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     from mobilenet.model import MobileNetV1
@@ -77,8 +133,8 @@ def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
     (row,) = bench.separable_vs_conv(tiny_model, quick_options("torch"), print)
     assert row["status"] == "ok" and row["conv_ms"] > 0 and row["separable_ms"] > 0
     assert row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])
-    # The mult-add ratio is the cost model's, not a measurement: the full-conv network is ~7x at 0.25.
-    assert 5 < row["mult_add_ratio"] < 9
+    # The savings are the cost model's, not a measurement: the full-conv network needs ~7x the mult-adds at 0.25.
+    assert 5 < row["savings"] < 9
 
 
 @pytest.mark.slow
@@ -105,6 +161,13 @@ def test_memory_is_measured_in_a_fresh_process(tiny_model):
 
 
 @pytest.mark.slow
+def test_json_on_stdout_is_the_whole_report(capsys):
+    report = bench_json(capsys, "--runtime", "torch", "--batch-size", "2", "--no-peers", "--no-conv", "--no-layers",
+                        "--no-memory")
+    assert [(c["name"], c["batch_size"], c["status"]) for c in report["cells"]] == [("torch fp32", 2, "ok")]
+
+
+@pytest.mark.slow
 def test_text_report_and_plot(capsys, tmp_path):
     plot, saved = tmp_path / "bench.png", tmp_path / "bench.json"
     args = ["bench", *TINY, *QUICK, "--runtime", "torch", "--batch-size", "1", "2", "--plot", str(plot),
@@ -121,9 +184,9 @@ def test_text_report_and_plot(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "--batch-size values must be >= 1"),
-        (["--threads", "0"], "--threads must be >= 1"),
-        (["--plot", "chart.txt"], "--plot writes .png"),
+        (["--batch-size", "0"], "batch sizes must be >= 1"),
+        (["--threads", "0"], "threads must be >= 1"),
+        (["--plot", "chart.txt"], "a plot is written as .png"),
         (["--calibration", "/nonexistent/folder"], "no such folder"),
     ],
 )
@@ -147,8 +210,10 @@ def test_export_command_writes_a_verified_file(capsys, tmp_path):
     [
         (["model.jpg"], "cannot tell the format"),
         (["model.onnx", "--random-init", "--weights", "x.safetensors"], "contradict each other"),
-        (["model.xml", "--fixed-batch", "1"], "--fixed-batch applies to ONNX exports only"),
-        (["model.onnx", "--precision", "int8"], "--precision int8 needs --calibration"),
+        (["model.xml", "--fixed-batch", "1"], "fixed_batch applies to onnx exports, not openvino"),
+        (["model.onnx", "--layout", "nhwc"], "layout applies to tflite and executorch and coreml exports, not onnx"),
+        (["model.onnx", "--precision", "int8"], "int8 export needs calibration images"),
+        (["model.onnx", "--precision", "fp16"], "onnx export offers fp32, int8, not fp16"),
     ],
 )
 def test_export_usage_errors_are_one_line(capsys, tmp_path, args, message):
@@ -165,7 +230,7 @@ def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
     comparisons = network_cost(tiny_model.arch_cfg).block_comparisons()
     assert [row["block"] for row in rows] == list(range(13))
     for row, comparison in zip(rows, comparisons):
-        assert row["mult_add_ratio"] == pytest.approx(comparison.standard.mult_adds / comparison.separable_mult_adds)
+        assert row["savings"] == pytest.approx(comparison.standard.mult_adds / comparison.separable_mult_adds)
         assert row["conv_ms"] > 0 and row["time_ratio"] == pytest.approx(row["conv_ms"] / row["separable_ms"])
 
 
@@ -181,12 +246,12 @@ def test_memory_probe_takes_models_loaded_folded(tiny_model):
 def small_weights(tmp_path):
     from mobilenet.model import MobileNetV1
     from mobilenet.preprocess import Preprocess
-    from mobilenet.weights import PretrainedCfg, save_safetensors
+    from mobilenet.weights import PretrainedCfg, save_safetensors, weights_of
 
     model = MobileNetV1(alpha=0.25, resolution=64, num_classes=10).eval()
-    cfg = PretrainedCfg(name="small", arch=model.arch_cfg.to_dict(), preprocess=Preprocess(resolution=64),
+    cfg = PretrainedCfg(name="small", arch_cfg=model.arch_cfg, preprocess=Preprocess(resolution=64),
                         label_set="custom")
-    return save_safetensors(model, tmp_path / "small.safetensors", cfg)
+    return save_safetensors(weights_of(model, cfg), tmp_path / "small.safetensors")
 
 
 @pytest.mark.parametrize("command", ["export", "bench"])

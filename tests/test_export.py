@@ -1,18 +1,22 @@
 """ONNX and OpenVINO exports equal PyTorch on real photos, keep a dynamic batch (or a fixed one
 on request), and are never written when they do not match — including a single corrupted weight,
-on trained-looking and on untrained networks, whose logits are around 1e-11."""
+on trained-looking and on untrained networks, whose logits are around 1e-11. A request a format
+cannot take is refused before anything is written, and a folder export (Core ML) replaces only a
+folder of its own kind, in one step."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
-from mobilenet.deploy.export import ExportMismatchError, export, onnx_input_shape
+from mobilenet.deploy.export import ExportMismatchError, check_export, export, onnx_input_shape
 from mobilenet.deploy.formats import onnx as onnx_format
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor
 from mobilenet.deploy.runtimes.ov import OpenVinoPredictor
-from mobilenet.files import default_file_mode
+from mobilenet.files import default_file_mode, replace_directory
 from mobilenet.model import MobileNetV1
 
 needs_onnx = pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
@@ -23,8 +27,12 @@ needs_openvino = pytest.mark.skipif(not available("openvino"), reason="openvino 
 @pytest.mark.slow
 def test_onnx_round_trip_with_dynamic_batch(model, images, tmp_path):
     path = tmp_path / "m.onnx"
-    check = export(model, path)
+    result = export(model, path)
+    check = result.verification
     assert check.max_abs_diff < 1e-4 * check.logit_spread and check.top1_agreement == 1.0
+    assert result.files == (path,) and result.size_bytes == path.stat().st_size
+    assert result.summary().startswith(f"wrote {path} (") and "onnx fp32, dynamic batch, input NCHW 3x128x128" in (
+        result.summary())
     assert check.batch_sizes == (1, len(images))
     assert onnx_input_shape(path)[0] == "batch" and onnx_input_shape(path)[1:] == [3, 128, 128]
     predictor = OnnxRuntimePredictor.from_file(path)
@@ -39,9 +47,10 @@ def test_onnx_round_trip_with_dynamic_batch(model, images, tmp_path):
 @pytest.mark.slow
 def test_openvino_round_trip_with_dynamic_batch(model, images, tmp_path):
     path = tmp_path / "m.xml"
-    check = export(model, path, format="openvino")
-    assert check.max_abs_diff < 1e-4 * check.logit_spread
+    result = export(model, path, format="openvino")
+    assert result.verification.max_abs_diff < 1e-4 * result.verification.logit_spread
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+    assert result.files == (path, path.with_suffix(".bin"))
     # fp32 weights kept (OpenVINO's save_model would halve them to fp16 by default).
     weights = sum(p.numel() for p in model.parameters())
     assert path.with_suffix(".bin").stat().st_size > 3.5 * weights
@@ -113,9 +122,9 @@ def test_a_network_whose_logits_ignore_the_input_cannot_be_verified(tmp_path):
 @pytest.mark.slow
 def test_fixed_batch_onnx_for_mobile_providers(model, tmp_path):
     path = tmp_path / "m.onnx"
-    check = export(model, path, fixed_batch=1)
+    result = export(model, path, fixed_batch=1)
     assert onnx_input_shape(path) == [1, 3, 128, 128]
-    assert check.batch_sizes == (1,)
+    assert result.verification.batch_sizes == (1,) and result.input == "batch 1, input NCHW 3x128x128"
 
 
 @pytest.mark.parametrize(
@@ -126,9 +135,92 @@ def test_fixed_batch_onnx_for_mobile_providers(model, tmp_path):
         ({"precision": "int8"}, "int8 export needs calibration images"),
         ({"format": "openvino"}, r"written to a \.xml file"),
         ({"format": "jpeg"}, "unknown format"),
+        ({"fixed_batch": 1, "format": "tflite"}, r"written to a \.tflite file"),
+        ({"layout": "nhwc"}, "layout applies to tflite and executorch and coreml exports, not onnx"),
+        ({"io_dtype": "uint8"}, "io_dtype applies to tflite and executorch and coreml exports, not onnx"),
+        ({"fixed_batch": 1, "portable_int8": False, "colour": "red"}, "unknown export option 'colour'"),
     ],
 )
 def test_bad_export_arguments_are_clear_errors(model, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         export(model, tmp_path / "m.onnx", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "message"),
+    [
+        ("m.tflite", {"fixed_batch": 1}, "fixed_batch applies to onnx exports, not tflite"),
+        ("m.xml", {"layout": "nchw"}, "layout applies to tflite and executorch and coreml exports, not openvino"),
+        ("m.pte", {"portable_int8": True}, "portable_int8 applies to onnx and openvino exports, not executorch"),
+    ],
+)
+def test_an_option_the_format_does_not_take_is_refused_before_any_work(path, options, message):
+    with pytest.raises(ValueError, match=message):
+        check_export(path, **options)
+
+
+def test_the_mobile_formats_say_their_batch_and_layout():
+    from mobilenet.deploy.export import _input_description
+    from mobilenet.deploy.formats import format_module
+
+    model = MobileNetV1(alpha=0.25, resolution=96)
+    described = {fmt: _input_description(model, format_module(fmt), {}) for fmt in ("tflite", "coreml", "openvino")}
+    assert described == {"tflite": "batch 1, input NHWC 96x96x3", "coreml": "batch 1, input NCHW 3x96x96",
+                         "openvino": "dynamic batch, input NCHW 3x96x96"}
+    assert _input_description(model, format_module("executorch"), {"layout": "nchw"}) == "batch 1, input NCHW 3x96x96"
+
+
+# --- replacing a folder (an .mlpackage) -----------------------------------------------------------
+
+
+def _package(folder, content: str):
+    folder.mkdir()
+    (folder / "Manifest.json").write_text(json.dumps({"rootModelIdentifier": content}))
+    return folder
+
+
+def _content(folder) -> str:
+    return json.loads((folder / "Manifest.json").read_text())["rootModelIdentifier"]
+
+
+def _is_package(path) -> bool:
+    from mobilenet.deploy.formats.coreml import is_output
+
+    return is_output(path)
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["atomic swap", "renamed aside"])
+def test_a_package_replaces_the_old_one_and_survives_a_stale_leftover(tmp_path, monkeypatch, swap):
+    if not swap:  # a system or file system that cannot exchange two names
+        monkeypatch.setattr("mobilenet.files._swap", lambda a, b: False)
+    target = _package(tmp_path / "m.mlpackage", "old")
+    stale = _package(tmp_path / ".m.mlpackage.old", "left by a crash between two renames")
+    new = _package(tmp_path / ".staging", "new")
+    replace_directory(new, target, accept=_is_package, what="Core ML package")
+    assert _content(target) == "new"
+    assert not stale.exists() and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
+
+
+def test_a_package_moves_into_place_where_nothing_was(tmp_path):
+    new = _package(tmp_path / ".staging", "new")
+    replace_directory(new, tmp_path / "m.mlpackage", accept=_is_package, what="Core ML package")
+    assert _content(tmp_path / "m.mlpackage") == "new"
+
+
+@pytest.mark.parametrize("other", ["folder", "file"])
+def test_a_folder_or_file_that_is_not_a_package_is_never_deleted(tmp_path, other):
+    target = tmp_path / "m.mlpackage"
+    if other == "folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work")
+    else:
+        target.write_text("not a package")
+    new = _package(tmp_path / ".staging", "new")
+    with pytest.raises(ValueError, match="exists and is not a Core ML package: move it away"):
+        replace_directory(new, target, accept=_is_package, what="Core ML package")
+    assert (target / "thesis.tex").read_text() == "years of work" if other == "folder" else target.is_file()
+    # An export checks before it converts anything.
+    with pytest.raises(ValueError, match="is not a coreml export"):
+        check_export(target)

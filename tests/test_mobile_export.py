@@ -9,6 +9,7 @@ benchmarks/bench_mobile.py and, on real weights, by tests/test_mobile_assets.py.
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -294,3 +295,19 @@ def test_coreml_runs_as_pytorch_does_on_macos(model, images, mlpackage):
     from mobilenet.deploy.runtimes.coreml import CoreMlPredictor
 
     verify(model, CoreMlPredictor.from_file(mlpackage), images, precision="fp32", batch_sizes=(1,))
+
+
+@coreml_installed
+@pytest.mark.slow
+def test_a_second_coreml_export_replaces_the_first_whole(model, tmp_path):
+    from mobilenet.deploy.export import export
+    from mobilenet.deploy.formats.coreml import read_metadata
+
+    path = tmp_path / "m.mlpackage"
+    first = export(model, path)
+    shutil.copytree(path, tmp_path / ".m.mlpackage.old")  # as an interrupted replacement leaves it: no obstacle
+    assert first.files == (path,) and not first.verification.numerical  # checked structurally off macOS
+    assert first.input == "batch 1, input NCHW 3x128x128"
+    second = export(model, path, precision="fp16")
+    assert read_metadata(path)["precision"] == "fp16" and second.size_bytes < first.size_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]

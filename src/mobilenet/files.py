@@ -8,6 +8,9 @@ replaces the target in one ``os.replace``. A crash leaves the old file or the ne
 of one; a failure removes the temporary. Temporaries are named ``.{name}.{random}.tmp`` so that
 ``remove_stale_temporaries`` can clean up after a process that was killed mid-write.
 
+A directory written whole (a Core ML ``.mlpackage``) takes the place of the old one through
+``replace_directory``, with the same promise: the old directory or the new one, never neither.
+
 ``refuse_overwrite`` stops a command from writing over its own input (``convert X X``).
 Pure Python, no torch.
 """
@@ -15,10 +18,13 @@ Pure Python, no torch.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mobilenet.errors import InputError, MobileNetError, ResourceError
@@ -141,3 +147,69 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = 
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
+
+
+def refuse_replacing_other_than(target: str | os.PathLike[str], accept: Callable[[Path], bool], what: str) -> None:
+    """Raise ``InputError`` if ``target`` exists but is not a directory ``accept`` says is ``what``
+    (what ``replace_directory`` would refuse: callers check first, before the work of writing)."""
+    target = Path(target)
+    if target.exists() and not (target.is_dir() and accept(target)):
+        raise InputError(f"{target} exists and is not a {what}: move it away or write to another name")
+
+
+def replace_directory(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], *, accept: Callable[[Path], bool], what: str,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Move the directory ``source`` (in ``target``'s folder) to ``target`` in one step: readers see
+    the old directory or the new one, never neither.
+
+    An existing ``target`` is replaced only if ``accept(target)`` says it is ``what`` (say, a Core
+    ML package): anything else there (a file, an unrelated folder) is refused with an
+    ``InputError``, never deleted. Where the system swaps two names atomically (Linux
+    ``renameat2(RENAME_EXCHANGE)``, macOS ``renamex_np(RENAME_SWAP)``) the two directories trade
+    places and the old one is removed; elsewhere the old one is first renamed aside to
+    ``.{name}.old``, and whatever a crash left aside there is removed by the next replacement.
+    """
+    source, target = Path(source), Path(target)
+    refuse_overwrite(target, inputs)
+    refuse_replacing_other_than(target, accept, what)
+    aside = target.with_name(f".{target.name}.old")
+    try:
+        if aside.is_dir() and accept(aside):  # left aside by a replacement that was interrupted
+            shutil.rmtree(aside)
+        if not target.exists():
+            os.rename(source, target)
+        elif _swap(source, target):
+            shutil.rmtree(source, ignore_errors=True)  # the old directory, now under the new one's name
+        else:
+            os.rename(target, aside)
+            os.rename(source, target)
+            shutil.rmtree(aside, ignore_errors=True)
+    except OSError as err:
+        raise _as_resource_error(err, target) from err
+    _fsync_dir(target.parent)
+    return target
+
+
+# Flags of the atomic swap: Linux renameat2's RENAME_EXCHANGE, macOS renamex_np's RENAME_SWAP.
+_RENAME_EXCHANGE, _RENAME_SWAP, _AT_FDCWD = 2, 2, -100
+
+
+def _swap(a: Path, b: Path) -> bool:
+    """Exchange two existing paths atomically; False where this system or file system cannot."""
+    swap = None
+    if sys.platform.startswith("linux"):
+        swap = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+        args: tuple[object, ...] = (_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    elif sys.platform == "darwin":
+        swap = getattr(ctypes.CDLL(None, use_errno=True), "renamex_np", None)
+        args = (os.fsencode(a), os.fsencode(b), _RENAME_SWAP)
+    if swap is None:
+        return False
+    if swap(*args) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # no swap here (an old kernel, a file system without it): rename aside instead
+    raise OSError(code, os.strerror(code), str(b))

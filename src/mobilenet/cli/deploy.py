@@ -1,4 +1,6 @@
-"""``mobilenet export`` (ONNX / OpenVINO, fp32 / int8, verified) and ``mobilenet bench``."""
+"""``mobilenet export`` (ONNX, OpenVINO, .tflite, .pte, Core ML; verified) and ``mobilenet bench``:
+the arguments parsed into ``mobilenet.deploy.export.export`` and ``mobilenet.deploy.bench.bench``,
+and what they return printed."""
 
 from __future__ import annotations
 
@@ -10,12 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.cli.common import add_model_arguments, given_model_settings, model_from_args
+from mobilenet.deploy.formats import FORMAT_MODULES
+from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
 from mobilenet.errors import InputError
-
-RUNTIMES = ("torch", "onnxruntime", "openvino", "litert", "executorch", "auto")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-FORMATS = ("onnx", "openvino", "tflite", "executorch", "coreml")
-DEFAULT_TFLITE_DIR = Path("../shared/assets/tflite")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,14 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("output", type=Path,
                    help="the file to write: .onnx, .xml (OpenVINO, with a .bin beside it), .tflite, .pte, .mlpackage")
-    p.add_argument("--format", choices=tuple(FORMATS), default=None, help="default: from the output's suffix")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp16: .tflite and Core ML weights; int8: needs --calibration")
+    p.add_argument("--format", choices=tuple(FORMAT_MODULES), default=None, help="default: from the output's suffix")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="each format offers some: fp32 all; fp16 .tflite and Core ML weights; int8 all but Core ML "
+                   "(needs --calibration); bf16 is a runtime setting (bench, classify), no file holds it")
     p.add_argument("--calibration", type=Path, metavar="DIR",
                    help="int8: a folder of a few hundred real images (the first 300 by name are used)")
     p.add_argument("--verify-images", type=Path, metavar="DIR",
                    help="images to verify on (default: photos shipped with matplotlib and scikit-image)")
-    p.add_argument("--int8-weights", choices=("portable", "8bit"), default="portable",
+    p.add_argument("--int8-weights", choices=("portable", "8bit"), default=None,
                    help="ONNX/OpenVINO int8: portable keeps weights to 7 bits, exact on every x86 CPU (CPUs "
                    "without VNNI saturate 8-bit products); 8bit is for VNNI/AMX targets only (default portable)")
     p.add_argument("--fixed-batch", type=int, default=None, metavar="N",
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=("nhwc", "nchw"), default=None,
                    help="input layout of .tflite, .pte and .mlpackage files (default nhwc for .tflite and .pte, "
                    "as phones hand camera frames; nchw for Core ML)")
-    p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
+    p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default=None,
                    help=".tflite int8: the input and output type (default uint8 pixels, as TF's quantized models)")
     p.add_argument("--random-init", action="store_true",
                    help="export an untrained network (BatchNorm statistics measured on the verification photos, "
@@ -59,15 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "time shares against mult-add shares, and memory against the cost model. Every report names the CPU, "
         "its ISA and whether it has int8 dot products and bf16.",
     )
-    b.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=None, dest="runtimes",
+    b.add_argument("--runtime", nargs="+", choices=RUNTIME_CHOICES, default=None, dest="runtimes",
                    help="default: torch onnxruntime openvino")
     b.add_argument("--precision", nargs="+", choices=PRECISIONS, default=None, dest="precisions", help="default fp32")
     b.add_argument("--batch-size", nargs="+", type=int, default=None, dest="batch_sizes", help="default: 1 32")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: theirs)")
-    b.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell after warm-up (default 3)")
+    b.add_argument("--seconds", type=float, default=None, help="timed seconds per cell after warm-up (default 3)")
     b.add_argument("--calibration", type=Path, metavar="DIR", help="real images for int8 (first 300 by name)")
-    b.add_argument("--tflite-dir", type=Path, default=DEFAULT_TFLITE_DIR,
-                   help=f"TensorFlow's published .tflite models (default {DEFAULT_TFLITE_DIR})")
+    b.add_argument("--tflite-dir", type=Path, default=None, metavar="DIR",
+                   help="a folder of TensorFlow's published .tflite models, measured as peers (default: none)")
     b.add_argument("--no-peers", action="store_true", help="skip timm and TFLite")
     b.add_argument("--no-conv", action="store_true", help="skip separable vs full-convolution")
     b.add_argument("--no-layers", action="store_true", help="skip per-layer time shares")
@@ -87,144 +87,78 @@ def _add_weights_argument(p: argparse.ArgumentParser, default_help: str) -> None
     p.add_argument("--weights", default=None, metavar="NAME|FILE", help=default_help)
 
 
-def _model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(model, preprocess) from --weights merged with the model flags (a contradiction is an
-    error, never a silently dropped flag), or a fresh model from the flags."""
-    return model_from_args(args)
-
-
-def _images(folder: Path | None, flag: str) -> list[Path] | None:
-    if folder is None:
-        return None
+def _images(folder: Path | None) -> list[Path] | None:
     from mobilenet.deploy.quantize import image_files
 
-    if not folder.is_dir():
-        raise InputError(f"{flag} {folder}: no such folder")
-    return image_files(folder)
+    return None if folder is None else image_files(folder)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (a flag left out takes the library's default)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 # --------------------------------------------------------------------------------------------- export
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mobilenet.deploy.export import export
-    from mobilenet.deploy.formats import format_for_path
+    from mobilenet.deploy.export import check_export, export
 
-    fmt = args.format or format_for_path(args.output)
-    if args.precision == "int8" and args.calibration is None:
-        raise InputError("--precision int8 needs --calibration DIR: a folder of a few hundred real images")
     if args.random_init and args.weights:
         raise InputError("--random-init and --weights contradict each other: give one")
-    options: dict[str, Any] = {}
-    if fmt in ("onnx", "openvino") and args.precision == "int8":
-        options["portable_int8"] = args.int8_weights == "portable"
-    if args.fixed_batch is not None:
-        if fmt != "onnx":
-            raise InputError("--fixed-batch applies to ONNX exports only")
-        options["fixed_batch"] = args.fixed_batch
-    if args.layout is not None:
-        if fmt in ("onnx", "openvino"):
-            raise InputError("--layout applies to .tflite, .pte and .mlpackage exports (ONNX and OpenVINO take NCHW)")
-        options["layout"] = args.layout
-    if fmt == "tflite" and args.precision == "int8":
-        options["io_dtype"] = args.io_dtype
-    verify_images = _images(args.verify_images, "--verify-images")
+    portable = None if args.int8_weights is None else args.int8_weights == "portable"
+    options = _given(fixed_batch=args.fixed_batch, layout=args.layout, io_dtype=args.io_dtype, portable_int8=portable)
+    calibration = _images(args.calibration)
+    # Checked before the model is built: a bad request fails at once, without a download.
+    check_export(args.output, format=args.format, precision=args.precision, calibration_images=calibration, **options)
+    verify_images = _images(args.verify_images)
     model, preprocess = _export_model(args, verify_images)
     inputs = [args.weights] if args.weights and Path(args.weights).exists() else []
-    check = export(
-        model, args.output, format=fmt, precision=args.precision, preprocess=preprocess,
-        verify_images=verify_images, calibration_images=_images(args.calibration, "--calibration"),
-        inputs=inputs, **options,
+    result = export(
+        model, args.output, format=args.format, precision=args.precision, preprocess=preprocess,
+        verify_images=verify_images, calibration_images=calibration, inputs=inputs, **options,
     )
-    files = [args.output] + ([args.output.with_suffix(".bin")] if fmt == "openvino" else [])
-    size = sum(_size(f) for f in files)
-    c, h, w = model.arch_cfg.in_channels, model.arch_cfg.height, model.arch_cfg.width
-    if fmt in ("onnx", "openvino"):
-        shape = f"{'batch ' + str(args.fixed_batch) if args.fixed_batch else 'dynamic batch'}, input NCHW {c}x{h}x{w}"
-    else:  # the mobile files are traced at batch 1
-        nhwc = (args.layout or ("nchw" if fmt == "coreml" else "nhwc")) == "nhwc"
-        shape = f"batch 1, input {f'NHWC {h}x{w}x{c}' if nhwc else f'NCHW {c}x{h}x{w}'}"
-    written = " + ".join(map(str, files))
-    print(f"wrote {written} ({size / 1e6:.1f} MB): {model.arch_cfg.name} {fmt} {args.precision}, {shape}")
-    print(check.summary())
+    print(result.summary())
     return 0
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
 
 
 def _export_model(args: argparse.Namespace, verify_images: list[Path] | None) -> tuple[Any, Any]:
     """The published weights unless --random-init: an untrained network exported for its shape
     gets BatchNorm statistics measured on the photos, so verification compares real signal."""
-    if not args.random_init:
-        if args.weights is None:  # the published model for the flags given, as Keras' weights="imagenet"
-            from mobilenet.factory import mobilenet_v1
+    if args.random_init:
+        from mobilenet.deploy.verify import measure_batchnorm_statistics, photo_batch
 
-            model = mobilenet_v1(pretrained=True, **given_model_settings(args)).eval()
-            return model, model.pretrained_cfg.preprocess
-        return _model(args)
-    model, preprocess = _model(args)
-    from mobilenet.deploy.verify import photo_batch
+        model, preprocess = model_from_args(args)
+        return measure_batchnorm_statistics(model, photo_batch(model, verify_images, preprocess)), preprocess
+    if args.weights is None:  # the published model for the flags given, as Keras' weights="imagenet"
+        from mobilenet.factory import mobilenet_v1
 
-    measure_batchnorm_statistics(model, photo_batch(model, verify_images, preprocess))
-    return model, preprocess
-
-
-def measure_batchnorm_statistics(model: Any, images: Any) -> None:
-    """Set every BatchNorm's running statistics to those of ``images`` (cumulative average), as
-    after training: a fresh network's BatchNorms are the identity and its logits ~1e-11."""
-    import torch
-
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    with torch.no_grad():
-        model.train()(images)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
+        model = mobilenet_v1(pretrained=True, **given_model_settings(args)).eval()
+        return model, model.pretrained_cfg.preprocess
+    return model_from_args(args)
 
 
 # --------------------------------------------------------------------------------------------- bench
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from mobilenet.deploy import bench
 
     _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    if args.batch_sizes and min(args.batch_sizes) < 1:
-        raise InputError(f"--batch-size values must be >= 1, got {args.batch_sizes}")
-    if args.seconds <= 0:
-        raise InputError(f"--seconds must be > 0, got {args.seconds}")
-    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise InputError(f"--plot writes .png, .svg or .pdf, got {args.plot}")
-    model, preprocess = _model(args)
-    options = bench.BenchOptions(
-        runtimes=tuple(dict.fromkeys(args.runtimes or ("torch", "onnxruntime", "openvino"))),
-        precisions=tuple(dict.fromkeys(args.precisions or ("fp32",))),
-        batch_sizes=tuple(dict.fromkeys(args.batch_sizes or (1, 32))),
-        threads=args.threads, seconds=args.seconds, preprocess=preprocess,
-        calibration_images=_images(args.calibration, "--calibration"),
-        peers=not args.no_peers, tflite_dir=args.tflite_dir, compare_conv=not args.no_conv,
-        layers=not args.no_layers, memory=not args.no_memory,
-    )
+    options = bench.BenchOptions(**_given(
+        runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
+        seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
+    ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers, memory=not args.no_memory)
+    if args.plot is not None:
+        bench.check_plot_path(args.plot)
+    model, preprocess = model_from_args(args)
+    options = dataclasses.replace(options, preprocess=preprocess)
     log = (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     # Quantizers print progress bars to stdout; keep stdout for the report (clean JSON with --json).
     with contextlib.redirect_stdout(sys.stderr):
-        report = bench.run_bench(model, options, log=log)
-    if args.plot is not None:
-        bench.plot(report, args.plot)
-    if args.save is not None:
-        from mobilenet.files import write_text
-
-        write_text(args.save, report.to_json() + "\n")
+        report = bench.bench(model, options, plot_to=args.plot, save_to=args.save, log=log)
     print(report.to_json() if args.json else bench.format_report(report))
     return 0
 

@@ -4,16 +4,18 @@
               fuses conv + ReLU6 into oneDNN primitives) or ``torch.compile``.
 ``formats/``  writers: ONNX (dynamic or fixed batch), OpenVINO IR, LiteRT ``.tflite``, ExecuTorch
               ``.pte``, Core ML ``.mlpackage``.
-``runtimes/`` predictors that run those files (and PyTorch itself), saying what precision runs.
+``runtimes/`` predictors that run those files (and PyTorch itself), saying what precision runs; each
+              declares the precisions it offers and where the CPU matters (bf16 only where native).
 ``verify``    logits against the PyTorch model on real photos, relative to the logits' spread.
-``export``    above the three: write, run in its own runtime, verify, then move into place; a
-              mismatch raises ``ExportMismatchError`` and writes nothing.
+``export``    above the three: write, run in its own runtime, verify, then move into place (an
+              ``ExportResult``); a mismatch raises ``ExportMismatchError`` and writes nothing.
 ``quantize``  int8 post-training quantization (per-channel weights, 7-bit where the CPU needs it)
               calibrated on real images, through ONNX Runtime's static quantizer or NNCF.
 ``runtime``   ``make_predictor(model, runtime, precision)``: one callable over every runtime, with
               ``auto`` (``auto.py``) measuring the fastest on this machine and caching the choice.
-``bench/``    latency and throughput per backend, precision and batch size, measured interleaved in
-              one process, set against the cost model (achieved GFLOP/s, per-layer shares, memory).
+``bench/``    ``bench()``: latency and throughput per backend, precision and batch size, measured
+              interleaved in one process, set against the cost model (achieved GFLOP/s, per-layer
+              shares, memory).
 
 Every runtime but PyTorch is optional (``pip install 'mobilenet[onnx]'``, ``[openvino]``, ``[litert]``,
 ``[executorch]``, ``[coreml]``);

@@ -11,10 +11,11 @@ and the verification says so.
 
 from __future__ import annotations
 
+import inspect
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,61 @@ from mobilenet.deploy.formats.onnx import onnx_input_shape
 from mobilenet.deploy.runtimes import predictor_class
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
 from mobilenet.errors import InputError
-from mobilenet.files import atomic_files
+from mobilenet.files import atomic_files, refuse_replacing_other_than, replace_directory
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PlatformUnsupportedError
-from mobilenet.preprocess import repeat_to_batch
+from mobilenet.preprocess import Preprocess, repeat_to_batch
 
-__all__ = ["ExportMismatchError", "Verification", "export", "onnx_input_shape"]
+__all__ = ["ExportMismatchError", "ExportResult", "Verification", "check_export", "export", "onnx_input_shape"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export`` wrote, and how the written file compared with PyTorch."""
+
+    files: tuple[Path, ...]  # the main file first (OpenVINO: the .xml, then its .bin)
+    format: str
+    precision: str
+    model: str  # the architecture's name, e.g. "1.0-224"
+    input: str  # the file's batch and input layout, e.g. "batch 1, input NHWC 224x224x3"
+    size_bytes: int
+    verification: Verification
+
+    def summary(self) -> str:
+        """Two lines: what was written, and how it verified (what ``mobilenet export`` prints)."""
+        written = " + ".join(map(str, self.files))
+        return (f"wrote {written} ({self.size_bytes / 1e6:.1f} MB): {self.model} {self.format} {self.precision}, "
+                f"{self.input}\n{self.verification.summary()}")
+
+
+def check_export(
+    path: str | os.PathLike[str], *, format: str | None = None, precision: str = "fp32",
+    calibration_images: Sequence[Path] | None = None, **options: Any,
+) -> str:
+    """The format of an export request, after checking it can be done: the suffix, the precision
+    and each option against what the format's writer takes. Cheap: ``export`` calls it, and a
+    command line can call it before it builds the model. Raises ``InputError``."""
+    path = Path(path)
+    fmt = format or format_for_path(path)
+    if fmt not in FORMAT_MODULES:
+        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMAT_MODULES)}")
+    suffixes = [suffix for suffix, name in SUFFIX_FORMATS.items() if name == fmt]
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"a {fmt} model is written to a {' or '.join(suffixes)} file, got {path}")
+    writer = format_module(fmt)
+    if precision not in writer.PRECISIONS:
+        raise InputError(f"{fmt} export offers {', '.join(writer.PRECISIONS)}, not {precision}")
+    if precision == "int8" and not calibration_images:
+        raise InputError("int8 export needs calibration images: a folder of a few hundred real images")
+    for option in options:
+        if option not in _writer_options(fmt):
+            takers = [name for name in FORMAT_MODULES if option in _writer_options(name)]
+            if not takers:
+                raise InputError(f"unknown export option {option!r}")
+            raise InputError(f"{option} applies to {' and '.join(takers)} exports, not {fmt}")
+    if hasattr(writer, "is_output"):  # a folder: refuse what is not ours before the work, not after
+        refuse_replacing_other_than(path, writer.is_output, f"{fmt} export")
+    return fmt
 
 
 def export(
@@ -41,35 +91,30 @@ def export(
     precision: str = "fp32",
     verify_images: Sequence[Path] | None = None,
     calibration_images: Sequence[Path] | None = None,
-    preprocess: Any = None,
+    preprocess: Preprocess | None = None,
     inputs: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
-) -> Verification:
+) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (default: from the suffix) at ``precision``,
     verify the written file in its runtime against PyTorch on real images, and move it into
-    place. ``options`` go to the format's writer (``fixed_batch`` for ONNX, ``layout`` and
-    ``io_dtype`` for .tflite, ``portable_int8`` for ONNX and OpenVINO). ``inputs``: files this
-    export reads, which ``path`` must not overwrite. Returns the verification; raises
-    ``ExportMismatchError`` (and leaves nothing at ``path``) if the file does not match."""
+    place. ``options`` go to the format's writer, which says what it takes (``fixed_batch`` for
+    ONNX; ``layout`` for .tflite, .pte and .mlpackage; ``io_dtype`` for .tflite int8;
+    ``portable_int8`` for ONNX and OpenVINO int8); one it does not take is an ``InputError``.
+    ``preprocess``: how the verification photos and calibration images are prepared (default: the
+    model's own). ``inputs``: files this export reads, which ``path`` must not overwrite.
+
+    Returns what was written with its verification; raises ``ExportMismatchError`` (and leaves
+    ``path`` as it was) if the file does not match."""
     path = Path(path)
-    fmt = format or format_for_path(path)
-    suffixes = [suffix for suffix, name in SUFFIX_FORMATS.items() if name == fmt]
-    if fmt not in FORMAT_MODULES:
-        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMAT_MODULES)}")
-    if path.suffix.lower() not in suffixes:
-        raise InputError(f"a {fmt} model is written to a {' or '.join(suffixes)} file, got {path}")
+    fmt = check_export(path, format=format, precision=precision, calibration_images=calibration_images, **options)
     writer = format_module(fmt)
-    if precision not in writer.PRECISIONS:
-        raise InputError(f"{fmt} export offers {', '.join(writer.PRECISIONS)}, not {precision}")
-    if precision == "int8" and not calibration_images:
-        raise InputError("int8 export needs calibration images: a folder of a few hundred real images")
     images = photo_batch(model, verify_images, preprocess)
     calibration = None
     if precision == "int8":
         from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
-        from mobilenet.preprocess import Preprocess  # noqa: PLC0415
+        from mobilenet.preprocess import preprocess_for  # noqa: PLC0415
 
-        preprocess = preprocess or Preprocess(resolution=model.arch_cfg.resolution)
+        preprocess = preprocess or preprocess_for(model)
         calibration = calibration_tensor(calibration_images, preprocess)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +125,33 @@ def export(
         staged = Path(tmp) / f"model{path.suffix}"
         files = writer.write(model, staged, precision=precision, calibration=calibration, **options)
         check = _verify_file(model, writer, staged, precision, images, options)
-        _move_into_place(files, staged, path, inputs)
-    return check
+        targets = _move_into_place(writer, files, staged, path, inputs)
+    return ExportResult(
+        files=tuple(targets), format=fmt, precision=precision, model=model.arch_cfg.name,
+        input=_input_description(model, writer, options), size_bytes=sum(map(_size, targets)), verification=check,
+    )
+
+
+def _writer_options(fmt: str) -> list[str]:
+    """The options a format's writer takes: the keyword parameters of its ``write`` beyond the common ones."""
+    parameters = inspect.signature(format_module(fmt).write).parameters
+    return [name for name in parameters if name not in ("model", "path", "precision", "calibration")]
+
+
+def _input_description(model: MobileNetV1, writer: Any, options: dict[str, Any]) -> str:
+    """The written file's batch and input layout, as its writer makes them: a mobile file has the
+    batch it was traced at (``BATCH``) and its writer's layout; ONNX and OpenVINO take NCHW."""
+    c, h, w = model.arch_cfg.in_channels, model.arch_cfg.height, model.arch_cfg.width
+    batch = options.get("fixed_batch") or getattr(writer, "BATCH", None)
+    layout = options.get("layout") or getattr(writer, "DEFAULT_LAYOUT", "nchw")
+    shape = f"NHWC {h}x{w}x{c}" if layout == "nhwc" else f"NCHW {c}x{h}x{w}"
+    return f"{f'batch {batch}' if batch else 'dynamic batch'}, input {shape}"
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def _verify_file(
@@ -102,21 +172,16 @@ def _verify_file(
     return verify(model, predictor, images, precision=precision)
 
 
-def _move_into_place(files: list[Path], staged: Path, path: Path, inputs: Sequence[str | os.PathLike[str]]) -> None:
+def _move_into_place(
+    writer: Any, files: list[Path], staged: Path, path: Path, inputs: Sequence[str | os.PathLike[str]]
+) -> list[Path]:
     """Rename the verified files to their final names (the main file last: it is what readers
-    open, and OpenVINO's .xml finds its .bin by name)."""
+    open, and OpenVINO's .xml finds its .bin by name). Returns the final names, main file first."""
+    if staged.is_dir():  # an .mlpackage is a folder: it replaces the old one whole
+        return [replace_directory(staged, path, accept=writer.is_output, what=f"{writer.NAME} export", inputs=inputs)]
     targets = [path.with_suffix(f.suffix) if f != staged else path for f in files]
     order = sorted(range(len(files)), key=lambda i: files[i] == staged)
-    if any(f.is_dir() for f in files):  # an .mlpackage is a folder: rename it whole
-        for i in order:
-            if targets[i].exists():
-                old = targets[i].with_name(f".{targets[i].name}.old")
-                os.replace(targets[i], old)
-                os.replace(files[i], targets[i])
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(files[i], targets[i])
-        return
     with atomic_files([targets[i] for i in order], inputs=inputs) as temporaries:
         for i, tmp in zip(order, temporaries):
             os.replace(files[i], tmp)
+    return [path, *(target for target in targets if target != path)]

@@ -72,8 +72,8 @@ def make_predictor(
     executorch | auto) at ``precision`` (fp32 | fp16 | bf16 | int8). The model is not modified.
 
     int8 needs ``calibration_images`` (a few hundred real images; the first 300 are used), loaded
-    with ``preprocess`` (a ``mobilenet.preprocess.Preprocess``; default: TF's [-1, 1] scaling at
-    the model's resolution). ``threads``: intra-op threads (default: the runtime's own).
+    with ``preprocess`` (a ``mobilenet.preprocess.Preprocess``; default: the model's own,
+    ``preprocess_for(model)``). ``threads``: intra-op threads (default: the runtime's own).
     ``batch_size``: the batch ``auto`` measures at. ``allow_emulation``: run bf16 on a CPU without
     it anyway (PyTorch only; many times slower). ``auto_mode``: see ``mobilenet.deploy.auto``.
     A runtime that is not installed raises ``MissingRuntimeError`` naming the pip extra.
@@ -125,9 +125,9 @@ def make_predictor(
 def _preprocess_for(model: MobileNetV1, preprocess: Any) -> Any:
     if preprocess is not None:
         return preprocess
-    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
+    from mobilenet.preprocess import preprocess_for  # noqa: PLC0415
 
-    return Preprocess(resolution=model.arch_cfg.resolution)
+    return preprocess_for(model)
 
 
 def _build(model: MobileNetV1, runtime: str, precision: str, calibration: Any, threads: int | None) -> Predictor:

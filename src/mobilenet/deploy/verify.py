@@ -7,7 +7,8 @@ are around 1e-11 (TF-slim initialisation), and an absolute 1e-3 would pass any f
 spread ignores a common offset, which carries no information about the class.
 
 The check refuses to judge a network whose logits do not depend on its input (every image gets
-the same answer): there, any file that outputs that constant would pass.
+the same answer): there, any file that outputs that constant would pass. An untrained network
+exported for its shape gets real signal from ``measure_batchnorm_statistics``.
 """
 
 from __future__ import annotations
@@ -79,17 +80,34 @@ class Verification:
 
 
 def photo_batch(model: MobileNetV1, paths: Sequence[Path] | None = None, preprocess: Any = None) -> torch.Tensor:
-    """Real photos preprocessed for ``model`` (default: ``sample_photos()``, TF's [-1, 1] scaling)."""
-    from mobilenet.preprocess import Preprocess, preprocess_images, sample_photos  # noqa: PLC0415
+    """Real photos preprocessed for ``model`` (default: ``sample_photos()``, ``preprocess_for(model)``)."""
+    from mobilenet.preprocess import preprocess_for, preprocess_images, sample_photos  # noqa: PLC0415
 
     paths = list(paths) if paths is not None else sample_photos()
     if not paths:
         raise InputError("no real images to verify the export with; pass some image files")
-    pre = preprocess or Preprocess(resolution=model.arch_cfg.resolution)
+    pre = preprocess or preprocess_for(model)
     if tuple(pre.resolution) != tuple(model.arch_cfg.resolution):
         raise InputError(f"preprocessing resolution {pre.resolution} does not match the model's "
                          f"{model.arch_cfg.resolution}")
     return preprocess_images(paths, pre)
+
+
+def measure_batchnorm_statistics(model: MobileNetV1, images: torch.Tensor) -> MobileNetV1:
+    """Set every BatchNorm's running statistics to those of ``images`` (a cumulative average), as
+    after training, and return ``model`` in eval mode: a fresh network's BatchNorms are the
+    identity, its logits about 1e-11 and nearly the same for every image, so a verification
+    would compare almost nothing."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        model.train()(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
 
 
 def logit_spread(logits: torch.Tensor) -> float:

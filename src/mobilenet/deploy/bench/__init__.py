@@ -1,4 +1,7 @@
-"""The benchmark engine behind ``mobilenet bench``: what the cost model predicts, measured.
+"""The benchmark behind ``mobilenet bench``: what the cost model predicts, measured.
+
+``bench(model, BenchOptions(...))`` returns a ``BenchReport``; ``format_report`` prints it as
+tables, ``report.to_json()`` as JSON, ``plot`` draws it.
 
 Timing discipline (2 shared cores make single numbers meaningless):
 
@@ -12,20 +15,28 @@ Timing discipline (2 shared cores make single numbers meaningless):
   (median rate, same threads, same load).
 
 Beside the cells: the full-convolution MobileNet (Table 4) against the separable one per runtime,
-time ratio next to the mult-add ratio; per-layer time shares (stem, depthwise, pointwise, FC)
-next to their mult-add shares (Table 2); and the memory an inference adds to the process, next to
-the cost model's peak activation memory.
+how many times faster next to how many times fewer mult-adds (``savings``); per-layer time shares
+(stem, depthwise, pointwise, FC) next to their mult-add shares (Table 2); and the memory an
+inference adds to the process, next to the cost model's peak activation memory.
 """
 
 from mobilenet.deploy.bench.conv import block_comparisons, separable_vs_conv
 from mobilenet.deploy.bench.layers import layer_shares
 from mobilenet.deploy.bench.memory import memory_probe, memory_rows
-from mobilenet.deploy.bench.report import MALLOC_TUNABLES, BenchOptions, BenchReport, Cell, format_report, plot
-from mobilenet.deploy.bench.run import run_bench
+from mobilenet.deploy.bench.report import (
+    MALLOC_TUNABLES,
+    BenchOptions,
+    BenchReport,
+    Cell,
+    check_plot_path,
+    format_report,
+    plot,
+)
+from mobilenet.deploy.bench.run import bench
 from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 
 __all__ = [
-    "MALLOC_TUNABLES", "BenchOptions", "BenchReport", "Cell", "Sgemm", "Timing", "block_comparisons",
-    "format_report", "layer_shares", "memory_probe", "memory_rows", "plot", "run_bench", "separable_vs_conv",
+    "MALLOC_TUNABLES", "BenchOptions", "BenchReport", "Cell", "Sgemm", "Timing", "bench", "block_comparisons",
+    "check_plot_path", "format_report", "layer_shares", "memory_probe", "memory_rows", "plot", "separable_vs_conv",
     "time_interleaved",
 ]

@@ -106,8 +106,6 @@ def _skip(cells: list[Cell], reason: str) -> None:
         cell.status, cell.reason = "skipped", reason
 
 
-
-
 def _tflite_models(cfg: ArchConfig, folder: Path | None) -> list[tuple[list[Path], str]]:
     """TF's published files for this configuration: float and uint8 (the 1.0-224 uint8 model
     comes as a body and a head, run one after the other)."""

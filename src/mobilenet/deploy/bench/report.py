@@ -16,11 +16,16 @@ import torch
 
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
-from mobilenet.deploy.optional import available
+from mobilenet.deploy.optional import available, package_version
+from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+# Module -> the distribution that installs it, for the versions each report records.
+PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "timm": "timm", "ai_edge_litert": "ai-edge-litert",
+            "executorch": "executorch"}
 
 
 @dataclass
@@ -45,19 +50,41 @@ class Cell:
 
 @dataclass
 class BenchOptions:
-    runtimes: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
-    precisions: tuple[str, ...] = ("fp32",)
-    batch_sizes: tuple[int, ...] = (1, 32)
-    threads: int | None = None
+    """What ``bench`` measures. Checked when made (an ``InputError`` says what is wrong); repeated
+    runtimes, precisions and batch sizes are measured once."""
+
+    runtimes: Sequence[str] = ("torch", "onnxruntime", "openvino")
+    precisions: Sequence[str] = ("fp32",)
+    batch_sizes: Sequence[int] = (1, 32)
+    threads: int | None = None  # intra-op threads for every runtime (None: each runtime's own)
     seconds: float = 3.0  # timed seconds per cell (interleaved), after warm-up
     min_runs: int = 10
-    calibration_images: Sequence[Path] | None = None
-    preprocess: Any = None
-    peers: bool = True
-    tflite_dir: Path | None = None
-    compare_conv: bool = True
-    layers: bool = True
-    memory: bool = True
+    calibration_images: Sequence[Path] | None = None  # int8: real images (the first 300 are used)
+    preprocess: Any = None  # how images are prepared (None: the model's own)
+    peers: bool = True  # timm eager, the runtimes at default settings, TF's .tflite files
+    tflite_dir: Path | None = None  # a folder of TensorFlow's published .tflite models (peers)
+    compare_conv: bool = True  # separable against full convolution
+    layers: bool = True  # per-layer time shares
+    memory: bool = True  # memory per runtime, in fresh processes
+
+    def __post_init__(self) -> None:
+        self.runtimes = tuple(dict.fromkeys(self.runtimes))
+        self.precisions = tuple(dict.fromkeys(self.precisions))
+        self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
+        unknown = [r for r in self.runtimes if r not in RUNTIME_CHOICES]
+        if unknown or not self.runtimes:
+            raise InputError(f"runtimes must be some of {', '.join(RUNTIME_CHOICES)}, got {list(self.runtimes)}")
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise InputError(f"precisions must be some of {', '.join(PRECISIONS)}, got {list(self.precisions)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise InputError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
+        if self.seconds <= 0:
+            raise InputError(f"seconds must be > 0, got {self.seconds}")
+        if self.min_runs < 1:
+            raise InputError(f"min_runs must be >= 1, got {self.min_runs}")
 
 
 @dataclass
@@ -78,7 +105,6 @@ class BenchReport:
         return json.dumps(asdict(self), indent=2)
 
 
-
 def machine_info(threads: int | None) -> dict[str, Any]:
     cpu = cpu_info()
     info: dict[str, Any] = {
@@ -93,12 +119,10 @@ def machine_info(threads: int | None) -> dict[str, Any]:
     info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if available("openvino"):
         info["openvino_capabilities"] = list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    for module in ("onnxruntime", "openvino", "timm", "ai_edge_litert", "executorch"):
-        try:
-            mod = __import__(module)
-        except ImportError:
-            continue
-        info[module] = getattr(mod, "__version__", None) or "installed"
+    for module, distribution in PACKAGES.items():
+        version = package_version(distribution)
+        if version is not None:
+            info[module] = version
     return info
 
 
@@ -131,22 +155,23 @@ def format_report(report: BenchReport) -> str:
             f"{c.images_per_s:>9.1f} {c.gflops:>8.1f} {c.gflops / report.sgemm_peak_gflops:>8.0%}"
         )
     if report.separable_vs_conv:
-        lines += ["", "separable vs full-convolution MobileNet (Table 4), batch 1, fp32",
-                  f"{'runtime':<12} {'separable ms':>12} {'conv ms':>9} {'time ratio':>10} {'mult-add ratio':>14}"]
+        lines += ["", "separable vs full-convolution MobileNet (Table 4), batch 1, fp32: how many times faster "
+                  "the separable network runs, and how many times fewer mult-adds it needs",
+                  f"{'runtime':<12} {'separable ms':>12} {'conv ms':>9} {'faster':>8} {'fewer mult-adds':>15}"]
         for row in report.separable_vs_conv:
             if row["status"] != "ok":
                 lines.append(f"{row['runtime']:<12} {row['status']}: {row['reason']}")
             else:
                 lines.append(f"{row['runtime']:<12} {row['separable_ms']:>12.2f} {row['conv_ms']:>9.2f} "
-                             f"{row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
+                             f"{row['time_ratio']:>7.2f}x {row['savings']:>14.2f}x")
     if report.blocks_vs_conv:
         lines += ["", "each separable block vs the full 3x3 conv it replaces (PyTorch eager, folded, batch 1)",
-                  f"{'block':>5} {'input':>14} {'stride':>6} {'separable ms':>12} {'conv ms':>8} {'time ratio':>10} "
-                  f"{'mult-add ratio':>14}"]
+                  f"{'block':>5} {'input':>14} {'stride':>6} {'separable ms':>12} {'conv ms':>8} {'faster':>8} "
+                  f"{'fewer mult-adds':>15}"]
         for row in report.blocks_vs_conv:
             shape = "x".join(map(str, row["in_shape"]))
             lines.append(f"{row['block']:>5} {shape:>14} {row['stride']:>6} {row['separable_ms']:>12.3f} "
-                         f"{row['conv_ms']:>8.3f} {row['time_ratio']:>9.2f}x {row['mult_add_ratio']:>13.2f}x")
+                         f"{row['conv_ms']:>8.3f} {row['time_ratio']:>7.2f}x {row['savings']:>14.2f}x")
     if report.layer_shares:
         lines += ["", "time share by layer type vs mult-add share (Table 2), batch 1, fp32",
                   f"{'runtime':<12} {'layers':<24} {'time':>7} {'mult-adds':>9}"]
@@ -168,15 +193,23 @@ def format_report(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if ``plot`` can write it (by its suffix), else an ``InputError``."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise InputError(f"a plot is written as {', '.join(PLOT_FORMATS)}, got {path}")
+    return path
+
+
 def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     """Latency at the smallest batch and throughput at the largest, one bar per backend (written
     atomically)."""
+    path = check_plot_path(path)
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    path = Path(path)
     ok = [c for c in report.cells if c.status == "ok"]
     if not ok:
         raise InputError("nothing was measured, so there is nothing to plot")
@@ -202,7 +235,7 @@ def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     fig.tight_layout()
     try:
         with atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower())
     finally:
         plt.close(fig)
     return path

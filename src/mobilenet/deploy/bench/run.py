@@ -1,4 +1,4 @@
-"""``run_bench``: every requested (runtime, precision, batch size) built first, then timed
+"""``bench``: every requested (runtime, precision, batch size) built first, then timed
 interleaved with an sgemm roof, then the comparisons the options ask for."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,15 +17,30 @@ from mobilenet.deploy.bench.conv import block_comparisons, separable_vs_conv
 from mobilenet.deploy.bench.layers import layer_shares
 from mobilenet.deploy.bench.memory import memory_rows
 from mobilenet.deploy.bench.peers import peer_cells
-from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, machine_info
+from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, check_plot_path, machine_info, plot
 from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 from mobilenet.errors import InputError, MobileNetError
+from mobilenet.files import write_text
 from mobilenet.model import MobileNetV1
 
+Timed = list[tuple[Cell, Callable[[], Any]]]
 
-def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None] = lambda s: None) -> BenchReport:
-    """Measure ``model`` as ``options`` ask. Every requested (runtime, precision, batch size) gets a
-    cell in the report, measured or with the reason it was not."""
+
+def bench(
+    model: MobileNetV1,
+    options: BenchOptions | None = None,
+    *,
+    plot_to: str | os.PathLike[str] | None = None,
+    save_to: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> BenchReport:
+    """Measure ``model`` as ``options`` ask (default ``BenchOptions()``): every requested
+    (runtime, precision, batch size) gets a cell in the report, measured or with the reason it was
+    not. ``plot_to``: also draw the report there (.png, .svg, .pdf); ``save_to``: also write its
+    JSON there. ``log`` hears the progress (each step can take seconds to minutes)."""
+    options = options or BenchOptions()
+    if plot_to is not None:
+        check_plot_path(plot_to)  # before the minutes of measuring, not after
     cfg = model.arch_cfg
     model = model.eval()
     if options.threads:
@@ -40,37 +56,13 @@ def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], No
     inputs = {b: input_batch(model, b, options.preprocess) for b in options.batch_sizes}
 
     # Build every predictor first (exports, quantization), then time them all together.
-    timed: list[tuple[Cell, Callable[[], Any]]] = []
-    for runtime in options.runtimes:
-        for precision in options.precisions:
-            name = f"{runtime} {precision}"
-            cells = [Cell(name, runtime, precision, b) for b in options.batch_sizes]
-            log(f"preparing {name}")
-            try:
-                predictor = build_predictor(model, runtime, precision, options, max(options.batch_sizes))
-            except MobileNetError as err:
-                for cell in cells:
-                    cell.status, cell.reason = ("skipped" if isinstance(err, InputError) else "failed"), str(err)
-                report.cells += cells
-                continue
-            for cell in cells:
-                cell.description = predictor.description
-                timed.append((cell, bound(predictor, inputs[cell.batch_size])))
-            report.cells += cells
+    timed = _runtime_cells(model, options, inputs, report, log)
     if options.peers:
         for cell, fn in peer_cells(model, options, inputs, log):
             report.cells.append(cell)
             if fn is not None:
                 timed.append((cell, fn))
-
-    log(f"timing {len(timed)} cells and an sgemm interleaved, about {options.seconds:g} s each")
-    sgemm = Sgemm()
-    samples = time_interleaved(
-        [sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs
-    )
-    report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
-    for (cell, _), seconds in zip(timed, samples[1:]):
-        _fill(cell, Timing.from_seconds(seconds), report.gflop_per_image)
+    _time(timed, report, options, log)
 
     if options.compare_conv:
         report.separable_vs_conv = separable_vs_conv(model, options, log)
@@ -79,17 +71,49 @@ def run_bench(model: MobileNetV1, options: BenchOptions, log: Callable[[str], No
         report.layer_shares = layer_shares(model, options, log)
     if options.memory:
         report.memory = memory_rows(model, options, log)
+    if plot_to is not None:
+        plot(report, plot_to)
+    if save_to is not None:
+        write_text(Path(save_to), report.to_json() + "\n")
     return report
 
 
+def _runtime_cells(
+    model: MobileNetV1, options: BenchOptions, inputs: dict[int, torch.Tensor], report: BenchReport,
+    log: Callable[[str], None],
+) -> Timed:
+    """A cell per (runtime, precision, batch size) in ``report``, and the calls to time. One
+    predictor serves every batch size of a runtime, except ``auto``, which decides per batch size
+    (the fastest runtime at batch 1 need not be the fastest at 32)."""
+    timed: Timed = []
+    for runtime in options.runtimes:
+        for precision in options.precisions:
+            name = f"{runtime} {precision}"
+            groups = [(b,) for b in options.batch_sizes] if runtime == "auto" else [options.batch_sizes]
+            for sizes in groups:
+                cells = [Cell(name, runtime, precision, b) for b in sizes]
+                report.cells += cells
+                log(f"preparing {name}" + (f" at batch {sizes[0]}" if runtime == "auto" else ""))
+                try:
+                    predictor = build_predictor(model, runtime, precision, options, max(sizes))
+                except MobileNetError as err:
+                    for cell in cells:
+                        cell.status, cell.reason = ("skipped" if isinstance(err, InputError) else "failed"), str(err)
+                    continue
+                for cell in cells:
+                    cell.description = predictor.description
+                    timed.append((cell, bound(predictor, inputs[cell.batch_size])))
+    return timed
 
 
-
-
-
-
-def _fill(cell: Cell, timing: Timing, gflop_per_image: float) -> None:
-    cell.median_ms, cell.p10_ms, cell.p90_ms, cell.runs = timing.median_ms, timing.p10_ms, timing.p90_ms, timing.runs
-    cell.images_per_s = cell.batch_size / (timing.median_ms / 1e3)
-    cell.gflops = gflop_per_image * cell.images_per_s
-
+def _time(timed: Timed, report: BenchReport, options: BenchOptions, log: Callable[[str], None]) -> None:
+    log(f"timing {len(timed)} cells and an sgemm interleaved, about {options.seconds:g} s each")
+    sgemm = Sgemm()
+    samples = time_interleaved([sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs)
+    report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
+    for (cell, _), seconds in zip(timed, samples[1:]):
+        timing = Timing.from_seconds(seconds)
+        cell.median_ms, cell.p10_ms, cell.p90_ms = timing.median_ms, timing.p10_ms, timing.p90_ms
+        cell.runs = timing.runs
+        cell.images_per_s = cell.batch_size / (timing.median_ms / 1e3)
+        cell.gflops = report.gflop_per_image * cell.images_per_s

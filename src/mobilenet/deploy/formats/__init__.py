@@ -2,8 +2,12 @@
 
 Every writer module exposes ``NAME``, ``SUFFIXES`` (the file endings it writes), ``PRECISIONS``,
 ``RUNTIME`` (the runtime that reads the file back, or None) and
-``write(model, path, *, precision, calibration, **options) -> list[Path]``. Writers import neither
-the runtimes nor verification; ``mobilenet.deploy.export`` stands above all three.
+``write(model, path, *, precision, calibration, **options) -> list[Path]`` (its keyword options are
+what an export of that format accepts). The mobile writers (.tflite, .pte, .mlpackage) add
+``BATCH``, the batch their files are traced at, and ``DEFAULT_LAYOUT``; a writer whose output is a
+folder (Core ML) exposes ``is_output(path) -> bool``, so that an export replaces only a folder of
+its own kind. Writers import neither the runtimes nor verification;
+``mobilenet.deploy.export`` stands above all three.
 """
 
 from __future__ import annotations

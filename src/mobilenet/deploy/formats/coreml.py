@@ -13,7 +13,8 @@ The model is traced with ``torch.jit.trace`` after its TF 'SAME' pads were made 
 path. Input: NCHW by default (a Core ML MultiArray in PyTorch's order, what coremltools users
 expect) or NHWC. The labels, the normalisation and the architecture travel in the package's
 user-defined metadata (JSON strings under ``mobilenet.*`` keys, read with ``read_metadata``).
-An ``.mlpackage`` is a directory: ``write`` creates it at ``path``.
+An ``.mlpackage`` is a directory: ``write`` creates it at ``path``, and ``is_output`` tells one (a
+folder an export may replace) from any other folder.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from mobilenet import arch
-from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
+from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.prepare import fixed_padding_copy
 from mobilenet.errors import InputError, MobileNetError
@@ -41,6 +42,7 @@ NAME = "coreml"
 SUFFIXES = (".mlpackage",)
 PRECISIONS = ("fp32", "fp16")
 RUNTIME = "coreml"
+DEFAULT_LAYOUT = "nchw"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 METADATA_PREFIX = "mobilenet."
@@ -57,7 +59,7 @@ def write(
     *,
     precision: str = "fp32",
     calibration: torch.Tensor | None = None,
-    layout: str = "nchw",
+    layout: str = DEFAULT_LAYOUT,
     io_dtype: str = "float32",
 ) -> list[Path]:
     """Write ``model`` as an ``.mlpackage`` directory at ``path`` (fp32 or fp16 compute and
@@ -71,7 +73,7 @@ def write(
     ct = require("coremltools")
     path = Path(path)
     module = InputLayout(fixed_padding_copy(model), layout).eval()
-    example = example_input(model, layout)
+    example = example_input(model, layout, BATCH)
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(module, example)
         mlmodel = ct.convert(
@@ -90,6 +92,16 @@ def write(
     with _quiet():
         mlmodel.save(str(path))
     return [path]
+
+
+def is_output(path: Path) -> bool:
+    """Whether ``path`` is a Core ML package: a folder whose ``Manifest.json`` names a root model
+    (by its content, not its name: a package set aside as ``.NAME.mlpackage.old`` is one too)."""
+    try:
+        manifest = json.loads((path / "Manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "rootModelIdentifier" in manifest
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

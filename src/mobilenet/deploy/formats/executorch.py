@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
+from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError, MobileNetError
@@ -48,6 +48,7 @@ NAME = "executorch"
 SUFFIXES = (".pte",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "executorch"
+DEFAULT_LAYOUT = "nhwc"
 METADATA_METHOD = "mobilenet_metadata"
 CALIBRATION_BATCH = 50
 
@@ -62,7 +63,7 @@ def write(
     *,
     precision: str = "fp32",
     calibration: torch.Tensor | None = None,
-    layout: str = "nhwc",
+    layout: str = DEFAULT_LAYOUT,
     io_dtype: str = "float32",
 ) -> list[Path]:
     """Write ``model`` as one ``.pte`` program at ``path`` (unverified: ``mobilenet.deploy.export``
@@ -86,7 +87,7 @@ def write(
         prepared: nn.Module = _quantized(int8_rounded_copy(model, calibration), model, layout, calibration)
     else:
         prepared = InputLayout(fixed_padding_copy(model), layout)
-    program = _lower(prepared, example_input(model, layout), _metadata(model, precision, layout))
+    program = _lower(prepared, example_input(model, layout, BATCH), _metadata(model, precision, layout))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(program)
     return [path]

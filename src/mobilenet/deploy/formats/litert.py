@@ -47,17 +47,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenet.deploy.formats.mobile import InputLayout, check_layout, example_input, model_description
+from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.formats.tflite_flatbuffer import LiteRtConversionError, set_interface, with_metadata
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import preprocess_for
 
 NAME = "tflite"
 SUFFIXES = (".tflite",)
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNTIME = "litert"
+DEFAULT_LAYOUT = "nhwc"
 IO_DTYPES = ("uint8", "int8", "float32")
 METADATA_VERSION = 1
 
@@ -70,7 +72,7 @@ def write(
     *,
     precision: str = "fp32",
     calibration: torch.Tensor | None = None,
-    layout: str = "nhwc",
+    layout: str = DEFAULT_LAYOUT,
     io_dtype: str = "uint8",
     output_dtype: str = "float32",
 ) -> list[Path]:
@@ -85,7 +87,7 @@ def write(
     path = Path(path)
     quantizing = precision == "int8"
     prepared = int8_rounded_copy(model, calibration) if quantizing else fixed_padding_copy(model)  # type: ignore[arg-type]
-    data = _convert(InputLayout(prepared, layout), example_input(model, layout))
+    data = _convert(InputLayout(prepared, layout), example_input(model, layout, BATCH))
     input_quant = None
     if precision == "fp16":
         data = _float16_weights(data)
@@ -175,11 +177,8 @@ def _float16_weights(data: bytes) -> bytes:
 def _pixel_range(model: MobileNetV1) -> tuple[float, float] | None:
     """(min, max) of the normalised input that makes uint8 q equal the pixel value, where the
     model's preprocessing uses one mean and one std for every channel; None otherwise."""
-    pre = getattr(getattr(model, "pretrained_cfg", None), "preprocess", None)
-    if pre is None:
-        mean, std = (0.5,), (0.5,)  # the project's default: TF's (x - 127.5) / 127.5
-    else:
-        mean, std = tuple(pre.mean), tuple(pre.std)
+    pre = preprocess_for(model)
+    mean, std = tuple(pre.mean), tuple(pre.std)
     if len(set(mean)) != 1 or len(set(std)) != 1:
         return None
     scale = 1.0 / (255.0 * std[0])

@@ -13,6 +13,9 @@ from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 
 LAYOUTS = ("nhwc", "nchw")
+# Every mobile file is traced at batch 1: a phone classifies one frame at a time, and a larger
+# batch runs as that many invocations (the runtimes' predictors loop).
+BATCH = 1
 
 
 def check_layout(layout: str) -> None:
@@ -34,7 +37,7 @@ class InputLayout(nn.Module):
         return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
 
 
-def example_input(model: MobileNetV1, layout: str, batch: int = 1) -> torch.Tensor:
+def example_input(model: MobileNetV1, layout: str, batch: int = BATCH) -> torch.Tensor:
     """A zero batch of the model's configured size in ``layout``: the shape the file is traced at."""
     h, w = model.arch_cfg.resolution
     c = model.arch_cfg.in_channels
@@ -44,13 +47,13 @@ def example_input(model: MobileNetV1, layout: str, batch: int = 1) -> torch.Tens
 def model_description(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]:
     """The part of every mobile file's metadata that describes the model: its name, architecture,
     precision, input layout, preprocessing and one label per output (class indices if unnamed)."""
-    from mobilenet.preprocess import Preprocess  # noqa: PLC0415
+    from mobilenet.preprocess import preprocess_for  # noqa: PLC0415
 
     pretrained = getattr(model, "pretrained_cfg", None)
     labels = list(pretrained.label_names) if pretrained is not None else []
     if len(labels) != model.arch_cfg.num_classes:
         labels = [str(i) for i in range(model.arch_cfg.num_classes)]
-    preprocess = pretrained.preprocess if pretrained is not None else Preprocess(resolution=model.arch_cfg.resolution)
+    preprocess = preprocess_for(model)
     return {
         "name": getattr(pretrained, "name", model.arch_cfg.name),
         "arch": model.arch_cfg.to_dict(),
