@@ -26,6 +26,7 @@ from mobilenet.train.config import (
     OPTIMIZERS,
     RESUME_OVERRIDES,
     SCHEDULES,
+    SettingError,
     TrainConfig,
 )
 
@@ -132,6 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
             config, weights = new_run(given, args.output)
     except RecipeChange as err:
         raise InputError(_refused_on_resume(args, err.changes)) from None
+    except SettingError as err:  # out of range: said under the flag's name, before anything is written
+        raise InputError(err.named(args.flag_names.get(err.setting, err.setting))) from None
     except WeightsMismatch as err:
         flag = args.flag_names.get(err.key, err.key)
         raise InputError(f"{flag} {err.want} contradicts --weights {args.weights}, which is {err.key}={err.have!r} "

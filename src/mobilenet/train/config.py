@@ -10,12 +10,16 @@ decay 0.9, momentum 0.9 and epsilon 1.0, weight decay 4e-5 that skips depthwise 
 and biases, little augmentation (random-resized crops no smaller than 35% of the image, flips), no
 label smoothing, learning rate 0.045 × 0.94 every 2.5 epochs (for a global batch of 96; scale it
 with the batch).
+
+Every setting is checked here, once, before anything is read or written: a value outside its
+range (``RANGES``) or choices raises ``SettingError``, which names the setting (the command line
+puts its flag in that place).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mobilenet.arch import ArchConfig
@@ -26,6 +30,72 @@ OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "auto")
 BAD_FILE_POLICIES = ("skip", "stop")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: an interval, never NaN or an infinity."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'an integer' if self.integer else 'a number'} {'>' if self.open_low else '>='} {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+# The allowed values of every numeric setting, checked by TrainConfig (the one owner) before
+# anything is read or written. A learning rate that a negative decay rate turns negative, a
+# momentum above 1, an epsilon of 0: each would train on, silently wrong, or divide by zero.
+RANGES: dict[str, Range] = {
+    "train_subset": Range(1, integer=True), "val_subset": Range(1, integer=True),
+    "num_workers": Range(0, integer=True),
+    "epochs": Range(1, integer=True), "batch_size": Range(1, integer=True), "micro_batch": Range(1, integer=True),
+    "lr": Range(0, open_low=True),
+    "momentum": Range(0, 1, open_high=True),  # 1 never forgets a step: the updates grow without bound
+    "weight_decay": Range(0),
+    "rmsprop_decay": Range(0, 1, open_high=True),
+    "rmsprop_eps": Range(0, open_low=True),  # inside a square root that divides the gradient
+    "warmup_epochs": Range(0),
+    "decay_rate": Range(0, 1, open_low=True),  # lr × rate^k: negative flips the sign, above 1 grows
+    "decay_epochs": Range(0, open_low=True),
+    "min_lr_ratio": Range(0, 1),
+    "label_smoothing": Range(0, 1, open_high=True),
+    "ema_decay": Range(0, 1, open_high=True),  # 0 is off; 1 would never move from the initial weights
+    "clip_grad": Range(0),  # 0 is off
+    "min_crop": Range(0, 1, open_low=True),
+    "threads": Range(1, integer=True),
+    "log_every": Range(1, integer=True),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "bad_files": BAD_FILE_POLICIES,
+}
+
+
+class SettingError(InputError):
+    """A setting outside its allowed values. ``setting`` is the field's name; ``named(flag)`` says
+    the same under another name (the command line's flag)."""
+
+    def __init__(self, setting: str, requirement: str, value: Any, *, default: Any = None) -> None:
+        self.setting, self.requirement, self.value, self.default = setting, requirement, value, default
+        super().__init__(self.named(setting))
+
+    def named(self, name: str) -> str:
+        default = "" if self.default is None else f" (the default is {self.default})"
+        return f"{name} must be {self.requirement}, got {self.value!r}{default}"
 # What a resumed run may change: settings that do not change the optimisation. (``micro_batch``
 # changes what BatchNorm sees, and may have to when the recorded one does not fit the processes.)
 RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
@@ -89,22 +159,16 @@ class TrainConfig:
                f"arch must be an ArchConfig, got {type(self.arch).__name__} (from_dict reads a stored dict)")
         _check(self.weights is not None or not self.freeze_body,
                "freeze_body needs weights to start from (a body trained from scratch cannot stay frozen)")
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        _check(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        _check(self.bad_files in BAD_FILE_POLICIES, f"bad_files must be one of {BAD_FILE_POLICIES}")
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be >= 1")
-        _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a number > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
-        _check(0 < self.min_crop <= 1, f"min_crop must be in (0, 1], got {self.min_crop}")
-        _check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
-        _check(self.decay_epochs > 0, "decay_epochs must be > 0")
-        _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise SettingError(name, f"one of {', '.join(allowed)}", getattr(self, name))
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value not in allowed and not (value is None and name in OPTIONAL):
+                raise SettingError(name, str(allowed), value, default=_DEFAULTS.get(name))
+        if len(self.adam_betas) != 2 or any(beta not in Range(0, 1, open_high=True) for beta in self.adam_betas):
+            raise SettingError("adam_betas", "two numbers in [0, 1)", self.adam_betas,
+                               default=_DEFAULTS["adam_betas"])
         _check(_is_device(self.device), f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +212,11 @@ class TrainConfig:
                 f"micro-batches of {micro}; choose a --micro-batch that divides {self.batch_size} // {world_size}"
             )
         return micro, self.batch_size // per_step
+
+
+# Settings that may be None ("not given": the data's, the machine's or the run's own value).
+OPTIONAL = frozenset(f.name for f in fields(TrainConfig) if f.default is None)
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not isinstance(f.default, type(MISSING))}
 
 
 def _is_device(name: str) -> bool:
