@@ -16,8 +16,9 @@ import torch
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
-from mobilenet.deploy.runtime import PrecisionUnavailableError, make_predictor, predictor_from_file
+from mobilenet.deploy.runtime import make_predictor, predictor_from_file
 from mobilenet.deploy.verify import verify
+from mobilenet.predictor import PrecisionUnavailableError
 from mobilenet.preprocess import sample_photos
 
 ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),

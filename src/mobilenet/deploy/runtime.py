@@ -47,9 +47,9 @@ from mobilenet.deploy.runtimes import (
 )
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
-from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.predictor import Predictor
 
-__all__ = ["PrecisionUnavailableError", "Predictor", "as_numpy", "make_predictor", "predictor_from_file"]
+__all__ = ["make_predictor", "predictor_from_file"]
 
 # Writers with a choice of int8 weight width take this option; in-process predictors quantize for
 # this CPU (7-bit weights only where it lacks VNNI).

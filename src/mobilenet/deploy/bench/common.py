@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from mobilenet.deploy.bench.report import BenchOptions
-from mobilenet.deploy.runtime import Predictor, make_predictor
+from mobilenet.deploy.runtime import make_predictor
 from mobilenet.deploy.verify import photo_batch
 from mobilenet.model import MobileNetV1
+from mobilenet.predictor import Predictor
 from mobilenet.preprocess import repeat_to_batch
 
 
