@@ -51,7 +51,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def image_files(folder_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The image files of a folder (sorted by name, not recursive), or a list of files as given."""
+    """The image files of a folder (sorted by name, not recursive); a single file, or a list of
+    files, as given."""
     if isinstance(folder_or_files, (str, os.PathLike)):
         folder = Path(folder_or_files)
         if not folder.exists():

@@ -1,10 +1,10 @@
 """Verification: does a deployed model compute what the PyTorch model computes, on real photos?
 
-Every export is checked here before it is kept, and so is every predictor ``classify`` or
-``evaluate`` builds. Tolerances are relative to the *spread* of the reference logits (the largest
-distance of a logit from its image's mean logit), never absolute: an untrained network's logits
-are around 1e-11 (TF-slim initialisation), and an absolute 1e-3 would pass any file at all. The
-spread ignores a common offset, which carries no information about the class.
+Every export is checked here before it is kept (``mobilenet.deploy.export``; the web export too).
+Tolerances are relative to the *spread* of the reference logits (the largest distance of a logit
+from its image's mean logit), never absolute: an untrained network's logits are around 1e-11
+(TF-slim initialisation), and an absolute 1e-3 would pass any file at all. The spread ignores a
+common offset, which carries no information about the class.
 
 The check refuses to judge a network whose logits do not depend on its input (every image gets
 the same answer): there, any file that outputs that constant would pass. An untrained network
