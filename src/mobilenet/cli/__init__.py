@@ -19,7 +19,7 @@ from mobilenet import __version__
 from mobilenet.errors import MobileNetError
 
 # Subcommand groups, in the order `mobilenet --help` lists them.
-COMMAND_MODULES = ("costs", "weights", "train", "deploy", "explore")
+COMMAND_MODULES = ("costs", "weights", "train", "deploy", "explore", "latency")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,111 @@
+"""From mult-adds to milliseconds: the time of every layer on this machine, and ``choose``.
+
+A roofline per kind of kernel (stem, depthwise, pointwise, full conv, pool, classifier), built
+from the one architecture description (``mobilenet.arch`` via ``mobilenet.cost``'s mult-adds and
+bytes) and from constants calibrated here in each runtime by micro-benchmarks (``calibrate``;
+within a minute, cached per CPU, runtime version, precision, threads and batch size)::
+
+    from mobilenet.latency import predict, choose
+    p = predict(ArchConfig(alpha=0.75, resolution=192), "onnxruntime")
+    p.total_ms, p.shares(), p.layer("blocks.3.dw").bound     # 'memory' or 'compute'
+    choose(3.0, "litert").chosen.name                        # the most accurate one within 3 ms
+
+Importing this package (and ``mobilenet.latency.model``) does not import torch: predictions from
+given constants (``predict_with``) can be studied anywhere; calibrating needs the runtime.
+See docs/latency.md for the model and how well it predicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mobilenet.arch import ArchConfig
+from mobilenet.deploy.runtimes import RUNTIME_CHOICES
+from mobilenet.latency.model import (
+    KERNEL_LABELS,
+    KERNELS,
+    BlockSpeedup,
+    Calibration,
+    CorruptCalibration,
+    LatencyPrediction,
+    LayerLatency,
+    Roofline,
+    block_speedups,
+    pareto_front,
+    predict_with,
+)
+
+if TYPE_CHECKING:
+    from mobilenet.latency.choose import Choice
+
+__all__ = [
+    "KERNELS", "KERNEL_LABELS", "RUNTIMES", "BlockSpeedup", "Calibration", "CorruptCalibration", "LatencyPrediction",
+    "LayerLatency", "Roofline", "block_speedups", "calibrated", "choose", "compare", "pareto_front", "predict",
+    "predict_with",
+]
+
+Log = Callable[[str], None]
+# The runtimes it predicts: every one a command line may name (auto decides by measuring instead).
+RUNTIMES: tuple[str, ...] = tuple(r for r in RUNTIME_CHOICES if r != "auto")
+
+
+def calibrated(
+    runtime: str, precision: str = "fp32", batch_size: int = 1, threads: int | None = None, *,
+    remeasure: bool = False, log: Log | None = None,
+) -> Calibration:
+    """This machine's constants for ``runtime`` at ``precision``, ``batch_size`` and ``threads``
+    (None: the runtime's default): from the cache, or measured now (at most a minute, progress
+    on stderr) and cached. ``remeasure``: calibrate again."""
+    from mobilenet.latency.cache import calibrated as cached  # noqa: PLC0415 - needs the runtime
+
+    return cached(runtime, precision, batch_size=batch_size, threads=threads, remeasure=remeasure, log=log)
+
+
+def predict(
+    arch_cfg: ArchConfig | None, runtime: str, precision: str = "fp32", batch_size: int = 1,
+    threads: int | None = None, *, remeasure: bool = False, log: Log | None = None,
+) -> LatencyPrediction:
+    """Predicted milliseconds of every layer of ``arch_cfg`` (None: 1.0-224) and of the whole
+    call, in ``runtime`` at ``precision``, on this machine; each layer says whether it is
+    compute-bound or memory-bound. Calibrates first if this machine has no constants yet."""
+    return predict_with(calibrated(runtime, precision, batch_size, threads, remeasure=remeasure, log=log),
+                        arch_cfg, batch_size)
+
+
+def compare(
+    arch_cfg: ArchConfig | None, runtime: str, precision: str = "fp32", batch_size: int = 1,
+    threads: int | None = None, *, log: Log | None = None,
+) -> list[BlockSpeedup]:
+    """Each separable block's predicted speed-up over the full 3x3 conv it replaces, beside
+    its mult-add savings, with the reason the two differ (``BlockSpeedup.reason``)."""
+    return block_speedups(calibrated(runtime, precision, batch_size, threads, log=log), arch_cfg, batch_size)
+
+
+def choose(
+    budget_ms: float, runtime: str, precision: str = "fp32", batch_size: int = 1, threads: int | None = None, *,
+    measure_best: int = 3, registry: Any = None, calibration: Calibration | None = None, remeasure: bool = False,
+    log: Log | None = None,
+) -> Choice:
+    """The most accurate published ImageNet MobileNet that runs within ``budget_ms`` per call in
+    ``runtime`` at ``precision`` on this machine: ranked by published top-1 among those
+    predicted to fit, then the best ``measure_best`` timed for real (0: trust the predictions).
+    ``registry``: the models to choose from (default ``mobilenet.weights.REGISTRY``);
+    ``calibration``: constants to use instead of this machine's; ``remeasure``: calibrate again."""
+    from mobilenet.latency.choose import (  # noqa: PLC0415 - the registry and the runtimes need torch
+        Choice,
+        candidates,
+        check_budget,
+        choose_from,
+        measure_architectures,
+    )
+
+    budget_ms = check_budget(budget_ms)
+    if calibration is None:
+        calibration = calibrated(runtime, precision, batch_size, threads, remeasure=remeasure, log=log)
+    if registry is None:
+        from mobilenet.weights import REGISTRY as registry  # noqa: PLC0415, N811
+    found = candidates(registry, calibration, batch_size)
+    timer = measure_architectures(runtime, precision, batch_size, threads) if measure_best else None
+    chosen, judged = choose_from(found, budget_ms, timer=timer, measure_best=measure_best, log=log)
+    return Choice(budget_ms, calibration, batch_size, chosen, tuple(judged))

@@ -1,0 +1,318 @@
+"""Running a probe in each runtime, as the project's predictors run a whole network.
+
+A probe becomes a small PyTorch module (``probe_module``: the folded form of the network's layers,
+a convolution with a bias and ReLU6), which a backend builds in its runtime once (``load``) and
+then makes a ``Cell`` of at each input shape: the runtime's call as a predictor makes it, and,
+where the predictor converts its input in Python before the call (the NHWC mobile runtimes),
+that conversion on its own (``feed``). A probe's call leaves the conversion out, so that its time
+is its layers'; the network's call pays it once, for the image (``model.call_seconds``).
+
+What it costs to build decides how: PyTorch, ONNX Runtime and OpenVINO export a probe in
+milliseconds, so each shape is exported on its own, static as the network's files are. LiteRT and
+ExecuTorch convert in seconds, so a probe is converted once and resized: LiteRT's interpreter
+resizes its input, ExecuTorch's program is exported with dynamic height and width. Both run a
+batch as that many single-image calls, as their predictors do (``fixed_batch``).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilenet.deploy.optional import require
+from mobilenet.errors import InputError
+from mobilenet.latency.probes import Probe
+
+Call = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A probe built at one input shape: ``run`` calls the runtime; ``feed`` (None where the
+    runtime takes the input as given) converts and hands over the input as the predictor does."""
+
+    run: Call
+    feed: Call | None = None
+
+
+Shaper = Callable[[tuple[int, ...]], Cell]  # input shape -> the probe's cell at that shape
+
+
+def probe_module(probe: Probe, size: int) -> nn.Module:
+    """The probe as PyTorch runs it: each conv with its (folded) bias and ReLU6."""
+    layers: list[nn.Module] = []
+    for layer in probe.layers(size):
+        c_in, c_out = layer.in_shape[0], layer.out_shape[0]
+        if layer.kind == "pool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif layer.kind == "fc":
+            layers.append(nn.Linear(c_in, c_out))
+        else:
+            k = layer.kernel
+            layers += [nn.Conv2d(c_in, c_out, k, layer.stride, k // 2, groups=layer.groups), nn.ReLU6()]
+    module = nn.Sequential(*layers).eval()
+    with torch.no_grad():  # weights of the scale trained ones have: no denormals, no saturation
+        for p in module.parameters():
+            p.uniform_(-0.1, 0.1)
+    return module
+
+
+class Backend:
+    """Builds probes in one runtime at one precision and thread count."""
+
+    runtime = "?"
+    fixed_batch = False
+    needs: tuple[str, ...] = ()  # modules to import: a missing one is named with its pip extra
+    distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
+    calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at
+
+    def __init__(self, precision: str, threads: int | None) -> None:
+        for module in self.needs:
+            require(module)
+        if precision not in self.calibrates:
+            raise InputError(
+                f"the latency model cannot calibrate {self.runtime} at {precision} yet (it builds "
+                f"{' and '.join(self.calibrates)} probes there); ask for {self.calibrates[0]}"
+            )
+        self.precision = precision
+        self.threads = threads
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        raise NotImplementedError
+
+
+class _Frozen(nn.Module):
+    """What ``prepare_for_inference`` wraps a network in: NCHW float32 in, the layout and dtype it
+    runs in inside, float32 out."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.module, self.dtype, self.channels_last = module, dtype, channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.module(x.to(self.dtype)).float()
+
+
+class TorchBackend(Backend):
+    """Frozen TorchScript, channels_last, as ``TorchPredictor`` runs the network."""
+
+    runtime = "torch"
+    calibrates = ("fp32", "bf16")
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return lambda at: self._frozen(module, dtype, at)
+
+    @staticmethod
+    def _frozen(module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
+        image = len(shape) == 4
+        body = module.to(dtype=dtype, memory_format=torch.channels_last) if image else module.to(dtype=dtype)
+        x = torch.rand(shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(_Frozen(body, dtype, image), x)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+        def call() -> object:
+            with torch.inference_mode():
+                return frozen(x)
+
+        return Cell(call)
+
+
+def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
+    """The probe as a static ONNX graph. TorchScript's exporter: milliseconds for a probe, where
+    the dynamo exporter the project's files use takes seconds; ONNX Runtime optimises both to the
+    same fused convolutions."""
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(shape),), buffer, dynamo=False, input_names=["input"],
+                          output_names=["output"], opset_version=17)
+    return buffer.getvalue()
+
+
+def _int8_calibration(shape: tuple[int, ...]) -> torch.Tensor:
+    """A few inputs in ReLU6's range: timing needs int8 kernels, not a good quantization."""
+    return torch.rand(4, *shape[1:]) * 6
+
+
+class OnnxRuntimeBackend(Backend):
+    runtime = "onnxruntime"
+    needs = ("onnx", "onnxruntime")
+    distributions = ("onnxruntime", "torch")
+    calibrates = ("fp32", "int8")
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415
+
+        def at(shape: tuple[int, ...]) -> Cell:
+            data = onnx_bytes(module, shape)
+            if self.precision == "int8":
+                data = self._quantized(data, shape)
+            predictor = OnnxRuntimePredictor(data, None, self.threads)
+            x = torch.rand(shape)
+            return Cell(lambda: predictor(x))
+
+        return at
+
+    @staticmethod
+    def _quantized(data: bytes, shape: tuple[int, ...]) -> bytes:
+        from mobilenet.deploy.quantize import quantize_onnx  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
+            fp32, int8 = Path(tmp) / "probe.onnx", Path(tmp) / "probe.int8.onnx"
+            fp32.write_bytes(data)
+            quantize_onnx(fp32, int8, _int8_calibration(shape), portable=None)
+            return int8.read_bytes()
+
+
+class OpenVinoBackend(Backend):
+    runtime = "openvino"
+    needs = ("onnx", "openvino")
+    distributions = ("openvino", "torch")
+    calibrates = ("fp32", "bf16", "int8")
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        def at(shape: tuple[int, ...]) -> Cell:
+            from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
+
+            with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
+                path = Path(tmp) / "probe.onnx"
+                path.write_bytes(onnx_bytes(module, shape))
+                ov_model = convert_to_openvino(path).clone()
+            if self.precision == "int8":
+                from mobilenet.deploy.quantize import quantize_openvino  # noqa: PLC0415
+
+                ov_model = quantize_openvino(ov_model, _int8_calibration(shape), portable=None)
+            return self._compiled_call(ov_model, shape)
+
+        return at
+
+    def _compiled_call(self, ov_model: Any, shape: tuple[int, ...]) -> Cell:
+        from mobilenet.deploy.openvino_core import openvino_core  # noqa: PLC0415
+
+        # OpenVinoPredictor's configuration. Its constructor also insists that the convolutions
+        # run the precision asked for, which a probe without any (the pool, the classifier) fails.
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+                                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        request = openvino_core().compile_model(ov_model, "CPU", config).create_infer_request()
+        x = np.random.rand(*shape).astype(np.float32)
+
+        def call() -> object:
+            request.infer({0: x}, share_inputs=True)
+            return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+        return Cell(call)
+
+
+class _ChannelsLastIO(nn.Module):
+    """The mobile files' interface: an NHWC image in (NC for the classifier), as phones hold it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.permute(0, 3, 1, 2)) if x.dim() == 4 else self.module(x)
+
+
+def _nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], *shape[2:], shape[1]) if len(shape) == 4 else shape
+
+
+class LiteRtBackend(Backend):
+    """litert-torch's conversion, run by the LiteRT interpreter (XNNPACK) at each size.
+    fp16 files dequantize their weights at load and run the fp32 kernels, so fp16 is calibrated
+    on fp32 probes."""
+
+    runtime = "litert"
+    fixed_batch = True
+    needs = ("litert_torch", "ai_edge_litert.interpreter")
+    distributions = ("ai-edge-litert", "litert-torch", "torch")
+    calibrates = ("fp32", "fp16")
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        import os  # noqa: PLC0415
+
+        litert_torch = require("litert_torch")
+        interpreter_class = require("ai_edge_litert.interpreter").Interpreter
+        os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = bytes(litert_torch.convert(_ChannelsLastIO(module).eval(), (torch.zeros(_nhwc(shape)),))
+                         .model_content())
+        threads = self.threads or os.cpu_count() or 1
+
+        def at(shape: tuple[int, ...]) -> Cell:
+            interpreter = interpreter_class(model_content=data, num_threads=threads)
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, list(_nhwc(shape)))
+            interpreter.allocate_tensors()
+            x = np.random.rand(*shape).astype(np.float32)
+
+            def feed() -> None:  # LiteRtPredictor's: NCHW -> NHWC, copied into the interpreter
+                interpreter.set_tensor(index, np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x)
+
+            feed()
+            return Cell(interpreter.invoke, feed)
+
+        return at
+
+
+class ExecuTorchBackend(Backend):
+    """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does."""
+
+    runtime = "executorch"
+    fixed_batch = True
+    needs = ("executorch.runtime",)
+    distributions = ("executorch", "torch")
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        exir = require("executorch.exir")
+        partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner")
+        runtime = require("executorch.runtime").Runtime.get()
+        if self.threads:
+            require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(self.threads)
+        example = torch.zeros(_nhwc(shape))
+        dynamic = None
+        if len(shape) == 4:
+            side = torch.export.Dim("side", min=2, max=512)
+            dynamic = {"x": {1: side, 2: side}}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = torch.export.export(_ChannelsLastIO(module).eval(), (example,), dynamic_shapes=dynamic)
+            program = exir.to_edge_transform_and_lower(exported, partitioner=[partitioner.XnnpackPartitioner()])
+            buffer = bytes(program.to_executorch().buffer)
+
+        def at(shape: tuple[int, ...]) -> Cell:
+            method = runtime.load_program(buffer).load_method("forward")
+            x = torch.rand(shape)
+
+            def feed() -> torch.Tensor:  # ExecuTorchPredictor's: NCHW -> NHWC
+                return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x
+
+            image = feed()
+            return Cell(lambda: method.execute([image]), feed)
+
+        return at
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    b.runtime: b for b in (TorchBackend, OnnxRuntimeBackend, OpenVinoBackend, LiteRtBackend, ExecuTorchBackend)
+}

@@ -1,0 +1,92 @@
+"""Calibrations kept between runs: ``<cache>/latency-calibrations.json``, one entry per key.
+
+A key names everything the constants depend on, as ``auto``'s decisions do: the CPU (model, ISA
+flags, logical cores), the runtime and the versions of what builds and runs its probes, the
+precision, the threads, the batch size (1 for runtimes that run a batch image by image), the
+model's version and the timing method. A new CPU, an upgraded runtime or a changed model
+measures again. An entry that does not read back as a calibration, or a file that is not JSON, is
+said so on stderr and measured again: never trusted, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from mobilenet.cpu import cpu_info
+from mobilenet.deploy.optional import package_version
+from mobilenet.deploy.timing import METHOD
+from mobilenet.files import write_text
+from mobilenet.latency.backends import BACKENDS
+from mobilenet.latency.calibrate import Log, calibrate, check_request, log_to_stderr
+from mobilenet.latency.model import MODEL_VERSION, Calibration, CorruptCalibration
+
+CACHE_FILE = "latency-calibrations.json"
+
+Measure = Callable[..., Calibration]  # calibrate's signature
+
+
+def cache_path() -> os.PathLike[str]:
+    from mobilenet.weights import cache_dir  # noqa: PLC0415 - the project's one cache folder
+
+    return cache_dir() / CACHE_FILE
+
+
+def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: int | None = None) -> dict[str, Any]:
+    """What a calibration of ``runtime`` depends on (see the module docstring)."""
+    backend = BACKENDS[runtime]
+    cpu = cpu_info()
+    return {
+        "cpu": cpu.model, "flags": cpu.notable_flags(), "cores": cpu.logical_cores, "runtime": runtime,
+        "versions": {name: package_version(name) for name in backend.distributions},
+        "precision": precision, "threads": threads, "batch_size": 1 if backend.fixed_batch else batch_size,
+        "model_version": MODEL_VERSION, "timing": METHOD,
+    }
+
+
+def calibrated(
+    runtime: str, precision: str = "fp32", *, batch_size: int = 1, threads: int | None = None,
+    remeasure: bool = False, log: Log | None = None, measure: Measure = calibrate,
+) -> Calibration:
+    """The cached calibration for this request, or a new one measured (``measure``, default
+    ``calibrate``) and cached. ``remeasure``: measure again and replace it."""
+    log = log or log_to_stderr
+    check_request(runtime, precision, batch_size, threads)
+    key = calibration_key(runtime, precision, batch_size, threads)
+    text = json.dumps(key, sort_keys=True)
+    entries = _read(log)
+    if text in entries and not remeasure:
+        try:
+            calibration = Calibration.from_dict(entries[text])
+            if calibration.key != key:
+                raise CorruptCalibration("its key does not match its place in the cache")
+            return calibration
+        except CorruptCalibration as err:
+            log(f"latency: the cached calibration of {runtime} {precision} is damaged ({err}); measuring again")
+    calibration = measure(runtime, precision, batch_size=batch_size, threads=threads, log=log)
+    calibration = replace(calibration, key=key)
+    entries[text] = calibration.to_dict()
+    try:
+        write_text(cache_path(), json.dumps(entries, indent=1, sort_keys=True))
+    except Exception as err:  # a read-only cache costs a calibration next time, nothing more
+        log(f"latency: could not cache the calibration ({err})")
+    return calibration
+
+
+def _read(log: Log) -> dict[str, Any]:
+    path = cache_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log(f"latency: the calibration cache {path} is damaged ({type(err).__name__}); measuring again")
+        return {}
+    if not isinstance(data, dict):
+        log(f"latency: the calibration cache {path} is damaged (not a JSON object); measuring again")
+        return {}
+    return data

@@ -1,0 +1,168 @@
+"""``choose``: the most accurate published MobileNet that runs within a latency budget here.
+
+Every ImageNet model of the registry (``mobilenet.weights.REGISTRY``: TF's float and quantized
+ones, Keras, timm, transformers) gets a predicted latency from the calibrated model, and those
+predicted to fit are ranked by the top-1 their publisher measured. A prediction is not a
+measurement, so the best few (and those within ``MARGIN`` above the budget, which a ±10% model
+may wrongly leave out) are then built and timed for real, briefly and interleaved, and the chosen
+model is the most accurate one whose *measured* time fits.
+
+Which top-1 counts: at int8, the quantization-aware-trained TF models' own int8 figures (no
+publisher measured the others at int8); at the float precisions, the float models' figures.
+Models of the same architecture cost the same: each architecture is built and timed once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.latency.calibrate import log_to_stderr
+from mobilenet.latency.model import Calibration, predict_with
+
+MARGIN = 0.1  # candidates predicted up to 10% over the budget are measured too
+MEASURE_BEST = 3  # architectures timed for real per round
+MAX_ROUNDS = 3  # rounds of measuring before giving up on the predictions
+MEASURE_SECONDS = 0.3  # per architecture, interleaved in settled blocks
+
+Timer = Callable[[Sequence[ArchConfig]], list[float]]  # architectures -> measured median ms each
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    family: str
+    arch_cfg: ArchConfig
+    top1: float
+    predicted_ms: float
+    measured_ms: float | None = None
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        """What its latency depends on: models alike in this run alike."""
+        d = self.arch_cfg.to_dict()
+        return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in ("bn_eps", "bn_momentum", "dropout"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "model": self.arch_cfg.name, "top1": self.top1,
+                "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen model, every candidate (most accurate first), and what they were judged on."""
+
+    budget_ms: float
+    calibration: Calibration
+    batch_size: int
+    chosen: Candidate
+    candidates: tuple[Candidate, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.calibration
+        return {"budget_ms": self.budget_ms, "runtime": c.runtime, "precision": c.precision,
+                "batch_size": self.batch_size, "threads": c.threads, "chosen": self.chosen.to_dict(),
+                "candidates": [x.to_dict() for x in self.candidates]}
+
+
+def check_budget(budget_ms: object) -> float:
+    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not math.isfinite(budget_ms) \
+            or budget_ms <= 0:
+        raise InputError(f"the latency budget must be a number of milliseconds > 0, got {budget_ms!r}")
+    return float(budget_ms)
+
+
+def candidates(registry: Mapping[str, Any], calibration: Calibration, batch_size: int) -> list[Candidate]:
+    """Every registry entry with a published top-1 for this precision, predicted, most accurate
+    first (ties: the faster, then TF's own weights before their copies)."""
+    int8 = calibration.precision == "int8"
+    found = []
+    predicted: dict[ArchConfig, float] = {}
+    for name, entry in registry.items():
+        top1 = entry.published.get("top1")
+        if top1 is None or (entry.family == "tf-quant") != int8:
+            continue
+        arch_cfg = entry.arch_config
+        if arch_cfg not in predicted:
+            predicted[arch_cfg] = predict_with(calibration, arch_cfg, batch_size).total_ms
+        found.append(Candidate(name, entry.family, arch_cfg, float(top1), predicted[arch_cfg]))
+    return sorted(found, key=_rank)
+
+
+def choose_from(
+    found: Sequence[Candidate], budget_ms: float, *, timer: Timer | None, measure_best: int = MEASURE_BEST,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Candidate, list[Candidate]]:
+    """(chosen, every candidate with what was measured) from ``found`` ranked by ``_rank``.
+    ``timer`` None or ``measure_best`` 0: choose on the predictions alone."""
+    budget_ms = check_budget(budget_ms)
+    if not found:
+        raise InputError("no published model to choose from")
+    fastest = min(found, key=lambda c: c.predicted_ms)
+    within = [c for c in found if c.predicted_ms <= budget_ms * (1 + MARGIN)]
+    if not any(c.predicted_ms <= budget_ms for c in within) and (timer is None or not within):
+        raise InputError(
+            f"nothing fits {budget_ms:g} ms: the fastest published model, {fastest.name}, is predicted to take "
+            f"{fastest.predicted_ms:.3g} ms here; raise --budget-ms or try another runtime or precision"
+        )
+    if timer is None or measure_best < 1:
+        return next(c for c in within if c.predicted_ms <= budget_ms), list(found)
+    measured: dict[tuple[Any, ...], float] = {}
+    for _ in range(MAX_ROUNDS):
+        shapes = list(dict.fromkeys(c.shape for c in within if c.shape not in measured))[:measure_best]
+        if not shapes:
+            break
+        configs = [next(c.arch_cfg for c in within if c.shape == s) for s in shapes]
+        (log or log_to_stderr)(f"latency: measuring {', '.join(cfg.name for cfg in configs)} for real")
+        measured.update(zip(shapes, timer(configs)))
+        fitting = [c for c in within if c.shape in measured and measured[c.shape] <= budget_ms]
+        best_unmeasured = next((c for c in within if c.shape not in measured), None)
+        if fitting and (best_unmeasured is None or _rank(fitting[0]) < _rank(best_unmeasured)):
+            break
+    timed = [replace(c, measured_ms=measured.get(c.shape)) for c in found]
+    fitting = [c for c in timed if c.measured_ms is not None and c.measured_ms <= budget_ms]
+    if not fitting:
+        quickest = min((c for c in timed if c.measured_ms is not None), key=lambda c: c.measured_ms or 0)
+        raise InputError(
+            f"nothing fits {budget_ms:g} ms: measured here, the fastest candidate, {quickest.name}, takes "
+            f"{quickest.measured_ms:.3g} ms (predicted {quickest.predicted_ms:.3g}); raise --budget-ms"
+        )
+    return fitting[0], timed
+
+
+def _rank(c: Candidate) -> tuple[float, float, int, str]:
+    from mobilenet.weights import FAMILIES  # noqa: PLC0415
+
+    family = FAMILIES.index(c.family) if c.family in FAMILIES else len(FAMILIES)
+    return (-c.top1, c.predicted_ms, family, c.name)
+
+
+def measure_architectures(
+    runtime: str, precision: str, batch_size: int, threads: int | None, seconds: float = MEASURE_SECONDS,
+) -> Timer:
+    """A timer that builds each architecture in ``runtime`` (random weights: the time does not
+    depend on them) and times them interleaved in settled blocks."""
+
+    def timer(configs: Sequence[ArchConfig]) -> list[float]:
+        import torch  # noqa: PLC0415
+
+        from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
+        from mobilenet.deploy.timing import Timing, time_interleaved  # noqa: PLC0415
+        from mobilenet.model import MobileNetV1  # noqa: PLC0415
+        from mobilenet.preprocess import sample_photos  # noqa: PLC0415
+
+        images = sample_photos() if precision == "int8" else None
+        calls = []
+        for cfg in configs:
+            predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
+                                       batch_size=batch_size, calibration_images=images)
+            x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
+            calls.append(lambda p=predictor, x=x: p(x))
+        samples = time_interleaved(calls, seconds=seconds, min_runs=5)
+        return [Timing.from_seconds(s).median_ms for s in samples]
+
+    return timer

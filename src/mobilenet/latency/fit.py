@@ -1,0 +1,156 @@
+"""Fitting a machine's constants to measured probes (numpy, no torch).
+
+Each kind of kernel gets its roofline ``overhead + max(mult-adds / rate, bytes / bandwidth)`` by
+least squares on *relative* errors (a 10 µs layer counts as much as a 10 ms one: the model is
+judged by its percentage errors). The ``max`` makes the problem piecewise linear: a roofline
+splits the probes by arithmetic intensity at its ridge point, and for a given split the problem
+is linear in (overhead, 1/rate, 1/bandwidth) with non-negative unknowns. So every split between
+two neighbouring intensities is tried, each solved exactly, and the one whose true (``max``)
+error is least is kept: no starting point to guess, nothing to converge.
+
+The lane width that channels are padded to is the one learned correction, chosen per kernel among
+``LANES`` by the same criterion: an integer with a physical meaning (the SIMD width the runtime's
+kernel for that layer works in), so it carries to any α, where a free-form correction would not.
+
+A rate or bandwidth that no probe of a kernel found binding stays infinite: the kernel is then
+always bound by the other roof, which is what its probes showed over the whole range they cover.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mobilenet.cost import LayerCost
+from mobilenet.latency.model import KERNELS, Roofline, Work, layer_work
+
+LANES: tuple[int, ...] = (1, 4, 8, 16)
+LANES_MARGIN = 0.9  # a wider lane must cut the error by 10% to be chosen over a narrower one
+# A kernel no probe measured (the calibration ran out of time) borrows from the most similar one.
+STAND_INS: dict[str, tuple[str, ...]] = {
+    "conv": ("pointwise", "stem"), "stem": ("conv", "pointwise"), "pointwise": ("conv", "fc"),
+    "depthwise": ("pool", "pointwise"), "pool": ("depthwise", "pointwise"), "fc": ("pointwise", "conv"),
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One probe: ``layers`` (a chain of identical layers of one kernel, as ``cost`` counts them at
+    the calibration's batch and element size) took ``seconds`` per call, the call's own cost
+    already removed."""
+
+    kernel: str
+    layers: tuple[LayerCost, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CallMeasurement:
+    """Handing ``io_bytes`` to a runtime (or a call doing next to nothing else) took ``seconds``."""
+
+    io_bytes: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FittedKernels:
+    kernels: dict[str, Roofline]
+    rmspe: dict[str, float]  # per kernel measured, on its own probes
+    probes: dict[str, int]
+
+
+def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
+    """(fixed seconds, bytes per second) of handing inputs over: infinitely fast where nothing
+    was measured (the runtime takes the input as given)."""
+    if not measurements:
+        return 0.0, math.inf
+    x = np.array([[1.0, m.io_bytes] for m in measurements])
+    t = np.array([m.seconds for m in measurements])
+    fixed, per_byte = _nonnegative_least_squares(x, t)
+    return float(fixed), (1 / per_byte if per_byte > 0 else math.inf)
+
+
+def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int) -> FittedKernels:
+    """Every kernel's roofline and lane width: for each kernel measured, the lane width whose
+    roofline fits its probes best (a wider one only if clearly better); a kernel not measured
+    takes the constants of the one most like it (``STAND_INS``)."""
+    kernels: dict[str, Roofline] = {}
+    rmspe: dict[str, float] = {}
+    probes: dict[str, int] = {}
+    for kernel in KERNELS:
+        mine = [m for m in measurements if m.kernel == kernel]
+        if not mine:
+            continue
+        best_error = math.inf
+        for width in LANES:
+            works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
+            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine])
+            if error < best_error * LANES_MARGIN:
+                kernels[kernel], rmspe[kernel], best_error = replace(roof, lanes=width), error, error
+        probes[kernel] = len(mine)
+    for kernel in KERNELS:
+        stand_in = next((k for k in (kernel, *STAND_INS[kernel]) if k in kernels), None)
+        if stand_in is None:
+            raise ValueError(f"no probe measured {kernel} or a kernel like it")
+        kernels[kernel] = kernels[stand_in]
+    return FittedKernels(kernels, rmspe, probes)
+
+
+def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float]) -> tuple[Roofline, float]:
+    """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
+    ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them."""
+    f = np.array([w.mult_adds for w in works], dtype=float)
+    b = np.array([w.bytes for w in works], dtype=float)
+    n = np.array(layers, dtype=float)
+    t = np.array(seconds, dtype=float)
+    order = np.argsort(f / b)
+    best: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    best_error = math.inf
+    for split in range(len(t) + 1):
+        compute = np.zeros(len(t), dtype=bool)
+        compute[order[split:]] = True  # the more intense probes are the compute-bound ones
+        design = np.stack([n, n * f * compute, n * b * ~compute], axis=1)
+        theta = _nonnegative_least_squares(design, t)
+        error = _rmspe(_roofline_seconds(theta, f, b, n), t)
+        if error < best_error:
+            best, best_error = (float(theta[0]), float(theta[1]), float(theta[2])), error
+    overhead, s_per_mac, s_per_byte = best
+    roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
+                    overhead)
+    return roof, best_error
+
+
+def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + np.maximum(theta[1] * f, theta[2] * b))
+
+
+def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(((predicted - measured) / measured) ** 2)))
+
+
+def _nonnegative_least_squares(design: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """argmin over theta >= 0 of the relative error of ``design @ theta`` against ``t``. With a
+    handful of unknowns every set of free unknowns is solved and the best feasible one kept."""
+    a = design / t[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    a = a / scale
+    ones = np.ones(len(t))
+    best = np.zeros(design.shape[1])
+    best_error = float(np.sum(ones**2))
+    columns = range(design.shape[1])
+    for size in range(1, design.shape[1] + 1):
+        for free in itertools.combinations(columns, size):
+            solution, *_ = np.linalg.lstsq(a[:, free], ones, rcond=None)
+            if np.any(solution < 0):
+                continue
+            error = float(np.sum((a[:, free] @ solution - ones) ** 2))
+            if error < best_error:
+                best = np.zeros(design.shape[1])
+                best[list(free)] = solution
+                best_error = error
+    return best / scale

@@ -1,0 +1,368 @@
+"""The latency model itself: given a machine's constants, the time of every layer. Pure Python:
+like ``mobilenet.cost`` it never imports torch, so predictions can be studied anywhere.
+
+Every layer of ``mobilenet.arch`` runs as one kernel (a convolution with its folded BatchNorm and
+ReLU6 is one fused kernel in every runtime measured), of one of six kinds: the stem conv, a
+depthwise conv, a pointwise conv, a full 3x3 conv (Table 4's network), the average pool and the
+classifier. Each kind has a **roofline** on the machine at hand, for one (CPU, runtime, precision,
+threads, batch size)::
+
+    time = overhead + max(mult-adds / compute rate, bytes / bandwidth)
+
+* ``mult-adds`` are ``mobilenet.cost``'s (conv and FC weights, the paper's unit) times the batch,
+  counted on channels rounded up to the runtime's SIMD lane width (a 9-channel layer keeps a
+  16-lane register as busy as a 16-channel one);
+* ``bytes`` are what the kernel must move at least once: its input and output activations
+  (``cost``'s ``in_bytes + out_bytes`` at the precision's element size, batch included) and its
+  weights;
+* the layer is **compute-bound** when its arithmetic intensity (mult-adds per byte) is above the
+  kernel's ridge point (compute rate / bandwidth), **memory-bound** below it;
+* the overhead is what one kernel costs however small: dispatch, and waking and joining threads.
+
+A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it) and, where
+the predictor converts the input in Python before the call (LiteRT's and ExecuTorch's NHWC
+input), the time to convert and hand over the image (``feed_bytes_per_s``). The constants come
+from ``mobilenet.latency.calibrate``: micro-benchmarks in the runtime itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mobilenet import cost
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+
+KERNELS: tuple[str, ...] = ("stem", "depthwise", "pointwise", "conv", "pool", "fc")
+KERNEL_LABELS: dict[str, str] = {
+    "stem": "stem 3x3 conv", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
+    "conv": "full 3x3 conv", "pool": "average pool", "fc": "classifier (FC)",
+}
+BOUNDS: tuple[str, ...] = ("compute", "memory")
+# Bytes of one activation (and weight) element as the runtime moves it. LiteRT's fp16 files store
+# float16 weights but dequantize them at load and run float32 kernels, so they move 4 bytes.
+ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+# A predictor takes a float32 batch whatever precision runs inside.
+IO_ELEMENT_BYTES = 4
+MODEL_VERSION = 1  # bump when the meaning of the constants changes: cached calibrations are redone
+
+
+class CorruptCalibration(InputError):
+    """Stored constants that do not describe a calibration (a damaged or foreign cache entry)."""
+
+
+def kernel_of(layer: cost.LayerCost) -> str:
+    """The kind of kernel a layer runs as: ``cost``'s kinds, with the stem told from full convs."""
+    if layer.kind == "conv":
+        return "stem" if layer.block is None else "conv"
+    return layer.kind
+
+
+def element_bytes(runtime: str, precision: str) -> int:
+    """Bytes per activation element that ``runtime`` moves at ``precision``."""
+    if precision not in ELEMENT_BYTES:
+        raise InputError(f"precision must be one of {tuple(ELEMENT_BYTES)}, got {precision!r}")
+    return 4 if (runtime, precision) == ("litert", "fp16") else ELEMENT_BYTES[precision]
+
+
+def padded(channels: int, lanes: int) -> int:
+    return -(-channels // lanes) * lanes
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
+    width) and the bytes it moves at least once."""
+
+    mult_adds: float
+    bytes: float
+
+    @property
+    def intensity(self) -> float:
+        return self.mult_adds / self.bytes if self.bytes else math.inf
+
+
+def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1) -> Work:
+    """The work of ``layer`` (a ``cost.LayerCost`` counted at ``batch_size`` and the activation
+    element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``."""
+    c_in, c_out = layer.in_shape[0], layer.out_shape[0]
+    scale = 1.0
+    if layer.mult_adds and lanes > 1:
+        scale = padded(c_out, lanes) / c_out
+        if layer.groups == 1 and c_in > 3:  # a dense layer reads every input channel (not the RGB stem)
+            scale *= padded(c_in, lanes) / c_in
+    return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + layer.weights * weight_bytes)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """One kind of kernel on one machine: compute rate (mult-adds/s), bandwidth (bytes/s), a
+    fixed overhead (s) per layer, and the lane width its channels are padded to. An infinite rate
+    or bandwidth is a roof the calibration never saw bind."""
+
+    macs_per_s: float
+    bytes_per_s: float
+    overhead_s: float
+    lanes: int = 1
+
+    @property
+    def ridge(self) -> float:
+        """Mult-adds per byte above which a layer is compute-bound."""
+        return self.macs_per_s / self.bytes_per_s
+
+    def compute_s(self, work: Work) -> float:
+        return work.mult_adds / self.macs_per_s
+
+    def memory_s(self, work: Work) -> float:
+        return work.bytes / self.bytes_per_s
+
+    def seconds(self, work: Work) -> float:
+        return self.overhead_s + max(self.compute_s(work), self.memory_s(work))
+
+    def bound(self, work: Work) -> str:
+        return "compute" if self.compute_s(work) >= self.memory_s(work) else "memory"
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
+                "overhead_s": self.overhead_s, "lanes": self.lanes}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
+        rate, bandwidth, overhead, lanes = (d.get(k) for k in ("macs_per_s", "bytes_per_s", "overhead_s", "lanes"))
+        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numbers or not (values[0] > 0 and values[1] > 0 and 0 <= values[2] < math.inf) \
+                or not (isinstance(lanes, int) and lanes >= 1):
+            raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
+        return cls(float(values[0]), float(values[1]), float(values[2]), lanes)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A machine's constants for one (CPU, runtime, precision, threads, batch size).
+
+    ``fixed_batch``: the runtime runs a batch as that many batch-1 calls (LiteRT and ExecuTorch
+    files have batch 1), so it is calibrated at batch 1 and a batch costs that many calls.
+    ``key``: what the constants were measured on
+    (see ``mobilenet.latency.cache``); ``fit``: how well each roofline fits its probes."""
+
+    runtime: str
+    precision: str
+    batch_size: int
+    threads: int | None
+    kernels: dict[str, Roofline]
+    call_s: float
+    feed_bytes_per_s: float
+    fixed_batch: bool = False
+    key: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def element_bytes(self) -> int:
+        return element_bytes(self.runtime, self.precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": MODEL_VERSION, "runtime": self.runtime, "precision": self.precision,
+            "batch_size": self.batch_size, "threads": self.threads, "call_s": self.call_s,
+            "feed_bytes_per_s": _finite_or_none(self.feed_bytes_per_s),
+            "fixed_batch": self.fixed_batch, "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
+            "key": self.key, "fit": self.fit,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Calibration:
+        """The calibration ``d`` describes; ``CorruptCalibration`` if it describes none (never a
+        half-read one: a damaged cache is measured again, not trusted)."""
+        try:
+            if d["model_version"] != MODEL_VERSION:
+                raise CorruptCalibration(f"model version {d['model_version']!r}, not {MODEL_VERSION}")
+            kernels = {k: Roofline.from_dict(d["kernels"][k]) for k in KERNELS}
+            call_bytes = math.inf if d["feed_bytes_per_s"] is None else float(d["feed_bytes_per_s"])
+            calibration = cls(
+                runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
+                threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
+                call_s=float(d["call_s"]), feed_bytes_per_s=call_bytes,
+                fixed_batch=bool(d["fixed_batch"]), key=dict(d["key"]), fit=dict(d["fit"]),
+            )
+        except CorruptCalibration:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
+        c = calibration
+        if not (c.call_s >= 0 and c.feed_bytes_per_s > 0 and c.batch_size >= 1 and c.precision in ELEMENT_BYTES):
+            raise CorruptCalibration("a calibration with impossible constants")
+        return calibration
+
+
+@dataclass(frozen=True)
+class LayerLatency:
+    """One layer's predicted time and why: its work, its intensity against the kernel's ridge
+    point, and which roof binds."""
+
+    name: str
+    kind: str  # cost's kind: conv, depthwise, pointwise, pool, fc
+    kernel: str  # one of KERNELS
+    mult_adds: float
+    bytes: float
+    intensity: float  # mult-adds per byte
+    ridge: float  # the kernel's ridge point on this machine (mult-adds per byte)
+    bound: str  # "compute" | "memory"
+    predicted_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "kernel": self.kernel, "predicted_ms": self.predicted_ms,
+                "bound": self.bound, "intensity": _finite_or_none(self.intensity), "ridge": _finite_or_none(self.ridge)}
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """Predicted time of every layer of one network, and of one call, on one calibrated machine."""
+
+    arch_cfg: ArchConfig
+    calibration: Calibration
+    batch_size: int
+    layers: tuple[LayerLatency, ...]
+    call_ms: float  # the call itself: entering the runtime, feeding it the image
+
+    @property
+    def total_ms(self) -> float:
+        return self.call_ms + sum(x.predicted_ms for x in self.layers)
+
+    def layer(self, name: str) -> LayerLatency:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}")
+
+    def kernel_ms(self) -> dict[str, float]:
+        """Predicted milliseconds per kind of kernel (kinds the network lacks omitted)."""
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            out[layer.kernel] = out.get(layer.kernel, 0.0) + layer.predicted_ms
+        return out
+
+    def shares(self) -> dict[str, float]:
+        """Each kind of kernel's share of the layers' time (the call excluded), adding up to 1:
+        beside ``cost``'s Table 2 shares of mult-adds."""
+        per_kernel = self.kernel_ms()
+        total = sum(per_kernel.values())
+        return {k: ms / total for k, ms in per_kernel.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.calibration
+        return {
+            "model": self.arch_cfg.name, "runtime": c.runtime, "precision": c.precision,
+            "batch_size": self.batch_size, "threads": c.threads, "predicted_ms": self.total_ms,
+            "call_ms": self.call_ms, "shares": self.shares(), "layers": [x.to_dict() for x in self.layers],
+        }
+
+
+def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int = 1) -> LayerLatency:
+    """One layer (a ``cost.LayerCost`` counted at the calibration's element size and
+    ``batch_size``; for a fixed-batch runtime, at batch 1) on the calibrated machine."""
+    kernel = kernel_of(layer)
+    roof = calibration.kernels[kernel]
+    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes)
+    return LayerLatency(
+        name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
+        intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work), predicted_ms=roof.seconds(work) * 1e3,
+    )
+
+
+def input_bytes(layers: Sequence[cost.LayerCost], element_bytes: int) -> int:
+    """The float32 input a call hands over to a chain of layers counted at ``element_bytes``."""
+    return layers[0].in_bytes * IO_ELEMENT_BYTES // element_bytes
+
+
+def call_seconds(calibration: Calibration, fed_bytes: float) -> float:
+    """One call's own cost: entering and leaving the runtime, and feeding it ``fed_bytes``."""
+    return calibration.call_s + fed_bytes / calibration.feed_bytes_per_s
+
+
+def predict_with(
+    calibration: Calibration, arch_cfg: ArchConfig | None = None, batch_size: int = 1
+) -> LatencyPrediction:
+    """Every layer of ``arch_cfg`` (default 1.0-224) at ``batch_size`` on a calibrated machine.
+    A fixed-batch runtime runs the batch as ``batch_size`` calls of one image."""
+    arch_cfg = arch_cfg or ArchConfig()
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    per_call = 1 if calibration.fixed_batch else batch_size
+    calls = batch_size // per_call
+    net = cost.network_cost(arch_cfg, calibration.element_bytes, per_call)
+    layers = []
+    for layer in net.layers:
+        one = predict_layer(calibration, layer, per_call)
+        layers.append(_times(one, calls) if calls > 1 else one)
+    call_ms = call_seconds(calibration, input_bytes(net.layers, calibration.element_bytes)) * 1e3 * calls
+    return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms)
+
+
+def _times(layer: LayerLatency, calls: int) -> LayerLatency:
+    return LayerLatency(layer.name, layer.kind, layer.kernel, layer.mult_adds * calls, layer.bytes * calls,
+                        layer.intensity, layer.ridge, layer.bound, layer.predicted_ms * calls)
+
+
+def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency, accuracy) points no other point beats on both: faster and at least as
+    accurate. Sorted by latency."""
+    front: list[tuple[float, float]] = []
+    for ms, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or top1 > front[-1][1]:
+            front.append((ms, top1))
+    return front
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class BlockSpeedup:
+    """One separable block against the full 3x3 conv it replaces, predicted on one machine."""
+
+    comparison: cost.LayerComparison
+    standard: LayerLatency
+    depthwise: LayerLatency
+    pointwise: LayerLatency
+
+    @property
+    def block(self) -> int | None:
+        return self.comparison.depthwise.block
+
+    @property
+    def separable_ms(self) -> float:
+        return self.depthwise.predicted_ms + self.pointwise.predicted_ms
+
+    @property
+    def speedup(self) -> float:
+        """Predicted standard / separable time, beside ``comparison.savings`` in mult-adds."""
+        return self.standard.predicted_ms / self.separable_ms
+
+    def reason(self) -> str:
+        """Why the speed-up falls short of (or beats) the mult-add savings, in one phrase."""
+        macs = self.comparison.depthwise.mult_adds / self.comparison.separable_mult_adds
+        time = self.depthwise.predicted_ms / self.separable_ms
+        parts = [f"depthwise: {macs:.0%} of the mult-adds, {time:.0%} of the time"]
+        if self.depthwise.bound == "memory":
+            parts.append(f"memory-bound at {self.depthwise.intensity:.2g} mult-adds/byte "
+                         f"(ridge {self.depthwise.ridge:.2g})")
+        if self.standard.bound == "compute" and self.pointwise.bound == "memory":
+            parts.append("the pointwise conv waits on memory where the full conv computes")
+        return "; ".join(parts)
+
+
+def block_speedups(calibration: Calibration, arch_cfg: ArchConfig | None = None,
+                   batch_size: int = 1) -> list[BlockSpeedup]:
+    """Every separable block of ``arch_cfg`` against its full convolution, predicted."""
+    per_call = 1 if calibration.fixed_batch else batch_size
+    rows = []
+    for c in cost.compare(arch_cfg, calibration.element_bytes, per_call).blocks:
+        standard, depthwise, pointwise = (predict_layer(calibration, x, per_call)
+                                          for x in (c.standard, c.depthwise, c.pointwise))
+        rows.append(BlockSpeedup(c, standard, depthwise, pointwise))
+    return rows

@@ -1,0 +1,59 @@
+"""The paper's Figure 4 in milliseconds of this machine: published top-1 against latency, the
+Pareto front marked, the budget and the chosen model (``mobilenet choose --plot``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mobilenet.errors import InputError
+from mobilenet.files import atomic_write
+from mobilenet.latency.choose import Choice
+from mobilenet.latency.model import pareto_front
+
+FAMILY_COLOURS = {"tf": "#1f4e8c", "tf-quant": "#4c9be8", "keras": "#8c8c8c", "timm": "#e8804c", "hf": "#5aa469"}
+
+
+def plot_choice(choice: Choice, path: str | os.PathLike[str]) -> Path:
+    """Every candidate at its predicted latency (hollow) and, where timed, its measured one
+    (filled); the Pareto front of the predictions; the budget; the chosen model."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"--plot writes a PNG: give a file name ending in .png, got {str(path)!r}")
+    c = choice.calibration
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for family, colour in FAMILY_COLOURS.items():
+        mine = [x for x in choice.candidates if x.family == family]
+        if not mine:
+            continue
+        ax.scatter([x.predicted_ms for x in mine], [x.top1 for x in mine], facecolors="none", edgecolors=colour,
+                   label=f"{family} (predicted)")
+        timed = [x for x in mine if x.measured_ms is not None]
+        ax.scatter([x.measured_ms for x in timed], [x.top1 for x in timed], color=colour, marker="s", s=22,
+                   label=f"{family} (measured)" if timed else None)
+    front = pareto_front((x.predicted_ms, x.top1) for x in choice.candidates)
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", lw=1, drawstyle="steps-post",
+            label="Pareto front (predicted)")
+    ax.axvline(choice.budget_ms, color="#c0392b", ls="--", lw=1, label=f"budget {choice.budget_ms:g} ms")
+    chosen = choice.chosen
+    ax.annotate(f"chosen: {chosen.name}", (chosen.measured_ms or chosen.predicted_ms, chosen.top1),
+                textcoords="offset points", xytext=(8, -14), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency per call, ms (log): {c.runtime} {c.precision}, batch {choice.batch_size}, "
+                  f"{c.threads or 'default'} threads")
+    ax.set_ylabel("published ImageNet top-1, %")
+    ax.set_title("Top-1 against latency on this machine (the paper's Figure 4, in milliseconds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,96 @@
+"""What the calibration measures: micro-benchmarks of one kind of kernel each. Pure Python.
+
+A probe is a short chain of identical layers (a depthwise, pointwise or full 3x3 conv that keeps
+its input's shape, repeated) or a single layer (the stem, the pool, the classifier), built in the
+runtime at one input size and timed at a few. Their channel counts and sizes span what the
+published models and the validation grid hold (8 to about 1,100 channels, maps from 4x4 to
+120x120), and several are not multiples of 8 or 16, so that the fit can tell the runtime's SIMD
+lane width (see ``mobilenet.latency.fit``). None is a layer of the validation grid's networks.
+
+The layers are counted by ``mobilenet.cost`` like any network's: the chainable convs through
+``cost.layer_comparison`` (one standard, depthwise and pointwise layer on the same input), the
+pool and classifier as the last layers of a network with that many channels.
+
+The list is in priority order: a calibration that runs out of time drops the last probes, and the
+kernels they measure fall back to the machine's best rate (``fit._filled``). The full 3x3 conv,
+which only Table 4's network uses, comes last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mobilenet import arch, cost
+from mobilenet.arch import ArchConfig
+
+CHAIN = 4  # identical layers in a chained probe: the call's own cost is spread over them
+# The call probe: one 1x1 conv on a tiny image, about the least a network can do.
+CALL_CHANNELS, CALL_SIZE = 3, 8
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``kernel`` (one of ``model.KERNELS``, or ``"call"``) on ``channels`` input channels (the
+    stem: output channels), timed at each square input size in ``sizes``."""
+
+    kernel: str
+    channels: int
+    sizes: tuple[int, ...]
+
+    @property
+    def repeats(self) -> int:
+        return CHAIN if self.kernel in ("depthwise", "pointwise", "conv") else 1
+
+    def describe(self) -> str:
+        named = {"call": "a call (1x1 conv on a tiny RGB image)", "stem": f"stem conv 3->{self.channels}",
+                 "fc": f"classifier {self.channels}->1000"}
+        what = named.get(self.kernel, f"{self.kernel} on {self.channels} channels")
+        chain = f" x{self.repeats}" if self.repeats > 1 else ""
+        sizes = "" if self.kernel == "fc" else f" at {', '.join(f'{s}x{s}' for s in self.sizes)}"
+        return what + chain + sizes
+
+    def layers(self, size: int, batch_size: int = 1, bytes_per_element: int = 4) -> tuple[cost.LayerCost, ...]:
+        """The probe's layers on a ``size`` x ``size`` input, as ``cost`` counts them."""
+        if self.kernel in ("pool", "fc"):
+            # The last layers of a network whose final map has this many channels and this size.
+            cfg = ArchConfig(alpha=(self.channels + 0.5) / arch.BLOCKS[-1][0],
+                             resolution=max(size * 32, arch.MIN_RESOLUTION))
+            net = cost.network_cost(cfg, bytes_per_element, batch_size)
+            return (net.layer("pool" if self.kernel == "pool" else "classifier"),)
+        if self.kernel == "call":
+            pair = cost.layer_comparison(1, CALL_CHANNELS, CALL_CHANNELS, size, 1, "symmetric",
+                                         bytes_per_element=bytes_per_element, batch_size=batch_size)
+            return (pair.standard,)
+        if self.kernel == "stem":
+            pair = cost.layer_comparison(arch.KERNEL_SIZE, 3, self.channels, size, arch.STEM_STRIDE, "symmetric",
+                                         bytes_per_element=bytes_per_element, batch_size=batch_size)
+            return (pair.standard,)
+        pair = cost.layer_comparison(arch.KERNEL_SIZE, self.channels, self.channels, size, 1, "symmetric",
+                                     bytes_per_element=bytes_per_element, batch_size=batch_size)
+        layer = {"depthwise": pair.depthwise, "pointwise": pair.pointwise, "conv": pair.standard}[self.kernel]
+        return (layer,) * self.repeats
+
+    def input_shape(self, size: int, batch_size: int = 1) -> tuple[int, ...]:
+        """NCHW (the classifier: NC) input of the probe at ``size``."""
+        first = self.layers(size)[0]
+        return (batch_size, first.in_shape[0]) if self.kernel == "fc" else (batch_size, *first.in_shape)
+
+
+def default_plan() -> tuple[Probe, ...]:
+    """The probes of a full calibration, most needed first (about 20 models built, 50 timed)."""
+    chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
+              (12, (56, 112)), (64, (28, 56)))
+    plan = [Probe("call", CALL_CHANNELS, (CALL_SIZE,))]
+    for channels, sizes in chains:
+        plan += [Probe("pointwise", channels, sizes), Probe("depthwise", channels, sizes)]
+    plan += [Probe("stem", 32, (128, 176, 224)), Probe("stem", 12, (128, 224)),
+             Probe("fc", 1000, (1,)), Probe("fc", 300, (1,)), Probe("pool", 500, (4, 7)),
+             Probe("conv", 40, (28, 56)), Probe("conv", 300, (7, 14))]
+    return tuple(plan)
+
+
+def quick_plan() -> tuple[Probe, ...]:
+    """A few-second calibration (tests, a first look): one or two probes per kernel."""
+    return (Probe("call", CALL_CHANNELS, (CALL_SIZE,)), Probe("pointwise", 40, (14, 56)),
+            Probe("pointwise", 300, (7, 14)), Probe("depthwise", 40, (14, 56)), Probe("depthwise", 300, (7, 14)),
+            Probe("stem", 16, (96, 160)), Probe("fc", 500, (1,)), Probe("pool", 500, (5,)))
