@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "written. Core ML packages are checked structurally off macOS (Core ML predicts only on Apple platforms).",
     )
     p.add_argument("output", type=Path,
-                   help="the file to write: .onnx, .xml (OpenVINO, with a .bin beside it), .tflite, .pte, .mlpackage")
+                   help="the file to write: .onnx, .xml (OpenVINO, with a .bin beside it), .tflite, .pte, .mlpackage; "
+                   "with --format web, a folder (model, labels, preprocessing and a page that runs them)")
     p.add_argument("--format", choices=tuple(FORMAT_MODULES), default=None, help="default: from the output's suffix")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="each format offers some: fp32 all; fp16 .tflite and Core ML weights; int8 all but Core ML "
@@ -108,6 +109,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InputError("--random-init and --weights contradict each other: give one")
     portable = None if args.int8_weights is None else args.int8_weights == "portable"
     options = _given(fixed_batch=args.fixed_batch, layout=args.layout, io_dtype=args.io_dtype, portable_int8=portable)
+    if args.format == "web":
+        return _export_web(args, options)
     calibration = _images(args.calibration)
     # Checked before the model is built: a bad request fails at once, without a download.
     check_export(args.output, format=args.format, precision=args.precision, calibration_images=calibration, **options)
@@ -119,6 +122,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         verify_images=verify_images, calibration_images=calibration, inputs=inputs, **options,
     )
     print(result.summary())
+    return 0
+
+
+def _export_web(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """A folder for the browser, verified by running its page in headless Chromium (``mobilenet.web.export``)."""
+    from mobilenet.web.export import check_web_export, export_web
+
+    if options or args.calibration:
+        raise InputError("a web export is fp32 with a dynamic batch: it takes no --calibration, --int8-weights, "
+                         "--fixed-batch, --layout or --io-dtype")
+    check_web_export(args.output, precision=args.precision)
+    verify_images = _images(args.verify_images)
+    model, preprocess = _export_model(args, verify_images)
+    inputs = [args.weights] if args.weights and Path(args.weights).exists() else []
+    print(export_web(model, args.output, precision=args.precision, preprocess=preprocess,
+                     verify_images=verify_images, inputs=inputs).summary())
     return 0
 
 

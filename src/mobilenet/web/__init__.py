@@ -36,5 +36,6 @@ def require_server() -> None:
     missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingWebExtraError(
-            f"the explorer needs {' and '.join(missing)}, which are not installed: pip install 'mobilenet[web]'"
+            f"the explorer needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            "pip install 'mobilenet[web]'"
         )

@@ -200,7 +200,7 @@ async def api_classify(request: Request) -> Response:
         upload = await read_upload(request)
     except InputError as err:
         return error_response(err)
-    weights = request.query_params.get("weights", "")
+    weights = request.query_params.get("weights") or classifier.default_weights()
     runtime = request.query_params.get("runtime", "torch")
     return await run_in_threadpool(answer, lambda: classifier.classify(upload, weights, runtime))
 

@@ -17,9 +17,10 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mobilenet.errors import InputError
 
@@ -33,6 +34,9 @@ FLAGS: tuple[str, ...] = (
 ORIGIN = "http://mobilenet.invalid"
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
                  ".json": "application/json", ".onnx": "application/octet-stream", ".html": "text/html"}
+
+
+T = TypeVar("T")
 
 
 class BrowserUnavailableError(InputError):
@@ -101,3 +105,23 @@ def serve_folder(context: Any, folder: str | os.PathLike[str], extra: dict[str, 
 
     context.route(f"{ORIGIN}/**", answer)
     return f"{ORIGIN}/index.html"
+
+
+def in_own_thread(work: Callable[[], T]) -> T:
+    """``work()`` run in a thread of its own, its result or exception handed back. Playwright's
+    sync API refuses to start where an asyncio loop runs (a notebook, a server, another Playwright
+    session in this thread); a fresh thread has none."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as err:  # handed to the caller, whatever it is
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="mobilenet-chromium")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

@@ -59,6 +59,12 @@ class Classifier:
         return [name for name in RUNTIMES if name == "torch" or available(name)]
 
     @staticmethod
+    def default_weights() -> str:
+        from mobilenet.weights import DEFAULT  # noqa: PLC0415
+
+        return DEFAULT
+
+    @staticmethod
     def check_weights(weights: str) -> str:
         """``weights`` if it names a registry entry; an ``InputError`` for anything else (a path)."""
         from mobilenet.weights import list_pretrained  # noqa: PLC0415
@@ -71,21 +77,15 @@ class Classifier:
 
     def classify(self, upload: bytes, weights: str, runtime: str) -> dict[str, Any]:
         """The top classes of an uploaded photo, and the milliseconds the model took."""
-        from mobilenet.preprocess import load_image  # noqa: PLC0415
         from mobilenet.weights import decode_predictions, pretrained_cfg_of  # noqa: PLC0415
 
         if runtime not in self.runtimes():
             raise InputError(f"runtime must be one of {', '.join(self.runtimes())} here, got {runtime!r}")
+        self.check_weights(weights)
+        image = decode_upload(upload)  # before the model: a bad upload costs no weights loaded
         model = self.model(weights)
         predictor = self._predictor(weights, runtime, model)
         cfg = pretrained_cfg_of(model)
-        with tempfile.TemporaryDirectory(prefix="mobilenet-upload-") as folder:
-            path = Path(folder) / "upload"
-            path.write_bytes(upload)
-            try:
-                image = load_image(path)
-            except InputError as err:
-                raise InputError(str(err).replace(str(path), "the upload")) from None
         x = cfg.preprocess.eval_transform()(image)[None]
         started = time.perf_counter()
         logits = predictor(x)
@@ -146,3 +146,17 @@ class Classifier:
 
         return cache_dir() / "web"
 
+
+
+def decode_upload(upload: bytes) -> Any:
+    """An uploaded photo as 8-bit RGB, by ``load_image``'s own rules, from a private temporary
+    file; its errors name "the upload", not the temporary path."""
+    from mobilenet.preprocess import load_image  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="mobilenet-upload-") as folder:
+        path = Path(folder) / "upload"
+        path.write_bytes(upload)
+        try:
+            return load_image(path)
+        except InputError as err:
+            raise InputError(str(err).replace(str(path), "the upload")) from None

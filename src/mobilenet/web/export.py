@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
+from mobilenet.deploy.export import ExportResult
 from mobilenet.deploy.formats import web as writer
-from mobilenet.deploy.verify import ExportMismatchError, Verification, compare, photo_batch
+from mobilenet.deploy.verify import ExportMismatchError, compare, photo_batch
 from mobilenet.errors import InputError
 from mobilenet.files import refuse_replacing_other_than, replace_directory
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess, sample_photos
-from mobilenet.web import browser
+from mobilenet.web import assets, browser
 
 WHAT = "web export"
 # Seconds the page may take to load the model and classify every photo (a 17 MB model compiles
@@ -37,6 +38,19 @@ def is_web_export(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("index.html", writer.MODEL_FILE, "preprocess.json"))
 
 
+def check_web_export(path: str | os.PathLike[str], *, precision: str = "fp32") -> None:
+    """Refuse, before any work, what ``export_web`` could not do: a precision the page does not
+    run, a target that exists and is not a web export, no headless Chromium or no bundled
+    onnxruntime-web here. Raises ``InputError``."""
+    if precision not in writer.PRECISIONS:
+        raise InputError(f"web export offers {', '.join(writer.PRECISIONS)}, not {precision}")
+    refuse_replacing_other_than(path, is_web_export, WHAT)
+    reason = browser.unavailable_reason()
+    if reason is not None:
+        raise browser.BrowserUnavailableError(f"a web export is verified in headless Chromium: {reason}")
+    assets.onnxruntime_web()
+
+
 def export_web(
     model: MobileNetV1,
     path: str | os.PathLike[str],
@@ -46,19 +60,14 @@ def export_web(
     verify_images: Sequence[Path] | None = None,
     inputs: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
-) -> Verification:
+) -> ExportResult:
     """Write the folder ``path`` for ``model`` (see ``deploy.formats.web``), verify its page in
     headless Chromium against PyTorch on real photos (default ``sample_photos()``), and move it
-    into place. ``options``: the writer's (``labels``). Raises ``ExportMismatchError`` (and
-    leaves ``path`` as it was) when the page's logits differ; ``BrowserUnavailableError`` when
-    no headless Chromium can run here."""
+    into place. ``options``: the writer's (``labels``). Returns what was written with its
+    verification. Raises ``ExportMismatchError`` (and leaves ``path`` as it was) when the page's
+    logits differ; ``BrowserUnavailableError`` when no headless Chromium can run here."""
     path = Path(path)
-    if precision not in writer.PRECISIONS:
-        raise InputError(f"web export offers {', '.join(writer.PRECISIONS)}, not {precision}")
-    refuse_replacing_other_than(path, is_web_export, WHAT)
-    reason = browser.unavailable_reason()
-    if reason is not None:
-        raise browser.BrowserUnavailableError(f"a web export is verified in headless Chromium: {reason}")
+    check_web_export(path, precision=precision)
     preprocess = preprocess or writer.page_preprocess(model)
     photos = list(verify_images) if verify_images is not None else sample_photos()
     expected = photo_batch(model, photos, preprocess)
@@ -74,14 +83,23 @@ def export_web(
         writer.write(model, staged, precision=precision, preprocess=preprocess, **options)
         logits = classify_in_page(staged, photos)
         check = compare(expected, [logits], runtime=writer.RUNTIME, precision=precision, batch_sizes=(1,))
+        size = sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
         replace_directory(staged, path, accept=is_web_export, what=WHAT, inputs=inputs)
-    return check
+    cfg = model.arch_cfg
+    return ExportResult(files=(path,), format=writer.NAME, precision=precision, model=cfg.name,
+                        input=f"dynamic batch, input NCHW {cfg.in_channels}x{cfg.height}x{cfg.width}",
+                        size_bytes=size, verification=check)
 
 
 def classify_in_page(folder: Path, photos: Sequence[Path]) -> torch.Tensor:
     """Open ``folder``'s own page in headless Chromium and have it classify each photo file (it
     decodes and preprocesses them itself); returns the logits, one row per photo."""
     handed = {f"__photos__/{i}": Path(p).read_bytes() for i, p in enumerate(photos)}
+    rows = browser.in_own_thread(lambda: _run_page(folder, handed))
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def _run_page(folder: Path, handed: dict[str, bytes]) -> list[list[float]]:
     errors: list[str] = []
     with browser.headless_chromium() as context:
         page = context.new_page()
@@ -99,9 +117,9 @@ def classify_in_page(folder: Path, photos: Sequence[Path]) -> torch.Tensor:
                     }
                     return rows;
                 }""",
-                len(photos),
+                len(handed),
             )
         except Exception as err:  # Playwright reports the page's own exception as its Error
             detail = "; ".join(errors) or str(err).splitlines()[0]
             raise ExportMismatchError(f"the exported page failed in headless Chromium: {detail}") from None
-    return torch.tensor(rows, dtype=torch.float32)
+    return rows

@@ -25,8 +25,9 @@ from mobilenet.deploy.formats.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
 from mobilenet.model import MobileNetV1
-from mobilenet.preprocess import Preprocess
+from mobilenet.preprocess import Preprocess, preprocess_for
 from mobilenet.web import assets
+from mobilenet.weights import pretrained_cfg_of
 
 NAME = "web"
 SUFFIXES: tuple[str, ...] = ()  # a folder
@@ -41,8 +42,7 @@ def write(
     labels: list[str] | None = None,
 ) -> list[Path]:
     """Write the folder ``path`` (created; unverified). ``preprocess`` and ``labels`` default to
-    the weights' own (``model.pretrained_cfg``), else TF's recipe at the model's resolution and
-    class indices. Returns the files written."""
+    the weights' own (``page_preprocess``, ``page_labels``). Returns the files written."""
     if precision not in PRECISIONS:
         raise InputError(f"web export offers {', '.join(PRECISIONS)}, not {precision}")
     preprocess = preprocess or page_preprocess(model)
@@ -69,22 +69,20 @@ def write(
 
 
 def page_preprocess(model: MobileNetV1) -> Preprocess:
-    cfg = getattr(model, "pretrained_cfg", None)
-    return cfg.preprocess if cfg is not None else Preprocess(resolution=model.arch_cfg.resolution)
+    """The recipe the page follows: the weights' own (``preprocess_for``)."""
+    return preprocess_for(model)
 
 
 def page_labels(model: MobileNetV1) -> list[str]:
-    cfg = getattr(model, "pretrained_cfg", None)
-    names = list(cfg.label_names) if cfg is not None else []
-    return names if len(names) == model.arch_cfg.num_classes else [str(i) for i in range(model.arch_cfg.num_classes)]
+    """One name per output, as the weights name them (TF's "background" first where it has one)."""
+    return list(pretrained_cfg_of(model).label_names)
 
 
 def model_description(model: MobileNetV1) -> dict[str, Any]:
     """model.json: what the network is, its input and output, and what wrote and runs it."""
     cfg = model.arch_cfg
-    pretrained = getattr(model, "pretrained_cfg", None)
     return {
-        "name": pretrained.name if pretrained is not None else cfg.name,
+        "name": pretrained_cfg_of(model).name,
         "arch": cfg.to_dict(),
         "input": {"name": INPUT_NAME, "shape": ["batch", cfg.in_channels, cfg.height, cfg.width], "layout": "NCHW",
                   "dtype": "float32"},

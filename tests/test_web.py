@@ -1,0 +1,443 @@
+"""The explorer (``mobilenet explore``) and ``export --format web``.
+
+The server runs on a free port of 127.0.0.1 in this process; the page runs in Debian's chromium
+driven by Playwright (never a browser Playwright downloads). Browser tests skip, saying why,
+where ``/usr/bin/chromium``, Playwright or the bundled onnxruntime-web (``make``) is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cost import network_cost
+from mobilenet.errors import InputError
+
+pytest.importorskip("starlette", reason="the explorer needs the [web] extra")
+pytest.importorskip("uvicorn", reason="the explorer needs the [web] extra")
+
+from mobilenet.web import assets, browser  # noqa: E402
+from mobilenet.web.serve import bind, url_of  # noqa: E402
+
+# (page controls, ArchConfig settings, bytes per element): the configurations read off the page.
+CONFIGS = [
+    ({"alpha": "0.5", "resolution": "160"}, {"alpha": 0.5, "resolution": 160}, 4),
+    ({"alpha": "0.75", "resolution": "192", "variant": "shallow"}, {"alpha": 0.75, "resolution": 192,
+                                                                       "variant": "shallow"}, 4),
+    ({"alpha": "1.0", "resolution": "224", "variant": "conv"}, {"variant": "conv"}, 4),
+    ({"alpha": "0.35", "resolution": "129", "variant": "separable", "classes": "10"},
+     {"alpha": 0.35, "resolution": 129, "num_classes": 10}, 4),
+]
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The explorer on a free port, served by uvicorn in a thread: its base URL."""
+    import uvicorn
+
+    from mobilenet.web.app import create_app
+
+    sock = bind("127.0.0.1", 0)
+    instance = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = url_of(sock).rstrip("/")
+    for _ in range(100):
+        if instance.started:
+            break
+        time.sleep(0.05)
+    yield url
+    instance.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def request(url: str, data: bytes | None = None, method: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+    """(status, JSON body) of one request; HTTP errors are answers too (a body that is not JSON
+    comes back as ``{"text": ...}``)."""
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/octet-stream"} if data is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read()
+    try:
+        return status, json.loads(body or b"null")
+    except ValueError:
+        return status, {"text": body.decode("utf-8", "replace")}
+
+
+def validator_message(**settings) -> str:
+    with pytest.raises(InputError) as info:
+        ArchConfig(**settings)
+    return str(info.value)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    reason = browser.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with browser.headless_chromium() as context:
+        yield context
+
+
+@pytest.fixture
+def page(chromium, server):
+    page = chromium.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server + "/")
+    settled(page)
+    yield page
+    page.close()
+    assert not errors, errors
+
+
+def settled(page) -> None:
+    """Wait until the page has shown the answer to its last control change."""
+    page.wait_for_function("() => !document.body.classList.contains('busy') && "
+                           "document.querySelector('[data-testid=total-mult-adds]').dataset.value")
+
+
+def set_controls(page, controls: dict[str, str]) -> None:
+    for name, value in ({"variant": "separable", "classes": "1000"} | controls).items():
+        if name == "variant":
+            page.select_option("[data-testid=variant]", value)
+        else:
+            page.fill(f"[data-testid={name}]", value)
+    settled(page)
+
+
+def integer_on_page(page, testid: str) -> int:
+    return int(page.text_content(f"[data-testid={testid}]").replace(",", "").removesuffix(" B"))
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+
+def test_cost_api_is_the_cost_model_and_the_cli_json(server, capsys):
+    from mobilenet.cli import main
+
+    for controls, settings, bytes_per_element in CONFIGS:
+        query = "&".join(f"{k}={v}" for k, v in controls.items())
+        status, view = request(f"{server}/api/cost?{query}&bytes_per_element={bytes_per_element}")
+        assert status == 200, view
+        expected = network_cost(ArchConfig(**settings), bytes_per_element=bytes_per_element).to_dict()
+        assert view["network"] == json.loads(json.dumps(expected))
+        assert (view["comparison"] is None) == (settings.get("variant") == "conv")
+    # The same totals as the command prints, for a non-square int8 configuration.
+    status, view = request(f"{server}/api/cost?alpha=0.25&height=200&width=320&variant=shallow&bytes_per_element=1")
+    assert status == 200
+    assert main(["cost", "--alpha", "0.25", "--height", "200", "--width", "320", "--variant", "shallow",
+                 "--bytes-per-element", "1", "--json"]) == 0
+    assert view["network"]["total"] == json.loads(capsys.readouterr().out)["total"]
+
+
+def test_bad_values_get_the_validators_own_message_and_the_server_keeps_serving(server):
+    cases = [
+        ("alpha=-1", validator_message(alpha=-1)),
+        ("alpha=abc", validator_message(alpha="abc")),
+        ("resolution=16", validator_message(resolution=16)),
+        ("variant=wide", validator_message(variant="wide")),
+        ("depth_multiplier=0", validator_message(depth_multiplier=0)),
+        ("height=200", "height and width go together"),
+    ]
+    for query, message in cases:
+        status, body = request(f"{server}/api/cost?{query}")
+        assert (status, body["error"]) == (400, message)
+    status, body = request(f"{server}/api/cost?bytes_per_element=3.5")
+    assert status == 400 and "bytes_per_element must be an int >= 1" in body["error"]
+    status, body = request(f"{server}/api/cost")
+    assert status == 200 and body["network"]["total"]["mult_adds"] == 568_740_352
+
+
+def test_twenty_concurrent_requests_are_all_answered(server):
+    paths = [f"/api/cost?alpha={0.25 + 0.05 * i}&resolution={96 + 8 * i}" for i in range(14)]
+    paths += ["/api/options", "/", "/static/explorer.js", "/static/classify.js", "/api/cost?alpha=-2", "/api/choose"]
+    assert len(paths) == 20
+
+    def fetch(path: str) -> int:
+        try:
+            with urllib.request.urlopen(server + path, timeout=60) as response:
+                response.read()
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(fetch, paths))
+    assert statuses == [200] * 18 + [400, 200]
+
+
+def bomb_png(side: int = 13000) -> bytes:
+    """A 1-bit PNG of ``side``×``side`` zeros: about 20 KB, 169 megapixels once decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_uploads_refused_with_a_clear_message_and_the_server_keeps_serving(server):
+    status, body = request(f"{server}/api/classify", data=b"\0" * (50 * 2**20))
+    assert status == 413 and body["error"] == "the upload is 50.0 MB; photos up to 20 MB are accepted"
+    status, body = request(f"{server}/api/classify", data=b"this is not an image")
+    assert status == 400 and body["error"] == "the upload: not an image Pillow can read"
+    status, body = request(f"{server}/api/classify", data=bomb_png())
+    assert status == 400 and "declares 13000×13000 pixels" in body["error"] and "not decoded" in body["error"]
+    status, body = request(f"{server}/api/classify", data=b"")
+    assert status == 400 and "no photo" in body["error"]
+    assert request(f"{server}/api/cost?alpha=0.5")[0] == 200
+
+
+def test_the_server_never_opens_a_path_the_client_names(server, tmp_path):
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    status, body = request(f"{server}/api/classify?weights={secret}", data=secret.read_bytes())
+    assert status == 400 and body["error"].startswith("unknown weights")
+    status, body = request(f"{server}/api/browser/{str(secret).replace('/', '%2F')}/model.onnx")
+    assert status in (400, 404)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{server}/static/..%2F..%2F..%2Fcost.py", timeout=10)
+    assert info.value.code == 404
+
+
+def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server):
+    from mobilenet.web import time_view
+
+    status, job = request(f"{server}/api/measure?alpha=0.25&resolution=64&runtime=torch&threads=1", data=b"")
+    assert status == 200 and job["state"] == "running"
+    status, busy = request(f"{server}/api/measure?runtime=torch", data=b"")
+    assert status == 409 and "already running" in busy["error"]
+    answered = 0
+    while job["state"] == "running":
+        started = time.perf_counter()
+        assert request(f"{server}/api/cost?alpha=0.75")[0] == 200
+        assert time.perf_counter() - started < 5  # not queued behind the measurement
+        answered += 1
+        job = request(f"{server}/api/jobs/{job['id']}")[1]
+    assert job["state"] == "done", job
+    assert job["result"]["median_ms"] > 0 and job["result"]["runs"] >= 3 * time_view.MEASURE_ROUNDS and answered >= 2
+
+
+def test_time_and_choose_views_work_with_or_without_the_latency_model(server):
+    from mobilenet.web.time_view import latency_call, pareto_front
+
+    status, prediction = request(f"{server}/api/predict?alpha=0.5&runtime=torch")
+    assert status == 200
+    if latency_call("predict")[0] is None:
+        assert prediction == {"available": False, "reason": latency_call("predict")[1]}
+        assert prediction["reason"].startswith("latency model not available")
+    else:
+        assert len(prediction["layers"]) == len(network_cost(ArchConfig(alpha=0.5)).layers)
+    status, choice = request(f"{server}/api/choose?budget=300&runtime=torch")
+    assert status == 200 and choice["chosen"] is not None
+    if not choice["available"]:  # the paper's axis: the most accurate within 300M mult-adds
+        fits = [c for c in choice["candidates"] if c["mult_adds"] <= 300e6]
+        assert choice["chosen"]["top1"] == max(c["top1"] for c in fits)
+    assert request(f"{server}/api/choose?budget=-1")[0] == 400
+    assert pareto_front([(1, 50), (2, 60), (3, 55), (4, 70), (4, 65)]) == {0, 1, 3}
+
+
+def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
+    process = subprocess.Popen([sys.executable, "-m", "mobilenet", "explore", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("mobilenet explore: serving on http://127.0.0.1:"), line
+        url = line.split()[4]
+        with urllib.request.urlopen(url + "api/cost", timeout=30) as response:
+            assert json.loads(response.read())["network"]["total"]["mult_adds"] == 568_740_352
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
+
+
+def test_a_missing_web_extra_is_one_line_naming_it(monkeypatch, capsys):
+    import importlib.util
+
+    from mobilenet.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["explore", "--port", "0"]) == 2
+    assert capsys.readouterr().err == ("mobilenet explore: error: the explorer needs uvicorn, which is not installed: "
+                                       "pip install 'mobilenet[web]'\n")
+
+
+# ------------------------------------------------------------------------------------------ in the browser
+
+
+def test_page_shows_the_cost_models_exact_integers(page):
+    assert integer_on_page(page, "total-mult-adds") == 568_740_352
+    for controls, settings, _ in CONFIGS:
+        set_controls(page, controls)
+        total = network_cost(ArchConfig(**settings)).total
+        assert integer_on_page(page, "total-mult-adds") == total.mult_adds, controls
+        assert integer_on_page(page, "total-params") == total.trainable_params, controls
+        assert integer_on_page(page, "total-weights") == total.weights, controls
+    page.check("[data-testid=non-square]")
+    set_controls(page, {"alpha": "0.25", "height": "200", "width": "320"})
+    page.select_option("[data-testid=bytes-per-element]", "1")
+    settled(page)
+    total = network_cost(ArchConfig(alpha=0.25, resolution=(200, 320)), bytes_per_element=1).total
+    assert integer_on_page(page, "total-mult-adds") == total.mult_adds
+    assert integer_on_page(page, "total-peak-bytes") == total.peak_activation_bytes
+
+
+def test_page_shows_the_validators_error_and_recovers(page, server):
+    set_controls(page, {"alpha": "-1"})
+    assert page.text_content("[data-testid=error]") == validator_message(alpha=-1)
+    set_controls(page, {"alpha": "1.0", "resolution": "20"})
+    assert page.text_content("[data-testid=error]") == validator_message(resolution=20)
+    assert request(f"{server}/api/cost")[0] == 200  # still serving
+    set_controls(page, {"alpha": "0.5", "resolution": "160"})
+    assert page.text_content("[data-testid=error]") == ""
+    expected = network_cost(ArchConfig(alpha=0.5, resolution=160)).total.mult_adds
+    assert integer_on_page(page, "total-mult-adds") == expected
+
+
+def test_screenshot_is_not_blank(page):
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+    colours = len(np.unique(shot.reshape(-1, 3), axis=0))
+    assert shot.shape[0] > 1000 and colours > 100 and shot.std() > 20
+
+
+def needs_bundled_runtime() -> None:
+    try:
+        assets.onnxruntime_web()
+    except InputError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.slow
+def test_a_photo_classified_on_the_server_and_in_the_browser_agrees_with_pytorch(page):
+    import torch
+
+    from mobilenet.factory import mobilenet_v1
+    from mobilenet.preprocess import preprocess_images, sample_photos
+    from mobilenet.weights import imagenet_names
+
+    needs_bundled_runtime()
+    photo = sample_photos()[0]
+    model = mobilenet_v1(weights="tf_mobilenet_v1_1.0_224").eval()
+    with torch.no_grad():
+        probabilities = torch.softmax(model(preprocess_images([photo], model.pretrained_cfg.preprocess))[0], 0)
+    expected = imagenet_names()[int(probabilities.argmax())]
+    page.set_input_files("[data-testid=photo]", str(photo))
+    page.wait_for_function("() => document.querySelector('[data-testid=server-top1]').textContent && "
+                           "document.querySelector('[data-testid=browser-top1]').textContent", timeout=240_000)
+    assert page.text_content("[data-testid=server-top1]") == expected
+    assert page.text_content("[data-testid=browser-top1]") == expected
+    rows = page.eval_on_selector_all("[data-testid=browser-top5] li",
+                                     "items => items.map(i => [+i.dataset.index, +i.dataset.probability])")
+    assert len(rows) == 5
+    for index, probability in rows:
+        assert probability == pytest.approx(float(probabilities[index]), abs=1e-4)
+    for side in ("server", "browser"):
+        assert page.text_content(f"[data-testid={side}-time]").endswith(("ms", "preprocessing)"))
+
+
+# ------------------------------------------------------------------------------------------ export --format web
+
+
+@pytest.mark.slow
+def test_web_export_that_disagrees_with_pytorch_writes_nothing(tmp_path, model, monkeypatch):
+    from mobilenet.deploy.formats import web as writer
+    from mobilenet.deploy.verify import ExportMismatchError
+    from mobilenet.web.export import export_web
+
+    needs_bundled_runtime()
+    if browser.unavailable_reason():
+        pytest.skip(browser.unavailable_reason())
+    real_write = writer.write
+
+    def write_a_wrong_recipe(model, path, **kwargs):
+        files = real_write(model, path, **kwargs)
+        recipe = json.loads((Path(path) / "preprocess.json").read_text())
+        (Path(path) / "preprocess.json").write_text(json.dumps(recipe | {"mean": [0.4, 0.4, 0.4]}))
+        return files
+
+    monkeypatch.setattr(writer, "write", write_a_wrong_recipe)
+    with pytest.raises(ExportMismatchError, match="differs from PyTorch"):
+        export_web(model, tmp_path / "site")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_web_export_requests_it_cannot_do_are_refused_before_any_work(tmp_path, capsys):
+    from mobilenet.cli import main
+    from mobilenet.deploy.export import export
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("not an export")
+    cases = [
+        (["--fixed-batch", "1"], "takes no --calibration"),
+        (["--precision", "int8", "--calibration", str(tmp_path)], "takes no --calibration"),
+        (["--precision", "fp16"], "web export offers fp32, not fp16"),
+    ]
+    for flags, message in cases:
+        assert main(["export", str(tmp_path / "site"), "--format", "web", *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "notes"), "--format", "web"]) == 2
+    assert "exists and is not a web export" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "not an export"
+    with pytest.raises(InputError, match=r"use mobilenet\.web\.export\.export_web"):
+        export(None, tmp_path / "site", format="web")
+
+
+@pytest.mark.slow
+def test_export_command_writes_a_verified_web_folder_whose_page_classifies(tmp_path, capsys, chromium):
+    import onnxruntime
+
+    from mobilenet.cli import main
+    from mobilenet.preprocess import Preprocess, preprocess_images, sample_photos
+
+    needs_bundled_runtime()
+    target = tmp_path / "site"
+    assert main(["export", str(target), "--format", "web", "--random-init", "--alpha", "0.25",
+                 "--resolution", "96"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {target}" in out and "web fp32, dynamic batch, input NCHW 3x96x96" in out
+    assert f"verified onnxruntime-web fp32 on {len(sample_photos())} real images" in out
+    assert {p.name for p in target.iterdir()} == {"index.html", "classify.js", "model.onnx", "labels.json",
+                                                   "preprocess.json", "model.json", "ort"}
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no staging folder left behind
+    # The page as a person uses it: pick a photo, read the answer; the same as the file in ONNX Runtime.
+    photo = sample_photos()[0]
+    recipe = Preprocess.from_dict(json.loads((target / "preprocess.json").read_text()))
+    session = onnxruntime.InferenceSession(str(target / "model.onnx"))
+    logits = session.run(None, {session.get_inputs()[0].name: preprocess_images([photo], recipe).numpy()})[0][0]
+    expected = json.loads((target / "labels.json").read_text())[int(logits.argmax())]
+    page = chromium.new_page()
+    page.goto(browser.serve_folder(chromium, target))
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function("() => document.querySelector('#top li')", timeout=120_000)
+    assert page.text_content("#top li span") == expected
+    page.close()
