@@ -110,3 +110,33 @@ def test_loader_with_workers_drops_bad_files(tree):
     ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
     labels = torch.cat([y for _, y in make_loader(ds, batch_size=2, num_workers=2)])
     assert labels.tolist() == [0, 0, 1]
+
+
+def test_broken_symlink_in_a_folder_is_skipped_and_counted_or_stops(tree, capsys):
+    (tree / "cat" / "gone.png").symlink_to(tree / "nowhere.png")
+    ds = ImageFolderDataset(tree, Preprocess(resolution=8).eval_transform())
+    assert [p.name for p in ds.missing] == ["gone.png"]
+    seen = sum(len(labels) for _, labels in make_loader(ds, batch_size=8))
+    assert (len(ds), seen) == (5, 3)  # gone.png and broken.jpg are left out, and both count
+    assert "broken links" in capsys.readouterr().err
+    with pytest.raises(ImageError, match=r"gone\.png: a broken symbolic link"):
+        ImageFolderDataset(tree, bad_files="stop")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+def test_csv_encodings_with_a_byte_order_mark(tmp_path, encoding):
+    _save(tmp_path / "a.png", 1)
+    _save(tmp_path / "b.png", 2)
+    text = "a.png,0\nb.png,1\n"  # no header: a byte-order mark must not turn the first row into one
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data  # Python's utf-16-be writes no mark
+    (tmp_path / "list.csv").write_bytes(data)
+    ds = CsvDataset(tmp_path / "list.csv")
+    assert [(p.name, label) for p, label in ds.samples] == [("a.png", 0), ("b.png", 1)]
+
+
+def test_csv_not_in_utf8_is_one_line_naming_utf8(tmp_path):
+    (tmp_path / "list.csv").write_bytes("file,label\na.png,0\ncaf\u00e9.png,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"list.csv line 3: byte 0xe9 is not UTF-8.*save the CSV as UTF-8"):
+        CsvDataset(tmp_path / "list.csv")

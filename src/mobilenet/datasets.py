@@ -8,7 +8,8 @@ API::
         # root/<class>/<image>; classes sorted by folder name unless ``classes`` fixes the order
     CsvDataset(csv_path, transform=None, classes=None, root=None, bad_files="skip")
         # rows "file,label" (an optional header row); files relative to ``root`` (default: the
-        # CSV's folder); a label is an integer index or, when ``classes`` is given, a class name
+        # CSV's folder); a label is an integer index or, when ``classes`` is given, a class name;
+        # UTF-8 (a byte-order mark allowed), or UTF-16/32 with their byte-order mark
     loader = make_loader(ds, batch_size, shuffle=False, num_workers=0, sampler=None)
         # a DataLoader whose batches are (images NCHW, labels) with unreadable files left out
 
@@ -20,10 +21,11 @@ cannot be decoded. ``bad_files="skip"`` prints one warning line per bad file to 
 ``ds[i]`` return ``None``; ``make_loader``'s collate function drops those, so a batch may be
 shorter than ``batch_size`` (or empty). Count what was left out as ``len(ds) - images seen``:
 this stays right with DataLoader workers, where a counter in the dataset would not. Files that are
-missing altogether are found when the dataset is built: the same policy applies (``stop`` raises;
-``skip`` records them in ``missing`` and keeps them in ``samples``, so they are skipped and counted
-like any other unreadable file). Images declaring more than Pillow's decompression-bomb limit of
-pixels are unreadable too, refused from their header without being decoded (``load_image``).
+missing altogether (or broken symbolic links in a folder) are found when the dataset is built: the
+same policy applies (``stop`` raises; ``skip`` records them in ``missing`` and keeps them in
+``samples``, so they are skipped and counted like any other unreadable file). Images declaring
+more than Pillow's decompression-bomb limit of pixels are unreadable too, refused from their header
+without being decoded (``load_image``).
 
 Structural problems are always errors: a root that does not exist, no class folders, a class
 folder with no images, a CSV without rows, a label out of range or unknown.
@@ -31,7 +33,9 @@ folder with no images, a CSV without rows, a label out of range or unknown.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -50,6 +54,12 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 )
 Sample = tuple[torch.Tensor, int]
+# Byte-order marks a CSV may start with, and the encoding each announces (UTF-32's before UTF-16's,
+# which is its prefix).
+BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -94,11 +104,13 @@ class _ImageDataset(Dataset):
         for path, _ in self.samples:
             if not path.is_file():
                 if self.bad_files == "stop":
-                    raise ImageError(f"{path}: {'is a directory, not an image' if path.is_dir() else 'no such file'}")
+                    why = ("is a directory, not an image" if path.is_dir()
+                           else "a broken symbolic link" if path.is_symlink() else "no such file")
+                    raise ImageError(f"{path}: {why}")
                 self.missing.append(path)
         if self.missing:
-            print(f"warning: {len(self.missing)} listed image files do not exist (first: {self.missing[0]}); "
-                  "they are skipped and counted", file=sys.stderr)
+            print(f"warning: {len(self.missing)} image files do not exist or are broken links (first: "
+                  f"{self.missing[0]}); they are skipped and counted", file=sys.stderr)
 
 
 class ImageFolderDataset(_ImageDataset):
@@ -132,12 +144,14 @@ class ImageFolderDataset(_ImageDataset):
             index = {name: i for i, name in enumerate(self.classes)}
         for folder in folders:
             label = _class_index(folder.name, index, len(self.classes), f"class folder {folder}")
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+            # A broken symlink is no file, but it stands for an image: kept, so it is skipped and counted.
+            files = sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and is_image_file(p))
             if not files:
                 raise InputError(
                     f"class folder {folder} has no images (extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
             self.samples += [(f, label) for f in files]
+        self._find_missing()
 
 
 class CsvDataset(_ImageDataset):
@@ -183,9 +197,29 @@ class CsvDataset(_ImageDataset):
         return here
 
 
+def csv_text(path: Path) -> str:
+    """The text of a CSV: UTF-8, with or without a byte-order mark (Excel writes one), or UTF-16 or
+    UTF-32 announced by theirs; anything else that is not valid UTF-8 (Latin-1, say) is refused in
+    one line rather than guessed at, since a wrong guess would name files that do not exist."""
+    data = path.read_bytes()
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(encoding)
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}: starts with a {encoding} byte-order mark but does not decode as "
+                                 f"{encoding} ({err.reason}); save it as UTF-8") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise InputError(f"{path} line {line}: byte 0x{data[err.start]:02x} is not UTF-8 (Latin-1 or another "
+                         "legacy encoding?); save the CSV as UTF-8") from None
+
+
 def _read_csv_rows(path: Path) -> list[tuple[str, str]]:
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(csv_text(path), newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
