@@ -38,6 +38,7 @@ from mobilenet.weights.load import (
     load_pretrained,
     load_weights,
     read_checkpoint,
+    read_pretrained,
 )
 from mobilenet.weights.loaded import (
     FREE_SETTINGS,
@@ -67,6 +68,6 @@ __all__ = [
     "decode_predictions", "describe_pretrained", "detect_format", "fetch_file", "fetch_pretrained",
     "find_pretrained", "get_pretrained_cfg", "imagenet_names", "list_pretrained", "load_checkpoint",
     "load_pretrained", "load_safetensors", "load_weights", "model_from_weights", "pretrained_cfg_of",
-    "read_checkpoint", "read_safetensors", "read_weights", "save_safetensors", "settle", "sha256_file",
-    "tensors_sha256", "weights_of",
+    "read_checkpoint", "read_pretrained", "read_safetensors", "read_weights", "save_safetensors", "settle",
+    "sha256_file", "tensors_sha256", "weights_of",
 ]

@@ -12,6 +12,9 @@ Metadata (all strings, as safetensors requires)::
     label_set     "imagenet-1001", "imagenet-1000" or "custom"
     labels        JSON list of class names (only for label_set "custom")
     source        where the weights came from (free text: file name, format, checksum)
+    name          the weights' name when written (for a cached conversion: its registry entry)
+    tensors_sha256  ``tensors_sha256`` of the tensors as written: ``read_safetensors`` refuses a
+                  file whose tensors no longer match it (a damaged copy, bytes zeroed on disk)
 
 Saving goes through ``mobilenet.files.atomic_write`` (a temporary file beside the target, renamed
 into place); ``inputs`` names files the target must not be (``convert X X``).
@@ -38,6 +41,7 @@ from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import WeightFormatError
 
 FORMAT = "mobilenet"
+CHECKSUM_KEY = "tensors_sha256"
 
 
 def save_safetensors(
@@ -58,6 +62,8 @@ def save_safetensors(
         "preprocess": json.dumps(cfg.preprocess.to_dict()),
         "label_set": cfg.label_set,
         "source": source or cfg.description,
+        "name": cfg.name,
+        CHECKSUM_KEY: tensors_sha256(weights.state),
     }
     if labels is not None:
         metadata["labels"] = json.dumps(labels)
@@ -107,7 +113,8 @@ def check_state(state: dict[str, torch.Tensor], arch: ArchConfig, folded: bool, 
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
-    """Our file: architecture, tensors and config, checked; no model is built."""
+    """Our file: architecture, tensors and config, checked (shapes, values, and the tensor checksum
+    recorded when it was written, where it records one); no model is built."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -136,7 +143,12 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
         description=meta.get("source", ""),
         labels=labels,
     )
-    return loaded(state, folded, cfg)
+    weights = loaded(state, folded, cfg)
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is not None and tensors_sha256(state) != recorded:
+        raise WeightFormatError(f"{path}: the tensors do not match the checksum recorded when the file was written "
+                                "(the file is damaged); convert or copy it again")
+    return weights
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:

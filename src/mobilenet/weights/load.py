@@ -1,9 +1,11 @@
 """Weights by name or file, as data: ``load_weights`` reads and settles, ``load_pretrained`` builds.
 
-A registry name is fetched and converted into the cache on first use (``fetch_pretrained``): the
+A registry name is fetched and converted into the cache on first use (``read_pretrained``): the
 publisher's file is read once into ``LoadedWeights``, checked against the registry (architecture,
-and the tensor checksum where one is pinned) and written as our safetensors; no model is built on
-the way. Any other file is read by what its bytes say it is (``convert.detect_format``).
+and the tensor checksum where one is pinned) and written as our safetensors with its tensors'
+checksum; no model is built on the way. Every later use checks the cached file again (name,
+architecture, tensor checksum) and converts it anew, saying so, when it fails. Any other file is
+read by what its bytes say it is (``convert.detect_format``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.convert import detect_format, load_torch_file, read_weights
 from mobilenet.weights.fetch import FetchError, cache_dir, fetch_file, sha256_file
-from mobilenet.weights.io import check_state, read_safetensors, save_safetensors, tensors_sha256
+from mobilenet.weights.io import (
+    CHECKSUM_KEY,
+    check_state,
+    read_safetensors,
+    read_safetensors_metadata,
+    save_safetensors,
+    tensors_sha256,
+)
 from mobilenet.weights.labels import CUSTOM, label_set_for
 from mobilenet.weights.loaded import LoadedWeights, loaded, model_from_weights, settle
 from mobilenet.weights.registry import DEFAULT, REGISTRY, PretrainedCfg, get_pretrained_cfg
@@ -33,14 +42,52 @@ def converted_path(name: str) -> Path:
 
 
 def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
-    """The converted ``.safetensors`` of a registry entry, fetching and converting on first use.
+    """The converted ``.safetensors`` of a registry entry, checked, fetching and converting it on
+    first use or when the cached copy cannot be trusted (``read_pretrained``)."""
+    read_pretrained(name, quiet=quiet)
+    return converted_path(name)
 
-    Stored as the publisher's file holds it (TF's 1001 classes included); ``load_weights`` applies
-    the user-facing defaults."""
+
+def read_pretrained(name: str, *, quiet: bool = False) -> LoadedWeights:
+    """A registry entry's weights as the publisher's file holds them (TF's 1001 classes included;
+    ``load_weights`` applies the user-facing defaults), from the cache.
+
+    A cached conversion is used only when it is this entry's (the name and architecture it
+    records) and its tensors match the checksum the registry pins, or else the one recorded when
+    it was written. Anything else (bytes damaged on disk, another model's file under this name, a
+    copy from a version that recorded no checksum) is said on stderr, naming the cache path, and
+    converted again: a cached file is never loaded unchecked."""
     entry = get_pretrained_cfg(name)
     target = converted_path(entry.name)
-    if target.is_file():
-        return target
+    if target.exists():
+        try:
+            return _read_cached(entry, target)
+        except WeightFormatError as err:
+            reason = str(err).removeprefix(f"{target}: ").removeprefix(f"{target.name}: ")
+            print(f"warning: cached conversion {target} cannot be trusted ({reason}); converting {name} again",
+                  file=sys.stderr)
+    return _convert_into_cache(entry, target, quiet=quiet)
+
+
+def _read_cached(entry: PretrainedCfg, target: Path) -> LoadedWeights:
+    """The cached conversion of ``entry``, or a ``WeightFormatError`` saying why it is not."""
+    meta = read_safetensors_metadata(target)
+    if meta.get("name") != entry.name:
+        raise WeightFormatError(f"it holds {meta.get('name') or 'weights without a recorded name'}, not {entry.name}")
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is None:
+        raise WeightFormatError("it records no tensor checksum to verify it by (written by an older version)")
+    if entry.tensors_sha256 is not None and recorded != entry.tensors_sha256:
+        raise WeightFormatError("its tensors are not the ones the registry pins")
+    weights = read_safetensors(target)  # verifies the tensors against the recorded checksum
+    if weights.arch_cfg != entry.arch_cfg:
+        raise WeightFormatError(f"it holds a {weights.arch_cfg.name} network, the registry says {entry.arch_cfg.name}")
+    return weights
+
+
+def _convert_into_cache(entry: PretrainedCfg, target: Path, *, quiet: bool) -> LoadedWeights:
+    """Fetch ``entry``'s files, convert them, check them against the registry and write the cache."""
+    name = entry.name
     settings = {"resolution": entry.arch_cfg.resolution, **entry.convert_settings}
     verified: list[LoadedWeights] = []
 
@@ -61,11 +108,13 @@ def fetch_pretrained(name: str, *, quiet: bool = False) -> Path:
         raise FetchError(f"{name}: the fetched weights differ from the pinned ones (tensor checksum mismatch)")
     checksums = ", ".join(f"{f.filename} sha256 {f.sha256 or sha256_file(p) + ' (not pinned)'}"
                           for f, p in zip(entry.files, files))
-    # The registry's config (preprocessing, labels, published accuracy) travels with the tensors.
-    save_safetensors(replace(weights, pretrained_cfg=entry), target, source=f"{entry.description}; {checksums}")
+    # The registry's config (preprocessing, labels, published accuracy) travels with the tensors,
+    # and the file records the tensors' checksum, which every later use verifies (_read_cached).
+    weights = replace(weights, pretrained_cfg=entry)
+    save_safetensors(weights, target, source=f"{entry.description}; {checksums}")
     if not quiet:
         print(f"converted {name} -> {target}", file=sys.stderr)
-    return target
+    return weights
 
 
 def describe_pretrained(family: str | None = None) -> list[dict[str, Any]]:
@@ -120,8 +169,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, ema: bool = False) -> tuple
 
 def _read_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> LoadedWeights:
     if isinstance(weights, str) and weights in REGISTRY:
-        found = read_safetensors(fetch_pretrained(weights))
-        return replace(found, pretrained_cfg=replace(REGISTRY[weights], arch_cfg=found.arch_cfg))
+        return read_pretrained(weights)
     path = Path(weights)
     if not path.exists():
         raise InputError(
