@@ -44,6 +44,14 @@ FORMAT = "mobilenet"
 CHECKSUM_KEY = "tensors_sha256"
 
 
+class DamagedFile(WeightFormatError):
+    """Our file, whose tensors changed since it was written (``reason`` says how)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: damaged: {reason}; convert or copy it again")
+
+
 def save_safetensors(
     weights: LoadedWeights, path: str | os.PathLike[str], *, source: str = "",
     inputs: Sequence[str | os.PathLike[str]] = (),
@@ -146,8 +154,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
     weights = loaded(state, folded, cfg)
     recorded = meta.get(CHECKSUM_KEY)
     if recorded is not None and tensors_sha256(state) != recorded:
-        raise WeightFormatError(f"{path}: the tensors do not match the checksum recorded when the file was written "
-                                "(the file is damaged); convert or copy it again")
+        raise DamagedFile(path, "its tensors do not match the checksum recorded when it was written")
     return weights
 
 

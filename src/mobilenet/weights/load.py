@@ -24,6 +24,7 @@ from mobilenet.weights.convert import detect_format, load_torch_file, read_weigh
 from mobilenet.weights.fetch import FetchError, cache_dir, fetch_file, sha256_file
 from mobilenet.weights.io import (
     CHECKSUM_KEY,
+    DamagedFile,
     check_state,
     read_safetensors,
     read_safetensors_metadata,
@@ -63,7 +64,7 @@ def read_pretrained(name: str, *, quiet: bool = False) -> LoadedWeights:
         try:
             return _read_cached(entry, target)
         except WeightFormatError as err:
-            reason = str(err).removeprefix(f"{target}: ").removeprefix(f"{target.name}: ")
+            reason = err.reason if isinstance(err, DamagedFile) else str(err).removeprefix(f"{target.name}: ")
             print(f"warning: cached conversion {target} cannot be trusted ({reason}); converting {name} again",
                   file=sys.stderr)
     return _convert_into_cache(entry, target, quiet=quiet)
