@@ -233,7 +233,7 @@ def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server
     status, job = request(f"{server}/api/measure?alpha=0.25&resolution=64&runtime=torch&threads=1", data=b"")
     assert status == 200 and job["state"] == "running"
     status, busy = request(f"{server}/api/measure?runtime=torch", data=b"")
-    assert status == 409 and "already running" in busy["error"]
+    assert status == 409 and busy["error"].endswith("is already running; wait for it to finish")
     answered = 0
     while job["state"] == "running":
         started = time.perf_counter()
@@ -243,25 +243,70 @@ def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server
         job = request(f"{server}/api/jobs/{job['id']}")[1]
     assert job["state"] == "done", job
     assert job["result"]["median_ms"] > 0 and job["result"]["runs"] >= 3 * time_view.MEASURE_ROUNDS and answered >= 2
+    assert {row["kind"] for row in job["result"]["kinds"]} >= {"conv", "depthwise", "pointwise", "fc"}
 
 
-def test_time_and_choose_views_work_with_or_without_the_latency_model(server):
-    from mobilenet.web.time_view import latency_call, pareto_front
+def fixed_calibration(runtime: str = "torch", precision: str = "fp32"):
+    """Constants of an imaginary machine (100 G mult-adds/s, 20 GB/s, 2 µs a layer, 10 µs a call)."""
+    from mobilenet.latency import KERNELS, Calibration, Roofline
 
+    roof = Roofline(macs_per_s=100e9, bytes_per_s=20e9, overhead_s=2e-6)
+    return Calibration(runtime=runtime, precision=precision, batch_size=1, threads=None,
+                       kernels=dict.fromkeys(KERNELS, roof), call_s=10e-6, feed_bytes_per_s=float("inf"))
+
+
+def test_without_latency_constants_the_page_is_offered_calibration_and_mult_adds(server, monkeypatch):
+    from mobilenet.web import time_view
+
+    def not_calibrated(runtime, precision, threads):
+        raise time_view.NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} yet")
+
+    monkeypatch.setattr(time_view, "calibration", not_calibrated)
     status, prediction = request(f"{server}/api/predict?alpha=0.5&runtime=torch")
-    assert status == 200
-    if latency_call("predict")[0] is None:
-        assert prediction == {"available": False, "reason": latency_call("predict")[1]}
-        assert prediction["reason"].startswith("latency model not available")
-    else:
-        assert len(prediction["layers"]) == len(network_cost(ArchConfig(alpha=0.5)).layers)
+    assert status == 200 and prediction["available"] is False and prediction["can_calibrate"] is True
+    assert prediction["reason"] == "this machine has no latency constants for torch fp32 yet"
     status, choice = request(f"{server}/api/choose?budget=300&runtime=torch")
-    assert status == 200 and choice["chosen"] is not None
-    if not choice["available"]:  # the paper's axis: the most accurate within 300M mult-adds
-        fits = [c for c in choice["candidates"] if c["mult_adds"] <= 300e6]
-        assert choice["chosen"]["top1"] == max(c["top1"] for c in fits)
+    assert status == 200 and choice["axis"] == "mult_adds_millions"
+    fits = [c for c in choice["candidates"] if c["mult_adds"] <= 300e6]
+    assert choice["chosen"]["top1"] == max(c["top1"] for c in fits)
+    front = [c for c in choice["candidates"] if c["pareto"]]
+    assert all(not (o["cost"] <= c["cost"] and o["top1"] > c["top1"]) for c in front for o in choice["candidates"])
     assert request(f"{server}/api/choose?budget=-1")[0] == 400
-    assert pareto_front([(1, 50), (2, 60), (3, 55), (4, 70), (4, 65)]) == {0, 1, 3}
+    assert request(f"{server}/api/choose?budget=1")[1]["error"].startswith("no published model fits 1M mult-adds")
+
+
+def test_with_latency_constants_the_page_shows_the_latency_models_numbers(server, monkeypatch):
+    from mobilenet import latency
+    from mobilenet.web import time_view
+
+    constants = fixed_calibration()
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
+    status, prediction = request(f"{server}/api/predict?alpha=0.5&resolution=160&runtime=torch")
+    expected = latency.predict_with(constants, ArchConfig(alpha=0.5, resolution=160))
+    assert status == 200 and prediction["available"] is True
+    assert prediction["predicted_ms"] == expected.total_ms
+    assert [(x["name"], x["bound"]) for x in prediction["layers"]] == [(x.name, x.bound) for x in expected.layers]
+    status, choice = request(f"{server}/api/choose?budget=2&runtime=torch")
+    chosen = latency.choose(2, "torch", measure_best=0, calibration=constants).chosen
+    assert status == 200 and choice["axis"] == "predicted_ms" and choice["chosen"]["name"] == chosen.name
+    assert any(c["pareto"] for c in choice["candidates"])
+
+
+def test_calibration_runs_as_a_background_job(server, monkeypatch):
+    from mobilenet import latency
+
+    def calibrated(runtime, precision, threads=None, remeasure=False, log=None):
+        log("latency: probing")
+        time.sleep(0.3)
+        return fixed_calibration(runtime, precision)
+
+    monkeypatch.setattr(latency, "calibrated", calibrated)
+    status, job = request(f"{server}/api/calibrate?runtime=torch", data=b"")
+    assert status == 200 and job["what"] == "calibrating torch fp32"
+    while job["state"] == "running":
+        time.sleep(0.05)
+        job = request(f"{server}/api/jobs/{job['id']}")[1]
+    assert job["state"] == "done" and job["result"]["runtime"] == "torch"
 
 
 def test_explore_command_prints_its_address_and_stops_on_ctrl_c():

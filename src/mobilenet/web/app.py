@@ -7,6 +7,7 @@
 ``GET /api/cost?alpha=...``           the cost view (``cost_view``)
 ``GET /api/predict?...&runtime=``     predicted time per layer (``mobilenet.latency``)
 ``POST /api/measure?...&runtime=``    start a measurement in the background: ``{"id"}``
+``POST /api/calibrate?runtime=``      calibrate the latency model here, in the background
 ``GET /api/jobs/{id}``                its progress, then its result
 ``GET /api/choose?budget=&runtime=``  top-1 against cost, Pareto front, the chosen model
 ``POST /api/classify?weights=``       the request body is a photo: its top-5 on the server
@@ -39,7 +40,7 @@ from mobilenet.web import assets
 from mobilenet.web.classifier import MAX_UPLOAD_BYTES, Classifier
 from mobilenet.web.cost_view import DEFAULT_BYTES_PER_ELEMENT, config_from_query, cost_view, number_or_text
 from mobilenet.web.jobs import BusyError, Jobs
-from mobilenet.web.time_view import choose_view, latency_call, measure, prediction_view
+from mobilenet.web.time_view import calibrate, choose_view, measure, prediction_view
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 # An oversized upload is read to its end (and dropped) up to this, so the browser gets the answer
@@ -66,6 +67,7 @@ def create_app(classifier: Classifier | None = None) -> Starlette:
         Route("/api/cost", api_cost),
         Route("/api/predict", api_predict),
         Route("/api/measure", api_measure, methods=["POST"]),
+        Route("/api/calibrate", api_calibrate, methods=["POST"]),
         Route("/api/jobs/{job_id}", api_job),
         Route("/api/choose", api_choose),
         Route("/api/classify", api_classify, methods=["POST"]),
@@ -114,7 +116,6 @@ def page(request: Request) -> Response:
 def options(request: Request) -> Response:
     def work() -> dict[str, Any]:
         classifier: Classifier = request.app.state.classifier
-        predict, reason = latency_call("predict")
         try:
             assets.onnxruntime_web()
             browser = {"available": True, "onnxruntime_web": assets.onnxruntime_web_version()}
@@ -124,7 +125,7 @@ def options(request: Request) -> Response:
             "variants": list(arch.VARIANTS), "activations": list(arch.ACTIVATIONS), "paddings": list(arch.PADDINGS),
             "roundings": list(arch.ROUNDINGS), "bytes_per_element": DEFAULT_BYTES_PER_ELEMENT,
             "weights": classifier.weights_options(), "runtimes": classifier.runtimes(), "precisions": list(PRECISIONS),
-            "latency": {"available": predict is not None, "reason": reason}, "browser": browser,
+            "browser": browser,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
         }
 
@@ -168,9 +169,19 @@ def api_measure(request: Request) -> Response:
         cfg, _ = config_from_query(_cost_query(request))
         runtime, precision, threads = _runtime_settings(request)
         job = request.app.state.jobs.start(
-            f"{cfg.name} {runtime} {precision}",
+            f"measuring {cfg.name} in {runtime} {precision}",
             lambda progress: measure(cfg, runtime, precision, threads, progress),
         )
+        return job.to_dict()
+
+    return answer(work)
+
+
+def api_calibrate(request: Request) -> Response:
+    def work() -> dict[str, Any]:
+        runtime, precision, threads = _runtime_settings(request)
+        job = request.app.state.jobs.start(f"calibrating {runtime} {precision}",
+                                           lambda progress: calibrate(runtime, precision, threads, progress))
         return job.to_dict()
 
     return answer(work)
@@ -179,7 +190,7 @@ def api_measure(request: Request) -> Response:
 def api_job(request: Request) -> Response:
     job = request.app.state.jobs.get(request.path_params["job_id"])
     if job is None:
-        return JSONResponse({"error": "no such measurement (the server keeps the last few)"}, status_code=404)
+        return JSONResponse({"error": "no such job (the server keeps the last few)"}, status_code=404)
     return JSONResponse(job.to_dict())
 
 

@@ -1,4 +1,4 @@
-"""Slow work (a measurement) in a background thread, with progress the page polls.
+"""Slow work (a measurement, a calibration) in a background thread, with progress the page polls.
 
 One job runs at a time: two measurements at once would time each other. While it runs, the server's
 other requests are answered as usual (the runtimes release the GIL while they compute), so the cost
@@ -54,7 +54,7 @@ class Jobs:
         with self._lock:
             running = [job for job in self._jobs.values() if job.state == "running"]
             if running:
-                raise BusyError(f"a measurement is already running ({running[0].what}); wait for it to finish")
+                raise BusyError(f"{running[0].what} is already running; wait for it to finish")
             job = Job(id=str(next(self._ids)), what=what)
             self._jobs[job.id] = job
             self._forget_old()

@@ -1,24 +1,18 @@
 """The time and choose views: predicted time from ``mobilenet.latency``, measured time from the
 deploy runtimes, and the published models' top-1 against their cost.
 
-The latency model is another part of the library (``mobilenet.latency``). Where it is not
-installed, or does not offer the call used here, the views say "latency model not available" and
-why, and the rest of the page works: measurement needs only the runtimes, and the choose view
-falls back to the paper's own axis (Figure 4: top-1 against mult-adds, exact from ``mobilenet.cost``).
-
-Calls expected of ``mobilenet.latency``:
-
-* ``predict(cfg, runtime=, precision=, batch_size=, threads=)`` -> an object with ``to_dict()``
-  giving ``{"layers": [{"name", "predicted_ms", "bound"}, ...], "total": {"predicted_ms"}}``;
-* ``choose(budget_ms=, runtime=, precision=, batch_size=, threads=, measure=False)`` -> an object
-  with ``to_dict()`` giving ``{"candidates": [{"name", "top1", "predicted_ms", "pareto"}, ...],
-  "chosen": {"name", ...} | None}``.
+The latency model predicts from constants calibrated on this machine (under a minute per runtime
+and precision, then cached). A request for a prediction never calibrates: where this machine has
+no constants yet the view says so and the page offers to calibrate, in the background like a
+measurement (``calibrate``). Until then the choose view uses the paper's own axis (Figure 4: top-1
+against mult-adds, exact from ``mobilenet.cost``).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,37 +23,58 @@ from mobilenet.errors import InputError
 NOT_AVAILABLE = "latency model not available"
 MEASURE_ROUNDS = 10
 MEASURE_ROUND_S = 0.3
+LAYER_PROFILE_S = 1.0
+CALIBRATION_S = 60  # what the latency model promises at most, for the progress bar
 Progress = Callable[[float, str], None]
 
 
-def latency_call(name: str) -> tuple[Callable[..., Any] | None, str]:
-    """``mobilenet.latency.<name>`` and "", or None and why it cannot be had."""
-    try:
-        module = importlib.import_module("mobilenet.latency")
-    except ImportError as err:
-        return None, f"{NOT_AVAILABLE}: mobilenet.latency cannot be imported ({err})"
-    call = getattr(module, name, None)
-    if not callable(call):
-        return None, f"{NOT_AVAILABLE}: mobilenet.latency has no {name}()"
-    return call, ""
+class NotCalibratedError(InputError):
+    """This machine has no latency constants for the runtime and precision asked."""
+
+
+def calibration(runtime: str, precision: str, threads: int | None) -> Any:
+    """The cached calibration, never a new one: ``NotCalibratedError`` where there is none."""
+    from mobilenet.latency.cache import calibrated  # noqa: PLC0415
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} yet: calibrate "
+                                 f"(under a minute, once; cached)")
+
+    return calibrated(runtime, precision, threads=threads, measure=refuse, log=lambda line: None)
 
 
 def prediction_view(cfg: ArchConfig, runtime: str, precision: str, threads: int | None) -> dict[str, Any]:
-    """Predicted milliseconds per layer, each layer compute- or memory-bound, or why not."""
-    predict, reason = latency_call("predict")
-    if predict is None:
-        return {"available": False, "reason": reason}
+    """Predicted milliseconds per layer, each layer compute- or memory-bound; or why not, and
+    whether calibrating would help (``can_calibrate``)."""
     try:
-        result = predict(cfg, runtime=runtime, precision=precision, batch_size=1, threads=threads)
-    except TypeError as err:  # a call of another shape than the one this view was written for
-        return {"available": False, "reason": f"{NOT_AVAILABLE}: predict() {err}"}
-    return {"available": True, **_as_dict(result)}
+        from mobilenet.latency import predict_with  # noqa: PLC0415
+    except ImportError as err:
+        return {"available": False, "can_calibrate": False, "reason": f"{NOT_AVAILABLE} ({err})"}
+    try:
+        constants = calibration(runtime, precision, threads)
+    except NotCalibratedError as err:
+        return {"available": False, "can_calibrate": True, "reason": str(err)}
+    return {"available": True, **predict_with(constants, cfg).to_dict()}
+
+
+def calibrate(runtime: str, precision: str, threads: int | None, progress: Progress) -> dict[str, Any]:
+    """Calibrate the latency model for ``runtime`` at ``precision`` on this machine (its own
+    micro-benchmarks, cached); ``progress`` hears its log lines."""
+    from mobilenet.latency import calibrated  # noqa: PLC0415
+
+    started = time.monotonic()
+    progress(0.0, f"calibrating {runtime} {precision}")
+    constants = calibrated(runtime, precision, threads=threads, remeasure=True,
+                           log=lambda line: progress(min(0.95, (time.monotonic() - started) / CALIBRATION_S), line))
+    return {"runtime": constants.runtime, "precision": constants.precision, "threads": constants.threads,
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def measure(cfg: ArchConfig, runtime: str, precision: str, threads: int | None, progress: Progress) -> dict[str, Any]:
-    """Time the network on this machine in ``runtime`` at ``precision``, batch 1: the median, 10th
-    and 90th percentile of many calls. Speed does not depend on the weights, so the network is a
-    freshly initialised one of the page's settings. Runs for a few seconds; ``progress`` hears of it."""
+    """Time the network on this machine in ``runtime`` at ``precision``, batch 1 (median and
+    percentiles of many calls), and each layer type's share of the time where the runtime has a
+    profiler (``deploy.bench``'s). Speed does not depend on the weights, so the network is a
+    freshly initialised one of the page's settings. Takes a few seconds; ``progress`` hears of it."""
     import torch  # noqa: PLC0415
 
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
@@ -75,75 +90,79 @@ def measure(cfg: ArchConfig, runtime: str, precision: str, threads: int | None, 
     x = torch.rand(1, cfg.in_channels, cfg.height, cfg.width) * 2 - 1
     samples: list[float] = []
     for i in range(MEASURE_ROUNDS):
-        progress(0.1 + 0.9 * i / MEASURE_ROUNDS, f"timing: round {i + 1} of {MEASURE_ROUNDS}")
+        progress(0.1 + 0.7 * i / MEASURE_ROUNDS, f"timing the network: round {i + 1} of {MEASURE_ROUNDS}")
         samples += time_interleaved([lambda: predictor(x)], seconds=MEASURE_ROUND_S, min_runs=3,
                                     warmup=3 if i == 0 else 0)[0]
     timing = Timing.from_seconds(samples)
+    progress(0.8, "timing each layer type")
+    shares = _layer_shares(model, runtime, precision, threads)
     progress(1.0, "done")
     return {"runtime": runtime, "precision": precision, "description": predictor.description,
-            "median_ms": timing.median_ms, "p10_ms": timing.p10_ms, "p90_ms": timing.p90_ms, "runs": timing.runs}
+            "median_ms": timing.median_ms, "p10_ms": timing.p10_ms, "p90_ms": timing.p90_ms, "runs": timing.runs,
+            "kinds": shares}
+
+
+def _layer_shares(model: Any, runtime: str, precision: str, threads: int | None) -> list[dict[str, Any]]:
+    """Each layer type's share of the measured time (PyTorch hooks, ONNX Runtime's and
+    OpenVINO's profilers, at fp32); empty where the runtime has none."""
+    from mobilenet.deploy.bench.layers import layer_shares  # noqa: PLC0415
+    from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
+
+    if precision != "fp32":
+        return []
+    options = BenchOptions(runtimes=(runtime,), batch_sizes=(1,), threads=threads, seconds=LAYER_PROFILE_S,
+                           peers=False, compare_conv=False, memory=False)
+    return [{"kind": row["kind"], "label": row["label"], "time_share": row["time_share"],
+             "mult_add_share": row["mult_add_share"]} for row in layer_shares(model, options, lambda line: None)]
 
 
 def choose_view(budget: float | None, runtime: str, precision: str, threads: int | None) -> dict[str, Any]:
-    """The published models' top-1 against latency (from the latency model) with the Pareto front
-    and the best model within ``budget`` ms; without the latency model, against mult-adds (budget
-    in millions of mult-adds), the axis of the paper's Figure 4."""
+    """The published models' top-1 against predicted latency (``mobilenet.latency.choose`` on
+    the predictions alone: nothing is timed in a request) with the Pareto front, and the most
+    accurate one within ``budget`` ms. Where this machine is not calibrated for the runtime:
+    against mult-adds instead (``budget`` in millions), the axis of the paper's Figure 4."""
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise InputError(f"the budget must be a number > 0, got {budget!r}")
-    choose, reason = latency_call("choose")
-    if choose is not None:
-        try:
-            result = choose(budget_ms=budget, runtime=runtime, precision=precision, batch_size=1, threads=threads,
-                            measure=False)
-            return {"available": True, "axis": "predicted_ms", **_as_dict(result)}
-        except TypeError as err:
-            reason = f"{NOT_AVAILABLE}: choose() {err}"
-    return {"available": False, "reason": reason, "axis": "mult_adds_millions",
-            **_choose_by_mult_adds(None if budget is None else budget * 1e6)}
+    try:
+        from mobilenet.latency import choose  # noqa: PLC0415
+
+        constants = calibration(runtime, precision, threads)
+    except (ImportError, NotCalibratedError) as err:
+        return {"available": False, "reason": str(err), "axis": "mult_adds_millions",
+                **_choose_by_mult_adds(None if budget is None else budget * 1e6)}
+    found = choose(budget if budget is not None else sys.float_info.max, runtime, precision, threads=threads,
+                   measure_best=0, calibration=constants).to_dict()
+    return {"available": True, "axis": "predicted_ms",
+            "candidates": _mark_front([c | {"cost": c["predicted_ms"]} for c in found["candidates"]]),
+            "chosen": found["chosen"] | {"cost": found["chosen"]["predicted_ms"]}}
 
 
 def _choose_by_mult_adds(budget: float | None) -> dict[str, Any]:
-    from mobilenet.weights import describe_pretrained  # noqa: PLC0415 - the registry, only when asked
+    from mobilenet.weights import FAMILIES, describe_pretrained  # noqa: PLC0415 - the registry, only when asked
 
     candidates = []
     for row in describe_pretrained():
         top1 = (row.get("published") or {}).get("top1")
         if top1 is None:
             continue
-        cfg = ArchConfig(alpha=row["alpha"], resolution=row["resolution"])
-        mult_adds = cost.network_cost(cfg).total.mult_adds
+        mult_adds = cost.network_cost(ArchConfig(alpha=row["alpha"], resolution=row["resolution"])).total.mult_adds
         candidates.append({"name": row["name"], "family": row["family"], "top1": top1, "mult_adds": mult_adds,
-                           "cost": mult_adds / 1e6, "cached": row.get("cached", False)})
-    front = pareto_front([(c["cost"], c["top1"]) for c in candidates])
-    for i, c in enumerate(candidates):
-        c["pareto"] = i in front
+                           "cost": mult_adds / 1e6})
     fits = [c for c in candidates if budget is None or c["mult_adds"] <= budget]
-    # The most accurate that fits; among equals the cheapest, then the original publisher first.
-    chosen = min(fits, key=lambda c: (-c["top1"], c["cost"], _family_rank(c["family"])), default=None)
-    if chosen is None and candidates:
+    if not fits:
         cheapest = min(candidates, key=lambda c: c["cost"])
         raise InputError(f"no published model fits {budget / 1e6:g}M mult-adds: the smallest, {cheapest['name']}, "
                          f"needs {cheapest['cost']:.1f}M")
-    return {"candidates": candidates, "chosen": chosen}
+    # The most accurate that fits; among equals the cheapest, then the original publisher first.
+    rank = {family: i for i, family in enumerate(FAMILIES)}
+    chosen = min(fits, key=lambda c: (-c["top1"], c["cost"], rank.get(c["family"], len(rank)), c["name"]))
+    return {"candidates": _mark_front(candidates), "chosen": chosen}
 
 
-def _family_rank(family: str) -> int:
-    from mobilenet.weights import FAMILIES  # noqa: PLC0415
+def _mark_front(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each candidate with ``pareto``: whether its (cost, top-1) is on the front no other beats
+    (``mobilenet.latency``'s ``pareto_front``)."""
+    from mobilenet.latency.model import pareto_front  # noqa: PLC0415 - pure, no torch
 
-    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> set[int]:
-    """Indices of the points no other point beats: none both costs no more and scores more (or
-    costs less and scores as much)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = set(), -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.add(i)
-            best = points[i][1]
-    return front
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    return result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    front = set(pareto_front((c["cost"], c["top1"]) for c in candidates))
+    return [c | {"pareto": (c["cost"], c["top1"]) in front} for c in candidates]
