@@ -47,7 +47,7 @@ def test_int8_export_is_smaller_and_verified(model, tmp_path, fmt, suffix):
     fp32 = tmp_path / f"fp32{suffix}"
     int8 = tmp_path / f"int8{suffix}"
     export(model, fp32, format=fmt)
-    check = export(model, int8, format=fmt, precision="int8", calibration_images=calibration_photos())
+    check = export(model, int8, format=fmt, precision="int8", calibration_images=calibration_photos()).verification
     assert check.precision == "int8" and check.relative_rms < 0.15
     size = (lambda p: p.stat().st_size + (p.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0))
     # int8 weights are a quarter the size of fp32 (plus scales and zero points).
