@@ -1,6 +1,6 @@
 """Where the browser files live: the explorer's page and the runtime bundled from npm.
 
-``static/`` holds the page (``index.html``, ``explorer.js``, ``explorer.css``), the in-browser
+``static/`` holds the page (``index.html``, its scripts and ``explorer.css``), the in-browser
 classifier both the explorer and ``export --format web`` use (``classify.js``), the exported page's
 template (``export.html``) and, under ``vendor/onnxruntime-web/``, onnxruntime-web's WASM build,
 copied from the npm registry's package when the project is installed (``make``: ``npm ci`` and
@@ -24,7 +24,8 @@ ORT_FILES: tuple[str, ...] = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "
 CLASSIFIER = STATIC / "classify.js"
 EXPORT_PAGE = STATIC / "export.html"
 # What the explorer's page itself loads (without the model): the size the docs quote.
-PAGE_FILES: tuple[str, ...] = ("index.html", "explorer.css", "explorer.js", "charts.js", "classify.js")
+PAGE_FILES: tuple[str, ...] = ("index.html", "explorer.css", "page.js", "charts.js", "cost-view.js", "time-view.js",
+                               "classify-view.js", "explorer.js", "classify.js")
 
 
 class AssetsMissingError(InputError):

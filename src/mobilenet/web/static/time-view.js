@@ -1,0 +1,122 @@
+/* The time and choose views: predicted time (mobilenet.latency), time measured on this machine,
+ * and the published model for a budget. The numbers are the server's; this file shows them. */
+"use strict";
+
+function runtimeQuery() {
+  const query = costQuery();
+  query.set("runtime", $("runtime").value);
+  query.set("precision", $("precision").value);
+  if ($("threads").value.trim()) query.set("threads", $("threads").value.trim());
+  return query;
+}
+
+async function updatePrediction() {
+  try {
+    const prediction = await getJson(`/api/predict?${runtimeQuery()}`);
+    state.prediction = prediction.available ? prediction : null;
+    $("prediction-status").textContent = prediction.available
+      ? `predicted for ${prediction.runtime} ${prediction.precision} on this machine: ` +
+        `${prediction.predicted_ms.toFixed(2)} ms (of which the call itself ${prediction.call_ms.toFixed(2)} ms)`
+      : prediction.reason;
+    $("calibrate").hidden = prediction.available || !prediction.can_calibrate;
+    const layers = prediction.available ? prediction.layers : [];
+    $("time-chart").hidden = !layers.length;
+    Charts.bars($("time-chart"), layers.map((layer) => ({
+      label: layer.name.replace("blocks.", "b"), value: layer.predicted_ms,
+      color: layer.bound === "memory" ? "var(--depthwise)" : "var(--pointwise)",
+      title: `${layer.name}: ${layer.predicted_ms.toFixed(3)} ms, ${layer.bound}-bound`,
+    })), { unit: " ms" });
+    $("time-legend").hidden = !layers.length;
+  } catch (err) {
+    $("prediction-status").textContent = err.message;
+  }
+}
+
+/** Start a background job (POST url) and show its progress until it ends; its result, or an error. */
+async function runJob(url) {
+  const buttons = [$("measure"), $("calibrate")];
+  buttons.forEach((b) => (b.disabled = true));
+  const bar = $("measure-progress");
+  bar.hidden = false;
+  try {
+    let job = await getJson(url, { method: "POST" });
+    while (job.state === "running") {
+      bar.querySelector("div").style.width = `${100 * job.progress}%`;
+      bar.querySelector("span").textContent = `${job.what}: ${job.message}`;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      job = await getJson(`/api/jobs/${job.id}`);
+    }
+    if (job.state === "failed") throw new Error(job.error);
+    return job.result;
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+    bar.hidden = true;
+  }
+}
+
+async function measure() {
+  try {
+    showMeasurement(await runJob(`/api/measure?${runtimeQuery()}`));
+  } catch (err) {
+    $("time-result").replaceChildren(element("p", { className: "error", textContent: err.message }));
+  }
+}
+
+async function calibrate() {
+  try {
+    await runJob(`/api/calibrate?${runtimeQuery()}`);
+    await Promise.all([updatePrediction(), updateChoice()]);
+  } catch (err) {
+    $("prediction-status").textContent = err.message;
+  }
+}
+
+/** Predicted and measured side by side: the whole call, and each layer type's share of the time. */
+function showMeasurement(measured) {
+  const predicted = state.prediction;
+  const predictedShare = {};
+  for (const layer of predicted ? predicted.layers : []) {
+    predictedShare[layer.kind] = (predictedShare[layer.kind] || 0) + layer.predicted_ms;
+  }
+  const layerMs = Object.values(predictedShare).reduce((a, b) => a + b, 0);
+  const percent = (x) => (x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
+  const rows = [row(["whole call, ms", predicted ? predicted.predicted_ms.toFixed(2) : "–",
+                     `${measured.median_ms.toFixed(2)} (p10 ${measured.p10_ms.toFixed(2)}, p90 ${measured.p90_ms.toFixed(2)})`,
+                     ""], "peak")];
+  for (const kind of measured.kinds) {
+    rows.push(row([kind.label, predicted ? percent((predictedShare[kind.kind] || 0) / layerMs) : "–",
+                   percent(kind.time_share), percent(kind.mult_add_share)]));
+  }
+  const result = element("table", { className: "side-by-side" });
+  table(result, ["", "predicted", `measured here (${measured.runs} runs)`, "mult-adds"], rows);
+  $("time-result").replaceChildren(result, element("p", { className: "note", textContent: measured.description }));
+}
+
+async function updateChoice() {
+  const query = new URLSearchParams({ runtime: $("runtime").value, precision: $("precision").value,
+                                      budget: $("budget").value });
+  try {
+    const choice = await getJson(`/api/choose?${query}`);
+    const byLatency = choice.axis === "predicted_ms";
+    if (state.chooseAxis && state.chooseAxis !== choice.axis) { // ms and mult-adds budgets differ: start mid-range
+      const costs = choice.candidates.map((c) => c.cost).sort((a, b) => a - b);
+      $("budget").value = costs[Math.floor(costs.length / 2)].toPrecision(3);
+      state.chooseAxis = choice.axis;
+      return updateChoice();
+    }
+    state.chooseAxis = choice.axis;
+    $("budget-label").textContent = byLatency ? "budget (ms)" : "budget (million mult-adds)";
+    $("choose-status").textContent = choice.available ? `predicted for ${$("runtime").value} ${$("precision").value} ` +
+      "on this machine" : `${choice.reason}. Until then: published top-1 against mult-adds (the paper's Figure 4).`;
+    const family = $("family").value;
+    const shown = choice.candidates.filter((c) => !family || c.family === family);
+    Charts.scatter($("choose-chart"), shown.map((c) => ({
+      x: c.cost, y: c.top1, front: c.pareto, chosen: choice.chosen && c.name === choice.chosen.name,
+      label: `${c.name}: ${c.top1}% top-1, ${byLatency ? `${c.predicted_ms.toFixed(2)} ms` : `${c.cost.toFixed(1)}M mult-adds`}`,
+    })), { xLabel: byLatency ? "predicted ms" : "million mult-adds", yLabel: "published top-1", budget: Number($("budget").value) });
+    $("chosen").textContent = choice.chosen ? `Chosen: ${choice.chosen.name}, ${choice.chosen.top1}% top-1` : "";
+  } catch (err) {
+    $("choose-status").textContent = err.message;
+    $("chosen").textContent = "";
+  }
+}
