@@ -7,15 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet.weights import convert, detect_format, load_pretrained
+from mobilenet.weights import WeightFormatError, convert, detect_format, load_pretrained
+from mobilenet.weights.labels import imagenet_classes
 
 transformers = pytest.importorskip("transformers")
 
 
-def _hf_model(tf_padding: bool, labels: int = 1001, alpha: float = 0.25, size: int = 128):
+def _hf_model(tf_padding: bool, labels: int = 1001, alpha: float = 0.25, size: int = 128,
+              id2label: dict[int, str] | None = None):
     from weights_helpers import randomize_batchnorm
 
-    id2label = {0: "background", **{i: f"class {i}" for i in range(1, labels)}} if labels == 1001 else None
+    if id2label is None and labels == 1001:  # Google's checkpoints: "background", then ImageNet's names
+        id2label = {i: name for i, (_, name) in enumerate([("", "background"), *imagenet_classes()])}
     config = transformers.MobileNetV1Config(depth_multiplier=alpha, image_size=size, tf_padding=tf_padding,
                                             num_labels=labels, **({"id2label": id2label} if id2label else {}))
     torch.manual_seed(0)
@@ -46,12 +49,32 @@ def test_save_pretrained_directory_reproduces_transformers(tmp_path, tf_padding)
         assert (load_pretrained(tmp_path / "ckpt")(x) - reference[:, 1:]).abs().max().item() <= 1e-4
 
 
-def test_weights_file_alone_is_read_too(tmp_path):
-    model = _hf_model(True, labels=10)
+def test_weights_file_is_read_with_the_config_beside_it_and_refused_without(tmp_path):
+    model = _hf_model(False, labels=10)  # symmetric padding: transformers' defaults would be wrong
     model.save_pretrained(tmp_path / "ckpt")
-    ours, cfg = convert(tmp_path / "ckpt" / "model.safetensors", resolution=128)
+    ours, cfg = convert(tmp_path / "ckpt" / "model.safetensors")
     assert detect_format(tmp_path / "ckpt" / "model.safetensors") == "transformers"
-    assert ours.arch_cfg.num_classes == 10 and cfg.label_set == "custom"
+    assert ours.arch_cfg.num_classes == 10 and ours.arch_cfg.padding == "symmetric" and cfg.label_set == "custom"
+    assert cfg.labels is None  # transformers' placeholders LABEL_0 ... name nothing
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
         assert (ours(x) - model(pixel_values=x).logits).abs().max().item() <= 1e-4
+    alone = tmp_path / "elsewhere" / "model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes((tmp_path / "ckpt" / "model.safetensors").read_bytes())
+    with pytest.raises(WeightFormatError, match=r"without its config\.json.*--padding"):
+        convert(alone, resolution=128)
+    assert convert(alone, resolution=128, padding="symmetric")[0].arch_cfg.padding == "symmetric"
+
+
+def test_a_fine_tuned_checkpoints_id2label_are_its_labels(tmp_path):
+    names = ["cat", "dog", "eel"]
+    _hf_model(True, labels=3, id2label=dict(enumerate(names))).save_pretrained(tmp_path / "ckpt")
+    model = load_pretrained(tmp_path / "ckpt")
+    cfg = model.pretrained_cfg
+    assert (cfg.label_set, cfg.class_names, model.arch_cfg.num_classes) == ("custom", names, 3)
+    from mobilenet.inference import classify
+    from mobilenet.preprocess import sample_photos
+
+    answer = classify(sample_photos()[:1], weights=model, top_k=3)
+    assert sorted(p.label for p in answer[0].top) == sorted(names)

@@ -10,8 +10,8 @@ keras          legacy ``.h5``, Keras 3 ``.weights.h5``    ``keras.read_keras`` (
 timm           timm ``mobilenetv1_*`` state dict          ``timm.read_timm`` (``.pth``/``.bin``
                (``.pth``, ``.bin`` or ``.safetensors``)   via ``torch.load(weights_only=True)``)
 transformers   ``MobileNetV1ForImageClassification``:     ``hf.read_hf`` (config.json for padding,
-               a ``save_pretrained`` / hub snapshot       eps, labels)
-               directory, or its weights file
+               a ``save_pretrained`` / hub snapshot       eps, labels: id2label; a weights file
+               directory, or its weights file             needs it beside it, or the padding given)
 =============  =========================================  ==========================================
 
 Nothing is unpickled: ``.pt``/``.pth``/``.bin`` files go through ``torch.load(..., weights_only=True)``,
@@ -23,7 +23,6 @@ summary; no model is built. ``convert(sources)`` builds the model instead, exact
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from mobilenet.files import refuse_overwrite
 from mobilenet.model import MobileNetV1
 from mobilenet.weights.fetch import sha256_file
 from mobilenet.weights.io import FORMAT, read_safetensors_metadata, save_safetensors
-from mobilenet.weights.labels import IMAGENET_1001, label_set_for
+from mobilenet.weights.labels import label_set_for, label_set_of
 from mobilenet.weights.loaded import LoadedWeights, loaded, model_from_weights
 from mobilenet.weights.publishers import publisher_preprocess
 from mobilenet.weights.registry import PretrainedCfg
@@ -142,22 +141,11 @@ def read_source(paths: list[Path], fmt: str, settings: dict[str, Any] | None = N
 
         return read_timm(load_state_file(path))
     if fmt == "transformers":
-        from mobilenet.weights.hf import read_hf, weights_file
+        from mobilenet.weights.hf import read_config, read_hf, weights_file
 
-        config = json.loads((path / "config.json").read_text()) if path.is_dir() else {}
+        config = read_config(path, padding_given=(settings or {}).get("padding") is not None)
         return read_hf(load_state_file(weights_file(path) if path.is_dir() else path), config)
     raise WeightFormatError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def _label_set(src: SourceWeights, paths: list[Path], classes: int) -> str:
-    if src.format == "transformers":
-        from mobilenet.weights.hf import has_background_label
-
-        path = paths[0]
-        config = json.loads((path / "config.json").read_text()) if path.is_dir() else {}
-        if classes == 1001 and (has_background_label(config) or not config):
-            return IMAGENET_1001
-    return label_set_for(classes)
 
 
 def read_weights(
@@ -175,19 +163,21 @@ def read_weights(
     if fmt in ("mobilenet", "checkpoint"):
         raise WeightFormatError(f"{paths[0].name} is already this project's format; load it with load_pretrained()")
     try:
-        src = read_source(paths, fmt)
+        src = read_source(paths, fmt, arch_settings)
     except (IndexError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, WeightFormatError):
             raise
         raise WeightFormatError(f"{paths[0].name}: not a readable {fmt} MobileNet v1 file ({err})") from None
     cfg = infer_config(src, **arch_settings)
     state = to_state(src, cfg)
+    label_set, labels = label_set_of(src.labels) if src.labels is not None else (label_set_for(cfg.num_classes), None)
     pretrained_cfg = PretrainedCfg(
         name=paths[0].stem,
         arch_cfg=cfg,
         preprocess=publisher_preprocess(src.format, cfg.resolution, alpha=cfg.alpha,
                                         input_quantization=src.input_quantization),
-        label_set=_label_set(src, paths, cfg.num_classes),
+        label_set=label_set,
+        labels=labels,
         format=src.format,
         description=f"converted from {src.format}: {', '.join(p.name for p in paths)}",
     )

@@ -11,8 +11,10 @@ Keys::
 Layouts are PyTorch's. From ``config.json``: ``tf_padding`` (True: TF 'SAME', computed from the
 input at run time as ours; False: symmetric ``padding=1``), ``layer_norm_eps`` (BatchNorm eps,
 1e-3), ``hidden_act`` (relu6), ``image_size``, and ``id2label`` (Google's checkpoints have 1001
-labels, index 0 "background", like TF's). transformers' ``depth_multiplier`` is the width
-multiplier α, with TF's ``min_depth`` 8 rounding.
+labels, index 0 "background", like TF's; a fine-tuned checkpoint's own class names, which become
+its labels). Without ``config.json`` the file alone is refused unless the padding is given
+(``read_config``). transformers' ``depth_multiplier`` is the width multiplier α, with TF's
+``min_depth`` 8 rounding.
 """
 
 from __future__ import annotations
@@ -46,6 +48,34 @@ def is_hf_directory(path: Path) -> bool:
         return json.loads((path / "config.json").read_text()).get("model_type") == "mobilenet_v1"
     except (OSError, ValueError):
         return False
+
+
+def read_config(path: Path, *, padding_given: bool) -> dict[str, Any]:
+    """The ``config.json`` of the checkpoint at ``path``: a directory, or a weights file with its
+    config.json beside it. Without one, the padding, activation, eps and labels are unknown:
+    refused unless the caller gives the padding (then transformers' defaults hold for the rest)."""
+    folder = path if path.is_dir() else path.parent
+    if is_hf_directory(folder):
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if padding_given:
+        return {}
+    raise WeightFormatError(
+        f"{path.name}: a transformers weights file without its config.json, which says its padding, activation, "
+        "BatchNorm eps and labels: give the checkpoint's folder (or put config.json beside the file), or give "
+        "the padding (--padding tf or symmetric) to take transformers' defaults for the rest"
+    )
+
+
+def labels_of(config: dict[str, Any], classes: int) -> tuple[str, ...] | None:
+    """The class names ``id2label`` lists, in index order; None when it names none (absent, or
+    transformers' placeholders ``LABEL_0``, ``LABEL_1``, ...)."""
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    if not id2label or all(re.fullmatch(r"LABEL_\d+", v) for v in id2label.values()):
+        return None
+    if sorted(id2label) != list(range(classes)):
+        raise WeightFormatError(f"transformers config: id2label names {len(id2label)} classes, the classifier "
+                                f"has {classes}")
+    return tuple(id2label[i] for i in range(classes))
 
 
 def weights_file(directory: Path) -> Path:
@@ -97,9 +127,5 @@ def read_hf(state: Mapping[str, torch.Tensor], config: dict[str, Any] | None = N
         bn_eps=float(config.get("layer_norm_eps", 1e-3)),
         resolution=resolution,
         arch_hints=hints,
+        labels=labels_of(config, int(state["classifier.weight"].shape[0])),
     )
-
-
-def has_background_label(config: dict[str, Any]) -> bool:
-    labels = config.get("id2label") or {}
-    return str(labels.get("0", labels.get(0, ""))).lower() == "background"

@@ -36,6 +36,19 @@ def label_set_for(num_classes: int) -> str:
     return {1001: IMAGENET_1001, 1000: IMAGENET_1000}.get(num_classes, CUSTOM)
 
 
+def label_set_of(names: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
+    """(label set, explicit names) for the class names a checkpoint lists: ImageNet's 1,000 (after a
+    leading "background": TF's 1001) when at least 99 % of their first lemmas are ImageNet's in the
+    standard order (copies of the list differ in a few spellings), else ``custom`` with the names."""
+    names = tuple(str(n) for n in names)
+    real = names[1:] if names and names[0].strip().lower() == BACKGROUND else names
+    if len(real) == 1000:
+        same = sum(a.split(",")[0].strip().lower() == b.lower() for a, b in zip(real, imagenet_names()))
+        if same >= 990:
+            return (IMAGENET_1001 if len(names) == 1001 else IMAGENET_1000), None
+    return CUSTOM, names
+
+
 def label_names(label_set: str, num_classes: int) -> list[str]:
     """Names for a label set: ``imagenet-1000``, ``imagenet-1001`` or anything else (class indices)."""
     if label_set == IMAGENET_1000 and num_classes == 1000:

@@ -50,6 +50,7 @@ class SourceWeights:
     resolution: tuple[int, int] | None = None  # the input size the source was built for, if it says
     input_quantization: tuple[float, int] | None = None  # (scale, zero point) of a uint8 input
     arch_hints: dict[str, Any] = field(default_factory=dict)  # settings the format implies (padding...)
+    labels: tuple[str, ...] | None = None  # class names the source lists (transformers' id2label), one per output
 
 
 def infer_config(src: SourceWeights, **settings: Any) -> ArchConfig:
