@@ -17,6 +17,7 @@ function scheduleCost() {
 }
 
 async function updateCost() {
+  costTimer = null;
   const started = performance.now();
   state.costRequest?.abort();
   const request = (state.costRequest = new AbortController());
@@ -34,7 +35,8 @@ async function updateCost() {
     showError(err.message);
     document.querySelector("main").classList.add("stale");
   } finally {
-    if (state.costRequest === request) document.body.classList.remove("busy");
+    // Settled only when this is the latest request and no change waits for its turn.
+    if (state.costRequest === request && costTimer === null) document.body.classList.remove("busy");
   }
 }
 
