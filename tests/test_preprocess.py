@@ -187,3 +187,29 @@ def test_tf_preprocess_is_tf_slims_eval_and_differs_from_pillows():
     assert np.abs(pillow - got).mean() * 127.5 > 4  # several uint8 levels apart on average
     with pytest.raises(ValueError, match="resize must be one of"):
         Preprocess(resize="antialias")
+
+
+@pytest.mark.parametrize(("width", "height"), [(500, 375), (375, 500), (333, 501), (640, 427), (50, 50)])
+def test_shorter_side_resize_truncates_as_torchvision_and_timm(width, height):
+    """timm's eval resize is ``Resize(math.floor(224 / crop_pct))`` in torchvision, which truncates
+    both sides: 248 px at timm's crop 0.9, not 249 (issue 18, item 11)."""
+    torchvision = pytest.importorskip("torchvision")
+    pre = Preprocess(resolution=224, crop_fraction=0.9, crop_mode="resize_shorter", interpolation="bicubic")
+    expected = torchvision.transforms.Resize(248)(Image.new("RGB", (width, height))).size
+    assert pre.shorter_side_size(width, height) == (max(224, expected[0]), max(224, expected[1]))
+    # transformers' 192 + 32 shorter side, whose crop fraction is not exact in floats
+    assert Preprocess(resolution=192, crop_fraction=192 / 224, crop_mode="resize_shorter").shorter_side_size(
+        300, 300) == (224, 224)
+
+
+def test_timm_125_preprocessing_is_timms_own_eval_transform():
+    timm = pytest.importorskip("timm")
+    from mobilenet.preprocess import sample_photos
+    from mobilenet.weights.publishers import timm_preprocess
+
+    data_cfg = timm.data.resolve_data_config({}, model=timm.create_model("mobilenetv1_125", pretrained=False))
+    assert data_cfg["crop_pct"] == 0.9
+    photo = load_image(sample_photos()[0])
+    theirs = timm.data.create_transform(**data_cfg)(photo)
+    ours = timm_preprocess(224, 1.25).eval_transform()(photo)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)

@@ -73,11 +73,12 @@ def test_keras3_weights_h5_matches_keras(tmp_path, alpha, size):
     assert np.abs(got - _keras_outputs(model, x)).max() <= 1e-4
 
 
-def test_keras_whole_model_h5_is_read_too(tmp_path):
-    model = _keras_mobilenet(0.25, 128, seed=3)
+def test_keras_whole_model_h5_is_read_with_its_input_size(tmp_path):
+    model = _keras_mobilenet(0.25, 160, seed=3)
     model.save(tmp_path / "whole.h5")  # legacy whole-model file: weights under model_weights/
-    ours, _ = convert(tmp_path / "whole.h5", resolution=128)
-    x = np.random.default_rng(2).uniform(-1, 1, (1, 128, 128, 3)).astype("float32")
+    ours, cfg = convert(tmp_path / "whole.h5")  # no resolution given: the file's model_config says 160
+    assert ours.arch_cfg.resolution == (160, 160) and cfg.preprocess.resolution == (160, 160)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 160, 160, 3)).astype("float32")
     with torch.no_grad():
         got = ours(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     assert np.abs(got - _keras_outputs(model, x)).max() <= 1e-4

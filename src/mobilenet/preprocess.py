@@ -14,9 +14,9 @@ EXIF rotation applied, transparency composited onto white, palette / grayscale /
 ``crop_mode="central_fraction"`` (the default) is TF-slim's evaluation: keep the central
 ``crop_fraction`` of each side, then resize to the resolution (the aspect ratio is not kept,
 exactly as TF did when it measured the published accuracy). ``crop_mode="resize_shorter"`` is
-timm's and torchvision's: resize the shorter side to ``resolution / crop_fraction``, then take a
-central ``resolution`` crop. Mean and std are on the [0, 1] scale, so TF's ``(x - 127.5) / 127.5``
-is mean = std = 0.5.
+timm's, torchvision's and transformers': resize the shorter side to ``resolution / crop_fraction``
+(truncated, as they do), then take a central ``resolution`` crop. Mean and std are on the [0, 1]
+scale, so TF's ``(x - 127.5) / 127.5`` is mean = std = 0.5.
 
 ``resize="tf"`` resizes exactly as TF-slim's evaluation did when TensorFlow measured its published
 accuracy: TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centres, **no
@@ -28,6 +28,7 @@ points of top-1 (docs/weights.md).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -212,6 +213,21 @@ class Preprocess:
         left = int((width - width * self.crop_fraction) / 2)
         return left, top, width - left, height - top
 
+    def shorter_side_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) a ``resize_shorter`` recipe resizes a ``width`` x ``height`` image to, as
+        timm, torchvision and transformers compute it: the shorter side becomes
+        ``floor(resolution / crop_fraction)`` (timm's ``math.floor(img_size / crop_pct)``: 248 at
+        224 / 0.9, not 249) and the longer side ``int(shorter * long / short)``, both truncated;
+        never smaller than the crop that follows."""
+        height_out, width_out = self.resolution
+        # A hair of tolerance: 192 / (192 / 224) is 223.99999999999997 in floats, and means 224.
+        short = math.floor(max(height_out, width_out) / self.crop_fraction + 1e-6)
+        if width <= height:
+            size = (short, int(short * height / width))
+        else:
+            size = (int(short * width / height), short)
+        return max(width_out, size[0]), max(height_out, size[1])
+
     def crop_and_resize(self, img: Image.Image) -> Image.Image:
         """The geometric part of ``eval_transform`` with Pillow: an RGB image of exactly
         ``resolution`` (``resize="tf"`` rounds TF's float result to uint8 here; ``eval_transform``
@@ -223,8 +239,7 @@ class Preprocess:
         if self.crop_mode == "central_fraction":
             img = img.crop(self.crop_box(img.width, img.height))
             return img.resize((width, height), resample)
-        scale = max(height, width) / self.crop_fraction / min(img.width, img.height)
-        resized = img.resize((max(width, round(img.width * scale)), max(height, round(img.height * scale))), resample)
+        resized = img.resize(self.shorter_side_size(img.width, img.height), resample)
         left, top = (resized.width - width) // 2, (resized.height - height) // 2
         return resized.crop((left, top, left + width, top + height))
 
@@ -235,8 +250,7 @@ class Preprocess:
         if self.crop_mode == "central_fraction":
             left, top, right, bottom = self.crop_box(img.width, img.height)
             return tf_resize_bilinear(pixels[top:bottom, left:right], (height, width))
-        scale = max(height, width) / self.crop_fraction / min(img.width, img.height)
-        size = (max(height, round(img.height * scale)), max(width, round(img.width * scale)))
+        size = self.shorter_side_size(img.width, img.height)[::-1]
         resized = tf_resize_bilinear(pixels, size)
         top, left = (size[0] - height) // 2, (size[1] - width) // 2
         return resized[top:top + height, left:left + width]

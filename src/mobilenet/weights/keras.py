@@ -5,7 +5,8 @@ Two layouts:
 * Legacy HDF5 (Keras' published ``mobilenet_{α}_{size}_tf.h5`` and ``model.save("x.h5")``): one
   group per layer, named as in ``keras.applications.MobileNet``: ``conv1``, ``conv1_bn``,
   ``conv_dw_{i}``, ``conv_dw_{i}_bn``, ``conv_pw_{i}``, ``conv_pw_{i}_bn``, ``conv_preds``;
-  a whole-model file nests them under ``model_weights``. Dataset names end in ``kernel``
+  a whole-model file nests them under ``model_weights`` and records its input size in its
+  ``model_config`` attribute. Dataset names end in ``kernel``
   (TF-Keras 2 adds ``:0``), ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``, ``bias``.
 * Keras 3 ``.weights.h5``: ``layers/<name>/vars/<k>``. Keras 3 names the groups by layer type and
   creation order (``conv2d``, ``conv2d_1``, ``depthwise_conv2d``, ``batch_normalization_7`` ...),
@@ -143,11 +144,14 @@ def is_keras_archive(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _archive_resolution(z: zipfile.ZipFile) -> tuple[int, int] | None:
-    """The input size in a ``.keras`` archive's config.json, if it records one."""
+def _config_resolution(config: object) -> tuple[int, int] | None:
+    """The input size a Keras model config records (its InputLayer's batch shape), if it records
+    one: the ``config.json`` of a ``.keras`` archive, or the ``model_config`` attribute of a
+    whole-model ``.h5`` (``model.save("x.h5")``)."""
     try:
-        config = json.loads(z.read("config.json"))
-        for layer in config.get("config", {}).get("layers", []):
+        if isinstance(config, (bytes, str)):
+            config = json.loads(config)
+        for layer in config["config"]["layers"]:  # type: ignore[index]
             if layer.get("class_name") == "InputLayer":
                 shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
                 if shape and len(shape) == 4 and all(isinstance(s, int) for s in shape[1:3]):
@@ -163,7 +167,7 @@ def read_keras(path: str | os.PathLike[str]) -> SourceWeights:
         if not is_keras_archive(path):
             raise WeightFormatError(f"{path.name}: a zip file without {KERAS_ARCHIVE_WEIGHTS}: not a .keras archive")
         with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory(prefix="mobilenet-keras-") as tmp:
-            resolution = _archive_resolution(z)
+            resolution = _config_resolution(z.read("config.json") if "config.json" in z.namelist() else None)
             inner = Path(z.extract(KERAS_ARCHIVE_WEIGHTS, tmp))
             src = _read_h5(inner)
         src.resolution = resolution
@@ -186,6 +190,7 @@ def _read_h5(path: Path) -> SourceWeights:
             group = f.get("model_weights", f)
             convs, kernel, bias = _read_legacy(group)
             fmt = "keras-h5"
+        resolution = _config_resolution(f.attrs.get("model_config"))  # a whole-model file records it
     if kernel.ndim != 4 or kernel.shape[:2] != (1, 1):
         raise WeightFormatError(f"Keras classifier kernel has shape {kernel.shape}, expected (1, 1, features, classes)")
     return SourceWeights(
@@ -196,5 +201,6 @@ def _read_h5(path: Path) -> SourceWeights:
         classifier_name="conv_preds/kernel",
         folded=False,
         bn_eps=KERAS_BN_EPS,
+        resolution=resolution,
         arch_hints={"padding": "keras"},
     )
