@@ -37,7 +37,7 @@ from mobilenet.latency.model import (
 )
 
 if TYPE_CHECKING:
-    from mobilenet.latency.choose import Choice
+    from mobilenet.latency.ranking import Choice
 
 __all__ = [
     "KERNELS", "KERNEL_LABELS", "RUNTIMES", "BlockSpeedup", "Calibration", "CorruptCalibration", "LatencyPrediction",
@@ -92,7 +92,7 @@ def choose(
     predicted to fit, then the best ``measure_best`` timed for real (0: trust the predictions).
     ``registry``: the models to choose from (default ``mobilenet.weights.REGISTRY``);
     ``calibration``: constants to use instead of this machine's; ``remeasure``: calibrate again."""
-    from mobilenet.latency.choose import (  # noqa: PLC0415 - the registry and the runtimes need torch
+    from mobilenet.latency.ranking import (  # noqa: PLC0415 - the registry and the runtimes need torch
         Choice,
         candidates,
         check_budget,

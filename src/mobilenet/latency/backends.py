@@ -1,7 +1,7 @@
 """Running a probe in each runtime, as the project's predictors run a whole network.
 
-A probe becomes a small PyTorch module (``probe_module``: the folded form of the network's layers,
-a convolution with a bias and ReLU6), which a backend builds in its runtime once (``load``) and
+A probe becomes a small PyTorch module (``probe_module``: the network's own layers, BatchNorm
+folded), which a backend builds in its runtime once (``load``) and
 then makes a ``Cell`` of at each input shape: the runtime's call as a predictor makes it, and,
 where the predictor converts its input in Python before the call (the NHWC mobile runtimes),
 that conversion on its own (``feed``). A probe's call leaves the conversion out, so that its time
@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenet import arch
+from mobilenet.arch import ArchConfig
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
-from mobilenet.latency.probes import Probe
+from mobilenet.latency.probes import PADDING, Probe
 
 Call = Callable[[], object]
 
@@ -47,18 +49,33 @@ class Cell:
 Shaper = Callable[[tuple[int, ...]], Cell]  # input shape -> the probe's cell at that shape
 
 
-def probe_module(probe: Probe, size: int) -> nn.Module:
-    """The probe as PyTorch runs it: each conv with its (folded) bias and ReLU6."""
+def probe_module(probe: Probe, size: int, *, fixed_pads: bool = False) -> nn.Module:
+    """The probe as the network's own modules run it: each conv a ``ConvBNAct`` with its
+    BatchNorm folded (TF 'SAME' pads computed from the input, or constant for ``size`` with
+    ``fixed_pads``, as the mobile writers export them), the pool and classifier as in the model."""
+    from mobilenet.model import ConvBNAct  # noqa: PLC0415
+
+    padded = ArchConfig(padding=PADDING)
     layers: list[nn.Module] = []
-    for layer in probe.layers(size):
-        c_in, c_out = layer.in_shape[0], layer.out_shape[0]
-        if layer.kind == "pool":
+    for cost_of in probe.layers(size):
+        c_in, c_out = cost_of.in_shape[0], cost_of.out_shape[0]
+        if cost_of.kind == "pool":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        elif layer.kind == "fc":
+            continue
+        if cost_of.kind == "fc":
             layers.append(nn.Linear(c_in, c_out))
-        else:
-            k = layer.kernel
-            layers += [nn.Conv2d(c_in, c_out, k, layer.stride, k // 2, groups=layer.groups), nn.ReLU6()]
+            continue
+        k, s = cost_of.kernel, cost_of.stride
+        at = tuple(cost_of.in_shape[1:])
+        layer = arch.Layer(cost_of.name, cost_of.kind, c_in, c_out, k, s, cost_of.groups, at,  # type: ignore[arg-type]
+                           tuple(cost_of.out_shape[1:]), tuple(arch.conv_padding(PADDING, x, k, s) for x in at),
+                           True, True, False, cost_of.block)
+        conv = ConvBNAct(layer, padded)
+        conv.fold_batchnorm()
+        (top, bottom), (left, right) = layer.pad
+        if fixed_pads and s > 1:
+            conv.pad = nn.ZeroPad2d((left, right, top, bottom))
+        layers.append(conv)
     module = nn.Sequential(*layers).eval()
     with torch.no_grad():  # weights of the scale trained ones have: no denormals, no saturation
         for p in module.parameters():
@@ -74,6 +91,7 @@ class Backend:
     needs: tuple[str, ...] = ()  # modules to import: a missing one is named with its pip extra
     distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
     calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at
+    fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
 
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
@@ -242,7 +260,7 @@ class LiteRtBackend(Backend):
     on fp32 probes."""
 
     runtime = "litert"
-    fixed_batch = True
+    fixed_batch = fixed_pads = True
     needs = ("litert_torch", "ai_edge_litert.interpreter")
     distributions = ("ai-edge-litert", "litert-torch", "torch")
     calibrates = ("fp32", "fp16")
@@ -279,7 +297,7 @@ class ExecuTorchBackend(Backend):
     """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does."""
 
     runtime = "executorch"
-    fixed_batch = True
+    fixed_batch = fixed_pads = True
     needs = ("executorch.runtime",)
     distributions = ("executorch", "torch")
 

@@ -29,11 +29,16 @@ from mobilenet.cost import LayerCost
 from mobilenet.latency.model import KERNELS, Roofline, Work, layer_work
 
 LANES: tuple[int, ...] = (1, 4, 8, 16)
-LANES_MARGIN = 0.9  # a wider lane must cut the error by 10% to be chosen over a narrower one
+# A wider lane must cut the error by a tenth, and by a tenth of a percentage point, to be chosen.
+LANES_MARGIN, LANES_MIN_GAIN = 0.9, 0.001
 # A kernel no probe measured (the calibration ran out of time) borrows from the most similar one.
+TIE = 1e-12  # errors closer than this are equal
+
+# After these, any kernel measured: a guess, but the calibration says which kernels it measured.
 STAND_INS: dict[str, tuple[str, ...]] = {
     "conv": ("pointwise", "stem"), "stem": ("conv", "pointwise"), "pointwise": ("conv", "fc"),
-    "depthwise": ("pool", "pointwise"), "pool": ("depthwise", "pointwise"), "fc": ("pointwise", "conv"),
+    "depthwise": ("depthwise_s2", "pool"), "depthwise_s2": ("depthwise", "pool"),
+    "pool": ("depthwise", "depthwise_s2"), "fc": ("pointwise", "conv"),
 }
 
 
@@ -89,13 +94,13 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
         for width in LANES:
             works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
             roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine])
-            if error < best_error * LANES_MARGIN:
+            if error < best_error * LANES_MARGIN and best_error - error > LANES_MIN_GAIN:
                 kernels[kernel], rmspe[kernel], best_error = replace(roof, lanes=width), error, error
         probes[kernel] = len(mine)
     for kernel in KERNELS:
-        stand_in = next((k for k in (kernel, *STAND_INS[kernel]) if k in kernels), None)
+        stand_in = next((k for k in (kernel, *STAND_INS[kernel], *KERNELS) if k in kernels), None)
         if stand_in is None:
-            raise ValueError(f"no probe measured {kernel} or a kernel like it")
+            raise ValueError("no probe of any kernel was measured")
         kernels[kernel] = kernels[stand_in]
     return FittedKernels(kernels, rmspe, probes)
 
@@ -116,7 +121,7 @@ def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence
         design = np.stack([n, n * f * compute, n * b * ~compute], axis=1)
         theta = _nonnegative_least_squares(design, t)
         error = _rmspe(_roofline_seconds(theta, f, b, n), t)
-        if error < best_error:
+        if error < best_error - TIE:
             best, best_error = (float(theta[0]), float(theta[1]), float(theta[2])), error
     overhead, s_per_mac, s_per_byte = best
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
@@ -149,7 +154,7 @@ def _nonnegative_least_squares(design: np.ndarray, t: np.ndarray) -> np.ndarray:
             if np.any(solution < 0):
                 continue
             error = float(np.sum((a[:, free] @ solution - ones) ** 2))
-            if error < best_error:
+            if error < best_error - TIE:  # fewer unknowns first: a tie keeps the simpler solution
                 best = np.zeros(design.shape[1])
                 best[list(free)] = solution
                 best_error = error

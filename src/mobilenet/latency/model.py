@@ -2,10 +2,11 @@
 like ``mobilenet.cost`` it never imports torch, so predictions can be studied anywhere.
 
 Every layer of ``mobilenet.arch`` runs as one kernel (a convolution with its folded BatchNorm and
-ReLU6 is one fused kernel in every runtime measured), of one of six kinds: the stem conv, a
-depthwise conv, a pointwise conv, a full 3x3 conv (Table 4's network), the average pool and the
-classifier. Each kind has a **roofline** on the machine at hand, for one (CPU, runtime, precision,
-threads, batch size)::
+ReLU6 is one fused kernel in every runtime measured), of one of seven kinds: the stem conv, a
+depthwise conv (stride 1, or stride 2 with its TF 'SAME' pad, which some runtimes run apart), a
+pointwise conv, a full 3x3 conv (Table 4's network), the average pool and the classifier. Each
+kind has a **roofline** on the machine at hand, for one (CPU, runtime, precision, threads, batch
+size)::
 
     time = overhead + max(mult-adds / compute rate, bytes / bandwidth)
 
@@ -36,11 +37,13 @@ from mobilenet import cost
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
-KERNELS: tuple[str, ...] = ("stem", "depthwise", "pointwise", "conv", "pool", "fc")
+KERNELS: tuple[str, ...] = ("stem", "depthwise", "depthwise_s2", "pointwise", "conv", "pool", "fc")
 KERNEL_LABELS: dict[str, str] = {
-    "stem": "stem 3x3 conv", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
-    "conv": "full 3x3 conv", "pool": "average pool", "fc": "classifier (FC)",
+    "stem": "stem 3x3 conv", "depthwise": "depthwise 3x3", "depthwise_s2": "depthwise 3x3, stride 2",
+    "pointwise": "pointwise 1x1", "conv": "full 3x3 conv", "pool": "average pool", "fc": "classifier (FC)",
 }
+# The layer types time is shared among (the paper's Table 2 rows, the stem told apart).
+LAYER_TYPES: tuple[str, ...] = ("stem", "depthwise", "pointwise", "conv", "pool", "fc")
 BOUNDS: tuple[str, ...] = ("compute", "memory")
 # Bytes of one activation (and weight) element as the runtime moves it. LiteRT's fp16 files store
 # float16 weights but dequantize them at load and run float32 kernels, so they move 4 bytes.
@@ -55,10 +58,18 @@ class CorruptCalibration(InputError):
 
 
 def kernel_of(layer: cost.LayerCost) -> str:
-    """The kind of kernel a layer runs as: ``cost``'s kinds, with the stem told from full convs."""
+    """The kind of kernel a layer runs as: ``cost``'s kinds, with the stem told from full convs
+    and strided depthwise convs from the others."""
     if layer.kind == "conv":
         return "stem" if layer.block is None else "conv"
+    if layer.kind == "depthwise" and layer.stride > 1:
+        return "depthwise_s2"
     return layer.kind
+
+
+def layer_type(kernel: str) -> str:
+    """The layer type a kernel's time counts toward (``LAYER_TYPES``)."""
+    return "depthwise" if kernel == "depthwise_s2" else kernel
 
 
 def element_bytes(runtime: str, precision: str) -> int:
@@ -238,19 +249,20 @@ class LatencyPrediction:
                 return layer
         raise KeyError(f"no layer named {name!r}")
 
-    def kernel_ms(self) -> dict[str, float]:
-        """Predicted milliseconds per kind of kernel (kinds the network lacks omitted)."""
+    def type_ms(self) -> dict[str, float]:
+        """Predicted milliseconds per layer type (``LAYER_TYPES``; types the network lacks omitted)."""
         out: dict[str, float] = {}
         for layer in self.layers:
-            out[layer.kernel] = out.get(layer.kernel, 0.0) + layer.predicted_ms
+            kind = layer_type(layer.kernel)
+            out[kind] = out.get(kind, 0.0) + layer.predicted_ms
         return out
 
     def shares(self) -> dict[str, float]:
-        """Each kind of kernel's share of the layers' time (the call excluded), adding up to 1:
+        """Each layer type's share of the layers' time (the call excluded), adding up to 1:
         beside ``cost``'s Table 2 shares of mult-adds."""
-        per_kernel = self.kernel_ms()
-        total = sum(per_kernel.values())
-        return {k: ms / total for k, ms in per_kernel.items()}
+        per_type = self.type_ms()
+        total = sum(per_type.values())
+        return {k: ms / total for k, ms in per_type.items()}
 
     def to_dict(self) -> dict[str, Any]:
         c = self.calibration

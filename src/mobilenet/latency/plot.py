@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
-from mobilenet.latency.choose import Choice
 from mobilenet.latency.model import pareto_front
+from mobilenet.latency.ranking import Choice
 
 FAMILY_COLOURS = {"tf": "#1f4e8c", "tf-quant": "#4c9be8", "keras": "#8c8c8c", "timm": "#e8804c", "hf": "#5aa469"}
 

@@ -1,8 +1,10 @@
 """What the calibration measures: micro-benchmarks of one kind of kernel each. Pure Python.
 
 A probe is a short chain of identical layers (a depthwise, pointwise or full 3x3 conv that keeps
-its input's shape, repeated) or a single layer (the stem, the pool, the classifier), built in the
-runtime at one input size and timed at a few. Their channel counts and sizes span what the
+its input's shape, repeated) or a single layer (the stem, a strided depthwise conv, the pool, the
+classifier), built in the runtime at one input size and timed at a few. Strided layers are padded
+as TF-slim's 'SAME' pads them (the published models' padding), which some runtimes run as a
+separate kernel: that cost is theirs, measured with them. Their channel counts and sizes span what the
 published models and the validation grid hold (8 to about 1,100 channels, maps from 4x4 to
 120x120), and several are not multiples of 8 or 16, so that the fit can tell the runtime's SIMD
 lane width (see ``mobilenet.latency.fit``). None is a layer of the validation grid's networks.
@@ -28,6 +30,9 @@ CHAIN = 4  # identical layers in a chained probe: the call's own cost is spread 
 CALL_CHANNELS, CALL_SIZE = 3, 8
 
 
+PADDING: arch.Padding = "tf"  # how strided probes pad: as the published models do
+
+
 @dataclass(frozen=True)
 class Probe:
     """``kernel`` (one of ``model.KERNELS``, or ``"call"``) on ``channels`` input channels (the
@@ -41,9 +46,14 @@ class Probe:
     def repeats(self) -> int:
         return CHAIN if self.kernel in ("depthwise", "pointwise", "conv") else 1
 
+    @property
+    def stride(self) -> int:
+        return 2 if self.kernel in ("stem", "depthwise_s2") else 1
+
     def describe(self) -> str:
         named = {"call": "a call (1x1 conv on a tiny RGB image)", "stem": f"stem conv 3->{self.channels}",
-                 "fc": f"classifier {self.channels}->1000"}
+                 "fc": f"classifier {self.channels}->1000",
+                 "depthwise_s2": f"stride-2 depthwise on {self.channels} channels"}
         what = named.get(self.kernel, f"{self.kernel} on {self.channels} channels")
         chain = f" x{self.repeats}" if self.repeats > 1 else ""
         sizes = "" if self.kernel == "fc" else f" at {', '.join(f'{s}x{s}' for s in self.sizes)}"
@@ -61,13 +71,11 @@ class Probe:
             pair = cost.layer_comparison(1, CALL_CHANNELS, CALL_CHANNELS, size, 1, "symmetric",
                                          bytes_per_element=bytes_per_element, batch_size=batch_size)
             return (pair.standard,)
-        if self.kernel == "stem":
-            pair = cost.layer_comparison(arch.KERNEL_SIZE, 3, self.channels, size, arch.STEM_STRIDE, "symmetric",
-                                         bytes_per_element=bytes_per_element, batch_size=batch_size)
-            return (pair.standard,)
-        pair = cost.layer_comparison(arch.KERNEL_SIZE, self.channels, self.channels, size, 1, "symmetric",
+        c_in = 3 if self.kernel == "stem" else self.channels
+        pair = cost.layer_comparison(arch.KERNEL_SIZE, c_in, self.channels, size, self.stride, PADDING,
                                      bytes_per_element=bytes_per_element, batch_size=batch_size)
-        layer = {"depthwise": pair.depthwise, "pointwise": pair.pointwise, "conv": pair.standard}[self.kernel]
+        layer = {"stem": pair.standard, "depthwise": pair.depthwise, "depthwise_s2": pair.depthwise,
+                 "pointwise": pair.pointwise, "conv": pair.standard}[self.kernel]
         return (layer,) * self.repeats
 
     def input_shape(self, size: int, batch_size: int = 1) -> tuple[int, ...]:
@@ -77,13 +85,14 @@ class Probe:
 
 
 def default_plan() -> tuple[Probe, ...]:
-    """The probes of a full calibration, most needed first (about 20 models built, 50 timed)."""
+    """The probes of a full calibration, most needed first (23 models built, about 55 timed)."""
     chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
               (12, (56, 112)), (64, (28, 56)))
     plan = [Probe("call", CALL_CHANNELS, (CALL_SIZE,))]
     for channels, sizes in chains:
         plan += [Probe("pointwise", channels, sizes), Probe("depthwise", channels, sizes)]
-    plan += [Probe("stem", 32, (128, 176, 224)), Probe("stem", 12, (128, 224)),
+    plan += [Probe("stem", 32, (128, 176, 224)), Probe("depthwise_s2", 40, (56, 112)),
+             Probe("depthwise_s2", 300, (14, 28)), Probe("stem", 12, (128, 224)), Probe("depthwise_s2", 120, (28, 56)),
              Probe("fc", 1000, (1,)), Probe("fc", 300, (1,)), Probe("pool", 500, (4, 7)),
              Probe("conv", 40, (28, 56)), Probe("conv", 300, (7, 14))]
     return tuple(plan)
@@ -93,4 +102,5 @@ def quick_plan() -> tuple[Probe, ...]:
     """A few-second calibration (tests, a first look): one or two probes per kernel."""
     return (Probe("call", CALL_CHANNELS, (CALL_SIZE,)), Probe("pointwise", 40, (14, 56)),
             Probe("pointwise", 300, (7, 14)), Probe("depthwise", 40, (14, 56)), Probe("depthwise", 300, (7, 14)),
-            Probe("stem", 16, (96, 160)), Probe("fc", 500, (1,)), Probe("pool", 500, (5,)))
+            Probe("depthwise_s2", 100, (14, 28, 56)), Probe("stem", 16, (96, 128, 160)), Probe("fc", 500, (1,)),
+            Probe("pool", 500, (5,)))
