@@ -7,6 +7,7 @@ where ``/usr/bin/chromium``, Playwright or the bundled onnxruntime-web (``make``
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import signal
@@ -485,4 +486,39 @@ def test_export_command_writes_a_verified_web_folder_whose_page_classifies(tmp_p
     page.set_input_files("#photo", str(photo))
     page.wait_for_function("() => document.querySelector('#top li')", timeout=120_000)
     assert page.text_content("#top li span") == expected
+    page.close()
+
+
+def test_the_browser_prepares_a_photo_exactly_as_pytorch_does(chromium, tmp_path):
+    """classify.js's preprocessing, for every publisher's recipe, against mobilenet.preprocess:
+    the same float32 tensor, bit for bit (TF's float resize, Pillow's fixed-point resampling)."""
+    from mobilenet.preprocess import Preprocess, load_image, sample_photos
+
+    recipes = [
+        Preprocess(resolution=224, resize="tf"),  # TF-slim
+        Preprocess(resolution=160),  # Keras: Pillow bilinear, central 87.5%
+        Preprocess(resolution=224, crop_fraction=0.9, interpolation="bicubic", crop_mode="resize_shorter"),  # timm
+        Preprocess(resolution=192, crop_fraction=192 / 224, crop_mode="resize_shorter"),  # transformers
+        Preprocess(resolution=(160, 200), resize="tf", crop_mode="resize_shorter"),
+    ]
+    (tmp_path / "classify.js").write_bytes(assets.CLASSIFIER.read_bytes())
+    (tmp_path / "index.html").write_text('<!doctype html><script src="classify.js"></script>')
+    photos = [load_image(p) for p in sample_photos()[:2]]
+    handed = {f"pixels/{i}": np.asarray(img.convert("RGBA")).tobytes() for i, img in enumerate(photos)}
+    page = chromium.new_page()
+    page.goto(browser.serve_folder(chromium, tmp_path, handed))
+    for i, image in enumerate(photos):
+        for recipe in recipes:
+            encoded = page.evaluate(
+                """async ([i, width, height, recipe]) => {
+                    const pixels = new Uint8Array(await (await fetch(`pixels/${i}`)).arrayBuffer());
+                    const bytes = new Uint8Array(MobileNetBrowser.preprocess(pixels, width, height, recipe).buffer);
+                    let text = "";
+                    for (let at = 0; at < bytes.length; at += 32768) {
+                        text += String.fromCharCode(...bytes.subarray(at, at + 32768));
+                    }
+                    return btoa(text);
+                }""", [i, image.width, image.height, recipe.to_dict()])
+            tensor = np.frombuffer(base64.b64decode(encoded), dtype="<f4")
+            assert np.array_equal(tensor, recipe.eval_transform()(image).numpy().ravel()), recipe
     page.close()

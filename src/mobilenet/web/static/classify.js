@@ -4,7 +4,7 @@
  *
  * The preprocessing is the recipe that travels with the weights (preprocess.json, written by
  * mobilenet.preprocess.Preprocess.to_dict()), computed step by step as mobilenet/preprocess.py
- * computes it: TF-slim's central crop and TF1's bilinear resize in float32 (Math.fround after every
+ * computes it (tests/test_web.py holds the two to the same tensor, bit for bit, for every recipe): TF-slim's central crop and TF1's bilinear resize in float32 (Math.fround after every
  * operation, as numpy does), or Pillow's resampling in its own 22-bit fixed point, then
  * (x / 255 - mean) / std in float32. The browser decodes the image itself; colour profiles are not
  * applied, as Pillow does not apply them, and transparency is laid on white as load_image does.
@@ -34,15 +34,6 @@
       },
     },
   };
-
-  /** Python's round(): a half goes to the even neighbour. */
-  function pyRound(x) {
-    const floor = Math.floor(x);
-    const diff = x - floor;
-    if (diff > 0.5) return floor + 1;
-    if (diff < 0.5) return floor;
-    return floor % 2 === 0 ? floor : floor + 1;
-  }
 
   /** An RGB image as a flat Uint8Array (3 bytes a pixel, row after row). */
   function image(width, height, pixels) {
@@ -168,6 +159,16 @@
 
   // --- the recipe ---
 
+  /** Preprocess.shorter_side_size, as [height, width]: the shorter side becomes
+   *  floor(resolution / crop_fraction), the longer one in proportion, both truncated. */
+  function shorterSideSize(width, height, recipe) {
+    const [heightOut, widthOut] = recipe.resolution;
+    const short = Math.floor(Math.max(heightOut, widthOut) / recipe.crop_fraction + 1e-6);
+    const [w, h] = width <= height ? [short, Math.trunc(short * height / width)]
+      : [Math.trunc(short * width / height), short];
+    return [Math.max(heightOut, h), Math.max(widthOut, w)];
+  }
+
   /** Preprocess.crop_and_resize / tf_crop_and_resize: HWC values on the 0-255 scale. */
   function cropAndResize(img, recipe) {
     const [height, width] = recipe.resolution;
@@ -177,8 +178,7 @@
         : pillowResize(cropped, width, height, recipe.interpolation).pixels;
     }
     if (recipe.crop_mode !== "resize_shorter") throw new Error(`crop mode ${recipe.crop_mode} is unknown here`);
-    const scale = Math.max(height, width) / recipe.crop_fraction / Math.min(img.width, img.height);
-    const size = [Math.max(height, pyRound(img.height * scale)), Math.max(width, pyRound(img.width * scale))];
+    const size = shorterSideSize(img.width, img.height, recipe); // [height, width]
     const top = Math.floor((size[0] - height) / 2), left = Math.floor((size[1] - width) / 2);
     if (recipe.resize === "tf") {
       const resized = tfResize(img, size[0], size[1]);
