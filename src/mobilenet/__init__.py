@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any
 from mobilenet.arch import ArchConfig
 
 __version__ = "0.1.0"
-__all__ = ["ArchConfig", "MobileNetV1", "__version__", "classify", "decode_predictions", "evaluate", "mobilenet_v1"]
+__all__ = [
+    "ArchConfig", "MobileNetV1", "__version__", "classify", "decode_predictions", "evaluate", "mobilenet_v1",
+    "optimize",
+]
 
 if TYPE_CHECKING:
     from mobilenet.factory import mobilenet_v1
     from mobilenet.inference import classify, evaluate
     from mobilenet.model import MobileNetV1
+    from mobilenet.optimized import optimize
     from mobilenet.weights.labels import decode_predictions
 
 
@@ -31,6 +35,10 @@ def __getattr__(name: str) -> Any:
         import mobilenet.inference
 
         return getattr(mobilenet.inference, name)
+    if name == "optimize":
+        from mobilenet.optimized import optimize
+
+        return optimize
     if name == "decode_predictions":
         from mobilenet.weights.labels import decode_predictions
 

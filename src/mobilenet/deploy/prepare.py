@@ -1,4 +1,4 @@
-"""Turning a trained MobileNetV1 into the fastest PyTorch module for inference.
+"""Turning a trained MobileNetV1 into a PyTorch module for inference, and the copies the exports need.
 
 Three steps, each optional but folding:
 
@@ -6,10 +6,10 @@ Three steps, each optional but folding:
    as a separate op costs 10-21% of eager time on this CPU, and it blocks conv+activation fusion.
 2. **channels_last** (NHWC) memory format: oneDNN's convolutions are NHWC-native, so this saves the
    reorders around every conv; it only pays off once BatchNorm is folded.
-3. **Graph mode**: ``"jit"`` traces, freezes (weights become constants) and runs
-   ``torch.jit.optimize_for_inference``, which rewrites each conv into a oneDNN primitive with the
-   ReLU6 (a clamp) fused in. ``"compile"`` is ``torch.compile``: about 16 s cold and a recompile per
-   new batch size, and measured no faster than ``"jit"`` here, so it is not the default.
+3. **Graph mode**: ``"jit"`` traces (with the TF 'SAME' pads as constants, below), freezes (weights
+   become constants) and runs ``torch.jit.optimize_for_inference``, which turns each conv into a
+   oneDNN convolution on prepacked weights. The compiled path (AOTInductor with freezing) is
+   ``mobilenet.optimize``, which falls back to ``frozen_torchscript`` where it cannot compile.
 
 The model given is never modified: preparation works on a deep copy.
 
@@ -44,8 +44,8 @@ from mobilenet import arch
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1, TFSamePad
 
-GraphMode = Literal["eager", "jit", "compile"]
-GRAPH_MODES: tuple[str, ...] = ("eager", "jit", "compile")
+GraphMode = Literal["eager", "jit"]
+GRAPH_MODES: tuple[str, ...] = ("eager", "jit")
 
 
 def folded_copy(model: MobileNetV1) -> MobileNetV1:
@@ -142,36 +142,42 @@ def prepare_for_inference(
 
     Inputs are NCHW tensors as for the original model; with ``channels_last`` the returned module
     converts them itself, so callers need not care. With ``graph="jit"`` the spatial input size is
-    fixed to the model's configured resolution (the TF 'SAME' pads are frozen as constants); the
-    batch size stays free.
+    fixed to the model's configured resolution (the TF 'SAME' pads are constants); the batch size
+    stays free. For the compiled path use ``mobilenet.optimize``.
     """
+    if graph == "compile":
+        raise InputError("graph='compile' moved: use mobilenet.optimize(model), which compiles with freezing")
     if graph not in GRAPH_MODES:
         raise InputError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
-    module: nn.Module = folded_copy(model).to(dtype=dtype)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    module = _InferenceWrapper(module, channels_last=channels_last, dtype=dtype)
+    net = fixed_padding_copy(model) if graph == "jit" else folded_copy(model)
+    module = InferenceAdapter(net, channels_last=channels_last, dtype=dtype)
     if graph == "jit":
         example = torch.zeros(1, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns that the TF 'SAME' pad sizes become constants: intended, see above.
-            # torch 2.9+ also flags TorchScript as deprecated; it is still the fastest CPU path here.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(module, example)
-            module = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-    elif graph == "compile":
-        module = torch.compile(module, dynamic=False)
+        return frozen_torchscript(module, example)
     return module
 
 
-class _InferenceWrapper(nn.Module):
+def frozen_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """``module`` traced on ``example``, frozen (weights become constants) and optimised for
+    inference (oneDNN convolutions on prepacked weights). The trace fixes every shape computed in
+    Python, so ``module`` should hold no size-dependent code (``fixed_padding_copy``); the batch
+    dimension stays free."""
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 2.9+ flags TorchScript as deprecated; it is still the fallback where compiling is not possible.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(module.eval(), example)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+
+class InferenceAdapter(nn.Module):
     """Converts the NCHW float32 input to the layout and dtype the prepared model runs in, and the
-    logits back to float32."""
+    logits back to float32. Inside a traced or compiled graph the conversion fuses with the first
+    kernel (the stem's pad, where it has one)."""
 
     def __init__(self, model: nn.Module, *, channels_last: bool, dtype: torch.dtype) -> None:
         super().__init__()
-        self.model = model
+        layout = torch.channels_last if channels_last else torch.preserve_format
+        self.model = model.to(dtype=dtype, memory_format=layout)
         self.channels_last = channels_last
         self.dtype = dtype
 

@@ -1,0 +1,369 @@
+"""The fast PyTorch path: ``optimize(model, precision, batch_size, device)`` returns a module you keep
+calling, NCHW float32 images in, float32 logits out, with a ``description`` of what really runs.
+
+What it builds, in order of preference (the first that works here runs, and says so):
+
+1. **inductor**: BatchNorm folded, the TF 'SAME' pads constants for the model's resolution
+   (from ``mobilenet.arch``), channels_last, compiled ahead of time by AOTInductor with
+   *freezing*: weights become constants, so every conv runs as one oneDNN primitive with bias and
+   ReLU6 fused on weights reordered once (on CUDA: cuDNN and Triton kernels). The graph is
+   compiled for one batch size; other batches run in slices of it (the last one zero-padded), never
+   recompiling.
+2. **torchscript** (CPU): traced, frozen and ``optimize_for_inference``'d: where no C++ compiler
+   is found, compiling is switched off (``TORCH_COMPILE_DISABLE``) or it fails.
+3. **eager**: the folded channels_last model as it is.
+
+Why AOTInductor and not ``torch.compile``: with freezing, inductor's FX-graph cache refuses the
+graph ("mkldnn tensors unpickleable": the prepacked weights), so every process would trace and
+lower the model again (about 10 s here); an AOTInductor package holds the compiled code *and* the
+prepacked weights, and a second process loads it in about a second. The packages live in
+``<mobilenet cache>/compiled``, keyed by the model's structure and weights, the precision, the
+batch size, the CPU's features and the torch version; inductor's own caches (compiled kernels,
+autotuning) in ``<mobilenet cache>/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. A compile
+or a load is said once on stderr with its cost. docs/pytorch.md has the measurements.
+
+bf16 runs only where the CPU has it natively (``mobilenet.cpu``), as everywhere in the project;
+``allow_emulation`` insists.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilenet.cpu import CpuInfo, cpu_info
+from mobilenet.deploy.prepare import InferenceAdapter, fixed_padding_copy, frozen_torchscript
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1
+from mobilenet.predictor import PrecisionUnavailableError
+
+PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BACKENDS = ("inductor", "torchscript", "eager")  # best first
+EMULATED_BF16_COST = "measured 24x slower than fp32 on an AVX2 Zen 3 (652 ms against 27.6 ms at batch 1, 1.0-224)"
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+class CompileUnavailable(RuntimeError):
+    """Compiling is not possible here; the message says why."""
+
+
+def not_native(precision: str, device: str | torch.device = "cpu", cpu: CpuInfo | None = None) -> str | None:
+    """Why PyTorch would not run ``precision`` natively on ``device`` (None: it would). ``cpu``:
+    the CPU to decide for (default: this one)."""
+    device = torch.device(device)
+    cpu = cpu or cpu_info()
+    if precision == "bf16" and device.type == "cpu" and not cpu.native_bf16:
+        return f"this CPU has no native bf16 ({cpu.summary()}): PyTorch would emulate it, {EMULATED_BF16_COST}"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return f"{torch.cuda.get_device_name(device)} has no native bf16: use fp16"
+    return None
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why AOTInductor cannot compile for ``device`` here (None: it can)."""
+    import torch._dynamo  # noqa: PLC0415
+
+    if torch._dynamo.config.disable:
+        return "compiling is switched off in this process (TORCH_COMPILE_DISABLE)"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton  # noqa: PLC0415
+
+        return None if has_triton() else "Triton is not installed (pip install triton)"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler  # noqa: PLC0415
+
+        get_cpp_compiler()
+    except Exception as err:  # noqa: BLE001 - any failure to find one means no compiling
+        return f"no C++ compiler found for inductor ({type(err).__name__}; install g++ or set CXX)"
+    return None
+
+
+def compiled_cache_dir() -> Path:
+    """Where compiled packages are kept: ``<mobilenet cache>/compiled``. Also points inductor's own
+    caches at ``<mobilenet cache>/inductor`` for this process, unless ``TORCHINDUCTOR_CACHE_DIR``
+    is set."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # noqa: PLC0415
+
+    from mobilenet.weights.fetch import cache_dir  # noqa: PLC0415
+
+    current = os.environ.get(INDUCTOR_CACHE_ENV)
+    if not current or current == default_cache_dir():  # inductor writes its default there itself once used
+        os.environ[INDUCTOR_CACHE_ENV] = str(cache_dir() / "inductor")
+    return cache_dir() / "compiled"
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process (no trimming, no per-buffer mmap). Otherwise
+    it returns each call's activation buffers to the OS and the next call faults them in again:
+    measured on a Zen 4, eager batch 32 went from 819 to 321 ms. The same as the
+    ``GLIBC_TUNABLES`` that ``mobilenet bench`` sets, for this process. False where not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+class OptimizedModel(nn.Module):
+    """What ``optimize`` returns: call it with an NCHW float32 batch (any size, the model's
+    resolution) on any device; it returns float32 logits on its own device, as ordinary tensors.
+
+    ``backend`` (inductor, torchscript or eager), ``precision``, ``device``, ``batch_size`` (what
+    the graph is compiled for, or None where any batch runs whole), ``compile_seconds`` (to compile
+    or load it) and ``description`` say what runs; ``generated_code`` is the compiled graph's C++
+    source where inductor built it (what the tests read for fusion), ``fallbacks`` why better
+    backends did not run.
+    """
+
+    def __init__(
+        self, net: Callable[[torch.Tensor], torch.Tensor], *, backend: str, precision: str, device: torch.device,
+        input_shape: tuple[int, int, int], batch_size: int | None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.backend, self.precision, self.device = backend, precision, device
+        self.input_shape, self.batch_size = input_shape, batch_size
+        self.description = ""
+        self.compile_seconds = 0.0
+        self.generated_code: str | None = None
+        self.fallbacks: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"the optimized model takes (N, {', '.join(map(str, self.input_shape))}) batches, got "
+                             f"{shape}: resize to the model's resolution, or optimize a model built for this one")
+        x = x.to(self.device, torch.float32, non_blocking=True).contiguous()
+        slices = [x] if self.batch_size is None else x.split(self.batch_size)
+        # Copied outside inference mode: ordinary tensors for the caller (inference tensors refuse
+        # in-place updates), and never memory the compiled graph reuses on its next call.
+        logits = [self._run(part).clone() for part in slices]
+        return logits[0] if len(logits) == 1 else torch.cat(logits)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        if self.batch_size is not None and n < self.batch_size:
+            x = torch.cat([x, x.new_zeros(self.batch_size - n, *self.input_shape)])
+        with torch.inference_mode():
+            return self.net(x)[:n]
+
+    def extra_repr(self) -> str:
+        return self.description
+
+
+def optimize(
+    model: MobileNetV1,
+    precision: str = "fp32",
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    *,
+    backend: str | None = None,
+    max_autotune: bool = False,
+    allow_emulation: bool = False,
+    memory: str = "keep",
+    log: Callable[[str], None] | None = None,
+    cpu: CpuInfo | None = None,
+) -> OptimizedModel:
+    """``model`` for fast inference on ``device`` at ``precision`` (cpu: fp32, bf16; cuda: fp32,
+    fp16, bf16), compiled for ``batch_size`` images a call; ``model`` itself is not modified.
+
+    ``backend``: None for the best that works here (inductor, else TorchScript on CPU, else eager),
+    or one of ``BACKENDS`` to insist. ``max_autotune``: inductor's autotuning (on CPU it can only
+    tune the classifier: convolutions always run in oneDNN; on CUDA it tunes the convolutions too,
+    at minutes of compile). ``allow_emulation``: run bf16 on a CPU without it anyway (many times
+    slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``keep_freed_memory``),
+    ``"default"`` leaves the allocator alone. ``log``: where the line about compiling goes
+    (default: stderr). ``cpu``: the CPU whose precision facts apply (default: this one; the
+    deploy runtime passes its own view, which its tests describe).
+    """
+    device = _check_device(device)
+    native = _check_precision(precision, device, allow_emulation, cpu)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if backend is not None and backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS} (or None: the best that works), got {backend!r}")
+    if memory not in ("keep", "default"):
+        raise InputError(f"memory must be 'keep' or 'default', got {memory!r}")
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
+    kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
+    cfg = model.arch_cfg
+    net = InferenceAdapter(fixed_padding_copy(model).to(device), channels_last=True, dtype=DTYPES[precision])
+    example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
+    name, (graph, seconds, code, how), fallbacks = _build_best(net, example, backend, log, max_autotune)
+    if fallbacks:
+        log(f"optimize: running {name}, because " + "; ".join(fallbacks))
+    optimized = OptimizedModel(
+        graph, backend=name, precision=precision, device=device, input_shape=(cfg.in_channels, *cfg.resolution),
+        batch_size=batch_size if name == "inductor" else None,
+    )
+    optimized.compile_seconds, optimized.generated_code, optimized.fallbacks = seconds, code, fallbacks
+    optimized.description = _describe(optimized, model, how, kept, native)
+    return optimized
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+    if dev.type not in PRECISIONS:
+        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device}: no CUDA GPU is available to PyTorch here; use cpu")
+    return dev
+
+
+def _check_precision(precision: str, device: torch.device, allow_emulation: bool, cpu: CpuInfo | None) -> bool:
+    """Whether ``precision`` runs natively; refuses what is not offered, or not native unless
+    emulation is allowed (then warns)."""
+    offered = PRECISIONS[device.type]
+    if precision not in offered:
+        raise InputError(f"PyTorch on {device.type} runs {' or '.join(offered)}, not {precision!r}; "
+                         "for int8 use onnxruntime or openvino (mobilenet.deploy)")
+    reason = not_native(precision, device, cpu)
+    if reason is None:
+        return True
+    if not allow_emulation or device.type != "cpu":
+        insist = ", or allow_emulation=True to run it emulated anyway" if device.type == "cpu" else ""
+        raise PrecisionUnavailableError(f"{reason}. Use fp32{insist}")
+    warnings.warn(f"running bf16 emulated, as asked: {reason}", stacklevel=3)
+    return False
+
+
+# What a backend builder returns: the graph, the seconds to build it, its C++ source (inductor), how it runs.
+Built = tuple[Callable[[torch.Tensor], torch.Tensor], float, "str | None", str]
+
+
+def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log: Callable[[str], None],
+                max_autotune: bool) -> tuple[str, Built, list[str]]:
+    """The first backend that builds (only ``backend`` where one is named), and why each one
+    before it did not."""
+    cpu = example.device.type == "cpu"
+    candidates = [backend] if backend else [b for b in BACKENDS if cpu or b != "torchscript"]
+    fallbacks: list[str] = []
+    for name in candidates:
+        try:
+            if name == "inductor":
+                return name, _build_inductor(net, example, log=log, max_autotune=max_autotune), fallbacks
+            return name, (_build_torchscript if name == "torchscript" else _build_eager)(net, example), fallbacks
+        except Exception as err:  # noqa: BLE001 - a backend that cannot build here: try the next
+            if backend and isinstance(err, CompileUnavailable):
+                raise InputError(f"backend {name!r} cannot run here: {err}") from err
+            if backend:
+                raise
+            message = str(err).strip()
+            fallbacks.append(f"{name}: {message.splitlines()[0] if message else type(err).__name__}")
+    raise AssertionError("the eager backend always builds")
+
+
+def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
+    package = compiled_cache_dir() / f"mobilenet-{_package_key(net, example, max_autotune)}.pt2"
+    start = time.perf_counter()
+    cached = package.is_file()
+    if not cached:
+        reason = compile_unavailable(example.device)
+        if reason:
+            raise CompileUnavailable(reason)
+        _compile_package(net, example, package, max_autotune)
+    device_index = example.device.index if example.device.index is not None else -1
+    compiled = torch._inductor.aoti_load_package(str(package), device_index=device_index)
+    seconds = time.perf_counter() - start
+    log(f"optimize: {'loaded' if cached else 'compiled'} the graph for batch {len(example)} in {seconds:.1f} s "
+        f"({package}{'' if cached else '; a second process loads it from there'})")
+    how = "AOTInductor (freezing" + (", max-autotune)" if max_autotune else ")")
+    return compiled, seconds, _wrapper_source(package), how
+
+
+def _compile_package(net: nn.Module, example: torch.Tensor, package: Path, max_autotune: bool) -> None:
+    """Export ``net`` at ``example``'s shape and compile it into ``package``, atomically: a
+    process that finds the file finds it whole."""
+    package.parent.mkdir(parents=True, exist_ok=True)
+    # Inductor freezes only with gradients off: with them on, the same call silently compiles an
+    # unfrozen graph (convolutions unfused, weights not prepacked).
+    with torch.no_grad(), tempfile.TemporaryDirectory(dir=package.parent, prefix=".compiling-") as tmp:
+        exported = torch.export.export(net, (example,))
+        staged = Path(tmp) / package.name  # AOTInductor insists on the .pt2 suffix
+        torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(staged), inductor_configs={"freezing": True, "max_autotune": max_autotune},
+        )
+        os.replace(staged, package)
+
+
+def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> str:
+    """What the compiled code depends on: the module's structure and weights, the input's shape,
+    dtype and device, the machine's instruction set (kernels are compiled for it) and torch."""
+    digest = hashlib.sha256()
+    digest.update(repr(net).encode())
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    device = example.device
+    machine = (torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)) \
+        if device.type == "cuda" else (cpu_info().model, cpu_info().notable_flags())
+    digest.update(repr((tuple(example.shape), device.type, machine, torch.__version__, max_autotune)).encode())
+    return digest.hexdigest()[:32]
+
+
+def _wrapper_source(package: Path) -> str | None:
+    """The C++ wrapper AOTInductor generated (every kernel call, in order), read from the package."""
+    try:
+        with zipfile.ZipFile(package) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".wrapper.cpp")]
+            return "\n".join(archive.read(n).decode("utf-8", "replace") for n in names) or None
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _build_torchscript(net: nn.Module, example: torch.Tensor) -> Built:
+    start = time.perf_counter()
+    frozen = frozen_torchscript(net, example[:1])
+    return frozen, time.perf_counter() - start, None, "TorchScript (traced, frozen, optimize_for_inference)"
+
+
+def _build_eager(net: nn.Module, example: torch.Tensor) -> Built:
+    return net.eval(), 0.0, None, "eager"
+
+
+# A oneDNN convolution with its activation fused, and a convolution run on its own (CPU or CUDA).
+FUSED_CONV = re.compile(r"mkldnn__convolution_pointwise\((?:(?!\n).)*?\"hardtanh\"")
+PLAIN_CONV = re.compile(r"aoti_torch_(?:cpu|cuda)_convolution\(")
+
+
+def fusion_summary(code: str, convs: int) -> str:
+    """What the generated code says about the convolutions: how many run fused with ReLU6."""
+    fused, plain = len(FUSED_CONV.findall(code)), len(PLAIN_CONV.findall(code))
+    if fused:
+        return f"{fused} of {convs} convs fused with bias and ReLU6 in oneDNN"
+    return f"{plain} of {convs} convs as library calls, bias and ReLU6 in generated kernels"
+
+
+def _describe(optimized: OptimizedModel, model: MobileNetV1, how: str, kept: bool, native: bool) -> str:
+    convs = sum(1 for _ in model.conv_layers())
+    kind = optimized.precision if native else f"{optimized.precision} EMULATED (no native bf16 on this CPU)"
+    parts = [f"PyTorch {torch.__version__} {kind} on {optimized.device}", how]
+    if optimized.generated_code:
+        parts.append(fusion_summary(optimized.generated_code, convs))
+    parts.append("BatchNorm folded, channels_last")
+    if optimized.batch_size is not None:
+        parts.append(f"batch {optimized.batch_size} (other sizes in slices of it)")
+    if optimized.device.type == "cpu":
+        parts.append(f"{torch.get_num_threads()} threads")
+    if kept:
+        parts.append("glibc keeps freed memory")
+    return ", ".join(parts)
