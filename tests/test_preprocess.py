@@ -213,3 +213,59 @@ def test_timm_125_preprocessing_is_timms_own_eval_transform():
     theirs = timm.data.create_transform(**data_cfg)(photo)
     ours = timm_preprocess(224, 1.25).eval_transform()(photo)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+# TensorFlow 2.21's tf.io.decode_jpeg(channels=3) of matplotlib's grace_hopper.jpg (600x512): the
+# SHA-256 of its uint8 pixels and two of them. Taken with TensorFlow itself, which also matched
+# decode_like_tf bit for bit on all 1,300 JPEGs of shared/assets/imagenet-val1300 and the photos.
+TF_GRACE_HOPPER = ("b50ac7c330a56975677622ef5a46f0d326167b2c4bc0f07d3f44f4b21740d7ef",
+                   {(100, 100): [102, 83, 87], (300, 200): [103, 23, 12]})
+TF_BURGER = "a7db880532ce7faf8ba2a85a739ac2a59a35fc888fb2af5f80a1fdfeaf93f0dd"  # shared/assets/photos/burger.jpg
+
+
+def _sha256(image: Image.Image) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+
+
+def test_tf_decoder_gives_tensorflows_own_pixels():
+    from mobilenet.preprocess import sample_photos
+
+    photo = sample_photos()[0]
+    assert photo.name == "grace_hopper.jpg"
+    decoded = Preprocess(decoder="tf").open_image(photo)
+    digest, pixels = TF_GRACE_HOPPER
+    assert decoded.size == (512, 600) and _sha256(decoded) == digest
+    for (row, col), rgb in pixels.items():
+        assert np.asarray(decoded)[row, col].tolist() == rgb
+    pillow = np.asarray(Preprocess().open_image(photo), dtype=np.int16)  # Pillow's accurate IDCT differs
+    assert (pillow != np.asarray(decoded)).mean() > 0.5
+
+
+@pytest.mark.assets
+def test_tf_decoder_on_a_real_photo(assets_dir):
+    assert _sha256(Preprocess(decoder="tf").open_image(assets_dir / "photos" / "burger.jpg")) == TF_BURGER
+
+
+def test_tf_decoder_leaves_other_files_to_pillow_and_keeps_its_errors(tmp_path):
+    from mobilenet.weights.publishers import tf_preprocess, timm_preprocess
+
+    pre = tf_preprocess(224)
+    assert pre.decoder == "tf" and timm_preprocess(224, 1.0).decoder == "pillow"
+    Image.fromarray(_gradient(30, 20)).save(tmp_path / "a.png")
+    assert np.array_equal(np.asarray(pre.open_image(tmp_path / "a.png")), _gradient(30, 20))
+    Image.fromarray(_gradient(64, 48)).save(tmp_path / "full.jpg", quality=90)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:600])
+    with pytest.raises(ImageError, match=r"cut\.jpg"):
+        pre.open_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageError, match="no such file"):
+        pre.open_image(tmp_path / "missing.jpg")
+
+
+def test_tf_decoder_applies_exif_rotation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90° clockwise to show
+    Image.fromarray(_gradient(40, 20)).save(tmp_path / "r.jpg", exif=exif)
+    tf_decoded, pillow = Preprocess(decoder="tf").open_image(tmp_path / "r.jpg"), load_image(tmp_path / "r.jpg")
+    assert tf_decoded.size == pillow.size == (20, 40)

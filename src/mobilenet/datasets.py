@@ -2,8 +2,9 @@
 
 API::
 
-    ds = open_dataset(path, transform, classes=None, bad_files="skip")
-        # a directory -> ImageFolderDataset, a .csv file -> CsvDataset
+    ds = open_dataset(path, transform, classes=None, bad_files="skip", loader=load_image)
+        # a directory -> ImageFolderDataset, a .csv file -> CsvDataset; ``loader`` reads each file
+        # (``Preprocess.open_image`` decodes as the weights' publisher did)
     ImageFolderDataset(root, transform=None, classes=None, bad_files="skip")
         # root/<class>/<image>; classes sorted by folder name unless ``classes`` fixes the order
     CsvDataset(csv_path, transform=None, classes=None, root=None, bad_files="skip")
@@ -54,6 +55,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 )
 Sample = tuple[torch.Tensor, int]
+# Path -> 8-bit RGB image, raising ImageError: load_image, or a recipe's own (Preprocess.open_image,
+# which decodes JPEGs as TF does for TF's weights). Picklable, for DataLoader workers.
+Loader = Callable[[Path], Any]
 # Byte-order marks a CSV may start with, and the encoding each announces (UTF-32's before UTF-16's,
 # which is its prefix).
 BOMS: tuple[tuple[bytes, str], ...] = (
@@ -69,11 +73,12 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 class _ImageDataset(Dataset):
     """Shared loading and bad-file handling; subclasses fill ``samples`` and ``classes``."""
 
-    def __init__(self, transform: Callable[[Any], Any] | None, bad_files: BadFiles) -> None:
+    def __init__(self, transform: Callable[[Any], Any] | None, bad_files: BadFiles, loader: Loader) -> None:
         if bad_files not in BAD_FILE_POLICIES:
             raise InputError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
         self.transform = transform
         self.bad_files = bad_files
+        self.loader = loader
         self.samples: list[tuple[Path, int]] = []
         self.classes: list[str] = []
         self.missing: list[Path] = []
@@ -84,7 +89,7 @@ class _ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         path, label = self.samples[index]
         try:
-            image = load_image(path)
+            image = self.loader(path)
         except ImageError as err:
             if self.bad_files == "stop":
                 raise
@@ -128,8 +133,9 @@ class ImageFolderDataset(_ImageDataset):
         transform: Callable[[Any], Any] | None = None,
         classes: Sequence[str] | None = None,
         bad_files: BadFiles = "skip",
+        loader: Loader = load_image,
     ) -> None:
-        super().__init__(transform, bad_files)
+        super().__init__(transform, bad_files, loader)
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"{self.root}: no such directory")
@@ -167,8 +173,9 @@ class CsvDataset(_ImageDataset):
         root: str | os.PathLike[str] | None = None,
         bad_files: BadFiles = "skip",
         num_classes: int | None = None,
+        loader: Loader = load_image,
     ) -> None:
-        super().__init__(transform, bad_files)
+        super().__init__(transform, bad_files, loader)
         self.csv_path = Path(csv_path)
         if not self.csv_path.is_file():
             raise InputError(f"{self.csv_path}: no such file")
@@ -259,13 +266,14 @@ def open_dataset(
     classes: Sequence[str] | None = None,
     bad_files: BadFiles = "skip",
     num_classes: int | None = None,
+    loader: Loader = load_image,
 ) -> ImageFolderDataset | CsvDataset:
     """A directory is an ImageFolder tree; a file is a ``file,label`` CSV."""
     p = Path(path)
     if p.is_dir():
-        return ImageFolderDataset(p, transform, classes=classes, bad_files=bad_files)
+        return ImageFolderDataset(p, transform, classes=classes, bad_files=bad_files, loader=loader)
     if p.is_file():
-        return CsvDataset(p, transform, classes=classes, bad_files=bad_files, num_classes=num_classes)
+        return CsvDataset(p, transform, classes=classes, bad_files=bad_files, num_classes=num_classes, loader=loader)
     raise InputError(f"{p}: no such file or directory (give an ImageFolder directory or a file,label CSV)")
 
 

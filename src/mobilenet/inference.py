@@ -44,7 +44,7 @@ from mobilenet.errors import InputError
 from mobilenet.factory import load_model
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import Predictor
-from mobilenet.preprocess import ImageError, Preprocess, load_image, sample_photos
+from mobilenet.preprocess import ImageError, Preprocess, sample_photos
 from mobilenet.weights import DEFAULT, PretrainedCfg, pretrained_cfg_of
 from mobilenet.weights.labels import Prediction, decode_predictions, imagenet_classes
 
@@ -199,7 +199,7 @@ def classify(
     answers = []
     for path in paths:
         try:
-            x = transform(load_image(path))[None]
+            x = transform(preprocess.open_image(path))[None]
         except ImageError as err:
             answers.append(ImageClasses(path, error=str(err)))
             continue
@@ -262,7 +262,7 @@ def _labelled_dataset(
         classes = list(cfg.labels) if cfg.labels else None
     data = Path(data)
     dataset = open_dataset(data, preprocess.eval_transform(), classes=classes, bad_files=bad_files,
-                           num_classes=len(names))
+                           num_classes=len(names), loader=preprocess.open_image)
     if isinstance(dataset, ImageFolderDataset) and classes is None and len(dataset.classes) != len(names):
         raise InputError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
     if limit is not None:

@@ -23,7 +23,9 @@ accuracy: TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centres,
 antialiasing**) on float pixels, not rounded back to uint8 (``tf_resize_bilinear``).
 ``resize="pillow"`` (the default for other weights) uses Pillow's filters, which antialias when
 they shrink: at 128 px that moves TF's inputs by about 4 uint8 levels and costs TF's models
-points of top-1 (docs/weights.md).
+points of top-1 (docs/weights.md). ``decoder="tf"`` decodes JPEGs as ``tf.io.decode_jpeg`` does
+(fast integer IDCT, ``mobilenet.jpeg``), where Pillow's accurate IDCT gives other pixels; read
+files with ``Preprocess.open_image`` for the decoder to apply.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mobilenet.errors import InputError
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CropMode = Literal["central_fraction", "resize_shorter"]
 Resize = Literal["pillow", "tf"]
+Decoder = Literal["pillow", "tf"]
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -53,6 +56,7 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 }
 CROP_MODES: tuple[str, ...] = ("central_fraction", "resize_shorter")
 RESIZES: tuple[str, ...] = ("pillow", "tf")
+DECODERS: tuple[str, ...] = ("pillow", "tf")
 TF_MEAN = (0.5, 0.5, 0.5)
 TF_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,6 +149,7 @@ class Preprocess:
     interpolation: Interpolation = "bilinear"
     crop_mode: CropMode = "central_fraction"
     resize: Resize = "pillow"
+    decoder: Decoder = "pillow"
 
     def __post_init__(self) -> None:
         res = self.resolution
@@ -171,6 +176,8 @@ class Preprocess:
             raise InputError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
         if self.resize not in RESIZES:
             raise InputError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        if self.decoder not in DECODERS:
+            raise InputError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.resize == "tf" and self.interpolation != "bilinear":
             raise InputError(f"resize='tf' is TF1's bilinear resize; interpolation must be 'bilinear', "
                              f"got {self.interpolation!r}")
@@ -205,6 +212,18 @@ class Preprocess:
         if unknown:
             raise InputError(f"unknown preprocessing settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+    def open_image(self, path: str | os.PathLike[str]) -> Image.Image:
+        """The image at ``path`` as 8-bit RGB, decoded as these weights' publisher decoded it:
+        ``decoder="tf"`` takes TF's JPEG decoder (``jpeg.decode_like_tf``), anything else (and every
+        other file format) Pillow's ``load_image``, which also reports what cannot be read."""
+        if self.decoder == "tf":
+            from mobilenet.jpeg import decode_like_tf  # noqa: PLC0415
+
+            image = decode_like_tf(path, max_pixels=max_image_pixels())
+            if image is not None:
+                return image
+        return load_image(path)
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) of the ``central_fraction`` crop, as ``tf.image.central_crop``
@@ -327,7 +346,7 @@ def preprocess_for(model: Any) -> Preprocess:
 def preprocess_images(paths: Sequence[str | os.PathLike[str]], preprocess: Preprocess) -> torch.Tensor:
     """Load and preprocess a list of files into one NCHW batch (raises ``ImageError`` on a bad file)."""
     transform = preprocess.eval_transform()
-    return torch.stack([transform(load_image(p)) for p in paths])
+    return torch.stack([transform(preprocess.open_image(p)) for p in paths])
 
 
 def sample_photos() -> list[Path]:

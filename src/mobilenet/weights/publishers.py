@@ -6,8 +6,9 @@ both ask here, so a file gets the same recipe whichever way it is read.
 =============  ============================================================================
 publisher      evaluation recipe
 =============  ============================================================================
-TF, Keras      TF-slim's: (x - 127.5) / 127.5, the central 87.5 %, TF1's bilinear resize
-               without antialiasing; a uint8 TFLite input's own scale and zero point
+TF, Keras      TF-slim's: JPEGs decoded as TF decodes them, (x - 127.5) / 127.5, the central
+               87.5 %, TF1's bilinear resize without antialiasing; a uint8 TFLite input's own
+               scale and zero point
 timm           mean = std = 0.5, shorter side to size / crop, bicubic; crop 0.875 (timm's
                default ``crop_pct``), 0.9 for ``mobilenetv1_125`` (its pretrained cfg)
 transformers   ``MobileNetV1ImageProcessor``: shorter side to size + 32, central crop, bilinear
@@ -35,9 +36,10 @@ def tf_preprocess(
     point) of a uint8 model's input: q means (q - zero) * scale, i.e. mean = zero / 255 and
     std = 1 / (255 * scale) on the [0, 1] scale."""
     if input_quantization is None:
-        return Preprocess(resolution=resolution, resize="tf")
+        return Preprocess(resolution=resolution, resize="tf", decoder="tf")
     scale, zero = input_quantization
-    return Preprocess(resolution=resolution, mean=(zero / 255,) * 3, std=(1 / (255 * scale),) * 3, resize="tf")
+    return Preprocess(resolution=resolution, mean=(zero / 255,) * 3, std=(1 / (255 * scale),) * 3, resize="tf",
+                      decoder="tf")
 
 
 def timm_preprocess(resolution: int | tuple[int, int], alpha: float) -> Preprocess:
