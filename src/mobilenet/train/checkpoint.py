@@ -14,11 +14,19 @@ its ``"arch"`` and ``"model"``. Keys:
     optimizer, scheduler
     epoch       the epoch in progress (0-based); step_in_epoch global batches of it are done
     step        optimizer steps done in total
-    rng         torch (and CUDA) generator states of rank 0, as uint8 tensors
+    rng         every process's random state, in rank order (gathered to rank 0, which writes):
+                torch's CPU generator and its CUDA device's, numpy's and Python's (``rng_state``);
+                a resume under the same world size continues each stream where it stopped, so
+                dropout draws on every rank are an uninterrupted run's
     metrics     best validation top-1 so far and the epoch it was reached (best.pt is written
                 before last.pt, so the weights of the best epoch are on disk once any file says so)
     epoch_loss, epoch_samples, epoch_time   the epoch in progress so far, summed over processes
-    world_size  processes of the run that wrote it (informational: any world size may resume)
+    world_size  processes of the run that wrote it (any world size may resume; another one is
+                announced: it sums gradients in another order, and new ranks draw new streams)
+    train_samples  the training images the sampler cut into batches: with (seed, epoch,
+                step_in_epoch) the sampler's whole position (a resume on other data is announced)
+    launch      the torchrun launch that wrote it (host, agent PID, rendezvous id; None outside
+                torchrun): a worker group that torchrun --max-restarts restarts continues it
     device, amp what "auto" resolved to; a resume that differs says so, as it does for another
                 micro-batch (config["micro_batch"], the one used) on another world size
     (config["threads"] is the intra-op thread count used; a resume sets it again)
@@ -28,10 +36,12 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
@@ -96,18 +106,22 @@ class RunState:
             state.epoch_loss = float(ckpt.get("epoch_loss", 0.0))
             state.epoch_samples = int(ckpt.get("epoch_samples", 0))
         state.epoch_time = float(ckpt.get("epoch_time", 0.0))
-        if rank == 0 and ckpt.get("rng"):
-            set_rng_state(ckpt["rng"])
-        else:  # a new rank (the world size may differ from the run that saved): a fresh stream
+        saved = saved_rng_states(ckpt)
+        if rank < len(saved):
+            set_rng_state(saved[rank])
+        else:  # a rank the saving run did not have: a stream of its own (announced by resume_notes)
             torch.manual_seed(config.seed * 1_000_003 + rank * 7919 + state.step)
         return state
 
-    def to_checkpoint(self) -> dict[str, Any]:
+    def to_checkpoint(self, rng: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint of this state; ``rng`` is every process's ``rng_state()`` in rank order
+        (``distributed.gather_to_main``), this process's alone when not given."""
         config = self.config.to_dict()
         ckpt: dict[str, Any] = {
             "model": self.model.state_dict(), "arch": config.pop("arch"), "config": config,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch, "rng": rng_state(),
+            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+            "rng": rng if rng is not None else [rng_state()],
             "metrics": self.best, "epoch_loss": self.epoch_loss, "epoch_samples": self.epoch_samples,
             "epoch_time": self.epoch_time, **self.facts,
         }
@@ -158,9 +172,21 @@ def config_for_resume(run_dir: str | Path, **settings: Any) -> TrainConfig:
 
 
 def resume_notes(ckpt: dict[str, Any], config: TrainConfig, facts: dict[str, Any]) -> list[str]:
-    """The allowed changes on resume that still change the numbers (device, autocast, BatchNorm's
-    micro-batch): said out loud rather than silently."""
+    """The allowed changes on resume that still change the numbers (the world size, the device,
+    autocast, BatchNorm's micro-batch, the training data): said out loud rather than silently."""
     notes = []
+    saved_world, world = ckpt.get("world_size", 1), facts["world_size"]
+    if saved_world != world:
+        notes.append(f"the run was saved by {saved_world} process(es) and continues on {world}: gradients are "
+                     "summed in another order")
+    streams = len(saved_rng_states(ckpt))
+    if streams < world and config.arch.dropout > 0:
+        notes.append(f"the checkpoint holds the random state of {streams} process(es): dropout on process(es) "
+                     f"{streams}..{world - 1} draws from new streams")
+    saved_samples = ckpt.get("train_samples", facts["train_samples"])
+    if saved_samples != facts["train_samples"]:
+        notes.append(f"the training set had {saved_samples} images and now has {facts['train_samples']}: the "
+                     "epoch's order and batches differ")
     if ckpt.get("device", facts["device"]) != facts["device"]:
         notes.append(f"the run trained on {ckpt['device']}, it continues on {facts['device']}")
     if ckpt.get("amp", facts["amp"]) != facts["amp"]:
@@ -184,13 +210,24 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
         tmp.write_bytes(buffer.getbuffer())
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint, with a clear error for a missing, corrupt or foreign file."""
+def find(path: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint a run continues from: a file itself, or in a run directory ``last.pt``, else
+    ``best.pt``. (A kill during the very first ``last.pt`` write leaves ``best.pt`` alone, written
+    just before it from the same state.) None where there is neither."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise InputError(f"no checkpoint at {path} (expected RUN_DIR/last.pt from `mobilenet train`)")
+    if not path.is_dir():
+        return path if path.is_file() else None
+    return next((path / name for name in ("last.pt", "best.pt") if (path / name).is_file()), None)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint (``find``'s, for a run directory), with a clear error for a
+    missing, corrupt or foreign file."""
+    found = find(path)
+    if found is None:
+        where = Path(path) / "last.pt" if Path(path).is_dir() else path
+        raise InputError(f"no checkpoint at {where} (expected RUN_DIR/last.pt from `mobilenet train`)")
+    path = found
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -214,13 +251,36 @@ def best_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    """This process's random state as plain tensors and numbers (``weights_only`` loads them):
+    torch's CPU generator, its current CUDA device's (where CUDA is in use), numpy's and Python's."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back what ``rng_state`` took (an older checkpoint's torch-only state too)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        saved = state["numpy"]
+        np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                             saved["gauss"]))
+    if "python" in state:
+        saved = state["python"]
+        random.setstate((saved["version"], tuple(saved["words"].tolist()), saved["gauss"]))
+    if isinstance(state.get("cuda"), torch.Tensor) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def saved_rng_states(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The random states ``ckpt`` holds, in rank order (older checkpoints hold rank 0's alone)."""
+    saved = ckpt.get("rng")
+    return list(saved) if isinstance(saved, list) else [saved] if isinstance(saved, dict) else []

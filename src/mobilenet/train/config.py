@@ -53,8 +53,10 @@ class Range:
 
     def __str__(self) -> str:
         if self.high == math.inf:
-            return f"{'an integer' if self.integer else 'a number'} {'>' if self.open_low else '>='} {self.low:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            bound = f"{'>' if self.open_low else '>='} {self.low:g}"
+            return f"{bound} (a whole number)" if self.integer else f"finite and {bound}"
+        interval = f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+        return f"{interval} (a whole number)" if self.integer else interval
 
 
 # The allowed values of every numeric setting, checked by TrainConfig (the one owner) before

@@ -6,13 +6,19 @@ LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; ``setup`` joins them with
 ``init_process_group(init_method="env://")`` — gloo on CPU, nccl on GPU. Gradients are averaged
 by ``torch.nn.parallel.DistributedDataParallel``. Without those variables everything here is a
 no-op and training runs in one process.
+
+``torchrun --max-restarts N`` starts the worker group again after a failure, with the same command
+and environment except ``TORCHELASTIC_RESTART_COUNT``: ``launch()`` names the launch (the same
+across its restarts) so that a restarted group can tell its own run's checkpoint from another's.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,8 +67,26 @@ def setup(device: str = "auto") -> Context:
     owns_group = world_size > 1 and not dist.is_initialized()
     if owns_group:
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+        store = _store_of_this_start()
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size)
     return Context(rank, local_rank, world_size, dev, owns_group)
+
+
+def _store_of_this_start() -> dist.Store | None:
+    """Where the processes meet, under torchrun: the agent's store, with keys of this start of the
+    worker group alone. torchrun keeps its store across ``--max-restarts``, and the group it starts
+    again read the addresses that the failed group had published there: its gloo processes then
+    failed to connect, or waited forever. None outside torchrun (``env://`` as usual)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=default_pg_timeout)
+    return dist.PrefixStore(f"mobilenet/start_{restart_count()}", agent)
 
 
 def cleanup(ctx: Context) -> None:
@@ -78,6 +102,28 @@ def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def gather_to_main(value: Any, ctx: Context) -> list[Any] | None:
+    """Every process's ``value`` (small, picklable), in rank order, on rank 0; None on the others.
+    ``[value]`` in one process."""
+    if not ctx.distributed:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)  # (gather_object is not on every backend)
+    return gathered if ctx.is_main else None
+
+
+def launch() -> str | None:
+    """The torchrun launch this process belongs to, the same across its restarts: the agent's
+    host and PID (the workers' parent) and the rendezvous id. None outside torchrun."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return None if run_id is None else f"{socket.gethostname()}:{os.getppid()}:{run_id}"
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0: its first start, or no torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def any_process(flag: bool, ctx: Context) -> bool:

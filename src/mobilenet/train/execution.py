@@ -1,16 +1,21 @@
-"""How one training process runs: the signals that stop it after a step, and bf16 autocast."""
+"""How one training process runs: the signals that stop it after a step, bf16 autocast, and what
+to say when the loss stops being a number."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from mobilenet.cpu import cpu_info
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, MobileNetError
+
+if TYPE_CHECKING:
+    from mobilenet.train.config import TrainConfig
 
 
 class StopRequest:
@@ -53,3 +58,34 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({cpu_info().summary()}); "
                          "use --amp none or auto")
     return torch.bfloat16 if supported else None
+
+
+class Diverged(MobileNetError):
+    """The training loss became NaN or infinite through the updates; the message names what to change."""
+
+
+def non_finite_loss(value: float, step: int, model: nn.Module, images: torch.Tensor, config: TrainConfig, *,
+                    lr: float, autocast: bool) -> MobileNetError:
+    """The error for a loss of ``value`` (nan, inf) with ``step`` optimizer steps done: the cause
+    found by looking at the weights and the images, rather than guessed. Weights that were never
+    finite, images that are not, and an overflow before any update are not a learning rate's fault."""
+    where = f"the training loss became {value} at step {step + 1}"
+    finite_weights = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    if step == 0 and not finite_weights:
+        source = f"the weights it starts from (--weights {config.weights})" if config.weights else "the initial weights"
+        return InputError(f"{where}, before any update: {source} hold NaN or infinite values; "
+                          "convert or download them again")
+    if not bool(torch.isfinite(images).all()):
+        return InputError(f"{where}: the training images hold NaN or infinite values after preprocessing")
+    if step == 0:
+        advice = "run without bf16 autocast (--amp none)" if autocast else "check the weights it starts from"
+        return Diverged(f"{where}, before any update, with finite weights and images: the activations "
+                        f"overflow; {advice}")
+    hints = [f"lower --lr (the schedule was at {lr:.3g} of --lr {config.lr:g})"]
+    if config.clip_grad == 0:
+        hints.append("add --clip-grad (e.g. 1)")
+    if config.warmup_epochs == 0:
+        hints.append("add --warmup-epochs (e.g. 1)")
+    if config.optimizer == "rmsprop" and config.rmsprop_eps < 1e-3:
+        hints.append(f"raise --rmsprop-eps ({config.rmsprop_eps:g}; TF's recipe uses 1.0)")
+    return Diverged(f"{where}: training diverged; {', or '.join(hints)}")

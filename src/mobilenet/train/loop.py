@@ -16,8 +16,7 @@ import contextlib
 import dataclasses
 import math
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,9 +34,11 @@ from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.checkpoint import RunState
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.data import GlobalBatchSampler, SeededSamples, Splits
-from mobilenet.train.execution import StopRequest, autocast_dtype
+from mobilenet.train.execution import StopRequest, autocast_dtype, non_finite_loss
 from mobilenet.train.files import build_splits
+from mobilenet.train.lock import RunLock, describe_previous
 from mobilenet.train.network import build_model, pretrained_for, train_mode
+from mobilenet.train.progress import LossWindow, ProgressBar
 
 if TYPE_CHECKING:
     from mobilenet.weights import LoadedWeights
@@ -117,7 +118,8 @@ def train(config: TrainConfig, *, weights: LoadedWeights | None = None, resume: 
     benchmark = torch.backends.cudnn.benchmark
     ctx = distributed.setup(config.device)
     try:
-        return _train(config, ctx, weights, resume, on_step)
+        with _sole_writer(Path(config.output), ctx):
+            return _train(config, ctx, weights, resume, on_step)
     finally:
         distributed.cleanup(ctx)
         torch.set_num_threads(threads)
@@ -125,12 +127,30 @@ def train(config: TrainConfig, *, weights: LoadedWeights | None = None, resume: 
         torch.backends.cudnn.benchmark = benchmark
 
 
+@contextlib.contextmanager
+def _sole_writer(run_dir: Path, ctx: distributed.Context) -> Iterator[None]:
+    """Rank 0, the one process that writes, holds the run directory's lock for the whole run;
+    when another process holds it, every process of this run stops before anything is written."""
+    lock, refused = RunLock(run_dir), None
+    if ctx.is_main:
+        try:
+            lock.acquire()
+        except InputError as err:
+            refused = err
+    if distributed.max_over_processes(int(refused is not None), ctx):
+        raise refused or InputError(f"process {ctx.rank} stops with process 0, which found {run_dir} in use by "
+                                    "another process (its message names it)")
+    try:
+        if lock.previous is not None:
+            print(f"note: {describe_previous(lock.previous)}", file=sys.stderr)
+        yield
+    finally:
+        lock.release()
+
+
 def _train(config: TrainConfig, ctx: distributed.Context, weights: LoadedWeights | None, resume: str | Path | None,
            on_step: Callable[[int], None] | None) -> TrainResult:
-    ckpt = checkpoint.load(resume) if resume is not None else None
-    if ckpt is None and (Path(config.output) / "last.pt").is_file():
-        raise InputError(f"{config.output} already holds a run (last.pt); continue it with --resume {config.output}, "
-                         "or give a new --output")
+    source, ckpt, config = _run_to_continue(config, resume, ctx)
     config = _make_reproducible(config, ctx)
     micro, accumulation = config.accumulation_steps(ctx.world_size)
     # Recorded, so a resume under another world size keeps the BatchNorm batch (and so the maths).
@@ -141,15 +161,17 @@ def _train(config: TrainConfig, ctx: distributed.Context, weights: LoadedWeights
                         val_batch=val_batch(config), sync_bn=config.sync_bn and ctx.distributed)
     setup = _setup(config, ctx, model, accumulation, on_step)
     facts = {"preprocess": setup.splits.preprocess.to_dict(), "classes": list(setup.splits.classes),
-             "world_size": ctx.world_size, "device": ctx.device.type, "amp": str(setup.amp)}
+             "world_size": ctx.world_size, "device": ctx.device.type, "amp": str(setup.amp),
+             "train_samples": len(setup.splits.train), "launch": distributed.launch()}
     if ckpt is None:
         state = RunState.start(config, model, setup.steps_per_epoch, facts)
     else:
         state = RunState.from_checkpoint(ckpt, config, model, setup.steps_per_epoch, facts, rank=ctx.rank)
-        setup.log(f"resuming {config.output} at epoch {state.epoch + 1}, step {state.step_in_epoch}/"
-                  f"{setup.steps_per_epoch} (saved by {ckpt.get('world_size', 1)} process(es), now {ctx.world_size})")
-        for note in checkpoint.resume_notes(ckpt, config, facts):
-            setup.log(f"note: {note}; the resumed run will not reproduce an uninterrupted one exactly")
+        setup.log(f"resuming {config.output} from {source.name} at epoch {state.epoch + 1}, step "
+                  f"{state.step_in_epoch}/{setup.steps_per_epoch} (saved by {ckpt.get('world_size', 1)} "
+                  f"process(es), now {ctx.world_size})")
+        for note in checkpoint.resume_notes(ckpt, config, facts) if ctx.is_main else []:
+            print(f"note: {note}; the resumed run will not reproduce an uninterrupted one exactly", file=sys.stderr)
     if ctx.is_main:
         _open_run_dir(setup)
 
@@ -161,6 +183,29 @@ def _train(config: TrainConfig, ctx: distributed.Context, weights: LoadedWeights
                 break
             end_epoch(state, setup)
     return _finish(state, setup, status)
+
+
+def _run_to_continue(config: TrainConfig, resume: str | Path | None,
+                     ctx: distributed.Context) -> tuple[Path | None, dict[str, Any] | None, TrainConfig]:
+    """The checkpoint this run continues, its contents (None, None: a new run), and the
+    configuration it continues with. ``resume`` names it. A worker group that torchrun restarted
+    (``--max-restarts``) runs its command again: it continues the run its own launch saved.
+    Otherwise a new run never writes over another run's checkpoints."""
+    if resume is not None:
+        ckpt = checkpoint.load(resume)  # (which names a missing checkpoint)
+        return checkpoint.find(resume), ckpt, config
+    found = checkpoint.find(config.output)
+    restarted = found is not None and distributed.restart_count() > 0
+    ckpt = checkpoint.load(found) if restarted and ctx.is_main else None
+    own = ckpt is not None and ckpt.get("launch") is not None and ckpt["launch"] == distributed.launch()
+    # Rank 0 decides (the launch is named by its own agent), the others follow.
+    if distributed.max_over_processes(int(own), ctx):
+        ckpt = ckpt or checkpoint.load(found or config.output)
+        return found, ckpt, dataclasses.replace(checkpoint.read_config(ckpt), output=config.output)
+    if found is None:
+        return None, None, config
+    raise InputError(f"{config.output} already holds a run ({found.name}); continue it with --resume "
+                     f"{config.output}, or give a new --output")
 
 
 def _make_reproducible(config: TrainConfig, ctx: distributed.Context) -> TrainConfig:
@@ -220,7 +265,7 @@ def train_one_epoch(state: RunState, setup: Setup, stop: StopRequest) -> bool:
     with ProgressBar(setup, state) as bar:
         for i, (x, y) in enumerate(distributed.agreed_batches(setup.train_loader, ctx)):
             last_micro = (i + 1) % setup.accumulation == 0
-            window.add(*_forward_backward(setup, x, y, last_micro, state.step))
+            window.add(*_forward_backward(setup, state, x, y, last_micro))
             if not last_micro:
                 continue
             _optimizer_step(state, config.clip_grad)
@@ -234,14 +279,15 @@ def train_one_epoch(state: RunState, setup: Setup, stop: StopRequest) -> bool:
                 window.fold_into(state)
                 state.epoch_loss, state.epoch_samples = distributed.all_reduce_sum(
                     [state.epoch_loss, float(state.epoch_samples)], ctx)
+                rng = distributed.gather_to_main(checkpoint.rng_state(), ctx)
                 if ctx.is_main:
-                    checkpoint.save_atomic(state.to_checkpoint(), setup.run_dir / "last.pt")
+                    checkpoint.save_atomic(state.to_checkpoint(rng), setup.run_dir / "last.pt")
                 return False
     return True
 
 
-def _forward_backward(setup: Setup, x: torch.Tensor, y: torch.Tensor, last_micro: bool,
-                      step: int) -> tuple[float, int]:
+def _forward_backward(setup: Setup, state: RunState, x: torch.Tensor, y: torch.Tensor,
+                      last_micro: bool) -> tuple[float, int]:
     """One micro-batch's forward and backward pass; (the loss summed over its images, images)."""
     ctx = setup.ctx
     if len(y) == 0:  # (in one process, a micro-batch of only unreadable files adds nothing)
@@ -256,7 +302,8 @@ def _forward_backward(setup: Setup, x: torch.Tensor, y: torch.Tensor, last_micro
         (loss / setup.accumulation).backward()
     value = loss.item()
     if not math.isfinite(value):
-        raise RuntimeError(f"the loss became {value} at step {step + 1}; lower --lr or add --clip-grad")
+        raise non_finite_loss(value, state.step, setup.model, x, setup.config,
+                              lr=state.scheduler.get_last_lr()[0], autocast=setup.amp is not None)
     return value * len(y), len(y)
 
 
@@ -270,59 +317,6 @@ def _optimizer_step(state: RunState, clip_grad: float) -> None:
         state.ema.update(state.model)
     state.step += 1
     state.step_in_epoch += 1
-
-
-class LossWindow:
-    """Training loss and images since the last log point; each log point folds them (and the
-    time they took) into the epoch's sums."""
-
-    def __init__(self) -> None:
-        self._restart()
-
-    def _restart(self) -> None:
-        self.loss, self.images, self.start = 0.0, 0, time.perf_counter()
-
-    def add(self, loss: float, images: int) -> None:
-        self.loss += loss
-        self.images += images
-
-    def fold_into(self, state: RunState) -> None:
-        state.epoch_time += time.perf_counter() - self.start
-        state.epoch_loss += self.loss
-        state.epoch_samples += self.images
-        self._restart()
-
-
-class ProgressBar:
-    """tqdm's bar over an epoch's steps, on rank 0 and when asked for: loss, learning rate and
-    images per second (all processes) at every log point."""
-
-    def __init__(self, setup: Setup, state: RunState) -> None:
-        self.world_size = setup.ctx.world_size
-        self.bar = None
-        if setup.ctx.is_main and setup.config.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=setup.steps_per_epoch, initial=state.step_in_epoch, unit="step",
-                            desc=f"epoch {state.epoch + 1}/{setup.config.epochs}", dynamic_ncols=True,
-                            mininterval=1.0, leave=True, file=sys.stderr)
-
-    def step(self, state: RunState, window: LossWindow, log_point: bool) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        if log_point:
-            elapsed = time.perf_counter() - window.start
-            self.bar.set_postfix(loss=f"{window.loss / max(window.images, 1):.3f}",
-                                 lr=f"{state.scheduler.get_last_lr()[0]:.2e}",
-                                 img_s=f"{window.images * self.world_size / max(elapsed, 1e-9):.0f}")
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,6 +362,7 @@ def end_epoch(state: RunState, setup: Setup) -> None:
         "skipped_images": setup.steps_per_epoch * config.batch_size - round(train_n),
     }
     state.next_epoch()
+    rng = distributed.gather_to_main(checkpoint.rng_state(), ctx)  # every process's stream, for rank 0 to save
     if not ctx.is_main:
         return
     runs.append_metrics(setup.run_dir, row)
@@ -375,8 +370,8 @@ def end_epoch(state: RunState, setup: Setup) -> None:
     # between the two leaves last.pt at the previous epoch, which the resume repeats, and
     # best.pt's own record (read on resume) names what it holds.
     if improved:
-        checkpoint.save_atomic(state.to_checkpoint(), setup.run_dir / "best.pt")
-    checkpoint.save_atomic(state.to_checkpoint(), setup.run_dir / "last.pt")
+        checkpoint.save_atomic(state.to_checkpoint(rng), setup.run_dir / "best.pt")
+    checkpoint.save_atomic(state.to_checkpoint(rng), setup.run_dir / "last.pt")
     runs.plot_curves([setup.run_dir], setup.run_dir / "curves.png")
     ema_text = f", EMA top-1 {100 * row['ema_top1']:.2f}%" if ema_val else ""
     setup.log(f"epoch {state.epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {val['loss']:.4f}, "
