@@ -8,8 +8,20 @@ replaces the target in one ``os.replace``. A crash leaves the old file or the ne
 of one; a failure removes the temporary. Temporaries are named ``.{name}.{random}.tmp`` so that
 ``remove_stale_temporaries`` can clean up after a process that was killed mid-write.
 
+Atomic replacement is for regular files only; what stands at the path decides:
+
+* nothing, or a regular file: replaced atomically, as above;
+* a symlink: followed to the file it names (to the end of a chain), which is replaced atomically
+  in its own folder — the link stays a link, pointing at the new content;
+* a character device or a FIFO (``/dev/stdout``, ``/dev/null``, a named pipe a reader waits on):
+  written through, in one stream once the content is complete (the temporary lives in the system's
+  temporary folder); a device or a FIFO is never replaced by a regular file, and a FIFO's writer
+  waits until a reader opens it, as with any writer;
+* anything else (a directory, a block device, a socket): refused with an ``InputError``.
+
 A directory written whole (a Core ML ``.mlpackage``) takes the place of the old one through
-``replace_directory``, with the same promise: the old directory or the new one, never neither.
+``replace_directory``, with the same promise: the old directory or the new one, never neither (a
+symlink to it is followed there too).
 
 ``refuse_overwrite`` stops a command from writing over its own input (``convert X X``).
 Pure Python, no torch.
@@ -22,6 +34,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -79,11 +92,38 @@ def _as_resource_error(err: OSError, path: Path) -> MobileNetError:
     return cls(f"cannot write {path}: {reason}")
 
 
+def destination(path: str | os.PathLike[str]) -> Path:
+    """Where writing ``path`` lands: the file a symlink names (followed to the end of a chain, even
+    where that file does not exist yet), else ``path`` itself."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _is_stream(path: Path) -> bool:
+    """True if ``path`` is (or links to) a character device or a FIFO, which are written through;
+    raises ``InputError`` for what can be neither written through nor replaced."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: /dev/stdout is one
+    except FileNotFoundError:
+        return False  # nothing there yet (or a link to nothing: the file it names is created)
+    except OSError:
+        return False  # a link loop and the like: the write itself reports it
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return True
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path} is a directory: name a file to write")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path} is neither a regular file, a character device nor a FIFO: refusing to write it")
+    return False
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = ()
 ) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on a clean exit it becomes ``path`` atomically.
+    """Yield a temporary path; on a clean exit its content becomes ``path``: atomically for a
+    regular file (a symlink's target, for a symlink), written through for a character device or
+    a FIFO (see the module docstring).
 
     Write to the yielded path by name (``torch.save(obj, tmp)``, ``save_file(..., tmp)``,
     ``tmp.write_bytes(...)``). ``inputs``: files this command reads, which ``path`` must not be.
@@ -91,6 +131,11 @@ def atomic_write(
     """
     path = Path(path)
     refuse_overwrite(path, inputs)
+    if _is_stream(path):
+        with _written_through(path) as tmp:
+            yield tmp
+        return
+    path = destination(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary_name(path)
@@ -108,6 +153,23 @@ def atomic_write(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _written_through(path: Path) -> Iterator[Path]:
+    """A temporary in the system's temporary folder, copied into the device or FIFO ``path`` once
+    complete (a failed write sends nothing), then removed."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as source, open(path, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    except OSError as err:
+        raise _as_resource_error(err, path) from err
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -170,9 +232,11 @@ def replace_directory(
     ``renameat2(RENAME_EXCHANGE)``, macOS ``renamex_np(RENAME_SWAP)``) the two directories trade
     places and the old one is removed; elsewhere the old one is first renamed aside to
     ``.{name}.old``, and whatever a crash left aside there is removed by the next replacement.
+    A symlink at ``target`` is followed: the directory it names is replaced, the link stays.
     """
     source, target = Path(source), Path(target)
     refuse_overwrite(target, inputs)
+    target = destination(target)
     refuse_replacing_other_than(target, accept, what)
     aside = target.with_name(f".{target.name}.old")
     try:
