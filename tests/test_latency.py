@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mobilenet import cost
+from mobilenet import cost, latency
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.deploy.optional import MissingRuntimeError
@@ -178,12 +178,11 @@ def test_a_kernel_left_unmeasured_borrows_from_the_most_similar_one() -> None:
 def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_bound() -> None:
     """ONNX Runtime, the quick plan, one thread: the whole network at α 0.6, 160x160 (no probe
     has its shapes), as ``make_predictor`` builds it, is predicted within a factor of 3 of its
-    measured time. Loose on purpose, on one thread and against the 10th percentile, because the
-    default suite runs on shared machines, where other sessions' load decides the median;
-    docs/latency.md has the held-out figures measured on a quiet one."""
+    quickest call. Loose on purpose, on one thread and against the quickest call, because the
+    default suite runs on shared machines, where other sessions' load decides the median and
+    even the 10th percentile; docs/latency.md has the held-out figures measured on a quiet one."""
     pytest.importorskip("onnxruntime")
     from mobilenet.deploy.runtime import make_predictor
-    from mobilenet.deploy.timing import Timing
     from mobilenet.model import MobileNetV1
 
     lines: list[str] = []
@@ -192,7 +191,7 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     cfg = ArchConfig(alpha=0.6, resolution=160)
     predictor = make_predictor(MobileNetV1(cfg).eval(), "onnxruntime", threads=1)
     x = torch.rand(1, 3, 160, 160)
-    measured = Timing.from_seconds(time_interleaved([lambda: predictor(x)], seconds=0.5, min_runs=5)[0]).p10_ms
+    measured = min(time_interleaved([lambda: predictor(x)], seconds=0.5, min_runs=5)[0]) * 1e3
     predicted = predict_with(calibration, cfg).total_ms
     assert measured / 3 < predicted < measured * 3, (predicted, measured)
 
@@ -257,7 +256,7 @@ def test_a_damaged_cache_is_measured_again_never_trusted(
 
 def entry(family: str, alpha: float, size: int, top1: float, padding: str = "tf") -> SimpleNamespace:
     arch_cfg = ArchConfig(alpha=alpha, resolution=size, padding=padding)  # type: ignore[arg-type]
-    return SimpleNamespace(family=family, arch_config=arch_cfg, published={"top1": top1})
+    return SimpleNamespace(family=family, arch_cfg=arch_cfg, published={"top1": top1})
 
 
 SYNTHETIC_REGISTRY = {
@@ -348,3 +347,23 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
     assert main(["choose", "--budget-ms", budget, "--runtime", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "budget must be a number of milliseconds > 0" in err
+
+
+def test_cost_and_compare_add_predicted_time_with_predict(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: fixed_calibration())
+    assert main(["cost", "--alpha", "0.5", "--predict", "onnxruntime", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = predict_with(fixed_calibration(), ArchConfig(alpha=0.5))
+    assert [x["predicted_ms"] for x in data["layers"]] == [x.predicted_ms for x in expected.layers]
+    assert all(x["bound"] in ("compute", "memory") for x in data["layers"])
+    assert data["total"]["predicted_ms"] == pytest.approx(expected.total_ms)
+    assert data["latency"]["runtime"] == "onnxruntime"
+    assert main(["cost", "--predict", "onnxruntime"]) == 0
+    assert "Predicted on this machine" in capsys.readouterr().out
+    assert main(["compare", "--predict", "onnxruntime", "--json"]) == 0
+    blocks = json.loads(capsys.readouterr().out)["blocks"]
+    assert all(b["predicted"]["speedup"] > 1 and b["predicted"]["why"] for b in blocks)
+    assert main(["compare", "--predict", "onnxruntime"]) == 0
+    assert "speed-up" in capsys.readouterr().out

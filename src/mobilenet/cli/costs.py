@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet import cost, paper
+from mobilenet.cli import latency as timed
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 from mobilenet.cost import CONVENTION
 
@@ -58,6 +59,7 @@ def _add_cost_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--plot", type=_png_path, metavar="FILE.png",
                    help="also draw per-layer mult-adds, parameters and memory, separable against standard")
+    timed.add_predict_arguments(p)
 
 
 def _png_path(value: str) -> Path:
@@ -83,10 +85,11 @@ def _maybe_plot(args: argparse.Namespace, net: cost.NetworkCost) -> None:
 
 def run_cost(args: argparse.Namespace) -> int:
     net = _network(args)
+    prediction = timed.predicted(args, net.config)
     if args.json:
-        print(json.dumps(net.to_dict(), indent=2))
+        print(json.dumps(timed.with_prediction(net.to_dict(), prediction) if prediction else net.to_dict(), indent=2))
     else:
-        print(format_cost(net))
+        print("\n".join([format_cost(net), *(timed.prediction_lines(prediction, net) if prediction else [])]))
     _maybe_plot(args, net)
     return 0
 
@@ -132,10 +135,11 @@ def format_cost(net: cost.NetworkCost) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     comparison = cost.compare(arch_config_from_args(args), args.bytes_per_element, args.batch_size)
+    rows = timed.speedups(args, comparison.network.config)
     if args.json:
-        print(json.dumps(comparison.to_dict(), indent=2))
+        print(json.dumps(timed.with_speedups(comparison.to_dict(), rows) if rows else comparison.to_dict(), indent=2))
     else:
-        print(format_compare(comparison))
+        print("\n".join([format_compare(comparison), *(timed.speedup_lines(rows) if rows else [])]))
     _maybe_plot(args, comparison.network)
     return 0
 

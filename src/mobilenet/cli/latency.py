@@ -58,16 +58,16 @@ def _table(choice: Any) -> list[str]:
     c, best = choice.calibration, choice.chosen
     lines = [
         f"budget {choice.budget_ms:g} ms per call: {c.runtime} {c.precision}, batch {choice.batch_size}, "
-        f"{c.threads or 'default'} threads",
-        f"chosen: {best.name} ({best.arch_cfg.name}), published top-1 {best.top1:g}%, predicted "
+        f"threads: {c.threads or 'the runtime default'}",
+        f"chosen: {best.name} ({best.arch_cfg.name}), published top-1 {best.top1:.1f}%, predicted "
         f"{best.predicted_ms:.3g} ms, measured {_ms(best.measured_ms)}",
         "",
         f"{'model':<36} {'top-1':>6} {'predicted':>10} {'measured':>10}",
     ]
     near = [x for x in choice.candidates if x.predicted_ms <= choice.budget_ms * 1.1 or x.measured_ms is not None]
     for x in near[:SHOWN]:
-        mark = "  <- chosen" if x is best or x.name == best.name else ""
-        lines.append(f"{x.name:<36} {x.top1:>5g}% {x.predicted_ms:>8.3g}ms {_ms(x.measured_ms):>10}{mark}")
+        mark = "  <- chosen" if x.name == best.name else ""
+        lines.append(f"{x.name:<36} {x.top1:>5.1f}% {x.predicted_ms:>8.3g}ms {_ms(x.measured_ms):>10}{mark}")
     over = len(choice.candidates) - len(near)
     if len(near) > SHOWN or over:
         lines.append(f"({max(len(near) - SHOWN, 0)} more near the budget not listed; {over} predicted over it)")
@@ -76,3 +76,91 @@ def _table(choice: Any) -> list[str]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}ms"
+
+
+# --- `cost --predict` and `compare --predict` (mobilenet.cli.costs adds these) -------------------
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    """--predict RUNTIME, --precision, --threads (the batch size is the command's own)."""
+    g = p.add_argument_group("predicted time on this machine (mobilenet.latency: a roofline per kind of layer, "
+                             "calibrated here within a minute the first time, then cached)")
+    g.add_argument("--predict", choices=RUNTIMES, metavar="RUNTIME", default=None,
+                   help=f"add predicted milliseconds in RUNTIME ({', '.join(RUNTIMES)})")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="with --predict (default fp32)")
+    g.add_argument("--threads", type=int, default=None, help="with --predict (default: the runtime's own)")
+
+
+def predicted(args: argparse.Namespace, arch_cfg: Any) -> Any:
+    """The ``LatencyPrediction`` asked for with --predict, or None."""
+    if not getattr(args, "predict", None):
+        return None
+    from mobilenet.latency import predict  # noqa: PLC0415 - calibrating needs torch and the runtime
+
+    return predict(arch_cfg, args.predict, args.precision, args.batch_size, args.threads)
+
+
+def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
+    """The ``BlockSpeedup`` rows asked for with --predict, or None."""
+    if not getattr(args, "predict", None):
+        return None
+    from mobilenet.latency import compare  # noqa: PLC0415
+
+    return compare(arch_cfg, args.predict, args.precision, args.batch_size, args.threads)
+
+
+def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any]:
+    """``cost --json`` with ``predicted_ms`` and ``bound`` on every layer and ``predicted_ms`` on
+    the total, and the prediction's settings and per-type shares under ``latency``."""
+    by_name = {x.name: x for x in prediction.layers}
+    layers = [row | {"predicted_ms": by_name[row["name"]].predicted_ms, "bound": by_name[row["name"]].bound}
+              for row in cost_json["layers"]]
+    c = prediction.calibration
+    latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
+               "threads": c.threads, "call_ms": prediction.call_ms, "time_shares": prediction.shares()}
+    return cost_json | {"layers": layers, "total": cost_json["total"] | {"predicted_ms": prediction.total_ms},
+                        "latency": latency}
+
+
+def prediction_lines(prediction: Any, net: Any) -> list[str]:
+    """Per layer: predicted time, intensity against the ridge point, the roof that binds; per
+    type: time share beside mult-add share (of ``net``, a ``cost.NetworkCost``); the total."""
+    from mobilenet.latency.model import kernel_of, layer_type  # noqa: PLC0415
+
+    mult_add_shares: dict[str, float] = {}
+    for layer in net.layers:
+        kind = layer_type(kernel_of(layer))
+        mult_add_shares[kind] = mult_add_shares.get(kind, 0.0) + layer.mult_adds / net.total.mult_adds
+    c = prediction.calibration
+    lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
+             f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
+             f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'ms':>10}{'share':>8}"]
+    layers_ms = sum(x.predicted_ms for x in prediction.layers)
+    for x in prediction.layers:
+        lines.append(f"{x.name:<14}{x.kernel:<14}{x.intensity:>10.3g}{x.ridge:>8.3g}{x.bound:>9}"
+                     f"{x.predicted_ms:>10.4f}{x.predicted_ms / layers_ms:>8.1%}")
+    lines.append(f"{'call':<14}{'':<14}{'':>10}{'':>8}{'':>9}{prediction.call_ms:>10.4f}")
+    lines += [f"{'total':<55}{prediction.total_ms:>10.4f} ms", "",
+              f"  {'type':<18}{'time':>8}{'mult-adds':>11}"]
+    for kind, share in prediction.shares().items():
+        lines.append(f"  {kind:<18}{share:>8.1%}{mult_add_shares.get(kind, 0.0):>11.1%}")
+    return lines
+
+
+def with_speedups(compare_json: dict[str, Any], rows: Any) -> dict[str, Any]:
+    """``compare --json`` with each block's predicted milliseconds, speed-up and its reason."""
+    by_block = {r.block: r for r in rows}
+    blocks = [b | {"predicted": {"standard_ms": by_block[b["block"]].standard.predicted_ms,
+                                 "separable_ms": by_block[b["block"]].separable_ms,
+                                 "speedup": by_block[b["block"]].speedup, "why": by_block[b["block"]].reason()}}
+              for b in compare_json["blocks"]]
+    return compare_json | {"blocks": blocks}
+
+
+def speedup_lines(rows: Any) -> list[str]:
+    """Each block's predicted speed-up beside its mult-add saving, and why the two differ."""
+    lines = ["", "Predicted on this machine: separable against full convolution",
+             f"{'block':<7}{'saving':>8}{'speed-up':>10}{'standard ms':>13}{'separable ms':>14}  why"]
+    for r in rows:
+        lines.append(f"{r.block:<7}{r.comparison.savings:>7.2f}×{r.speedup:>9.2f}×{r.standard.predicted_ms:>13.4f}"
+                     f"{r.separable_ms:>14.4f}  {r.reason()}")
+    return lines

@@ -11,7 +11,8 @@ from mobilenet.files import atomic_write
 from mobilenet.latency.model import pareto_front
 from mobilenet.latency.ranking import Choice
 
-FAMILY_COLOURS = {"tf": "#1f4e8c", "tf-quant": "#4c9be8", "keras": "#8c8c8c", "timm": "#e8804c", "hf": "#5aa469"}
+# Drawn in this order: TF's own last, on top of the copies that share its points.
+FAMILY_COLOURS = {"keras": "#8c8c8c", "hf": "#5aa469", "timm": "#e8804c", "tf-quant": "#4c9be8", "tf": "#1f4e8c"}
 
 
 def plot_choice(choice: Choice, path: str | os.PathLike[str]) -> Path:
@@ -41,11 +42,12 @@ def plot_choice(choice: Choice, path: str | os.PathLike[str]) -> Path:
             label="Pareto front (predicted)")
     ax.axvline(choice.budget_ms, color="#c0392b", ls="--", lw=1, label=f"budget {choice.budget_ms:g} ms")
     chosen = choice.chosen
-    ax.annotate(f"chosen: {chosen.name}", (chosen.measured_ms or chosen.predicted_ms, chosen.top1),
-                textcoords="offset points", xytext=(8, -14), fontsize=8)
+    at = (chosen.measured_ms or chosen.predicted_ms, chosen.top1)
+    ax.scatter(*at, marker="*", s=160, color="#c0392b", zorder=3, label="chosen")
+    ax.annotate(chosen.name, at, textcoords="offset points", xytext=(8, -14), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"latency per call, ms (log): {c.runtime} {c.precision}, batch {choice.batch_size}, "
-                  f"{c.threads or 'default'} threads")
+                  f"threads: {c.threads or 'the runtime default'}")
     ax.set_ylabel("published ImageNet top-1, %")
     ax.set_title("Top-1 against latency on this machine (the paper's Figure 4, in milliseconds)")
     ax.grid(alpha=0.3, which="both")

@@ -86,7 +86,7 @@ def candidates(registry: Mapping[str, Any], calibration: Calibration, batch_size
         top1 = entry.published.get("top1")
         if top1 is None or (entry.family == "tf-quant") != int8:
             continue
-        arch_cfg = entry.arch_config
+        arch_cfg = entry.arch_cfg
         if arch_cfg not in predicted:
             predicted[arch_cfg] = predict_with(calibration, arch_cfg, batch_size).total_ms
         found.append(Candidate(name, entry.family, arch_cfg, float(top1), predicted[arch_cfg]))
@@ -116,9 +116,9 @@ def choose_from(
         shapes = list(dict.fromkeys(c.shape for c in within if c.shape not in measured))[:measure_best]
         if not shapes:
             break
-        configs = [next(c.arch_cfg for c in within if c.shape == s) for s in shapes]
-        (log or log_to_stderr)(f"latency: measuring {', '.join(cfg.name for cfg in configs)} for real")
-        measured.update(zip(shapes, timer(configs)))
+        first = [next(c for c in within if c.shape == s) for s in shapes]
+        (log or log_to_stderr)(f"latency: timing {', '.join(c.name for c in first)} for real")
+        measured.update(zip(shapes, timer([c.arch_cfg for c in first])))
         fitting = [c for c in within if c.shape in measured and measured[c.shape] <= budget_ms]
         best_unmeasured = next((c for c in within if c.shape not in measured), None)
         if fitting and (best_unmeasured is None or _rank(fitting[0]) < _rank(best_unmeasured)):
