@@ -1,13 +1,14 @@
 """The training loop, one process or many under torchrun, read top to bottom.
 
-``train(config)`` sets up this process (``Setup``: the data, the model as the steps call it,
-autocast), starts a ``RunState`` or restores it from a checkpoint (the model, optimizer, schedule,
-EMA and the position in the run), and runs epochs. ``train_one_epoch`` accumulates micro-batches
-up to the global batch (DDP's all-reduce on the last one), then takes an optimizer step, a
-schedule step and an EMA update; ``end_epoch`` then ``validate``s, logs a metrics row, draws the
-learning curves and writes ``best.pt`` (when it improved) before ``last.pt``. SIGINT/SIGTERM
-finish the current step, save ``last.pt`` (mid-epoch) and return;
-``train(config_for_resume(run_dir), resume=run_dir)`` continues from there.
+``train(config)`` takes the run directory's lock (rank 0, the one writer), sets up this process
+(``Setup``: the data, the model as the steps call it, autocast), starts a ``RunState`` or restores
+it from a checkpoint (the model, optimizer, schedule, EMA, every process's random state and the
+position in the run; a group torchrun restarted finds its own), and runs epochs.
+``train_one_epoch`` accumulates micro-batches up to the global batch (DDP's all-reduce on the last
+one), then takes an optimizer step, a schedule step and an EMA update; ``end_epoch`` then
+``validate``s, logs a metrics row, draws the learning curves and writes ``best.pt`` (when it
+improved) before ``last.pt``. SIGINT/SIGTERM finish the current step, save ``last.pt``
+(mid-epoch) and return; ``train(config_for_resume(run_dir), resume=run_dir)`` continues from there.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per finished epoch),
 ``curves.png`` (loss and accuracy by epoch), ``last.pt``/``best.pt`` and, once finished or
-interrupted, ``summary.json``.
+interrupted, ``summary.json``; and ``.lock``, which its one writer holds while it runs
+(``mobilenet.train.lock``).
 """
 
 from __future__ import annotations
