@@ -228,11 +228,10 @@ def test_the_server_never_opens_a_path_the_client_names(server, tmp_path):
     assert info.value.code == 404
 
 
-def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server):
-    from mobilenet.web import time_view
-
-    status, job = request(f"{server}/api/measure?alpha=0.25&resolution=64&runtime=torch&threads=1", data=b"")
-    assert status == 200 and job["state"] == "running"
+def measure_while_reading_costs(server: str, query: str) -> tuple[dict, int]:
+    """Start a measurement and read the cost view until it ends: (the finished job, costs read)."""
+    status, job = request(f"{server}/api/measure?{query}", data=b"")
+    assert status == 200 and job["state"] == "running", job
     status, busy = request(f"{server}/api/measure?runtime=torch", data=b"")
     assert status == 409 and busy["error"].endswith("is already running; wait for it to finish")
     answered = 0
@@ -242,8 +241,34 @@ def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server
         assert time.perf_counter() - started < 5  # not queued behind the measurement
         answered += 1
         job = request(f"{server}/api/jobs/{job['id']}")[1]
+    return job, answered
+
+
+def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server, monkeypatch):
+    from mobilenet.web import time_view
+
+    def slow_measure(cfg, runtime, precision, threads, progress):
+        for step in range(10):
+            progress(step / 10, f"step {step}")
+            time.sleep(0.1)
+        return {"median_ms": 1.0, "model": cfg.name}
+
+    monkeypatch.setattr(time_view, "measure", slow_measure)
+    monkeypatch.setattr("mobilenet.web.app.measure", slow_measure)
+    job, answered = measure_while_reading_costs(server, "alpha=0.5&runtime=torch")
+    assert job["state"] == "done" and job["result"] == {"median_ms": 1.0, "model": "mobilenet_v1_0.5_224"}
+    assert answered >= 2
+
+
+@pytest.mark.slow
+def test_a_real_measurement_times_the_network_and_each_layer_type(server):
+    from mobilenet.deploy.optional import available
+    from mobilenet.web import time_view
+
+    runtime = "onnxruntime" if available("onnxruntime") else "torch"  # PyTorch compiles for a minute first
+    job, _ = measure_while_reading_costs(server, f"alpha=0.25&resolution=64&runtime={runtime}&threads=1")
     assert job["state"] == "done", job
-    assert job["result"]["median_ms"] > 0 and job["result"]["runs"] >= 3 * time_view.MEASURE_ROUNDS and answered >= 2
+    assert job["result"]["median_ms"] > 0 and job["result"]["runs"] >= 3 * time_view.MEASURE_ROUNDS
     assert {row["kind"] for row in job["result"]["kinds"]} >= {"conv", "depthwise", "pointwise", "fc"}
 
 

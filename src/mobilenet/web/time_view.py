@@ -84,8 +84,12 @@ def measure(cfg: ArchConfig, runtime: str, precision: str, threads: int | None, 
     if precision == "int8":
         raise InputError("measuring int8 needs calibration images; the explorer measures fp32, fp16 and bf16")
     progress(0.0, "building the network")
-    model = mobilenet_v1(**cfg.to_dict()).eval()
-    progress(0.05, f"preparing {runtime} {precision}")
+    with torch.random.fork_rng():
+        # The same weights every time: what a runtime keeps between runs (PyTorch's compiled graph,
+        # tens of seconds to make) is keyed by them, so the same network is prepared once.
+        torch.manual_seed(0)
+        model = mobilenet_v1(**cfg.to_dict()).eval()
+    progress(0.05, f"preparing {runtime} {precision} (compiling may take a minute the first time)")
     predictor = make_predictor(model, runtime, precision, threads=threads)
     x = torch.rand(1, cfg.in_channels, cfg.height, cfg.width) * 2 - 1
     samples: list[float] = []
