@@ -195,3 +195,18 @@ def test_a_restarted_torchrun_group_continues_its_own_run_and_no_other(tmp_path,
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-launch")
     with pytest.raises(InputError, match=r"already holds a run \(last.pt\)"):
         train(cfg)
+
+
+def test_what_makes_a_resume_inexact_is_announced():
+    facts = {"world_size": 1, "train_samples": 128, "device": "cpu", "amp": "None"}
+    config = TrainConfig(arch=TINY_ARCH.replace(dropout=0.2), micro_batch=16)
+    exact = {"world_size": 1, "train_samples": 128, "rng": [{}], "config": {"micro_batch": 16}}
+    assert checkpoint.resume_notes(exact, config, facts) == []
+    # Saved by two processes, continued by one; then by three, of which the third has no stream.
+    notes = checkpoint.resume_notes(exact | {"world_size": 2, "rng": [{}, {}]}, config, facts)
+    assert notes == ["the run was saved by 2 process(es) and continues on 1: gradients are summed in another order"]
+    notes = checkpoint.resume_notes(exact | {"world_size": 2, "rng": [{}, {}]}, config, facts | {"world_size": 3})
+    assert len(notes) == 2 and "dropout on process(es) 2..2 draws from new streams" in notes[1]
+    # Other training data: the sampler's position means other batches.
+    notes = checkpoint.resume_notes(exact | {"train_samples": 100}, config, facts)
+    assert notes == ["the training set had 100 images and now has 128: the epoch's order and batches differ"]

@@ -90,7 +90,7 @@ class RunLock:
 def describe_previous(note: dict[str, Any]) -> str:
     """A line about the writer that left ``note``: it ended without releasing the lock (killed)."""
     return (f"process {note.get('pid', '?')} (since {note.get('since', '?')}) ended without releasing "
-            "this run's lock (it was killed); continuing from what it saved")
+            "this run's lock: it was killed")
 
 
 def _command() -> str:
