@@ -161,6 +161,6 @@ def speedup_lines(rows: Any) -> list[str]:
     lines = ["", "Predicted on this machine: separable against full convolution",
              f"{'block':<7}{'saving':>8}{'speed-up':>10}{'standard ms':>13}{'separable ms':>14}  why"]
     for r in rows:
-        lines.append(f"{r.block:<7}{r.comparison.savings:>7.2f}×{r.speedup:>9.2f}×{r.standard.predicted_ms:>13.4f}"
+        lines.append(f"{r.block:<7}{r.savings:>7.2f}×{r.speedup:>9.2f}×{r.standard.predicted_ms:>13.4f}"
                      f"{r.separable_ms:>14.4f}  {r.reason()}")
     return lines

@@ -352,8 +352,13 @@ class BlockSpeedup:
 
     @property
     def speedup(self) -> float:
-        """Predicted standard / separable time, beside ``comparison.savings`` in mult-adds."""
+        """Predicted standard / separable time, beside ``savings`` in mult-adds."""
         return self.standard.predicted_ms / self.separable_ms
+
+    @property
+    def savings(self) -> float:
+        """Standard / separable mult-adds (``cost``'s)."""
+        return self.comparison.savings
 
     def reason(self) -> str:
         """Why the speed-up falls short of (or beats) the mult-add savings, in one phrase."""

@@ -1,0 +1,235 @@
+"""How well the latency model predicts networks its calibration never saw (issue 15, item 4).
+
+For every installed runtime, precision, thread count and batch size: calibrate (or take the cached
+calibration), then build every network of the held-out grid (α x resolution; the probes share
+none of their shapes), time them all interleaved in settled blocks, and compare with the
+prediction:
+
+* whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
+  correlation;
+* layer types: predicted against measured time shares (PyTorch hooks, ONNX Runtime's profiler,
+  OpenVINO's counters, via ``mobilenet.deploy.bench.layer_shares``; fp32 only), the largest
+  difference in percentage points;
+* layers: the fraction of conv layers within ±25% (ONNX Runtime's profiler, fp32).
+
+The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
+takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
+machine and record what it prints with the CPU and the command (docs/latency.md)::
+
+    .venv/bin/python benchmarks/bench_latency_model.py [--runtimes onnxruntime ...] [--json F]
+    .venv/bin/python benchmarks/bench_latency_model.py --tiny     # a 2 x 2 grid: does it work?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cpu import cpu_info
+from mobilenet.deploy.optional import available
+from mobilenet.deploy.timing import Timing, time_interleaved
+from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
+from mobilenet.latency.backends import BACKENDS
+
+ALPHAS = (0.3, 0.45, 0.6, 0.85, 1.1)
+RESOLUTIONS = (112, 144, 176, 208, 240)
+
+
+@dataclass
+class Setting:
+    runtime: str
+    precision: str
+    threads: int
+    batch_size: int
+    calibration_s: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per network of the grid
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    print(f"CPU: {cpu_info().summary()}")
+    print(f"command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
+    grid = [ArchConfig(alpha=a, resolution=r) for a in args.alphas for r in args.resolutions]
+    settings = []
+    for runtime in args.runtimes:
+        backend = BACKENDS[runtime]
+        if not all(available(module) for module in backend.needs):
+            print(f"{runtime}: not installed, left out")
+            continue
+        for precision in (p for p in args.precisions if p in backend.calibrates):
+            for threads in args.threads:
+                for batch in args.batch_sizes:
+                    setting = Setting(runtime, precision, threads, batch)
+                    measure_setting(setting, grid, args)
+                    print_setting(setting)
+                    settings.append(setting)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(s) for s in settings], indent=1))
+        print(f"written: {args.json}")
+    return 0
+
+
+def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Namespace) -> None:
+    from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
+    from mobilenet.model import MobileNetV1  # noqa: PLC0415
+    from mobilenet.preprocess import sample_photos  # noqa: PLC0415
+
+    constants = calibrated(setting.runtime, setting.precision, setting.batch_size, setting.threads,
+                           remeasure=args.recalibrate)
+    setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
+    models, calls = [], []
+    images = sample_photos() if setting.precision == "int8" else None
+    for cfg in grid:
+        model = MobileNetV1(cfg).eval()
+        predictor = make_predictor(model, setting.runtime, setting.precision, threads=setting.threads,
+                                   batch_size=setting.batch_size, calibration_images=images)
+        x = torch.rand(setting.batch_size, 3, *cfg.resolution)
+        models.append(model)
+        calls.append(lambda p=predictor, x=x: p(x))
+    samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
+    for cfg, model, seconds in zip(grid, models, samples):
+        prediction = predict_with(constants, cfg, setting.batch_size)
+        measured = Timing.from_seconds(seconds).median_ms
+        row = {"model": cfg.name, "predicted_ms": prediction.total_ms, "measured_ms": measured,
+               "error": prediction.total_ms / measured - 1}
+        if setting.precision == "fp32" and setting.batch_size == 1:
+            row |= layer_errors(model, prediction, setting, args.seconds)
+        setting.rows.append(row)
+    setting.summary = summarize(setting.rows)
+
+
+def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float) -> dict[str, Any]:
+    """Per-type share error (where the runtime has a profiler) and per-layer error (ONNX Runtime)."""
+    out: dict[str, Any] = {}
+    shares = measured_shares(model, setting, seconds)
+    if shares:
+        predicted = prediction.shares()
+        out["share_error_pp"] = max(abs(predicted.get(k, 0.0) - v) for k, v in shares.items()) * 100
+        out["measured_shares"], out["predicted_shares"] = shares, predicted
+    if setting.runtime == "onnxruntime":
+        measured = ort_conv_layer_ms(model, setting.threads, seconds)
+        convs = [x for x in prediction.layers if x.kind in ("conv", "depthwise", "pointwise")]
+        if len(measured) == len(convs):
+            errors = [x.predicted_ms / m - 1 for x, m in zip(convs, measured)]
+            out["conv_layers_within_25"] = float(np.mean([abs(e) <= 0.25 for e in errors]))
+    return out
+
+
+def measured_shares(model: Any, setting: Setting, seconds: float) -> dict[str, float]:
+    """Measured time shares by layer type (stem told apart), the runtime's own reorders left out."""
+    from mobilenet.deploy.bench import BenchOptions, layer_shares  # noqa: PLC0415
+
+    if setting.runtime not in ("torch", "onnxruntime", "openvino"):
+        return {}
+    options = BenchOptions(runtimes=(setting.runtime,), batch_sizes=(1,), threads=setting.threads, seconds=seconds,
+                           peers=False, compare_conv=False, memory=False)
+    rows = [r for r in layer_shares(model, options, lambda line: None) if r["kind"] != "other"]
+    total = sum(r["time_share"] for r in rows) or 1.0
+    return {("stem" if r["kind"] == "conv" else r["kind"]): r["time_share"] / total for r in rows}
+
+
+def ort_conv_layer_ms(model: Any, threads: int, seconds: float) -> list[float]:
+    """Median milliseconds of each convolution ONNX Runtime runs, in execution order (the k-th is
+    the architecture's k-th conv layer: the network is a chain)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    from mobilenet.deploy.formats.onnx import export_onnx  # noqa: PLC0415
+
+    cfg = model.arch_cfg
+    with tempfile.TemporaryDirectory(prefix="mobilenet-layers-") as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(export_onnx(model, Path(tmp) / "m.onnx")), options,
+                                       providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: torch.rand(1, 3, *cfg.resolution).numpy()}
+        deadline = time.perf_counter() + seconds
+        runs = 0
+        while time.perf_counter() < deadline or runs < 10:
+            session.run(None, feed)
+            runs += 1
+        events = json.loads(Path(session.end_profiling()).read_text())
+    convs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+             and e.get("args", {}).get("op_name") in ("Conv", "FusedConv")]
+    per_run = len(convs) // runs
+    durations = np.array([e["dur"] for e in convs[: per_run * runs]], dtype=float).reshape(runs, per_run)
+    return list(np.median(durations, axis=0) / 1e3)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = np.array([r["error"] for r in rows])
+    predicted, measured = (np.array([r[k] for r in rows]) for k in ("predicted_ms", "measured_ms"))
+    summary = {"within_10": float(np.mean(np.abs(errors) <= 0.10)), "rmspe": float(np.sqrt(np.mean(errors**2))),
+               "spearman": spearman(predicted, measured)}
+    shares = [r["share_error_pp"] for r in rows if "share_error_pp" in r]
+    layers = [r["conv_layers_within_25"] for r in rows if "conv_layers_within_25" in r]
+    if shares:
+        summary["share_error_pp_max"] = float(np.max(shares))
+    if layers:
+        summary["conv_layers_within_25"] = float(np.mean(layers))
+    return summary
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    if len(a) < 2:
+        return float("nan")
+    ranks = [_ranks(v) for v in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    for v in np.unique(values):  # ties share their average rank
+        tied = values == v
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def print_setting(s: Setting) -> None:
+    m = s.summary
+    extra = "".join(f", {k} {v:.3g}" for k, v in m.items() if k not in ("within_10", "rmspe", "spearman"))
+    print(f"\n{s.runtime} {s.precision}, {s.threads} thread(s), batch {s.batch_size} (calibrated in "
+          f"{s.calibration_s:g} s): within ±10% {m['within_10']:.0%}, RMSPE {m['rmspe']:.1%}, "
+          f"Spearman {m['spearman']:.3f}{extra}")
+    for r in s.rows:
+        print(f"  {r['model']:<26} predicted {r['predicted_ms']:8.3f} ms  measured {r['measured_ms']:8.3f} ms  "
+              f"{r['error']:+7.1%}")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    p.add_argument("--resolutions", nargs="+", type=int, default=list(RESOLUTIONS))
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network, interleaved")
+    p.add_argument("--recalibrate", action="store_true", help="calibrate again instead of using the cache")
+    p.add_argument("--tiny", action="store_true", help="a 2 x 2 grid, ONNX Runtime fp32, 1 thread, batch 1")
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.alphas, args.resolutions = [0.45, 0.85], [144, 208]
+        args.runtimes, args.precisions, args.threads, args.batch_sizes = ["onnxruntime"], ["fp32"], [1], [1]
+        args.seconds = min(args.seconds, 0.3)
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())
