@@ -105,7 +105,7 @@ def chromium():
 @pytest.fixture
 def page(chromium, server):
     page = chromium.new_page()
-    page.set_viewport_size({"width": 1400, "height": 1800})
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))

@@ -3,10 +3,10 @@
 =================  ============================================================================
 ``assets``         where the browser files are (the page, ``classify.js``, onnxruntime-web from
                    npm); the only module here that ``deploy`` reads (the web export writer)
-``views``          the JSON each panel shows, from the library: ``cost`` (every number of the
-                   cost view), ``latency`` (predicted and measured time, the choice of model)
+``cost_view``      the cost view's JSON: ``mobilenet.cost`` for the page's settings
+``time_view``      predicted time (``mobilenet.latency``), measured time, the choice of a model
 ``classifier``     photos classified on the server, and the ONNX files the browser runs
-``jobs``           measurements in a background thread, their progress polled by the page
+``jobs``           measurements and calibrations in a background thread, progress polled
 ``app``            the Starlette application: routes, upload limits, errors as JSON
 ``serve``          uvicorn on 127.0.0.1 (by default), the address printed, Ctrl-C stops it
 ``browser``        headless Chromium (Debian's, driven by Playwright) for checks and tests

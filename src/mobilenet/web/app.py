@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mobilenet import arch
+from mobilenet.deploy.runtimes import PRECISIONS as RUNTIME_PRECISIONS
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.web import assets
 from mobilenet.web.classifier import MAX_UPLOAD_BYTES, Classifier
@@ -42,7 +43,9 @@ from mobilenet.web.cost_view import DEFAULT_BYTES_PER_ELEMENT, config_from_query
 from mobilenet.web.jobs import BusyError, Jobs
 from mobilenet.web.time_view import calibrate, choose_view, measure, prediction_view
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# What the page offers: every precision but int8, which needs a folder of calibration images. Whether
+# a runtime runs one natively here is the runtime's own rule, checked where it is built.
+PRECISIONS: tuple[str, ...] = tuple(p for p in RUNTIME_PRECISIONS if p != "int8")
 # An oversized upload is read to its end (and dropped) up to this, so the browser gets the answer
 # instead of a reset connection; beyond it the connection is closed.
 DRAIN_LIMIT = 16 * MAX_UPLOAD_BYTES

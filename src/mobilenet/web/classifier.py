@@ -26,7 +26,6 @@ from mobilenet.errors import InputError
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # a phone's photo is 2-12 MB
 MODELS_KEPT = 2
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # offered where installed
 TOP_K = 5
 
 
@@ -54,9 +53,10 @@ class Classifier:
 
     @staticmethod
     def runtimes() -> list[str]:
-        from mobilenet.deploy.optional import available  # noqa: PLC0415
+        """PyTorch first, then the other installed runtimes ``auto`` would pick from at fp32."""
+        from mobilenet.deploy.auto import candidates  # noqa: PLC0415
 
-        return [name for name in RUNTIMES if name == "torch" or available(name)]
+        return ["torch", *(name for name in candidates("fp32") if name != "torch")]
 
     @staticmethod
     def default_weights() -> str:
