@@ -1,0 +1,256 @@
+"""mobilenet.optimize: the compiled module matches eager PyTorch, runs its convolutions fused with no
+BatchNorm left in the graph it built (read from the graph itself, since PyTorch once dropped the
+conv-BN fusion silently: pytorch#131693), is reused by a second process, refuses bf16 where the CPU
+would emulate it, and falls back, saying so, where it cannot compile.
+
+Compiling takes tens of seconds on two busy cores: those tests are marked slow. The CUDA tests are
+marked cuda and skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch._dynamo.config
+import torch._inductor.config
+
+from mobilenet.cpu import CpuInfo, cpu_info
+from mobilenet.errors import InputError
+from mobilenet.optimized import (
+    FUSED_CONV,
+    PLAIN_CONV,
+    OptimizedModel,
+    compiled_cache_dir,
+    keep_freed_memory,
+    optimize,
+)
+from mobilenet.predictor import PrecisionUnavailableError
+
+ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),
+               logical_cores=2)
+no_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+def _convs(model) -> int:  # noqa: ANN001
+    return sum(1 for _ in model.conv_layers())
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor, fraction: float) -> None:
+    """Within ``fraction`` of the logits' spread (the deploy tests' measure)."""
+    spread = (expected.max() - expected.min()).item()
+    assert spread > 0.1  # the comparison is not between near-constant tensors
+    assert (got - expected).abs().max().item() < fraction * spread
+
+
+def _private_caches(monkeypatch: pytest.MonkeyPatch, folder) -> None:  # noqa: ANN001
+    """Compiled packages and inductor's caches in ``folder``, for this test only (``optimize`` points
+    inductor at the project cache by setting TORCHINDUCTOR_CACHE_DIR; the teardown restores it)."""
+    monkeypatch.setenv("MOBILENET_CACHE", str(folder))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+
+
+def _torchscript_kinds(module: OptimizedModel) -> set[str]:
+    return {node.kind() for node in module.net.graph.nodes()}
+
+
+# ------------------------------------------------------------------------------------ refusals, fast
+
+
+def test_bf16_is_refused_on_a_cpu_without_it_and_says_what_to_use(model, monkeypatch):
+    monkeypatch.setattr("mobilenet.optimized.cpu_info", lambda: ZEN3)
+    with pytest.raises(PrecisionUnavailableError, match="no native bf16") as refusal:
+        optimize(model, "bf16")
+    assert "Use fp32" in str(refusal.value) and "allow_emulation" in str(refusal.value)
+    with pytest.raises(PrecisionUnavailableError, match="no native bf16"):
+        optimize(model, "bf16", cpu=ZEN3)  # the CPU passed in is the one decided for
+
+
+def test_emulated_bf16_runs_only_when_asked_and_says_so(model, images):
+    with pytest.warns(UserWarning, match="emulated"):
+        emulated = optimize(model, "bf16", backend="eager", allow_emulation=True, cpu=ZEN3)
+    assert "bf16 EMULATED" in emulated.description
+    assert emulated(images).shape == (len(images), 1000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "fp16"}, "PyTorch on cpu runs fp32 or bf16"),
+        ({"precision": "int8"}, "for int8 use onnxruntime or openvino"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"backend": "xla"}, "backend must be one of"),
+        ({"device": "tpu"}, "device must be cpu, cuda or cuda:N"),
+        ({"memory": "trim"}, "memory must be 'keep' or 'default'"),
+    ],
+)
+def test_bad_arguments_are_one_clear_line(model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        optimize(model, **kwargs)
+
+
+def test_inputs_of_another_shape_are_refused_with_what_to_do(model, images):
+    fast = optimize(model, backend="eager")
+    with pytest.raises(InputError, match=r"takes \(N, 3, 128, 128\) batches.*resize"):
+        fast(torch.zeros(1, 3, 224, 224))
+
+
+# ------------------------------------------------------------------- the contract, without compiling
+
+
+def test_a_compiled_batch_size_serves_every_batch_in_slices(model, images):
+    """The graph always sees exactly its batch size: larger batches in slices, the last padded."""
+    seen = []
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return x.flatten(1)[:, :10] * 2
+
+    fast = OptimizedModel(net, backend="inductor", precision="fp32", device=torch.device("cpu"),
+                          input_shape=tuple(images.shape[1:]), batch_size=4)
+    batch = torch.cat([images, images, images[:2]])  # 10 images: slices of 4, 4 and 2 padded to 4
+    out = fast(batch)
+    assert seen == [4, 4, 4]
+    torch.testing.assert_close(out, batch.flatten(1)[:, :10] * 2)
+    assert not out.is_inference() and not out.requires_grad  # an ordinary tensor the caller may modify
+    out += 1
+
+
+def test_inductor_caches_go_under_the_project_cache_unless_the_user_chose(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compiled_cache_dir() == tmp_path / "compiled"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compiled_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_glibc_is_asked_to_keep_freed_memory_and_the_description_says_so(model):
+    kept = keep_freed_memory()
+    assert kept == (sys.platform == "linux")  # glibc Linux here; elsewhere it is left alone
+    described = optimize(model, backend="eager").description
+    assert ("glibc keeps freed memory" in described) == kept
+    assert "glibc" not in optimize(model, backend="eager", memory="default").description
+
+
+# -------------------------------------------------------------- fallbacks where compiling is impossible
+
+
+@pytest.mark.parametrize("how", ["no compiler", "compile disabled"])
+def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(model, images, tmp_path,
+                                                                            monkeypatch, how):
+    _private_caches(monkeypatch, tmp_path)  # no compiled package to load either
+    # torch's own config patches (pytest's monkeypatch of a config attribute corrupts torch's config).
+    if how == "no compiler":
+        unavailable, why = torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",)}), "no C++ compiler found"
+    else:
+        unavailable, why = torch._dynamo.config.patch(disable=True), "TORCH_COMPILE_DISABLE"
+    said = []
+    with unavailable:
+        fast = optimize(model, batch_size=4, log=said.append)
+        with pytest.raises(InputError, match="backend 'inductor' cannot run here"):
+            optimize(model, backend="inductor")
+    assert fast.backend == "torchscript" and fast.batch_size is None
+    assert any(why in line and "running torchscript" in line for line in said) and why in fast.fallbacks[0]
+    assert "TorchScript" in fast.description
+    with torch.no_grad():
+        _close(fast(images), model(images), 1e-4)
+    kinds = _torchscript_kinds(fast)
+    assert not any("batch_norm" in kind for kind in kinds)  # folded before tracing: none in the frozen graph
+    assert "prim::mkldnn_convolution" in kinds  # optimize_for_inference moved the convs to oneDNN
+
+
+# ------------------------------------------------------------------------------- compiled, slow
+
+
+@pytest.mark.slow
+def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, images):
+    fast = optimize(model, "fp32", batch_size=4)
+    assert fast.backend == "inductor" and fast.batch_size == 4, fast.fallbacks
+    code = fast.generated_code
+    assert code, "the package holds the generated C++"
+    assert "batch_norm" not in code
+    assert len(FUSED_CONV.findall(code)) == _convs(model) and not PLAIN_CONV.findall(code)
+    assert f"{_convs(model)} of {_convs(model)} convs fused" in fast.description
+    with torch.no_grad():
+        expected = model(images)
+    _close(fast(images), expected, 1e-4)
+    _close(fast(images[:1]), expected[:1], 1e-4)  # one image, padded to the compiled batch of 4
+    _close(fast(torch.cat([images, images[:2]])), torch.cat([expected, expected[:2]]), 1e-4)  # 6: two slices
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_the_compiled_graph(model, tmp_path, monkeypatch):
+    _private_caches(monkeypatch, tmp_path)
+    said = []
+    optimize(model, "fp32", batch_size=2, log=said.append)
+    assert any(line.startswith("optimize: compiled") for line in said)
+    torch.save(model, tmp_path / "model.pt")
+    code = ("import sys, torch; from mobilenet import optimize; "
+            f"m = torch.load({str(tmp_path / 'model.pt')!r}, weights_only=False); "
+            "optimize(m, 'fp32', batch_size=2, log=lambda s: print(s, file=sys.stderr))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    assert "optimize: loaded the graph for batch 2" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bf16_agrees_with_fp32_on_real_photos_or_is_refused(model, images):
+    if not cpu_info().native_bf16:  # this CPU: the refusal is what to check
+        with pytest.raises(PrecisionUnavailableError, match="no native bf16"):
+            optimize(model, "bf16")
+        return
+    fast = optimize(model, "bf16", batch_size=4)
+    assert fast.backend == "inductor" and fast.precision == "bf16"
+    assert len(FUSED_CONV.findall(fast.generated_code or "")) == _convs(model)
+    assert "batch_norm" not in fast.generated_code
+    with torch.no_grad():
+        expected = model(images)
+    got = fast(images)
+    assert got.dtype == torch.float32
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    error = (got - expected).abs().max().item()
+    assert 0 < error < 0.05 * (expected.max() - expected.min()).item()  # really bf16, and close
+
+
+@pytest.mark.slow
+def test_the_torch_predictor_runs_the_optimized_module(model, images):
+    from mobilenet.deploy.runtime import make_predictor
+
+    predictor = make_predictor(model, "torch", "fp32", threads=2)
+    assert "AOTInductor" in predictor.description and "convs fused" in predictor.description
+    with torch.no_grad():
+        _close(predictor(images.numpy()), model(images), 1e-4)
+
+
+# ------------------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@no_gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_matches_the_cpu_model(model, images, precision):
+    pytest.importorskip("triton")
+    fast = optimize(model, precision, batch_size=4, device="cuda")
+    assert fast.backend == "inductor" and fast.device.type == "cuda"
+    assert fast.generated_code and "batch_norm" not in fast.generated_code
+    with torch.no_grad():
+        expected = model(images)
+    got = fast(images.cuda()).cpu()
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    # fp32 convolutions may run in TF32 on the GPU: a looser bound than on the CPU.
+    _close(got, expected, 1e-2 if precision == "fp32" else 5e-2)
+
+
+@pytest.mark.cuda
+@no_gpu
+def test_cuda_without_triton_runs_eager_and_says_so(model, images, tmp_path, monkeypatch):
+    _private_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr("torch.utils._triton.has_triton", lambda: False)
+    said = []
+    fast = optimize(model, "fp16", device="cuda", log=said.append)
+    assert fast.backend == "eager" and any("Triton is not installed" in line for line in said)
+    assert fast(images).shape == (len(images), 1000)
