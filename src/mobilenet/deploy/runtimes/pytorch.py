@@ -35,10 +35,12 @@ class TorchPredictor(Predictor):
 
     def __init__(
         self, model: MobileNetV1, precision: str = "fp32", threads: int | None = None, *, batch_size: int = 1,
+        device: str | torch.device = "cpu",
     ) -> None:
         """Runs ``precision`` as given: ``make_predictor`` checks a request against ``PRECISIONS``
         and ``not_native`` first (emulated bf16 only when asked for, with its warning), once.
-        ``batch_size``: what the graph is compiled for; other batches run in slices of it."""
+        ``batch_size``: what the graph is compiled for; other batches run in slices of it.
+        ``device``: where it runs (cpu, cuda); the logits come back on the CPU."""
         from mobilenet.optimized import optimize  # noqa: PLC0415
 
         if precision not in PRECISIONS:
@@ -48,10 +50,10 @@ class TorchPredictor(Predictor):
         self.precision = precision
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="running bf16 emulated")  # make_predictor warned once
-            self.module = optimize(model, precision, batch_size, allow_emulation=True, cpu=cpu_info())
+            self.module = optimize(model, precision, batch_size, device, allow_emulation=True, cpu=cpu_info())
         self.description = self.module.description
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
-        return self.module(x)
+        return self.module(x).cpu()
