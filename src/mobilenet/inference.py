@@ -18,7 +18,10 @@ Both run the weights the same way:
 ``precision``          ``fp32`` (default), ``fp16``, ``bf16``, ``int8`` (needs ``calibration``: a
                        folder of real images, never the ones evaluated)
 ``exported``           a file written by ``mobilenet export``, run in its own runtime at its own
-                       precision; ``weights`` name the weights it came from (preprocessing, labels)
+                       precision (``runtime``, ``precision`` and ``calibration`` do not apply);
+                       its own metadata gives the preprocessing and labels, and the weights it
+                       names are the fp32 reference (``weights``: these instead; a file without
+                       metadata, such as TF's own, needs them for everything)
 ``resize``             ``tf`` or ``pillow``: overrides the weights' own resize
 ``threads``, ``device``, ``allow_emulated_bf16``: as for ``make_predictor``
 =====================  =======================================================================
@@ -39,14 +42,15 @@ from typing import Any
 import torch
 
 from mobilenet.accuracy import accuracy, drop_background, is_main_process, torch_predictor
+from mobilenet.arch import ArchConfig
 from mobilenet.datasets import BadFiles, ImageFolderDataset, is_image_file, open_dataset
 from mobilenet.errors import InputError
 from mobilenet.factory import load_model
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import Predictor
 from mobilenet.preprocess import ImageError, Preprocess, sample_photos
-from mobilenet.weights import DEFAULT, PretrainedCfg, pretrained_cfg_of
-from mobilenet.weights.labels import Prediction, decode_predictions, imagenet_classes
+from mobilenet.weights import DEFAULT, REGISTRY, PretrainedCfg, pretrained_cfg_of
+from mobilenet.weights.labels import Prediction, decode_predictions, imagenet_classes, label_set_of
 
 PathLike = str | os.PathLike[str]
 REFERENCE = "reference"  # how an exported file's PyTorch fp32 reference run is labelled
@@ -64,6 +68,25 @@ class RunSettings:
     allow_emulated_bf16: bool = False
     exported: PathLike | None = None
     resize: str | None = None
+
+
+def run_settings(
+    runtime: str | None = None, precision: str | None = None, calibration: PathLike | None = None,
+    threads: int | None = None, device: str = "cpu", allow_emulated_bf16: bool = False,
+    exported: PathLike | None = None, resize: str | None = None,
+) -> RunSettings:
+    """``RunSettings`` from ``classify``'s and ``evaluate``'s keywords (None: the default). With
+    ``exported`` the file runs in its own runtime at its own precision, so a runtime, precision,
+    calibration or emulated bf16 asked for as well is refused rather than ignored."""
+    if exported is not None:
+        given = [f"--{flag} {value}" for flag, value in (("runtime", runtime), ("precision", precision),
+                                                           ("calibration", calibration)) if value is not None]
+        given += ["--allow-emulated-bf16"] if allow_emulated_bf16 else []
+        if given:
+            raise InputError(f"{' and '.join(given)} cannot apply to --exported {Path(exported).name}, which runs in "
+                             "its own runtime at its own precision; leave them out")
+    return RunSettings(runtime or "torch", precision or "fp32", calibration, threads, device, allow_emulated_bf16,
+                       exported, resize)
 
 
 def _model(weights: PathLike | MobileNetV1 | None) -> MobileNetV1:
@@ -92,14 +115,7 @@ def predictor_for(
     cfg = pretrained_cfg_of(model)
     classes = len(cfg.class_names)
     if running.exported is not None and not reference:
-        from mobilenet.deploy.runtime import predictor_from_file  # noqa: PLC0415
-
-        exported = Path(running.exported)
-        predictor = drop_background(predictor_from_file(exported, threads=running.threads), classes,
-                                    mismatch=f" from {exported}: the weights {cfg.name} have {classes} classes; "
-                                    "name the weights it was exported from")
-        predictor.description = f"{exported.name}: {predictor.description}"
-        return predictor
+        return exported_predictor(running.exported, cfg, running.threads)
     runtime, precision = ("torch", "fp32") if reference else (running.runtime, running.precision)
     if runtime == "torch" and precision == "fp32":
         if running.threads:
@@ -112,6 +128,74 @@ def predictor_for(
         calibration_images=_calibration_images(running.calibration), threads=running.threads,
         batch_size=batch_size, allow_emulation=running.allow_emulated_bf16,
     ), classes)
+
+
+def exported_predictor(path: PathLike, cfg: PretrainedCfg, threads: int | None = None) -> Predictor:
+    """The exported file at ``path`` in the runtime that reads its format, with logits over the real
+    classes of ``cfg`` (what the file's metadata or the weights named for it say it holds)."""
+    from mobilenet.deploy.runtime import predictor_from_file  # noqa: PLC0415
+
+    path, classes = Path(path), len(cfg.class_names)
+    predictor = drop_background(predictor_from_file(path, threads=threads), classes,
+                                mismatch=f" from {path}: {cfg.name} has {classes} classes; name the weights it "
+                                "was exported from")
+    predictor.description = f"{path.name}: {predictor.description}"
+    return predictor
+
+
+def exported_cfg(path: PathLike) -> PretrainedCfg | None:
+    """What an exported file says it holds (``deploy.formats.metadata``): its weights' name,
+    architecture, preprocessing and labels; None for a file that says nothing (TF's own)."""
+    from mobilenet.deploy.formats.metadata import read_export_metadata  # noqa: PLC0415
+
+    path = Path(path)
+    meta = read_export_metadata(path)
+    if meta is None:
+        return None
+    try:
+        arch, preprocess = ArchConfig.from_dict(meta["arch"]), Preprocess.from_dict(meta["preprocess"])
+        label_set, labels = label_set_of(meta["labels"])
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path}: its metadata lacks a readable {err}; name the weights with --weights") from None
+    return PretrainedCfg(name=str(meta.get("name") or path.stem), arch_cfg=arch, preprocess=preprocess,
+                         label_set=label_set, labels=labels, description=f"exported {path.name}")
+
+
+def _reference_for(cfg: PretrainedCfg) -> tuple[MobileNetV1 | None, str]:
+    """The PyTorch model an exported file was made from, when its metadata names published
+    weights whose classifier it kept; else None, and why not."""
+    entry = REGISTRY.get(cfg.name)
+    if entry is None:
+        return None, f"its weights {cfg.name!r} are no registry entry; give --weights to compare with them"
+    kept = cfg.num_classes == entry.num_classes or (entry.has_background_class and cfg.num_classes == 1000)
+    if not kept:
+        return None, f"its {cfg.num_classes}-class classifier is not {cfg.name}'s; give --weights to compare"
+    return load_model(cfg.name, resolution=cfg.arch_cfg.resolution, num_classes=cfg.num_classes), ""
+
+
+def _what_runs(
+    running: RunSettings, weights: PathLike | MobileNetV1 | None, *, want_reference: bool,
+) -> tuple[PretrainedCfg, MobileNetV1 | None, str]:
+    """(config whose preprocessing and labels apply, PyTorch model, why there is none). Without an
+    exported file: the weights'. With one: its own metadata (the weights' only for a file without),
+    and as the model the weights given or, when ``want_reference``, those the metadata names."""
+    if running.exported is None:
+        model = _model(weights)
+        return pretrained_cfg_of(model), model, ""
+    from_file = exported_cfg(running.exported)
+    if weights is None:
+        if from_file is None:
+            raise InputError(f"{running.exported} carries no metadata (preprocessing, labels), as files "
+                             "`mobilenet export` did not write: name the weights it was made from with --weights")
+        model, why = _reference_for(from_file) if want_reference else (None, "")
+        return from_file, model, why
+    model = _model(weights)
+    if from_file is None:
+        return pretrained_cfg_of(model), model, ""
+    if pretrained_cfg_of(model).class_names != from_file.class_names:
+        raise InputError(f"--weights {pretrained_cfg_of(model).name} do not have the classes of "
+                         f"{running.exported} ({from_file.name}, {len(from_file.class_names)} classes)")
+    return from_file, model, ""
 
 
 # -------------------------------------------------------------------------------------------- classify
@@ -169,8 +253,8 @@ def classify(
     images: PathLike | Sequence[PathLike] | None = None,
     *,
     weights: PathLike | MobileNetV1 | None = None,
-    runtime: str = "torch",
-    precision: str = "fp32",
+    runtime: str | None = None,
+    precision: str | None = None,
     top_k: int = 5,
     calibration: PathLike | None = None,
     threads: int | None = None,
@@ -188,11 +272,14 @@ def classify(
     paths = paths or sample_photos()
     if not paths:
         raise InputError("no images given and no sample photos found (pip install matplotlib scikit-image)")
-    running = RunSettings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
-    model = _model(weights)
-    cfg = pretrained_cfg_of(model)
+    running = run_settings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    cfg, model, _ = _what_runs(running, weights, want_reference=False)
     preprocess = cfg.preprocess.with_resize(resize)
-    predict = predictor_for(model, running, preprocess=preprocess)
+    if exported is not None:
+        predict = exported_predictor(exported, cfg, threads)
+    else:
+        assert model is not None
+        predict = predictor_for(model, running, preprocess=preprocess)
     transform = preprocess.eval_transform()
     names = None if cfg.is_imagenet else cfg.class_names  # None: ImageNet's own names and WordNet ids
     k = min(top_k, len(cfg.class_names))
@@ -276,8 +363,8 @@ def evaluate(
     data: PathLike,
     *,
     weights: PathLike | MobileNetV1 | None = None,
-    runtime: str = "torch",
-    precision: str = "fp32",
+    runtime: str | None = None,
+    precision: str | None = None,
     calibration: PathLike | None = None,
     threads: int | None = None,
     device: str = "cpu",
@@ -292,27 +379,34 @@ def evaluate(
 ) -> Evaluation:
     """Top-1 and top-5 accuracy (percent) on ``data``: an ImageFolder tree (folders named by
     WordNet id or class index) or a ``file,label`` CSV (labels 0-999), with the weights' own
-    preprocessing. Not fp32, or an ``exported`` file: the PyTorch fp32 reference runs too, and its
-    accuracy sits beside under ``"fp32"``. ``bad_files``: ``skip`` (count unreadable images in
+    preprocessing. Not fp32: the PyTorch fp32 reference runs too, and its accuracy sits beside under
+    ``"fp32"``. An ``exported`` file runs with the preprocessing and labels its metadata gives,
+    beside the reference where the weights are known (``weights``, or those the metadata names;
+    else the file runs alone, and stderr says why). ``bad_files``: ``skip`` (count unreadable images in
     ``skipped``) or ``stop``. ``limit``: only the first N images. Sharded under torchrun
     (``accuracy.accuracy``). ``progress``: say on stderr what runs, and draw a progress bar."""
-    running = RunSettings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
-    model = _model(weights)
-    cfg = pretrained_cfg_of(model)
+    running = run_settings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    cfg, model, no_reference = _what_runs(running, weights, want_reference=True)
     preprocess = cfg.preprocess.with_resize(resize)
     dataset = _labelled_dataset(data, cfg, preprocess, bad_files, limit)
-    if exported is not None:  # the file as it runs, beside the PyTorch model it came from
-        plan = [("exported", runtime, False), ("fp32", REFERENCE, True)]
-    elif precision == "fp32":
-        plan = [("fp32", runtime, False)]
+    if exported is not None:  # the file as it runs, beside the PyTorch model it came from (when known)
+        plan = [("exported", "", False)] + ([("fp32", REFERENCE, True)] if model is not None else [])
+    elif running.precision == "fp32":
+        plan = [("fp32", running.runtime, False)]
     else:
-        plan = [(precision, runtime, False), ("fp32", "torch", True)]
+        plan = [(running.precision, running.runtime, False), ("fp32", "torch", True)]
+    if no_reference and progress and is_main_process():
+        print(f"no fp32 reference for {Path(str(exported)).name}: {no_reference}", file=sys.stderr)
     runs = []
     for run_precision, run_runtime, reference in plan:
-        predict = predictor_for(model, running, preprocess=preprocess, batch_size=batch_size, reference=reference)
+        if exported is not None and not reference:
+            predict = exported_predictor(exported, cfg, threads)
+        else:
+            assert model is not None  # _what_runs gives a model wherever the plan holds a PyTorch run
+            predict = predictor_for(model, running, preprocess=preprocess, batch_size=batch_size, reference=reference)
         if progress and is_main_process():
             print(f"weights {cfg.name}; {predict.description}", file=sys.stderr)
         result = accuracy(predict, dataset, batch_size=batch_size, num_workers=workers, progress=progress,
                           device=device, description=run_precision)
-        runs.append(AccuracyRun(run_precision, run_runtime, predict.description, result))
+        runs.append(AccuracyRun(run_precision, run_runtime or predict.runtime, predict.description, result))
     return Evaluation(cfg.name, runs)

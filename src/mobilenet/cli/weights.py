@@ -85,8 +85,9 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, metavar="NAME|FILE",
                    help="registry name (see `mobilenet pretrained`), our .safetensors, a training checkpoint "
                    "or any file `convert` reads (default: tf_mobilenet_v1_1.0_224)")
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="torch", help="inference runtime (default torch)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
+    # None: not given, so that --exported can refuse them rather than ignore them.
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None, help="inference runtime (default torch)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="default fp32")
     p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                    help="images to calibrate int8 on (never the ones you evaluate)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
@@ -95,8 +96,9 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
                    help="run --precision bf16 with PyTorch even where the CPU has no bf16 (many times slower)")
     p.add_argument("--exported", type=Path, default=None, metavar="FILE",
                    help="run a file written by `mobilenet export` (.onnx, .xml, .tflite, .pte) in its own runtime, "
-                   "at its own precision; --weights names the weights it was exported from (their preprocessing "
-                   "and labels)")
+                   "at its own precision (--runtime, --precision and --calibration do not apply), with the "
+                   "preprocessing and labels its metadata gives and, for evaluate, beside the weights it names "
+                   "as the fp32 reference; --weights: compare with these (needed for a file without metadata)")
     p.add_argument("--resize", choices=Choices("mobilenet.preprocess", "RESIZES"), default=None, metavar="RESIZE",
                    help="tf: TF1's bilinear resize without antialiasing (TF-slim's evaluation, the default for "
                    "TF and Keras weights); pillow: Pillow's antialiased filter (default for timm and transformers)")
