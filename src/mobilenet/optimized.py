@@ -254,8 +254,8 @@ def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log:
                 max_autotune: bool) -> tuple[str, Built, list[str]]:
     """The first backend that builds (only ``backend`` where one is named), and why each one
     before it did not."""
-    cpu = example.device.type == "cpu"
-    candidates = [backend] if backend else [b for b in BACKENDS if cpu or b != "torchscript"]
+    on_cpu = example.device.type == "cpu"
+    candidates = [backend] if backend else [b for b in BACKENDS if on_cpu or b != "torchscript"]
     fallbacks: list[str] = []
     for name in candidates:
         try:
@@ -274,15 +274,20 @@ def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log:
 
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
     package = compiled_cache_dir() / f"mobilenet-{_package_key(net, example, max_autotune)}.pt2"
+    device_index = example.device.index if example.device.index is not None else -1
     start = time.perf_counter()
     cached = package.is_file()
-    if not cached:
+    try:
+        compiled = torch._inductor.aoti_load_package(str(package), device_index=device_index) if cached else None
+    except Exception as err:  # noqa: BLE001 - an unreadable package is compiled again, not trusted
+        log(f"optimize: compiling again: could not load {package} ({type(err).__name__})")
+        cached, compiled = False, None
+    if compiled is None:
         reason = compile_unavailable(example.device)
         if reason:
             raise CompileUnavailable(reason)
         _compile_package(net, example, package, max_autotune)
-    device_index = example.device.index if example.device.index is not None else -1
-    compiled = torch._inductor.aoti_load_package(str(package), device_index=device_index)
+        compiled = torch._inductor.aoti_load_package(str(package), device_index=device_index)
     seconds = time.perf_counter() - start
     log(f"optimize: {'loaded' if cached else 'compiled'} the graph for batch {len(example)} in {seconds:.1f} s "
         f"({package}{'' if cached else '; a second process loads it from there'})")
