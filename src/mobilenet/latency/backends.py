@@ -164,8 +164,9 @@ def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
 
 
 def _int8_calibration(shape: tuple[int, ...]) -> torch.Tensor:
-    """A few inputs in ReLU6's range: timing needs int8 kernels, not a good quantization."""
-    return torch.rand(4, *shape[1:]) * 6
+    """One input in ReLU6's range, of the probe's own shape: timing needs int8 kernels, not a
+    good quantization."""
+    return torch.rand(shape) * 6
 
 
 class OnnxRuntimeBackend(Backend):
@@ -199,24 +200,30 @@ class OnnxRuntimeBackend(Backend):
 
 
 class OpenVinoBackend(Backend):
+    """Converted (and, for int8, quantized by NNCF) once, then reshaped to each size: OpenVINO
+    compiles a reshaped model as it compiles the network's, for the shape it is given."""
+
     runtime = "openvino"
     needs = ("onnx", "openvino")
-    distributions = ("openvino", "torch")
+    distributions = ("openvino", "nncf", "torch")
     calibrates = ("fp32", "bf16", "int8")
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
+            path = Path(tmp) / "probe.onnx"
+            path.write_bytes(onnx_bytes(module, shape))
+            ov_model = convert_to_openvino(path).clone()
+        if self.precision == "int8":
+            from mobilenet.deploy.quantize import quantize_openvino  # noqa: PLC0415
+
+            ov_model = quantize_openvino(ov_model, _int8_calibration(shape), portable=None)
+
         def at(shape: tuple[int, ...]) -> Cell:
-            from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
-
-            with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
-                path = Path(tmp) / "probe.onnx"
-                path.write_bytes(onnx_bytes(module, shape))
-                ov_model = convert_to_openvino(path).clone()
-            if self.precision == "int8":
-                from mobilenet.deploy.quantize import quantize_openvino  # noqa: PLC0415
-
-                ov_model = quantize_openvino(ov_model, _int8_calibration(shape), portable=None)
-            return self._compiled_call(ov_model, shape)
+            sized = ov_model.clone()
+            sized.reshape(list(shape))
+            return self._compiled_call(sized, shape)
 
         return at
 
