@@ -417,7 +417,10 @@ def test_a_photo_classified_on_the_server_and_in_the_browser_agrees_with_pytorch
     from mobilenet.weights import imagenet_names
 
     needs_bundled_runtime()
-    photo = sample_photos()[0]
+    # A PNG decodes to the same pixels everywhere; a browser decodes JPEGs with the accurate IDCT
+    # where TF's recipe takes the fast one (Preprocess.decoder), a level or two apart.
+    photo = next((p for p in sample_photos() if p.suffix == ".png"), sample_photos()[0])
+    tolerance = 1e-4 if photo.suffix == ".png" else 2e-2
     model = mobilenet_v1(weights="tf_mobilenet_v1_1.0_224").eval()
     with torch.no_grad():
         probabilities = torch.softmax(model(preprocess_images([photo], model.pretrained_cfg.preprocess))[0], 0)
@@ -431,7 +434,7 @@ def test_a_photo_classified_on_the_server_and_in_the_browser_agrees_with_pytorch
                                      "items => items.map(i => [+i.dataset.index, +i.dataset.probability])")
     assert len(rows) == 5
     for index, probability in rows:
-        assert probability == pytest.approx(float(probabilities[index]), abs=1e-4)
+        assert probability == pytest.approx(float(probabilities[index]), abs=tolerance)
     for side in ("server", "browser"):
         assert page.text_content(f"[data-testid={side}-time]").endswith(("ms", "preprocessing)"))
 

@@ -77,16 +77,16 @@ class Classifier:
 
     def classify(self, upload: bytes, weights: str, runtime: str) -> dict[str, Any]:
         """The top classes of an uploaded photo, and the milliseconds the model took."""
-        from mobilenet.weights import decode_predictions, pretrained_cfg_of  # noqa: PLC0415
+        from mobilenet.weights import decode_predictions, get_pretrained_cfg, pretrained_cfg_of  # noqa: PLC0415
 
         if runtime not in self.runtimes():
             raise InputError(f"runtime must be one of {', '.join(self.runtimes())} here, got {runtime!r}")
-        self.check_weights(weights)
-        image = decode_upload(upload)  # before the model: a bad upload costs no weights loaded
+        recipe = get_pretrained_cfg(self.check_weights(weights)).preprocess  # the publisher's, decoder included
+        image = decode_upload(upload, recipe)  # before the model: a bad upload costs no weights loaded
         model = self.model(weights)
         predictor = self._predictor(weights, runtime, model)
         cfg = pretrained_cfg_of(model)
-        x = cfg.preprocess.eval_transform()(image)[None]
+        x = recipe.eval_transform()(image)[None]
         started = time.perf_counter()
         logits = predictor(x)
         ms = (time.perf_counter() - started) * 1e3
@@ -147,16 +147,14 @@ class Classifier:
         return cache_dir() / "web"
 
 
-
-def decode_upload(upload: bytes) -> Any:
-    """An uploaded photo as 8-bit RGB, by ``load_image``'s own rules, from a private temporary
-    file; its errors name "the upload", not the temporary path."""
-    from mobilenet.preprocess import load_image  # noqa: PLC0415
-
+def decode_upload(upload: bytes, recipe: Any) -> Any:
+    """An uploaded photo as 8-bit RGB, decoded as the weights' publisher decoded (``Preprocess.open_image``,
+    which refuses what ``load_image`` refuses), from a private temporary file; its errors name "the
+    upload", not the temporary path."""
     with tempfile.TemporaryDirectory(prefix="mobilenet-upload-") as folder:
         path = Path(folder) / "upload"
         path.write_bytes(upload)
         try:
-            return load_image(path)
+            return recipe.open_image(path)
         except InputError as err:
             raise InputError(str(err).replace(str(path), "the upload")) from None

@@ -8,6 +8,9 @@
  * operation, as numpy does), or Pillow's resampling in its own 22-bit fixed point, then
  * (x / 255 - mean) / std in float32. The browser decodes the image itself; colour profiles are not
  * applied, as Pillow does not apply them, and transparency is laid on white as load_image does.
+ * One step cannot be followed here: a recipe whose decoder is "tf" decodes JPEGs with TF's fast
+ * IDCT, and browsers decode with the accurate one (a level or two apart on many pixels); the pixels
+ * of PNGs, and any pixels handed to classifyPixels, are the same as Python's.
  *
  * Usage:
  *   const model = await MobileNetBrowser.load({model: "model.onnx", labels: "labels.json",
