@@ -230,6 +230,20 @@ def test_calibrations_are_cached_by_key_and_measured_again_when_a_runtime_versio
     assert len(calls) == 5, "LiteRT runs a batch image by image: one calibration for every batch size"
 
 
+def test_the_cached_calibration_is_read_without_ever_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    assert latency.cached_calibration("onnxruntime", threads=2, log=print) is None
+    assert not (tmp_path / cache.CACHE_FILE).exists(), "a look-up writes nothing"
+    calls: list[tuple[str, str, int, int | None]] = []
+    measured = cache.calibrated("onnxruntime", threads=2, measure=fake_measure(calls), log=print)
+    assert latency.cached_calibration("onnxruntime", threads=2, log=print) == measured
+    assert latency.cached_calibration("onnxruntime", threads=1, log=print) is None, "another key"
+    (tmp_path / cache.CACHE_FILE).write_text("{not json")
+    lines: list[str] = []
+    assert latency.cached_calibration("onnxruntime", threads=2, log=lines.append) is None
+    assert len(calls) == 1 and len(lines) == 1 and "damaged" in lines[0]
+
+
 @pytest.mark.parametrize("damage", ["{not json", "[1, 2]", "entry"])
 def test_a_damaged_cache_is_measured_again_never_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str,

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KERNELS", "KERNEL_LABELS", "RUNTIMES", "BlockSpeedup", "Calibration", "CorruptCalibration", "LatencyPrediction",
-    "LayerLatency", "Roofline", "block_speedups", "calibrated", "choose", "compare", "pareto_front", "predict",
-    "predict_with",
+    "LayerLatency", "Roofline", "block_speedups", "cached_calibration", "calibrated", "choose", "compare",
+    "pareto_front", "predict", "predict_with",
 ]
 
 Log = Callable[[str], None]
@@ -60,6 +60,17 @@ def calibrated(
     from mobilenet.latency.cache import calibrated as cached  # noqa: PLC0415 - needs the runtime
 
     return cached(runtime, precision, batch_size=batch_size, threads=threads, remeasure=remeasure, log=log)
+
+
+def cached_calibration(
+    runtime: str, precision: str = "fp32", batch_size: int = 1, threads: int | None = None, *,
+    log: Log | None = None,
+) -> Calibration | None:
+    """This machine's cached constants for the request, or None where it has none yet: never
+    measures (for callers that must answer at once, and offer to calibrate instead)."""
+    from mobilenet.latency.cache import cached_calibration as lookup  # noqa: PLC0415 - needs the runtime
+
+    return lookup(runtime, precision, batch_size=batch_size, threads=threads, log=log)
 
 
 def predict(

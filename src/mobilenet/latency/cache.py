@@ -47,6 +47,28 @@ def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: 
     }
 
 
+def cached_calibration(
+    runtime: str, precision: str = "fp32", *, batch_size: int = 1, threads: int | None = None,
+    log: Log | None = None,
+) -> Calibration | None:
+    """The cached calibration for this request, or None where there is none (or only a damaged
+    one, said on ``log``): never measures."""
+    log = log or log_to_stderr
+    check_request(runtime, precision, batch_size, threads)
+    key = calibration_key(runtime, precision, batch_size, threads)
+    entry = _read(log).get(json.dumps(key, sort_keys=True))
+    if entry is None:
+        return None
+    try:
+        calibration = Calibration.from_dict(entry)
+        if calibration.key != key:
+            raise CorruptCalibration("its key does not match its place in the cache")
+        return calibration
+    except CorruptCalibration as err:
+        log(f"latency: the cached calibration of {runtime} {precision} is damaged ({err}); measuring again")
+        return None
+
+
 def calibrated(
     runtime: str, precision: str = "fp32", *, batch_size: int = 1, threads: int | None = None,
     remeasure: bool = False, log: Log | None = None, measure: Measure = calibrate,
@@ -55,20 +77,14 @@ def calibrated(
     ``calibrate``) and cached. ``remeasure``: measure again and replace it."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
+    found = None if remeasure else cached_calibration(runtime, precision, batch_size=batch_size, threads=threads,
+                                                      log=log)
+    if found is not None:
+        return found
     key = calibration_key(runtime, precision, batch_size, threads)
-    text = json.dumps(key, sort_keys=True)
-    entries = _read(log)
-    if text in entries and not remeasure:
-        try:
-            calibration = Calibration.from_dict(entries[text])
-            if calibration.key != key:
-                raise CorruptCalibration("its key does not match its place in the cache")
-            return calibration
-        except CorruptCalibration as err:
-            log(f"latency: the cached calibration of {runtime} {precision} is damaged ({err}); measuring again")
-    calibration = measure(runtime, precision, batch_size=batch_size, threads=threads, log=log)
-    calibration = replace(calibration, key=key)
-    entries[text] = calibration.to_dict()
+    calibration = replace(measure(runtime, precision, batch_size=batch_size, threads=threads, log=log), key=key)
+    entries = _read(lambda line: None)  # again, as another process may have cached others; damage was said
+    entries[json.dumps(key, sort_keys=True)] = calibration.to_dict()
     try:
         write_text(cache_path(), json.dumps(entries, indent=1, sort_keys=True))
     except Exception as err:  # a read-only cache costs a calibration next time, nothing more

@@ -34,13 +34,13 @@ class NotCalibratedError(InputError):
 
 def calibration(runtime: str, precision: str, threads: int | None) -> Any:
     """The cached calibration, never a new one: ``NotCalibratedError`` where there is none."""
-    from mobilenet.latency.cache import calibrated  # noqa: PLC0415
+    from mobilenet.latency import cached_calibration  # noqa: PLC0415
 
-    def refuse(*args: Any, **kwargs: Any) -> Any:
+    found = cached_calibration(runtime, precision, threads=threads, log=lambda line: None)
+    if found is None:
         raise NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} yet: calibrate "
                                  f"(under a minute, once; cached)")
-
-    return calibrated(runtime, precision, threads=threads, measure=refuse, log=lambda line: None)
+    return found
 
 
 def prediction_view(cfg: ArchConfig, runtime: str, precision: str, threads: int | None) -> dict[str, Any]:
