@@ -266,6 +266,22 @@ def test_a_damaged_cache_is_measured_again_never_trusted(
     assert Calibration.from_dict(next(iter(json.loads(path.read_text()).values())))  # sound again
 
 
+def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    from mobilenet.deploy.runtimes import ov
+    from mobilenet.latency.backends import OpenVinoBackend, probe_module
+    from mobilenet.latency.probes import Probe
+
+    configs: list[dict[str, object]] = []
+    real = ov.compile_config
+    monkeypatch.setattr(ov, "compile_config", lambda *args: configs.append(real(*args)) or configs[-1])
+    probe = Probe("pointwise", 16, (8,))
+    shaped = OpenVinoBackend("fp32", 1).load(probe_module(probe, 8), probe.input_shape(8))
+    shaped(probe.input_shape(8)).run()
+    assert configs == [real("fp32", 1)]
+    assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
+
+
 # --- choose ----------------------------------------------------------------------------------
 
 def entry(family: str, alpha: float, size: int, top1: float, padding: str = "tf") -> SimpleNamespace:

@@ -229,13 +229,11 @@ class OpenVinoBackend(Backend):
 
     def _compiled_call(self, ov_model: Any, shape: tuple[int, ...]) -> Cell:
         from mobilenet.deploy.openvino_core import openvino_core  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.ov import compile_config  # noqa: PLC0415
 
-        # OpenVinoPredictor's configuration. Its constructor also insists that the convolutions
-        # run the precision asked for, which a probe without any (the pool, the classifier) fails.
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
-                                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
+        # OpenVinoPredictor's configuration, not the predictor: its constructor also insists that the
+        # convolutions run the precision asked for, which a probe without any (the pool, the classifier) fails.
+        config = compile_config(self.precision, self.threads)
         request = openvino_core().compile_model(ov_model, "CPU", config).create_infer_request()
         x = np.random.rand(*shape).astype(np.float32)
 

@@ -34,6 +34,22 @@ def not_native(precision: str) -> str | None:
     return None
 
 
+def compile_config(precision: str, threads: int | None = None) -> dict[str, Any]:
+    """The CPU plugin's configuration for a model run at ``precision`` on ``threads`` (None: its
+    default): what the predictor compiles with, and the latency model's probes too."""
+    # int8 layers run int8 whatever the hint; the hint decides the rest (the first conv, the
+    # pool, the classifier), which we keep at f32 for int8 so only quantization costs accuracy.
+    # No thread pinning: on a shared machine a pinned worker waits for its core while another
+    # is idle (measured: fp32 batch 1 at 49 ms pinned against 32 ms unpinned under load 7).
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
 def executed_precisions(compiled: Any) -> Counter[str]:
     """How many convolutions of a compiled model run in each precision (fp32, bf16, int8)."""
     counts: Counter[str] = Counter()
@@ -53,16 +69,8 @@ class OpenVinoPredictor(Predictor):
         different precision (bf16 asked of a CPU without it, which OpenVINO quietly runs in f32)
         raises ``PrecisionUnavailableError``."""
         ov = require("openvino")
-        # int8 layers run int8 whatever the hint; the hint decides the rest (the first conv, the
-        # pool, the classifier), which we keep at f32 for int8 so only quantization costs accuracy.
-        hint = "bf16" if precision == "bf16" else "f32"
-        # No thread pinning: on a shared machine a pinned worker waits for its core while another
-        # is idle (measured: fp32 batch 1 at 49 ms pinned against 32 ms unpinned under load 7).
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        config = compile_config(precision, threads)
+        hint = config["INFERENCE_PRECISION_HINT"]
         self.compiled = openvino_core().compile_model(ov_model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         executed = executed_precisions(self.compiled)
