@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(d, "--val-subset", type=int, help="use the first N validation images")
     option(d, "--bad-files", choices=BAD_FILE_POLICIES,
            help=f"an unreadable image: stop with its path, or skip it and report the count ({DEFAULTS.bad_files})")
-    option(d, "--workers", type=int, dest="num_workers", help=f"data loader processes ({DEFAULTS.num_workers})")
+    option(d, "--workers", type=int, dest="num_workers",
+           help="data-loader processes that decode and augment (default: one per two cores, at most 4)")
     option(d, "--in-channels", type=int, choices=(1, 3),
            help="1: grayscale data fed natively; 3: grey replicated to RGB (default: 1 for fashion-mnist from "
            "scratch, else 3)")
@@ -95,8 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(f, "--freeze-body", action="store_true", help="train only the classifier")
 
     e = p.add_argument_group("execution")
-    option(e, "--amp", choices=AMP_MODES, help=f"bf16 autocast, CPU or GPU ({DEFAULTS.amp})")
-    option(e, "--channels-last", action="store_true", help="NHWC memory format")
+    option(e, "--amp", choices=AMP_MODES,
+           help=f"autocast: auto is bf16 where the CPU or GPU computes it natively, else fp32; fp16 is for "
+           f"GPUs, with a gradient scaler; none is fp32 ({DEFAULTS.amp})")
+    option(e, "--channels-last", action=argparse.BooleanOptionalAction,
+           help="NHWC memory format (default; --no-channels-last for NCHW)")
+    option(e, "--compile", action=argparse.BooleanOptionalAction,
+           help="torch.compile the training step (default: on runs long enough to pay the compile back, "
+           "where a C++ compiler or Triton is found; --no-compile for eager)")
     option(e, "--sync-bn", action="store_true", help="SyncBatchNorm under DDP (GPUs only)")
     option(e, "--device", help=f"auto, cpu, cuda ({DEFAULTS.device})")
     option(e, "--threads", type=int, help="torch intra-op threads per process")
@@ -105,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(e, "--output", help="run directory (default runs/<model>-<data>-<time>)")
     option(e, "--resume", metavar="RUN_DIR",
            help="continue RUN_DIR from its last.pt (mid-epoch too), under any number of processes; "
-           "only --epochs, --micro-batch, --workers, --device and progress flags may change")
+           "only --epochs, --micro-batch, --workers, --device, --compile and progress flags may change")
     option(e, "--no-progress", action="store_false", dest="progress", help="no progress bar")
     option(e, "--log-every", type=int, help=f"progress bar update, in steps ({DEFAULTS.log_every})")
     p.set_defaults(func=run_train, flag_names=flags)

@@ -11,6 +11,7 @@ its ``"arch"`` and ``"model"``. Keys:
     preprocess  resolution, mean, std, crop_fraction, interpolation: what evaluation should use
     classes     the class names, in label order
     ema         the EMA model's state_dict (absent when EMA is off), ema_updates
+    scaler      the fp16 gradient scaler's state (present only under --amp fp16)
     optimizer, scheduler
     epoch       the epoch in progress (0-based); step_in_epoch global batches of it are done
     step        optimizer steps done in total
@@ -27,7 +28,7 @@ its ``"arch"`` and ``"model"``. Keys:
                 step_in_epoch) the sampler's whole position (a resume on other data is announced)
     launch      the torchrun launch that wrote it (host, agent PID, rendezvous id; None outside
                 torchrun): a worker group that torchrun --max-restarts restarts continues it
-    device, amp what "auto" resolved to; a resume that differs says so, as it does for another
+    device, amp, compiled   what "auto" resolved to; a resume that differs says so, as it does for another
                 micro-batch (config["micro_batch"], the one used) on another world size
     (config["threads"] is the intra-op thread count used; a resume sets it again)
 """
@@ -64,6 +65,7 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
     ema: ModelEma | None
+    scaler: torch.amp.GradScaler | None  # fp16 autocast's loss scaling, else None
     # Stored beside the state, never changed by it: the evaluation recipe, the classes, the world
     # size, and what "auto" resolved to (device, amp).
     facts: dict[str, Any]
@@ -77,19 +79,25 @@ class RunState:
     epoch_time: float = 0.0
 
     @classmethod
-    def start(cls, config: TrainConfig, model: nn.Module, steps_per_epoch: int, facts: dict[str, Any]) -> RunState:
-        """A new run: a fresh optimizer, schedule and EMA for ``model``."""
+    def start(cls, config: TrainConfig, model: nn.Module, steps_per_epoch: int, facts: dict[str, Any], *,
+              scaler: bool = False) -> RunState:
+        """A new run: a fresh optimizer, schedule and EMA for ``model`` (and a gradient scaler for
+        fp16 autocast, where ``scaler``)."""
         optimizer = build_optimizer(model, config)
         scheduler = build_scheduler(optimizer, config, steps_per_epoch)
         ema = ModelEma(model, config.ema_decay) if config.ema_decay > 0 else None
-        return cls(config, model, optimizer, scheduler, ema, facts)
+        device = next(model.parameters()).device.type
+        grad_scaler = torch.amp.GradScaler(device) if scaler else None
+        return cls(config, model, optimizer, scheduler, ema, grad_scaler, facts)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], config: TrainConfig, model: nn.Module, steps_per_epoch: int,
-                        facts: dict[str, Any], *, rank: int) -> RunState:
+                        facts: dict[str, Any], *, rank: int, scaler: bool = False) -> RunState:
         """The run ``ckpt`` saved, continued in process ``rank`` (of any world size)."""
         model.load_state_dict(ckpt["model"])
-        state = cls.start(config, model, steps_per_epoch, facts)
+        state = cls.start(config, model, steps_per_epoch, facts, scaler=scaler)
+        if state.scaler is not None and "scaler" in ckpt:
+            state.scaler.load_state_dict(ckpt["scaler"])
         state.optimizer.load_state_dict(ckpt["optimizer"])
         state.scheduler.load_state_dict(ckpt["scheduler"])
         if state.ema is not None and "ema" in ckpt:
@@ -127,6 +135,8 @@ class RunState:
         }
         if self.ema is not None:
             ckpt["ema"], ckpt["ema_updates"] = self.ema.state_dict(), self.ema.updates
+        if self.scaler is not None:
+            ckpt["scaler"] = self.scaler.state_dict()
         return ckpt
 
     def next_epoch(self) -> None:
@@ -191,6 +201,9 @@ def resume_notes(ckpt: dict[str, Any], config: TrainConfig, facts: dict[str, Any
         notes.append(f"the run trained on {ckpt['device']}, it continues on {facts['device']}")
     if ckpt.get("amp", facts["amp"]) != facts["amp"]:
         notes.append(f"autocast was {ckpt['amp']}, it is now {facts['amp']} (--amp {config.amp} on this machine)")
+    if ckpt.get("compiled", facts.get("compiled")) != facts.get("compiled"):
+        was, now = ("compiled", "eager") if ckpt["compiled"] else ("eager", "compiled")
+        notes.append(f"the step was {was}, it is now {now}: its sums round differently")
     saved_micro = ckpt["config"].get("micro_batch")
     if saved_micro is not None and saved_micro != config.micro_batch:
         notes.append(f"BatchNorm saw micro-batches of {saved_micro}, now {config.micro_batch}")

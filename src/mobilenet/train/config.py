@@ -28,7 +28,7 @@ from mobilenet.errors import InputError
 ARCH_FIELDS = frozenset(f.name for f in fields(ArchConfig))
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
-AMP_MODES = ("none", "bf16", "auto")
+AMP_MODES = ("none", "bf16", "fp16", "auto")
 BAD_FILE_POLICIES = ("skip", "stop")
 
 
@@ -100,7 +100,8 @@ class SettingError(InputError):
         return f"{name} must be {self.requirement}, got {self.value!r}{default}"
 # What a resumed run may change: settings that do not change the optimisation. (``micro_batch``
 # changes what BatchNorm sees, and may have to when the recorded one does not fit the processes.)
-RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch")
+# (``compile`` changes only how the same step is computed; a resume that changes it says so.)
+RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch", "compile")
 
 
 @dataclass
@@ -113,7 +114,7 @@ class TrainConfig:
     train_subset: int | None = None  # first N training samples (tests, quick looks)
     val_subset: int | None = None
     bad_files: str = "stop"  # an unreadable image: stop with its path, or skip it and count it
-    num_workers: int = 0
+    num_workers: int | None = None  # data-loader processes; None: one per two cores, at most 4
     # Model: in_channels 1 keeps grayscale native, 3 replicates it. With ``weights`` the
     # architecture is the weights' own (``mobilenet.train.model_to_train`` settles the two).
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -141,9 +142,13 @@ class TrainConfig:
     # Augmentation (training split only).
     min_crop: float = 0.35  # smallest area of a random-resized crop, as a fraction of the image
     hflip: bool = True
-    # Execution.
-    amp: str = "none"  # bf16 autocast: none, bf16, or auto (bf16 where the CPU/GPU supports it)
-    channels_last: bool = False
+    # Execution. The fast settings are the defaults wherever they cost no accuracy
+    # (mobilenet.train.step.plan_execution decides and says why): bf16 autocast where the CPU or GPU
+    # computes bf16 natively, channels_last, and a compiled training step on runs long enough to
+    # pay the compile back.
+    amp: str = "auto"  # autocast: none, bf16, fp16 (CUDA, with a gradient scaler), or auto (bf16 where native)
+    channels_last: bool = True
+    compile: bool | None = None  # torch.compile the step (model, loss, backward); None: auto
     sync_bn: bool = False  # SyncBatchNorm under DDP (GPU only: PyTorch's SyncBatchNorm needs CUDA)
     device: str = "auto"
     # torch intra-op threads. The number of threads changes how sums are split, so the count a run
@@ -172,6 +177,7 @@ class TrainConfig:
             raise SettingError("adam_betas", "two numbers in [0, 1)", self.adam_betas,
                                default=_DEFAULTS["adam_betas"])
         _check(_is_device(self.device), f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(self.compile in (None, True, False), f"compile must be True, False or None (auto), got {self.compile!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (config.json, checkpoints): the architecture as ``ArchConfig.to_dict()``."""

@@ -50,6 +50,12 @@ FASHION_MNIST_CLASSES = (
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def default_workers() -> int:
+    """Data-loader processes when not given: one per two cores, at most 4, so that decoding and
+    augmentation overlap the steps without taking the cores the steps compute on."""
+    return min(4, max(1, (os.cpu_count() or 1) // 2))
+
+
 def default_data_root() -> Path:
     return Path(os.environ.get("MOBILENET_DATA", Path.home() / ".cache" / "mobilenet" / "datasets"))
 

@@ -1,5 +1,5 @@
-"""How one training process runs: the signals that stop it after a step, bf16 autocast, and what
-to say when the loss stops being a number."""
+"""How one training process runs: the signals that stop it after a step, autocast (bf16 only where
+native), and what to say when the loss stops being a number."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mobilenet.cpu import cpu_info
+from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError, MobileNetError
 
 if TYPE_CHECKING:
@@ -44,20 +44,40 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for ``--amp bf16`` (refused where not native) or ``auto`` (where native), else None."""
+def autocast_choice(mode: str, device: torch.device, cpu: CpuInfo | None = None) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``--amp mode`` on ``device`` (None: fp32) and why, in words.
+
+    ``bf16`` is refused where it is not native, ``fp16`` off CUDA; ``auto`` is bf16 where native
+    and fp32 elsewhere (fp16 is never chosen for the user: it needs a gradient scaler and can
+    overflow). ``cpu``: the CPU to decide for (default: this one; tests describe others)."""
     if mode == "none":
-        return None
+        return None, "fp32 (--amp none)"
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise InputError("fp16 autocast is for CUDA GPUs (on CPU use --amp bf16 where native, or none)")
+        return torch.float16, "fp16 autocast with a gradient scaler (--amp fp16)"
+    native, where = _native_bf16(device, cpu)
+    if mode == "bf16" and not native:
+        raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({where}); use --amp none or auto")
+    if not native:
+        return None, f"fp32: no native bf16 on this {device.type} ({where}), where bf16 would be emulated many " \
+                     "times slower"
+    return torch.bfloat16, f"bf16 autocast (native on this {device.type}: {where})"
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for ``--amp bf16`` (refused where not native) or ``auto`` (where native), fp16 for
+    ``--amp fp16`` (CUDA), else None."""
+    return autocast_choice(mode, device)[0]
+
+
+def _native_bf16(device: torch.device, cpu: CpuInfo | None) -> tuple[bool, str]:
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        # oneDNN "supports" bf16 on any AVX-512 CPU by emulating it, many times slower than fp32:
-        # only native bf16 arithmetic counts (mobilenet.cpu, the one place that asks the CPU).
-        supported = torch.backends.mkldnn.is_available() and cpu_info().native_bf16
-    if mode == "bf16" and not supported:
-        raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({cpu_info().summary()}); "
-                         "use --amp none or auto")
-    return torch.bfloat16 if supported else None
+        return torch.cuda.is_bf16_supported(including_emulation=False), torch.cuda.get_device_name(device)
+    # oneDNN "supports" bf16 on any AVX-512 CPU by emulating it, many times slower than fp32:
+    # only native bf16 arithmetic counts (mobilenet.cpu, the one place that asks the CPU).
+    cpu = cpu or cpu_info()
+    return torch.backends.mkldnn.is_available() and cpu.native_bf16, cpu.summary()
 
 
 class Diverged(MobileNetError):

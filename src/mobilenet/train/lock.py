@@ -36,6 +36,17 @@ except ImportError:  # Windows: no flock; one writer per directory is then the u
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
+_HELD: set[int] = set()  # the descriptors of the locks this process holds
+
+
+def close_inherited_locks(_worker_id: int = 0) -> None:
+    """In a forked child (a data-loader worker: ``worker_init_fn``), close the lock descriptors
+    it inherited. Otherwise a writer killed with ``kill -9`` left its workers holding the lock
+    until they noticed, and the resume right after it was refused."""
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
 
 
 class RunLock:
@@ -68,6 +79,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode() + b"\n", 0)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
@@ -78,6 +90,7 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)  # also for any forked child still holding the descriptor
         os.close(self._fd)
+        _HELD.discard(self._fd)
         self._fd = None
 
     def __enter__(self) -> RunLock:

@@ -34,12 +34,13 @@ from mobilenet.files import remove_stale_temporaries
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.checkpoint import RunState
 from mobilenet.train.config import TrainConfig
-from mobilenet.train.data import GlobalBatchSampler, SeededSamples, Splits
-from mobilenet.train.execution import StopRequest, autocast_dtype, non_finite_loss
+from mobilenet.train.data import GlobalBatchSampler, SeededSamples, Splits, default_workers
+from mobilenet.train.execution import StopRequest, non_finite_loss
 from mobilenet.train.files import build_splits
-from mobilenet.train.lock import RunLock, describe_previous
+from mobilenet.train.lock import RunLock, close_inherited_locks, describe_previous
 from mobilenet.train.network import build_model, pretrained_for, train_mode
 from mobilenet.train.progress import LossWindow, ProgressBar
+from mobilenet.train.step import CompileClock, ExecutionPlan, build_step, plan_execution, restore_pads
 
 if TYPE_CHECKING:
     from mobilenet.weights import LoadedWeights
@@ -81,13 +82,15 @@ class Setup:
 
     config: TrainConfig
     ctx: distributed.Context
-    model: nn.Module  # what the steps call: DDP's wrapper under torchrun, else the model itself
+    # What a micro-batch calls, step(images, labels) -> loss: the model and the loss under autocast,
+    # compiled or not (``plan``), in DDP's wrapper under torchrun. It shares the model's parameters.
+    step: nn.Module
+    plan: ExecutionPlan
+    clock: CompileClock
     splits: Splits
     sampler: GlobalBatchSampler
     train_loader: DataLoader
     accumulation: int  # micro-batches per optimizer step, in this process
-    amp: torch.dtype | None  # autocast to bf16, or None
-    criterion: nn.Module
     on_step: Callable[[int], None] | None
 
     @property
@@ -95,8 +98,12 @@ class Setup:
         return Path(self.config.output)
 
     @property
+    def amp(self) -> torch.dtype | None:
+        return self.plan.amp
+
+    @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+        return self.plan.memory_format
 
     @property
     def steps_per_epoch(self) -> int:
@@ -163,11 +170,13 @@ def _train(config: TrainConfig, ctx: distributed.Context, weights: LoadedWeights
     setup = _setup(config, ctx, model, accumulation, on_step)
     facts = {"preprocess": setup.splits.preprocess.to_dict(), "classes": list(setup.splits.classes),
              "world_size": ctx.world_size, "device": ctx.device.type, "amp": str(setup.amp),
+             "compiled": setup.plan.compile,
              "train_samples": len(setup.splits.train), "launch": distributed.launch()}
     if ckpt is None:
-        state = RunState.start(config, model, setup.steps_per_epoch, facts)
+        state = RunState.start(config, model, setup.steps_per_epoch, facts, scaler=setup.plan.needs_scaler)
     else:
-        state = RunState.from_checkpoint(ckpt, config, model, setup.steps_per_epoch, facts, rank=ctx.rank)
+        state = RunState.from_checkpoint(ckpt, config, model, setup.steps_per_epoch, facts, rank=ctx.rank,
+                                         scaler=setup.plan.needs_scaler)
         setup.log(f"resuming {config.output} from {source.name} at epoch {state.epoch + 1}, step "
                   f"{state.step_in_epoch}/{setup.steps_per_epoch} (saved by {ckpt.get('world_size', 1)} "
                   f"process(es), now {ctx.world_size})")
@@ -219,23 +228,34 @@ def _make_reproducible(config: TrainConfig, ctx: distributed.Context) -> TrainCo
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    return dataclasses.replace(config, threads=torch.get_num_threads())
+    # The loader processes "auto" chose are recorded too (a resume may change them: --workers).
+    workers = config.num_workers if config.num_workers is not None else default_workers()
+    return dataclasses.replace(config, threads=torch.get_num_threads(), num_workers=workers)
 
 
 def _setup(config: TrainConfig, ctx: distributed.Context, model: nn.Module, accumulation: int,
            on_step: Callable[[int], None] | None) -> Setup:
-    amp = autocast_dtype(config.amp, ctx.device)
     splits = build_splits(config)
     sampler = GlobalBatchSampler(len(splits.train), config.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                                  accumulation=accumulation, seed=config.seed)
-    # Its own generator, so creating an iterator (worker seeds) never draws from the global RNG.
+    plan = plan_execution(config, ctx.device, sampler.steps_per_epoch * config.epochs)
+    if ctx.is_main:
+        print(plan.describe(), file=sys.stderr, flush=True)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN times its algorithms once
+    # Decoding and augmentation in worker processes that live for the whole run; pinned batches
+    # copy to a GPU asynchronously. Its own generator, so creating an iterator (worker seeds)
+    # never draws from the global RNG.
     train_loader = DataLoader(SeededSamples(splits.train, config.seed), batch_sampler=sampler,
-                              num_workers=config.num_workers, pin_memory=ctx.device.type == "cuda",
+                              num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                              pin_memory=ctx.device.type == "cuda", worker_init_fn=close_inherited_locks,
                               collate_fn=collate_skipping_bad, generator=torch.Generator().manual_seed(config.seed))
-    if ctx.distributed:
-        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return Setup(config, ctx, model, splits, sampler, train_loader, accumulation, amp, criterion, on_step)
+    step = build_step(model, criterion, plan)
+    if ctx.distributed:
+        step = DistributedDataParallel(step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    clock = CompileClock(plan.compile, log=None if ctx.is_main else (lambda _line: None))
+    return Setup(config, ctx, step, plan, clock, splits, sampler, train_loader, accumulation, on_step)
 
 
 def _open_run_dir(setup: Setup) -> None:
@@ -261,7 +281,7 @@ def train_one_epoch(state: RunState, setup: Setup, stop: StopRequest) -> bool:
     the position inside the epoch)."""
     config, ctx = setup.config, setup.ctx
     setup.sampler.set_epoch(state.epoch, state.step_in_epoch)
-    train_mode(setup.model, config.freeze_body)
+    train_mode(setup.step, config.freeze_body)
     window = LossWindow()
     with ProgressBar(setup, state) as bar:
         for i, (x, y) in enumerate(distributed.agreed_batches(setup.train_loader, ctx)):
@@ -296,22 +316,29 @@ def _forward_backward(setup: Setup, state: RunState, x: torch.Tensor, y: torch.T
     x = x.to(ctx.device, non_blocking=True, memory_format=setup.memory_format)
     y = y.to(ctx.device, non_blocking=True)
     # Gradients are all-reduced only on the last micro-batch of a global batch.
-    sync = contextlib.nullcontext() if last_micro or not ctx.distributed else setup.model.no_sync()
-    with sync:
-        with torch.autocast(ctx.device.type, dtype=setup.amp, enabled=setup.amp is not None):
-            loss = setup.criterion(setup.model(x), y)
-        (loss / setup.accumulation).backward()
+    sync = contextlib.nullcontext() if last_micro or not ctx.distributed else setup.step.no_sync()
+    with sync, setup.clock.first_step():
+        loss = setup.step(x, y)
+        scaled = loss / setup.accumulation
+        (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
     value = loss.item()
     if not math.isfinite(value):
-        raise non_finite_loss(value, state.step, setup.model, x, setup.config,
+        raise non_finite_loss(value, state.step, state.model, x, setup.config,
                               lr=state.scheduler.get_last_lr()[0], autocast=setup.amp is not None)
     return value * len(y), len(y)
 
 
 def _optimizer_step(state: RunState, clip_grad: float) -> None:
+    scaler = state.scaler  # fp16: the gradients are scaled up, and a step that overflowed is skipped
     if clip_grad > 0:
+        if scaler is not None:
+            scaler.unscale_(state.optimizer)
         nn.utils.clip_grad_norm_(state.model.parameters(), clip_grad)
-    state.optimizer.step()
+    if scaler is not None:
+        scaler.step(state.optimizer)
+        scaler.update()
+    else:
+        state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
     if state.ema is not None:
@@ -327,13 +354,14 @@ def _optimizer_step(state: RunState, clip_grad: float) -> None:
 def validate(model: nn.Module, setup: Setup) -> dict[str, float]:
     """Loss, top-1 and top-5 (fractions) of ``model`` on the validation data, by
     ``mobilenet.accuracy``, the project's one evaluation: under torchrun each process takes its
-    shard and the counts are summed."""
+    shard and the counts are summed. In fp32 whatever the steps autocast to, eager: the top-1 a
+    run logs is what ``mobilenet evaluate`` reports on its checkpoint."""
     model.eval()
     ctx = setup.ctx
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         images = images.to(ctx.device, memory_format=setup.memory_format)
-        with torch.no_grad(), torch.autocast(ctx.device.type, dtype=setup.amp, enabled=setup.amp is not None):
+        with torch.no_grad():
             return model(images).float().cpu()
 
     result = accuracy(predict, setup.splits.val, batch_size=val_batch(setup.config),
@@ -382,6 +410,7 @@ def end_epoch(state: RunState, setup: Setup) -> None:
 
 def _finish(state: RunState, setup: Setup, status: str) -> TrainResult:
     ctx, run_dir = setup.ctx, setup.run_dir
+    restore_pads(state.model)  # the model handed back computes TF's pads for any input size again
     rows = runs.read_metrics(run_dir) if ctx.is_main else []
     result = TrainResult(
         status=status, run_dir=str(run_dir), epochs_done=state.epoch, step=state.step,

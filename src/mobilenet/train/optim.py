@@ -100,13 +100,21 @@ def build_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
     if config.optimizer == "rmsprop":
         return RMSpropTF(groups, lr=config.lr, decay=config.rmsprop_decay, momentum=config.momentum,
                          eps=config.rmsprop_eps)
+    # PyTorch's fused kernels (one pass over all parameters, CPU and CUDA) where they exist;
+    # RMSpropTF is written in foreach operations (a few passes over all of them).
+    kernels = {"fused": True} if _fusable(groups) else {"foreach": True}
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                               foreach=True)
+                               **kernels)
     if config.optimizer == "adamw":
         # AdamW's decay is decoupled from the gradient; the groups still spare depthwise/BN/bias.
-        return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), foreach=True)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), **kernels)
     raise InputError(f"unknown optimizer {config.optimizer!r}")
+
+
+def _fusable(groups: list[dict[str, Any]]) -> bool:
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
 
 
 def lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: Any) -> float:

@@ -1,0 +1,169 @@
+"""The training step as it runs: what is decided once per run (``plan_execution``: compiled or
+eager, the autocast dtype, the memory format, each with its reason) and the module the loop calls
+(``build_step``: the model and the loss under autocast, compiled by ``torch.compile`` so that
+inductor generates the forward *and* the backward graph).
+
+The fast settings are the defaults wherever they cost no accuracy, after ``mobilenet.cpu``:
+
+* **channels_last**: oneDNN's convolutions (and cuDNN's) run NHWC natively; NCHW costs reorders.
+* **bf16 autocast** where bf16 is native (AVX512-BF16, AMX, a GPU with bf16); elsewhere oneDNN
+  emulates it many times slower than fp32, so ``auto`` stays fp32 and says why. fp16 (CUDA only,
+  ``--amp fp16``) runs with a gradient scaler.
+* **a compiled step** on runs long enough to pay its compile back (``COMPILE_MIN_STEPS``), where
+  inductor can compile (a C++ compiler on CPU, Triton on CUDA; ``mobilenet.optimized`` asks). The
+  compiled model has constant TF 'SAME' pads for the fixed training size (``mobilenet.arch``), so
+  dynamo never evaluates a pad from the input's shape. The compiled module shares the model's
+  parameters: checkpoints, EMA and validation read the plain model, loadable by eager code.
+
+``--no-compile`` and ``--amp none`` (with ``--no-channels-last``) give the eager fp32 NCHW step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mobilenet import arch
+from mobilenet.cpu import CpuInfo
+from mobilenet.model import MobileNetV1, TFSamePad
+from mobilenet.train.config import TrainConfig
+from mobilenet.train.execution import autocast_choice
+
+# A compile of the step takes about 30-90 s on a CPU (forward and backward graphs); a step it
+# speeds up by a few tens of milliseconds at 32 px pays that back only over hundreds of steps.
+COMPILE_MIN_STEPS = 200
+AMP_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How this run's steps are computed, and why (one line each, for the user)."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    amp_why: str
+    channels_last: bool
+    compile: bool
+    compile_why: str
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's range."""
+        return self.amp == torch.float16
+
+    def describe(self) -> str:
+        layout = "channels_last" if self.channels_last else "NCHW (--no-channels-last)"
+        return f"train: {self.compile_why}; {self.amp_why}; {layout}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"compile": self.compile, "compile_why": self.compile_why, "amp": AMP_NAMES[self.amp],
+                "amp_why": self.amp_why, "memory_format": "channels_last" if self.channels_last else "nchw",
+                "device": str(self.device)}
+
+
+def plan_execution(config: TrainConfig, device: torch.device, total_steps: int, *,
+                   cpu: CpuInfo | None = None) -> ExecutionPlan:
+    """What ``config`` runs on ``device`` for a run of ``total_steps`` optimizer steps. ``cpu``:
+    the CPU whose bf16 decides (default: this one; tests describe others)."""
+    amp, amp_why = autocast_choice(config.amp, device, cpu)
+    compile_, compile_why = compile_choice(config.compile, device, total_steps)
+    return ExecutionPlan(device, amp, amp_why, config.channels_last, compile_, compile_why)
+
+
+def compile_choice(setting: bool | None, device: torch.device, total_steps: int) -> tuple[bool, str]:
+    """Whether to compile the step (``setting``: True insists, False refuses, None decides), and why."""
+    if setting is False:
+        return False, "eager step (--no-compile)"
+    from mobilenet.optimized import compile_unavailable  # noqa: PLC0415 - loads the deploy code
+
+    reason = compile_unavailable(device)
+    if reason:
+        return False, f"eager step, because compiling is unavailable: {reason}"
+    if setting is None and total_steps < COMPILE_MIN_STEPS:
+        return False, (f"eager step: {total_steps} steps are too few to pay back a compile (auto compiles runs of "
+                       f"{COMPILE_MIN_STEPS} or more; --compile insists)")
+    return True, f"compiled step (torch.compile, inductor; {'--compile' if setting else 'auto'})"
+
+
+class ModelWithLoss(nn.Module):
+    """The model and the loss under autocast: what one micro-batch's forward computes, as one
+    module (and so one compiled graph, whose backward inductor generates too)."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, plan: ExecutionPlan) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+        self.device_type, self.amp = plan.device.type, plan.amp
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
+            return self.criterion(self.model(images), labels)
+
+
+def build_step(model: nn.Module, criterion: nn.Module, plan: ExecutionPlan) -> nn.Module:
+    """The module a step calls, ``step(images, labels) -> loss``: compiled when ``plan`` says so
+    (then ``model``'s TF pads are constants: ``constant_pads``)."""
+    step = ModelWithLoss(model, criterion, plan)
+    if not plan.compile:
+        return step
+    if isinstance(model, MobileNetV1):
+        constant_pads(model)
+    return torch.compile(step)
+
+
+def constant_pads(model: MobileNetV1) -> Callable[[], None]:
+    """Replace ``model``'s TF 'SAME' pads, in place, with the constant pads of its configured
+    resolution (``mobilenet.arch.layers``), which is the only size training feeds it; returns
+    what puts the input-dependent pads back (for a model handed on to callers at any size)."""
+    layers = {layer.name: layer for layer in arch.layers(model.arch_cfg)}
+    swapped: list[tuple[nn.Module, nn.Module]] = []
+    for name, module in model.conv_layers():
+        if isinstance(module.pad, TFSamePad):
+            (top, bottom), (left, right) = layers[name].pad
+            swapped.append((module, module.pad))
+            module.pad = nn.ZeroPad2d((left, right, top, bottom)) if top or bottom or left or right else nn.Identity()
+    model._tf_pads = swapped  # type: ignore[attr-defined]  (restore_pads reads them back)
+
+    def restore() -> None:
+        restore_pads(model)
+
+    return restore
+
+
+def restore_pads(model: nn.Module) -> None:
+    """Put back the input-dependent pads ``constant_pads`` replaced (nothing where it did not)."""
+    for module, pad in getattr(model, "_tf_pads", ()):
+        module.pad = pad
+    if hasattr(model, "_tf_pads"):
+        del model._tf_pads
+
+
+class CompileClock:
+    """Times the first step of a compiled step and says it once: ``torch.compile`` is lazy, so
+    that step traces, lowers and compiles the forward graph and then, at ``backward()``, the
+    backward graph. ``seconds`` is that first step's time (None before it, or when eager)."""
+
+    def __init__(self, compiled: bool, log: Callable[[str], None] | None = None) -> None:
+        self.pending = compiled
+        self.seconds: float | None = None
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    @contextlib.contextmanager
+    def first_step(self) -> Iterator[None]:
+        if not self.pending:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        self.pending, self.seconds = False, time.perf_counter() - start
+        self.log(f"train: compiled the training step in {self.seconds:.1f} s (its first step: forward and backward "
+                 "graphs traced, lowered and compiled)")

@@ -1,0 +1,157 @@
+"""The fast training path (issue 16): what runs and why (``plan_execution``), the compiled step
+reaching the eager step's loss, ``bench --train``, and the CUDA path (marked ``cuda``: it skips
+without a GPU, and has never run on one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch._dynamo
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+from mobilenet.cpu import CpuInfo, cpu_info
+from mobilenet.errors import InputError
+from mobilenet.model import MobileNetV1, TFSamePad
+from mobilenet.train import TrainConfig, train
+from mobilenet.train.runs import read_metrics
+from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
+from test_train import fashion_mnist_root, tiny_config
+
+CPU = torch.device("cpu")
+ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}), logical_cores=2)
+SAPPHIRE_RAPIDS = CpuInfo(model="Intel Xeon (described)", machine="x86_64", logical_cores=2,
+                          flags=frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                                           "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}))
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_and_says_why():
+    plan = plan_execution(TrainConfig(), CPU, 10_000, cpu=ZEN3)
+    assert plan.amp is None and "no native bf16" in plan.amp_why and "7B13" in plan.amp_why
+    assert "no native bf16" in plan.describe()
+    with pytest.raises(InputError, match="needs native bf16"):
+        plan_execution(TrainConfig(amp="bf16"), CPU, 10_000, cpu=ZEN3)
+    with pytest.raises(InputError, match="fp16 autocast is for CUDA"):
+        plan_execution(TrainConfig(amp="fp16"), CPU, 10_000, cpu=ZEN3)
+    if torch.backends.mkldnn.is_available():  # where bf16 is native, auto takes it
+        assert plan_execution(TrainConfig(), CPU, 10_000, cpu=SAPPHIRE_RAPIDS).amp == torch.bfloat16
+
+
+def test_the_fast_settings_are_the_defaults_and_the_flags_turn_them_off():
+    plan = plan_execution(TrainConfig(), CPU, 10_000)
+    assert plan.channels_last and plan.amp == (torch.bfloat16 if cpu_info().native_bf16 else None)
+    eager = plan_execution(TrainConfig(compile=False, amp="none", channels_last=False), CPU, 10_000)
+    assert (eager.compile, eager.amp, eager.memory_format) == (False, None, torch.contiguous_format)
+    assert eager.describe() == "train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last)"
+    # Auto compiles only runs long enough to pay the compile back; --compile insists.
+    assert not compile_choice(None, CPU, COMPILE_MIN_STEPS - 1)[0]
+    assert compile_choice(True, CPU, 1)[0] == compile_choice(None, CPU, COMPILE_MIN_STEPS)[0]
+    # Where compiling is unavailable it runs eager, even when asked, and says why.
+    with torch._dynamo.config.patch(disable=True):
+        compiled, why = compile_choice(True, CPU, 10_000)
+    assert not compiled and "compiling is unavailable" in why and "TORCH_COMPILE_DISABLE" in why
+
+
+def test_the_command_line_says_what_runs(tmp_path, capsys):
+    root = fashion_mnist_root(tmp_path)
+    args = ["train", "--data", "fashion-mnist", "--alpha", "0.25", "--resolution", "32", "--in-channels", "1",
+            "--classes", "10", "--train-subset", "64", "--val-subset", "32", "--batch-size", "32", "--epochs", "1",
+            "--no-progress", "--no-compile", "--amp", "none", "--no-channels-last", "--output", str(tmp_path / "run"),
+            *(["--data-root", root] if root else [])]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert said == ["train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last)"], err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is False
+
+
+def test_bench_train_measures_the_three_steps(capsys, tmp_path):
+    pytest.importorskip("timm")
+    saved = tmp_path / "train.json"
+    with torch._dynamo.config.patch(disable=True):  # compiling (minutes here) is the slow test's
+        assert main(["bench", "--train", "--alpha", "0.25", "--resolution", "32", "--classes", "10", "--batch-size",
+                     "4", "--threads", "1", "--seconds", "0.05", "--json", "--save", str(saved)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(saved.read_text()) == report
+    names = [row["name"] for row in report["rows"]]
+    assert names == ["ours, default", "ours, eager fp32 NCHW", "timm mobilenetv1_100, eager fp32 NCHW, SGD"]
+    assert all(row["images_per_s"] > 0 and row["steps"] >= 5 for row in report["rows"])
+    default, eager, _ = (row["settings"] for row in report["rows"])
+    assert default["memory_format"] == "channels_last" and eager == eager | {"memory_format": "nchw", "amp": "fp32"}
+    assert default["compile"] is False and "TORCH_COMPILE_DISABLE" in default["compile_why"]
+    assert report["cpu"]["model"] == cpu_info().model and report["compile_seconds"] is None
+    assert any("width 1.0" in note for note in report["notes"])
+
+
+@pytest.mark.slow
+def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
+    """The fast settings (compiled step, bf16 where native, channels_last) against eager fp32 NCHW,
+    same recipe and data: the compiled loss must fall as far, which it would not if the compiled
+    step dropped the backward or the optimizer update (the loss would stay near ln 10)."""
+    root = fashion_mnist_root(tmp_path)
+    common = {"train_subset": 256, "epochs": 3, "lr": 0.05}
+    eager = train(tiny_config(tmp_path / "eager", root, compile=False, amp="none", channels_last=False, **common))
+    capsys.readouterr()
+    fast = train(tiny_config(tmp_path / "fast", root, compile=True, **common))
+    err = capsys.readouterr().err
+    assert "train: compiled step" in err and "compiled the training step in" in err
+    eager_loss = [r["train_loss"] for r in read_metrics(eager.run_dir)]
+    fast_loss = [r["train_loss"] for r in read_metrics(fast.run_dir)]
+    fall = eager_loss[0] - eager_loss[-1]
+    assert fall > 0.1, eager_loss
+    assert abs(fast_loss[-1] - eager_loss[-1]) < 0.5 * fall, (fast_loss, eager_loss)
+    # The checkpoint is the plain model's, loadable by eager code; the model handed back has TF's
+    # input-dependent pads again (the compiled step ran constant ones).
+    ckpt = torch.load(f"{fast.run_dir}/last.pt", weights_only=True)
+    assert ckpt["compiled"] is True
+    MobileNetV1(ArchConfig.from_dict(ckpt["arch"])).load_state_dict(ckpt["model"])
+    assert any(isinstance(m, TFSamePad) for m in fast.model.modules())
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA: written for a GPU, never run on one (no GPU was lent to this work).
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_trains_with_autocast_channels_last_and_a_compiled_step(tmp_path, amp):
+    if amp == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no native bf16")
+    root = fashion_mnist_root(tmp_path)
+    config = tiny_config(tmp_path, root, device="cuda", amp=amp, compile=True, train_subset=256, epochs=2)
+    result = train(config)
+    rows = read_metrics(result.run_dir)
+    assert result.finished and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    ckpt = torch.load(f"{result.run_dir}/last.pt", weights_only=True, map_location="cpu")
+    assert ckpt["device"] == "cuda" and ("scaler" in ckpt) == (amp == "fp16")
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_ddp_over_nccl_on_two_gpus(tmp_path):
+    root = fashion_mnist_root(tmp_path)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "mobilenet", "train", "--data", "fashion-mnist", "--alpha", "0.25", "--resolution", "32",
+               "--in-channels", "1", "--classes", "10", "--train-subset", "256", "--val-subset", "64",
+               "--batch-size", "64", "--epochs", "1", "--device", "cuda", "--no-progress",
+               "--output", str(tmp_path / "run"), *(["--data-root", root] if root else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True, map_location="cpu")
+    assert ckpt["world_size"] == 2 and ckpt["device"] == "cuda"
