@@ -100,9 +100,11 @@ def test_auto_is_decided_for_each_batch_size(tiny_model, monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"batch_sizes": (0,)}, "batch sizes must be >= 1"),
-        ({"threads": 0}, "threads must be >= 1"),
-        ({"seconds": 0}, "seconds must be > 0"),
+        ({"batch_sizes": (0,)}, "batch_sizes must be integers >= 1"),
+        ({"threads": 0}, "threads must be an integer >= 1"),
+        ({"seconds": 0}, "seconds must be a finite number of seconds > 0"),
+        ({"seconds": float("nan")}, "seconds must be a finite number of seconds > 0, got nan"),
+        ({"seconds": float("inf")}, "seconds must be a finite number of seconds > 0, got inf"),
         ({"runtimes": ("tensorrt",)}, "runtimes must be some of auto, torch"),
         ({"precisions": ("fp64",)}, "precisions must be some of fp32"),
     ],
@@ -184,8 +186,12 @@ def test_text_report_and_plot(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "batch sizes must be >= 1"),
-        (["--threads", "0"], "threads must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be integers >= 1, got [0]"),
+        (["--threads", "0"], "--threads must be an integer >= 1, got 0"),
+        (["--threads", "-1"], "--threads must be an integer >= 1, got -1"),
+        (["--seconds", "nan"], "--seconds must be a finite number of seconds > 0, got nan"),
+        (["--seconds", "inf"], "--seconds must be a finite number of seconds > 0, got inf"),
+        (["--batch-size", "1", "100000000"], "--batch-size 100000000 does not fit in memory"),
         (["--plot", "chart.txt"], "a plot is written as .png"),
         (["--calibration", "/nonexistent/folder"], "no such folder"),
     ],
@@ -262,6 +268,24 @@ def test_flags_that_contradict_the_weights_are_an_error(capsys, tmp_path, small_
     err = capsys.readouterr().err
     assert "--alpha 0.5 contradicts --weights" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("classes", ["5", "1001"])  # the weights have 10
+def test_a_new_classifier_on_trained_weights_needs_random_init(capsys, tmp_path, small_weights, classes):
+    # Before, the weights' trained head was replaced by a random one and exported as if trained.
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(out), "--weights", str(small_weights), "--classes", classes]) == 2
+    err = capsys.readouterr().err
+    assert f"--classes {classes} would export an untrained" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_library_refuses_a_batch_that_cannot_fit(tiny_model, monkeypatch):
+    from mobilenet.errors import ResourceError
+
+    monkeypatch.setenv("MOBILENET_MEMORY_LIMIT", "64M")
+    with pytest.raises(ResourceError, match="batch 4096"):
+        bench.bench(tiny_model, BenchOptions(runtimes=("torch",), batch_sizes=(1, 4096), **ONLY_CELLS))
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ Zen 3, as seen on the project's machines).
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,6 +143,35 @@ def test_auto_decisions_are_per_cpu(model, monkeypatch):
     assert auto.candidates("bf16") == []  # no native bf16 on the Zen 3: nothing to choose from
     with pytest.raises(ValueError, match="auto found no runtime for bf16: this CPU has no native bf16"):
         make_predictor(model, "auto", "bf16")
+
+
+WRONG_SHAPES = Path(__file__).parent / "data" / "bad_inputs" / "auto_decisions_wrong_shape.json"
+
+
+class _Timed:
+    """A stand-in predictor for ``auto.choose``: what it measures, not what it runs."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime, self.description = runtime, runtime
+
+    def __call__(self, x):
+        return x
+
+
+@pytest.mark.parametrize("entry", [*json.loads(WRONG_SHAPES.read_text()).values(), {"runtime": "onnxruntime"},
+                                   {"runtime": "onnxruntime", "median_ms": "fast", "measured": "today"}])
+def test_a_wrong_shaped_cached_decision_is_measured_again(model, tmp_path, monkeypatch, entry):
+    # Before, such an entry broke --runtime auto (AttributeError, KeyError) until the file was deleted.
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    monkeypatch.setattr(auto, "candidates", lambda precision: ["onnxruntime", "openvino"])
+    monkeypatch.setattr(auto, "time_interleaved", lambda calls, **k: [[0.002] * 5, [0.001] * 5])
+    key = auto.decision_key(model.arch_cfg, "fp32", 1, None)
+    cache = json.loads(WRONG_SHAPES.read_text()) | {key: entry}
+    (tmp_path / auto.CACHE_FILE).write_text(json.dumps(cache))
+    predictor, reason = auto.choose(model.arch_cfg, "fp32", 1, None, _Timed, torch.zeros(1), log=lambda s: None)
+    assert predictor.runtime == "openvino" and reason.startswith("measured fastest here")
+    rewritten = json.loads((tmp_path / auto.CACHE_FILE).read_text())
+    assert rewritten[key]["runtime"] == "openvino" and rewritten["other"] == [1, 2, 3]
 
 
 def test_auto_skips_a_runtime_that_is_not_installed(monkeypatch):

@@ -14,7 +14,11 @@ from typing import Any
 from mobilenet.cli.common import add_model_arguments, given_model_settings, model_from_args
 from mobilenet.deploy.formats import FORMAT_MODULES
 from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, ResourceError
+
+# BenchOptions field -> the flag that sets it (for error messages).
+BENCH_FLAGS = {"runtimes": "--runtime", "precisions": "--precision", "batch_sizes": "--batch-size",
+               "threads": "--threads", "seconds": "--seconds"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,8 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--no-memory", action="store_true", help="skip memory measurement (fresh processes)")
     b.add_argument("--no-malloc-tuning", action="store_true",
                    help="do not restart under GLIBC_TUNABLES that keep freed memory (see docs/performance.md)")
+    b.add_argument("--predict", action="store_true",
+                   help="the latency model's prediction beside each measurement (docs/latency.md; a first "
+                   "calibration takes up to a minute per runtime and precision)")
     b.add_argument("--json", action="store_true", help="print the full report as JSON")
     b.add_argument("--save", type=Path, metavar="FILE.json", help="also write the JSON report to this file")
+    b.add_argument("--train", action="store_true",
+                   help="training-step throughput instead (forward, loss, backward, optimizer; img/s): our default "
+                   "settings, our eager fp32 NCHW and timm's mobilenetv1_100 (eager fp32, SGD); takes --batch-size "
+                   "(one, default 32), --threads, --seconds, --no-peers (no timm) and the model flags")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency and throughput charts")
     _add_weights_argument(b, default_help="pretrained weights (a registry name or a file); default: random "
                           "initialisation with the model flags (speed does not depend on the weights)")
@@ -107,6 +118,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.random_init and args.weights:
         raise InputError("--random-init and --weights contradict each other: give one")
+    if args.num_classes is not None and not args.random_init:
+        _refuse_a_new_classifier(args)
     portable = None if args.int8_weights is None else args.int8_weights == "portable"
     options = _given(fixed_batch=args.fixed_batch, layout=args.layout, io_dtype=args.io_dtype, portable_int8=portable)
     if args.format == "web":
@@ -116,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_export(args.output, format=args.format, precision=args.precision, calibration_images=calibration, **options)
     verify_images = _images(args.verify_images)
     model, preprocess = _export_model(args, verify_images)
+    _check_fits(model, args.fixed_batch or 1, "--fixed-batch")
     inputs = [args.weights] if args.weights and Path(args.weights).exists() else []
     result = export(
         model, args.output, format=args.format, precision=args.precision, preprocess=preprocess,
@@ -139,6 +153,35 @@ def _export_web(args: argparse.Namespace, options: dict[str, Any]) -> int:
     print(export_web(model, args.output, precision=args.precision, preprocess=preprocess,
                      verify_images=verify_images, inputs=inputs).summary())
     return 0
+
+
+def _refuse_a_new_classifier(args: argparse.Namespace) -> None:
+    """``--classes N`` on weights trained for another count would export a random classifier as if
+    it were trained: refused unless the weights keep their classifier at N classes (the published
+    ImageNet weights: 1000, or TF's 1001 with the background class; checked before any download)."""
+    wanted = args.num_classes
+    if args.weights is None:
+        fresh = wanted not in (1000, 1001)
+    else:
+        from mobilenet.weights import load_weights
+
+        # The weights' own rule (loaded.settle): a classifier it cannot keep is left out, to be initialised.
+        fresh = "classifier.weight" not in load_weights(args.weights, num_classes=wanted).state
+    if fresh:
+        source = f"--weights {args.weights}" if args.weights else "the published ImageNet weights"
+        raise InputError(f"--classes {wanted} would export an untrained {wanted}-class classifier on {source}: "
+                         f"give weights trained for {wanted} classes, or --random-init to export an untrained "
+                         "network")
+
+
+def _check_fits(model: Any, batch_size: int, flag: str) -> None:
+    """The cost model's memory check, worded under the flag that asked for the batch."""
+    from mobilenet.limits import check_memory
+
+    try:
+        check_memory(model.arch_cfg, batch_size, mode="inference")
+    except ResourceError as err:
+        raise InputError(f"{flag} {batch_size} does not fit in memory: {err}") from None
 
 
 def _export_model(args: argparse.Namespace, verify_images: list[Path] | None) -> tuple[Any, Any]:
@@ -166,19 +209,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mobilenet.deploy import bench
 
     _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
-    options = bench.BenchOptions(**_given(
-        runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
-        seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
-    ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers, memory=not args.no_memory)
+    if args.train:
+        return _bench_training(args)
+    try:
+        options = bench.BenchOptions(**_given(
+            runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
+            seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
+        ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers,
+            memory=not args.no_memory, predict=args.predict)
+    except bench.OptionError as err:
+        raise InputError(err.named(BENCH_FLAGS.get(err.option, err.option))) from None
     if args.plot is not None:
         bench.check_plot_path(args.plot)
     model, preprocess = model_from_args(args)
+    _check_fits(model, max(options.batch_sizes), "--batch-size")
     options = dataclasses.replace(options, preprocess=preprocess)
     log = (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     # Quantizers print progress bars to stdout; keep stdout for the report (clean JSON with --json).
     with contextlib.redirect_stdout(sys.stderr):
         report = bench.bench(model, options, plot_to=args.plot, save_to=args.save, log=log)
     print(report.to_json() if args.json else bench.format_report(report))
+    return 0
+
+
+def _bench_training(args: argparse.Namespace) -> int:
+    """``bench --train``: ``mobilenet.train.throughput.bench_training`` on the model flags."""
+    from mobilenet.train import throughput
+
+    batch_sizes = args.batch_sizes or [32]
+    if len(batch_sizes) != 1:
+        raise InputError("bench --train measures one --batch-size at a time")
+    model, _ = model_from_args(args)
+    log = (lambda s: print(f"[bench --train] {s}", file=sys.stderr, flush=True))
+    report = throughput.bench_training(model.arch_cfg, batch_size=batch_sizes[0], threads=args.threads,
+                                       seconds=args.seconds or 3.0, timm=not args.no_peers, log=log)
+    if args.save is not None:
+        throughput.save(report, args.save)
+    print(report.to_json() if args.json else report.format())
     return 0
 
 

@@ -78,6 +78,20 @@ def _read_cache() -> dict[str, Any]:
         return {}  # no cache yet, or a damaged one: measure again
 
 
+def _cached_decision(key: str, found: list[str]) -> dict[str, Any] | None:
+    """The cached decision for ``key`` if it has the shape ``choose`` writes and names a runtime
+    still found here; None (measure again, and overwrite it) for anything else in its place."""
+    entry = _read_cache().get(key)
+    if not isinstance(entry, dict):
+        return None
+    medians = entry.get("median_ms")
+    well_formed = (
+        entry.get("runtime") in found and isinstance(entry.get("measured"), str) and isinstance(medians, dict)
+        and all(isinstance(r, str) and isinstance(ms, (int, float)) for r, ms in medians.items())
+    )
+    return entry if well_formed else None
+
+
 def _write_cache(key: str, decision: dict[str, Any]) -> None:
     data = _read_cache()
     data[key] = decision
@@ -117,8 +131,8 @@ def choose(
     if mode == "fixed":
         return build(found[0]), f"fixed order {' > '.join(CANDIDATES[precision])}, first installed"
     key = decision_key(cfg, precision, batch_size, threads)
-    cached = _read_cache().get(key) if mode == "measure" else None
-    if cached and cached.get("runtime") in found:
+    cached = _cached_decision(key, found) if mode == "measure" else None
+    if cached:
         return build(cached["runtime"]), f"cached measurement ({_times(cached['median_ms'])}, {cached['measured']})"
     predictors: dict[str, Predictor] = {}
     for runtime in found:

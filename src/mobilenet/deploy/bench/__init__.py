@@ -28,6 +28,7 @@ from mobilenet.deploy.bench.report import (
     BenchOptions,
     BenchReport,
     Cell,
+    OptionError,
     check_plot_path,
     format_report,
     plot,
@@ -36,7 +37,7 @@ from mobilenet.deploy.bench.run import bench
 from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 
 __all__ = [
-    "MALLOC_TUNABLES", "BenchOptions", "BenchReport", "Cell", "Sgemm", "Timing", "bench", "block_comparisons",
-    "check_plot_path", "format_report", "layer_shares", "memory_probe", "memory_rows", "plot", "separable_vs_conv",
-    "time_interleaved",
+    "MALLOC_TUNABLES", "BenchOptions", "BenchReport", "Cell", "OptionError", "Sgemm", "Timing", "bench",
+    "block_comparisons", "check_plot_path", "format_report", "layer_shares", "memory_probe",
+    "memory_rows", "plot", "separable_vs_conv", "time_interleaved",
 ]

@@ -5,6 +5,7 @@ and precision facts it was measured under."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from collections.abc import Sequence
@@ -48,10 +49,22 @@ class Cell:
     peer: bool = False
 
 
+class OptionError(InputError):
+    """A ``BenchOptions`` field out of its range. ``option`` is the field's name; ``named(flag)``
+    says the same under the command line's flag."""
+
+    def __init__(self, option: str, requirement: str, value: Any) -> None:
+        self.option, self.requirement, self.value = option, requirement, value
+        super().__init__(self.named(option))
+
+    def named(self, name: str) -> str:
+        return f"{name} must be {self.requirement}, got {self.value!r}"
+
+
 @dataclass
 class BenchOptions:
-    """What ``bench`` measures. Checked when made (an ``InputError`` says what is wrong); repeated
-    runtimes, precisions and batch sizes are measured once."""
+    """What ``bench`` measures. Checked when made (an ``OptionError``, an ``InputError``, says what
+    is wrong); repeated runtimes, precisions and batch sizes are measured once."""
 
     runtimes: Sequence[str] = ("torch", "onnxruntime", "openvino")
     precisions: Sequence[str] = ("fp32",)
@@ -66,25 +79,29 @@ class BenchOptions:
     compare_conv: bool = True  # separable against full convolution
     layers: bool = True  # per-layer time shares
     memory: bool = True  # memory per runtime, in fresh processes
+    predict: bool = False  # the latency model's predictions beside (calibrates first: up to a minute each)
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
         self.precisions = tuple(dict.fromkeys(self.precisions))
         self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
-        unknown = [r for r in self.runtimes if r not in RUNTIME_CHOICES]
-        if unknown or not self.runtimes:
-            raise InputError(f"runtimes must be some of {', '.join(RUNTIME_CHOICES)}, got {list(self.runtimes)}")
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
-        if unknown or not self.precisions:
-            raise InputError(f"precisions must be some of {', '.join(PRECISIONS)}, got {list(self.precisions)}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise InputError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be >= 1, got {self.threads}")
-        if self.seconds <= 0:
-            raise InputError(f"seconds must be > 0, got {self.seconds}")
-        if self.min_runs < 1:
-            raise InputError(f"min_runs must be >= 1, got {self.min_runs}")
+        if not self.runtimes or any(r not in RUNTIME_CHOICES for r in self.runtimes):
+            raise OptionError("runtimes", f"some of {', '.join(RUNTIME_CHOICES)}", list(self.runtimes))
+        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
+            raise OptionError("precisions", f"some of {', '.join(PRECISIONS)}", list(self.precisions))
+        if not self.batch_sizes or not all(_is_count(b) for b in self.batch_sizes):
+            raise OptionError("batch_sizes", "integers >= 1", list(self.batch_sizes))
+        if self.threads is not None and not _is_count(self.threads):
+            raise OptionError("threads", "an integer >= 1", self.threads)
+        # nan would pass a comparison and time nothing; inf would time forever.
+        if not isinstance(self.seconds, (int, float)) or not math.isfinite(self.seconds) or self.seconds <= 0:
+            raise OptionError("seconds", "a finite number of seconds > 0", self.seconds)
+        if not _is_count(self.min_runs):
+            raise OptionError("min_runs", "an integer >= 1", self.min_runs)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass
@@ -100,6 +117,7 @@ class BenchReport:
     blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    predicted: list[dict[str, Any]] = field(default_factory=list)  # mobilenet.latency.versus
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -154,6 +172,10 @@ def format_report(report: BenchReport) -> str:
             f"{c.name:<26} {c.batch_size:>5} {c.median_ms:>8.2f} {f'{c.p10_ms:.2f}-{c.p90_ms:.2f}':>15} {c.runs:>5} "
             f"{c.images_per_s:>9.1f} {c.gflops:>8.1f} {c.gflops / report.sgemm_peak_gflops:>8.0%}"
         )
+    if report.predicted:
+        from mobilenet.latency.versus import format_predictions  # noqa: PLC0415 - only when asked
+
+        lines += format_predictions(report.predicted)
     if report.separable_vs_conv:
         lines += ["", "separable vs full-convolution MobileNet (Table 4), batch 1, fp32: how many times faster "
                   "the separable network runs, and how many times fewer mult-adds it needs",
@@ -174,10 +196,13 @@ def format_report(report: BenchReport) -> str:
                          f"{row['conv_ms']:>8.3f} {row['time_ratio']:>7.2f}x {row['savings']:>14.2f}x")
     if report.layer_shares:
         lines += ["", "time share by layer type vs mult-add share (Table 2), batch 1, fp32",
-                  f"{'runtime':<12} {'layers':<24} {'time':>7} {'mult-adds':>9}"]
+                  f"{'runtime':<12} {'layers':<24} {'time':>7} {'mult-adds':>9}"
+                  + (f" {'predicted':>9}" if report.predicted else "")]
         for row in report.layer_shares:
+            predicted = row.get("predicted_share")
             lines.append(
                 f"{row['runtime']:<12} {row['label']:<24} {row['time_share']:>7.1%} {row['mult_add_share']:>9.1%}"
+                + ("" if not report.predicted else f" {predicted:>9.1%}" if predicted is not None else f" {'-':>9}")
             )
     if report.memory:
         lines += ["", "memory one inference adds to a fresh process vs the cost model's peak activations (fp32)",

@@ -21,6 +21,7 @@ from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, check
 from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import write_text
+from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 
 Timed = list[tuple[Cell, Callable[[], Any]]]
@@ -42,6 +43,8 @@ def bench(
     if plot_to is not None:
         check_plot_path(plot_to)  # before the minutes of measuring, not after
     cfg = model.arch_cfg
+    # From the cost model, before any input exists: batch 100000 at 1.0-224 is 60 GB of input alone.
+    check_memory(cfg, max(options.batch_sizes), mode="inference")
     model = model.eval()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -71,6 +74,11 @@ def bench(
         report.layer_shares = layer_shares(model, options, log)
     if options.memory:
         report.memory = memory_rows(model, options, log)
+    if options.predict:
+        from mobilenet.latency import versus  # noqa: PLC0415 - only when asked
+
+        report.predicted = versus.predicted_cells(cfg, report.cells, options.threads, log)
+        report.layer_shares = versus.with_predicted_shares(cfg, report.layer_shares, options.threads, log)
     if plot_to is not None:
         plot(report, plot_to)
     if save_to is not None:
