@@ -282,6 +282,42 @@ def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypat
     assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
 
 
+def test_bench_predict_puts_each_prediction_beside_its_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet.deploy.bench import BenchReport, Cell, format_report
+    from mobilenet.latency import versus
+
+    def fixed_predict(arch_cfg: ArchConfig, runtime: str, precision: str, batch_size: int, threads: int | None,
+                      **kwargs: object) -> object:
+        if precision == "int8":
+            raise InputError("the latency model cannot calibrate torch at int8")
+        return predict_with(fixed_calibration(runtime, precision), arch_cfg, batch_size)
+
+    monkeypatch.setattr(versus, "predict", fixed_predict)
+    cfg = ArchConfig(alpha=0.5, resolution=160)
+    expected = fixed_predict(cfg, "onnxruntime", "fp32", 1, None)
+    cells = [Cell("onnxruntime fp32", "onnxruntime", "fp32", 1, median_ms=expected.total_ms * 2),  # type: ignore[attr-defined]
+             Cell("torch int8", "torch", "int8", 1, median_ms=1.0), Cell("timm eager fp32", "timm", "fp32", 1,
+             median_ms=1.0, peer=True), Cell("openvino fp32", "openvino", "fp32", 1, status="skipped")]
+    rows = versus.predicted_cells(cfg, cells, None, print)
+    assert [r["name"] for r in rows] == ["onnxruntime fp32", "torch int8"], "peers and unmeasured cells left out"
+    assert rows[0]["predicted_ms"] == pytest.approx(expected.total_ms) and rows[0]["error"] == pytest.approx(-0.5)
+    assert rows[1]["predicted_ms"] is None and "int8" in rows[1]["reason"]
+    measured = [{"runtime": "onnxruntime", "kind": k, "label": k, "time_share": 0.2, "mult_add_share": 0.2}
+                for k in ("conv", "depthwise", "pointwise", "pool", "fc", "other")]
+    shares = versus.with_predicted_shares(cfg, measured, None, print)
+    predicted = expected.shares()  # type: ignore[attr-defined]
+    assert shares[0]["predicted_share"] == pytest.approx(predicted["stem"]), "bench's conv is the stem"
+    assert shares[1]["predicted_share"] == pytest.approx(predicted["depthwise"])
+    assert shares[-1]["predicted_share"] is None, "the model has no 'other' kernels"
+    report = BenchReport(model=cfg.name, config={}, machine={"cpu": "?", "threads": 1, "malloc_tunables": False,
+                         "omp_wait_policy": None}, mult_adds=1, gflop_per_image=1.0, sgemm_peak_gflops=1.0,
+                         layer_shares=shares, predicted=rows)
+    text = format_report(report)
+    assert "-50.0%" in text and "not predicted" in text
+    header = next(line for line in text.splitlines() if line.startswith("runtime ") and "mult-adds" in line)
+    assert header.split()[-1] == "predicted"
+
+
 # --- choose ----------------------------------------------------------------------------------
 
 def entry(family: str, alpha: float, size: int, top1: float, padding: str = "tf") -> SimpleNamespace:

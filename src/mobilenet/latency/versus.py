@@ -1,0 +1,69 @@
+"""Predicted beside measured, for ``mobilenet bench --predict``: each measured network cell with its
+predicted time and the whole-network error, and each measured layer-type share with the predicted
+one. Opt-in in bench, since a first calibration takes up to a minute per runtime and precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import MobileNetError
+from mobilenet.latency import RUNTIMES, predict
+
+Log = Callable[[str], None]
+# bench's layer kinds are cost's: its "conv" is the stem (and Table 4's full convs).
+BENCH_KIND = {"stem": "conv"}
+
+
+def predicted_cells(arch_cfg: ArchConfig, cells: Iterable[Any], threads: int | None, log: Log) -> list[dict[str, Any]]:
+    """A row per measured cell of a runtime the model predicts (bench's ``Cell``: runtime,
+    precision, batch_size, median_ms): ``predicted_ms`` and ``error`` (predicted / measured - 1),
+    or ``reason`` where it cannot predict that cell."""
+    rows = []
+    for cell in cells:
+        if cell.status != "ok" or cell.peer or cell.runtime not in RUNTIMES:
+            continue
+        row: dict[str, Any] = {"name": cell.name, "runtime": cell.runtime, "precision": cell.precision,
+                               "batch_size": cell.batch_size, "measured_ms": cell.median_ms}
+        try:
+            total_ms = predict(arch_cfg, cell.runtime, cell.precision, cell.batch_size, threads, log=log).total_ms
+        except MobileNetError as err:  # a precision it cannot calibrate, say: said in the row
+            rows.append(row | {"predicted_ms": None, "error": None, "reason": str(err)})
+            continue
+        rows.append(row | {"predicted_ms": total_ms, "error": total_ms / cell.median_ms - 1})
+    return rows
+
+
+def with_predicted_shares(
+    arch_cfg: ArchConfig, share_rows: Sequence[dict[str, Any]], threads: int | None, log: Log,
+) -> list[dict[str, Any]]:
+    """bench's measured layer-type shares (batch 1, fp32), each with ``predicted_share`` (None
+    where the model has no such type, or cannot predict the runtime)."""
+    shares: dict[str, dict[str, float] | None] = {}
+    for runtime in dict.fromkeys(row["runtime"] for row in share_rows):
+        try:
+            predicted = predict(arch_cfg, runtime, "fp32", 1, threads, log=log).shares()
+        except MobileNetError as err:
+            log(f"no predicted shares for {runtime}: {err}")
+            shares[runtime] = None
+            continue
+        by_kind: dict[str, float] = {}
+        for kind, share in predicted.items():
+            by_kind[BENCH_KIND.get(kind, kind)] = by_kind.get(BENCH_KIND.get(kind, kind), 0.0) + share
+        shares[runtime] = by_kind
+    return [row | {"predicted_share": (shares[row["runtime"]] or {}).get(row["kind"])} for row in share_rows]
+
+
+def format_predictions(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The cells' table: measured, predicted, error."""
+    lines = ["", "predicted (latency model, docs/latency.md) vs measured median per call",
+             f"{'backend':<26} {'batch':>5} {'measured':>9} {'predicted':>9} {'error':>7}"]
+    for row in rows:
+        head = f"{row['name']:<26} {row['batch_size']:>5} {row['measured_ms']:>9.2f}"
+        if row["predicted_ms"] is None:
+            lines.append(f"{head} not predicted: {row['reason']}")
+        else:
+            lines.append(f"{head} {row['predicted_ms']:>9.2f} {row['error']:>+7.1%}")
+    return lines
