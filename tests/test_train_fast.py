@@ -103,7 +103,9 @@ def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
     same recipe and data: the compiled loss must fall as far, which it would not if the compiled
     step dropped the backward or the optimizer update (the loss would stay near ln 10)."""
     root = fashion_mnist_root(tmp_path)
-    common = {"train_subset": 256, "epochs": 3, "lr": 0.05}
+    # (Measured here: eager variants of this run, fp32 or bf16, NCHW or channels_last, ended within
+    # 0.21 of each other after a fall of 0.56-0.77 from about 2.6; a step without its update stays there.)
+    common = {"train_subset": 256, "epochs": 4, "lr": 0.02}
     eager = train(tiny_config(tmp_path / "eager", root, compile=False, amp="none", channels_last=False, **common))
     capsys.readouterr()
     fast = train(tiny_config(tmp_path / "fast", root, compile=True, **common))
@@ -112,7 +114,7 @@ def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
     eager_loss = [r["train_loss"] for r in read_metrics(eager.run_dir)]
     fast_loss = [r["train_loss"] for r in read_metrics(fast.run_dir)]
     fall = eager_loss[0] - eager_loss[-1]
-    assert fall > 0.1, eager_loss
+    assert fall > 0.3, eager_loss
     assert abs(fast_loss[-1] - eager_loss[-1]) < 0.5 * fall, (fast_loss, eager_loss)
     # The checkpoint is the plain model's, loadable by eager code; the model handed back has TF's
     # input-dependent pads again (the compiled step ran constant ones).
