@@ -47,7 +47,8 @@ def main() -> None:
     speed = {row.name: row.images_per_s for row in report.rows}
     ours, eager = speed["ours, default"], speed["ours, eager fp32 NCHW"]
     timm = next(v for k, v in speed.items() if k.startswith("timm"))
-    print(f"target: our default >= 2x timm's default: {ours / timm:.2f}x {'met' if ours >= 2 * timm else 'MISSED'}")
+    verdict = ("met" if ours >= 2 * timm else "MISSED") if args.alpha == 1.0 else "not judged: timm is width 1.0"
+    print(f"target: our default >= 2x timm's default: {ours / timm:.2f}x, {verdict}")
     print(f"ours eager fp32 NCHW / timm (same precision and layout): {eager / timm:.2f}x; "
           f"the fast settings over our eager step: {ours / eager:.2f}x")
     if args.json:
