@@ -15,6 +15,7 @@ from mobilenet.cost import network_cost
 from mobilenet.deploy import bench
 from mobilenet.deploy.bench import BenchOptions, run
 from mobilenet.deploy.optional import available
+from mobilenet.predictor import Predictor
 from mobilenet.preprocess import sample_photos
 
 TINY = ["--alpha", "0.25", "--resolution", "64"]
@@ -69,13 +70,13 @@ def test_the_report_has_every_requested_cell(tiny_model, calibration_images):
     assert report["machine"]["int8_dot"] == cpu_info().int8_dot
 
 
-class _Echo:
+class _Echo(Predictor):
     """A predictor that costs nothing, named after how it was built."""
 
     def __init__(self, runtime: str, batch_size: int) -> None:
         self.description = f"{runtime} decided at batch {batch_size}"
 
-    def __call__(self, x):
+    def _run(self, x):
         return x
 
 
@@ -112,6 +113,23 @@ def test_auto_is_decided_for_each_batch_size(tiny_model, monkeypatch):
 def test_bad_options_are_refused_when_made(settings, message):
     with pytest.raises(ValueError, match=message):
         BenchOptions(**settings)
+
+
+def test_the_report_says_where_int8_is_slower_than_fp32():
+    from mobilenet.deploy.bench import BenchReport, Cell, format_report
+
+    report = BenchReport(model="0.25-224", config={}, machine={"cpu": "?", "threads": 2, "malloc_tunables": False,
+                                                               "omp_wait_policy": None},
+                         mult_adds=41_000_000, gflop_per_image=0.082, sgemm_peak_gflops=100.0)
+    for runtime, precision, ms in [("litert", "fp32", 0.66), ("litert", "int8", 0.9), ("onnxruntime", "fp32", 1.0),
+                                   ("onnxruntime", "int8", 0.5), ("tflite", "fp32", 0.6), ("tflite", "uint8", 0.7)]:
+        report.cells.append(Cell(f"{runtime} {precision}", runtime, precision, 1, median_ms=ms, p10_ms=ms,
+                                 p90_ms=ms, runs=10, images_per_s=1e3 / ms, gflops=1.0, peer=runtime == "tflite"))
+    slower = report.compare_int8_with_fp32()
+    assert [(r["runtime"], r["precision"]) for r in slower] == [("litert", "int8"), ("tflite", "uint8")]
+    text = format_report(report)
+    assert "int8 is not faster everywhere" in text and "litert" in text.split("not faster everywhere")[1]
+    assert json.loads(report.to_json())["int8_slower_than_fp32"][0]["fp32_ms"] == 0.66
 
 
 def test_repeated_requests_are_measured_once():

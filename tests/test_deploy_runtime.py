@@ -174,6 +174,20 @@ def test_a_wrong_shaped_cached_decision_is_measured_again(model, tmp_path, monke
     assert rewritten[key]["runtime"] == "openvino" and rewritten["other"] == [1, 2, 3]
 
 
+@pytest.mark.parametrize(("fp32_seconds", "verdict"), [(0.0005, "slower"), (0.005, "faster")])
+def test_auto_says_whether_int8_is_faster_than_fp32_here(model, tmp_path, monkeypatch, fp32_seconds, verdict):
+    # int8 is not faster everywhere (slower at 0.25-224 in LiteRT and ExecuTorch on an AVX2 CPU):
+    # auto times it beside fp32 and says which, measured and cached.
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    monkeypatch.setattr(auto, "candidates", lambda precision: ["openvino"])
+    monkeypatch.setattr(auto, "time_interleaved", lambda calls, **k: [[0.001] * 5, [fp32_seconds] * 5])
+    args = (model.arch_cfg, "int8", 1, None, _Timed, torch.zeros(1))
+    _, reason = auto.choose(*args, log=lambda s: None, reference=lambda: _Timed("onnxruntime"))
+    assert reason.endswith(f"; fp32 onnxruntime {fp32_seconds * 1e3:.3g} ms: int8 is {verdict} than fp32 here")
+    _, cached = auto.choose(*args, log=lambda s: None, reference=lambda: pytest.fail("measured again"))
+    assert cached.startswith("cached measurement") and f"int8 is {verdict} than fp32 here" in cached
+
+
 def test_auto_skips_a_runtime_that_is_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     assert "onnxruntime" not in auto.candidates("fp32") and "torch" in auto.candidates("fp32")

@@ -34,10 +34,16 @@ def calibration(model):
 
 
 @pytest.fixture(scope="module")
-def tflite_fp32(model, tmp_path_factory):
-    from mobilenet.deploy.formats import litert
+def tflite_export(model, tmp_path_factory):
+    """The fp32 .tflite as ``mobilenet export`` writes it: verified, with its checksums and what it runs."""
+    from mobilenet.deploy.export import export
 
-    return litert.write(model, tmp_path_factory.mktemp("tflite") / "fp32.tflite", precision="fp32")[0]
+    return export(model, tmp_path_factory.mktemp("tflite") / "fp32.tflite", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def tflite_fp32(tflite_export):
+    return tflite_export.files[0]
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +55,16 @@ def tflite_int8(model, calibration, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pte_fp32(model, tmp_path_factory):
-    from mobilenet.deploy.formats import executorch
+def pte_export(model, tmp_path_factory):
+    """The fp32 .pte as ``mobilenet export`` writes it (NCHW, the default)."""
+    from mobilenet.deploy.export import export
 
-    return executorch.write(model, tmp_path_factory.mktemp("pte") / "fp32.pte", precision="fp32")[0]
+    return export(model, tmp_path_factory.mktemp("pte") / "fp32.pte", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def pte_fp32(pte_export):
+    return pte_export.files[0]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +79,18 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a, b).min().item()
 
 
+def _flipped_copy(path, tmp_path):
+    """A copy of an export (file and checksums) with one bit flipped in the middle of the file."""
+    from mobilenet.deploy.integrity import sidecar
+
+    copy = tmp_path / path.name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    copy.write_bytes(bytes(data))
+    shutil.copy(sidecar(path), sidecar(copy))
+    return copy
+
+
 # --- LiteRT ---------------------------------------------------------------------------------
 
 
@@ -79,6 +103,50 @@ def test_tflite_fp32_runs_in_litert_as_pytorch_does(model, images, tflite_fp32):
     assert tuple(predictor.input["shape"]) == (1, *model.arch_cfg.resolution, 3)  # NHWC, as mobile callers hold images
     check = verify(model, predictor, images, precision="fp32", batch_sizes=(1, len(images)))
     assert check.max_abs_diff < 1e-4 * check.logit_spread
+
+
+@litert_installed
+def test_the_tflite_export_says_what_runs_and_runs_its_native_input(model, images, tflite_export):
+    from mobilenet.deploy.runtimes.litert import LiteRtPredictor
+
+    runs = tflite_export.execution
+    assert runs.fully_delegated and runs.delegate_calls == 1 and runs.transposes == 0
+    assert dict(runs.weights) == {"float32": sum(1 for _ in model.conv_layers()) + 1}
+    assert runs.summary() in tflite_export.summary()
+    predictor = LiteRtPredictor.from_file(tflite_export.files[0], threads=2)
+    assert predictor.execution == runs and runs.summary() in predictor.description
+    native = predictor.native_input(images)
+    assert native.shape == (len(images), *model.arch_cfg.resolution, 3)
+    torch.testing.assert_close(predictor(native), predictor(images), rtol=0, atol=0)
+
+
+@litert_installed
+def test_a_flipped_bit_in_a_tflite_export_is_refused(tflite_export, tmp_path):
+    from mobilenet.deploy.integrity import DamagedFileError
+    from mobilenet.deploy.runtime import predictor_from_file
+
+    with pytest.raises(DamagedFileError, match=r"is damaged: its SHA-256 does not match fp32\.tflite\.sha256"):
+        predictor_from_file(_flipped_copy(tflite_export.files[0], tmp_path))
+
+
+@litert_installed
+def test_the_int8_tflite_says_its_input_quantize_runs_outside_xnnpack(model, images, tflite_int8):
+    from mobilenet.deploy.formats import litert
+    from mobilenet.deploy.runtimes.litert import LiteRtPredictor
+    from mobilenet.preprocess import load_image, preprocess_for
+
+    predictor = LiteRtPredictor.from_file(tflite_int8, threads=2)
+    runs = predictor.execution
+    assert runs.outside == ("QUANTIZE",) and "1 outside XNNPACK (QUANTIZE)" in predictor.description
+    assert litert.execution_problem(runs, precision="int8", io_dtype="uint8") is None  # said, allowed
+    assert dict(runs.weights) == {"int8": sum(1 for _ in model.conv_layers()) + 1}
+    # Its uint8 input is the pixels themselves, straight from preprocessing: within one level of the
+    # normalised image quantized, so the logits agree to int8 noise.
+    transform = predictor.native.image_transform(preprocess_for(model))
+    pixels = np.stack([transform(load_image(p)) for p in sample_photos()])
+    assert pixels.dtype == np.uint8 and pixels.shape == (len(images), *model.arch_cfg.resolution, 3)
+    assert np.abs(pixels.astype(int) - predictor.native_input(images).astype(int)).max() <= 1
+    assert _cosine(predictor(pixels), predictor(images)) > 0.99
 
 
 @litert_installed
@@ -217,11 +285,51 @@ def test_pte_fp32_runs_in_executorch_as_pytorch_does(model, images, pte_fp32):
     from mobilenet.deploy.runtimes.executorch import ExecuTorchPredictor
 
     predictor = ExecuTorchPredictor.from_file(pte_fp32, threads=2)
-    assert predictor.precision == "fp32" and predictor.shape == (1, *model.arch_cfg.resolution, 3)
+    assert predictor.precision == "fp32" and predictor.shape == (1, 3, *model.arch_cfg.resolution)  # NCHW
     check = verify(model, predictor, images, precision="fp32", batch_sizes=(1, len(images)))
     assert check.max_abs_diff < 1e-4 * check.logit_spread
     meta = read_metadata(pte_fp32)
     assert meta["arch"] == model.arch_cfg.to_dict() and len(meta["labels"]) == model.arch_cfg.num_classes
+
+
+@executorch_installed
+def test_a_pte_is_nchw_and_one_xnnpack_call_with_nothing_outside(model, images, pte_export):
+    from mobilenet.deploy.runtimes.executorch import ExecuTorchPredictor
+
+    runs = pte_export.execution
+    assert runs.delegate_calls == 1 and runs.outside == () and runs.fully_delegated
+    assert dict(runs.weights) == {"float32": sum(1 for _ in model.conv_layers()) + 1}
+    assert "input NCHW 3x" in pte_export.summary() and runs.summary() in pte_export.summary()
+    predictor = ExecuTorchPredictor.from_file(pte_export.files[0], threads=2)
+    h, w = model.arch_cfg.resolution
+    with pytest.raises(ValueError, match=rf"input of shape \(2, {h}, {w}, 3\) \(NHWC float32\) does not fit: "
+                       rf"this file takes NCHW float32 \(N, 3, {h}, {w}\)"):
+        predictor(images[:2].permute(0, 2, 3, 1))
+
+
+@executorch_installed
+def test_a_flipped_bit_in_a_pte_export_is_refused(pte_export, tmp_path):
+    from mobilenet.deploy.integrity import DamagedFileError
+    from mobilenet.deploy.runtime import predictor_from_file
+
+    with pytest.raises(DamagedFileError, match="is damaged"):
+        predictor_from_file(_flipped_copy(pte_export.files[0], tmp_path))
+
+
+@executorch_installed
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_nhwc_pte_on_request_is_one_xnnpack_call_too(model, images, calibration, tmp_path, precision):
+    # Before, NHWC left aten::as_strided_copy outside XNNPACK, between two delegate calls.
+    from mobilenet.deploy.formats import executorch
+    from mobilenet.deploy.runtimes.executorch import ExecuTorchPredictor
+
+    path = executorch.write(model, tmp_path / "m.pte", precision=precision, calibration=calibration,
+                            layout="nhwc")[0]
+    predictor = ExecuTorchPredictor.from_file(path, threads=2)
+    assert predictor.layout == "nhwc" and predictor.execution.outside == ()
+    assert predictor.execution.delegate_calls == 1
+    torch.testing.assert_close(predictor(images[:1].permute(0, 2, 3, 1)), predictor(images[:1]), rtol=0, atol=0)
 
 
 @executorch_installed
@@ -302,6 +410,7 @@ def test_coreml_runs_as_pytorch_does_on_macos(model, images, mlpackage):
 def test_a_second_coreml_export_replaces_the_first_whole(model, tmp_path):
     from mobilenet.deploy.export import export
     from mobilenet.deploy.formats.coreml import read_metadata
+    from mobilenet.deploy.integrity import verify_checksums
 
     path = tmp_path / "m.mlpackage"
     first = export(model, path)
@@ -310,4 +419,5 @@ def test_a_second_coreml_export_replaces_the_first_whole(model, tmp_path):
     assert first.input == "batch 1, input NCHW 3x128x128"
     second = export(model, path, precision="fp16")
     assert read_metadata(path)["precision"] == "fp16" and second.size_bytes < first.size_bytes
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage", "m.mlpackage.sha256"]
+    assert verify_checksums(path)  # every file of the new package, none of the old

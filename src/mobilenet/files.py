@@ -84,7 +84,10 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _as_resource_error(err: OSError, path: Path) -> MobileNetError:
+def write_error(err: OSError, path: str | os.PathLike[str]) -> MobileNetError:
+    """The one-line project error for ``err`` raised while writing ``path``: an ``InputError``
+    where the user can fix it (permissions, a read-only file system), else a ``ResourceError``
+    (a full disk)."""
     reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
               errno.EPERM: "permission denied"}.get(err.errno or 0, err.strerror or str(err))
@@ -140,7 +143,7 @@ def atomic_write(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary_name(path)
     except OSError as err:
-        raise _as_resource_error(err, path) from err
+        raise write_error(err, path) from err
     try:
         yield tmp
         _fsync_file(tmp)
@@ -149,7 +152,7 @@ def atomic_write(
         _fsync_dir(path.parent)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise _as_resource_error(err, path) from err
+        raise write_error(err, path) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -167,7 +170,7 @@ def _written_through(path: Path) -> Iterator[Path]:
         with open(tmp, "rb") as source, open(path, "wb") as sink:
             shutil.copyfileobj(source, sink)
     except OSError as err:
-        raise _as_resource_error(err, path) from err
+        raise write_error(err, path) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -251,7 +254,7 @@ def replace_directory(
             os.rename(source, target)
             shutil.rmtree(aside, ignore_errors=True)
     except OSError as err:
-        raise _as_resource_error(err, target) from err
+        raise write_error(err, target) from err
     _fsync_dir(target.parent)
     return target
 

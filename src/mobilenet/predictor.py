@@ -43,6 +43,12 @@ class Predictor:
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
+    def native_input(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """``x``, a standard batch, as this runtime takes it natively (a file's own layout and
+        dtype: ``mobilenet.deploy.runtimes.inputs``), converted once for a caller that feeds it
+        many times; the predictor passes such a batch straight through. Default: ``x`` itself."""
+        return x
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description})"
 

@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-batch", type=int, default=None, metavar="N",
                    help="ONNX: a fixed batch size instead of a dynamic one (ONNX Runtime Mobile / NNAPI need it)")
     p.add_argument("--layout", choices=("nhwc", "nchw"), default=None,
-                   help="input layout of .tflite, .pte and .mlpackage files (default nhwc for .tflite and .pte, "
-                   "as phones hand camera frames; nchw for Core ML)")
+                   help="input layout of .tflite, .pte and .mlpackage files (default nhwc for .tflite, as "
+                   "Android and iOS callers hold camera frames; nchw for .pte, as ExecuTorch programs from PyTorch "
+                   "take, and for Core ML)")
     p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default=None,
                    help=".tflite int8: the input and output type (default uint8 pixels, as TF's quantized models)")
     p.add_argument("--random-init", action="store_true",

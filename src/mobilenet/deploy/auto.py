@@ -4,8 +4,10 @@ measured on this machine — not a table measured on another.
 The first time a (model shape, precision, batch size, threads) is asked for on a CPU, every
 installed candidate is built and timed interleaved for a few seconds (said on stderr), the fastest
 is kept and the decision cached in ``<cache>/auto-decisions.json``, keyed by the CPU model, its
-ISA flags and the runtimes' versions, so a new CPU or an upgraded runtime measures again. The
-predictor's description gives the measured times.
+ISA flags and the runtimes' versions, so a new CPU or an upgraded runtime measures again; an entry
+of another shape there is measured again and replaced. The predictor's description gives the
+measured times. int8 is timed beside an fp32 reference, and the description says whether it is
+faster here at all: it is not everywhere.
 
 Modes (``auto_mode=`` or the environment variable ``MOBILENET_AUTO``):
 ``measure`` (default: cached decision, else measure), ``remeasure`` (measure again and replace the
@@ -116,9 +118,13 @@ def choose(
     cfg: ArchConfig, precision: str, batch_size: int, threads: int | None,
     build: Callable[[str], Predictor], example: torch.Tensor, *, mode: str | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    reference: Callable[[], Predictor] | None = None,
 ) -> tuple[Predictor, str]:
     """(predictor, reason) for ``auto``. ``build(runtime)`` makes a candidate; ``example`` is a
-    batch of ``batch_size`` preprocessed images to time it on."""
+    batch of ``batch_size`` preprocessed images to time it on. ``reference`` (for int8) makes an
+    fp32 predictor timed beside the candidates, so that the reason says whether int8 is faster
+    here at all: it is not everywhere (slower than fp32 at 0.25-224 in LiteRT and ExecuTorch on an
+    AVX2 CPU), and a choice among int8 runtimes must not imply it."""
     mode = mode or os.environ.get(AUTO_ENV) or "measure"
     if mode not in AUTO_MODES:
         raise InputError(f"auto mode must be one of {AUTO_MODES} (from {AUTO_ENV} or auto_mode=), got {mode!r}")
@@ -133,7 +139,8 @@ def choose(
     key = decision_key(cfg, precision, batch_size, threads)
     cached = _cached_decision(key, found) if mode == "measure" else None
     if cached:
-        return build(cached["runtime"]), f"cached measurement ({_times(cached['median_ms'])}, {cached['measured']})"
+        return build(cached["runtime"]), (f"cached measurement ({_times(cached['median_ms'])}, {cached['measured']})"
+                                          + _against_fp32(precision, cached))
     predictors: dict[str, Predictor] = {}
     for runtime in found:
         try:
@@ -142,18 +149,49 @@ def choose(
             log(f"auto: {runtime} cannot run {precision} here ({err})")
     if not predictors:
         raise InputError(f"auto: no installed runtime can run {precision} on this CPU")
-    if len(predictors) == 1:
+    if len(predictors) == 1 and reference is None:
         (runtime, predictor), = predictors.items()
         return predictor, f"the only runtime that runs {precision} here"
-    log(f"auto: timing {', '.join(predictors)} at {precision}, batch {batch_size} "
-        f"(about {MEASURE_SECONDS * len(predictors):.0f} s, once per CPU and model; cached)")
-    calls = [lambda p=p: p(example) for p in predictors.values()]
+    fp32 = _built(reference, log)
+    log(f"auto: timing {', '.join(predictors)} at {precision}" + (f" and {fp32.runtime} fp32" if fp32 else "")
+        + f", batch {batch_size} (a few seconds, once per CPU and model; cached)")
+    calls = [lambda p=p: p(example) for p in [*predictors.values(), *([fp32] if fp32 else [])]]
     samples = time_interleaved(calls, seconds=MEASURE_SECONDS, min_runs=MIN_RUNS, block_s=0.05)
     medians = {r: Timing.from_seconds(s).median_ms for r, s in zip(predictors, samples)}
     runtime = min(medians, key=medians.get)  # type: ignore[arg-type]
-    _write_cache(key, {"runtime": runtime, "median_ms": medians,
-                       "measured": time.strftime("%Y-%m-%d %H:%M", time.localtime())})
-    return predictors[runtime], f"measured fastest here ({_times(medians)})"
+    decision: dict[str, Any] = {"runtime": runtime, "median_ms": medians,
+                                "measured": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
+    if fp32 is not None:
+        decision["fp32_ms"] = {fp32.runtime: Timing.from_seconds(samples[-1]).median_ms}
+    _write_cache(key, decision)
+    comparison = _against_fp32(precision, decision)
+    if "slower" in comparison:
+        log(f"auto:{comparison}")
+    return predictors[runtime], f"measured fastest here ({_times(medians)})" + comparison
+
+
+def _built(make: Callable[[], Predictor] | None, log: Callable[[str], None]) -> Predictor | None:
+    if make is None:
+        return None
+    try:
+        return make()
+    except InputError as err:
+        log(f"auto: no fp32 reference to time int8 against ({err})")
+        return None
+
+
+def _against_fp32(precision: str, decision: dict[str, Any]) -> str:
+    """``; fp32 onnxruntime 0.9 ms: int8 is slower than fp32 here`` from a decision with an fp32
+    reference time, else nothing."""
+    reference = decision.get("fp32_ms")
+    if not isinstance(reference, dict) or len(reference) != 1:
+        return ""
+    (runtime, ms), = reference.items()
+    if not isinstance(ms, (int, float)):
+        return ""
+    best = decision["median_ms"][decision["runtime"]]
+    verdict = "faster" if best < ms else "slower"
+    return f"; fp32 {runtime} {ms:.3g} ms: {precision} is {verdict} than fp32 here"
 
 
 def _times(medians: dict[str, float]) -> str:

@@ -4,15 +4,17 @@
 file into a temporary folder beside the target, the runtime that reads that format
 (``runtimes/``) loads it, and ``verify`` compares its logits with the unfolded PyTorch model's on
 real photos at batch 1 and at the full batch. Only a file that passes is moved into place
-(atomically, by ``mobilenet.files``); a mismatch raises ``ExportMismatchError`` and writes
-nothing. Core ML packages run only on Apple platforms: elsewhere they are checked structurally
-and the verification says so.
+(atomically, by ``mobilenet.files``), with ``NAME.sha256`` beside it (``integrity``: what the
+predictors check before they run it); a mismatch raises ``ExportMismatchError`` and writes
+nothing, and so does a full disk (a ``ResourceError``, one line). Core ML packages run only on
+Apple platforms: elsewhere they are checked structurally and the verification says so.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +23,22 @@ from typing import Any
 
 import torch
 
+from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats import FORMAT_MODULES, SUFFIX_FORMATS, format_for_path, format_module
 from mobilenet.deploy.formats.onnx import onnx_input_shape
+from mobilenet.deploy.integrity import checksum_lines, sidecar
 from mobilenet.deploy.runtimes import predictor_class
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
 from mobilenet.errors import InputError
-from mobilenet.files import atomic_files, refuse_replacing_other_than, replace_directory
+from mobilenet.files import (
+    atomic_files,
+    destination,
+    refuse_replacing_other_than,
+    replace_directory,
+    write_error,
+    write_text,
+)
+from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PlatformUnsupportedError
 from mobilenet.preprocess import Preprocess, repeat_to_batch
@@ -45,12 +57,16 @@ class ExportResult:
     input: str  # the file's batch and input layout, e.g. "batch 1, input NHWC 224x224x3"
     size_bytes: int
     verification: Verification
+    checksum: Path | None = None  # NAME.sha256 beside the main file (mobilenet.deploy.integrity)
+    execution: Execution | None = None  # what the file runs in its runtime (None: not run here, Core ML)
 
     def summary(self) -> str:
-        """Two lines: what was written, and how it verified (what ``mobilenet export`` prints)."""
+        """What was written, how it verified, and what it runs (what ``mobilenet export`` prints)."""
         written = " + ".join(map(str, self.files))
-        return (f"wrote {written} ({self.size_bytes / 1e6:.1f} MB): {self.model} {self.format} {self.precision}, "
-                f"{self.input}\n{self.verification.summary()}")
+        checksum = f", SHA-256 in {self.checksum.name}" if self.checksum else ""
+        runs = f"\n{self.verification.runtime} {self.execution.summary()}" if self.execution else ""
+        return (f"wrote {written} ({self.size_bytes / 1e6:.1f} MB{checksum}): {self.model} {self.format} "
+                f"{self.precision}, {self.input}\n{self.verification.summary()}{runs}")
 
 
 def check_export(
@@ -99,7 +115,9 @@ def export(
 ) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (default: from the suffix) at ``precision``,
     verify the written file in its runtime against PyTorch on real images, and move it into
-    place. ``options`` go to the format's writer, which says what it takes (``fixed_batch`` for
+    place, with its checksums beside it. A file whose runtime would run it otherwise than its writer
+    promises (an op outside XNNPACK in a ``.pte``, a TRANSPOSE in an NHWC ``.tflite``) is refused
+    too. ``options`` go to the format's writer, which says what it takes (``fixed_batch`` for
     ONNX; ``layout`` for .tflite, .pte and .mlpackage; ``io_dtype`` for .tflite int8;
     ``portable_int8`` for ONNX and OpenVINO int8); one it does not take is an ``InputError``.
     ``preprocess``: how the verification photos and calibration images are prepared (default: the
@@ -110,6 +128,8 @@ def export(
     path = Path(path)
     fmt = check_export(path, format=format, precision=precision, calibration_images=calibration_images, **options)
     writer = format_module(fmt)
+    # A fixed batch is traced at its size: refused from the cost model before a tensor of it exists.
+    check_memory(model.arch_cfg, options.get("fixed_batch") or getattr(writer, "BATCH", 1), mode="inference")
     images = photo_batch(model, verify_images, preprocess)
     calibration = None
     if precision == "int8":
@@ -118,19 +138,24 @@ def export(
 
         preprocess = preprocess or preprocess_for(model)
         calibration = calibration_tensor(calibration_images, preprocess)
+    staging_folder = destination(path).parent  # beside the file a symlink names: renames stay on its disk
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.")
+        staging_folder.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(dir=staging_folder, prefix=f".{path.name}.")
     except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror}") from err
-    with staging as tmp:
+        raise write_error(err, path) from err
+    with staging as tmp:  # removed whatever happens: nothing partial is left beside the target
         staged = Path(tmp) / f"model{path.suffix}"
-        files = writer.write(model, staged, precision=precision, calibration=calibration, **options)
-        check = _verify_file(model, writer, staged, precision, images, options)
+        try:
+            files = writer.write(model, staged, precision=precision, calibration=calibration, **options)
+        except OSError as err:  # a full disk mid-write: one line, not the converter's traceback
+            raise write_error(err, path) from err
+        check, execution = _verify_file(model, writer, staged, precision, images, options)
         targets = _move_into_place(writer, files, staged, path, inputs)
     return ExportResult(
         files=tuple(targets), format=fmt, precision=precision, model=model.arch_cfg.name,
         input=_input_description(model, writer, options), size_bytes=sum(map(_size, targets)), verification=check,
+        checksum=sidecar(path), execution=execution,
     )
 
 
@@ -158,32 +183,47 @@ def _size(path: Path) -> int:
 
 def _verify_file(
     model: MobileNetV1, writer: Any, staged: Path, precision: str, images: torch.Tensor, options: dict[str, Any]
-) -> Verification:
+) -> tuple[Verification, Execution | None]:
+    """How the staged file compares with PyTorch in its runtime, and what it runs there; raises
+    ``ExportMismatchError`` if it computes something else or runs otherwise than its writer promises."""
     try:
         predictor = predictor_class(writer.RUNTIME).from_file(staged, precision)
     except PlatformUnsupportedError:
         if not hasattr(writer, "check_structure"):
             raise
-        return Verification.structural(writer.RUNTIME, precision, writer.check_structure(staged, model))
+        return Verification.structural(writer.RUNTIME, precision, writer.check_structure(staged, model)), None
+    execution = getattr(predictor, "execution", None)
+    rule = getattr(writer, "execution_problem", None)
+    problem = rule(execution, precision=precision, **options) if rule and execution else None
+    if problem:
+        raise ExportMismatchError(f"the {writer.NAME} file would run {problem} in {writer.RUNTIME}; nothing written "
+                                  f"({execution.summary()})")
     fixed = options.get("fixed_batch") or getattr(predictor, "fixed_batch", None)
     if fixed:
         # A file with a fixed batch runs whole batches of that size only.
         n = len(images)
         images = images[: n // fixed * fixed] if fixed <= n else repeat_to_batch(images, fixed)
-        return verify(model, predictor, images, precision=precision, batch_sizes=(fixed,))
-    return verify(model, predictor, images, precision=precision)
+        return verify(model, predictor, images, precision=precision, batch_sizes=(fixed,)), execution
+    return verify(model, predictor, images, precision=precision), execution
 
 
 def _move_into_place(
     writer: Any, files: list[Path], staged: Path, path: Path, inputs: Sequence[str | os.PathLike[str]]
 ) -> list[Path]:
-    """Rename the verified files to their final names (the main file last: it is what readers
-    open, and OpenVINO's .xml finds its .bin by name). Returns the final names, main file first."""
-    if staged.is_dir():  # an .mlpackage is a folder: it replaces the old one whole
-        return [replace_directory(staged, path, accept=writer.is_output, what=f"{writer.NAME} export", inputs=inputs)]
+    """Rename the verified files to their final names with their checksums beside them (the main
+    file last: it is what readers open, and OpenVINO's .xml finds its .bin by name). Returns the
+    final names, main file first."""
     targets = [path.with_suffix(f.suffix) if f != staged else path for f in files]
+    listing = checksum_lines((f, target.name) for f, target in zip(files, targets))
+    if staged.is_dir():  # an .mlpackage is a folder: it replaces the old one whole, then its checksums
+        moved = replace_directory(staged, path, accept=writer.is_output, what=f"{writer.NAME} export", inputs=inputs)
+        write_text(sidecar(path), listing)
+        return [moved]
     order = sorted(range(len(files)), key=lambda i: files[i] == staged)
-    with atomic_files([targets[i] for i in order], inputs=inputs) as temporaries:
-        for i, tmp in zip(order, temporaries):
-            os.replace(files[i], tmp)
+    names = [targets[i] for i in order]
+    with atomic_files([*names[:-1], sidecar(path), names[-1]], inputs=inputs) as temporaries:
+        *parts, checksums, main = temporaries
+        for i, tmp in zip(order, [*parts, main]):
+            shutil.move(files[i], tmp)  # a move, not a rename: a FIFO's or a device's temporary is elsewhere
+        checksums.write_text(listing, encoding="utf-8")
     return [path, *(target for target in targets if target != path)]

@@ -112,9 +112,12 @@ def make_predictor(
 
         photos = photo_batch(model, preprocess=_preprocess_for(model, preprocess))
         example = repeat_to_batch(photos, batch_size)
+        reference = None
+        if precision == "int8" and auto.candidates("fp32"):  # int8 is not faster everywhere: timed beside fp32
+            reference = lambda: _build(model, auto.candidates("fp32")[0], "fp32", None, threads)  # noqa: E731
         with torch.inference_mode():
             predictor, reason = auto.choose(model.arch_cfg, precision, batch_size, threads, build, example,
-                                            mode=auto_mode)
+                                            mode=auto_mode, reference=reference)
         predictor.description += f"; auto picked {predictor.runtime}: {reason}"
     else:
         predictor = build(runtime)
@@ -151,10 +154,15 @@ def predictor_from_file(
     path: str | os.PathLike[str], precision: str | None = None, threads: int | None = None
 ) -> Predictor:
     """A predictor for an exported file (.onnx, .xml, .tflite, .pte), in the runtime that reads
-    its format; ``precision`` None takes the file's own (read back from it)."""
+    its format; ``precision`` None takes the file's own (read back from it). The file is checked
+    against the checksums its export wrote beside it (``NAME.sha256``) before it is read: a damaged
+    one raises ``integrity.DamagedFileError``, as does one the runtime cannot parse. The
+    predictor's ``execution`` (in its description too) says what the file runs there."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
     fmt = format_for_path(path)
     runtime = next((r for r, (_, _, f) in RUNTIME_MODULES.items() if f == fmt), None)
     if runtime is None:

@@ -118,9 +118,25 @@ class BenchReport:
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     predicted: list[dict[str, Any]] = field(default_factory=list)  # mobilenet.latency.versus
+    # Where int8 measured slower than fp32 in the same runtime and batch (it is, at 0.25-224 in
+    # LiteRT and ExecuTorch on an AVX2 CPU, for TF's own uint8 file too): said, never implied away.
+    int8_slower_than_fp32: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def compare_int8_with_fp32(self) -> list[dict[str, Any]]:
+        """Fill ``int8_slower_than_fp32`` from the measured cells (peers' uint8 files count as
+        int8) and return it."""
+        medians = {(c.runtime, c.precision, c.batch_size): c.median_ms for c in self.cells
+                   if c.status == "ok" and c.median_ms is not None}
+        self.int8_slower_than_fp32 = [
+            {"runtime": runtime, "precision": precision, "batch_size": batch, "int8_ms": ms,
+             "fp32_ms": medians[(runtime, "fp32", batch)]}
+            for (runtime, precision, batch), ms in medians.items()
+            if precision in ("int8", "uint8") and ms > medians.get((runtime, "fp32", batch), float("inf"))
+        ]
+        return self.int8_slower_than_fp32
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -176,6 +192,11 @@ def format_report(report: BenchReport) -> str:
         from mobilenet.latency.versus import format_predictions  # noqa: PLC0415 - only when asked
 
         lines += format_predictions(report.predicted)
+    if report.int8_slower_than_fp32:
+        lines += ["", "int8 is not faster everywhere: measured slower than fp32 in the same runtime here"]
+        for row in report.int8_slower_than_fp32:
+            lines.append(f"{row['runtime']:<26} {row['batch_size']:>5} {row['precision']} {row['int8_ms']:.2f} ms "
+                         f"against fp32 {row['fp32_ms']:.2f} ms")
     if report.separable_vs_conv:
         lines += ["", "separable vs full-convolution MobileNet (Table 4), batch 1, fp32: how many times faster "
                   "the separable network runs, and how many times fewer mult-adds it needs",

@@ -66,6 +66,7 @@ def bench(
             if fn is not None:
                 timed.append((cell, fn))
     _time(timed, report, options, log)
+    report.compare_int8_with_fp32()
 
     if options.compare_conv:
         report.separable_vs_conv = separable_vs_conv(model, options, log)
@@ -110,7 +111,9 @@ def _runtime_cells(
                     continue
                 for cell in cells:
                     cell.description = predictor.description
-                    timed.append((cell, bound(predictor, inputs[cell.batch_size])))
+                    # Fed the file's own layout and dtype, converted once: the runtime is timed,
+                    # not a transpose and a quantization in Python (TF's peer files get theirs too).
+                    timed.append((cell, bound(predictor, predictor.native_input(inputs[cell.batch_size]))))
     return timed
 
 

@@ -20,8 +20,12 @@
   The weights are first rounded to the int8 grid with bias correction
   (``prepare.int8_rounded_copy``), which the quantizer then reproduces exactly.
 
-Input: NHWC (``layout="nhwc"``, the default, as the other mobile formats) or NCHW, always float32
-(the quantization runs inside the program; ``io_dtype`` other than float32 is refused). The labels,
+Input: NCHW (``layout="nchw"``, the default: what ExecuTorch programs from PyTorch take, as
+ExecuTorch's examples feed ``(1, 3, 224, 224)`` and Android's ``TensorImageUtils.bitmapToFloat32Tensor``
+builds ``[1, 3, H, W]``) or NHWC on request, always float32 (the quantization runs inside the
+program; ``io_dtype`` other than float32 is refused). Either way the whole program is one XNNPACK
+call with nothing outside it, which ``execution_problem`` holds every export to (NHWC's permute is
+made a contiguous copy for that: ``mobile.InputLayout``). The labels,
 normalisation and architecture travel in the program as a constant method ``mobilenet_metadata``
 (UTF-8 JSON bytes as a uint8 tensor); ``read_metadata(path)`` returns it.
 """
@@ -38,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
@@ -48,7 +53,7 @@ NAME = "executorch"
 SUFFIXES = (".pte",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "executorch"
-DEFAULT_LAYOUT = "nhwc"
+DEFAULT_LAYOUT = "nchw"
 METADATA_METHOD = "mobilenet_metadata"
 CALIBRATION_BATCH = 50
 
@@ -86,11 +91,19 @@ def write(
         assert calibration is not None
         prepared: nn.Module = _quantized(int8_rounded_copy(model, calibration), model, layout, calibration)
     else:
-        prepared = InputLayout(fixed_padding_copy(model), layout)
+        prepared = InputLayout(fixed_padding_copy(model), layout, contiguous=True)
     program = _lower(prepared, example_input(model, layout, BATCH), _metadata(model, precision, layout))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(program)
     return [path]
+
+
+def execution_problem(execution: Execution, **options: Any) -> str | None:
+    """What keeps a written program from its promise (None: nothing): every op in XNNPACK."""
+    del options
+    if execution.outside:
+        return f"{len(execution.outside)} op(s) outside XNNPACK ({', '.join(execution.outside)})"
+    return None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -131,7 +144,7 @@ def _quantized(rounded: MobileNetV1, model: MobileNetV1, layout: str, calibratio
     from torchao.quantization.pt2e.observer import MinMaxObserver  # noqa: PLC0415
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415
 
-    module = InputLayout(rounded, layout).eval()
+    module = InputLayout(rounded, layout, contiguous=True).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.formats.tflite_flatbuffer import LiteRtConversionError, set_interface, with_metadata
 from mobilenet.deploy.optional import package_version, require
@@ -103,6 +104,23 @@ def write(
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def execution_problem(
+    execution: Execution, *, layout: str = DEFAULT_LAYOUT, precision: str = "fp32", io_dtype: str = "uint8",
+    **options: Any,
+) -> str | None:
+    """What keeps a written file from its promise (None: nothing): no TRANSPOSE in an NHWC file,
+    and every op in XNNPACK but one, said when the file runs: the QUANTIZE that turns an int8 file's
+    uint8 pixels into int8 (XNNPACK requantizes within a type only; ``io_dtype="int8"`` or
+    ``"float32"`` has it delegated)."""
+    del options
+    if layout == "nhwc" and execution.transposes:
+        return f"{execution.transposes} TRANSPOSE op(s) in an NHWC file"
+    allowed = ["QUANTIZE"] if precision == "int8" and io_dtype == "uint8" else []
+    if list(execution.outside) not in ([], allowed):
+        return f"op(s) outside XNNPACK ({', '.join(execution.outside)})"
+    return None
 
 
 def _check_options(

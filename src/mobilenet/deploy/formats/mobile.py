@@ -25,16 +25,24 @@ def check_layout(layout: str) -> None:
 
 class InputLayout(nn.Module):
     """Takes the input in ``layout`` (NHWC: camera frames as phones hold them) and hands the model
-    NCHW. The converters fold the permute into the first convolution's filter layout."""
+    NCHW. The converters fold the permute into the first convolution's filter layout.
+    ``contiguous``: make the permuted input a contiguous copy, which ExecuTorch's XNNPACK
+    partitioner takes (a bare permute is lowered to an ``as_strided_copy`` kernel outside XNNPACK,
+    splitting the program into two delegate calls)."""
 
-    def __init__(self, model: nn.Module, layout: str) -> None:
+    def __init__(self, model: nn.Module, layout: str, *, contiguous: bool = False) -> None:
         super().__init__()
         check_layout(layout)
         self.model = model
         self.nhwc = layout == "nhwc"
+        self.contiguous = contiguous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+            if self.contiguous:
+                x = x.contiguous()
+        return self.model(x)
 
 
 def example_input(model: MobileNetV1, layout: str, batch: int = BATCH) -> torch.Tensor:

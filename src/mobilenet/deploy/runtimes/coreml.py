@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mobilenet.deploy.integrity import verify_checksums
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 from mobilenet.predictor import PlatformUnsupportedError, PrecisionUnavailableError, Predictor, as_numpy
@@ -48,6 +49,7 @@ class CoreMlPredictor(Predictor):
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"{path}: no such .mlpackage directory")
+        verify_checksums(path)
         meta = read_metadata(path)
         self.layout = meta.get("layout", "nchw")
         self.precision = meta.get("precision", "fp32")

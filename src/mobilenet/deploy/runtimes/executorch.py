@@ -2,9 +2,12 @@
 layers delegated to XNNPACK as the program was lowered.
 
 Takes the standard NCHW float32 batch and hands the program its declared layout (our programs say
-NHWC or NCHW in their metadata). Programs have a fixed batch (1 in ours): a larger batch runs as
-that many executions. ``threads`` sizes ExecuTorch's thread pool, which is process-wide: the last
-predictor built decides it for all.
+NCHW, the default, or NHWC in their metadata); a batch already in the program's own layout passes
+straight through (``runtimes.inputs``), and one in neither is refused naming both shapes. What the
+program runs is read from it (``execution``): its delegate calls, the kernels outside them, and the
+dtypes XNNPACK stores its weights in. Programs have a fixed batch (1 in ours): a larger batch runs
+as that many executions. ``threads`` sizes ExecuTorch's thread pool, which is process-wide: the
+last predictor built decides it for all.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilenet.deploy.execution import Execution
+from mobilenet.deploy.formats.pte_program import read_plan
+from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.errors import InputError
-from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.deploy.runtimes.inputs import NativeInput
+from mobilenet.errors import InputError, MobileNetError
+from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "int8")
 
@@ -27,23 +34,18 @@ class ExecuTorchPredictor(Predictor):
     runtime = "executorch"
 
     def __init__(self, path: str | os.PathLike[str], precision: str | None = None, threads: int | None = None) -> None:
-        from mobilenet.deploy.formats.executorch import read_metadata  # noqa: PLC0415 - runtimes may use writers
-
         runtime_module = require("executorch.runtime")
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such file")
-        if threads is not None and threads < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+        verify_checksums(path)
         if threads:
             require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)
         self.path = path
-        self.program = runtime_module.Runtime.get().load_program(path)
-        self.method = self.program.load_method("forward")
-        self.metadata: dict[str, Any] | None = read_metadata(path)
-        sizes = tuple(int(s) for s in self.program.metadata("forward").input_tensor_meta(0).sizes())
-        if len(sizes) != 4:
-            raise InputError(f"{path.name}: expected a 4-D image input, the program declares {sizes}")
+        self.program, self.method, self.metadata, sizes = _load(runtime_module, path)
+        self.execution = read_execution(path)
         self.shape = sizes
         self.batch = sizes[0]
         self.fixed_batch = self.batch  # a larger batch runs as several executions
@@ -55,12 +57,14 @@ class ExecuTorchPredictor(Predictor):
             self.precision = precision or "fp32"
         if precision is not None and precision != self.precision:
             raise PrecisionUnavailableError(f"asked for {precision}, but {path.name} is {self.precision}")
+        self.native = NativeInput(sizes, self.layout)
         pool = require("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count()
         kind = "int8 (PT2E, per-channel weights)" if self.precision == "int8" else self.precision
         version = package_version("executorch") or "?"
         self.description = (
             f"ExecuTorch {version} runtime, XNNPACK delegate, {path.name}: {kind}, input float32 "
-            f"{self.layout.upper()} {sizes}, {pool} threads in its pool, batch {self.batch} per execution"
+            f"{self.layout.upper()} {sizes}, {pool} threads in its pool, batch {self.batch} per execution; "
+            f"{self.execution.summary()}"
         )
 
     @classmethod
@@ -69,20 +73,46 @@ class ExecuTorchPredictor(Predictor):
     ) -> ExecuTorchPredictor:
         return cls(path, precision, threads)
 
+    def native_input(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``x`` in the program's own layout (``runtimes.inputs``): converted once, passed through after."""
+        return torch.from_numpy(self.native.convert(x))
+
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(as_numpy(x))
-        if batch.dim() != 4:
-            raise InputError(f"expected an NCHW batch, got shape {tuple(batch.shape)}")
-        if self.layout == "nhwc":
-            batch = batch.permute(0, 2, 3, 1)
-        if tuple(batch.shape[1:]) != self.shape[1:]:
-            raise InputError(f"input of shape {tuple(x.shape)} does not fit the program's input {self.shape}")
+        batch = torch.from_numpy(self.native.convert(x))
         outputs = []
         for start in range(0, len(batch), self.batch):
             part = batch[start : start + self.batch]
             count = len(part)
             if count < self.batch:
                 part = torch.cat([part, part.new_zeros((self.batch - count, *part.shape[1:]))])
-            out = self.method.execute([part.contiguous()])[0]
+            out = self.method.execute([part])[0]
             outputs.append(out.reshape(self.batch, -1)[:count].float().clone())
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _load(runtime_module: Any, path: Path) -> tuple[Any, Any, dict[str, Any] | None, tuple[int, ...]]:
+    """(program, its forward method, our metadata, the input's sizes); a file the runtime cannot
+    load is one line."""
+    from mobilenet.deploy.formats.executorch import read_metadata  # noqa: PLC0415 - runtimes may use writers
+
+    try:
+        program = runtime_module.Runtime.get().load_program(path)
+        method = program.load_method("forward")
+        sizes = tuple(int(s) for s in program.metadata("forward").input_tensor_meta(0).sizes())
+        metadata = read_metadata(path)
+    except MobileNetError:
+        raise
+    except Exception as err:  # the runtime raises RuntimeError, ValueError and more on a bad program
+        raise unreadable(path, "an ExecuTorch program", err) from err
+    if len(sizes) != 4:
+        raise InputError(f"{path.name}: expected a 4-D image input, the program declares {sizes}")
+    return program, method, metadata, sizes
+
+
+def read_execution(path: str | os.PathLike[str]) -> Execution:
+    """What the program's ``forward`` runs (``formats.pte_program``): XNNPACK calls, the kernels
+    outside them, and the dtypes of the weights XNNPACK holds."""
+    plan = read_plan(Path(path).read_bytes())
+    return Execution.of("executorch", plan.xnnpack_nodes + len(plan.outside), weights=plan.weights,
+                        delegate="XNNPACK", delegate_calls=plan.delegate_calls, outside=plan.outside,
+                        transposes=plan.xnnpack_transposes + sum("permute" in op for op in plan.outside))

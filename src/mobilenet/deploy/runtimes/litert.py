@@ -4,8 +4,13 @@ One predictor runs our ``.tflite`` files and TensorFlow's published ones alike, 
 compared in the same interpreter with the same threads: it takes the standard NCHW float32 batch
 and adapts it to what the file declares — NHWC or NCHW, float32 or uint8/int8 with the input's
 own scale and zero point (``q = round(x / scale) + zero_point``, clipped) — and dequantizes a
-quantized output. A model published in parts that run one after another (TF's uint8 1.0-224 body
-and head) is given as a list of files.
+quantized output. The file's own input (``native``, ``runtimes.inputs``) passes straight through:
+converting in Python on every call cost more than the network at 0.25-224. A model published in
+parts that run one after another (TF's uint8 1.0-224 body and head) is given as a list of files.
+
+What runs is read back from the interpreter once the delegate is applied (``execution``): the
+ops XNNPACK took and those left outside it (an int8 file's uint8 -> int8 QUANTIZE at the input),
+TRANSPOSE ops, and the stored weight dtypes.
 
 The files have a fixed batch (1 in every MobileNet we know): a larger batch runs as that many
 invocations, which is how the interpreter serves a batch on a phone too. TF's own files end in a
@@ -16,6 +21,7 @@ the same either way).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
+from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.errors import InputError
-from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.deploy.runtimes.inputs import NativeInput
+from mobilenet.errors import InputError, MobileNetError
+from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "fp16", "int8")
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 class LiteRtPredictor(Predictor):
@@ -37,50 +47,48 @@ class LiteRtPredictor(Predictor):
     def __init__(
         self, paths: Sequence[str | os.PathLike[str]], precision: str | None = None, threads: int | None = None
     ) -> None:
-        """``paths``: one file, or the parts of one model in the order they run. ``precision``:
-        what the caller expects the file to be (None: whatever it is); a different one raises
+        """``paths``: one file, or the parts of one model in the order they run, each checked
+        against its checksum where it has one (``integrity``). ``precision``: what the caller
+        expects the file to be (None: whatever it is); a different one raises
         ``PrecisionUnavailableError``. ``threads``: the interpreter's threads (default: all cores)."""
-        from mobilenet.weights.tflite import describe_tflite  # noqa: PLC0415 - pure numpy, no cycle
-
-        interpreter_module = require("ai_edge_litert.interpreter")
         files = [Path(p) for p in paths]
         if not files:
             raise InputError("no .tflite file given")
-        if threads is not None and threads < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = threads or os.cpu_count() or 1
         self.paths = files
-        self.interpreters = []
+        self.interpreters, facts = [], []
         for path in files:
-            if not path.is_file():
-                raise InputError(f"{path}: no such file")
-            interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=self.threads)
-            interpreter.allocate_tensors()
+            interpreter, fact, metadata = _load(path, self.threads)
             self.interpreters.append(interpreter)
-        facts = [describe_tflite(p) for p in files]
+            facts.append(fact)
+            if path == files[0]:
+                self.metadata = metadata
         self.precision = _precision(facts)
         if precision is not None and precision != self.precision:
             raise PrecisionUnavailableError(
                 f"asked for {precision}, but {', '.join(p.name for p in files)} is {self.precision}"
             )
-        self.input = self.interpreters[0].get_input_details()[0]
-        self.output = self.interpreters[-1].get_output_details()[0]
-        self.metadata = read_metadata(files[0])
-        self.layout = self.metadata["layout"] if self.metadata else _guess_layout(tuple(self.input["shape"]))
-        self.batch = int(self.input["shape"][0])
+        self._inputs = [interpreter.get_input_details()[0] for interpreter in self.interpreters]
+        self._outputs = [interpreter.get_output_details()[0] for interpreter in self.interpreters]
+        self.input, self.output = self._inputs[0], self._outputs[-1]
+        shape = tuple(int(s) for s in self.input["shape"])
+        self.layout = self.metadata["layout"] if self.metadata else _guess_layout(shape)
+        scale, zero = self.input["quantization"]
+        self.native = NativeInput(shape, self.layout, np.dtype(self.input["dtype"]).name, float(scale), int(zero))
+        self.batch = shape[0]
         self.fixed_batch = self.batch  # a larger batch runs as several executions
         self.outputs_probabilities = facts[-1]["ops"][-1:] == ["SOFTMAX"]
-        dtype = np.dtype(self.input["dtype"]).name
-        scale, zero = self.input["quantization"]
-        quant = f" (scale {scale:.6g}, zero point {zero})" if dtype != "float32" else ""
+        self.execution = read_execution(self.interpreters)
         weights = {"fp32": "float32 weights", "fp16": "float16 weights (dequantized at load)",
                    "int8": f"{facts[0]['weight_dtype']} weights, integer kernels"}[self.precision]
         produced = "probabilities (the file ends in SOFTMAX)" if self.outputs_probabilities else "logits"
         version = package_version("ai-edge-litert") or "?"
         self.description = (
             f"LiteRT interpreter (ai-edge-litert {version}, XNNPACK delegate) {' + '.join(p.name for p in files)}: "
-            f"{self.precision}, {weights}; input {dtype} {self.layout.upper()}{quant}; returns {produced}; "
-            f"{self.threads} threads, batch {self.batch} per invocation"
+            f"{self.precision}, {weights}; input {self.native.describe()}; returns {produced}; "
+            f"{self.threads} threads, batch {self.batch} per invocation; {self.execution.summary()}"
         )
 
     @classmethod
@@ -93,35 +101,91 @@ class LiteRtPredictor(Predictor):
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         return cls(paths, precision, threads)
 
+    def native_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """``x`` as the file takes it (``runtimes.inputs``): converted once, passed through after."""
+        return self.native.convert(x)
+
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        batch = as_numpy(x)
-        expected = tuple(int(s) for s in self.input["shape"])
-        if batch.ndim != 4:
-            raise InputError(f"expected an NCHW batch, got shape {batch.shape}")
-        if self.layout == "nhwc":
-            batch = batch.transpose(0, 2, 3, 1)
-        if batch.shape[1:] != expected[1:]:
-            raise InputError(
-                f"input of shape {tuple(x.shape)} does not fit the file's {self.layout.upper()} input {expected}"
-            )
+        batch = self.native.convert(x)
         outputs = []
         for start in range(0, len(batch), self.batch):
-            part = batch[start : start + self.batch]
-            count = len(part)
+            value = batch[start : start + self.batch]
+            count = len(value)
             if count < self.batch:  # a fixed batch larger than 1: pad the last slice
-                part = np.concatenate([part, np.zeros((self.batch - count, *part.shape[1:]), part.dtype)])
-            value = _quantize(part, self.input)
-            previous: dict[str, Any] | None = None
-            for interpreter in self.interpreters:
-                details = interpreter.get_input_details()[0]
-                if previous is not None:  # the next part of a split model
-                    value = _quantize(_dequantize(value, previous), details)
-                interpreter.set_tensor(details["index"], value)
+                value = np.concatenate([value, np.zeros((self.batch - count, *value.shape[1:]), value.dtype)])
+            for i, interpreter in enumerate(self.interpreters):
+                if i:  # the next part of a split model
+                    value = _quantize(_dequantize(value, self._outputs[i - 1]), self._inputs[i])
+                interpreter.set_tensor(self._inputs[i]["index"], value)
                 interpreter.invoke()
-                previous = interpreter.get_output_details()[0]
-                value = interpreter.get_tensor(previous["index"])
+                value = interpreter.get_tensor(self._outputs[i]["index"])
             outputs.append(_dequantize(value, self.output).reshape(self.batch, -1)[:count])
-        return torch.from_numpy(np.concatenate(outputs))
+        return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
+
+
+def _load(path: Path, threads: int) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """(interpreter with tensors allocated, ``describe_tflite`` facts, our metadata) of one file,
+    checked against its checksum first; a file the interpreter cannot parse is one line."""
+    from mobilenet.weights.tflite import describe_tflite  # noqa: PLC0415 - pure numpy, no cycle
+
+    interpreter_module = require("ai_edge_litert.interpreter")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    verify_checksums(path)
+    try:
+        interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+        return interpreter, describe_tflite(path), read_metadata(path)
+    except MobileNetError:
+        raise
+    except Exception as err:  # the interpreter and the FlatBuffer readers raise many kinds
+        raise unreadable(path, "a TFLite model", err) from err
+
+
+def read_execution(interpreters: Sequence[Any]) -> Execution:
+    """What the interpreters run once XNNPACK is applied (one per part of a split model)."""
+    ops_total, calls, transposes = 0, 0, 0
+    outside: list[str] = []
+    weights: Counter[str] = Counter()
+    for interpreter in interpreters:
+        nodes = interpreter._get_ops_details()  # noqa: SLF001 - the interpreter's only view of its plan
+        delegated = [n for n in nodes if n["op_name"] == "DELEGATE"]
+        ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
+        ops_total, calls = ops_total + len(ops), calls + len(delegated)
+        transposes += sum(op["op_name"] == "TRANSPOSE" for op in ops)
+        outside += _outside_the_delegate(interpreter, ops, delegated)
+        weights += _weight_dtypes(interpreter, ops)
+    return Execution.of("litert", ops_total, delegate="XNNPACK", delegate_calls=calls, outside=outside,
+                        transposes=transposes, weights=weights)
+
+
+def _outside_the_delegate(interpreter: Any, ops: list[dict[str, Any]], delegated: list[dict[str, Any]]) -> list[str]:
+    """The ops a DELEGATE node did not replace: walking back from what the delegates read and the
+    graph outputs they do not write, every op that produces one of those ran outside them."""
+    needed = {int(t) for node in delegated for t in node["inputs"]}
+    written = {int(t) for node in delegated for t in node["outputs"]}
+    needed |= {d["index"] for d in interpreter.get_output_details()} - written
+    left = []
+    for op in reversed(ops):
+        if any(int(t) in needed for t in op["outputs"]):
+            left.append(op["op_name"])
+            needed |= {int(t) for t in op["inputs"]}
+    return left[::-1]
+
+
+def _weight_dtypes(interpreter: Any, ops: list[dict[str, Any]]) -> Counter[str]:
+    """The stored dtype of each conv and classifier weight (behind its DEQUANTIZE, where it has one)."""
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    producers = {int(t): op for op in ops for t in op["outputs"]}
+    found: Counter[str] = Counter()
+    for op in ops:
+        if op["op_name"] in WEIGHTED_OPS and len(op["inputs"]) > 1:
+            weight = int(op["inputs"][1])
+            source = producers.get(weight)
+            if source is not None and source["op_name"] == "DEQUANTIZE":
+                weight = int(source["inputs"][0])
+            found[dtypes.get(weight, "?")] += 1
+    return found
 
 
 def _precision(facts: list[dict[str, Any]]) -> str:

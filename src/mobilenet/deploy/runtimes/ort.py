@@ -5,19 +5,27 @@ AVX-512 without VNNI) they add pairs of products in saturating 16-bit lanes, so 
 keep to 7 bits there (``reduce_range``) or large products clip: measured on 1.0-224 under an
 AVX2-only CPU, top-1 fell from 78.9% to 64.1% (see ``mobilenet.deploy.quantize``). A predictor
 reads the weight range back from the file and warns when the file will clip on this CPU.
+
+A file is checked against its checksum first (``integrity``); one ONNX Runtime cannot parse is a
+one-line ``DamagedFileError``. ``execution`` says what the graph holds: its nodes (all on the CPU
+execution provider: there is no delegate to fall back from) and its stored weight dtypes.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mobilenet.cpu import cpu_info
+from mobilenet.deploy.execution import Execution
+from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import require
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "int8")  # no bf16 kernels on x86 CPUs
@@ -26,35 +34,54 @@ SEVEN_BIT_LIMIT = 64  # |w| <= 64 keeps 2 x 255 x 64 = 32,640 inside a signed 16
 
 def int8_weight_magnitude(model_bytes: bytes) -> int | None:
     """The largest |value| among the file's int8 weight initializers (None: no int8 weights)."""
+    return _read_graph(model_bytes)[0]
+
+
+def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
+    """(``int8_weight_magnitude``, what the graph runs) from one parse of the file."""
     onnx = require("onnx")
-    from onnx import numpy_helper  # noqa: PLC0415
+    from onnx import helper, numpy_helper  # noqa: PLC0415
 
     graph = onnx.load_from_string(model_bytes).graph
     largest = None
+    weights: Counter[str] = Counter()
     for init in graph.initializer:
         if init.data_type == onnx.TensorProto.INT8:
             value = int(np.abs(numpy_helper.to_array(init).astype(np.int16)).max(initial=0))
             largest = value if largest is None else max(largest, value)
-    return largest
+        if len(init.dims) >= 2:  # a weight, not a bias, a scale or a shape
+            weights[np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).name] += 1
+    transposes = sum(node.op_type == "Transpose" for node in graph.node)
+    return largest, Execution.of("onnxruntime", len(graph.node), weights=weights, transposes=transposes)
 
 
 class OnnxRuntimePredictor(Predictor):
     runtime = "onnxruntime"
 
-    def __init__(self, model_bytes: bytes, precision: str | None = "fp32", threads: int | None = None) -> None:
+    def __init__(
+        self, model_bytes: bytes, precision: str | None = "fp32", threads: int | None = None, *,
+        name: str = "the ONNX model",
+    ) -> None:
         """``precision``: what the caller expects the file to be (None: whatever it is); the file's
         own precision is read back from its weights, and a different one raises
-        ``PrecisionUnavailableError``."""
+        ``PrecisionUnavailableError``. ``name``: the file's, for errors."""
         ort = require("onnxruntime")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+            magnitude, self.execution = _read_graph(model_bytes)
+        except MobileNetError:
+            raise
+        except Exception as err:  # ONNX Runtime's and onnx's parse errors have no common base
+            raise unreadable(name, "an ONNX model", err) from err
         self.input_name = self.session.get_inputs()[0].name
-        magnitude = int8_weight_magnitude(model_bytes)
         self.precision = "int8" if magnitude is not None else "fp32"
         if precision is not None and self.precision != precision:
             raise PrecisionUnavailableError(f"asked for {precision}, but the ONNX file is {self.precision}")
@@ -69,13 +96,17 @@ class OnnxRuntimePredictor(Predictor):
                     "Re-quantize with portable int8 (7-bit weights), the project's default", stacklevel=2,
                 )
                 kind += ", SATURATES on this CPU (no VNNI)"
-        self.description = f"ONNX Runtime {ort.__version__} {kind}, {threads or 'default (all cores)'} intra-op threads"
+        self.description = (f"ONNX Runtime {ort.__version__} {kind}, {threads or 'default (all cores)'} intra-op "
+                            f"threads; {self.execution.summary()}")
 
     @classmethod
     def from_file(
         cls, path: str | os.PathLike[str], precision: str | None = "fp32", threads: int | None = None
     ) -> OnnxRuntimePredictor:
-        return cls(Path(path).read_bytes(), precision, threads)
+        """The file at ``path``, checked against its checksum first (``integrity``)."""
+        path = Path(path)
+        verify_checksums(path)
+        return cls(path.read_bytes(), precision, threads, name=path.name)
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: as_numpy(x)})[0])

@@ -5,6 +5,9 @@ an unset "fp32" would really be bf16 there. What runs is read back from the comp
 precision each convolution executes in), and a request that would silently run another precision
 — bf16 on a CPU without it, where OpenVINO quietly falls back to f32 — is refused: ``not_native``
 says so before anything is built, and the read-back catches whatever it could not foresee.
+``execution`` says what the compiled model runs (its layers, the transposes among them) and the
+dtypes the IR stores its weights in. A file is checked against its checksum first
+(``integrity``); one OpenVINO cannot read is a one-line ``DamagedFileError``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 import torch
 
 from mobilenet.cpu import cpu_info
+from mobilenet.deploy.execution import Execution
+from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import require
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
@@ -24,6 +29,10 @@ from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 PRECISIONS = ("fp32", "bf16", "int8")
 # OpenVINO's names for what a convolution executes in -> ours.
 EXECUTED = {"f32": "fp32", "bf16": "bf16", "u8": "int8", "i8": "int8", "f16": "fp16"}
+# OpenVINO's element types -> numpy's names, for the stored weights.
+STORED = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "i8": "int8", "u8": "uint8", "i4": "int4"}
+# What stands between a stored weight and the layer that uses it (decompression, NNCF's quantization).
+_WEIGHT_PATH = ("Convert", "FakeQuantize", "Multiply", "Subtract", "Reshape")
 
 
 def not_native(precision: str) -> str | None:
@@ -81,20 +90,26 @@ class OpenVinoPredictor(Predictor):
                 f"{dict(executed)} on this CPU ({cpu_info().summary()})"
             )
         self.precision = main
+        self.execution = read_execution(ov_model, self.compiled)
         used = self.compiled.get_property("INFERENCE_NUM_THREADS")
         layers = ", ".join(f"{n} conv {p}" for p, n in sorted(executed.items()))
         kind = "NNCF int8, per-channel weights" if precision == "int8" else f"{precision}, BatchNorm folded"
         self.description = (
             f"OpenVINO {ov.get_version().split('-')[0]} {kind} (runs {layers}), INFERENCE_PRECISION_HINT={hint}, "
-            f"{used or 'all'} threads"
+            f"{used or 'all'} threads; {self.execution.summary()}"
         )
 
     @classmethod
     def from_file(
         cls, path: str | os.PathLike[str], precision: str | None = "fp32", threads: int | None = None
     ) -> OpenVinoPredictor:
-        """``precision`` None: int8 if the IR holds NNCF's FakeQuantize nodes, else fp32."""
-        ov_model = openvino_core().read_model(str(path))
+        """``precision`` None: int8 if the IR holds NNCF's FakeQuantize nodes, else fp32. The .xml
+        and its .bin are checked against their checksums first (``integrity``)."""
+        verify_checksums(path)
+        try:
+            ov_model = openvino_core().read_model(str(path))
+        except Exception as err:  # OpenVINO raises RuntimeError for any file it cannot parse
+            raise unreadable(path, "an OpenVINO IR (.xml and its .bin)", err) from err
         if precision is None:
             quantized = any(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ordered_ops())
             precision = "int8" if quantized else "fp32"
@@ -103,3 +118,20 @@ class OpenVinoPredictor(Predictor):
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         self.request.infer({0: as_numpy(x)}, share_inputs=True)
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+
+def read_execution(ov_model: Any, compiled: Any) -> Execution:
+    """The compiled model's layers (inputs, outputs and constants aside) and the transposes among
+    them, and the element type of each convolution's and the classifier's stored weights."""
+    layers = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()]
+    layers = [kind for kind in layers if kind not in ("Input", "Output", "Const", "Parameter", "Result")]
+    weights: Counter[str] = Counter()
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+            source = op.input_value(1).get_node()
+            while source.get_type_name() in _WEIGHT_PATH:
+                source = source.input_value(0).get_node()
+            if source.get_type_name() == "Constant":
+                kind = source.get_element_type().get_type_name()
+                weights[STORED.get(kind, kind)] += 1
+    return Execution.of("openvino", len(layers), weights=weights, transposes=layers.count("Transpose"))
