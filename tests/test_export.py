@@ -7,6 +7,7 @@ folder of its own kind, in one step."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -287,6 +288,7 @@ def test_a_file_its_runtime_cannot_parse_is_one_line(tmp_path, suffix, runtime):
 def test_one_flipped_bit_in_an_export_is_refused_in_one_line(model, tmp_path, capsys, part):
     # Before, a flipped bit in an .onnx ran at 5.5% top-1 instead of 63.5%, exit 0.
     from mobilenet.cli import main
+    from mobilenet.deploy.formats.metadata import read_export_metadata
     from mobilenet.deploy.integrity import DamagedFileError, sidecar
     from mobilenet.deploy.runtime import predictor_from_file
     from mobilenet.preprocess import sample_photos
@@ -295,18 +297,22 @@ def test_one_flipped_bit_in_an_export_is_refused_in_one_line(model, tmp_path, ca
     main_file = tmp_path / ("m.onnx" if part == ".onnx" else "m.xml")
     result = export(model, main_file)
     assert result.checksum == sidecar(main_file) and f"SHA-256 in {main_file.name}.sha256" in result.summary()
-    predictor_from_file(main_file)  # intact: runs
+    # Intact, it runs, says what it holds (`evaluate --exported` needs no --weights) and what it runs.
+    runs = predictor_from_file(main_file).execution.summary()
+    assert read_export_metadata(main_file)["arch"] == model.arch_cfg.to_dict()
+    weights = save_safetensors(weights_of(model), tmp_path / "w.safetensors")
+    (tmp_path / "data.csv").write_text(f"{sample_photos()[0]},1\n")
+    evaluate = ["evaluate", "--exported", str(main_file), "--weights", str(weights),
+                "--data", str(tmp_path / "data.csv")]
+    capsys.readouterr()
+    assert main(evaluate) == 0 and runs in capsys.readouterr().err
     damaged = main_file.with_suffix(part)
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0x01
     damaged.write_bytes(bytes(data))
     with pytest.raises(DamagedFileError, match=f"m\\{part} is damaged"):
         predictor_from_file(main_file)
-    weights = save_safetensors(weights_of(model), tmp_path / "w.safetensors")
-    (tmp_path / "data.csv").write_text(f"{sample_photos()[0]},1\n")
-    capsys.readouterr()
-    status = main(["evaluate", "--exported", str(main_file), "--weights", str(weights),
-                   "--data", str(tmp_path / "data.csv")])
+    status = main(evaluate)
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if "error" in line] == [
@@ -333,3 +339,28 @@ def test_each_writer_holds_its_files_to_what_it_promises():
     assert litert.execution_problem(quantize, precision="int8", io_dtype="int8") == "op(s) outside XNNPACK (QUANTIZE)"
     assert quantize.summary() == ("runs 31 ops, 1 XNNPACK call and 1 outside XNNPACK (QUANTIZE); 0 TRANSPOSE; "
                                   "weights stored as int8 (28)")
+
+
+@needs_openvino
+def test_openvinos_own_failure_to_write_on_a_full_disk_is_one_line(model, tmp_path, monkeypatch):
+    # OpenVINO reports a full disk as RuntimeError("basic_ios::clear: iostream error"): a traceback before.
+    import openvino as ov
+
+    from mobilenet.deploy.formats import openvino as writer
+    from mobilenet.errors import ResourceError
+
+    def tiny(model):
+        image = ov.opset13.parameter([1, 3, 8, 8], ov.Type.f32)
+        return ov.Model([ov.opset13.relu(image)], [image])
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(writer, "openvino_model", tiny)
+    monkeypatch.setattr(ov, "save_model", full_disk)
+    usage = shutil.disk_usage
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: usage(path)._replace(free=0))
+    target = tmp_path / "m.xml"
+    with pytest.raises(ResourceError, match=f"^cannot write {target}: the disk is full$"):
+        export(model, target)
+    assert list(tmp_path.iterdir()) == []

@@ -96,3 +96,16 @@ def test_a_link_to_a_package_directory_is_followed(tmp_path: Path) -> None:
     (new / "new").write_text("new")
     replace_directory(new, link, accept=lambda p: True, what="package")
     assert link.is_symlink() and (real / "new").read_text() == "new" and not (real / "old").exists()
+
+
+def test_a_copy_that_fills_the_disk_says_so_in_one_line() -> None:
+    # shutil.copytree (coremltools saves a package with it) gathers its failures into one shutil.Error.
+    import shutil
+
+    from mobilenet.errors import ResourceError
+    from mobilenet.files import write_error
+
+    failure = shutil.Error([("/tmp/a/weight.bin", "/out/m.mlpackage/weight.bin",
+                             "[Errno 28] No space left on device: '/tmp/a/weight.bin'")])
+    error = write_error(failure, "/out/m.mlpackage")
+    assert isinstance(error, ResourceError) and str(error) == "cannot write /out/m.mlpackage: the disk is full"

@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import shutil
 import stat
 import sys
@@ -88,11 +89,26 @@ def write_error(err: OSError, path: str | os.PathLike[str]) -> MobileNetError:
     """The one-line project error for ``err`` raised while writing ``path``: an ``InputError``
     where the user can fix it (permissions, a read-only file system), else a ``ResourceError``
     (a full disk)."""
+    code = _errno_of(err)
+    fallback = err.strerror or (os.strerror(code) if code else str(err))
     reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied"}.get(err.errno or 0, err.strerror or str(err))
-    cls = InputError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) else ResourceError
+              errno.EPERM: "permission denied"}.get(code or 0, fallback)
+    cls = InputError if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) else ResourceError
     return cls(f"cannot write {path}: {reason}")
+
+
+def _errno_of(err: OSError) -> int | None:
+    """``err.errno``, or for a ``shutil.Error`` (``copytree`` gathers its failures into one, each as
+    (source, target, "[Errno 28] No space left on device: ...")) the first failure's."""
+    if err.errno is not None:
+        return err.errno
+    failures = err.args[0] if isinstance(err, shutil.Error) and err.args else None
+    for failure in failures if isinstance(failures, list) else []:
+        found = re.match(r"\[Errno (\d+)\]", str(failure[-1]))
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def destination(path: str | os.PathLike[str]) -> Path:

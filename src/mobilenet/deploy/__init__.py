@@ -7,8 +7,13 @@
 ``runtimes/`` predictors that run those files (and PyTorch itself), saying what precision runs; each
               declares the precisions it offers and where the CPU matters (bf16 only where native).
 ``verify``    logits against the PyTorch model on real photos, relative to the logits' spread.
-``export``    above the three: write, run in its own runtime, verify, then move into place (an
-              ``ExportResult``); a mismatch raises ``ExportMismatchError`` and writes nothing.
+``export``    above the three: write, run in its own runtime, verify, then move into place with
+              its checksums beside it (an ``ExportResult``); a mismatch raises
+              ``ExportMismatchError`` and writes nothing.
+``integrity`` ``NAME.sha256`` beside every export, checked by every predictor before its runtime
+              reads the file: a damaged file is refused in one line, never run.
+``execution`` what a file really runs, read back from its runtime: ops inside and outside the
+              delegate, TRANSPOSE ops, stored weight dtypes (printed by export and evaluate).
 ``quantize``  int8 post-training quantization (per-channel weights, 7-bit where the CPU needs it)
               calibrated on real images, through ONNX Runtime's static quantizer or NNCF.
 ``runtime``   ``make_predictor(model, runtime, precision)``: one callable over every runtime, with

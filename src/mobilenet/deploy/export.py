@@ -12,11 +12,12 @@ Apple platforms: elsewhere they are checked structurally and the verification sa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from mobilenet.deploy.formats.onnx import onnx_input_shape
 from mobilenet.deploy.integrity import checksum_lines, sidecar
 from mobilenet.deploy.runtimes import predictor_class
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import (
     atomic_files,
     destination,
@@ -146,10 +147,8 @@ def export(
         raise write_error(err, path) from err
     with staging as tmp:  # removed whatever happens: nothing partial is left beside the target
         staged = Path(tmp) / f"model{path.suffix}"
-        try:
+        with _said_of(path):
             files = writer.write(model, staged, precision=precision, calibration=calibration, **options)
-        except OSError as err:  # a full disk mid-write: one line, not the converter's traceback
-            raise write_error(err, path) from err
         check, execution = _verify_file(model, writer, staged, precision, images, options)
         targets = _move_into_place(writer, files, staged, path, inputs)
     return ExportResult(
@@ -157,6 +156,21 @@ def export(
         input=_input_description(model, writer, options), size_bytes=sum(map(_size, targets)), verification=check,
         checksum=sidecar(path), execution=execution,
     )
+
+
+@contextlib.contextmanager
+def _said_of(path: Path) -> Iterator[None]:
+    """A write into the staging folder that fails (a full disk mid-write) is one line about
+    ``path``, the file asked for, whether the writer let the ``OSError`` through or worded it
+    about its own temporary name."""
+    try:
+        yield
+    except OSError as err:
+        raise write_error(err, path) from err
+    except MobileNetError as err:
+        if isinstance(err.__cause__, OSError):
+            raise write_error(err.__cause__, path) from err
+        raise
 
 
 def _writer_options(fmt: str) -> list[str]:

@@ -6,7 +6,9 @@ Every writer module exposes ``NAME``, ``SUFFIXES`` (the file endings it writes),
 what an export of that format accepts). The mobile writers (.tflite, .pte, .mlpackage) add
 ``BATCH``, the batch their files are traced at, and ``DEFAULT_LAYOUT``; a writer whose output is a
 folder (Core ML) exposes ``is_output(path) -> bool``, so that an export replaces only a folder of
-its own kind. Writers import neither the runtimes nor verification;
+its own kind; a writer that promises how its files run exposes ``execution_problem(execution,
+**options) -> str | None`` (``deploy.execution``: nothing outside XNNPACK in a ``.pte``), which an
+export holds the written file to. Writers import neither the runtimes nor verification;
 ``mobilenet.deploy.export`` stands above all three.
 """
 

@@ -13,7 +13,8 @@ file             where the description lives
 ===============  ================================================================================
 
 ``read_export_metadata`` returns None for a file without one (TF's own ``.tflite`` files, and
-exports from before the format carried it).
+exports from before the format carried it). A file is checked against the checksums its export
+wrote beside it first (``integrity``): a damaged one is a ``DamagedFileError``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.deploy.formats import format_for_path
+from mobilenet.deploy.integrity import verify_checksums
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 
@@ -37,6 +39,7 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     fmt = format_for_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    verify_checksums(path)  # a damaged export is refused before any of it is believed
     try:
         meta = _read(path, fmt)
     except InputError:

@@ -4,19 +4,25 @@ The batch dimension is dynamic by default; ``fixed_batch`` fixes it, as ONNX Run
 NNAPI and Core ML execution providers need (its checker: 0 of 57 nodes usable with a dynamic
 batch, 57 of 57 with a fixed one). The spatial size is always the configured resolution: TF
 'SAME' pads are computed from it, so they become constants of the graph. int8 is ONNX Runtime's
-static QDQ quantization (``mobilenet.deploy.quantize``).
+static QDQ quantization (``mobilenet.deploy.quantize``). The model's description (name,
+architecture, precision, preprocessing, labels: ``mobile.model_description``) travels in the file's
+``metadata_props`` under ``mobilenet``, as JSON, so that the file can be evaluated alone
+(``formats.metadata``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mobilenet.deploy import quantize
-from mobilenet.deploy.optional import require
+from mobilenet.deploy.formats.mobile import model_description
+from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.prepare import folded_copy
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
@@ -29,13 +35,16 @@ RUNTIME = "onnxruntime"
 ONNX_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+METADATA_KEY = "mobilenet"  # formats.metadata reads it back
 MAX_DYNAMIC_BATCH = 4096
 
 
 def export_onnx(
-    model: MobileNetV1, path: str | os.PathLike[str], *, opset: int = ONNX_OPSET, fixed_batch: int | None = None
+    model: MobileNetV1, path: str | os.PathLike[str], *, opset: int = ONNX_OPSET, fixed_batch: int | None = None,
+    precision: str = "fp32",
 ) -> Path:
-    """Write the folded fp32 model as ONNX (unverified: ``mobilenet.deploy.export`` verifies)."""
+    """Write the folded fp32 model as ONNX (unverified: ``mobilenet.deploy.export`` verifies).
+    ``precision``: what its metadata says the finished file will be (int8 once quantized)."""
     require("onnx")
     require("onnxscript")
     if fixed_batch is not None and not (isinstance(fixed_batch, int) and fixed_batch >= 1):
@@ -50,6 +59,7 @@ def export_onnx(
             folded, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes=dynamic, opset_version=opset, verbose=False,
         )
+        program.model.metadata_props[METADATA_KEY] = json.dumps(metadata_for(model, precision), separators=(",", ":"))
         program.save(str(tmp), external_data=False)
     return path
 
@@ -66,12 +76,24 @@ def write(
         return [export_onnx(model, path, fixed_batch=fixed_batch)]
     if precision != "int8" or calibration is None:
         raise InputError(f"ONNX export offers {PRECISIONS}; int8 needs calibration images (got {precision!r})")
-    fp32 = export_onnx(model, path.with_name(f".{path.stem}.fp32.onnx"), fixed_batch=fixed_batch)
+    fp32 = export_onnx(model, path.with_name(f".{path.stem}.fp32.onnx"), fixed_batch=fixed_batch, precision="int8")
     try:
         quantize.quantize_onnx(fp32, path, calibration, portable=portable_int8)
     finally:
         fp32.unlink(missing_ok=True)
     return [path]
+
+
+def metadata_for(model: MobileNetV1, precision: str) -> dict[str, Any]:
+    """What an ONNX or OpenVINO file says about the model inside it (NCHW float32 input)."""
+    from mobilenet import __version__  # noqa: PLC0415
+
+    return {
+        "format": "mobilenet-metadata", "version": 1,
+        "producer": f"mobilenet {__version__}, torch {package_version('torch') or 'unknown'}",
+        **model_description(model, precision, "nchw"),
+        "input": {"dtype": "float32"}, "output": {"dtype": "float32", "meaning": "logits"},
+    }
 
 
 def onnx_input_shape(path: str | os.PathLike[str]) -> list[int | str]:

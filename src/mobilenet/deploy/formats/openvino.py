@@ -1,10 +1,14 @@
 """OpenVINO IR: an ``.xml`` graph and a ``.bin`` of weights beside it, converted from the ONNX
 export (dynamic batch kept) and, for int8, quantized with NNCF (``mobilenet.deploy.quantize``).
-Weights stay at full precision: OpenVINO's own default would compress them to fp16."""
+Weights stay at full precision: OpenVINO's own default would compress them to fp16. The model's
+description travels in the IR's ``rt_info`` under ``mobilenet`` (JSON, as the ONNX export's)."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ from typing import Any
 import torch
 
 from mobilenet.deploy import quantize
-from mobilenet.deploy.formats.onnx import export_onnx
+from mobilenet.deploy.formats.onnx import METADATA_KEY, export_onnx, metadata_for
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_files
@@ -22,6 +26,7 @@ NAME = "openvino"
 SUFFIXES = (".xml",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "openvino"
+FULL_DISK_MARGIN = 1 << 20  # free bytes under which a failed write is taken for a full disk
 
 
 def convert_to_openvino(onnx_path: str | os.PathLike[str]) -> Any:
@@ -47,12 +52,23 @@ def save_openvino(ov_model: Any, path: str | os.PathLike[str]) -> list[Path]:
         raise InputError(f"an OpenVINO model is an .xml file (with a .bin beside it), got {path}")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp, \
             atomic_files([path.with_suffix(".bin"), path]) as (bin_tmp, xml_tmp):
-        ov.save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        _save(ov, ov_model, Path(tmp) / "model.xml")
         # The .xml does not name its weights file: OpenVINO reads <stem>.bin beside it, so the
         # pair only has to arrive under the final names, .bin first.
         os.replace(Path(tmp) / "model.bin", bin_tmp)
         os.replace(Path(tmp) / "model.xml", xml_tmp)
     return [path, path.with_suffix(".bin")]
+
+
+def _save(ov: Any, ov_model: Any, path: Path) -> None:
+    """``ov.save_model`` at full precision, its failure to write (a ``RuntimeError``, "basic_ios::clear:
+    iostream error" on a full disk) an ``OSError`` as any other writer's, for ``export`` to word."""
+    try:
+        ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    except RuntimeError as err:
+        full = shutil.disk_usage(path.parent).free < FULL_DISK_MARGIN
+        reason = os.strerror(errno.ENOSPC) if full else f"OpenVINO could not write it ({str(err).strip()[:200]})"
+        raise OSError(errno.ENOSPC if full else errno.EIO, reason, str(path)) from err
 
 
 def write(
@@ -68,4 +84,5 @@ def write(
         ov_model = quantize.quantize_openvino(ov_model, calibration, portable=portable_int8)
     elif precision != "fp32":
         raise InputError(f"OpenVINO export offers {PRECISIONS}, got {precision!r}")
+    ov_model.set_rt_info(json.dumps(metadata_for(model, precision), separators=(",", ":")), METADATA_KEY)
     return save_openvino(ov_model, path)
