@@ -243,3 +243,30 @@ def test_micro_batches_give_the_same_result(model, images):
     whole = predictor(batch)
     predictor.micro_batch = 5  # slices of 5, 5, 2
     torch.testing.assert_close(predictor(batch), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_files_own_input_is_made_once_passed_through_and_the_other_layout_refused():
+    import numpy as np
+
+    from mobilenet.deploy.runtimes.inputs import NativeInput
+    from mobilenet.preprocess import Preprocess, load_image
+
+    uint8 = NativeInput((1, 32, 32, 3), "nhwc", "uint8", scale=1 / 127.5, zero_point=128)
+    standard = torch.rand(2, 3, 32, 32) * 2 - 1
+    native = uint8.convert(standard)
+    assert native.dtype == np.uint8 and native.shape == (2, 32, 32, 3)
+    assert np.shares_memory(uint8.convert(native), native)  # passed through, not converted again
+    with pytest.raises(ValueError, match=r"input of shape \(2, 32, 32, 3\) \(NHWC float32\) does not fit: this file "
+                       r"takes NCHW float32 \(N, 3, 32, 32\), or its own uint8 NHWC \(N, 32, 32, 3\)"):
+        uint8.convert(standard.permute(0, 2, 3, 1))
+    nchw = NativeInput((1, 3, 32, 32), "nchw")
+    with pytest.raises(ValueError, match=r"\(NHWC float32\) does not fit: this file takes NCHW float32 "
+                       r"\(N, 3, 32, 32\)$"):
+        nchw.convert(standard.permute(0, 2, 3, 1))
+    # From preprocessing itself: a pixel-valued uint8 input is the resized, cropped pixels.
+    preprocess = Preprocess(resolution=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    image = load_image(sample_photos()[0])
+    pixels = uint8.image_transform(preprocess)(image)
+    assert pixels.dtype == np.uint8 and pixels.shape == (32, 32, 3)
+    converted = uint8.convert(preprocess.eval_transform()(image)[None])[0]
+    assert np.abs(pixels.astype(int) - converted.astype(int)).max() <= 1  # TF's half a level, at most

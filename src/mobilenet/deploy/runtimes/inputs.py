@@ -77,8 +77,7 @@ class NativeInput:
         (a ``mobilenet.preprocess.Preprocess``) itself; see the module docstring."""
         if self.dtype == "uint8" and self.pixels_are_input(preprocess):
             return _PixelInput(preprocess, self.layout)
-        standard = preprocess.eval_transform()
-        return lambda image: self.convert(standard(image)[None])[0]
+        return _ConvertedInput(preprocess, self)
 
     def pixels_are_input(self, preprocess: Any) -> bool:
         """Whether q = pixel value: one mean and std for every channel, scale 1 / (255 std) and
@@ -95,7 +94,7 @@ class NativeInput:
         if not self.scale:
             raise InputError(f"the file's {self.dtype} input has no quantization parameters")
         info = np.iinfo(self.dtype)
-        return np.clip(np.round(x / self.scale) + self.zero_point, info.min, info.max).astype(self.dtype)
+        return np.clip(np.round(x / self.scale) + self.zero_point, info.min, info.max).astype(self.dtype, order="C")
 
     def _refusal(self, x: torch.Tensor | np.ndarray) -> InputError:
         c, h, w = self.chw
@@ -109,8 +108,19 @@ class NativeInput:
         return InputError(f"input of shape {got} ({layout}{dtype}) does not fit: this file takes {takes}")
 
 
+class _ConvertedInput:
+    """The standard preprocessing, converted to the file's input (picklable, for loader workers)."""
+
+    def __init__(self, preprocess: Any, native: NativeInput) -> None:
+        self.standard, self.native = preprocess.eval_transform(), native
+
+    def __call__(self, image: Any) -> np.ndarray:
+        return self.native.convert(self.standard(image)[None])[0]
+
+
 class _PixelInput:
-    """Resized and cropped uint8 pixels in the file's layout: the input of a pixel-valued file."""
+    """Resized and cropped uint8 pixels in the file's layout: the input of a pixel-valued file
+    (picklable, for loader workers)."""
 
     def __init__(self, preprocess: Any, layout: str) -> None:
         self.preprocess, self.layout = preprocess, layout
