@@ -444,8 +444,8 @@ def test_a_photo_classified_on_the_server_and_in_the_browser_agrees_with_pytorch
 
 @pytest.mark.slow
 def test_web_export_that_disagrees_with_pytorch_writes_nothing(tmp_path, model, monkeypatch):
-    from mobilenet.deploy.formats import web as writer
     from mobilenet.deploy.verify import ExportMismatchError
+    from mobilenet.web import writer
     from mobilenet.web.export import export_web
 
     needs_bundled_runtime()

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=Path,
                    help="the file to write: .onnx, .xml (OpenVINO, with a .bin beside it), .tflite, .pte, .mlpackage; "
                    "with --format web, a folder (model, labels, preprocessing and a page that runs them)")
-    p.add_argument("--format", choices=tuple(FORMAT_MODULES), default=None, help="default: from the output's suffix")
+    p.add_argument("--format", choices=(*FORMAT_MODULES, "web"), default=None, help="default: from the output's suffix")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="each format offers some: fp32 all; fp16 .tflite and Core ML weights; int8 all but Core ML "
                    "(needs --calibration); bf16 is a runtime setting (bench, classify), no file holds it")

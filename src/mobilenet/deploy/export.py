@@ -79,10 +79,10 @@ def check_export(
     command line can call it before it builds the model. Raises ``InputError``."""
     path = Path(path)
     fmt = format or format_for_path(path)
+    if fmt == "web":  # a folder whose page is checked in a browser: the web package (above deploy) owns it
+        raise InputError("a web export is a folder checked in a browser: use mobilenet.web.export.export_web")
     if fmt not in FORMAT_MODULES:
         raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMAT_MODULES)}")
-    if fmt == "web":  # checked by running its page in a browser, which mobilenet.web.export does (above deploy)
-        raise InputError("a web export is a folder checked in a browser: use mobilenet.web.export.export_web")
     suffixes = [suffix for suffix, name in SUFFIX_FORMATS.items() if name == fmt]
     if path.suffix.lower() not in suffixes:
         raise InputError(f"a {fmt} model is written to a {' or '.join(suffixes)} file, got {path}")

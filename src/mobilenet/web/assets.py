@@ -7,7 +7,7 @@ copied from the npm registry's package when the project is installed (``make``: 
 ``npm run build`` in ``web/``). Nothing is fetched at run time.
 
 This module only locates files and imports nothing of the project but its errors: it is what the
-web export writer (``mobilenet.deploy.formats.web``) reads, below the server modules of this package.
+web export writer (``mobilenet.web.writer``) reads, below the server modules of this package.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class Classifier:
     def browser_files(self, weights: str) -> dict[str, Any]:
         """What the page needs to classify with ``weights`` itself: the ONNX file (exported and
         verified on first use), the labels and the preprocessing, as the web export writes them."""
-        from mobilenet.deploy.formats.web import model_description, page_labels, page_preprocess  # noqa: PLC0415
+        from mobilenet.web.writer import model_description, page_labels, page_preprocess  # noqa: PLC0415
 
         model = self.model(weights)
         return {"onnx": self._onnx(weights, model), "labels": page_labels(model),

@@ -1,6 +1,6 @@
 """``export DIR --format web``: the web folder written, run in a real browser, verified, moved into place.
 
-As every export (``mobilenet.deploy.export``): the writer (``deploy.formats.web``) fills a staging
+As every export (``mobilenet.deploy.export``): the writer (``web.writer``) fills a staging
 folder beside the target; the folder's own page runs in headless Chromium (``web.browser``) on
 real photos; only a folder that passes replaces the target (``files.replace_directory``). A
 mismatch raises ``ExportMismatchError`` and leaves the target as it was.
@@ -23,13 +23,12 @@ from typing import Any
 import torch
 
 from mobilenet.deploy.export import ExportResult
-from mobilenet.deploy.formats import web as writer
 from mobilenet.deploy.verify import ExportMismatchError, compare, logit_spread
 from mobilenet.errors import InputError
 from mobilenet.files import refuse_replacing_other_than, replace_directory
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess, sample_photos
-from mobilenet.web import assets, browser
+from mobilenet.web import assets, browser, writer
 
 WHAT = "web export"
 # Seconds the page may take to load the model and classify every photo (a 17 MB model compiles
@@ -68,7 +67,7 @@ def export_web(
     inputs: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> ExportResult:
-    """Write the folder ``path`` for ``model`` (see ``deploy.formats.web``), verify its page in
+    """Write the folder ``path`` for ``model`` (see ``web.writer``), verify its page in
     headless Chromium against PyTorch on real photos (default ``sample_photos()``), and move it
     into place. ``options``: the writer's (``labels``). Returns what was written with its
     verification. Raises ``ExportMismatchError`` (and leaves ``path`` as it was) when the page's

@@ -28,8 +28,6 @@ FORMAT_MODULES: dict[str, str] = {
     "tflite": "mobilenet.deploy.formats.litert",
     "executorch": "mobilenet.deploy.formats.executorch",
     "coreml": "mobilenet.deploy.formats.coreml",
-    # A folder whose page runs the model in a browser; verified there by mobilenet.web.export.
-    "web": "mobilenet.deploy.formats.web",
 }
 # File ending -> format name (kept here so that telling a format needs no optional import).
 SUFFIX_FORMATS: dict[str, str] = {

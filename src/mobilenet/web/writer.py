@@ -1,4 +1,5 @@
-"""Web: a folder a web developer can serve as it is, running the model in the browser.
+"""The web export's writer: a folder a web developer can serve as it is, running the model in the
+browser.
 
 ``model.onnx`` (the ONNX writer's folded fp32 network, dynamic batch, NCHW), ``labels.json`` (one
 name per output), ``preprocess.json`` (``Preprocess.to_dict()`` of the weights' recipe),
