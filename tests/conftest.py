@@ -43,3 +43,15 @@ def images(model):  # noqa: ANN001, ANN201
     from mobilenet.deploy.verify import photo_batch
 
     return photo_batch(model)
+
+
+# Classify, evaluate and bench run PyTorch through mobilenet.optimize, whose first compile of each
+# network and batch size costs tens of seconds here: tests that are not about the compiled path
+# insist on the eager backend (as a user may, through the same variable). tests/test_optimize.py
+# and the tests marked `compiled` clear it and compile for real.
+@pytest.fixture(autouse=True)
+def eager_torch_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("compiled") is None and request.node.module.__name__ != "test_optimize":
+        monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "eager")
+    else:
+        monkeypatch.delenv("MOBILENET_TORCH_BACKEND", raising=False)

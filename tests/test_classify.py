@@ -37,7 +37,8 @@ def test_classify_keeps_each_images_error_as_data(tmp_path, small_weights, monke
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     answer = classify([tmp_path / "a.jpg", tmp_path / "bad.jpg"], weights=small_weights, top_k=2)
-    assert answer.weights == "small" and answer.description == "torch fp32 on cpu" and len(answer) == 2
+    assert answer.weights == "small" and len(answer) == 2
+    assert answer.description.startswith("PyTorch") and "fp32 on cpu" in answer.description  # optimize's path
     good, bad = answer
     assert good.ok and [p.label for p in good.top][:1] == ["cheeseburger"] and good.top[0].wnid == "n07697313"
     assert not bad.ok and bad.error.endswith("not an image Pillow can read") and answer.failed == [bad]

@@ -254,3 +254,36 @@ def test_cuda_without_triton_runs_eager_and_says_so(model, images, tmp_path, mon
     fast = optimize(model, "fp16", device="cuda", log=said.append)
     assert fast.backend == "eager" and any("Triton is not installed" in line for line in said)
     assert fast(images).shape == (len(images), 1000)
+
+
+@pytest.mark.slow
+def test_classify_runs_the_compiled_path_and_agrees_with_eager(tmp_path, monkeypatch):
+    # `mobilenet classify` (and evaluate, bench) run PyTorch through optimize: what the user gets
+    # is what bench's torch cell times.
+    import mobilenet
+    from deploy_helpers import trained_looking_model
+    from mobilenet.preprocess import sample_photos
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    model = trained_looking_model(resolution=64).eval()  # logits that differ between images and classes
+    photos = sample_photos()[:2]
+    fast = mobilenet.classify(photos, weights=model, top_k=3)
+    assert "AOTInductor" in fast.description and "27 of 27 convs fused" in fast.description
+    monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "eager")
+    eager = mobilenet.classify(photos, weights=model, top_k=3)
+    assert "eager" in eager.description
+    for a, b in zip(fast, eager):
+        assert a.top[0].index == b.top[0].index
+        assert [p.score for p in a.top] == pytest.approx([p.score for p in b.top], abs=1e-4)
+
+
+def test_the_environment_insists_on_a_backend(monkeypatch):
+    from mobilenet.arch import ArchConfig
+    from mobilenet.model import MobileNetV1
+
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32)).eval()
+    monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "eager")
+    assert optimize(model).backend == "eager"
+    monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "tensorrt")
+    with pytest.raises(InputError, match="MOBILENET_TORCH_BACKEND"):
+        optimize(model)

@@ -12,7 +12,7 @@ Both run the weights the same way:
 =====================  =======================================================================
 ``weights``            a registry name (default ``tf_mobilenet_v1_1.0_224``), any file a reader
                        takes, or a ``MobileNetV1`` already built
-``runtime``            ``torch`` (default: the model as it is, eager fp32), ``onnxruntime``,
+``runtime``            ``torch`` (default: ``mobilenet.optimize``: folded, compiled), ``onnxruntime``,
                        ``openvino``, ``litert``, ``executorch`` or ``auto``
                        (``mobilenet.deploy.runtime.make_predictor``)
 ``precision``          ``fp32`` (default), ``fp16``, ``bf16``, ``int8`` (needs ``calibration``: a
@@ -69,6 +69,12 @@ class RunSettings:
     exported: PathLike | None = None
     resize: str | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, once: torch.set_num_threads(-1) and the runtimes raise their own tracebacks.
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise InputError(f"--threads must be an integer >= 1, got {self.threads!r}")
+
 
 def run_settings(
     runtime: str | None = None, precision: str | None = None, calibration: PathLike | None = None,
@@ -116,11 +122,18 @@ def predictor_for(
     classes = len(cfg.class_names)
     if running.exported is not None and not reference:
         return exported_predictor(running.exported, cfg, running.threads)
-    runtime, precision = ("torch", "fp32") if reference else (running.runtime, running.precision)
-    if runtime == "torch" and precision == "fp32":
+    if reference:  # the model exactly as it is: eager PyTorch, fp32
         if running.threads:
             torch.set_num_threads(running.threads)
         return drop_background(torch_predictor(model, running.device), classes)
+    runtime, precision = running.runtime, running.precision
+    if runtime == "torch":  # mobilenet.optimize: folded, compiled for this batch size, cached
+        from mobilenet.deploy.runtimes import check_precision  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.pytorch import TorchPredictor  # noqa: PLC0415
+
+        check_precision("torch", precision, allow_emulation=running.allow_emulated_bf16)
+        return drop_background(TorchPredictor(model, precision, running.threads, batch_size=batch_size,
+                                              device=running.device), classes)
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
 
     return drop_background(make_predictor(

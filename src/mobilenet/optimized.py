@@ -53,6 +53,7 @@ from mobilenet.predictor import PrecisionUnavailableError
 PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("inductor", "torchscript", "eager")  # best first
+BACKEND_ENV = "MOBILENET_TORCH_BACKEND"  # insists on one of BACKENDS for every optimize() that names none
 EMULATED_BF16_COST = "measured 24x slower than fp32 on an AVX2 Zen 3 (652 ms against 27.6 ms at batch 1, 1.0-224)"
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -182,7 +183,9 @@ def optimize(
     fp16, bf16), compiled for ``batch_size`` images a call; ``model`` itself is not modified.
 
     ``backend``: None for the best that works here (inductor, else TorchScript on CPU, else eager),
-    or one of ``BACKENDS`` to insist. ``max_autotune``: inductor's autotuning (on CPU it can only
+    or one of ``BACKENDS`` to insist; where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
+    (e.g. ``eager`` while iterating on many models, where each first compile costs tens of
+    seconds). ``max_autotune``: inductor's autotuning (on CPU it can only
     tune the classifier: convolutions always run in oneDNN; on CUDA it tunes the convolutions too,
     at minutes of compile). ``allow_emulation``: run bf16 on a CPU without it anyway (many times
     slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``keep_freed_memory``),
@@ -194,8 +197,10 @@ def optimize(
     native = _check_precision(precision, device, allow_emulation, cpu)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    backend = backend or os.environ.get(BACKEND_ENV) or None
     if backend is not None and backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS} (or None: the best that works), got {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS} (or None: the best that works), got {backend!r} "
+                         f"(${BACKEND_ENV} may name one too)")
     if memory not in ("keep", "default"):
         raise InputError(f"memory must be 'keep' or 'default', got {memory!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
