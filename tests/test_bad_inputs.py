@@ -1,0 +1,139 @@
+"""The corpus of bad inputs (tests/data/bad_inputs, issue 18): each gets one error line and an exit
+status, or the right answer — never a traceback, a hang, or a silently wrong result.
+
+Each probe runs the command in this process through ``mobilenet.cli.main``: an exception that is
+not the project's own error escapes it and fails the test with its traceback, which is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mobilenet.arch import ArchConfig
+from mobilenet.cli import main
+
+CORPUS = Path(__file__).parent / "data" / "bad_inputs"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line(err: str, command: str, *words: str) -> None:
+    lines = [line for line in err.strip().splitlines() if line.startswith(f"mobilenet {command}: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--decay-rate", "-1"), ("--decay-rate", "0"), ("--momentum", "1.5"), ("--momentum", "-0.1"),
+    ("--rmsprop-eps", "0"), ("--min-lr-ratio", "2"), ("--clip-grad", "-1"), ("--lr", "nan"), ("--lr", "0"),
+    ("--threads", "-1"), ("--workers", "-1"), ("--label-smoothing", "1"), ("--ema-decay", "1"),
+])
+def test_train_recipe_out_of_range_is_refused_before_training(flag: str, value: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--data", "fashion-mnist", "--alpha", "0.25", "--resolution", "32", "--in-channels", "1",
+            "--epochs", "1", "--output", str(tmp_path / "run"), flag, value]
+    status, _, err = run(argv, capsys)
+    assert status == 2
+    assert_one_line(err, "train", flag)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["bench", "--seconds", "nan"], ["--seconds"]),
+    (["bench", "--seconds", "inf"], ["--seconds"]),
+    (["bench", "--seconds", "-1"], ["--seconds"]),
+    (["bench", "--threads", "-1"], ["--threads"]),
+    (["bench", "--batch-size", "100000", "--runtime", "torch"], ["memory"]),
+])
+def test_bench_bad_arguments(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(argv, capsys)
+    assert status == 2 and not out.strip()
+    assert_one_line(err, "bench", *words)
+
+
+def test_export_of_a_huge_fixed_batch_is_refused_from_the_cost_model(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["export", str(tmp_path / "m.onnx"), "--random-init", "--alpha", "0.25",
+                          "--fixed-batch", "100000"], capsys)
+    assert status == 2
+    assert_one_line(err, "export", "memory")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_of_a_new_head_needs_random_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 10 classes on ImageNet weights would be a random classifier exported as if trained.
+    status, _, err = run(["export", str(tmp_path / "m.onnx"), "--classes", "10"], capsys)
+    assert status == 2
+    assert_one_line(err, "export", "--classes")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model saved as our safetensors file: evaluate needs weights, not a network."""
+    from mobilenet.model import MobileNetV1
+    from mobilenet.weights import save_safetensors, weights_of
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_safetensors(weights_of(MobileNetV1(ArchConfig(alpha=0.25, resolution=32))), path)
+    return path
+
+
+@pytest.fixture
+def csv_dir(tmp_path: Path) -> Path:
+    for name in ("img0.png", "img1.png", "img2.png", "imgé.png"):
+        Image.new("RGB", (40, 40), (120, 30, 200)).save(tmp_path / name)
+    for path in CORPUS.glob("*.csv"):
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+def test_utf16_csv_is_read(csv_dir: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(["evaluate", "--weights", str(tiny_weights), "--data", str(csv_dir / "utf16.csv"),
+                            "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["images"] == 3
+
+
+def test_latin1_csv_is_one_line(csv_dir: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["evaluate", "--weights", str(tiny_weights), "--data", str(csv_dir / "latin1.csv")], capsys)
+    assert status == 2
+    assert_one_line(err, "evaluate", "UTF-8")
+
+
+def test_bom_before_a_headerless_csv_keeps_its_first_row(csv_dir: Path, tiny_weights: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(["evaluate", "--weights", str(tiny_weights), "--data", str(csv_dir / "bom_no_header.csv"),
+                            "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["images"] == 3
+
+
+def test_broken_symlinks_in_an_image_folder_are_counted(tmp_path: Path, tiny_weights: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "val" / "0"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(folder / "a.png")
+    (folder / "b.png").symlink_to(tmp_path / "nowhere.png")
+    status, out, err = run(["evaluate", "--weights", str(tiny_weights), "--data", str(tmp_path / "val"), "--json"],
+                           capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["images"], result["skipped"]) == (1, 1)
+
+
+def test_classify_not_an_image(tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["classify", str(CORPUS / "not_an_image.jpg"), "--weights", str(tiny_weights)], capsys)
+    assert status == 1  # one image failed; the others (none here) would still be classified
+    assert_one_line(err, "classify", "not_an_image.jpg")
