@@ -137,3 +137,16 @@ def test_classify_not_an_image(tiny_weights: Path, capsys: pytest.CaptureFixture
     status, _, err = run(["classify", str(CORPUS / "not_an_image.jpg"), "--weights", str(tiny_weights)], capsys)
     assert status == 1  # one image failed; the others (none here) would still be classified
     assert_one_line(err, "classify", "not_an_image.jpg")
+
+
+def test_a_corrupt_latency_calibration_cache_is_never_trusted(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet.latency import cached_calibration
+    from mobilenet.latency.cache import CACHE_FILE
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    shutil.copy(CORPUS / "calibration_cache_corrupt.json", tmp_path / CACHE_FILE)
+    said: list[str] = []
+    # Nothing usable is cached: the caller is told so (and `calibrated` would measure again).
+    assert cached_calibration("onnxruntime", log=said.append) is None
+    assert said and CACHE_FILE in " ".join(said)
