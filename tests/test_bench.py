@@ -260,7 +260,7 @@ def test_every_block_is_compared_with_the_conv_it_replaces(tiny_model):
 
 @pytest.mark.slow
 def test_memory_probe_takes_models_loaded_folded(tiny_model):
-    from mobilenet.deploy.prepare import folded_copy
+    from mobilenet.prepare import folded_copy
 
     (row,) = bench.memory_rows(folded_copy(tiny_model), quick_options("torch"), print)
     assert row["status"] == "ok", row

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from mobilenet.deploy.optional import MissingRuntimeError, available
-from mobilenet.deploy.prepare import folded_copy, round_to_int8_grid
 from mobilenet.deploy.verify import photo_batch, verify
+from mobilenet.prepare import folded_copy, round_to_int8_grid
 from mobilenet.preprocess import sample_photos
 
 litert_installed = pytest.mark.skipif(

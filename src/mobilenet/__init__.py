@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mobilenet.arch import ArchConfig
+from mobilenet.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "ArchConfig", "MobileNetV1", "__version__", "classify", "decode_predictions", "evaluate", "mobilenet_v1",
     "optimize",

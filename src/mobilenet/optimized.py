@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from mobilenet.cpu import CpuInfo, cpu_info
-from mobilenet.deploy.prepare import InferenceAdapter, fixed_padding_copy, frozen_torchscript
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError
+from mobilenet.prepare import InferenceAdapter, fixed_padding_copy, frozen_torchscript
 
 PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

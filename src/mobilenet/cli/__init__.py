@@ -15,8 +15,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mobilenet import __version__
 from mobilenet.errors import MobileNetError
+from mobilenet.version import __version__
 
 # Subcommand groups, in the order `mobilenet --help` lists them.
 COMMAND_MODULES = ("costs", "weights", "train", "deploy", "explore", "latency")

@@ -217,7 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
             seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
         ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers,
-            memory=not args.no_memory, predict=args.predict)
+            memory=not args.no_memory)
     except bench.OptionError as err:
         raise InputError(err.named(BENCH_FLAGS.get(err.option, err.option))) from None
     if args.plot is not None:
@@ -228,7 +228,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     log = (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     # Quantizers print progress bars to stdout; keep stdout for the report (clean JSON with --json).
     with contextlib.redirect_stdout(sys.stderr):
-        report = bench.bench(model, options, plot_to=args.plot, save_to=args.save, log=log)
+        annotate = None
+        if args.predict:
+            from mobilenet.latency import versus
+
+            annotate = versus.annotate(model.arch_cfg, options.threads, log)
+        report = bench.bench(model, options, plot_to=args.plot, save_to=args.save, log=log, annotate=annotate)
     print(report.to_json() if args.json else bench.format_report(report))
     return 0
 

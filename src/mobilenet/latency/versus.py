@@ -56,14 +56,13 @@ def with_predicted_shares(
     return [row | {"predicted_share": (shares[row["runtime"]] or {}).get(row["kind"])} for row in share_rows]
 
 
-def format_predictions(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The cells' table: measured, predicted, error."""
-    lines = ["", "predicted (latency model, docs/latency.md) vs measured median per call",
-             f"{'backend':<26} {'batch':>5} {'measured':>9} {'predicted':>9} {'error':>7}"]
-    for row in rows:
-        head = f"{row['name']:<26} {row['batch_size']:>5} {row['measured_ms']:>9.2f}"
-        if row["predicted_ms"] is None:
-            lines.append(f"{head} not predicted: {row['reason']}")
-        else:
-            lines.append(f"{head} {row['predicted_ms']:>9.2f} {row['error']:>+7.1%}")
-    return lines
+def annotate(arch_cfg: ArchConfig, threads: int | None, log: Log) -> Callable[[Any], None]:
+    """What ``mobilenet.deploy.bench.bench(..., annotate=...)`` calls on its measured report: the
+    predictions beside each measured cell and layer-type share (bench itself knows nothing of
+    the latency model, which stands above it)."""
+
+    def add_predictions(report: Any) -> None:
+        report.predicted = predicted_cells(arch_cfg, report.cells, threads, log)
+        report.layer_shares = with_predicted_shares(arch_cfg, report.layer_shares, threads, log)
+
+    return add_predictions

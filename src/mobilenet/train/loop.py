@@ -283,7 +283,8 @@ def train_one_epoch(state: RunState, setup: Setup, stop: StopRequest) -> bool:
     setup.sampler.set_epoch(state.epoch, state.step_in_epoch)
     train_mode(setup.step, config.freeze_body)
     window = LossWindow()
-    with ProgressBar(setup, state) as bar:
+    with ProgressBar(state, steps=setup.steps_per_epoch, epochs=setup.config.epochs, world_size=setup.ctx.world_size,
+                     show=setup.ctx.is_main and setup.config.progress) as bar:
         for i, (x, y) in enumerate(distributed.agreed_batches(setup.train_loader, ctx)):
             last_micro = (i + 1) % setup.accumulation == 0
             window.add(*_forward_backward(setup, state, x, y, last_micro))

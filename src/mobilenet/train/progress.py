@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mobilenet.train.checkpoint import RunState
-    from mobilenet.train.loop import Setup
 
 
 class LossWindow:
@@ -37,14 +36,14 @@ class ProgressBar:
     """tqdm's bar over an epoch's steps, on rank 0 and when asked for: loss, learning rate and
     images per second (all processes) at every log point."""
 
-    def __init__(self, setup: Setup, state: RunState) -> None:
-        self.world_size = setup.ctx.world_size
+    def __init__(self, state: RunState, *, steps: int, epochs: int, world_size: int, show: bool) -> None:
+        self.world_size = world_size
         self.bar = None
-        if setup.ctx.is_main and setup.config.progress:
+        if show:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=setup.steps_per_epoch, initial=state.step_in_epoch, unit="step",
-                            desc=f"epoch {state.epoch + 1}/{setup.config.epochs}", dynamic_ncols=True,
+            self.bar = tqdm(total=steps, initial=state.step_in_epoch, unit="step",
+                            desc=f"epoch {state.epoch + 1}/{epochs}", dynamic_ncols=True,
                             mininterval=1.0, leave=True, file=sys.stderr)
 
     def step(self, state: RunState, window: LossWindow, log_point: bool) -> None:

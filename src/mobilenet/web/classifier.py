@@ -21,8 +21,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from mobilenet import __version__
 from mobilenet.errors import InputError
+from mobilenet.version import __version__
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # a phone's photo is 2-12 MB
 MODELS_KEPT = 2

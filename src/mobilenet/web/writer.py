@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from mobilenet import __version__
 from mobilenet.deploy.formats.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess, preprocess_for
+from mobilenet.version import __version__
 from mobilenet.web import assets
 from mobilenet.weights import pretrained_cfg_of
 

@@ -13,10 +13,10 @@ import torch
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import bound, build_predictor, input_batch, no_grad
 from mobilenet.deploy.bench.report import BenchOptions
-from mobilenet.deploy.prepare import folded_copy
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import folded_copy
 
 
 def separable_vs_conv(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:

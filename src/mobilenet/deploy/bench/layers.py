@@ -19,8 +19,8 @@ from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.prepare import folded_copy
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import folded_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",

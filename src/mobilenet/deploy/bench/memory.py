@@ -18,10 +18,10 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.report import BenchOptions
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.prepare import folded_copy
 from mobilenet.deploy.runtime import make_predictor
 from mobilenet.errors import MobileNetError
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import folded_copy
 
 
 class BenchError(MobileNetError):

@@ -79,7 +79,6 @@ class BenchOptions:
     compare_conv: bool = True  # separable against full convolution
     layers: bool = True  # per-layer time shares
     memory: bool = True  # memory per runtime, in fresh processes
-    predict: bool = False  # the latency model's predictions beside (calibrates first: up to a minute each)
 
     def __post_init__(self) -> None:
         self.runtimes = tuple(dict.fromkeys(self.runtimes))
@@ -117,7 +116,9 @@ class BenchReport:
     blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
-    predicted: list[dict[str, Any]] = field(default_factory=list)  # mobilenet.latency.versus
+    # Filled by an annotation from above (mobilenet.latency.versus): per measured cell its predicted
+    # time (predicted_ms, error = predicted / measured - 1) or the reason there is none.
+    predicted: list[dict[str, Any]] = field(default_factory=list)
     # Where int8 measured slower than fp32 in the same runtime and batch (it is, at 0.25-224 in
     # LiteRT and ExecuTorch on an AVX2 CPU, for TF's own uint8 file too): said, never implied away.
     int8_slower_than_fp32: list[dict[str, Any]] = field(default_factory=list)
@@ -189,8 +190,6 @@ def format_report(report: BenchReport) -> str:
             f"{c.images_per_s:>9.1f} {c.gflops:>8.1f} {c.gflops / report.sgemm_peak_gflops:>8.0%}"
         )
     if report.predicted:
-        from mobilenet.latency.versus import format_predictions  # noqa: PLC0415 - only when asked
-
         lines += format_predictions(report.predicted)
     if report.int8_slower_than_fp32:
         lines += ["", "int8 is not faster everywhere: measured slower than fp32 in the same runtime here"]
@@ -285,3 +284,16 @@ def plot(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def format_predictions(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The predicted-beside-measured table: measured median, predicted, error."""
+    lines = ["", "predicted (latency model, docs/latency.md) vs measured median per call",
+             f"{'backend':<26} {'batch':>5} {'measured':>9} {'predicted':>9} {'error':>7}"]
+    for row in rows:
+        head = f"{row['name']:<26} {row['batch_size']:>5} {row['measured_ms']:>9.2f}"
+        if row["predicted_ms"] is None:
+            lines.append(f"{head} not predicted: {row['reason']}")
+        else:
+            lines.append(f"{head} {row['predicted_ms']:>9.2f} {row['error']:>+7.1%}")
+    return lines

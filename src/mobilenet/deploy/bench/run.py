@@ -34,11 +34,14 @@ def bench(
     plot_to: str | os.PathLike[str] | None = None,
     save_to: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = lambda s: None,
+    annotate: Callable[[BenchReport], None] | None = None,
 ) -> BenchReport:
     """Measure ``model`` as ``options`` ask (default ``BenchOptions()``): every requested
     (runtime, precision, batch size) gets a cell in the report, measured or with the reason it was
     not. ``plot_to``: also draw the report there (.png, .svg, .pdf); ``save_to``: also write its
-    JSON there. ``log`` hears the progress (each step can take seconds to minutes)."""
+    JSON there. ``log`` hears the progress (each step can take seconds to minutes). ``annotate``
+    adds to the measured report before it is plotted or saved: what stands above bench puts its
+    own view beside the measurements (``mobilenet.latency.versus.annotate``: the predictions)."""
     options = options or BenchOptions()
     if plot_to is not None:
         check_plot_path(plot_to)  # before the minutes of measuring, not after
@@ -75,11 +78,8 @@ def bench(
         report.layer_shares = layer_shares(model, options, log)
     if options.memory:
         report.memory = memory_rows(model, options, log)
-    if options.predict:
-        from mobilenet.latency import versus  # noqa: PLC0415 - only when asked
-
-        report.predicted = versus.predicted_cells(cfg, report.cells, options.threads, log)
-        report.layer_shares = versus.with_predicted_shares(cfg, report.layer_shares, options.threads, log)
+    if annotate is not None:
+        annotate(report)
     if plot_to is not None:
         plot(report, plot_to)
     if save_to is not None:

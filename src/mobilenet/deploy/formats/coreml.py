@@ -34,9 +34,9 @@ import torch
 from mobilenet import arch
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.prepare import fixed_padding_copy
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import fixed_padding_copy
 
 NAME = "coreml"
 SUFFIXES = (".mlpackage",)
@@ -204,7 +204,7 @@ def _quiet() -> Any:
 
 
 def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, str]:
-    from mobilenet import __version__  # noqa: PLC0415
+    from mobilenet.version import __version__  # noqa: PLC0415
 
     values = {"producer": f"mobilenet {__version__}", **model_description(model, precision, layout)}
     return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}

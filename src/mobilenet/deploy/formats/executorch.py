@@ -45,9 +45,9 @@ from torch import nn
 from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import fixed_padding_copy, int8_rounded_copy
 
 NAME = "executorch"
 SUFFIXES = (".pte",)
@@ -206,7 +206,7 @@ def _relu6_aware_quantizer(base: type) -> type:
 
 
 def _metadata(model: MobileNetV1, precision: str, layout: str) -> dict[str, Any]:
-    from mobilenet import __version__  # noqa: PLC0415
+    from mobilenet.version import __version__  # noqa: PLC0415
 
     return {
         "format": "mobilenet-executorch-metadata",

@@ -51,9 +51,9 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.formats.tflite_flatbuffer import LiteRtConversionError, set_interface, with_metadata
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.preprocess import preprocess_for
 
 NAME = "tflite"
@@ -253,7 +253,7 @@ def _graph_input_tensor_name(data: bytes) -> str:
 def _metadata(
     model: MobileNetV1, precision: str, layout: str, input_quant: dict[str, Any] | None, output_dtype: str
 ) -> dict[str, Any]:
-    from mobilenet import __version__  # noqa: PLC0415
+    from mobilenet.version import __version__  # noqa: PLC0415
 
     return {
         "format": "mobilenet-tflite-metadata",

@@ -23,10 +23,10 @@ import torch
 from mobilenet.deploy import quantize
 from mobilenet.deploy.formats.mobile import model_description
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.deploy.prepare import folded_copy
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
 from mobilenet.model import MobileNetV1
+from mobilenet.prepare import folded_copy
 
 NAME = "onnx"
 SUFFIXES = (".onnx",)
@@ -86,7 +86,7 @@ def write(
 
 def metadata_for(model: MobileNetV1, precision: str) -> dict[str, Any]:
     """What an ONNX or OpenVINO file says about the model inside it (NCHW float32 input)."""
-    from mobilenet import __version__  # noqa: PLC0415
+    from mobilenet.version import __version__  # noqa: PLC0415
 
     return {
         "format": "mobilenet-metadata", "version": 1,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deploy_helpers import trained_looking_model
-from mobilenet.deploy.prepare import folded_copy, prepare_for_inference
+from mobilenet.prepare import folded_copy, prepare_for_inference
 
 
 def test_folded_copy_matches_and_leaves_the_original_alone(model, images):
@@ -56,8 +56,8 @@ def test_unknown_graph_mode_is_a_clear_error(model):
 
 def test_fixed_padding_copy_has_constant_pads_from_arch_and_traces_cleanly(model, images):
     from mobilenet import arch
-    from mobilenet.deploy.prepare import fixed_padding_copy
     from mobilenet.model import TFSamePad
+    from mobilenet.prepare import fixed_padding_copy
 
     fixed = fixed_padding_copy(model)
     layers = {layer.name: layer for layer in arch.layers(model.arch_cfg)}
@@ -79,7 +79,7 @@ def test_fixed_padding_copy_has_constant_pads_from_arch_and_traces_cleanly(model
 
 
 def test_int8_rounding_puts_weights_on_the_grid_and_bias_correction_helps(model, images):
-    from mobilenet.deploy.prepare import fixed_padding_copy, int8_rounded_copy, round_to_int8_grid
+    from mobilenet.prepare import fixed_padding_copy, int8_rounded_copy, round_to_int8_grid
 
     calibration = images.repeat(2, 1, 1, 1)
     rounded = int8_rounded_copy(model, calibration)
@@ -100,7 +100,7 @@ def test_int8_rounding_puts_weights_on_the_grid_and_bias_correction_helps(model,
 
 
 def test_int8_rounding_checks_the_calibration_shape(model):
-    from mobilenet.deploy.prepare import int8_rounded_copy
+    from mobilenet.prepare import int8_rounded_copy
 
     with pytest.raises(ValueError, match="calibration must be an NCHW batch"):
         int8_rounded_copy(model, torch.zeros(2, 3, 64, 64))
