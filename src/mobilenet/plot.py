@@ -68,10 +68,18 @@ def plot_costs(net: cost.NetworkCost, path: str | os.PathLike[str]) -> Path:
     axes[-1].set_xticks(list(x), labels, fontsize=8)
     axes[-1].set_xlabel("layer (block index and input size)")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    # Atomically, with the mode any other file gets (mkstemp alone would leave it 0600).
+    return save_figure(fig, path)
+
+
+def save_figure(fig: object, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Write a matplotlib figure as a PNG, atomically and with the mode any other file gets
+    (mkstemp alone would leave it 0600), and close it whatever happens."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     try:
         with atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            fig.savefig(tmp, dpi=dpi, format="png")  # type: ignore[attr-defined]
     finally:
-        plt.close(fig)
+        plt.close(fig)  # type: ignore[arg-type]
     return path

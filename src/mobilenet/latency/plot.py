@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from mobilenet.errors import InputError
-from mobilenet.files import atomic_write
 from mobilenet.latency.model import pareto_front
 from mobilenet.latency.ranking import Choice
+from mobilenet.plot import save_figure
 
 # Drawn in this order: TF's own last, on top of the copies that share its points.
 FAMILY_COLOURS = {"keras": "#8c8c8c", "hf": "#5aa469", "timm": "#e8804c", "tf-quant": "#4c9be8", "tf": "#1f4e8c"}
@@ -53,9 +53,4 @@ def plot_choice(choice: Choice, path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    try:
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,7 +15,8 @@ from typing import Any
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
-from mobilenet.files import atomic_write, write_text
+from mobilenet.files import write_text
+from mobilenet.plot import save_figure
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -84,11 +85,7 @@ def plot_curves(run_dirs: list[Path], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        with atomic_write(out) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
