@@ -79,7 +79,7 @@ def test_the_command_line_says_what_runs(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is False
 
 
-def test_bench_train_measures_the_three_steps(capsys, tmp_path):
+def test_bench_train_measures_the_steps(capsys, tmp_path):
     pytest.importorskip("timm")
     saved = tmp_path / "train.json"
     with torch._dynamo.config.patch(disable=True):  # compiling (minutes here) is the slow test's
@@ -88,12 +88,19 @@ def test_bench_train_measures_the_three_steps(capsys, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert json.loads(saved.read_text()) == report
     names = [row["name"] for row in report["rows"]]
-    assert names == ["ours, default", "ours, eager fp32 NCHW", "timm mobilenetv1_100, eager fp32 NCHW, SGD"]
+    assert names == ["ours, default", "ours, compiled fp32 NCHW", "ours, eager fp32 NCHW",
+                     "timm mobilenetv1_100, eager fp32 NCHW, SGD"]
     assert all(row["images_per_s"] > 0 and row["steps"] >= 5 for row in report["rows"])
-    default, eager, _ = (row["settings"] for row in report["rows"])
+    default, compiled, eager, _ = (row["settings"] for row in report["rows"])
     assert default["memory_format"] == "channels_last" and eager == eager | {"memory_format": "nchw", "amp": "fp32"}
+    assert compiled == compiled | {"memory_format": "nchw", "amp": "fp32"}
+    # Compiling is off in this process: both rows meant to compile ran eager, and the report says so.
     assert default["compile"] is False and "TORCH_COMPILE_DISABLE" in default["compile_why"]
+    assert compiled["compile"] is False and "TORCH_COMPILE_DISABLE" in compiled["compile_why"]
+    ran_eager = [note.split(" ran eager")[0] for note in report["notes"] if " ran eager: " in note]
+    assert ran_eager == ["ours, default", "ours, compiled fp32 NCHW"], report["notes"]
     assert report["cpu"]["model"] == cpu_info().model and report["compile_seconds"] is None
+    assert report["device"] == "cpu" and report["gpu"] is None
     assert any("width 1.0" in note for note in report["notes"])
 
 

@@ -87,8 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--save", type=Path, metavar="FILE.json", help="also write the JSON report to this file")
     b.add_argument("--train", action="store_true",
                    help="training-step throughput instead (forward, loss, backward, optimizer; img/s): our default "
-                   "settings, our eager fp32 NCHW and timm's mobilenetv1_100 (eager fp32, SGD); takes --batch-size "
-                   "(one, default 32), --threads, --seconds, --no-peers (no timm) and the model flags")
+                   "settings, our compiled fp32 NCHW, our eager fp32 NCHW and timm's mobilenetv1_100 (eager fp32, "
+                   "SGD); takes --device, --batch-size (one, default 32), --threads, --seconds, --no-peers (no timm) "
+                   "and the model flags")
+    b.add_argument("--device", default=None, metavar="cpu|cuda[:N]",
+                   help="bench --train only: where the training steps run (default cpu)")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency and throughput charts")
     _add_weights_argument(b, default_help="pretrained weights (a registry name or a file); default: random "
                           "initialisation with the model flags (speed does not depend on the weights)")
@@ -212,6 +215,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
     if args.train:
         return _bench_training(args)
+    if args.device is not None:  # the inference bench times CPU runtimes; a device it ignored would mislead
+        raise InputError("--device is for bench --train; the inference bench runs on the CPU")
     try:
         options = bench.BenchOptions(**_given(
             runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
@@ -247,8 +252,9 @@ def _bench_training(args: argparse.Namespace) -> int:
         raise InputError("bench --train measures one --batch-size at a time")
     model, _ = model_from_args(args)
     log = (lambda s: print(f"[bench --train] {s}", file=sys.stderr, flush=True))
-    report = throughput.bench_training(model.arch_cfg, batch_size=batch_sizes[0], threads=args.threads,
-                                       seconds=args.seconds or 3.0, timm=not args.no_peers, log=log)
+    report = throughput.bench_training(model.arch_cfg, batch_size=batch_sizes[0], device=args.device or "cpu",
+                                       threads=args.threads, seconds=args.seconds or 3.0, timm=not args.no_peers,
+                                       log=log)
     if args.save is not None:
         throughput.save(report, args.save)
     print(report.to_json() if args.json else report.format())

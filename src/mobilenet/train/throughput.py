@@ -3,13 +3,20 @@
 
 * **ours, default**: the settings ``mobilenet train`` runs by default here (``plan_execution``:
   a compiled step, bf16 autocast where native, channels_last, fused or foreach optimizer);
+* **ours, compiled fp32 NCHW**: the compiled step with autocast and channels_last off, the same
+  precision and layout as the two eager rows, so that what the compile alone gains shows;
 * **ours, eager fp32 NCHW**: the same network and optimizer with every fast setting off;
 * **timm** ``mobilenetv1_100``, eager fp32 NCHW, with SGD (Nesterov momentum, timm's default
   optimizer): what a user of timm gets without tuning.
 
-The three run in one process on the same random batch, timed in settled blocks in a random order
-each round (``mobilenet.deploy.timing.time_interleaved``), so their ratios survive a shared machine.
-The first step of each is untimed and reported: for the compiled one it is the compile.
+They run in one process on the same random batch, timed in settled blocks in a random order each
+round (``mobilenet.deploy.timing.time_interleaved``), so their ratios survive a shared machine.
+The first step of each is untimed and reported: for a compiled step it is the compile. Where
+compiling is unavailable a compiled row runs eager, and the report says so in a note.
+
+On ``device="cuda"`` the same rows run on the GPU (autocast as ``plan_execution`` picks there,
+cuDNN's autotuner on); each step is bracketed by ``torch.cuda.synchronize`` so the time is the
+GPU's work, not its launch.
 
     report = bench_training(ArchConfig(), batch_size=32)
     print(report.format())
@@ -28,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenet.accuracy import check_device
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError
@@ -39,6 +47,13 @@ from mobilenet.train.step import ExecutionPlan, build_step, plan_execution
 TIMM_MODEL = "mobilenetv1_100"
 TIMM_INSTALL = "pip install timm (or the project's test extra: pip install -e '.[test]')"
 A_LONG_RUN = 10**6  # steps: the default settings of a real run, which compiles
+DEFAULT = "ours, default"
+COMPILED_FP32 = "ours, compiled fp32 NCHW"
+EAGER_FP32 = "ours, eager fp32 NCHW"
+TIMM = f"timm {TIMM_MODEL}, eager fp32 NCHW, SGD"
+# Issue 16's targets, each a row's throughput against timm's (at 1.0-224, batch 32, 2 threads).
+TARGETS = {DEFAULT: (2.0, "our default settings against timm's"),
+           COMPILED_FP32: (1.5, "identical precision and layout: whether the compiled step pays for itself")}
 
 
 @dataclass
@@ -63,8 +78,9 @@ class ThroughputReport:
     torch: str
     method: str
     rows: list[ThroughputRow] = field(default_factory=list)
-    compile_seconds: float | None = None
+    compile_seconds: float | None = None  # the default row's compile (every row has its first_step_s)
     notes: list[str] = field(default_factory=list)
+    gpu: str | None = None  # the CUDA device's name, when the steps ran on one
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,17 +90,26 @@ class ThroughputReport:
 
     def format(self) -> str:
         width = max(len(row.name) for row in self.rows)
-        base = next((r.images_per_s for r in self.rows if r.name.startswith("timm")), None)
+        speed = {row.name: row.images_per_s for row in self.rows}
+        eager = {row.name for row in self.rows if not row.settings["compile"]}
+        base = speed.get(TIMM)
         lines = [f"training step, {self.arch['alpha']}-{self.arch['resolution'][0]}, batch {self.batch_size}, "
                  f"{self.device}, {self.threads} threads, {self.method}; torch {self.torch}",
                  f"CPU: {self.cpu['model']} (ISA {self.cpu['isa_level']}, native bf16: "
                  f"{'yes' if self.cpu['native_bf16'] else 'no'})"]
+        if self.gpu:
+            lines.append(f"GPU: {self.gpu}")
         for row in self.rows:
             ratio = f"  {row.images_per_s / base:.2f}x timm" if base else ""
             lines.append(f"  {row.name:{width}}  {row.images_per_s:8.1f} img/s  {row.median_ms:9.1f} ms/step{ratio}")
             lines.append(f"  {'':{width}}  {_settings_text(row.settings)}")
-        if self.compile_seconds is not None:
-            lines.append(f"compile (the compiled step's first step): {self.compile_seconds:.1f} s")
+        lines += [f"first step of {row.name} (the compile): {row.first_step_s:.1f} s"
+                  for row in self.rows if row.settings["compile"]]
+        if base:
+            lines.append("targets (issue 16: 1.0-224, batch 32, 2 threads), each a ratio to timm:")
+            lines += [f"  {name} / timm = {speed[name] / base:.2f}x, target {target:g}x: {meaning}"
+                      + ("; this row ran eager (see the notes)" if name in eager else "")
+                      for name, (target, meaning) in TARGETS.items() if name in speed]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -94,34 +119,55 @@ def bench_training(
     seconds: float = 3.0, min_runs: int = 5, optimizer: str = "rmsprop", timm: bool = True,
     compile: bool | None = None, log: Callable[[str], None] | None = None,
 ) -> ThroughputReport:
-    """Measure the three training steps (the module docstring) on random ``batch_size`` images at
-    ``arch`` (default 1.0-224, 1000 classes). ``optimizer``: ours (the recipe's RMSprop by default;
-    timm always runs SGD). ``compile``: None for what ``mobilenet train`` does on a long run, False
-    to measure our default without compiling. ``timm=False`` leaves timm out."""
+    """Measure the training steps (the module docstring) on random ``batch_size`` images at
+    ``arch`` (default 1.0-224, 1000 classes) on ``device`` (cpu, cuda or cuda:N; an InputError
+    where there is no such device). ``optimizer``: ours (the recipe's RMSprop by default; timm
+    always runs SGD). ``compile``: the default row's, None for what ``mobilenet train`` does on a
+    long run, False to measure our default without compiling (the compiled fp32 NCHW row always
+    compiles where it can). ``timm=False`` leaves timm out. The thread count and cuDNN's autotuner
+    are set for the measurement and put back afterwards."""
     arch = arch or ArchConfig()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"the batch size must be a whole number >= 1, got {batch_size!r}")
-    dev = torch.device(device)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    dev = check_device(device)  # before anything is built: "no CUDA GPU here" in one line
     log = log or (lambda _line: None)
-    config = TrainConfig(arch=arch, batch_size=batch_size, optimizer=optimizer, compile=compile, device=device)
-    contenders = [
-        ("ours, default", plan_execution(config, dev, A_LONG_RUN)),
-        ("ours, eager fp32 NCHW", plan_execution(
-            dataclasses.replace(config, compile=False, amp="none", channels_last=False), dev, A_LONG_RUN)),
-    ]
-    steps = [_our_step(arch, config, plan, batch_size) for _, plan in contenders]
-    names = [name for name, _ in contenders]
-    settings = [dict(plan.to_dict(), optimizer=optimizer) for _, plan in contenders]
+    before = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once, as train does
+        return _bench(arch, batch_size, dev, seconds, min_runs, optimizer, timm, compile, log)
+    finally:
+        torch.set_num_threads(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float, min_runs: int, optimizer: str,
+           timm: bool, compile: bool | None, log: Callable[[str], None]) -> ThroughputReport:
+    config = TrainConfig(arch=arch, batch_size=batch_size, optimizer=optimizer, compile=compile, device=str(dev))
+    fp32_nchw = {"amp": "none", "channels_last": False}
+    ours = {DEFAULT: config, COMPILED_FP32: dataclasses.replace(config, compile=True, **fp32_nchw),
+            EAGER_FP32: dataclasses.replace(config, compile=False, **fp32_nchw)}
+    plans = {name: plan_execution(row_config, dev, A_LONG_RUN) for name, row_config in ours.items()}
+    steps = [_our_step(arch, config, plan, batch_size) for plan in plans.values()]
+    settings = [dict(plan.to_dict(), optimizer=optimizer) for plan in plans.values()]
+    names = list(plans)
     if timm:
         steps.append(_timm_step(arch, batch_size, dev))
-        names.append(f"timm {TIMM_MODEL}, eager fp32 NCHW, SGD")
+        names.append(TIMM)
         settings.append({"compile": False, "amp": "fp32", "memory_format": "nchw", "device": str(dev),
                          "optimizer": "sgd (nesterov, momentum 0.9, weight decay 2e-5)"})
     report = _measure(names, settings, steps, arch, batch_size, dev, seconds, min_runs, log)
+    # A row meant to compile that could not ran eager: said, so its time is not read as the compiled step's.
+    report.notes += [f"{name} ran eager: {plan.compile_why}" for name, plan in plans.items()
+                     if ours[name].compile is not False and not plan.compile]
     if timm and arch.alpha != 1.0:
         report.notes.append(f"timm's {TIMM_MODEL} is width 1.0 and ours {arch.alpha}: compare timm at --alpha 1.0")
+    # PyTorch lets cuDNN run fp32 convolutions in TF32 on Ampere and later: "fp32" is then TF32, for every row alike.
+    if dev.type == "cuda" and torch.backends.cudnn.allow_tf32 and torch.cuda.get_device_capability(dev)[0] >= 8:
+        report.notes.append("fp32 convolutions run in TF32 on this GPU (torch.backends.cudnn.allow_tf32), "
+                            "in every fp32 row alike")
     return report
 
 
@@ -140,15 +186,13 @@ def _measure(names: list[str], settings: list[dict[str, Any]], steps: list[Calla
     samples = time_interleaved(steps, seconds=seconds, min_runs=min_runs, warmup=1)
     report = ThroughputReport(arch=arch.to_dict(), batch_size=batch_size, device=str(device),
                               threads=torch.get_num_threads(), cpu=cpu_info().to_dict(), torch=torch.__version__,
-                              method=METHOD)
+                              method=METHOD, gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     for name, setting, runs, first_s in zip(names, settings, samples, first):
         timing = Timing.from_seconds(runs)
         report.rows.append(ThroughputRow(name, setting, batch_size / (timing.median_ms / 1e3), timing.median_ms,
                                          timing.p10_ms, timing.p90_ms, timing.runs, first_s))
-        if setting["compile"]:
+        if name == DEFAULT and setting["compile"]:
             report.compile_seconds = first_s
-    if not any(s["compile"] for s in settings):
-        report.notes.append(f"our default step ran eager: {settings[0].get('compile_why', '')}")
     return report
 
 
@@ -185,12 +229,16 @@ def _batch(arch: ArchConfig, batch: int, device: torch.device,
 
 def _training_step(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
                    device: torch.device) -> Callable[[], None]:
+    # CUDA launches work and returns: synchronizing before the step keeps earlier work (the
+    # setup, another row's block) out of its time, and after it times the step to its end.
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
     def step() -> None:
+        sync()
         loss_of_batch().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # the step is timed to its end, not to its launch
+        sync()
 
     return step
 
