@@ -23,7 +23,7 @@ from mobilenet.errors import InputError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.calibrate import Timed, calibrate, fit
 from mobilenet.latency.model import layer_work
-from mobilenet.latency.probes import default_plan, quick_plan
+from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import candidates, choose_from
 
 
@@ -127,10 +127,14 @@ def test_the_pure_model_imports_without_torch() -> None:
 
 
 def test_a_calibration_round_trips_and_a_damaged_one_is_refused() -> None:
-    calibration = fixed_calibration(kernels={**fixed_calibration().kernels, "fc": Roofline(5e9, math.inf, 0.0, 8)})
+    calibration = fixed_calibration(kernels={**fixed_calibration().kernels, "fc": Roofline(5e9, math.inf, 0.0, 8)},
+                                    channel_block=16, in_network={"depthwise": 1.3, "pointwise": 0.9})
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
     for damage in ({}, [], {"model_version": 1}, {**calibration.to_dict(), "kernels": {"stem": {}}},
-                   {**calibration.to_dict(), "call_s": "fast"}, {**calibration.to_dict(), "model_version": -1}):
+                   {**calibration.to_dict(), "call_s": "fast"}, {**calibration.to_dict(), "model_version": -1},
+                   {**calibration.to_dict(), "in_network": {"depthwise": 0.0}},
+                   {**calibration.to_dict(), "in_network": {"no such kernel": 1.0}},
+                   {**calibration.to_dict(), "channel_block": 0}):
         with pytest.raises(CorruptCalibration):
             Calibration.from_dict(damage)
 
@@ -167,6 +171,69 @@ def test_the_fit_recovers_the_constants_that_made_the_measurements() -> None:
                     assert got.seconds(work) == pytest.approx(roof.seconds(work), rel=1e-6)
 
 
+def test_convs_whose_channels_are_not_whole_blocks_run_as_their_own_kernels() -> None:
+    """With ONNX Runtime's 16-channel blocks (AVX-512), 0.35's 11, 22, 44, 89... channels are off
+    the block and 0.5's 16, 32, 64... on it; the stem reads RGB as it is; a runtime without a
+    blocked layout (block 1) has no unblocked kernels. Each variant takes its own roofline."""
+    from mobilenet.latency.model import kernel_of
+
+    def kernels(alpha: float, block: int) -> set[str]:
+        return {kernel_of(x, block) for x in cost.network_cost(ArchConfig(alpha=alpha)).layers}
+
+    assert kernels(0.35, 16) == {"stem_unblocked", "depthwise_unblocked", "depthwise_s2_unblocked",
+                                 "pointwise_unblocked", "pool", "fc"}
+    assert kernels(0.5, 16) == kernels(0.35, 1) == {"stem", "depthwise", "depthwise_s2", "pointwise", "pool", "fc"}
+    slow = Roofline(10e9, 5e9, 2e-6)
+    calibration = fixed_calibration(channel_block=16, kernels={**fixed_calibration().kernels,
+                                                               **{k: slow for k in KERNELS if "unblocked" in k}})
+    blocked, unblocked = (predict_with(calibration, ArchConfig(alpha=a)).layer("blocks.3.pw") for a in (0.5, 0.35))
+    assert unblocked.kernel == "pointwise_unblocked" and blocked.kernel == "pointwise"
+    # 0.35's layer does half 0.5's mult-adds, on a roofline ten times slower.
+    assert unblocked.predicted_ms > 3 * blocked.predicted_ms
+
+
+def test_a_per_group_overhead_is_fitted_back() -> None:
+    """A depthwise conv that loops over its channels pays per channel: probes made with such a
+    cost are fitted back to it."""
+    truth = Roofline(30e9, 15e9, 2e-6, group_s=0.2e-6)
+    timed = [Timed(p, size, 8e-6 + sum(truth.seconds(layer_work(x, 1, 4)) for x in p.layers(size)))
+             for p in default_plan() if p.kernel in ("call", "depthwise") for size in p.sizes]
+    fitted = fit("onnxruntime", "fp32", 1, None, timed)
+    assert fitted.kernels["depthwise"].group_s == pytest.approx(truth.group_s, rel=0.05)
+    assert fitted.fit["rmspe"]["depthwise"] < 0.01
+
+
+def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
+    """Networks whose depthwise layers take 1.5x their roofline, dense ones 0.8x and the rest
+    1x, plus 20 µs a call: the factors and the extra cost come back from their totals alone."""
+    from mobilenet.latency.fit import NetworkMeasurement, fit_in_network
+
+    calibration = fixed_calibration()
+    truth = {"depthwise": 1.5, "depthwise_s2": 1.5, "pointwise": 0.8}
+    networks = []
+    for alpha, size in ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224), (0.35, 224), (1.0, 128)):
+        per_kernel: dict[str, float] = {}
+        for x in predict_with(calibration, ArchConfig(alpha=alpha, resolution=size)).layers:
+            per_kernel[x.kernel] = per_kernel.get(x.kernel, 0.0) + x.predicted_ms / 1e3
+        seconds = 20e-6 + sum(truth.get(k, 1.0) * v for k, v in per_kernel.items())
+        networks.append(NetworkMeasurement(per_kernel, seconds))
+    fitted = fit_in_network(networks)
+    assert fitted.rmspe_after < 1e-6 < fitted.rmspe_before
+    for kernel in ("depthwise", "depthwise_s2", "pointwise", "stem", "fc"):
+        assert fitted.factors[kernel] == pytest.approx(truth.get(kernel, 1.0), rel=1e-4), kernel
+    assert fitted.extra_call_s == pytest.approx(20e-6, rel=1e-3)
+
+
+def test_onnx_runtime_profile_nodes_are_given_to_the_layers_they_belong_to() -> None:
+    """A pad or a reorder into the blocked layout is the next conv's; a reorder out of it the
+    previous one's; the pool and the classifier are the last two layers."""
+    from mobilenet.latency.backends import ort_layer_seconds
+
+    nodes = [("ReorderInput", 1.0), ("Conv", 10.0), ("Pad", 2.0), ("FusedConv", 20.0), ("ReorderOutput", 3.0),
+             ("Conv", 30.0), ("GlobalAveragePool", 4.0), ("Flatten", 0.5), ("Gemm", 5.0)]
+    assert ort_layer_seconds(nodes) == [11.0, 25.0, 30.0, 4.5, 5.0]
+
+
 def test_a_kernel_left_unmeasured_borrows_from_the_most_similar_one() -> None:
     timed = [Timed(p, s, 1e-4) for p in default_plan() if p.kernel in ("call", "pointwise") for s in p.sizes]
     fitted = fit("onnxruntime", "fp32", 1, None, timed)
@@ -186,7 +253,8 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     from mobilenet.model import MobileNetV1
 
     lines: list[str] = []
-    calibration = calibrate("onnxruntime", threads=1, plan=quick_plan(), seconds_per_shape=0.05, log=lines.append)
+    calibration = calibrate("onnxruntime", threads=1, plan=quick_plan(), networks=quick_networks(),
+                            seconds_per_shape=0.05, log=lines.append)
     assert lines[0].startswith("latency: calibrating onnxruntime fp32") and "calibrated in" in lines[-1]
     cfg = ArchConfig(alpha=0.6, resolution=160)
     predictor = make_predictor(MobileNetV1(cfg).eval(), "onnxruntime", threads=1)

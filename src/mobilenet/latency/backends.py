@@ -32,27 +32,35 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
-from mobilenet.latency.probes import PADDING, Probe
+from mobilenet.latency.probes import PADDING, AnyProbe, NetworkProbe
 
 Call = Callable[[], object]
+
+
+Profile = Callable[[float], list[float]]  # seconds to spend -> each layer's median seconds, in order
 
 
 @dataclass(frozen=True)
 class Cell:
     """A probe built at one input shape: ``run`` calls the runtime; ``feed`` (None where the
-    runtime takes the input as given) converts and hands over the input as the predictor does."""
+    runtime takes the input as given) converts and hands over the input as the predictor does;
+    ``profile`` (None where the runtime has no profiler here) times each of its layers apart."""
 
     run: Call
     feed: Call | None = None
+    profile: Profile | None = None
 
 
 Shaper = Callable[[tuple[int, ...]], Cell]  # input shape -> the probe's cell at that shape
 
 
-def probe_module(probe: Probe, size: int, *, fixed_pads: bool = False) -> nn.Module:
+def probe_module(probe: AnyProbe, size: int, *, fixed_pads: bool = False) -> nn.Module:
     """The probe as the network's own modules run it: each conv a ``ConvBNAct`` with its
     BatchNorm folded (TF 'SAME' pads computed from the input, or constant for ``size`` with
-    ``fixed_pads``, as the mobile writers export them), the pool and classifier as in the model."""
+    ``fixed_pads``, as the mobile writers export them), the pool and classifier as in the model;
+    a network probe is the model itself, prepared the same way."""
+    if isinstance(probe, NetworkProbe):
+        return _with_probe_weights(_network_module(probe, size, fixed_pads=fixed_pads))
     from mobilenet.model import ConvBNAct  # noqa: PLC0415
 
     padded = ArchConfig(padding=PADDING)
@@ -76,7 +84,18 @@ def probe_module(probe: Probe, size: int, *, fixed_pads: bool = False) -> nn.Mod
         if fixed_pads and s > 1:
             conv.pad = nn.ZeroPad2d((left, right, top, bottom))
         layers.append(conv)
-    module = nn.Sequential(*layers).eval()
+    return _with_probe_weights(nn.Sequential(*layers).eval())
+
+
+def _network_module(probe: NetworkProbe, size: int, *, fixed_pads: bool) -> nn.Module:
+    from mobilenet.model import MobileNetV1  # noqa: PLC0415
+    from mobilenet.prepare import fixed_padding_copy, folded_copy  # noqa: PLC0415
+
+    model = MobileNetV1(probe.arch_cfg(size)).eval()
+    return fixed_padding_copy(model) if fixed_pads else folded_copy(model)
+
+
+def _with_probe_weights(module: nn.Module) -> nn.Module:
     with torch.no_grad():  # weights of the scale trained ones have: no denormals, no saturation
         for p in module.parameters():
             p.uniform_(-0.1, 0.1)
@@ -92,6 +111,7 @@ class Backend:
     distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
     calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at
     fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
+    channel_block = 1  # the channels of its blocked layout (model.UNBLOCKED); 1: none
 
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
@@ -170,10 +190,24 @@ def _int8_calibration(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime's predictor on a static ONNX graph; its profiler times each layer apart."""
+
     runtime = "onnxruntime"
     needs = ("onnx", "onnxruntime")
     distributions = ("onnxruntime", "torch")
     calibrates = ("fp32", "int8")
+    # The network's ONNX file (the dynamo exporter, static height and width) holds its pads as
+    # constants, which ONNX Runtime folds into the convs; a pad computed from the input's shape
+    # stays a separate kernel (measured: 15-20% of a misaligned network's time).
+    fixed_pads = True
+
+    @property
+    def channel_block(self) -> int:  # type: ignore[override]
+        """MLAS's NCHWc block: 16 channels with AVX-512, 8 with AVX2, none elsewhere."""
+        from mobilenet.cpu import cpu_info  # noqa: PLC0415
+
+        flags = cpu_info().flags
+        return 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
         from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415
@@ -184,9 +218,33 @@ class OnnxRuntimeBackend(Backend):
                 data = self._quantized(data, shape)
             predictor = OnnxRuntimePredictor(data, None, self.threads)
             x = torch.rand(shape)
-            return Cell(lambda: predictor(x))
+            return Cell(lambda: predictor(x), profile=lambda seconds: self._profile(data, x, seconds))
 
         return at
+
+    def _profile(self, data: bytes, x: torch.Tensor, seconds: float) -> list[float]:
+        """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain."""
+        import json  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        import onnxruntime as ort  # noqa: PLC0415
+
+        from mobilenet.deploy.runtimes.ort import session_options  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
+            session = ort.InferenceSession(data, session_options(self.threads, str(Path(tmp) / "profile")),
+                                           providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            runs, deadline = 0, time.perf_counter() + seconds
+            while runs < 5 or time.perf_counter() < deadline:
+                session.run(None, feed)
+                runs += 1
+            events = json.loads(Path(session.end_profiling()).read_text())
+        nodes = [(e["args"].get("op_name", ""), e["dur"] * 1e-6) for e in events
+                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        per_run = len(nodes) // runs
+        layers = np.array([ort_layer_seconds(nodes[i * per_run:(i + 1) * per_run]) for i in range(1, runs)])
+        return list(np.median(layers, axis=0))  # (the first run, warming up, left out)
 
     @staticmethod
     def _quantized(data: bytes, shape: tuple[int, ...]) -> bytes:
@@ -199,11 +257,44 @@ class OnnxRuntimeBackend(Backend):
             return int8.read_bytes()
 
 
+# ONNX Runtime's ops in a network's profile: each conv (plain, or with its activation fused) is the
+# chain's next conv layer; a pad or a reorder into the blocked layout belongs to the conv after
+# it; the pool and the classifier are the chain's last two layers; anything else (a reorder out of
+# the blocked layout, a flatten) belongs to the layer before it.
+ORT_CONVS = ("Conv", "FusedConv", "NchwcConv", "QLinearConv")
+ORT_BEFORE = ("Pad", "ReorderInput", "QuantizeLinear")
+ORT_POOLS = ("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean")
+ORT_CLASSIFIERS = ("Gemm", "MatMul", "QGemm", "QLinearMatMul")
+
+
+def ort_layer_seconds(nodes: list[tuple[str, float]]) -> list[float]:
+    """One run's (op, seconds) nodes, in execution order, as seconds per layer of the chain
+    (convs, then the pool, then the classifier), by ``ORT_*``'s rules."""
+    convs = sum(op in ORT_CONVS for op, _ in nodes)
+    layers = [0.0] * (convs + 2)
+    at, pending = -1, 0.0
+    for op, seconds in nodes:
+        if op in ORT_BEFORE:
+            pending += seconds
+            continue
+        if op in ORT_CONVS:
+            at += 1
+        elif op in ORT_POOLS:
+            at = convs
+        elif op in ORT_CLASSIFIERS:
+            at = convs + 1
+        layers[max(at, 0)] += seconds + pending
+        pending = 0.0
+    layers[max(at, 0)] += pending
+    return layers
+
+
 class OpenVinoBackend(Backend):
     """Converted (and, for int8, quantized by NNCF) once, then reshaped to each size: OpenVINO
     compiles a reshaped model as it compiles the network's, for the shape it is given."""
 
     runtime = "openvino"
+    fixed_pads = True  # as ONNX Runtime's: the network's file holds constant pads
     needs = ("onnx", "openvino")
     distributions = ("openvino", "nncf", "torch")
     calibrates = ("fp32", "bf16", "int8")

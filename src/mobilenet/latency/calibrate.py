@@ -1,5 +1,6 @@
 """Calibrating the latency model on this machine: the probes of ``mobilenet.latency.probes``
-built and timed in the runtime itself, then the constants fitted (``mobilenet.latency.fit``).
+built and timed in the runtime itself, then the constants fitted (``mobilenet.latency.fit``):
+each kernel's roofline from the micro-benchmarks, then the in-network factors from whole networks.
 
 A full calibration stays within ``DEFAULT_BUDGET_S`` per runtime and precision, building included,
 and says what it does on stderr. Probes are timed with the project's settled-block timing
@@ -16,16 +17,34 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mobilenet.arch import ArchConfig
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.timing import time_interleaved
 from mobilenet.errors import InputError
-from mobilenet.latency.backends import BACKENDS, Backend, probe_module
-from mobilenet.latency.fit import CallMeasurement, Measurement, fit_call, fit_kernels
-from mobilenet.latency.model import Calibration, element_bytes, input_bytes
-from mobilenet.latency.probes import Probe, default_plan
+from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
+from mobilenet.latency.fit import (
+    CallMeasurement,
+    Measurement,
+    NetworkMeasurement,
+    fit_call,
+    fit_in_network,
+    fit_kernels,
+)
+from mobilenet.latency.model import (
+    CONV_KERNELS,
+    UNBLOCKED,
+    Calibration,
+    element_bytes,
+    fills_blocks,
+    input_bytes,
+    kernel_of,
+    predict_with,
+)
+from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
 
 DEFAULT_BUDGET_S = 60.0
 SECONDS_PER_SHAPE = 0.12  # timed per probe and input size, interleaved in settled blocks
+TIMING_COST = 2.5  # wall seconds per timed second and probe: warm-up calls, settling, profiles
 MIN_RUNS = 5
 FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off, at the least
 
@@ -59,27 +78,34 @@ def backend_for(runtime: str, precision: str, threads: int | None) -> Backend:
 def calibrate(
     runtime: str, precision: str = "fp32", *, batch_size: int = 1, threads: int | None = None,
     budget_s: float = DEFAULT_BUDGET_S, plan: Sequence[Probe] | None = None,
-    seconds_per_shape: float = SECONDS_PER_SHAPE, log: Log | None = None,
+    networks: Sequence[NetworkProbe] | None = None, seconds_per_shape: float = SECONDS_PER_SHAPE,
+    log: Log | None = None,
 ) -> Calibration:
-    """Measure the probes of ``plan`` (default: ``probes.default_plan()``) in ``runtime`` at
-    ``precision``, ``batch_size`` and ``threads``, and fit the machine's constants. Probes not
-    started within ``budget_s`` are left out (said on stderr); their kernels take the best rate
-    measured. A fixed-batch runtime (LiteRT, ExecuTorch) is calibrated at batch 1."""
+    """Measure the probes of ``plan`` (default: ``probes.default_plan()``) and the whole
+    ``networks`` (default: ``probes.default_networks()``; ``()``: none, every in-network factor 1)
+    in ``runtime`` at ``precision``, ``batch_size`` and ``threads``, and fit the machine's
+    constants. The networks go first; probes not started within ``budget_s`` are left out (said on
+    stderr), and their kernels borrow the most similar kernel's constants. A fixed-batch runtime
+    (LiteRT, ExecuTorch) is calibrated at batch 1."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
     backend = backend_for(runtime, precision, threads)
     per_call = 1 if backend.fixed_batch else batch_size
-    plan = tuple(plan or default_plan())
+    plan = (*(default_networks() if networks is None else networks), *(plan or default_plan()))
     started = time.monotonic()
     where = f"batch {per_call}, {threads or 'default'} threads"
     log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
     timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log)
-    calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch)
+    calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
+                      channel_block=backend.channel_block)
     spent = time.monotonic() - started
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "probes_measured": len({t.probe for t in timed}),
                 "probes_planned": len(plan)}
+    networks_fit = calibration.fit.get("in_network")
+    on_networks = (f"; on the whole networks {networks_fit['rmspe_before']:.0%} before the in-network factors, "
+                   f"{networks_fit['rmspe_after']:.0%} after") if networks_fit else ""
     log(f"latency: calibrated in {spent:.0f} s; fit error on the probes "
-        + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()))
+        + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     return replace(calibration, fit=fit_info)
 
 
@@ -88,19 +114,27 @@ class Timed:
     """A probe's median call at one input size, and the predictor's input conversion at that
     size where it has one (seconds)."""
 
-    probe: Probe
+    probe: AnyProbe
     size: int
     seconds: float
     feed_seconds: float | None = None
+    layer_seconds: tuple[float, ...] | None = None  # a network's layers apart, where the runtime profiles
 
 
 def fit(
     runtime: str, precision: str, batch_size: int, threads: int | None, timed: Sequence[Timed], *,
-    fixed_batch: bool = False,
+    fixed_batch: bool = False, channel_block: int = 1,
 ) -> Calibration:
     """The calibration that ``timed`` implies: the call's own cost from the call probes, the
-    input conversion's bandwidth from the feeds, and each kernel's roofline from what remains."""
+    input conversion's bandwidth from the feeds, each kernel's roofline, and the in-network
+    factors from the whole networks.
+
+    A kernel's roofline comes from the layers of the whole networks where the runtime profiled
+    them (timed where they run, among their neighbours), else from its probes (what remains of
+    their time once the call's own cost is taken off)."""
     size_of = element_bytes(runtime, precision)
+    networks = [t for t in timed if isinstance(t.probe, NetworkProbe)]
+    timed = [t for t in timed if not isinstance(t.probe, NetworkProbe)]
     calls = [t.seconds for t in timed if t.probe.kernel == "call"]
     # Every probe makes a call, so none can take less than one: a call probe slowed by a burst of
     # load elsewhere is held to the quickest probe rather than taken off every other.
@@ -108,39 +142,86 @@ def fit(
     feeds = [CallMeasurement(input_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.feed_seconds)
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
-    measurements = [
-        Measurement(t.probe.kernel, t.probe.layers(t.size, batch_size, size_of), max(t.seconds - call_s, FLOOR_S))
-        for t in timed if t.probe.kernel != "call"
-    ]
-    if not measurements:
+    in_place = []
+    for t in networks:
+        if t.layer_seconds is None:
+            continue
+        # The profile splits the network's time among its layers; the interleaved timing says how
+        # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
+        scale = max(t.seconds - call_s, FLOOR_S) / sum(t.layer_seconds)
+        in_place += [Measurement(kernel_of(layer, channel_block), (layer,), max(seconds * scale, FLOOR_S))
+                     for layer, seconds in zip(t.probe.layers(t.size, batch_size, size_of), t.layer_seconds,
+                                               strict=True)]
+    profiled = {m.kernel for m in in_place}
+    probed = []
+    for t in timed:
+        layers = t.probe.layers(t.size, batch_size, size_of)
+        kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
+        if kernel in CONV_KERNELS and not fills_blocks(layers[0], channel_block):
+            kernel += UNBLOCKED
+        if t.probe.kernel != "call" and kernel not in profiled:
+            probed.append(Measurement(kernel, layers, max(t.seconds - call_s, FLOOR_S)))
+    if not in_place + probed:
         raise InputError("a calibration needs at least one probe of a layer, not only the call")
-    fitted = fit_kernels(measurements, batch_size, size_of)
-    return Calibration(
+    fitted = fit_kernels(in_place + probed, batch_size, size_of)
+    rooflines = Calibration(
         runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
-        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, fixed_batch=fixed_batch,
-        fit={"rmspe": fitted.rmspe, "probes": fitted.probes},
+        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, fixed_batch=fixed_batch, channel_block=channel_block,
+        fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
     )
+    if not networks:
+        return rooflines
+    in_network = fit_in_network([
+        NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
+                           max(t.seconds - call_s, FLOOR_S))
+        for t in networks
+    ])
+    fit_info = {**rooflines.fit, "in_network": {
+        "networks": len(networks), "rmspe_before": in_network.rmspe_before, "rmspe_after": in_network.rmspe_after,
+        "extra_call_s": in_network.extra_call_s}}
+    return replace(rooflines, in_network=in_network.factors, call_s=call_s + in_network.extra_call_s, fit=fit_info)
+
+
+def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:
+    """Seconds per kernel of the network ``arch_cfg`` by the rooflines alone, at ``batch_size``."""
+    out: dict[str, float] = {}
+    for layer in predict_with(rooflines, arch_cfg, batch_size).layers:
+        out[layer.kernel] = out.get(layer.kernel, 0.0) + layer.predicted_ms / 1e3
+    return out
 
 
 def _measure(
-    backend: Backend, plan: Sequence[Probe], batch_size: int, deadline: float, seconds: float, log: Log,
+    backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
 ) -> list[Timed]:
-    """Every probe built and timed, its sizes interleaved; the input conversion too for the
-    probes that take an image as the network does (the stem's), until the deadline."""
-    timed: list[Timed] = []
+    """Every probe built, then all of them timed together, interleaved in settled blocks; then
+    the networks' layers profiled where the runtime can.
+
+    Together, because the machine's speed drifts: on the shared Zen 4 of docs/latency.md the same
+    network ran 0.72 ms for a few seconds and 1.3 ms the next, while a sgemm kept its speed
+    (benchmarks/bench_machine_drift.py). Interleaved over the whole calibration, every probe sees
+    the same mixture of fast and slow spells, so their ratios (what the fit learns) hold. Building
+    stops when the time left would no longer time what is built."""
+    cells: list[tuple[AnyProbe, int, Cell]] = []
     for i, probe in enumerate(plan, 1):
-        if time.monotonic() > deadline:
+        if time.monotonic() + TIMING_COST * seconds * (len(cells) + len(probe.sizes)) > deadline:
             left = sorted({p.kernel for p in plan[i - 1:]})
             log(f"latency: time is up; {len(plan) - i + 1} probes left out ({', '.join(left)}): "
-                "their kernels take the best rate measured")
+                "their kernels borrow the most similar kernel's constants")
             break
-        log(f"latency: [{i}/{len(plan)}] {probe.describe()}")
+        log(f"latency: [{i}/{len(plan)}] building {probe.describe()}")
         module = probe_module(probe, probe.sizes[0], fixed_pads=backend.fixed_pads)
         shaped = backend.load(module, probe.input_shape(probe.sizes[0], batch_size))
-        cells = [shaped(probe.input_shape(size, batch_size)) for size in probe.sizes]
-        feeds = [c.feed for c in cells if c.feed is not None and probe.kernel == "stem"]
-        samples = [float(np.median(s)) for s in time_interleaved(
-            [c.run for c in cells] + feeds, seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)]
-        fed = samples[len(cells):] or [None] * len(cells)
-        timed += [Timed(probe, size, s, f) for size, s, f in zip(probe.sizes, samples, fed)]
+        cells += [(probe, size, shaped(probe.input_shape(size, batch_size))) for size in probe.sizes]
+    feeds = [i for i, (probe, _, cell) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
+    log(f"latency: timing {len(cells)} probes interleaved, about {TIMING_COST * seconds * len(cells):.0f} s")
+    samples = [float(np.median(s)) for s in time_interleaved(
+        [c.run for _, _, c in cells] + [cells[i][2].feed for i in feeds],  # type: ignore[misc]
+        seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)]
+    fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
+    timed = []
+    for i, (probe, size, cell) in enumerate(cells):
+        profiled = None
+        if cell.profile is not None and isinstance(probe, NetworkProbe):
+            profiled = tuple(cell.profile(seconds))
+        timed.append(Timed(probe, size, samples[i], fed.get(i), profiled))
     return timed

@@ -14,31 +14,45 @@ kernel for that layer works in), so it carries to any α, where a free-form corr
 
 A rate or bandwidth that no probe of a kernel found binding stays infinite: the kernel is then
 always bound by the other roof, which is what its probes showed over the whole range they cover.
+
+**In-network factors** (``fit_in_network``) then scale the rooflines to whole networks: measured
+network time = extra call cost + Σ factor(group) · roofline time of the group's layers, again by
+least squares on relative errors with non-negative unknowns. Three groups, because a dozen
+networks can tell apart only what scales differently with the width: the depthwise layers (time
+∝ α), the dense ones (pointwise and full convs, ∝ α²) and the rest (stem, pool, classifier). The
+factors are ratios of times with a meaning (a layer inside a network against the same layer among
+its twins), so they carry to α and resolutions between and beyond the networks measured.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from mobilenet.cost import LayerCost
-from mobilenet.latency.model import KERNELS, Roofline, Work, layer_work
+from mobilenet.latency.model import CONV_KERNELS, KERNELS, UNBLOCKED, Roofline, Work, layer_work
 
 LANES: tuple[int, ...] = (1, 4, 8, 16)
 # A wider lane must cut the error by a tenth, and by a tenth of a percentage point, to be chosen.
 LANES_MARGIN, LANES_MIN_GAIN = 0.9, 0.001
 # A kernel no probe measured (the calibration ran out of time) borrows from the most similar one.
 TIE = 1e-12  # errors closer than this are equal
+FLOOR_FRACTION = 1e-3  # a fit's target never below this share of the measured time
 
 # After these, any kernel measured: a guess, but the calibration says which kernels it measured.
-STAND_INS: dict[str, tuple[str, ...]] = {
+_STAND_INS: dict[str, tuple[str, ...]] = {
     "conv": ("pointwise", "stem"), "stem": ("conv", "pointwise"), "pointwise": ("conv", "fc"),
     "depthwise": ("depthwise_s2", "pool"), "depthwise_s2": ("depthwise", "pool"),
     "pool": ("depthwise", "depthwise_s2"), "fc": ("pointwise", "conv"),
+}
+# An unblocked variant first borrows from its unblocked neighbours, then from its own kind.
+STAND_INS: dict[str, tuple[str, ...]] = _STAND_INS | {
+    k + UNBLOCKED: (*(s + UNBLOCKED for s in _STAND_INS[k] if s in CONV_KERNELS), k, *_STAND_INS[k])
+    for k in CONV_KERNELS
 }
 
 
@@ -59,6 +73,57 @@ class CallMeasurement:
 
     io_bytes: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class NetworkMeasurement:
+    """A whole network took ``seconds`` per call (the call's own cost removed), where its kernels'
+    rooflines add up to ``kernel_seconds`` (per kernel)."""
+
+    kernel_seconds: Mapping[str, float]
+    seconds: float
+
+
+# Kernels that share one in-network factor (see the module's docstring).
+IN_NETWORK_GROUPS: dict[str, tuple[str, ...]] = {
+    "depthwise": ("depthwise", "depthwise_s2", "depthwise_unblocked", "depthwise_s2_unblocked"),
+    "dense": ("pointwise", "conv", "pointwise_unblocked", "conv_unblocked"),
+    "edges": ("stem", "pool", "fc", "stem_unblocked"),
+}
+
+
+@dataclass(frozen=True)
+class InNetworkFit:
+    factors: dict[str, float]  # per kernel
+    extra_call_s: float  # a network's call beyond the call probe's (allocating its activations, ...)
+    rmspe_before: float  # on the networks, of the rooflines alone
+    rmspe_after: float
+
+
+def fit_in_network(measurements: Sequence[NetworkMeasurement]) -> InNetworkFit:
+    """The in-network factor of every kernel and a network call's extra fixed cost, fitted to
+    whole networks. A group the fit would zero (no network told it apart) keeps the factor 1:
+    a layer is never predicted free."""
+    groups = list(IN_NETWORK_GROUPS)
+    t = np.array([m.seconds for m in measurements], dtype=float)
+    per_group = np.array([[sum(m.kernel_seconds.get(k, 0.0) for k in IN_NETWORK_GROUPS[g]) for g in groups]
+                          for m in measurements], dtype=float)
+    before = _rmspe(per_group.sum(axis=1), t)
+    fixed: dict[str, float] = {}
+    while True:
+        free = [i for i, g in enumerate(groups) if g not in fixed]
+        target = t - per_group[:, [groups.index(g) for g in fixed]].sum(axis=1)
+        design = np.concatenate([per_group[:, free], np.ones((len(t), 1))], axis=1)
+        theta = _nonnegative_least_squares(design, np.maximum(target, FLOOR_FRACTION * t), relative_to=t)
+        zeroed = [groups[i] for i, value in zip(free, theta) if value <= 0]
+        if not zeroed:
+            break
+        fixed |= dict.fromkeys(zeroed, 1.0)
+    by_group = fixed | {groups[i]: float(v) for i, v in zip(free, theta)}
+    extra = float(theta[-1])
+    factors = {k: by_group[g] for g in groups for k in IN_NETWORK_GROUPS[g]}
+    after = _rmspe(per_group @ np.array([by_group[g] for g in groups]) + extra, t)
+    return InNetworkFit(factors, extra, before, after)
 
 
 @dataclass(frozen=True)
@@ -110,50 +175,53 @@ def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence
     ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
+    g = np.array([w.groups for w in works], dtype=float)
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
     order = np.argsort(f / b)
-    best: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    best = np.zeros(4)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g], axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, n), t)
         if error < best_error - TIE:
-            best, best_error = (float(theta[0]), float(theta[1]), float(theta[2])), error
-    overhead, s_per_mac, s_per_byte = best
+            best, best_error = theta, error
+    overhead, s_per_mac, s_per_byte, per_group = (float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead)
+                    overhead, group_s=per_group)
     return roof, best_error
 
 
-def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + np.maximum(theta[1] * f, theta[2] * b))
+def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + np.maximum(theta[1] * f, theta[2] * b))
 
 
 def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.sqrt(np.mean(((predicted - measured) / measured) ** 2)))
 
 
-def _nonnegative_least_squares(design: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """argmin over theta >= 0 of the relative error of ``design @ theta`` against ``t``. With a
-    handful of unknowns every set of free unknowns is solved and the best feasible one kept."""
-    a = design / t[:, None]
+def _nonnegative_least_squares(design: np.ndarray, t: np.ndarray, relative_to: np.ndarray | None = None) -> np.ndarray:
+    """argmin over theta >= 0 of the error of ``design @ theta`` against ``t`` relative to
+    ``relative_to`` (default ``t`` itself). With a handful of unknowns every set of free unknowns
+    is solved and the best feasible one kept."""
+    weights = t if relative_to is None else relative_to
+    a = design / weights[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
     a = a / scale
-    ones = np.ones(len(t))
+    target = t / weights
     best = np.zeros(design.shape[1])
-    best_error = float(np.sum(ones**2))
+    best_error = float(np.sum(target**2))
     columns = range(design.shape[1])
     for size in range(1, design.shape[1] + 1):
         for free in itertools.combinations(columns, size):
-            solution, *_ = np.linalg.lstsq(a[:, free], ones, rcond=None)
+            solution, *_ = np.linalg.lstsq(a[:, free], target, rcond=None)
             if np.any(solution < 0):
                 continue
-            error = float(np.sum((a[:, free] @ solution - ones) ** 2))
+            error = float(np.sum((a[:, free] @ solution - target) ** 2))
             if error < best_error - TIE:  # fewer unknowns first: a tie keeps the simpler solution
                 best = np.zeros(design.shape[1])
                 best[list(free)] = solution

@@ -20,10 +20,15 @@ size)::
   kernel's ridge point (compute rate / bandwidth), **memory-bound** below it;
 * the overhead is what one kernel costs however small: dispatch, and waking and joining threads.
 
+Inside a whole network a kernel does not run quite as it does in a chain of its twins (the
+neighbours' activations and weights share the caches; some runtimes reorder the layout between
+kernels of different kinds), so each kind's roofline time is multiplied by its **in-network
+factor** (``Calibration.in_network``), learned from whole networks of the published sizes.
+
 A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it) and, where
 the predictor converts the input in Python before the call (LiteRT's and ExecuTorch's NHWC
 input), the time to convert and hand over the image (``feed_bytes_per_s``). The constants come
-from ``mobilenet.latency.calibrate``: micro-benchmarks in the runtime itself.
+from ``mobilenet.latency.calibrate``: micro-benchmarks and whole networks in the runtime itself.
 """
 
 from __future__ import annotations
@@ -37,11 +42,18 @@ from mobilenet import cost
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
-KERNELS: tuple[str, ...] = ("stem", "depthwise", "depthwise_s2", "pointwise", "conv", "pool", "fc")
-KERNEL_LABELS: dict[str, str] = {
+CONV_KERNELS: tuple[str, ...] = ("stem", "depthwise", "depthwise_s2", "pointwise", "conv")
+# A runtime with a blocked layout (ONNX Runtime's NCHWc: 16 channels a block on AVX-512, 8 on AVX2)
+# runs a conv whose channels are not whole blocks by another, slower implementation: on the Zen 4
+# a 0.35-160 network's unblocked convs ran 2-4x slower per mult-add than the 0.5-160's blocked
+# ones, though chains of either kind alone run alike. Such a conv is a kernel of its own.
+UNBLOCKED = "_unblocked"
+KERNELS: tuple[str, ...] = (*CONV_KERNELS, "pool", "fc", *(k + UNBLOCKED for k in CONV_KERNELS))
+_LABELS = {
     "stem": "stem 3x3 conv", "depthwise": "depthwise 3x3", "depthwise_s2": "depthwise 3x3, stride 2",
     "pointwise": "pointwise 1x1", "conv": "full 3x3 conv", "pool": "average pool", "fc": "classifier (FC)",
 }
+KERNEL_LABELS: dict[str, str] = _LABELS | {k + UNBLOCKED: _LABELS[k] + ", channels off the block" for k in CONV_KERNELS}
 # The layer types time is shared among (the paper's Table 2 rows, the stem told apart).
 LAYER_TYPES: tuple[str, ...] = ("stem", "depthwise", "pointwise", "conv", "pool", "fc")
 BOUNDS: tuple[str, ...] = ("compute", "memory")
@@ -50,25 +62,43 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 1  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 2  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
     """Stored constants that do not describe a calibration (a damaged or foreign cache entry)."""
 
 
-def kernel_of(layer: cost.LayerCost) -> str:
+def kernel_of(layer: cost.LayerCost, channel_block: int = 1) -> str:
     """The kind of kernel a layer runs as: ``cost``'s kinds, with the stem told from full convs
-    and strided depthwise convs from the others."""
+    and strided depthwise convs from the others; with a ``channel_block`` (> 1), a conv whose
+    channels are not whole blocks is the kind's ``_unblocked`` variant."""
     if layer.kind == "conv":
-        return "stem" if layer.block is None else "conv"
-    if layer.kind == "depthwise" and layer.stride > 1:
-        return "depthwise_s2"
-    return layer.kind
+        kernel = "stem" if layer.block is None else "conv"
+    elif layer.kind == "depthwise" and layer.stride > 1:
+        kernel = "depthwise_s2"
+    else:
+        kernel = layer.kind
+    if kernel in CONV_KERNELS and not fills_blocks(layer, channel_block):
+        return kernel + UNBLOCKED
+    return kernel
+
+
+def fills_blocks(layer: cost.LayerCost, channel_block: int) -> bool:
+    """Whether a conv's channels are whole blocks of ``channel_block`` (an RGB input always is:
+    a blocked runtime reads the image as it is)."""
+    c_in, c_out = layer.in_shape[0], layer.out_shape[0]
+    return c_out % channel_block == 0 and (c_in % channel_block == 0 or c_in <= 4)
+
+
+def base_kernel(kernel: str) -> str:
+    """The kind of a kernel, its ``_unblocked`` variant told apart no more."""
+    return kernel.removesuffix(UNBLOCKED)
 
 
 def layer_type(kernel: str) -> str:
     """The layer type a kernel's time counts toward (``LAYER_TYPES``)."""
+    kernel = base_kernel(kernel)
     return "depthwise" if kernel == "depthwise_s2" else kernel
 
 
@@ -86,10 +116,12 @@ def padded(channels: int, lanes: int) -> int:
 @dataclass(frozen=True)
 class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
-    width) and the bytes it moves at least once."""
+    width), the bytes it moves at least once, and its groups (a depthwise conv's channels, batch
+    included; 0 for a dense layer)."""
 
     mult_adds: float
     bytes: float
+    groups: int = 0
 
     @property
     def intensity(self) -> float:
@@ -105,19 +137,24 @@ def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes:
         scale = padded(c_out, lanes) / c_out
         if layer.groups == 1 and c_in > 3:  # a dense layer reads every input channel (not the RGB stem)
             scale *= padded(c_in, lanes) / c_in
-    return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + layer.weights * weight_bytes)
+    groups = layer.groups * batch_size if layer.groups > 1 else 0
+    return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + layer.weights * weight_bytes,
+                groups)
 
 
 @dataclass(frozen=True)
 class Roofline:
     """One kind of kernel on one machine: compute rate (mult-adds/s), bandwidth (bytes/s), a
-    fixed overhead (s) per layer, and the lane width its channels are padded to. An infinite rate
-    or bandwidth is a roof the calibration never saw bind."""
+    fixed overhead (s) per layer, an overhead per group (s; a grouped conv that loops over its
+    channels one small convolution at a time, as ONNX Runtime's unblocked depthwise conv does,
+    pays it per channel), and the lane width its channels are padded to. An infinite rate or
+    bandwidth is a roof the calibration never saw bind."""
 
     macs_per_s: float
     bytes_per_s: float
     overhead_s: float
     lanes: int = 1
+    group_s: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -131,24 +168,25 @@ class Roofline:
         return work.bytes / self.bytes_per_s
 
     def seconds(self, work: Work) -> float:
-        return self.overhead_s + max(self.compute_s(work), self.memory_s(work))
+        return self.overhead_s + self.group_s * work.groups + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
         return "compute" if self.compute_s(work) >= self.memory_s(work) else "memory"
 
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
-                "overhead_s": self.overhead_s, "lanes": self.lanes}
+                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        rate, bandwidth, overhead, lanes = (d.get(k) for k in ("macs_per_s", "bytes_per_s", "overhead_s", "lanes"))
-        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead]
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s")
+        rate, bandwidth, overhead, lanes, per_group = (d.get(k) for k in keys)
+        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if not numbers or not (values[0] > 0 and values[1] > 0 and 0 <= values[2] < math.inf) \
+        if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
                 or not (isinstance(lanes, int) and lanes >= 1):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
-        return cls(float(values[0]), float(values[1]), float(values[2]), lanes)
+        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]))
 
 
 @dataclass(frozen=True)
@@ -157,6 +195,8 @@ class Calibration:
 
     ``fixed_batch``: the runtime runs a batch as that many batch-1 calls (LiteRT and ExecuTorch
     files have batch 1), so it is calibrated at batch 1 and a batch costs that many calls.
+    ``channel_block``: the channels of the runtime's blocked layout (1: none; see ``UNBLOCKED``).
+    ``in_network``: each kernel's in-network factor (a kernel not named: 1).
     ``key``: what the constants were measured on
     (see ``mobilenet.latency.cache``); ``fit``: how well each roofline fits its probes."""
 
@@ -168,6 +208,8 @@ class Calibration:
     call_s: float
     feed_bytes_per_s: float
     fixed_batch: bool = False
+    channel_block: int = 1
+    in_network: dict[str, float] = field(default_factory=dict)
     key: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
 
@@ -175,13 +217,18 @@ class Calibration:
     def element_bytes(self) -> int:
         return element_bytes(self.runtime, self.precision)
 
+    def factor(self, kernel: str) -> float:
+        """How much longer ``kernel`` takes inside a network than its roofline says."""
+        return self.in_network.get(kernel, 1.0)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_version": MODEL_VERSION, "runtime": self.runtime, "precision": self.precision,
             "batch_size": self.batch_size, "threads": self.threads, "call_s": self.call_s,
             "feed_bytes_per_s": _finite_or_none(self.feed_bytes_per_s),
-            "fixed_batch": self.fixed_batch, "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
-            "key": self.key, "fit": self.fit,
+            "fixed_batch": self.fixed_batch, "channel_block": self.channel_block,
+            "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
+            "in_network": self.in_network, "key": self.key, "fit": self.fit,
         }
 
     @classmethod
@@ -197,14 +244,18 @@ class Calibration:
                 runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
                 threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
                 call_s=float(d["call_s"]), feed_bytes_per_s=call_bytes,
-                fixed_batch=bool(d["fixed_batch"]), key=dict(d["key"]), fit=dict(d["fit"]),
+                fixed_batch=bool(d["fixed_batch"]), channel_block=int(d["channel_block"]),
+                in_network={str(k): float(v) for k, v in d["in_network"].items()},
+                key=dict(d["key"]), fit=dict(d["fit"]),
             )
         except CorruptCalibration:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
         c = calibration
-        if not (c.call_s >= 0 and c.feed_bytes_per_s > 0 and c.batch_size >= 1 and c.precision in ELEMENT_BYTES):
+        factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
+        if not (c.call_s >= 0 and c.feed_bytes_per_s > 0 and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
+                and factors_ok and c.channel_block >= 1):
             raise CorruptCalibration("a calibration with impossible constants")
         return calibration
 
@@ -276,12 +327,13 @@ class LatencyPrediction:
 def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int = 1) -> LayerLatency:
     """One layer (a ``cost.LayerCost`` counted at the calibration's element size and
     ``batch_size``; for a fixed-batch runtime, at batch 1) on the calibrated machine."""
-    kernel = kernel_of(layer)
+    kernel = kernel_of(layer, calibration.channel_block)
     roof = calibration.kernels[kernel]
     work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes)
     return LayerLatency(
         name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
-        intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work), predicted_ms=roof.seconds(work) * 1e3,
+        intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work),
+        predicted_ms=roof.seconds(work) * calibration.factor(kernel) * 1e3,
     )
 
 

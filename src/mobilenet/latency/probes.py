@@ -14,8 +14,14 @@ The layers are counted by ``mobilenet.cost`` like any network's: the chainable c
 pool and classifier as the last layers of a network with that many channels.
 
 The list is in priority order: a calibration that runs out of time drops the last probes, and the
-kernels they measure fall back to the machine's best rate (``fit._filled``). The full 3x3 conv,
-which only Table 4's network uses, comes last.
+kernels they measure fall back to the most similar kernel measured (``fit.STAND_INS``). The full
+3x3 conv, which only Table 4's network uses, comes last.
+
+**Network probes** (``NetworkProbe``) are whole networks: the published widths at the published
+resolutions (α 0.25 to 1.0, 128 to 224), none of them in the validation grid. A layer inside a
+network does not run as it does in a chain of its twins: its neighbours' activations and weights
+share the caches, and some runtimes reorder the layout between kernels of different kinds. The
+networks measure that, and ``fit.fit_in_network`` learns from them one factor per kind of layer.
 """
 
 from __future__ import annotations
@@ -84,6 +90,42 @@ class Probe:
         return (batch_size, first.in_shape[0]) if self.kernel == "fc" else (batch_size, *first.in_shape)
 
 
+@dataclass(frozen=True)
+class NetworkProbe:
+    """The whole separable network of width ``alpha`` (TF 'SAME' padding, as the published models),
+    timed at each square resolution in ``sizes``."""
+
+    alpha: float
+    sizes: tuple[int, ...]
+    kernel = "network"  # (a class attribute: what ``Probe.kernel`` is for the others)
+    repeats = 1
+
+    def arch_cfg(self, size: int) -> ArchConfig:
+        return ArchConfig(alpha=self.alpha, resolution=size, padding=PADDING)
+
+    def describe(self) -> str:
+        return f"network {self.alpha:g} at {', '.join(str(s) for s in self.sizes)}"
+
+    def layers(self, size: int, batch_size: int = 1, bytes_per_element: int = 4) -> tuple[cost.LayerCost, ...]:
+        return cost.network_cost(self.arch_cfg(size), bytes_per_element, batch_size).layers
+
+    def input_shape(self, size: int, batch_size: int = 1) -> tuple[int, ...]:
+        return (batch_size, 3, size, size)
+
+
+AnyProbe = Probe | NetworkProbe
+
+
+def default_networks() -> tuple[NetworkProbe, ...]:
+    """The whole networks a full calibration times (15; 7 builds in the runtimes that convert
+    once and resize): the published α at the published resolutions, whose channels are whole
+    blocks of 8 or 16, and three α whose channels are not (0.35, 0.7, 0.9), none of the
+    validation grid's."""
+    return (NetworkProbe(1.0, (128, 160, 224)), NetworkProbe(0.25, (128, 224)), NetworkProbe(0.5, (160, 224)),
+            NetworkProbe(0.75, (128, 192)), NetworkProbe(0.35, (128, 224)), NetworkProbe(0.7, (160, 224)),
+            NetworkProbe(0.9, (128, 192)))
+
+
 def default_plan() -> tuple[Probe, ...]:
     """The probes of a full calibration, most needed first (23 models built, about 55 timed)."""
     chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
@@ -104,3 +146,8 @@ def quick_plan() -> tuple[Probe, ...]:
             Probe("pointwise", 300, (7, 14)), Probe("depthwise", 40, (14, 56)), Probe("depthwise", 300, (7, 14)),
             Probe("depthwise_s2", 100, (14, 28, 56)), Probe("stem", 16, (96, 128, 160)), Probe("fc", 500, (1,)),
             Probe("pool", 500, (5,)))
+
+
+def quick_networks() -> tuple[NetworkProbe, ...]:
+    """Three small networks for a quick calibration: channels in whole blocks and not."""
+    return (NetworkProbe(0.25, (128,)), NetworkProbe(0.35, (128,)), NetworkProbe(1.0, (128,)))

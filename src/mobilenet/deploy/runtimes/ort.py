@@ -17,6 +17,7 @@ import os
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,22 @@ def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
     return largest, Execution.of("onnxruntime", len(graph.node), weights=weights, transposes=transposes)
 
 
+def session_options(threads: int | None, profile_prefix: str | None = None) -> Any:
+    """The session options every ONNX Runtime session of the project runs with (all graph
+    optimisations, sequential, ``threads`` intra-op threads); with ``profile_prefix``, profiling
+    on, its JSON written there (the latency model's per-layer calibration)."""
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    return options
+
+
 class OnnxRuntimePredictor(Predictor):
     runtime = "onnxruntime"
 
@@ -68,14 +85,9 @@ class OnnxRuntimePredictor(Predictor):
         ort = require("onnxruntime")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model_bytes, session_options(threads),
+                                                providers=["CPUExecutionProvider"])
             magnitude, self.execution = _read_graph(model_bytes)
         except MobileNetError:
             raise
