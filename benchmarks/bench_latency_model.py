@@ -41,6 +41,7 @@ from mobilenet.deploy.optional import available
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
+from mobilenet.latency.probes import default_networks
 
 ALPHAS = (0.3, 0.45, 0.6, 0.85, 1.1)
 RESOLUTIONS = (112, 144, 176, 208, 240)
@@ -54,6 +55,7 @@ class Setting:
     batch_size: int
     calibration_s: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per network of the grid
+    seen: list[dict[str, Any]] = field(default_factory=list)  # the calibration's networks, timed again
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,7 +93,10 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
     setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
     models, calls = [], []
     images = sample_photos() if setting.precision == "int8" else None
-    for cfg in grid:
+    # The calibration's own networks, timed beside the held-out ones: their error now is the
+    # machine's drift since the calibration, a floor under the held-out error.
+    seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes] if args.seen else []
+    for cfg in grid + seen:
         model = MobileNetV1(cfg).eval()
         predictor = make_predictor(model, setting.runtime, setting.precision, threads=setting.threads,
                                    batch_size=setting.batch_size, calibration_images=images)
@@ -99,6 +104,11 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         models.append(model)
         calls.append(lambda p=predictor, x=x: p(x))
     samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
+    for cfg, seconds in zip(seen, samples[len(grid):]):
+        measured = Timing.from_seconds(seconds).median_ms
+        predicted = predict_with(constants, cfg, setting.batch_size).total_ms
+        setting.seen.append({"model": cfg.name, "predicted_ms": predicted, "measured_ms": measured,
+                             "error": predicted / measured - 1})
     for cfg, model, seconds in zip(grid, models, samples):
         prediction = predict_with(constants, cfg, setting.batch_size)
         measured = Timing.from_seconds(seconds).median_ms
@@ -209,6 +219,10 @@ def print_setting(s: Setting) -> None:
     for r in s.rows:
         print(f"  {r['model']:<26} predicted {r['predicted_ms']:8.3f} ms  measured {r['measured_ms']:8.3f} ms  "
               f"{r['error']:+7.1%}")
+    if s.seen:
+        errors = np.array([r["error"] for r in s.seen])
+        print(f"  the calibration's own {len(errors)} networks, timed again beside them (the drift since): "
+              f"RMSPE {np.sqrt(np.mean(errors**2)):.1%}, mean error {np.mean(errors):+.1%}")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -221,6 +235,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resolutions", nargs="+", type=int, default=list(RESOLUTIONS))
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network, interleaved")
     p.add_argument("--recalibrate", action="store_true", help="calibrate again instead of using the cache")
+    p.add_argument("--seen", action="store_true",
+                   help="also time the calibration's own networks beside the grid: the machine's drift since")
     p.add_argument("--tiny", action="store_true", help="a 2 x 2 grid, ONNX Runtime fp32, 1 thread, batch 1")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = p.parse_args(argv)
