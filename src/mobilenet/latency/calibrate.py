@@ -19,7 +19,7 @@ import numpy as np
 
 from mobilenet.arch import ArchConfig
 from mobilenet.deploy.runtimes import check_precision
-from mobilenet.deploy.timing import time_interleaved
+from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
 from mobilenet.latency.fit import (
@@ -202,8 +202,10 @@ def _measure(
     the same mixture of fast and slow spells, so their ratios (what the fit learns) hold. Building
     stops when the time left would no longer time what is built."""
     cells: list[tuple[AnyProbe, int, Cell]] = []
+    timing_s = 0.0  # what timing the cells built so far will take
     for i, probe in enumerate(plan, 1):
-        if time.monotonic() + TIMING_COST * seconds * (len(cells) + len(probe.sizes)) > deadline:
+        # (a probe's timing is at least a cell's worth per size, known exactly once it is built)
+        if time.monotonic() + timing_s + TIMING_COST * seconds * len(probe.sizes) > deadline:
             left = sorted({p.kernel for p in plan[i - 1:]})
             log(f"latency: time is up; {len(plan) - i + 1} probes left out ({', '.join(left)}): "
                 "their kernels borrow the most similar kernel's constants")
@@ -211,9 +213,12 @@ def _measure(
         log(f"latency: [{i}/{len(plan)}] building {probe.describe()}")
         module = probe_module(probe, probe.sizes[0], fixed_pads=backend.fixed_pads)
         shaped = backend.load(module, probe.input_shape(probe.sizes[0], batch_size))
-        cells += [(probe, size, shaped(probe.input_shape(size, batch_size))) for size in probe.sizes]
+        for size in probe.sizes:
+            cell = shaped(probe.input_shape(size, batch_size))
+            timing_s += _timing_seconds(cell, seconds)
+            cells.append((probe, size, cell))
     feeds = [i for i, (probe, _, cell) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
-    log(f"latency: timing {len(cells)} probes interleaved, about {TIMING_COST * seconds * len(cells):.0f} s")
+    log(f"latency: timing {len(cells)} probes interleaved, about {timing_s:.0f} s")
     samples = [float(np.median(s)) for s in time_interleaved(
         [c.run for _, _, c in cells] + [cells[i][2].feed for i in feeds],  # type: ignore[misc]
         seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)]
@@ -225,3 +230,14 @@ def _measure(
             profiled = tuple(cell.profile(seconds))
         timed.append(Timed(probe, size, samples[i], fed.get(i), profiled))
     return timed
+
+
+def _timing_seconds(cell: Cell, seconds: float) -> float:
+    """About what timing ``cell`` will take: ``seconds`` with its warm-up and settling, or, for a
+    call slower than a block, ``MIN_RUNS`` blocks of one timed call and its settling calls (a
+    batch-8 network at 130 ms a call takes 2.6 s, not 0.3). Its first call, timed here, also
+    warms it up."""
+    start = time.perf_counter()
+    cell.run()
+    call_s = time.perf_counter() - start
+    return max(TIMING_COST * seconds, MIN_RUNS * (1 + SETTLE_CALLS) * call_s + 3 * call_s)
