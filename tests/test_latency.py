@@ -128,13 +128,15 @@ def test_the_pure_model_imports_without_torch() -> None:
 
 def test_a_calibration_round_trips_and_a_damaged_one_is_refused() -> None:
     calibration = fixed_calibration(kernels={**fixed_calibration().kernels, "fc": Roofline(5e9, math.inf, 0.0, 8)},
-                                    channel_block=16, in_network={"depthwise": 1.3, "pointwise": 0.9})
+                                    channel_blocks={"pointwise": 16, "depthwise": 4},
+                                    in_network={"depthwise": 1.3, "pointwise": 0.9})
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
     for damage in ({}, [], {"model_version": 1}, {**calibration.to_dict(), "kernels": {"stem": {}}},
                    {**calibration.to_dict(), "call_s": "fast"}, {**calibration.to_dict(), "model_version": -1},
                    {**calibration.to_dict(), "in_network": {"depthwise": 0.0}},
                    {**calibration.to_dict(), "in_network": {"no such kernel": 1.0}},
-                   {**calibration.to_dict(), "channel_block": 0}):
+                   {**calibration.to_dict(), "channel_blocks": {"pointwise": 0}},
+                   {**calibration.to_dict(), "channel_blocks": {"pool": 4}}):
         with pytest.raises(CorruptCalibration):
             Calibration.from_dict(damage)
 
@@ -172,20 +174,29 @@ def test_the_fit_recovers_the_constants_that_made_the_measurements() -> None:
 
 
 def test_convs_whose_channels_are_not_whole_blocks_run_as_their_own_kernels() -> None:
-    """With ONNX Runtime's 16-channel blocks (AVX-512), 0.35's 11, 22, 44, 89... channels are off
-    the block and 0.5's 16, 32, 64... on it; the stem reads RGB as it is; a runtime without a
-    blocked layout (block 1) has no unblocked kernels. Each variant takes its own roofline."""
+    """With ONNX Runtime's blocks on AVX-512 (4 channels for a depthwise conv, 16 for a dense
+    one), 0.35's depthwise convs on 11, 22, 89 channels are off their block and on 44 on it; its
+    pointwise convs are all off theirs; 0.5's 16, 32, 64... are on every block;
+    the stem reads RGB as it is; without blocks there are no unblocked kernels. Each variant takes
+    its own roofline."""
     from mobilenet.latency.model import kernel_of
 
-    def kernels(alpha: float, block: int) -> set[str]:
-        return {kernel_of(x, block) for x in cost.network_cost(ArchConfig(alpha=alpha)).layers}
+    blocks = {"depthwise": 4, "depthwise_s2": 4, "pointwise": 16, "conv": 16, "stem": 16}
 
-    assert kernels(0.35, 16) == {"stem_unblocked", "depthwise_unblocked", "depthwise_s2_unblocked",
-                                 "pointwise_unblocked", "pool", "fc"}
-    assert kernels(0.5, 16) == kernels(0.35, 1) == {"stem", "depthwise", "depthwise_s2", "pointwise", "pool", "fc"}
+    def kernel(alpha: float, name: str, channel_blocks: dict[str, int] | None = blocks) -> str:
+        layers = {x.name: x for x in cost.network_cost(ArchConfig(alpha=alpha)).layers}
+        return kernel_of(layers[name], channel_blocks)
+
+    assert kernel(0.35, "blocks.0.dw") == "depthwise_unblocked"  # 11 channels
+    assert kernel(0.35, "blocks.2.dw") == "depthwise"  # 44
+    assert kernel(0.35, "blocks.1.dw") == "depthwise_s2_unblocked"  # 22
+    assert kernel(0.35, "blocks.2.pw") == "pointwise_unblocked" and kernel(0.35, "stem") == "stem_unblocked"
+    assert {kernel(0.5, x.name) for x in cost.network_cost(ArchConfig(alpha=0.5)).layers} == \
+        {kernel(0.35, x.name, None) for x in cost.network_cost(ArchConfig(alpha=0.35)).layers} == \
+        {"stem", "depthwise", "depthwise_s2", "pointwise", "pool", "fc"}
     slow = Roofline(10e9, 5e9, 2e-6)
-    calibration = fixed_calibration(channel_block=16, kernels={**fixed_calibration().kernels,
-                                                               **{k: slow for k in KERNELS if "unblocked" in k}})
+    calibration = fixed_calibration(channel_blocks=blocks, kernels={**fixed_calibration().kernels,
+                                                                    **{k: slow for k in KERNELS if "unblocked" in k}})
     blocked, unblocked = (predict_with(calibration, ArchConfig(alpha=a)).layer("blocks.3.pw") for a in (0.5, 0.35))
     assert unblocked.kernel == "pointwise_unblocked" and blocked.kernel == "pointwise"
     # 0.35's layer does half 0.5's mult-adds, on a roofline ten times slower.

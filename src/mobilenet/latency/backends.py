@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -111,7 +111,8 @@ class Backend:
     distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
     calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at
     fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
-    channel_block = 1  # the channels of its blocked layout (model.UNBLOCKED); 1: none
+    # Per conv kind, the channels its fast implementation needs whole blocks of (model.UNBLOCKED).
+    channel_blocks: ClassVar[dict[str, int]] = {}
 
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
@@ -202,12 +203,14 @@ class OnnxRuntimeBackend(Backend):
     fixed_pads = True
 
     @property
-    def channel_block(self) -> int:  # type: ignore[override]
-        """MLAS's NCHWc block: 16 channels with AVX-512, 8 with AVX2, none elsewhere."""
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """Measured on the Zen 4 (docs/latency.md): the depthwise convs want multiples of 4
+        channels, the dense ones MLAS's NCHWc block (16 with AVX-512, 8 with AVX2)."""
         from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
         flags = cpu_info().flags
-        return 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+        dense = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+        return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
         from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415

@@ -97,7 +97,7 @@ def calibrate(
     log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
     timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
-                      channel_block=backend.channel_block)
+                      channel_blocks=backend.channel_blocks)
     spent = time.monotonic() - started
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "probes_measured": len({t.probe for t in timed}),
                 "probes_planned": len(plan)}
@@ -123,7 +123,7 @@ class Timed:
 
 def fit(
     runtime: str, precision: str, batch_size: int, threads: int | None, timed: Sequence[Timed], *,
-    fixed_batch: bool = False, channel_block: int = 1,
+    fixed_batch: bool = False, channel_blocks: dict[str, int] | None = None,
 ) -> Calibration:
     """The calibration that ``timed`` implies: the call's own cost from the call probes, the
     input conversion's bandwidth from the feeds, each kernel's roofline, and the in-network
@@ -149,7 +149,7 @@ def fit(
         # The profile splits the network's time among its layers; the interleaved timing says how
         # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
         scale = max(t.seconds - call_s, FLOOR_S) / sum(t.layer_seconds)
-        in_place += [Measurement(kernel_of(layer, channel_block), (layer,), max(seconds * scale, FLOOR_S))
+        in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
                      for layer, seconds in zip(t.probe.layers(t.size, batch_size, size_of), t.layer_seconds,
                                                strict=True)]
     profiled = {m.kernel for m in in_place}
@@ -157,7 +157,7 @@ def fit(
     for t in timed:
         layers = t.probe.layers(t.size, batch_size, size_of)
         kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
-        if kernel in CONV_KERNELS and not fills_blocks(layers[0], channel_block):
+        if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
             kernel += UNBLOCKED
         if t.probe.kernel != "call" and kernel not in profiled:
             probed.append(Measurement(kernel, layers, max(t.seconds - call_s, FLOOR_S)))
@@ -166,7 +166,8 @@ def fit(
     fitted = fit_kernels(in_place + probed, batch_size, size_of)
     rooflines = Calibration(
         runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
-        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, fixed_batch=fixed_batch, channel_block=channel_block,
+        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, fixed_batch=fixed_batch,
+        channel_blocks=dict(channel_blocks or {}),
         fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
     )
     if not networks:

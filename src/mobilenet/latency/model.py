@@ -43,10 +43,11 @@ from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
 CONV_KERNELS: tuple[str, ...] = ("stem", "depthwise", "depthwise_s2", "pointwise", "conv")
-# A runtime with a blocked layout (ONNX Runtime's NCHWc: 16 channels a block on AVX-512, 8 on AVX2)
-# runs a conv whose channels are not whole blocks by another, slower implementation: on the Zen 4
-# a 0.35-160 network's unblocked convs ran 2-4x slower per mult-add than the 0.5-160's blocked
-# ones, though chains of either kind alone run alike. Such a conv is a kernel of its own.
+# A runtime with a blocked layout runs a conv whose channels are not whole blocks by another,
+# slower implementation. ONNX Runtime on the Zen 4: its depthwise conv is about 4x faster on
+# channels that are multiples of 4 (44 at 56x56: 47 µs; 43, 45 or 46: 183-195 µs), its pointwise
+# conv faster on multiples of 16 (NCHWc: 16 a block on AVX-512, 8 on AVX2). Such a conv is a
+# kernel of its own; each runtime says its blocks per kind (``Calibration.channel_blocks``).
 UNBLOCKED = "_unblocked"
 KERNELS: tuple[str, ...] = (*CONV_KERNELS, "pool", "fc", *(k + UNBLOCKED for k in CONV_KERNELS))
 _LABELS = {
@@ -69,17 +70,17 @@ class CorruptCalibration(InputError):
     """Stored constants that do not describe a calibration (a damaged or foreign cache entry)."""
 
 
-def kernel_of(layer: cost.LayerCost, channel_block: int = 1) -> str:
+def kernel_of(layer: cost.LayerCost, channel_blocks: Mapping[str, int] | None = None) -> str:
     """The kind of kernel a layer runs as: ``cost``'s kinds, with the stem told from full convs
-    and strided depthwise convs from the others; with a ``channel_block`` (> 1), a conv whose
-    channels are not whole blocks is the kind's ``_unblocked`` variant."""
+    and strided depthwise convs from the others; a conv whose channels are not whole blocks of
+    its kind's ``channel_blocks`` (none: 1) is the kind's ``_unblocked`` variant."""
     if layer.kind == "conv":
         kernel = "stem" if layer.block is None else "conv"
     elif layer.kind == "depthwise" and layer.stride > 1:
         kernel = "depthwise_s2"
     else:
         kernel = layer.kind
-    if kernel in CONV_KERNELS and not fills_blocks(layer, channel_block):
+    if kernel in CONV_KERNELS and not fills_blocks(layer, (channel_blocks or {}).get(kernel, 1)):
         return kernel + UNBLOCKED
     return kernel
 
@@ -195,7 +196,8 @@ class Calibration:
 
     ``fixed_batch``: the runtime runs a batch as that many batch-1 calls (LiteRT and ExecuTorch
     files have batch 1), so it is calibrated at batch 1 and a batch costs that many calls.
-    ``channel_block``: the channels of the runtime's blocked layout (1: none; see ``UNBLOCKED``).
+    ``channel_blocks``: per conv kind, the channels its fast implementation needs whole blocks of
+    (a kind not named: 1, no unblocked variant; see ``UNBLOCKED``).
     ``in_network``: each kernel's in-network factor (a kernel not named: 1).
     ``key``: what the constants were measured on
     (see ``mobilenet.latency.cache``); ``fit``: how well each roofline fits its probes."""
@@ -208,7 +210,7 @@ class Calibration:
     call_s: float
     feed_bytes_per_s: float
     fixed_batch: bool = False
-    channel_block: int = 1
+    channel_blocks: dict[str, int] = field(default_factory=dict)
     in_network: dict[str, float] = field(default_factory=dict)
     key: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
@@ -226,7 +228,7 @@ class Calibration:
             "model_version": MODEL_VERSION, "runtime": self.runtime, "precision": self.precision,
             "batch_size": self.batch_size, "threads": self.threads, "call_s": self.call_s,
             "feed_bytes_per_s": _finite_or_none(self.feed_bytes_per_s),
-            "fixed_batch": self.fixed_batch, "channel_block": self.channel_block,
+            "fixed_batch": self.fixed_batch, "channel_blocks": self.channel_blocks,
             "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
             "in_network": self.in_network, "key": self.key, "fit": self.fit,
         }
@@ -244,7 +246,8 @@ class Calibration:
                 runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
                 threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
                 call_s=float(d["call_s"]), feed_bytes_per_s=call_bytes,
-                fixed_batch=bool(d["fixed_batch"]), channel_block=int(d["channel_block"]),
+                fixed_batch=bool(d["fixed_batch"]),
+                channel_blocks={str(k): int(v) for k, v in d["channel_blocks"].items()},
                 in_network={str(k): float(v) for k, v in d["in_network"].items()},
                 key=dict(d["key"]), fit=dict(d["fit"]),
             )
@@ -255,7 +258,7 @@ class Calibration:
         c = calibration
         factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
         if not (c.call_s >= 0 and c.feed_bytes_per_s > 0 and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
-                and factors_ok and c.channel_block >= 1):
+                and factors_ok and all(k in CONV_KERNELS and v >= 1 for k, v in c.channel_blocks.items())):
             raise CorruptCalibration("a calibration with impossible constants")
         return calibration
 
@@ -327,7 +330,7 @@ class LatencyPrediction:
 def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int = 1) -> LayerLatency:
     """One layer (a ``cost.LayerCost`` counted at the calibration's element size and
     ``batch_size``; for a fixed-batch runtime, at batch 1) on the calibrated machine."""
-    kernel = kernel_of(layer, calibration.channel_block)
+    kernel = kernel_of(layer, calibration.channel_blocks)
     roof = calibration.kernels[kernel]
     work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes)
     return LayerLatency(
