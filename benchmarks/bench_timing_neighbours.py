@@ -39,7 +39,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtime import make_predictor
-from mobilenet.deploy.timing import BLOCK_S, SETTLE_CALLS, SETTLE_S, BlockPlan, Timing, time_interleaved
+from mobilenet.deploy.timing import BLOCK_S, SETTLE_CALLS, SETTLE_S, BlockPlan, Timing, run_block, time_interleaved
 from mobilenet.files import write_text
 from mobilenet.model import MobileNetV1
 
@@ -76,12 +76,7 @@ def before_each_block(me: Call, neighbour: Call, seconds: float, min_runs: int) 
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(samples) < min_runs:
         neighbour()
-        for _ in range(plan.settle):
-            me()
-        for _ in range(plan.timed):
-            start = time.perf_counter()
-            me()
-            samples.append(time.perf_counter() - start)
+        run_block(me, plan, samples)
     return samples
 
 

@@ -85,7 +85,7 @@ def time_interleaved(
     while time.perf_counter() < deadline or min(len(s) for s in samples) < min_runs:
         shuffle(order)
         for i in order:
-            _run_block(runs[i], plans[i], samples[i])
+            run_block(runs[i], plans[i], samples[i])
     return samples
 
 
@@ -97,7 +97,9 @@ def _first_call_s(fn: Callable[[], Any], warmup: int) -> float:
     return time.perf_counter() - start
 
 
-def _run_block(fn: Callable[[], Any], plan: BlockPlan, out: list[float]) -> None:
+def run_block(fn: Callable[[], Any], plan: BlockPlan, out: list[float]) -> None:
+    """One settled block of ``fn``: ``plan.settle`` untimed calls, then ``plan.timed`` timed ones
+    appended to ``out`` (seconds each)."""
     for _ in range(plan.settle):
         fn()
     for _ in range(plan.timed):
