@@ -26,6 +26,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
+from mobilenet.kernels import strided_depthwise_conv2d
 
 INIT_STD = 0.09
 # Keras' ZeroPadding2D(((0, 1), (0, 1))) before a strided conv, in F.pad's (left, right, top, bottom).
@@ -74,9 +75,16 @@ class ConvBNAct(nn.Module):
         )
         self.bn: nn.Module = nn.BatchNorm2d(layer.out_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         self.act = nn.ReLU6(inplace=True) if cfg.activation == "relu6" else nn.ReLU(inplace=True)
+        # Trained through mobilenet.kernels, whose backward outruns oneDNN's for these (bf16, CPU).
+        self.strided_depthwise = s > 1 and layer.groups == layer.in_channels > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(self.pad(x))))
+        x, conv = self.pad(x), self.conv
+        if self.strided_depthwise and self.training and torch.is_grad_enabled() and conv.bias is None:
+            x = strided_depthwise_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])  # type: ignore[index]
+        else:
+            x = conv(x)
+        return self.act(self.bn(x))
 
     @property
     def folded(self) -> bool:
