@@ -1,0 +1,112 @@
+"""Does ``choose`` pick what timing every candidate would pick? (issue 15's target: 9 of 10 budgets)
+
+For one runtime, precision, thread count and batch size:
+
+1. every published model's architecture that ``choose`` could pick is built and timed, all of
+   them interleaved in settled blocks (the exhaustive answer's measurements);
+2. ten budgets are spread geometrically between the fastest and the slowest measured
+   architecture, so that each one separates candidates;
+3. at each budget ``mobilenet.latency.choose`` runs as a user runs it (calibrated predictions,
+   then the best few timed briefly), and its pick is compared with the exhaustive one: the most
+   accurate candidate whose exhaustively measured time fits.
+
+A disagreement is reported with both models' measured times: on a drifting machine a model whose
+time sits within a few percent of the budget can fit in one measurement and not the other. Run it
+with nothing else running::
+
+    .venv/bin/python benchmarks/bench_choose.py [--runtime onnxruntime] [--threads 1] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobilenet.cpu import cpu_info
+from mobilenet.errors import InputError
+from mobilenet.latency import RUNTIMES, calibrated, choose
+from mobilenet.latency.ranking import Candidate, candidates, measure_architectures
+from mobilenet.weights import REGISTRY
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    calibration = calibrated(args.runtime, args.precision, args.batch_size, args.threads, remeasure=args.recalibrate)
+    found = candidates(REGISTRY, calibration, args.batch_size)
+    shapes = list(dict.fromkeys(c.shape for c in found))
+    print(f"[choose] timing all {len(shapes)} architectures of {len(found)} candidates, {args.seconds} s each, "
+          "interleaved", file=sys.stderr)
+    firsts = [next(c for c in found if c.shape == s) for s in shapes]
+    timer = measure_architectures(args.runtime, args.precision, args.batch_size, args.threads, seconds=args.seconds)
+    measured = dict(zip(shapes, timer([c.arch_cfg for c in firsts])))
+    fastest, slowest = min(measured.values()), max(measured.values())
+    # Geometric between just above the fastest and just below the slowest: every budget fits something.
+    budgets = np.geomspace(fastest * 1.05, slowest * 0.98, args.budgets).tolist()
+
+    rows = []
+    for budget in budgets:
+        expected = exhaustive_pick(found, measured, budget)
+        try:
+            picked = choose(budget, args.runtime, args.precision, args.batch_size, args.threads,
+                            calibration=calibration, log=lambda line: print(line, file=sys.stderr))
+            chosen: Candidate | None = picked.chosen
+            error = None
+        except InputError as err:
+            chosen, error = None, str(err)
+        agree = chosen is not None and chosen.name == expected.name
+        rows.append({
+            "budget_ms": budget, "agree": agree, "error": error,
+            "exhaustive": {**expected.to_dict(), "measured_ms": measured[expected.shape]},
+            "chosen": None if chosen is None else {**chosen.to_dict(), "exhaustive_ms": measured[chosen.shape]},
+        })
+        print(_row_line(rows[-1]))
+    agreed = sum(r["agree"] for r in rows)
+    target = "met" if agreed >= 0.9 * len(rows) else "MISSED"
+    print(f"{cpu_info().summary()}; {args.runtime} {args.precision}, {args.threads} thread(s), batch {args.batch_size}")
+    print(f"choose agrees with exhaustive timing in {agreed} of {len(rows)} budgets (target: 9 of 10): {target}")
+    if args.json:
+        report = {"cpu": cpu_info().to_dict(), "runtime": args.runtime, "precision": args.precision,
+                  "threads": args.threads, "batch_size": args.batch_size, "seconds": args.seconds,
+                  "architectures_ms": {first.name: measured[first.shape] for first in firsts},
+                  "budgets": rows, "agreed": agreed}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def exhaustive_pick(found: Sequence[Candidate], measured: dict[Any, float], budget_ms: float) -> Candidate:
+    """The most accurate candidate (``found`` is ranked) whose exhaustively measured time fits."""
+    return next(c for c in found if measured[c.shape] <= budget_ms)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    want = row["exhaustive"]
+    line = f"budget {row['budget_ms']:8.3f} ms  exhaustive {want['name']} ({want['measured_ms']:.3f} ms)  "
+    if row["chosen"] is None:
+        return line + f"choose refused: {row['error']}"
+    got = row["chosen"]
+    measured = f"{got['measured_ms']:.3f}" if got["measured_ms"] is not None else "-"
+    return line + (f"choose {got['name']} (predicted {got['predicted_ms']:.3f}, measured {measured}, "
+                   f"exhaustive {got['exhaustive_ms']:.3f} ms)  {'agree' if row['agree'] else 'DIFFER'}")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--budgets", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per architecture, exhaustive pass")
+    p.add_argument("--recalibrate", action="store_true")
+    p.add_argument("--json", metavar="FILE")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
