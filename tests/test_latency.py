@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -21,6 +22,7 @@ from mobilenet.deploy.optional import MissingRuntimeError
 from mobilenet.deploy.timing import time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
+from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import Timed, calibrate, fit
 from mobilenet.latency.model import layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
@@ -296,6 +298,7 @@ def test_calibrations_are_cached_by_key_and_measured_again_when_a_runtime_versio
     (key,) = stored
     assert {"cpu", "flags", "versions", "runtime", "precision", "threads", "batch_size"} <= set(json.loads(key))
     assert json.loads(key)["versions"]["onnxruntime"] is not None
+    assert json.loads(key)["path"] == BACKENDS["onnxruntime"].path, "what the probes ran is part of the key"
 
     real_version = cache.package_version
     monkeypatch.setattr(cache, "package_version", lambda name: "99.0" if name == "onnxruntime" else real_version(name))
@@ -307,6 +310,9 @@ def test_calibrations_are_cached_by_key_and_measured_again_when_a_runtime_versio
     cache.calibrated("litert", threads=2, measure=measure, log=print)
     cache.calibrated("litert", batch_size=8, threads=2, measure=measure, log=print)
     assert len(calls) == 5, "LiteRT runs a batch image by image: one calibration for every batch size"
+    monkeypatch.setattr(BACKENDS["onnxruntime"], "path", "another path through the runtime")
+    cache.calibrated("onnxruntime", threads=2, measure=measure, log=print)
+    assert len(calls) == 6, "probes that run another path are measured again"
 
 
 def test_the_cached_calibration_is_read_without_ever_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -497,16 +503,20 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
 def test_cost_and_compare_add_predicted_time_with_predict(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:
-    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: fixed_calibration())
+    path = "frozen TorchScript (what these probes ran)"
+    monkeypatch.setattr(latency, "calibrated",
+                        lambda *args, **kwargs: dataclasses.replace(fixed_calibration(), key={"path": path}))
     assert main(["cost", "--alpha", "0.5", "--predict", "onnxruntime", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["latency"]["path"] == path
     expected = predict_with(fixed_calibration(), ArchConfig(alpha=0.5))
     assert [x["predicted_ms"] for x in data["layers"]] == [x.predicted_ms for x in expected.layers]
     assert all(x["bound"] in ("compute", "memory") for x in data["layers"])
     assert data["total"]["predicted_ms"] == pytest.approx(expected.total_ms)
     assert data["latency"]["runtime"] == "onnxruntime"
     assert main(["cost", "--predict", "onnxruntime"]) == 0
-    assert "Predicted on this machine" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Predicted on this machine" in out and f"Probes ran: {path}" in out
     assert main(["compare", "--predict", "onnxruntime", "--json"]) == 0
     blocks = json.loads(capsys.readouterr().out)["blocks"]
     assert all(b["predicted"]["speedup"] > 1 and b["predicted"]["why"] for b in blocks)

@@ -116,7 +116,8 @@ def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any
               for row in cost_json["layers"]]
     c = prediction.calibration
     latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
-               "threads": c.threads, "call_ms": prediction.call_ms, "time_shares": prediction.shares()}
+               "threads": c.threads, "path": c.key.get("path"), "call_ms": prediction.call_ms,
+               "time_shares": prediction.shares()}
     return cost_json | {"layers": layers, "total": cost_json["total"] | {"predicted_ms": prediction.total_ms},
                         "latency": latency}
 
@@ -133,6 +134,7 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
     c = prediction.calibration
     lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
              f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
+             *([f"Probes ran: {c.key['path']}"] if c.key.get("path") else []),
              f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'ms':>10}{'share':>8}"]
     layers_ms = sum(x.predicted_ms for x in prediction.layers)
     for x in prediction.layers:

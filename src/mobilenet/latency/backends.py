@@ -106,6 +106,9 @@ class Backend:
     """Builds probes in one runtime at one precision and thread count."""
 
     runtime = "?"
+    # What the probes run, said beside every prediction and part of the cache key: a change of
+    # path (say PyTorch's, once its AOTInductor path is calibrated) measures again.
+    path = "?"
     fixed_batch = False
     needs: tuple[str, ...] = ()  # modules to import: a missing one is named with its pip extra
     distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
@@ -144,9 +147,14 @@ class _Frozen(nn.Module):
 
 
 class TorchBackend(Backend):
-    """Frozen TorchScript, channels_last, as ``TorchPredictor`` runs the network."""
+    """Frozen TorchScript, channels_last: the torch runtime's fallback where it cannot compile.
+    ``TorchPredictor`` runs ``mobilenet.optimize`` (AOTInductor) where a C++ compiler is found,
+    whose probes would each compile for tens of seconds (docs/latency.md §5): not calibrated yet,
+    and said with every prediction."""
 
     runtime = "torch"
+    path = ("frozen TorchScript, channels_last (the torch runtime's fallback; mobilenet.optimize's AOTInductor "
+            "path, which it runs where a C++ compiler is found, is not calibrated yet and runs faster)")
     calibrates = ("fp32", "bf16")
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
@@ -194,6 +202,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime's predictor on a static ONNX graph; its profiler times each layer apart."""
 
     runtime = "onnxruntime"
+    path = "ONNX Runtime CPU, the network's static ONNX graph"
     needs = ("onnx", "onnxruntime")
     distributions = ("onnxruntime", "torch")
     calibrates = ("fp32", "int8")
@@ -297,6 +306,7 @@ class OpenVinoBackend(Backend):
     compiles a reshaped model as it compiles the network's, for the shape it is given."""
 
     runtime = "openvino"
+    path = "OpenVINO CPU, converted from the ONNX graph"
     fixed_pads = True  # as ONNX Runtime's: the network's file holds constant pads
     needs = ("onnx", "openvino")
     distributions = ("openvino", "nncf", "torch")
@@ -359,6 +369,7 @@ class LiteRtBackend(Backend):
     on fp32 probes."""
 
     runtime = "litert"
+    path = "LiteRT interpreter (XNNPACK), litert-torch's conversion"
     fixed_batch = fixed_pads = True
     needs = ("litert_torch", "ai_edge_litert.interpreter")
     distributions = ("ai-edge-litert", "litert-torch", "torch")
@@ -396,6 +407,7 @@ class ExecuTorchBackend(Backend):
     """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does."""
 
     runtime = "executorch"
+    path = "ExecuTorch, lowered to XNNPACK"
     fixed_batch = fixed_pads = True
     needs = ("executorch.runtime",)
     distributions = ("executorch", "torch")
