@@ -122,7 +122,11 @@ def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
     fast_loss = [r["train_loss"] for r in read_metrics(fast.run_dir)]
     fall = eager_loss[0] - eager_loss[-1]
     assert fall > 0.3, eager_loss
-    assert abs(fast_loss[-1] - eager_loss[-1]) < 0.5 * fall, (fast_loss, eager_loss)
+    # One-sided: a step without its backward or update stays near the start, while a step that
+    # trains falls at least about as far. How much further it may fall depends on the CPU: on an
+    # AMX Xeon the compiled bf16 run fell 0.56-0.62 against eager fp32's 0.36 (same seed and data).
+    assert fast_loss[-1] < eager_loss[-1] + 0.5 * fall, (fast_loss, eager_loss)
+    assert fast_loss[0] - fast_loss[-1] > 0.3, fast_loss
     # The checkpoint is the plain model's, loadable by eager code; the model handed back has TF's
     # input-dependent pads again (the compiled step ran constant ones).
     ckpt = torch.load(f"{fast.run_dir}/last.pt", weights_only=True)
