@@ -82,12 +82,13 @@ def test_model_gradients_are_unchanged() -> None:
     torch.manual_seed(0)
     model = mobilenet_v1(0.25, resolution=64, num_classes=10, dropout=0.0).train()
     x, labels = torch.randn(4, 3, 64, 64), torch.tensor([1, 2, 3, 4])
+    strided = [m for m in model.modules() if getattr(m, "strided_depthwise", False)]
+    assert len(strided) == 4, "the four strided depthwise layers of Table 1"
     for amp in (False, True):
         results = []
         for use_kernel in (True, False):
-            for module in model.modules():
-                if hasattr(module, "strided_depthwise"):
-                    module.strided_depthwise = use_kernel and module.conv.groups > 1 and module.conv.stride[0] > 1
+            for module in strided:
+                module.strided_depthwise = use_kernel
             model.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(model(x), labels)

@@ -76,7 +76,7 @@ class ConvBNAct(nn.Module):
         self.bn: nn.Module = nn.BatchNorm2d(layer.out_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         self.act = nn.ReLU6(inplace=True) if cfg.activation == "relu6" else nn.ReLU(inplace=True)
         # Trained through mobilenet.kernels, whose backward outruns oneDNN's for these (bf16, CPU).
-        self.strided_depthwise = s > 1 and layer.groups == layer.in_channels > 1
+        self.strided_depthwise = layer.kind == "depthwise" and s > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, conv = self.pad(x), self.conv
