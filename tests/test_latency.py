@@ -26,7 +26,7 @@ from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import Timed, calibrate, fit
 from mobilenet.latency.model import layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
-from mobilenet.latency.ranking import candidates, choose_from
+from mobilenet.latency.ranking import MARGIN, MAX_MARGIN, candidates, choose_from, margin_for
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -456,6 +456,25 @@ def test_choose_within_the_margin_measures_before_refusing() -> None:
     found = candidates(SYNTHETIC_REGISTRY, fixed_calibration(), 1)
     chosen, _ = choose_from(found, budget, timer=lambda cfgs: [budget * 0.9] * len(cfgs), log=lambda line: None)
     assert chosen.name == "tf_0.25_128"
+
+
+def test_the_margin_grows_with_the_calibrations_own_error_on_whole_networks() -> None:
+    """A calibration whose fit missed whole networks by 12% has a prediction 16% over the budget
+    timed (a fixed 10% left out the very models the fit said it could be that far off on)."""
+    calibration = fixed_calibration()
+    assert margin_for(calibration) == MARGIN, "no networks fitted: the floor"
+    sloppy = dataclasses.replace(calibration, fit={"in_network": {"rmspe_after": 0.12}})
+    assert margin_for(sloppy) == pytest.approx(0.24)
+    assert margin_for(dataclasses.replace(calibration, fit={"in_network": {"rmspe_after": 0.9}})) == MAX_MARGIN
+    budget = predicted_ms(0.25, 128) / 1.16
+    found = candidates(SYNTHETIC_REGISTRY, calibration, 1)
+    fits_when_timed = lambda cfgs: [budget * 0.9] * len(cfgs)  # noqa: E731
+    with pytest.raises(InputError, match="nothing fits"):
+        choose_from(found, budget, timer=fits_when_timed, margin=margin_for(calibration), log=lambda line: None)
+    chosen, _ = choose_from(found, budget, timer=fits_when_timed, margin=margin_for(sloppy), log=lambda line: None)
+    assert chosen.name == "tf_0.25_128"
+    choice = choose(budget * 1.2, "onnxruntime", measure_best=0, registry=SYNTHETIC_REGISTRY, calibration=sloppy)
+    assert choice.to_dict()["margin"] == pytest.approx(0.24)
 
 
 def test_nothing_fits_says_how_fast_the_fastest_is_predicted_to_run() -> None:

@@ -108,6 +108,7 @@ def choose(
         candidates,
         check_budget,
         choose_from,
+        margin_for,
         measure_architectures,
     )
 
@@ -118,5 +119,6 @@ def choose(
         from mobilenet.weights import REGISTRY as registry  # noqa: PLC0415, N811
     found = candidates(registry, calibration, batch_size)
     timer = measure_architectures(runtime, precision, batch_size, threads) if measure_best else None
-    chosen, judged = choose_from(found, budget_ms, timer=timer, measure_best=measure_best, log=log)
-    return Choice(budget_ms, calibration, batch_size, chosen, tuple(judged))
+    margin = margin_for(calibration)
+    chosen, judged = choose_from(found, budget_ms, timer=timer, measure_best=measure_best, margin=margin, log=log)
+    return Choice(budget_ms, calibration, batch_size, chosen, tuple(judged), margin)
