@@ -85,8 +85,9 @@ def relu6_from_output(x: torch.Tensor) -> torch.Tensor:
     and writes it out whole in fp32 (103 MB for the first block at batch 32) only to find where
     the gradient passes. The mask from the output is the same mask (``0 < relu6(x) < 6`` exactly
     where ``0 < x < 6``, in any dtype: clamping does not round), and the output is kept anyway as
-    the next conv's input. Measured on the Intel Xeon with AMX (1.0-224, batch 32, 2 threads,
-    interleaved): a compiled step 3-5% faster in bf16 and 6% in fp32."""
+    the next conv's input. On the Intel Xeon with AMX (1.0-224, batch 32, 2 threads, interleaved
+    against a plain ``F.relu6``: ``benchmarks/bench_relu6_backward.py``, docs/training.md) a
+    compiled step ran 2-5% faster in bf16 and 6% in fp32."""
     return ReLU6FromOutput.apply(x)
 
 
