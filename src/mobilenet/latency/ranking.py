@@ -26,7 +26,7 @@ from mobilenet.latency.calibrate import log_to_stderr
 from mobilenet.latency.model import Calibration, predict_with
 
 MARGIN = 0.1  # candidates predicted up to 10% over the budget are measured too, at least
-MAX_MARGIN = 0.5  # however badly the calibration fitted: past that, calibrate again
+MAX_MARGIN = 0.5  # at most, however badly the calibration fitted (a worse fit wants calibrating again)
 MEASURE_BEST = 3  # architectures timed for real per round
 MAX_ROUNDS = 3  # rounds of measuring before giving up on the predictions
 MEASURE_SECONDS = 0.3  # per architecture, interleaved in settled blocks
