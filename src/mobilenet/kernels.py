@@ -86,8 +86,8 @@ def relu6_from_output(x: torch.Tensor) -> torch.Tensor:
     the gradient passes. The mask from the output is the same mask (``0 < relu6(x) < 6`` exactly
     where ``0 < x < 6``, in any dtype: clamping does not round), and the output is kept anyway as
     the next conv's input. On the Intel Xeon with AMX (1.0-224, batch 32, 2 threads, interleaved
-    against a plain ``F.relu6``: ``benchmarks/bench_relu6_backward.py``, docs/training.md) a
-    compiled step ran 2-5% faster in bf16 and 6% in fp32."""
+    against a plain ``F.relu6``; docs/training.md has the runs) a compiled step ran 2-5% faster
+    in bf16; in fp32 the runs were too noisy for more than "faster"."""
     return ReLU6FromOutput.apply(x)
 
 
