@@ -17,12 +17,13 @@ batch as that many single-image calls, as their predictors do (``fixed_batch``).
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from mobilenet.arch import ArchConfig
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 from mobilenet.latency.probes import PADDING, AnyProbe, NetworkProbe
+
+if TYPE_CHECKING:
+    from mobilenet.latency.fused_ops import Gap, References
 
 Call = Callable[[], object]
 
@@ -49,6 +53,9 @@ class Cell:
     run: Call
     feed: Call | None = None
     profile: Profile | None = None
+    # What ``run``'s measured seconds would be on the runtime's own path, where the probe runs
+    # something close instead (PyTorch's compiled program's ops, called from Python).
+    to_path: Callable[[float], float] | None = None
 
 
 Shaper = Callable[[tuple[int, ...]], Cell]  # input shape -> the probe's cell at that shape
@@ -128,6 +135,23 @@ class Backend:
         self.precision = precision
         self.threads = threads
 
+    @classmethod
+    def current_path(cls) -> str:
+        """What the probes run here (part of the cache key)."""
+        return cls.path
+
+    def prepare(self, log: Callable[[str], None]) -> dict[str, Any]:
+        """Whatever the backend builds once before its probes; what it cost, for the record."""
+        return {}
+
+    def reference_calls(self) -> tuple[Call, ...]:
+        """Calls to time among the probes, in the same interleaved pass, for ``timed_references``."""
+        return ()
+
+    def timed_references(self, medians: Sequence[float], log: Callable[[str], None]) -> dict[str, Any]:
+        """Learn from ``reference_calls``' medians (seconds) before the probes' times are read."""
+        return {}
+
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
         raise NotImplementedError
 
@@ -147,21 +171,105 @@ class _Frozen(nn.Module):
 
 
 class TorchBackend(Backend):
-    """Frozen TorchScript, channels_last: the torch runtime's fallback where it cannot compile.
-    ``TorchPredictor`` runs ``mobilenet.optimize`` (AOTInductor) where a C++ compiler is found,
-    whose probes would each compile for tens of seconds (docs/latency.md §5): not calibrated yet,
-    and said with every prediction."""
+    """What ``TorchPredictor`` runs: ``mobilenet.optimize``'s AOTInductor program where it can
+    compile, timed as its calls (``fused_ops``: the same oneDNN primitives on the same prepacked
+    weights, called from Python, whose gap to the compiled program is measured once on two
+    compiled networks and taken off: ``fused_ops.compiled_gap``); else the frozen TorchScript it
+    falls back to."""
 
     runtime = "torch"
-    path = ("frozen TorchScript, channels_last (the torch runtime's fallback; mobilenet.optimize's AOTInductor "
-            "path, which it runs where a C++ compiler is found, is not calibrated yet and runs faster)")
     calibrates = ("fp32", "bf16")
+    PATHS: ClassVar[dict[str, str]] = {
+        "inductor": ("mobilenet.optimize's AOTInductor program, as its oneDNN calls (fused conv+bias+ReLU6 on "
+                     "prepacked weights, constant pads, channels_last), less their measured gap to the program"),
+        "torchscript": "frozen TorchScript, channels_last (the torch runtime's fallback where it cannot compile)",
+    }
+    path = PATHS["torchscript"]
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def __init__(self, precision: str, threads: int | None) -> None:
+        super().__init__(precision, threads)
+        self.compiled = self.compiles()
+        self.path = self.PATHS["inductor" if self.compiled else "torchscript"]
+        self.fixed_pads = self.compiled  # optimize compiles the TF pads as constants
+        self.references: References | None = None  # built by prepare()
+        self.gap: Gap | None = None  # fitted once they are timed
+
+    @staticmethod
+    def compiles() -> bool:
+        """Whether ``TorchPredictor`` would run the AOTInductor program here (optimize's choice)."""
+        from mobilenet.optimized import BACKEND_ENV, compile_unavailable  # noqa: PLC0415
+
+        insisted = os.environ.get(BACKEND_ENV)
+        return insisted in (None, "", "inductor") and compile_unavailable(torch.device("cpu")) is None
+
+    @classmethod
+    def current_path(cls) -> str:
+        return cls.PATHS["inductor" if cls.compiles() else "torchscript"]
+
+    def prepare(self, log: Callable[[str], None]) -> dict[str, Any]:
+        if not self.compiled:
+            return {}
+        from mobilenet.latency.fused_ops import REFERENCES, compiled_references  # noqa: PLC0415
+
+        self._set_threads()
+        names = " and ".join(f"{c.alpha:g}-{c.resolution[0]}" for c in REFERENCES)
+        log(f"latency: compiling {names} (once: loaded from the cache after), to be timed among the probes "
+            "against their calls made from Python")
+        self.references = compiled_references(self.precision, log)
+        return {"references_load_s": round(self.references.load_s, 1)}
+
+    def reference_calls(self) -> tuple[Call, ...]:
+        return () if self.references is None else self.references.calls
+
+    def timed_references(self, medians: Sequence[float], log: Callable[[str], None]) -> dict[str, Any]:
+        assert self.references is not None
+        self.gap = gap = self.references.gap(medians)
+        log(f"latency: the fused ops took {gap.per_op_s * 1e6:.1f} us a call and {gap.fraction:.1%} longer than "
+            "the compiled program (" + ", ".join(f"{f * 1e3:.2f} against {c * 1e3:.2f} ms"
+                                                 for f, c in zip(gap.fused_s, gap.compiled_s)) + ")")
+        return {"per_op_us": round(gap.per_op_s * 1e6, 2), "fraction": round(gap.fraction, 4),
+                "references_compiled_ms": [c * 1e3 for c in gap.compiled_s],
+                "references_fused_ms": [f * 1e3 for f in gap.fused_s]}
+
+    def _set_threads(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
+
+    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+        self._set_threads()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        if self.compiled:
+            return lambda at: self._fused(module, dtype, at)
         return lambda at: self._frozen(module, dtype, at)
+
+    def _fused(self, module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
+        from mobilenet.latency.fused_ops import fused_ops  # noqa: PLC0415
+        from mobilenet.model import MobileNetV1  # noqa: PLC0415
+
+        program = fused_ops(module, shape, dtype)
+        ops = len(program.ops)
+
+        def to_compiled(seconds: float) -> float:  # (the gap is known once the probes are timed)
+            return seconds if self.gap is None else self.gap.compiled_seconds(seconds, ops)
+        if isinstance(module, MobileNetV1):  # a whole network takes NCHW float32, as the compiled one
+            x = torch.rand(shape)
+
+            def network() -> object:
+                with torch.inference_mode():
+                    return program(x)
+
+            def profile(seconds: float) -> list[float]:  # each layer's calls, the clock read between them
+                return list(program.layer_seconds(x, seconds).values())
+
+            return Cell(network, profile=profile, to_path=to_compiled)
+        # A probe's layers take their input as the network hands it over: channels_last, converted
+        prepared = program.prepare(torch.rand(shape))
+
+        def layers() -> object:
+            with torch.inference_mode():
+                return program.run(prepared)
+
+        return Cell(layers, to_path=to_compiled)
 
     @staticmethod
     def _frozen(module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:

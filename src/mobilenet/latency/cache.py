@@ -41,7 +41,7 @@ def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: 
     cpu = cpu_info()
     return {
         "cpu": cpu.model, "flags": cpu.notable_flags(), "cores": cpu.logical_cores, "runtime": runtime,
-        "path": backend.path,
+        "path": backend.current_path(),
         "versions": {name: package_version(name) for name in backend.distributions},
         "precision": precision, "threads": threads, "batch_size": 1 if backend.fixed_batch else batch_size,
         "model_version": MODEL_VERSION, "timing": METHOD,

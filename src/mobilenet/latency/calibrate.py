@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ DEFAULT_BUDGET_S = 60.0
 SECONDS_PER_SHAPE = 0.12  # timed per probe and input size, interleaved in settled blocks
 TIMING_COST = 2.5  # wall seconds per timed second and probe: warm-up calls, settling, profiles
 MIN_RUNS = 5
+REFERENCE_SLOTS = 4  # places each backend reference call takes in the timing rounds
 FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off, at the least
 
 Log = Callable[[str], None]
@@ -92,15 +94,22 @@ def calibrate(
     backend = backend_for(runtime, precision, threads)
     per_call = 1 if backend.fixed_batch else batch_size
     plan = (*(default_networks() if networks is None else networks), *(plan or default_plan()))
+    # Once per backend, before the probes' budget: PyTorch compiles two reference networks the
+    # first time (tens of seconds, cached after), timed among the probes against their fused ops.
+    prepared_at = time.monotonic()
+    found = backend.prepare(log)
+    prepare_s = time.monotonic() - prepared_at
     started = time.monotonic()
     where = f"batch {per_call}, {threads or 'default'} threads"
     log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
-    timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log)
+    timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
                       channel_blocks=backend.channel_blocks)
     spent = time.monotonic() - started
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "probes_measured": len({t.probe for t in timed}),
                 "probes_planned": len(plan)}
+    if found:
+        fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")
     on_networks = (f"; on the whole networks {networks_fit['rmspe_before']:.0%} before the in-network factors, "
                    f"{networks_fit['rmspe_after']:.0%} after") if networks_fit else ""
@@ -193,6 +202,7 @@ def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: in
 
 def _measure(
     backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
+    found: dict[str, Any],
 ) -> list[Timed]:
     """Every probe built, then all of them timed together, interleaved in settled blocks; then
     the networks' layers profiled where the runtime can.
@@ -201,7 +211,8 @@ def _measure(
     network ran 0.72 ms for a few seconds and 1.3 ms the next, while a sgemm kept its speed
     (benchmarks/bench_machine_drift.py). Interleaved over the whole calibration, every probe sees
     the same mixture of fast and slow spells, so their ratios (what the fit learns) hold. Building
-    stops when the time left would no longer time what is built."""
+    stops when the time left would no longer time what is built. The backend's reference calls
+    are timed in the same pass; what they teach it goes into ``found``."""
     cells: list[tuple[AnyProbe, int, Cell]] = []
     timing_s = 0.0  # what timing the cells built so far will take
     for i, probe in enumerate(plan, 1):
@@ -219,17 +230,27 @@ def _measure(
             timing_s += _timing_seconds(cell, seconds)
             cells.append((probe, size, cell))
     feeds = [i for i, (probe, _, cell) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
+    # A reference decides a correction for every probe: it takes several places in the rounds.
+    references = list(backend.reference_calls()) * REFERENCE_SLOTS
     log(f"latency: timing {len(cells)} probes interleaved, about {timing_s:.0f} s")
-    samples = [float(np.median(s)) for s in time_interleaved(
-        [c.run for _, _, c in cells] + [cells[i][2].feed for i in feeds],  # type: ignore[misc]
-        seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)]
+    timed_calls = time_interleaved(
+        [c.run for _, _, c in cells] + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
+        seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)
+    samples = [float(np.median(s)) for s in timed_calls]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
+    if references:
+        slots = timed_calls[len(timed_calls) - len(references):]
+        count = len(references) // REFERENCE_SLOTS
+        found.update(backend.timed_references(
+            [float(np.median(np.concatenate(slots[i::count]))) for i in range(count)], log))
     timed = []
     for i, (probe, size, cell) in enumerate(cells):
         profiled = None
         if cell.profile is not None and isinstance(probe, NetworkProbe):
             profiled = tuple(cell.profile(seconds))
-        timed.append(Timed(probe, size, samples[i], fed.get(i), profiled))
+        seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
+        # (never under half: a noisy correction must not leave a probe nothing)
+        timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
     return timed
 
 

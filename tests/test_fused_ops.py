@@ -1,0 +1,142 @@
+"""PyTorch's latency probes: the compiled program's calls made from Python (mobilenet.latency.fused_ops)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.latency import cache
+from mobilenet.latency.backends import TorchBackend, probe_module
+from mobilenet.latency.fused_ops import REFERENCES, Gap, compiled_gap, fused_ops, reference_network
+from mobilenet.latency.probes import NetworkProbe, default_plan
+from mobilenet.model import MobileNetV1
+from mobilenet.optimized import BACKEND_ENV
+from mobilenet.prepare import fixed_padding_copy, folded_copy
+
+
+def _weights_like_trained(model: MobileNetV1) -> MobileNetV1:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("cfg", [
+    ArchConfig(alpha=0.25, resolution=128),  # TF 'SAME': five constant pads
+    ArchConfig(alpha=0.5, resolution=(96, 128), padding="keras", activation="relu"),
+    ArchConfig(alpha=0.25, resolution=64, variant="conv", padding="symmetric"),
+], ids=["tf", "keras-relu", "full-conv"])
+def test_fused_ops_compute_what_the_network_computes(cfg: ArchConfig) -> None:
+    model = fixed_padding_copy(_weights_like_trained(MobileNetV1(cfg)))
+    x = torch.rand(2, 3, *cfg.resolution)
+    program = fused_ops(model, tuple(x.shape))
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(program(x), expected, rtol=1e-4, atol=1e-5)
+    pads = sum(1 for layer in model.conv_layers() if isinstance(layer[1].pad, torch.nn.ZeroPad2d))
+    assert len(program.ops) == len(list(model.conv_layers())) + pads + 2, "one call per conv and pad, pool, classifier"
+
+
+def test_fused_ops_in_bf16_agree_with_fp32() -> None:
+    model = fixed_padding_copy(reference_network(REFERENCES[0]))
+    x = torch.rand(4, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)
+    got = fused_ops(model, tuple(x.shape), torch.bfloat16)(x)
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+def test_fused_ops_refuse_what_the_compiled_program_never_sees() -> None:
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=96)).eval()
+    with pytest.raises(InputError, match="BatchNorm folded"):
+        fused_ops(model, (1, 3, 96, 96))
+    with pytest.raises(InputError, match="constant pads"):
+        fused_ops(folded_copy(model), (1, 3, 96, 96))  # TF 'SAME' pads computed from the input
+
+
+def test_every_probe_runs_as_fused_ops() -> None:
+    for probe in (*default_plan(), NetworkProbe(0.35, (128,))):
+        size = probe.sizes[0]
+        module = probe_module(probe, size, fixed_pads=True)
+        shape = probe.input_shape(size, 2)
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected = module(x)
+        got = fused_ops(module, shape)(x)
+        assert got.shape == expected.shape, probe.describe()
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max() + 1e-6, probe.describe()
+
+
+def test_torch_probes_follow_what_optimize_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet import optimized  # noqa: PLC0415
+
+    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    compiled = TorchBackend("fp32", 1)
+    assert compiled.compiled and compiled.fixed_pads and compiled.path == TorchBackend.PATHS["inductor"]
+    inductor_key = cache.calibration_key("torch", "fp32", 1, 1)
+    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: "no C++ compiler found")
+    fallback = TorchBackend("fp32", 1)
+    assert not fallback.compiled and fallback.path == TorchBackend.PATHS["torchscript"]
+    assert cache.calibration_key("torch", "fp32", 1, 1) != inductor_key, "a change of path measures again"
+    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
+    monkeypatch.setenv(BACKEND_ENV, "torchscript")
+    assert not TorchBackend("fp32", 1).compiled, "a user insisting on TorchScript is predicted as TorchScript"
+
+
+def test_a_fused_probe_is_taken_to_the_compiled_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet import optimized  # noqa: PLC0415
+
+    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    backend = TorchBackend("fp32", 1)
+    backend.gap = Gap(per_op_s=1e-5, fraction=0.1, compiled_s=(), fused_s=(), ops=(), compile_s=0.0)
+    probe = NetworkProbe(0.25, (96,))
+    shaped = backend.load(probe_module(probe, 96, fixed_pads=True), probe.input_shape(96))
+    cell = shaped(probe.input_shape(96))
+    assert cell.to_path is not None
+    assert cell.to_path(0.01) == pytest.approx(0.01 * 0.9 - 34 * 1e-5), "27 convs, 5 pads, the pool, the classifier"
+    assert cell.run().shape == (1, 1000)
+    assert len(cell.profile(0.05)) == len(probe.layers(96)), "one time per layer of the cost model, in its order"
+
+
+@pytest.mark.slow
+@pytest.mark.compiled
+def test_the_gap_is_measured_against_compiled_programs() -> None:
+    lines: list[str] = []
+    gap = compiled_gap("fp32", lines.append, seconds=0.5)  # also checks that both compute the same
+    assert gap.ops == (34, 34) and min(gap.compiled_s) > 0 and min(gap.fused_s) > 0
+    assert gap.per_op_s >= 0 and 0 <= gap.fraction <= 0.5
+    assert gap.fused_s[1] > gap.fused_s[0], "the larger reference takes longer"
+    assert sum("optimize:" in line for line in lines) == 2, "each compile (or load from the cache) is said"
+
+
+def test_layer_seconds_name_every_layer_of_the_cost_model() -> None:
+    from mobilenet.cost import network_cost  # noqa: PLC0415
+
+    cfg = ArchConfig(alpha=0.25, resolution=96)
+    program = fused_ops(fixed_padding_copy(MobileNetV1(cfg).eval()), (1, 3, 96, 96))
+    seconds = program.layer_seconds(torch.rand(1, 3, 96, 96), 0.05)
+    assert list(seconds) == [layer.name for layer in network_cost(cfg).layers], "pads counted in their conv's layer"
+    assert all(s > 0 for s in seconds.values())
+
+
+def test_bench_shares_time_the_compiled_calls_where_optimize_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet import optimized  # noqa: PLC0415
+    from mobilenet.deploy.bench import layers  # noqa: PLC0415
+    from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
+
+    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    used: list[int] = []
+    real = layers.__dict__.get("folded_copy")
+    monkeypatch.setattr(layers, "folded_copy", lambda model: used.append(1) or real(model))  # the eager hooks' model
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=96)).eval()
+    options = BenchOptions(runtimes=("torch",), batch_sizes=(1,), threads=1, seconds=0.05, peers=False,
+                           compare_conv=False, memory=False)
+    kinds = layers._torch_layer_times(model, torch.rand(1, 3, 96, 96), options)
+    assert set(kinds) == {"conv", "depthwise", "pointwise", "pool", "fc"} and not used, "no eager hooks"
