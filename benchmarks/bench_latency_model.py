@@ -97,6 +97,7 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
     # machine's drift since the calibration, a floor under the held-out error.
     seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes] if args.seen else []
     for cfg in grid + seen:
+        torch.manual_seed(0)  # the same weights every run: PyTorch's compiled packages are found in the cache
         model = MobileNetV1(cfg).eval()
         predictor = make_predictor(model, setting.runtime, setting.precision, threads=setting.threads,
                                    batch_size=setting.batch_size, calibration_images=images)

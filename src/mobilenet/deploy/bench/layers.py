@@ -1,5 +1,6 @@
 """Per-layer time shares (stem, depthwise, pointwise, pool, FC) against mult-add shares (Table 2),
-from PyTorch hooks, ONNX Runtime's profiler and OpenVINO's performance counters."""
+from PyTorch's compiled calls timed one by one (or eager hooks), ONNX Runtime's profiler and
+OpenVINO's performance counters."""
 
 from __future__ import annotations
 
@@ -50,11 +51,24 @@ def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str],
 
 
 def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time of the folded channels_last model in eager mode (TorchScript hides the
-    layers), from forward hooks around every layer."""
-    net = folded_copy(model).to(memory_format=torch.channels_last)
+    """Per-kind time of what the torch cell runs: where ``mobilenet.optimize`` compiles, its
+    program's calls timed one by one (``latency.fused_ops``: the compiled program itself has no
+    per-layer profile); else the folded channels_last model in eager mode, from forward hooks
+    around every layer (TorchScript hides the layers)."""
+    from mobilenet.latency.backends import TorchBackend  # noqa: PLC0415
+
     kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
-    totals: dict[str, float] = {}
+    if TorchBackend.compiles():
+        from mobilenet.latency.fused_ops import fused_ops  # noqa: PLC0415
+        from mobilenet.prepare import fixed_padding_copy  # noqa: PLC0415
+
+        program = fused_ops(fixed_padding_copy(model), tuple(x.shape))
+        totals: dict[str, float] = {}
+        for name, seconds in program.layer_seconds(x, options.seconds).items():
+            totals[kinds[name]] = totals.get(kinds[name], 0.0) + seconds
+        return totals
+    net = folded_copy(model).to(memory_format=torch.channels_last)
+    totals = {}
     starts: dict[str, float] = {}
     for name, module in net.named_modules():
         if name in kinds:
