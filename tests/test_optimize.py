@@ -10,6 +10,7 @@ marked cuda and skip without a GPU.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ import torch
 import torch._dynamo.config
 import torch._inductor.config
 
+from mobilenet import optimized
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.optimized import (
@@ -287,3 +289,25 @@ def test_the_environment_insists_on_a_backend(monkeypatch):
     monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "tensorrt")
     with pytest.raises(InputError, match="MOBILENET_TORCH_BACKEND"):
         optimize(model)
+
+
+def test_only_the_best_vector_isa_is_checked_before_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import config, cpu_vec_isa  # noqa: PLC0415
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("inductor's ISA checks are x86's")
+    with optimized._only_the_best_vector_isa_checked():
+        assert config.cpp.vec_isa_ok is True, "the best ISA passed inductor's check: the others are not built"
+    assert config.cpp.vec_isa_ok is None, "only for the compile"
+
+    class FailingIsa:
+        def __str__(self) -> str:
+            return "avx2"
+
+        def __bool__(self) -> bool:
+            return False
+
+    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", [FailingIsa()])
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2"])
+    with optimized._only_the_best_vector_isa_checked():
+        assert config.cpp.vec_isa_ok is None, "a best ISA that fails its check: inductor checks them all, as before"
