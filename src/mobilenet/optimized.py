@@ -279,6 +279,12 @@ def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log:
 
 
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
+    # (loading a package picks the ISA too: a process that only loads would otherwise check them all)
+    with _only_the_best_vector_isa_checked():
+        return _load_or_compile(net, example, log=log, max_autotune=max_autotune)
+
+
+def _load_or_compile(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
     package = compiled_cache_dir() / f"mobilenet-{_package_key(net, example, max_autotune)}.pt2"
     device_index = example.device.index if example.device.index is not None else -1
     start = time.perf_counter()
@@ -307,8 +313,7 @@ def _compile_package(net: nn.Module, example: torch.Tensor, package: Path, max_a
     package.parent.mkdir(parents=True, exist_ok=True)
     # Inductor freezes only with gradients off: with them on, the same call silently compiles an
     # unfrozen graph (convolutions unfused, weights not prepacked).
-    with torch.no_grad(), tempfile.TemporaryDirectory(dir=package.parent, prefix=".compiling-") as tmp, \
-            _only_the_best_vector_isa_checked():
+    with torch.no_grad(), tempfile.TemporaryDirectory(dir=package.parent, prefix=".compiling-") as tmp:
         exported = torch.export.export(net, (example,))
         staged = Path(tmp) / package.name  # AOTInductor insists on the .pt2 suffix
         torch._inductor.aoti_compile_and_package(
@@ -320,10 +325,10 @@ def _compile_package(net: nn.Module, example: torch.Tensor, package: Path, max_a
 def _only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[object]:
     """Inductor checks every vector ISA the CPU has (AMX, AVX512-VNNI, AVX512, AVX2) by compiling
     and loading a test program with each, then uses the best that passed: on a machine's first
-    compile that took 21 s of 48 here (AMX Xeon, cProfile), more than the network itself. Check
-    only the best one (inductor's own test, cached like its others) and trust it for the rest of
-    the compile; where it fails, or inductor's internals are not as expected, inductor checks them
-    all as before."""
+    compile that took 21 s of 48 here (AMX Xeon, cProfile), more than the network itself, and
+    loading a package in a new process checks them again. Check only the best one (inductor's own
+    test, cached like its others) and trust it while loading or compiling; where it fails, or
+    inductor's internals are not as expected, inductor checks them all as before."""
     try:
         from torch._inductor import config, cpu_vec_isa  # noqa: PLC0415
 
