@@ -94,6 +94,12 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
+def compiles_here() -> bool:
+    """Whether ``optimize`` (backend None) would run the AOTInductor program on this CPU: nothing
+    insists on another backend and a C++ compiler is found."""
+    return os.environ.get(BACKEND_ENV) in (None, "", "inductor") and compile_unavailable(torch.device("cpu")) is None
+
+
 def compiled_cache_dir() -> Path:
     """Where compiled packages are kept: ``<mobilenet cache>/compiled``. Also points inductor's own
     caches at ``<mobilenet cache>/inductor`` for this process, unless ``TORCHINDUCTOR_CACHE_DIR``

@@ -17,7 +17,6 @@ batch as that many single-image calls, as their predictors do (``fixed_batch``).
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from mobilenet.errors import InputError
 from mobilenet.latency.probes import PADDING, AnyProbe, NetworkProbe
 
 if TYPE_CHECKING:
-    from mobilenet.latency.fused_ops import Gap, References
+    from mobilenet.fused_ops import Gap, References
 
 Call = Callable[[], object]
 
@@ -174,7 +173,7 @@ class TorchBackend(Backend):
     """What ``TorchPredictor`` runs: ``mobilenet.optimize``'s AOTInductor program where it can
     compile, timed as its calls (``fused_ops``: the same oneDNN primitives on the same prepacked
     weights, called from Python, whose gap to the compiled program is measured once on two
-    compiled networks and taken off: ``fused_ops.compiled_gap``); else the frozen TorchScript it
+    compiled networks and taken off: ``fused_ops.References``); else the frozen TorchScript it
     falls back to."""
 
     runtime = "torch"
@@ -197,10 +196,9 @@ class TorchBackend(Backend):
     @staticmethod
     def compiles() -> bool:
         """Whether ``TorchPredictor`` would run the AOTInductor program here (optimize's choice)."""
-        from mobilenet.optimized import BACKEND_ENV, compile_unavailable  # noqa: PLC0415
+        from mobilenet.optimized import compiles_here  # noqa: PLC0415
 
-        insisted = os.environ.get(BACKEND_ENV)
-        return insisted in (None, "", "inductor") and compile_unavailable(torch.device("cpu")) is None
+        return compiles_here()
 
     @classmethod
     def current_path(cls) -> str:
@@ -209,7 +207,7 @@ class TorchBackend(Backend):
     def prepare(self, log: Callable[[str], None]) -> dict[str, Any]:
         if not self.compiled:
             return {}
-        from mobilenet.latency.fused_ops import REFERENCES, compiled_references  # noqa: PLC0415
+        from mobilenet.fused_ops import REFERENCES, compiled_references  # noqa: PLC0415
 
         self._set_threads()
         names = " and ".join(f"{c.alpha:g}-{c.resolution[0]}" for c in REFERENCES)
@@ -243,7 +241,7 @@ class TorchBackend(Backend):
         return lambda at: self._frozen(module, dtype, at)
 
     def _fused(self, module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
-        from mobilenet.latency.fused_ops import fused_ops  # noqa: PLC0415
+        from mobilenet.fused_ops import fused_ops  # noqa: PLC0415
         from mobilenet.model import MobileNetV1  # noqa: PLC0415
 
         program = fused_ops(module, shape, dtype)

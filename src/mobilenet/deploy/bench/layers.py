@@ -20,8 +20,10 @@ from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
+from mobilenet.fused_ops import fused_ops
 from mobilenet.model import MobileNetV1
-from mobilenet.prepare import folded_copy
+from mobilenet.optimized import compiles_here
+from mobilenet.prepare import fixed_padding_copy, folded_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
@@ -52,16 +54,11 @@ def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str],
 
 def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
     """Per-kind time of what the torch cell runs: where ``mobilenet.optimize`` compiles, its
-    program's calls timed one by one (``latency.fused_ops``: the compiled program itself has no
+    program's calls timed one by one (``mobilenet.fused_ops``: the compiled program itself has no
     per-layer profile); else the folded channels_last model in eager mode, from forward hooks
     around every layer (TorchScript hides the layers)."""
-    from mobilenet.latency.backends import TorchBackend  # noqa: PLC0415
-
     kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
-    if TorchBackend.compiles():
-        from mobilenet.latency.fused_ops import fused_ops  # noqa: PLC0415
-        from mobilenet.prepare import fixed_padding_copy  # noqa: PLC0415
-
+    if compiles_here():
         program = fused_ops(fixed_padding_copy(model), tuple(x.shape))
         totals: dict[str, float] = {}
         for name, seconds in program.layer_seconds(x, options.seconds).items():

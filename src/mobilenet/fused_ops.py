@@ -1,5 +1,6 @@
 """The calls ``mobilenet.optimize``'s compiled program makes, made one by one from Python: what
-the latency model's PyTorch probes time where ``optimize`` compiles.
+the latency model's PyTorch probes time, and ``mobilenet bench`` profiles layer by layer, where
+``optimize`` compiles.
 
 AOTInductor with freezing turns a MobileNet into a short list of calls (docs/pytorch.md): every
 conv + bias + ReLU6 one ``mkldnn._convolution_pointwise`` on weights reordered once at compile
@@ -157,7 +158,7 @@ def _container(module: nn.Module) -> bool:
 
 
 def reference_network(cfg: ArchConfig) -> nn.Module:
-    """A network ``compiled_gap`` compiles: ``cfg`` with fixed random weights at the scale of
+    """A network ``compiled_references`` compiles: ``cfg`` with fixed random weights at the scale of
     trained ones (fixed, so that its compiled package is found in the cache next time)."""
     from mobilenet.model import MobileNetV1  # noqa: PLC0415
 
@@ -229,16 +230,6 @@ def compiled_references(precision: str, log: Callable[[str], None]) -> Reference
         calls += [partial(_bare, compiled.net, x), partial(_bare, program, x)]
         ops.append(len(program.ops))
     return References(tuple(calls), tuple(ops), load_s)
-
-
-def compiled_gap(precision: str, log: Callable[[str], None], seconds: float = 1.5) -> Gap:
-    """``compiled_references`` timed on their own, interleaved in settled blocks (the calibration
-    times them among its probes instead), and their ``Gap``. Threads: ``torch.get_num_threads()``."""
-    from mobilenet.deploy.timing import time_interleaved  # noqa: PLC0415
-
-    references = compiled_references(precision, log)
-    samples = time_interleaved(list(references.calls), seconds=seconds, min_runs=10, block_s=seconds / 6)
-    return references.gap([float(np.median(s)) for s in samples])
 
 
 def _bare(program: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
