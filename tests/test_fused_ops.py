@@ -16,6 +16,9 @@ from mobilenet.model import MobileNetV1
 from mobilenet.optimized import BACKEND_ENV
 from mobilenet.prepare import fixed_padding_copy, folded_copy
 
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                reason="this PyTorch has no oneDNN: the compiled program's calls do not exist")
+
 
 def _weights_like_trained(model: MobileNetV1) -> MobileNetV1:
     torch.manual_seed(0)

@@ -38,6 +38,14 @@ REFERENCE_SEED = 0
 MAX_FRACTION = 0.5  # a fit that says more is noise, not the ops
 
 
+def available() -> bool:
+    """Whether the compiled program's calls model what runs here: ``optimize`` compiles (its
+    choice, ``optimized.compiles_here``) and PyTorch has the oneDNN ops it calls."""
+    from mobilenet.optimized import compiles_here  # noqa: PLC0415
+
+    return torch.backends.mkldnn.is_available() and compiles_here()
+
+
 @dataclass(frozen=True)
 class FusedOps:
     """``module``'s layers as the compiled program's calls (``ops``, in order), for inputs of one

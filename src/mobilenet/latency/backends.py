@@ -195,10 +195,11 @@ class TorchBackend(Backend):
 
     @staticmethod
     def compiles() -> bool:
-        """Whether ``TorchPredictor`` would run the AOTInductor program here (optimize's choice)."""
-        from mobilenet.optimized import compiles_here  # noqa: PLC0415
+        """Whether ``TorchPredictor`` would run the AOTInductor program here, as calls the probes
+        can make (``fused_ops.available``)."""
+        from mobilenet import fused_ops  # noqa: PLC0415
 
-        return compiles_here()
+        return fused_ops.available()
 
     @classmethod
     def current_path(cls) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mobilenet import fused_ops
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.bench.report import BenchOptions
@@ -20,9 +21,7 @@ from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
-from mobilenet.fused_ops import fused_ops
 from mobilenet.model import MobileNetV1
-from mobilenet.optimized import compiles_here
 from mobilenet.prepare import fixed_padding_copy, folded_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
@@ -58,8 +57,8 @@ def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOption
     per-layer profile); else the folded channels_last model in eager mode, from forward hooks
     around every layer (TorchScript hides the layers)."""
     kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
-    if compiles_here():
-        program = fused_ops(fixed_padding_copy(model), tuple(x.shape))
+    if fused_ops.available():
+        program = fused_ops.fused_ops(fixed_padding_copy(model), tuple(x.shape))
         totals: dict[str, float] = {}
         for name, seconds in program.layer_seconds(x, options.seconds).items():
             totals[kinds[name]] = totals.get(kinds[name], 0.0) + seconds
