@@ -351,6 +351,87 @@ def test_a_damaged_cache_is_measured_again_never_trusted(
     assert Calibration.from_dict(next(iter(json.loads(path.read_text()).values())))  # sound again
 
 
+def test_a_converted_probe_is_kept_and_a_damaged_one_is_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch import nn
+
+    from mobilenet.latency.backends import PROBE_FOLDER, LiteRtBackend
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    backend = LiteRtBackend.__new__(LiteRtBackend)  # (no converter needed to keep its bytes)
+    backend.converting_s = 0.0
+    built: list[int] = []
+
+    def build(channels: int) -> Callable[[], bytes]:
+        return lambda: built.append(channels) or b"probe file %d" % channels
+
+    chain = nn.Sequential(nn.Conv2d(8, 8, 1))
+    assert backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8)) == b"probe file 8"
+    assert backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8)) == b"probe file 8"
+    assert built == [8] and backend.converting_s > 0, "converted once, the time said"
+    converted = backend.converting_s
+    backend.kept("litert-fp32", nn.Sequential(nn.Conv2d(16, 16, 1)), (1, 16, 4, 4), ("torch",), build(16))
+    backend.kept("litert-fp32", chain, (1, 8, 8, 8), ("torch",), build(8))
+    assert built == [8, 16, 8] and backend.converting_s > converted, "another structure or shape: another file"
+
+    for kept in (tmp_path / PROBE_FOLDER).iterdir():
+        kept.write_bytes(kept.read_bytes()[:-3])  # truncated
+    assert backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8)) == b"probe file 8"
+    assert built == [8, 16, 8, 8], "a damaged file is built again, never loaded"
+
+
+@pytest.mark.slow
+def test_litert_int8_probes_run_the_int8_kernels_with_the_networks_interface(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chain takes int8 from its neighbours; a whole network takes uint8 pixels and gives float
+    logits, as the .tflite writer's int8 files do; both resize."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    import numpy as np
+
+    from mobilenet.latency.backends import LiteRtBackend, probe_module
+    from mobilenet.latency.probes import NetworkProbe, Probe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    backend = LiteRtBackend("int8", 1)
+    for probe, size, dtypes in ((Probe("pointwise", 16, (8, 16)), 8, (np.int8, np.int8)),
+                                (NetworkProbe(0.25, (32, 64)), 32, (np.uint8, np.float32))):
+        shaped = backend.load(probe_module(probe, size, fixed_pads=True), probe.input_shape(size))
+        for at in probe.sizes:
+            cell = shaped(probe.input_shape(at))
+            interpreter = cell.run.__self__  # (the cell runs the interpreter's invoke)
+            cell.run()
+            (given,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+            assert (given["dtype"], out["dtype"]) == dtypes
+            assert list(given["shape"][1:3]) == [at, at]
+            ops = {op["op_name"] for op in interpreter._get_ops_details()}
+            assert "CONV_2D" in ops or "DELEGATE" in ops
+    assert backend.converting_s > 0 and len(list((tmp_path / "latency-probes").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_executorch_int8_probes_build_once_and_run_at_every_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A strided conv's int8 probe exports with a dynamic (even) side, and runs at each."""
+    pytest.importorskip("executorch.runtime")
+    pytest.importorskip("torchao")
+    from mobilenet.latency.backends import ExecuTorchBackend, probe_module
+    from mobilenet.latency.probes import Probe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    backend = ExecuTorchBackend("int8", 1)
+    for probe in (Probe("depthwise_s2", 16, (8, 16)),):
+        shaped = backend.load(probe_module(probe, probe.sizes[0], fixed_pads=True), probe.input_shape(probe.sizes[0]))
+        for at in probe.sizes:
+            (out,) = shaped(probe.input_shape(at)).run()
+            assert tuple(out.shape) == (1, *probe.layers(at)[-1].out_shape)  # NHWC in, the module's NCHW out
+    kept = sorted(p.name for p in (tmp_path / "latency-probes").iterdir())
+    assert len(kept) == 1 and kept[0].startswith("executorch-int8-")
+
+
 def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
     from mobilenet.deploy.runtimes import ov

@@ -16,8 +16,12 @@ batch as that many single-image calls, as their predictors do (``fixed_batch``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.errors import InputError
 from mobilenet.latency.probes import PADDING, AnyProbe, NetworkProbe
 
@@ -108,6 +113,37 @@ def _with_probe_weights(module: nn.Module) -> nn.Module:
     return module
 
 
+PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, kept (see ``kept_build``)
+
+
+def kept_build(kind: str, module: nn.Module, shape: tuple[int, ...], distributions: Sequence[str],
+               build: Callable[[], bytes]) -> bytes:
+    """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape``,
+    kept under the cache directory for the next calibration. Converting a probe takes LiteRT and
+    ExecuTorch seconds (7-12 s a network), which alone fills a calibration's budget, while the
+    file depends only on the probe's structure and the converters' versions (the weights, random,
+    do not change a time). Stored with a SHA-256 digest: a damaged or truncated file is built
+    again, never loaded."""
+    from mobilenet.deploy.optional import package_version  # noqa: PLC0415
+    from mobilenet.files import write_bytes  # noqa: PLC0415
+    from mobilenet.weights import cache_dir  # noqa: PLC0415
+
+    versions = {name: package_version(name) for name in distributions}
+    key = json.dumps([kind, repr(module), list(shape), versions], sort_keys=True)
+    path = cache_dir() / PROBE_FOLDER / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.bin"
+    try:
+        kept = path.read_bytes()
+        data, digest = kept[:-32], kept[-32:]
+        if len(kept) > 32 and hashlib.sha256(data).digest() == digest:
+            return data
+    except OSError:
+        pass
+    data = build()
+    with contextlib.suppress(Exception):  # a read-only cache costs a conversion next time, nothing more
+        write_bytes(path, data + hashlib.sha256(data).digest())
+    return data
+
+
 class Backend:
     """Builds probes in one runtime at one precision and thread count."""
 
@@ -133,6 +169,22 @@ class Backend:
             )
         self.precision = precision
         self.threads = threads
+        # Seconds spent converting probes that were not kept yet (``kept``): once per machine and
+        # converter version, so the calibration's budget does not count them.
+        self.converting_s = 0.0
+
+    def kept(self, kind: str, module: nn.Module, shape: tuple[int, ...], distributions: Sequence[str],
+             build: Callable[[], bytes]) -> bytes:
+        """``kept_build``, adding the time of a conversion that was not kept to ``converting_s``."""
+
+        def timed_build() -> bytes:
+            start = time.monotonic()
+            try:
+                return build()
+            finally:
+                self.converting_s += time.monotonic() - start
+
+        return kept_build(kind, module, shape, distributions, timed_build)
 
     @classmethod
     def current_path(cls) -> str:
@@ -473,14 +525,17 @@ def _nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
 class LiteRtBackend(Backend):
     """litert-torch's conversion, run by the LiteRT interpreter (XNNPACK) at each size.
     fp16 files dequantize their weights at load and run the fp32 kernels, so fp16 is calibrated
-    on fp32 probes."""
+    on fp32 probes. int8 probes are quantized as the .tflite writer quantizes a network
+    (``litert.full_integer``: int8 weights and activations, the classifier dynamic-range), int8
+    in and out of a chain, as a layer's neighbours hand it over; a whole network takes uint8
+    pixels and gives float logits, as the writer's files do."""
 
     runtime = "litert"
     path = "LiteRT interpreter (XNNPACK), litert-torch's conversion"
     fixed_batch = fixed_pads = True
     needs = ("litert_torch", "ai_edge_litert.interpreter")
-    distributions = ("ai-edge-litert", "litert-torch", "torch")
-    calibrates = ("fp32", "fp16")
+    distributions = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "torch")
+    calibrates = ("fp32", "fp16", "int8")
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
         import os  # noqa: PLC0415
@@ -488,10 +543,17 @@ class LiteRtBackend(Backend):
         litert_torch = require("litert_torch")
         interpreter_class = require("ai_edge_litert.interpreter").Interpreter
         os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = bytes(litert_torch.convert(_ChannelsLastIO(module).eval(), (torch.zeros(_nhwc(shape)),))
-                         .model_content())
+
+        def convert() -> bytes:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return bytes(litert_torch.convert(_ChannelsLastIO(module).eval(), (torch.zeros(_nhwc(shape)),))
+                             .model_content())
+
+        # fp32 is what converts slowly, and what fp16 and int8 start from: one kept file for the three.
+        data = self.kept("litert-fp32", module, shape, ("litert-torch", "torch"), convert)
+        if self.precision == "int8":
+            data = self._quantized(data, shape, whole_network=not isinstance(module, nn.Sequential))
         threads = self.threads or os.cpu_count() or 1
 
         def at(shape: tuple[int, ...]) -> Cell:
@@ -499,42 +561,53 @@ class LiteRtBackend(Backend):
             index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(index, list(_nhwc(shape)))
             interpreter.allocate_tensors()
-            x = np.random.rand(*shape).astype(np.float32)
-
-            def feed() -> None:  # LiteRtPredictor's: NCHW -> NHWC, copied into the interpreter
-                interpreter.set_tensor(index, np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x)
-
+            given = interpreter.get_input_details()[0]
+            scale, zero = given["quantization"]
+            dtype = np.dtype(given["dtype"])
+            if len(shape) == 4:  # the predictor's own conversion of a float NCHW image (NativeInput)
+                native = NativeInput(_nhwc(shape), "nhwc", dtype.name, float(scale), int(zero))
+                x = np.random.rand(*shape).astype(np.float32)
+                feed = lambda: interpreter.set_tensor(index, native.convert(x))  # noqa: E731
+            else:  # (the classifier's features, handed over by the pool as they are)
+                features = (np.random.rand(*shape).astype(np.float32) if dtype == np.float32 else
+                            np.random.randint(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, shape).astype(dtype))
+                feed = lambda: interpreter.set_tensor(index, features)  # noqa: E731
             feed()
             return Cell(interpreter.invoke, feed)
 
         return at
 
+    @staticmethod
+    def _quantized(data: bytes, shape: tuple[int, ...], *, whole_network: bool) -> bytes:
+        """int8 as the writer's files: an image (3 channels) comes in as uint8 pixels, through the
+        QUANTIZE the writer puts in front; a network's logits go out as float32."""
+        require("ai_edge_quantizer")
+        from mobilenet.deploy.formats.litert import full_integer  # noqa: PLC0415
+        from mobilenet.deploy.formats.tflite_flatbuffer import set_interface  # noqa: PLC0415
+
+        data = full_integer(data, _nhwc_tensor(_int8_calibration(shape)).numpy())
+        takes_image = len(shape) == 4 and shape[1] == 3
+        output = "float32" if whole_network else None
+        return set_interface(data, "uint8" if takes_image else "int8", output)[0] if takes_image or output else data
+
 
 class ExecuTorchBackend(Backend):
-    """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does."""
+    """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does;
+    int8 probes quantized as the writer quantizes a network (``executorch.xnnpack_int8``)."""
 
     runtime = "executorch"
     path = "ExecuTorch, lowered to XNNPACK"
     fixed_batch = fixed_pads = True
     needs = ("executorch.runtime",)
     distributions = ("executorch", "torch")
+    calibrates = ("fp32", "int8")
 
     def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
-        exir = require("executorch.exir")
-        partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner")
         runtime = require("executorch.runtime").Runtime.get()
         if self.threads:
             require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(self.threads)
-        example = torch.zeros(_nhwc(shape))
-        dynamic = None
-        if len(shape) == 4:
-            side = torch.export.Dim("side", min=2, max=512)
-            dynamic = {"x": {1: side, 2: side}}
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exported = torch.export.export(_ChannelsLastIO(module).eval(), (example,), dynamic_shapes=dynamic)
-            program = exir.to_edge_transform_and_lower(exported, partitioner=[partitioner.XnnpackPartitioner()])
-            buffer = bytes(program.to_executorch().buffer)
+        buffer = self.kept(f"executorch-{self.precision}", module, shape, ("executorch", "torchao", "torch"),
+                            lambda: self._lowered(module, shape))
 
         def at(shape: tuple[int, ...]) -> Cell:
             method = runtime.load_program(buffer).load_method("forward")
@@ -547,6 +620,33 @@ class ExecuTorchBackend(Backend):
             return Cell(lambda: method.execute([image]), feed)
 
         return at
+
+    def _lowered(self, module: nn.Module, shape: tuple[int, ...]) -> bytes:
+        exir = require("executorch.exir")
+        partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner")
+        example = torch.zeros(_nhwc(shape))
+        dynamic = None
+        if len(shape) == 4:
+            side = torch.export.Dim("side", min=2, max=512)
+            strided = any(isinstance(m, nn.Conv2d) and m.stride[0] > 1 for m in module.modules())
+            if strided:  # export cannot prove a quantized strided conv's guards for odd sizes
+                side = 2 * torch.export.Dim("half_side", min=1, max=256)  # (a strided probe's are even)
+            dynamic = {"x": {1: side, 2: side}}
+        program: nn.Module = _ChannelsLastIO(module).eval()
+        if self.precision == "int8":
+            from mobilenet.deploy.formats.executorch import xnnpack_int8  # noqa: PLC0415
+
+            calibration = _int8_calibration(shape)
+            program = xnnpack_int8(program, example, dynamic, [_nhwc_tensor(calibration)])
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = torch.export.export(program, (example,), dynamic_shapes=dynamic)
+            lowered = exir.to_edge_transform_and_lower(exported, partitioner=[partitioner.XnnpackPartitioner()])
+            return bytes(lowered.to_executorch().buffer)
+
+
+def _nhwc_tensor(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x
 
 
 BACKENDS: dict[str, type[Backend]] = {

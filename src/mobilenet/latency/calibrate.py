@@ -105,15 +105,17 @@ def calibrate(
     timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
                       channel_blocks=backend.channel_blocks)
-    spent = time.monotonic() - started
-    fit_info = {**calibration.fit, "seconds": round(spent, 1), "probes_measured": len({t.probe for t in timed}),
+    spent = time.monotonic() - started - backend.converting_s
+    fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
+                "probes_measured": len({t.probe for t in timed}),
                 "probes_planned": len(plan)}
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")
     on_networks = (f"; on the whole networks {networks_fit['rmspe_before']:.0%} before the in-network factors, "
                    f"{networks_fit['rmspe_after']:.0%} after") if networks_fit else ""
-    log(f"latency: calibrated in {spent:.0f} s; fit error on the probes "
+    converted = f" (and {backend.converting_s:.0f} s converting probes, once)" if backend.converting_s else ""
+    log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     return replace(calibration, fit=fit_info)
 
@@ -217,14 +219,20 @@ def _measure(
     timing_s = 0.0  # what timing the cells built so far will take
     for i, probe in enumerate(plan, 1):
         # (a probe's timing is at least a cell's worth per size, known exactly once it is built)
-        if time.monotonic() + timing_s + TIMING_COST * seconds * len(probe.sizes) > deadline:
+        # (conversions kept for later calibrations are paid once: the budget does not count them)
+        end = deadline + backend.converting_s
+        if time.monotonic() + timing_s + TIMING_COST * seconds * len(probe.sizes) > end:
             left = sorted({p.kernel for p in plan[i - 1:]})
             log(f"latency: time is up; {len(plan) - i + 1} probes left out ({', '.join(left)}): "
                 "their kernels borrow the most similar kernel's constants")
             break
         log(f"latency: [{i}/{len(plan)}] building {probe.describe()}")
         module = probe_module(probe, probe.sizes[0], fixed_pads=backend.fixed_pads)
+        converted_before = backend.converting_s
         shaped = backend.load(module, probe.input_shape(probe.sizes[0], batch_size))
+        if backend.converting_s > converted_before:
+            log(f"latency: converted in {backend.converting_s - converted_before:.1f} s, once: kept for later "
+                "calibrations, outside the budget")
         for size in probe.sizes:
             cell = shaped(probe.input_shape(size, batch_size))
             timing_s += _timing_seconds(cell, seconds)

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +140,27 @@ def _lower(module: nn.Module, example: torch.Tensor, metadata: dict[str, Any]) -
 
 def _quantized(rounded: MobileNetV1, model: MobileNetV1, layout: str, calibration: torch.Tensor) -> nn.Module:
     """PT2E int8 of ``rounded`` for XNNPACK (see the module docstring), calibrated in batches."""
+    module = InputLayout(rounded, layout, contiguous=True)
+    batches = (part.permute(0, 2, 3, 1) if layout == "nhwc" else part
+               for part in calibration.float().split(CALIBRATION_BATCH))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return xnnpack_int8(module, example_input(model, layout, 2), {"x": {0: batch}}, batches)
+
+
+def xnnpack_int8(module: nn.Module, example: torch.Tensor, dynamic_shapes: dict[str, Any] | None,
+                 calibration: Iterable[torch.Tensor]) -> torch.fx.GraphModule:
+    """``module`` (one input, ``x``) quantized for XNNPACK as the .pte writer quantizes a network:
+    int8 weights per output channel, int8 activations per tensor observed by min/max (after the
+    ReLU6 where one follows a conv), ``nn.Linear`` dynamically quantized; ``example`` and
+    ``dynamic_shapes`` as ``torch.export.export`` takes them, ``calibration`` the inputs to observe."""
     require("torchao")
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq  # noqa: PLC0415
     from torchao.quantization.pt2e.observer import MinMaxObserver  # noqa: PLC0415
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415
 
-    module = InputLayout(rounded, layout, contiguous=True).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        example = (example_input(model, layout, 2),)
-        graph = torch.export.export(module, example, dynamic_shapes={"x": {0: batch}}).module()
+        graph = torch.export.export(module.eval(), (example,), dynamic_shapes=dynamic_shapes).module()
         base = xq.get_symmetric_quantization_config(is_per_channel=True)
         min_max = MinMaxObserver.with_args(eps=2**-12)
         config = dataclasses.replace(
@@ -161,8 +172,8 @@ def _quantized(rounded: MobileNetV1, model: MobileNetV1, layout: str, calibratio
         quantizer.set_module_type(nn.Linear, xq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
-            for part in calibration.float().split(CALIBRATION_BATCH):
-                prepared(part.permute(0, 2, 3, 1) if layout == "nhwc" else part)
+            for x in calibration:
+                prepared(x)
         return convert_pt2e(prepared)
 
 

@@ -64,7 +64,7 @@ DEFAULT_LAYOUT = "nhwc"
 IO_DTYPES = ("uint8", "int8", "float32")
 METADATA_VERSION = 1
 
-__all__ = ["LiteRtConversionError", "write"]
+__all__ = ["LiteRtConversionError", "full_integer", "write"]
 
 
 def write(
@@ -94,7 +94,7 @@ def write(
         data = _float16_weights(data)
     elif quantizing:
         assert calibration is not None
-        data = _full_integer(data, _to_layout(calibration, layout), _pixel_range(model))
+        data = full_integer(data, _to_layout(calibration, layout), _pixel_range(model))
         data, input_quant = set_interface(data, io_dtype, output_dtype)
     output = output_dtype if quantizing else "float32"
     data = with_metadata(data, _metadata(model, precision, layout, input_quant, output))
@@ -204,8 +204,10 @@ def _pixel_range(model: MobileNetV1) -> tuple[float, float] | None:
     return (0 - zero) * scale, (255 - zero) * scale
 
 
-def _full_integer(data: bytes, calibration: np.ndarray, input_range: tuple[float, float] | None) -> bytes:
-    """int8 weights and activations, the classifier dynamic-range (float logits out)."""
+def full_integer(data: bytes, calibration: np.ndarray, input_range: tuple[float, float] | None = None) -> bytes:
+    """A converted fp32 file with int8 weights and activations, the classifier dynamic-range (then
+    a QUANTIZE of its float logits); int8 in. ``calibration``: inputs in the file's layout, one
+    sample per row; ``input_range``: the input's (min, max) where it is known (the pixels')."""
     require("ai_edge_quantizer")
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager  # noqa: PLC0415
 

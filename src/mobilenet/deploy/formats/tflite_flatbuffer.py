@@ -67,9 +67,10 @@ def with_metadata(data: bytes, content: dict[str, Any]) -> bytes:
     return _pack(model)
 
 
-def set_interface(data: bytes, io_dtype: str, output_dtype: str) -> tuple[bytes, dict[str, Any]]:
+def set_interface(data: bytes, io_dtype: str, output_dtype: str | None) -> tuple[bytes, dict[str, Any]]:
     """Give the quantized graph the input dtype asked for and, unless quantized logits are asked
-    for, float32 logits (drop the QUANTIZE ai-edge-quantizer puts after the float classifier).
+    for, float32 logits (drop the QUANTIZE ai-edge-quantizer puts after the float classifier);
+    ``output_dtype=None`` leaves the output as it is (a graph without the classifier).
     Returns the file and the input's quantization, as {dtype, scale, zero_point}."""
     schema = require("ai_edge_litert.schema_py_generated")
     model = _unpack(data)
@@ -79,7 +80,9 @@ def set_interface(data: bytes, io_dtype: str, output_dtype: str) -> tuple[bytes,
 
     # Output: the float classifier's logits, re-quantized by a last QUANTIZE op.
     last = graph.operators[-1]
-    if codes[last.opcodeIndex] != quantize or list(last.outputs) != list(graph.outputs):
+    if output_dtype is not None and (
+        codes[last.opcodeIndex] != quantize or list(last.outputs) != list(graph.outputs)
+    ):
         raise LiteRtConversionError("the quantized graph does not end with the classifier's QUANTIZE as expected")
     if output_dtype == "float32":
         graph.operators = graph.operators[:-1]
