@@ -291,12 +291,27 @@ def test_the_environment_insists_on_a_backend(monkeypatch):
         optimize(model)
 
 
+def test_the_training_steps_first_compile_checks_only_the_best_isa_too() -> None:
+    from torch._inductor import config  # noqa: PLC0415
+
+    from mobilenet.train.step import CompileClock  # noqa: PLC0415
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("inductor's ISA checks are x86's")
+    clock = CompileClock(True, log=lambda line: None)
+    with clock.first_step():
+        assert config.cpp.vec_isa_ok is True, "the compiling step trusts the best ISA inductor's test passed"
+    with clock.first_step():
+        assert config.cpp.vec_isa_ok is None, "the steps after it patch nothing"
+    assert clock.seconds is not None
+
+
 def test_only_the_best_vector_isa_is_checked_before_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch._inductor import config, cpu_vec_isa  # noqa: PLC0415
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("inductor's ISA checks are x86's")
-    with optimized._only_the_best_vector_isa_checked():
+    with optimized.only_the_best_vector_isa_checked():
         assert config.cpp.vec_isa_ok is True, "the best ISA passed inductor's check: the others are not built"
     assert config.cpp.vec_isa_ok is None, "only for the compile"
 
@@ -309,5 +324,5 @@ def test_only_the_best_vector_isa_is_checked_before_compiling(monkeypatch: pytes
 
     monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", [FailingIsa()])
     monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2"])
-    with optimized._only_the_best_vector_isa_checked():
+    with optimized.only_the_best_vector_isa_checked():
         assert config.cpp.vec_isa_ok is None, "a best ISA that fails its check: inductor checks them all, as before"

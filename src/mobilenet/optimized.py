@@ -286,7 +286,7 @@ def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log:
 
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
     # (loading a package picks the ISA too: a process that only loads would otherwise check them all)
-    with _only_the_best_vector_isa_checked():
+    with only_the_best_vector_isa_checked():
         return _load_or_compile(net, example, log=log, max_autotune=max_autotune)
 
 
@@ -328,13 +328,14 @@ def _compile_package(net: nn.Module, example: torch.Tensor, package: Path, max_a
         os.replace(staged, package)
 
 
-def _only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[object]:
+def only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[object]:
     """Inductor checks every vector ISA the CPU has (AMX, AVX512-VNNI, AVX512, AVX2) by compiling
     and loading a test program with each, then uses the best that passed: on a machine's first
     compile that took 21 s of 48 here (AMX Xeon, cProfile), more than the network itself, and
     loading a package in a new process checks them again. Check only the best one (inductor's own
-    test, cached like its others) and trust it while loading or compiling; where it fails, or
-    inductor's internals are not as expected, inductor checks them all as before."""
+    test, cached like its others) and trust it while loading or compiling (inductor keeps its pick
+    for the process); where it fails, or inductor's internals are not as expected, inductor checks
+    them all as before. The training step's first compile runs under it too (``CompileClock``)."""
     try:
         from torch._inductor import config, cpu_vec_isa  # noqa: PLC0415
 
