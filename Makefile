@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint web-assets
+.PHONY: run test test-all lint web-assets
 
 $(STAMP): pyproject.toml web/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,15 +25,20 @@ run: $(STAMP)
 	$(VENV)/bin/mobilenet compare
 	$(VENV)/bin/mobilenet classify
 
-# The whole test suite in one pytest process (tests needing ../shared/assets skip where it is
-# absent); its last line is pytest's own summary. Exit status 5, "no tests collected" (a -k or -m
-# in PYTEST_ARGS that matches nothing), is not a failure. (The suite once ran a process per file
-# because OpenVINO crashed long-lived processes; one Core per process fixed that, and
+# The test suite in one pytest process (tests needing ../shared/assets skip where it is absent),
+# all but the tests marked slow: about 8 minutes on 2 cores, where the 79 slow ones (end-to-end
+# exports, compiles, DDP restarts, kills) take 23 more. `make test-all` runs them too. Its last
+# line is pytest's own summary. Exit status 5, "no tests collected" (a -k or -m in PYTEST_ARGS
+# that matches nothing), is not a failure. (The suite once ran a process per file because
+# OpenVINO crashed long-lived processes; one Core per process fixed that, and
 # tests/test_reliability.py guards it.)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not slow"
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-all: $(STAMP)
+	$(MAKE) --no-print-directory test PYTEST_ARGS=
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
