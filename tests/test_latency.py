@@ -424,7 +424,8 @@ def test_executorch_int8_probes_build_once_and_run_at_every_size(
     monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
     backend = ExecuTorchBackend("int8", 1)
     for probe in (Probe("depthwise_s2", 16, (8, 16)),):
-        shaped = backend.load(probe_module(probe, probe.sizes[0], fixed_pads=True), probe.input_shape(probe.sizes[0]))
+        shaped = backend.load(probe_module(probe, probe.sizes[0], fixed_pads=True), probe.input_shape(probe.sizes[0]),
+                              largest_side=max(probe.sizes))
         for at in probe.sizes:
             (out,) = shaped(probe.input_shape(at)).run()
             assert tuple(out.shape) == (1, *probe.layers(at)[-1].out_shape)  # NHWC in, the module's NCHW out

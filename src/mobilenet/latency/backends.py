@@ -113,13 +113,15 @@ def _with_probe_weights(module: nn.Module) -> nn.Module:
     return module
 
 
+MAX_SIDE = 512  # the largest input side a resized probe serves, unless told (``Backend.load``)
 PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, kept (see ``kept_build``)
 
 
-def kept_build(kind: str, module: nn.Module, shape: tuple[int, ...], distributions: Sequence[str],
+def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
                build: Callable[[], bytes]) -> bytes:
-    """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape``,
-    kept under the cache directory for the next calibration. Converting a probe takes LiteRT and
+    """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape`` (the
+    input's, with whatever else the file depends on), kept under the cache directory for the next
+    calibration. Converting a probe takes LiteRT and
     ExecuTorch seconds (7-12 s a network), which alone fills a calibration's budget, while the
     file depends only on the probe's structure and the converters' versions (the weights, random,
     do not change a time). Stored with a SHA-256 digest: a damaged or truncated file is built
@@ -173,7 +175,7 @@ class Backend:
         # converter version, so the calibration's budget does not count them.
         self.converting_s = 0.0
 
-    def kept(self, kind: str, module: nn.Module, shape: tuple[int, ...], distributions: Sequence[str],
+    def kept(self, kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
              build: Callable[[], bytes]) -> bytes:
         """``kept_build``, adding the time of a conversion that was not kept to ``converting_s``."""
 
@@ -203,7 +205,9 @@ class Backend:
         """Learn from ``reference_calls``' medians (seconds) before the probes' times are read."""
         return {}
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
+        """``module`` built at input ``shape``, as a function of the shapes to run it at (a
+        converting runtime's build serves every size up to ``largest_side``, default 512)."""
         raise NotImplementedError
 
 
@@ -286,7 +290,7 @@ class TorchBackend(Backend):
         if self.threads:
             torch.set_num_threads(self.threads)
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         self._set_threads()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if self.compiled:
@@ -380,7 +384,7 @@ class OnnxRuntimeBackend(Backend):
         dense = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
         return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415
 
         def at(shape: tuple[int, ...]) -> Cell:
@@ -471,7 +475,7 @@ class OpenVinoBackend(Backend):
     distributions = ("openvino", "nncf", "torch")
     calibrates = ("fp32", "bf16", "int8")
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
@@ -537,7 +541,7 @@ class LiteRtBackend(Backend):
     distributions = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "torch")
     calibrates = ("fp32", "fp16", "int8")
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         import os  # noqa: PLC0415
 
         litert_torch = require("litert_torch")
@@ -602,35 +606,44 @@ class ExecuTorchBackend(Backend):
     distributions = ("executorch", "torch")
     calibrates = ("fp32", "int8")
 
-    def load(self, module: nn.Module, shape: tuple[int, ...]) -> Shaper:
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         runtime = require("executorch.runtime").Runtime.get()
         if self.threads:
             require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(self.threads)
-        buffer = self.kept(f"executorch-{self.precision}", module, shape, ("executorch", "torchao", "torch"),
-                            lambda: self._lowered(module, shape))
+        largest = largest_side or MAX_SIDE
+        buffer = self.kept(f"executorch-{self.precision}", module, (*shape, largest),
+                           ("executorch", "torchao", "torch"), lambda: self._lowered(module, shape, largest))
 
         def at(shape: tuple[int, ...]) -> Cell:
-            method = runtime.load_program(buffer).load_method("forward")
+            # The method points into its program, and the program into ``buffer``, without holding
+            # them: the cell holds all three (once the probe's other cells were collected, a
+            # method alone ran freed memory and crashed the calibration).
+            program = runtime.load_program(buffer)
+            method = program.load_method("forward")
             x = torch.rand(shape)
 
             def feed() -> torch.Tensor:  # ExecuTorchPredictor's: NCHW -> NHWC
                 return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x
 
             image = feed()
-            return Cell(lambda: method.execute([image]), feed)
+            held = (buffer, program, method)
+            return Cell(lambda: held[2].execute([image]), feed)
 
         return at
 
-    def _lowered(self, module: nn.Module, shape: tuple[int, ...]) -> bytes:
+    def _lowered(self, module: nn.Module, shape: tuple[int, ...], largest_side: int) -> bytes:
         exir = require("executorch.exir")
         partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner")
         example = torch.zeros(_nhwc(shape))
         dynamic = None
         if len(shape) == 4:
-            side = torch.export.Dim("side", min=2, max=512)
+            # Up to the largest size the probe runs at: the program plans its activations' memory
+            # for it (a 1000-channel chain planned for 512x512 took gigabytes a cell).
+            side = torch.export.Dim("side", min=2, max=max(largest_side, shape[2]))
             strided = any(isinstance(m, nn.Conv2d) and m.stride[0] > 1 for m in module.modules())
             if strided:  # export cannot prove a quantized strided conv's guards for odd sizes
-                side = 2 * torch.export.Dim("half_side", min=1, max=256)  # (a strided probe's are even)
+                half = max(largest_side, shape[2]) // 2  # (a strided probe's sizes are even)
+                side = 2 * torch.export.Dim("half_side", min=1, max=half)
             dynamic = {"x": {1: side, 2: side}}
         program: nn.Module = _ChannelsLastIO(module).eval()
         if self.precision == "int8":

@@ -229,7 +229,7 @@ def _measure(
         log(f"latency: [{i}/{len(plan)}] building {probe.describe()}")
         module = probe_module(probe, probe.sizes[0], fixed_pads=backend.fixed_pads)
         converted_before = backend.converting_s
-        shaped = backend.load(module, probe.input_shape(probe.sizes[0], batch_size))
+        shaped = backend.load(module, probe.input_shape(probe.sizes[0], batch_size), largest_side=max(probe.sizes))
         if backend.converting_s > converted_before:
             log(f"latency: converted in {backend.converting_s - converted_before:.1f} s, once: kept for later "
                 "calibrations, outside the budget")
