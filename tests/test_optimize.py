@@ -131,6 +131,22 @@ def test_inductor_caches_go_under_the_project_cache_unless_the_user_chose(tmp_pa
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
+def test_a_package_is_kept_per_thread_count(model):
+    """Inductor writes its kernels for the thread count it compiles under (serial loops for one):
+    a package compiled by a one-thread process must not serve a two-thread one."""
+    net = optimized.InferenceAdapter(model, channels_last=True, dtype=torch.float32)
+    example = torch.zeros(1, 3, 128, 128)
+    before = torch.get_num_threads()
+    try:
+        keys = []
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            keys.append(optimized._package_key(net, example, max_autotune=False))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+
+
 def test_glibc_is_asked_to_keep_freed_memory_and_the_description_says_so(model):
     kept = keep_freed_memory()
     assert kept == (sys.platform == "linux")  # glibc Linux here; elsewhere it is left alone

@@ -352,7 +352,10 @@ def only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[obje
 
 def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> str:
     """What the compiled code depends on: the module's structure and weights, the input's shape,
-    dtype and device, the machine's instruction set (kernels are compiled for it) and torch."""
+    dtype and device, the machine's instruction set (kernels are compiled for it), the number of
+    threads and torch. Inductor writes its kernels for the thread count it compiles under (for one
+    thread, serial loops with no OpenMP region): a package compiled by a one-thread process (a
+    latency calibration at ``--threads 1``) ran 7.5x slower in a two-thread one."""
     digest = hashlib.sha256()
     digest.update(repr(net).encode())
     for name, tensor in net.state_dict().items():
@@ -360,7 +363,7 @@ def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> s
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     device = example.device
     machine = (torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)) \
-        if device.type == "cuda" else (cpu_info().model, cpu_info().notable_flags())
+        if device.type == "cuda" else (cpu_info().model, cpu_info().notable_flags(), torch.get_num_threads())
     digest.update(repr((tuple(example.shape), device.type, machine, torch.__version__, max_autotune)).encode())
     return digest.hexdigest()[:32]
 
