@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -194,6 +195,8 @@ def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, im
     assert "batch_norm" not in code
     assert len(FUSED_CONV.findall(code)) == _convs(model) and not PLAIN_CONV.findall(code)
     assert f"{_convs(model)} of {_convs(model)} convs fused" in fast.description
+    pads = set(re.findall(r"\bcpp_fused\w*constant_pad_nd\w*", code))
+    assert len(pads) == 1, f"only the stem's TF pad is a copy, the depthwise convs' are in their kernels: {pads}"
     with torch.no_grad():
         expected = model(images)
     _close(fast(images), expected, 1e-4)

@@ -78,6 +78,41 @@ def test_fixed_padding_copy_has_constant_pads_from_arch_and_traces_cleanly(model
         torch.testing.assert_close(traced(images), model(images), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("overrides", "grown"), [
+    ({"resolution": 128}, (4, 4)),  # even sides: TF pads one after, none before, on both
+    ({"resolution": (97, 128)}, (3, 4)),  # odd heights pad one before and after: the conv's own padding
+    ({"resolution": 128, "padding": "keras"}, (4, 4)),  # Keras' fixed zero row and column
+], ids=["even", "odd-height", "keras"])
+def test_pads_in_kernels_compute_what_the_pads_did_and_leave_only_the_stems(overrides, grown):
+    from mobilenet.model import ConvBNAct
+    from mobilenet.prepare import fixed_padding_copy, inference_copy
+
+    model = trained_looking_model(alpha=0.25, **overrides)
+    padded, folded = fixed_padding_copy(model), inference_copy(model)
+    strided_dw = [m for _, m in folded.conv_layers() if m.conv.groups > 1 and m.conv.stride[0] > 1]
+    assert strided_dw and all(m.conv.kernel_size == grown and isinstance(m.pad, torch.nn.Identity) for m in strided_dw)
+    left = [name for name, m in folded.conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
+    assert left == ["stem"]  # a full conv keeps its pad (below)
+    for m in strided_dw:  # the grown row and column are zeros, the rest the original kernel
+        assert not m.conv.weight[:, :, : grown[0] - 3].any() and not m.conv.weight[:, :, :, : grown[1] - 3].any()
+    x = torch.rand(2, 3, *model.arch_cfg.resolution)
+    with torch.no_grad():
+        expected = padded(x)
+        assert expected.abs().max() > 0.05
+        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-4)
+    assert all(isinstance(m, ConvBNAct) for _, m in folded.conv_layers())
+
+
+def test_full_convs_keep_their_pads():
+    """A full conv is compute-bound: zero taps would cost it (k+1)^2/k^2 of its mult-adds."""
+    from mobilenet.prepare import fixed_padding_copy, inference_copy
+
+    model = trained_looking_model(alpha=0.25, resolution=96, variant="conv")
+    padded = [name for name, m in fixed_padding_copy(model).conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
+    folded = [name for name, m in inference_copy(model).conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
+    assert folded == padded and len(padded) == 5
+
+
 def test_int8_rounding_puts_weights_on_the_grid_and_bias_correction_helps(model, images):
     from mobilenet.prepare import fixed_padding_copy, int8_rounded_copy, round_to_int8_grid
 

@@ -4,7 +4,8 @@ the latency model's PyTorch probes time, and ``mobilenet bench`` profiles layer 
 
 AOTInductor with freezing turns a MobileNet into a short list of calls (docs/pytorch.md): every
 conv + bias + ReLU6 one ``mkldnn._convolution_pointwise`` on weights reordered once at compile
-time, each TF 'SAME' pad a copy into a larger buffer, the pool a mean over the map and the
+time (a depthwise conv's TF 'SAME' pad folded into its kernel, ``prepare.pads_in_kernels``; the
+stem's pad a copy into a larger buffer), the pool a mean over the map and the
 classifier one ``mkldnn._linear_pointwise``. Compiling a probe that way costs 13-22 s whatever its
 size, and a calibration times about 70 shapes; ``FusedOps`` builds the same calls, on the same
 prepacked weights, in milliseconds. The oneDNN primitives are the compiled program's; what
@@ -89,7 +90,8 @@ class FusedOps:
 
 def fused_ops(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> FusedOps:
     """The calls AOTInductor's frozen program makes for ``module`` (a folded network or probe
-    whose TF pads are constants: ``prepare.fixed_padding_copy``, ``backends.probe_module(...,
+    whose TF pads are constants and in the depthwise kernels, as ``optimize`` compiles it:
+    ``prepare.inference_copy``, or ``prepare.pads_in_kernels`` on ``backends.probe_module(...,
     fixed_pads=True)``) on inputs of ``shape``. Its layers run in the order they are registered,
     as in ``MobileNetV1`` and a probe's ``nn.Sequential``; anything this cannot call is refused."""
     from mobilenet.model import ConvBNAct, TFSamePad  # noqa: PLC0415 - keep the import light
@@ -221,7 +223,7 @@ def compiled_references(precision: str, log: Callable[[str], None]) -> Reference
     """Compile the ``REFERENCES`` with ``mobilenet.optimize`` (once: later calls load their
     packages) and build each as ``fused_ops``, checking that the two compute the same."""
     from mobilenet.optimized import DTYPES, optimize  # noqa: PLC0415
-    from mobilenet.prepare import fixed_padding_copy  # noqa: PLC0415
+    from mobilenet.prepare import inference_copy  # noqa: PLC0415
 
     calls: list[Callable[[], object]] = []
     ops, load_s = [], 0.0
@@ -230,7 +232,7 @@ def compiled_references(precision: str, log: Callable[[str], None]) -> Reference
         compiled = optimize(model, precision=precision, batch_size=1, backend="inductor", log=log)
         load_s += compiled.compile_seconds
         shape = (1, cfg.in_channels, *cfg.resolution)
-        program = fused_ops(fixed_padding_copy(model), shape, DTYPES[precision])
+        program = fused_ops(inference_copy(model), shape, DTYPES[precision])
         x = torch.rand(shape)
         with torch.inference_mode():
             if not torch.allclose(program(x), compiled.net(x).float(), rtol=2e-2, atol=1e-2):

@@ -49,7 +49,7 @@ from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError
-from mobilenet.prepare import InferenceAdapter, fixed_padding_copy, frozen_torchscript
+from mobilenet.prepare import InferenceAdapter, frozen_torchscript, inference_copy
 
 PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -215,7 +215,7 @@ def optimize(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
-    net = InferenceAdapter(fixed_padding_copy(model).to(device), channels_last=True, dtype=DTYPES[precision])
+    net = InferenceAdapter(inference_copy(model).to(device), channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
     name, (graph, seconds, code, how), fallbacks = _build_best(net, example, backend, log, max_autotune)
     if fallbacks:
@@ -407,7 +407,7 @@ def _describe(optimized: OptimizedModel, model: MobileNetV1, how: str, kept: boo
     parts = [f"PyTorch {torch.__version__} {kind} on {optimized.device}", how]
     if optimized.generated_code:
         parts.append(fusion_summary(optimized.generated_code, convs))
-    parts.append("BatchNorm folded, channels_last")
+    parts.append("BatchNorm folded, TF pads in the depthwise kernels, channels_last")
     if optimized.batch_size is not None:
         parts.append(f"batch {optimized.batch_size} (other sizes in slices of it)")
     if optimized.device.type == "cpu":

@@ -72,6 +72,52 @@ def fixed_padding_copy(model: MobileNetV1, *, fold: bool = True) -> MobileNetV1:
     return fixed
 
 
+def pads_in_kernels(net: nn.Module) -> nn.Module:
+    """``net`` (its TF 'SAME' pads constant: ``fixed_padding_copy``) with each depthwise conv's pad
+    folded into the conv, in place; returns ``net``. It computes exactly what it computed.
+
+    A pad that is symmetric along a side becomes the conv's own padding. A strided 'SAME' pad is one
+    row (column) longer after than before, which a conv's symmetric padding cannot say: the kernel
+    grows by a row (column) of zeros in front instead, and takes the longer pad on both sides, so
+    each output still sums the same inputs with the same weights. The pad was a copy of the whole
+    activation (in eager PyTorch a 32x64x112x112 fp32 pad and conv took 82 ms, the conv alone on the
+    grown kernel 14 ms), while a depthwise conv is memory-bound and the zero taps cost it little.
+    A full conv (the stem, Table 4's) is compute-bound, where the zero taps would cost (k+1)^2/k^2
+    of its mult-adds: it keeps its pad.
+    """
+    from mobilenet.model import ConvBNAct  # noqa: PLC0415 - prepare's module imports stay light
+
+    for module in net.modules():
+        if not (isinstance(module, ConvBNAct) and isinstance(module.pad, nn.ZeroPad2d)):
+            continue
+        conv = module.conv
+        if conv.groups == 1 or conv.groups != conv.in_channels or any(conv.padding):  # type: ignore[arg-type]
+            continue
+        left, right, top, bottom = module.pad.padding
+        sides = [(top, bottom), (left, right)]
+        if not all(after in (before, before + 1) for before, after in sides):
+            continue
+        grow = [after - before for before, after in sides]
+        grown = nn.Conv2d(
+            conv.in_channels, conv.out_channels,
+            (conv.kernel_size[0] + grow[0], conv.kernel_size[1] + grow[1]), conv.stride,
+            padding=(bottom, right), groups=conv.groups, bias=conv.bias is not None,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            grown.weight.copy_(F.pad(conv.weight, (grow[1], 0, grow[0], 0)))
+            if conv.bias is not None:
+                grown.bias.copy_(conv.bias)
+        module.conv, module.pad = grown, nn.Identity()
+    return net
+
+
+def inference_copy(model: MobileNetV1) -> MobileNetV1:
+    """The copy PyTorch's graph paths run (``mobilenet.optimize``, the frozen TorchScript, the
+    latency model's PyTorch probes): ``fixed_padding_copy`` with ``pads_in_kernels``. The model at
+    its configured resolution only, as ``fixed_padding_copy``."""
+    return pads_in_kernels(fixed_padding_copy(model))  # type: ignore[return-value]
+
+
 def int8_scales(weight: torch.Tensor) -> torch.Tensor:
     """Per-output-channel symmetric int8 scales (max|w| / 127), shaped to broadcast over
     ``weight``; a channel of zeros gets scale 1 (any scale represents it exactly)."""
@@ -149,7 +195,7 @@ def prepare_for_inference(
         raise InputError("graph='compile' moved: use mobilenet.optimize(model), which compiles with freezing")
     if graph not in GRAPH_MODES:
         raise InputError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
-    net = fixed_padding_copy(model) if graph == "jit" else folded_copy(model)
+    net = inference_copy(model) if graph == "jit" else folded_copy(model)
     module = InferenceAdapter(net, channels_last=channels_last, dtype=dtype)
     if graph == "jit":
         example = torch.zeros(1, model.arch_cfg.in_channels, *model.arch_cfg.resolution)

@@ -234,10 +234,13 @@ class TorchBackend(Backend):
 
     runtime = "torch"
     calibrates = ("fp32", "bf16")
+    fixed_pads = True  # optimize's programs hold the TF pads as constants (in the depthwise kernels: load)
     PATHS: ClassVar[dict[str, str]] = {
         "inductor": ("mobilenet.optimize's AOTInductor program, as its oneDNN calls (fused conv+bias+ReLU6 on "
-                     "prepacked weights, constant pads, channels_last), less their measured gap to the program"),
-        "torchscript": "frozen TorchScript, channels_last (the torch runtime's fallback where it cannot compile)",
+                     "prepacked weights, the depthwise pads in their kernels, the stem's constant, channels_last), "
+                     "less their measured gap to the program"),
+        "torchscript": ("frozen TorchScript, the depthwise pads in their kernels, channels_last (the torch runtime's "
+                        "fallback where it cannot compile)"),
     }
     path = PATHS["torchscript"]
 
@@ -245,7 +248,6 @@ class TorchBackend(Backend):
         super().__init__(precision, threads)
         self.compiled = self.compiles()
         self.path = self.PATHS["inductor" if self.compiled else "torchscript"]
-        self.fixed_pads = self.compiled  # optimize compiles the TF pads as constants
         self.references: References | None = None  # built by prepare()
         self.gap: Gap | None = None  # fitted once they are timed
 
@@ -291,8 +293,11 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.threads)
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
+        from mobilenet.prepare import pads_in_kernels  # noqa: PLC0415
+
         self._set_threads()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        module = pads_in_kernels(module)  # as optimize prepares a network, for either program
         if self.compiled:
             return lambda at: self._fused(module, dtype, at)
         return lambda at: self._frozen(module, dtype, at)

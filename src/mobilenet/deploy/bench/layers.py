@@ -22,7 +22,7 @@ from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
 from mobilenet.model import MobileNetV1
-from mobilenet.prepare import fixed_padding_copy, folded_copy
+from mobilenet.prepare import folded_copy, inference_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
@@ -58,7 +58,7 @@ def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOption
     around every layer (TorchScript hides the layers)."""
     kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
     if fused_ops.available():
-        program = fused_ops.fused_ops(fixed_padding_copy(model), tuple(x.shape))
+        program = fused_ops.fused_ops(inference_copy(model), tuple(x.shape))
         totals: dict[str, float] = {}
         for name, seconds in program.layer_seconds(x, options.seconds).items():
             totals[kinds[name]] = totals.get(kinds[name], 0.0) + seconds
