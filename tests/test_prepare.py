@@ -85,10 +85,10 @@ def test_fixed_padding_copy_has_constant_pads_from_arch_and_traces_cleanly(model
 ], ids=["even", "odd-height", "keras"])
 def test_pads_in_kernels_compute_what_the_pads_did_and_leave_only_the_stems(overrides, grown):
     from mobilenet.model import ConvBNAct
-    from mobilenet.prepare import fixed_padding_copy, inference_copy
+    from mobilenet.prepare import fixed_padding_copy, pads_in_kernels
 
     model = trained_looking_model(alpha=0.25, **overrides)
-    padded, folded = fixed_padding_copy(model), inference_copy(model)
+    padded, folded = fixed_padding_copy(model), pads_in_kernels(fixed_padding_copy(model))
     strided_dw = [m for _, m in folded.conv_layers() if m.conv.groups > 1 and m.conv.stride[0] > 1]
     assert strided_dw and all(m.conv.kernel_size == grown and isinstance(m.pad, torch.nn.Identity) for m in strided_dw)
     left = [name for name, m in folded.conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
@@ -111,6 +111,29 @@ def test_full_convs_keep_their_pads():
     padded = [name for name, m in fixed_padding_copy(model).conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
     folded = [name for name, m in inference_copy(model).conv_layers() if isinstance(m.pad, torch.nn.ZeroPad2d)]
     assert folded == padded and len(padded) == 5
+
+
+@pytest.mark.parametrize("activation", ["relu6", "relu"])
+def test_pointwise_convs_as_matmuls_compute_the_same(activation):
+    from mobilenet.prepare import PointwiseAsMatmul, fixed_padding_copy, inference_copy
+
+    model = trained_looking_model(alpha=0.25, resolution=128, activation=activation)
+    padded, matmuls = fixed_padding_copy(model), inference_copy(model)
+    kinds = [type(m.conv).__name__ for _, m in matmuls.conv_layers()]
+    assert kinds == ["Conv2d"] + ["Conv2d", "PointwiseAsMatmul"] * 13  # every pointwise conv, nothing else
+    for _, m in matmuls.conv_layers():
+        if isinstance(m.conv, PointwiseAsMatmul):  # the activation moved into the matmul, the same one
+            assert isinstance(m.conv.act, torch.nn.ReLU6 if activation == "relu6" else torch.nn.ReLU)
+            assert isinstance(m.act, torch.nn.Identity)
+    x = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = padded(x)
+        assert expected.abs().max() > 0.05
+        torch.testing.assert_close(matmuls(x), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(matmuls(x.contiguous()), expected, atol=1e-5, rtol=1e-4)  # NCHW too
+    # frozen TorchScript runs the matmul form far slower: what is not compiled keeps its convs
+    scripted = inference_copy(model, compiled=False)
+    assert not any(isinstance(m.conv, PointwiseAsMatmul) for _, m in scripted.conv_layers())
 
 
 def test_int8_rounding_puts_weights_on_the_grid_and_bias_correction_helps(model, images):

@@ -5,7 +5,8 @@ the latency model's PyTorch probes time, and ``mobilenet bench`` profiles layer 
 AOTInductor with freezing turns a MobileNet into a short list of calls (docs/pytorch.md): every
 conv + bias + ReLU6 one ``mkldnn._convolution_pointwise`` on weights reordered once at compile
 time (a depthwise conv's TF 'SAME' pad folded into its kernel, ``prepare.pads_in_kernels``; the
-stem's pad a copy into a larger buffer), the pool a mean over the map and the
+stem's pad a copy into a larger buffer; a pointwise conv a ``mkldnn._linear_pointwise`` on the
+NHWC activation, ``prepare.pointwise_as_matmul``), the pool a mean over the map and the
 classifier one ``mkldnn._linear_pointwise``. Compiling a probe that way costs 13-22 s whatever its
 size, and a calibration times about 70 shapes; ``FusedOps`` builds the same calls, on the same
 prepacked weights, in milliseconds. The oneDNN primitives are the compiled program's; what
@@ -90,11 +91,12 @@ class FusedOps:
 
 def fused_ops(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> FusedOps:
     """The calls AOTInductor's frozen program makes for ``module`` (a folded network or probe
-    whose TF pads are constants and in the depthwise kernels, as ``optimize`` compiles it:
-    ``prepare.inference_copy``, or ``prepare.pads_in_kernels`` on ``backends.probe_module(...,
-    fixed_pads=True)``) on inputs of ``shape``. Its layers run in the order they are registered,
+    whose TF pads are constants, in the form ``optimize`` compiles: ``prepare.inference_copy``,
+    or ``prepare.inference_form`` of ``backends.probe_module(..., fixed_pads=True)``) on inputs of
+    ``shape``. Its layers run in the order they are registered,
     as in ``MobileNetV1`` and a probe's ``nn.Sequential``; anything this cannot call is refused."""
     from mobilenet.model import ConvBNAct, TFSamePad  # noqa: PLC0415 - keep the import light
+    from mobilenet.prepare import PointwiseAsMatmul  # noqa: PLC0415
 
     ops: list[Op] = []
     names: list[str] = []
@@ -112,12 +114,17 @@ def fused_ops(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = to
                 if isinstance(m.pad, nn.ZeroPad2d):
                     new.append(partial(_pad, pad=tuple(m.pad.padding)))
                 c = m.conv
-                geometry = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
-                shaped = new[0](example) if new else example
-                packed = torch.ops.mkldnn._reorder_convolution_weight(c.weight.to(dtype), *geometry,
-                                                                      list(shaped.shape))
-                act = ("hardtanh", [0.0, 6.0]) if isinstance(m.act, nn.ReLU6) else ("relu", [])
-                new.append(partial(_conv, weight=packed, bias=c.bias.to(dtype), geometry=geometry, act=act))
+                if isinstance(c, PointwiseAsMatmul):
+                    rows = example.shape[0] * example.shape[2] * example.shape[3]
+                    packed = torch.ops.mkldnn._reorder_linear_weight(c.weight.to(dtype), rows)
+                    new.append(partial(_matmul, weight=packed, bias=c.bias.to(dtype), act=_activation(c.act)))
+                else:
+                    geometry = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
+                    shaped = new[0](example) if new else example
+                    packed = torch.ops.mkldnn._reorder_convolution_weight(c.weight.to(dtype), *geometry,
+                                                                          list(shaped.shape))
+                    new.append(partial(_conv, weight=packed, bias=c.bias.to(dtype), geometry=geometry,
+                                       act=_activation(m.act)))
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 new = [_pool]  # the pool and the flatten after it, as the program has them
             elif isinstance(m, nn.Linear):
@@ -152,6 +159,18 @@ def _pad(x: torch.Tensor, *, pad: tuple[int, int, int, int]) -> torch.Tensor:
 def _conv(x: torch.Tensor, *, weight: torch.Tensor, bias: torch.Tensor, geometry: tuple[Any, ...],
           act: tuple[str, list[float]]) -> torch.Tensor:
     return torch.ops.mkldnn._convolution_pointwise.default(x, weight, bias, *geometry, act[0], act[1], "")
+
+
+def _activation(act: nn.Module) -> tuple[str, list[float]]:
+    return ("hardtanh", [0.0, 6.0]) if isinstance(act, nn.ReLU6) else ("relu", [])
+
+
+def _matmul(x: torch.Tensor, *, weight: torch.Tensor, bias: torch.Tensor, act: tuple[str, list[float]]) -> torch.Tensor:
+    """A pointwise conv as the program's matrix product on the NHWC activation (``PointwiseAsMatmul``)."""
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    out = torch.ops.mkldnn._linear_pointwise.default(rows, weight, bias, act[0], act[1], "")
+    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _linear(x: torch.Tensor, *, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

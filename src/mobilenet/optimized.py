@@ -215,9 +215,11 @@ def optimize(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
-    net = InferenceAdapter(inference_copy(model).to(device), channels_last=True, dtype=DTYPES[precision])
+    def net_for(backend: str) -> nn.Module:
+        prepared = inference_copy(model, compiled=backend == "inductor").to(device)
+        return InferenceAdapter(prepared, channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
-    name, (graph, seconds, code, how), fallbacks = _build_best(net, example, backend, log, max_autotune)
+    name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
     if fallbacks:
         log(f"optimize: running {name}, because " + "; ".join(fallbacks))
     optimized = OptimizedModel(
@@ -262,15 +264,16 @@ def _check_precision(precision: str, device: torch.device, allow_emulation: bool
 Built = tuple[Callable[[torch.Tensor], torch.Tensor], float, "str | None", str]
 
 
-def _build_best(net: nn.Module, example: torch.Tensor, backend: str | None, log: Callable[[str], None],
-                max_autotune: bool) -> tuple[str, Built, list[str]]:
-    """The first backend that builds (only ``backend`` where one is named), and why each one
-    before it did not."""
+def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, backend: str | None,
+                log: Callable[[str], None], max_autotune: bool) -> tuple[str, Built, list[str]]:
+    """The first backend that builds (only ``backend`` where one is named) the module
+    ``net_for(backend)``, and why each one before it did not."""
     on_cpu = example.device.type == "cpu"
     candidates = [backend] if backend else [b for b in BACKENDS if on_cpu or b != "torchscript"]
     fallbacks: list[str] = []
     for name in candidates:
         try:
+            net = net_for(name)
             if name == "inductor":
                 return name, _build_inductor(net, example, log=log, max_autotune=max_autotune), fallbacks
             return name, (_build_torchscript if name == "torchscript" else _build_eager)(net, example), fallbacks
@@ -389,7 +392,8 @@ def _build_eager(net: nn.Module, example: torch.Tensor) -> Built:
 
 
 # A oneDNN convolution with its activation fused, and a convolution run on its own (CPU or CUDA).
-FUSED_CONV = re.compile(r"mkldnn__convolution_pointwise\((?:(?!\n).)*?\"hardtanh\"")
+# (a pointwise conv runs as a matrix product: prepare.pointwise_as_matmul)
+FUSED_CONV = re.compile(r"(?:mkldnn__convolution|_linear)_pointwise\((?:(?!\n).)*?\"hardtanh\"")
 PLAIN_CONV = re.compile(r"aoti_torch_(?:cpu|cuda)_convolution\(")
 
 
@@ -407,7 +411,8 @@ def _describe(optimized: OptimizedModel, model: MobileNetV1, how: str, kept: boo
     parts = [f"PyTorch {torch.__version__} {kind} on {optimized.device}", how]
     if optimized.generated_code:
         parts.append(fusion_summary(optimized.generated_code, convs))
-    parts.append("BatchNorm folded, TF pads in the depthwise kernels, channels_last")
+    matmuls = " pointwise convs as matmuls," if optimized.backend == "inductor" else ""
+    parts.append(f"BatchNorm folded, TF pads in the depthwise kernels,{matmuls} channels_last")
     if optimized.batch_size is not None:
         parts.append(f"batch {optimized.batch_size} (other sizes in slices of it)")
     if optimized.device.type == "cpu":

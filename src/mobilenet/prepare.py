@@ -111,11 +111,55 @@ def pads_in_kernels(net: nn.Module) -> nn.Module:
     return net
 
 
-def inference_copy(model: MobileNetV1) -> MobileNetV1:
+class PointwiseAsMatmul(nn.Module):
+    """A folded 1x1 conv and its activation as one matrix product on the channels_last activation
+    (a free NHWC view): what ``pointwise_as_matmul`` puts in a ``ConvBNAct``'s ``conv``."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1).clone(), requires_grad=False)
+        self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)  # type: ignore[union-attr]
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias)).permute(0, 3, 1, 2)
+
+
+def pointwise_as_matmul(net: nn.Module) -> nn.Module:
+    """``net`` (BatchNorm folded) with each pointwise conv and its activation computed as a
+    ``PointwiseAsMatmul``, in place; returns ``net``.
+
+    Compiled, a 1x1 conv and a matrix product are the same oneDNN arithmetic, but the product's
+    call costs less around it: ``optimize``'s bf16 batch-1 program went from 8.7 to 7.1 ms here
+    (``benchmarks/bench_inference_form.py``), its fp32 and batch-32 ones about level.
+    """
+    from mobilenet.model import ConvBNAct  # noqa: PLC0415
+
+    for module in net.modules():
+        if not isinstance(module, ConvBNAct) or not isinstance(module.bn, nn.Identity):
+            continue
+        conv = module.conv
+        if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.stride != (1, 1) \
+                or conv.groups != 1 or conv.bias is None or not isinstance(module.pad, nn.Identity):
+            continue
+        module.conv, module.act = PointwiseAsMatmul(conv, module.act), nn.Identity()
+    return net
+
+
+def inference_form(net: nn.Module, *, compiled: bool = True) -> nn.Module:
+    """``net`` (BatchNorm folded, TF pads constant) as PyTorch's graph paths run it, in place:
+    ``pads_in_kernels``, and for a ``compiled`` (inductor) program ``pointwise_as_matmul`` too.
+    Frozen TorchScript runs the matmul form far slower (1.0-224 fp32, batch 32: 886 against
+    329 ms), so the programs that are not compiled keep their pointwise convs."""
+    pads_in_kernels(net)
+    return pointwise_as_matmul(net) if compiled else net
+
+
+def inference_copy(model: MobileNetV1, *, compiled: bool = True) -> MobileNetV1:
     """The copy PyTorch's graph paths run (``mobilenet.optimize``, the frozen TorchScript, the
-    latency model's PyTorch probes): ``fixed_padding_copy`` with ``pads_in_kernels``. The model at
+    latency model's PyTorch probes): ``fixed_padding_copy`` in ``inference_form``. The model at
     its configured resolution only, as ``fixed_padding_copy``."""
-    return pads_in_kernels(fixed_padding_copy(model))  # type: ignore[return-value]
+    return inference_form(fixed_padding_copy(model), compiled=compiled)  # type: ignore[return-value]
 
 
 def int8_scales(weight: torch.Tensor) -> torch.Tensor:
@@ -195,7 +239,7 @@ def prepare_for_inference(
         raise InputError("graph='compile' moved: use mobilenet.optimize(model), which compiles with freezing")
     if graph not in GRAPH_MODES:
         raise InputError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
-    net = inference_copy(model) if graph == "jit" else folded_copy(model)
+    net = inference_copy(model, compiled=False) if graph == "jit" else folded_copy(model)
     module = InferenceAdapter(net, channels_last=channels_last, dtype=dtype)
     if graph == "jit":
         example = torch.zeros(1, model.arch_cfg.in_channels, *model.arch_cfg.resolution)

@@ -234,13 +234,14 @@ class TorchBackend(Backend):
 
     runtime = "torch"
     calibrates = ("fp32", "bf16")
-    fixed_pads = True  # optimize's programs hold the TF pads as constants (in the depthwise kernels: load)
+    fixed_pads = True  # optimize's programs hold the TF pads as constants (then in inference_form: load)
     PATHS: ClassVar[dict[str, str]] = {
         "inductor": ("mobilenet.optimize's AOTInductor program, as its oneDNN calls (fused conv+bias+ReLU6 on "
-                     "prepacked weights, the depthwise pads in their kernels, the stem's constant, channels_last), "
+                     "prepacked weights, the depthwise pads in their kernels, the pointwise convs as matmuls, "
+                     "channels_last), "
                      "less their measured gap to the program"),
-        "torchscript": ("frozen TorchScript, the depthwise pads in their kernels, channels_last (the torch runtime's "
-                        "fallback where it cannot compile)"),
+        "torchscript": ("frozen TorchScript, the depthwise pads in their kernels, channels_last (the torch "
+                        "runtime's fallback where it cannot compile)"),
     }
     path = PATHS["torchscript"]
 
@@ -293,11 +294,11 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.threads)
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
-        from mobilenet.prepare import pads_in_kernels  # noqa: PLC0415
+        from mobilenet.prepare import inference_form  # noqa: PLC0415
 
         self._set_threads()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        module = pads_in_kernels(module)  # as optimize prepares a network, for either program
+        module = inference_form(module, compiled=self.compiled)  # as optimize prepares a network
         if self.compiled:
             return lambda at: self._fused(module, dtype, at)
         return lambda at: self._frozen(module, dtype, at)

@@ -1,15 +1,19 @@
-"""What ``prepare.pads_in_kernels`` gains: PyTorch's inference paths with each strided depthwise
-conv's TF 'SAME' pad run as a copy of the activation (``prepare.fixed_padding_copy``, what
-``optimize`` compiled before) against the pad folded into a kernel grown by a zero row and column
-(``prepare.inference_copy``, what it compiles now), in one interleaved run
-(``mobilenet.deploy.timing``: settled blocks, random order).
+"""What each step of ``prepare.inference_form`` gains on PyTorch's inference paths, in one
+interleaved run (``mobilenet.deploy.timing``: settled blocks, random order), 1.0-224:
 
-    .venv/bin/python benchmarks/bench_pads_in_kernels.py [--seconds 8] [--json F]
+* ``pads as copies``: each strided depthwise conv's TF 'SAME' pad a copy of the activation
+  (``prepare.fixed_padding_copy``, what ``optimize`` compiled before);
+* ``pads in kernels``: the pads folded into kernels grown by a zero row and column
+  (``prepare.pads_in_kernels``);
+* ``pointwise as matmuls``: and each pointwise conv a matrix product on the NHWC activation
+  (``prepare.pointwise_as_matmul``; together ``prepare.inference_copy``, what it compiles now).
+
+    .venv/bin/python benchmarks/bench_inference_form.py [--seconds 8] [--json F]
 
 Cells: ``optimize``'s AOTInductor program (fp32, and bf16 where native) and its eager fallback
-(the folded channels_last module), at batch 1 and 32, 1.0-224. The first run compiles eight
-programs (tens of seconds each; cached after). Restarts itself under the malloc settings
-``mobilenet bench`` uses, as ``bench_pytorch.py`` does. Run it with nothing else running.
+(the folded channels_last module), at batch 1 and 32. The first run compiles twelve programs (tens
+of seconds each; cached after). Restarts itself under the malloc settings ``mobilenet bench``
+uses, as ``bench_pytorch.py`` does. Run it with nothing else running.
 """
 
 from __future__ import annotations
@@ -41,16 +45,18 @@ def main() -> None:
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.timing import time_interleaved
     from mobilenet.model import MobileNetV1
-    from mobilenet.prepare import InferenceAdapter, fixed_padding_copy, inference_copy
+    from mobilenet.prepare import InferenceAdapter, fixed_padding_copy, inference_copy, pads_in_kernels
 
     torch.set_num_threads(args.threads)
     cpu = cpu_info()
     precisions = [p for p in args.precisions if optimized.not_native(p) is None]
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"[pads] {cpu.summary()}; {args.threads} threads; precisions {precisions}")
+    log(f"[form] {cpu.summary()}; {args.threads} threads; precisions {precisions}")
     torch.manual_seed(0)
     model = MobileNetV1().eval()
-    variants = {"pads as copies": fixed_padding_copy, "pads in kernels": inference_copy}
+    variants = {"pads as copies": fixed_padding_copy,
+                "pads in kernels": lambda m: pads_in_kernels(fixed_padding_copy(m)),
+                "pointwise as matmuls": inference_copy}
     cells: list[tuple[dict[str, object], object]] = []
     for precision in precisions:
         for batch in args.batches:
@@ -72,26 +78,29 @@ def main() -> None:
                     cell = {"precision": precision, "batch": batch, "backend": backend, "variant": variant}
                     cells.append((cell, call))
                 tolerance = 1e-3 if precision == "fp32" else 5e-2
-                if not torch.allclose(outputs[0], outputs[1], rtol=tolerance, atol=tolerance):
-                    raise AssertionError(f"the two variants differ ({precision}, batch {batch}, {backend})")
-    log(f"[pads] timing {len(cells)} cells interleaved, about {args.seconds * len(cells):.0f} s")
+                if not all(torch.allclose(out, outputs[0], rtol=tolerance, atol=tolerance) for out in outputs):
+                    raise AssertionError(f"the variants differ ({precision}, batch {batch}, {backend})")
+    log(f"[form] timing {len(cells)} cells interleaved, about {args.seconds * len(cells):.0f} s")
     samples = time_interleaved([c for _, c in cells], seconds=args.seconds, min_runs=5)
     rows = []
     for (cell, _), times in zip(cells, samples, strict=True):
         times = sorted(times)
         rows.append(cell | {"median_ms": statistics.median(times) * 1e3, "p10_ms": times[len(times) // 10] * 1e3,
                             "calls": len(times)})
-    print(f"{'precision':9} {'batch':>5} {'backend':8} {'pads as copies':>15} {'pads in kernels':>15} {'gain':>6}")
+    names = list(variants)
+    header = " ".join(f"{n:>21}" for n in names)
+    print(f"{'precision':9} {'batch':>5} {'backend':8} {header}  (median ms, x the first)")
     results = []
-    for before, after in zip(rows[0::2], rows[1::2], strict=True):
-        gain = before["median_ms"] / after["median_ms"]
-        print(f"{before['precision']:9} {before['batch']:>5} {before['backend']:8} {before['median_ms']:12.2f} ms "
-              f"{after['median_ms']:12.2f} ms {gain:5.2f}x")
-        results.append({"before": before, "after": after, "gain": round(gain, 3)})
+    for at in range(0, len(rows), len(names)):
+        group = rows[at:at + len(names)]
+        first = group[0]["median_ms"]
+        cells_text = " ".join(f"{r['median_ms']:10.2f} ms {first / r['median_ms']:5.2f}x" for r in group)
+        print(f"{group[0]['precision']:9} {group[0]['batch']:>5} {group[0]['backend']:8} {cells_text}")
+        results.append({"cells": group, "gain_over_first": [round(first / r["median_ms"], 3) for r in group]})
     if args.json:
         from mobilenet.files import write_text
 
-        report = {"command": " ".join(["benchmarks/bench_pads_in_kernels.py", *sys.argv[1:]]), "cpu": cpu.summary(),
+        report = {"command": " ".join(["benchmarks/bench_inference_form.py", *sys.argv[1:]]), "cpu": cpu.summary(),
                   "threads": args.threads, "torch": torch.__version__, "seconds_per_cell": args.seconds,
                   "results": results}
         write_text(args.json, json.dumps(report, indent=1) + "\n")
