@@ -13,6 +13,10 @@ Three steps, each optional but folding:
 
 The model given is never modified: preparation works on a deep copy.
 
+PyTorch's graph paths then take ``inference_form``: each depthwise conv's TF pad folded into its
+kernel (``pads_in_kernels``), and in a compiled program each pointwise conv a matrix product
+(``pointwise_as_matmul``); ``inference_copy`` is all of it.
+
 Two more steps serve the mobile exports (LiteRT, ExecuTorch, Core ML):
 
 * ``fixed_padding_copy``: the TF 'SAME' pads become constant ``ZeroPad2d`` modules, read from
@@ -81,7 +85,7 @@ def pads_in_kernels(net: nn.Module) -> nn.Module:
     grows by a row (column) of zeros in front instead, and takes the longer pad on both sides, so
     each output still sums the same inputs with the same weights. The pad was a copy of the whole
     activation (in eager PyTorch a 32x64x112x112 fp32 pad and conv took 82 ms, the conv alone on the
-    grown kernel 14 ms), while a depthwise conv is memory-bound and the zero taps cost it little.
+    grown kernel 14 ms, in an ad hoc timing), while a depthwise conv is memory-bound and the zero taps cost it little.
     A full conv (the stem, Table 4's) is compute-bound, where the zero taps would cost (k+1)^2/k^2
     of its mult-adds: it keeps its pad.
     """
@@ -130,8 +134,9 @@ def pointwise_as_matmul(net: nn.Module) -> nn.Module:
     ``PointwiseAsMatmul``, in place; returns ``net``.
 
     Compiled, a 1x1 conv and a matrix product are the same oneDNN arithmetic, but the product's
-    call costs less around it: ``optimize``'s bf16 batch-1 program went from 8.7 to 7.1 ms here
-    (``benchmarks/bench_inference_form.py``), its fp32 and batch-32 ones about level.
+    call costs less around it: ``optimize``'s bf16 batch-1 program went from 8.82 to 7.16 ms and
+    from 7.87 to 5.11 ms in two runs of ``benchmarks/bench_inference_form.py`` on an AMX Xeon, its
+    other programs by 0.97-1.11x (docs/pytorch.md).
     """
     from mobilenet.model import ConvBNAct  # noqa: PLC0415
 
