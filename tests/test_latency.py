@@ -237,6 +237,24 @@ def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
     assert fitted.extra_call_s == pytest.approx(20e-6, rel=1e-3)
 
 
+def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:
+    """Networks of one width run at their rooflines, off by 3% either way: their groups of layers
+    grow together with the resolution, so factors far from 1 fit the totals hardly better, and
+    every factor stays 1 (the layers keep the times their rooflines say)."""
+    from mobilenet.latency.fit import NetworkMeasurement, fit_in_network
+
+    calibration = fixed_calibration()
+    networks = []
+    for i, (alpha, size) in enumerate((0.5, size) for size in (128, 144, 160, 176, 192, 208, 224)):
+        per_kernel: dict[str, float] = {}
+        for x in predict_with(calibration, ArchConfig(alpha=alpha, resolution=size)).layers:
+            per_kernel[x.kernel] = per_kernel.get(x.kernel, 0.0) + x.predicted_ms / 1e3
+        noise = 1 + 0.03 * (-1) ** i  # measured 3% over or under, alternately
+        networks.append(NetworkMeasurement(per_kernel, noise * sum(per_kernel.values())))
+    fitted = fit_in_network(networks)
+    assert set(fitted.factors.values()) == {1.0}
+
+
 def test_onnx_runtime_profile_nodes_are_given_to_the_layers_they_belong_to() -> None:
     """A pad or a reorder into the blocked layout is the next conv's; a reorder out of it the
     previous one's; the pool and the classifier are the last two layers."""
