@@ -253,6 +253,7 @@ def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:
         networks.append(NetworkMeasurement(per_kernel, noise * sum(per_kernel.values())))
     fitted = fit_in_network(networks)
     assert set(fitted.factors.values()) == {1.0}
+    assert fitted.rmspe_after <= fitted.rmspe_before  # never worse than the rooflines alone
 
 
 def test_onnx_runtime_profile_nodes_are_given_to_the_layers_they_belong_to() -> None:

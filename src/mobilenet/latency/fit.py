@@ -133,6 +133,8 @@ def fit_in_network(measurements: Sequence[NetworkMeasurement]) -> InNetworkFit:
         return by_group, extra, _rmspe(per_group @ np.array([by_group[g] for g in groups]) + extra, t)
 
     fitted, ones = solve({}), solve(dict.fromkeys(groups, 1.0))
+    if ones[2] > before:  # (the floor on the targets can bend the extra cost's fit: then none at all)
+        ones = (dict.fromkeys(groups, 1.0), 0.0, before)
     by_group, extra, after = fitted if fitted[2] < ones[2] * FACTORS_MARGIN else ones
     factors = {k: by_group[g] for g in groups for k in IN_NETWORK_GROUPS[g]}
     return InNetworkFit(factors, extra, before, after)
