@@ -85,9 +85,9 @@ def pads_in_kernels(net: nn.Module) -> nn.Module:
     grows by a row (column) of zeros in front instead, and takes the longer pad on both sides, so
     each output still sums the same inputs with the same weights. The pad was a copy of the whole
     activation (in eager PyTorch a 32x64x112x112 fp32 pad and conv took 82 ms, the conv alone on the
-    grown kernel 14 ms, in an ad hoc timing), while a depthwise conv is memory-bound and the zero taps cost it little.
-    A full conv (the stem, Table 4's) is compute-bound, where the zero taps would cost (k+1)^2/k^2
-    of its mult-adds: it keeps its pad.
+    grown kernel 14 ms, in an ad hoc timing), while a depthwise conv is memory-bound and the zero
+    taps cost it little. A full conv (the stem, Table 4's) is compute-bound, where the zero taps
+    would cost (k+1)^2/k^2 of its mult-adds: it keeps its pad.
     """
     from mobilenet.model import ConvBNAct  # noqa: PLC0415 - prepare's module imports stay light
 
@@ -154,8 +154,9 @@ def pointwise_as_matmul(net: nn.Module) -> nn.Module:
 def inference_form(net: nn.Module, *, compiled: bool = True) -> nn.Module:
     """``net`` (BatchNorm folded, TF pads constant) as PyTorch's graph paths run it, in place:
     ``pads_in_kernels``, and for a ``compiled`` (inductor) program ``pointwise_as_matmul`` too.
-    Frozen TorchScript runs the matmul form far slower (1.0-224 fp32, batch 32: 886 against
-    329 ms), so the programs that are not compiled keep their pointwise convs."""
+    Frozen TorchScript runs the matmul form far slower (1.0-224 fp32, batch 32: 2.8x the compiled
+    program in one interleaved run, where the conv form took 1.10-1.13x, docs/pytorch.md), so the
+    programs that are not compiled keep their pointwise convs."""
     pads_in_kernels(net)
     return pointwise_as_matmul(net) if compiled else net
 
