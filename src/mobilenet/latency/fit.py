@@ -21,7 +21,9 @@ least squares on relative errors with non-negative unknowns. Three groups, becau
 networks can tell apart only what scales differently with the width: the depthwise layers (time
 ∝ α), the dense ones (pointwise and full convs, ∝ α²) and the rest (stem, pool, classifier). The
 factors are ratios of times with a meaning (a layer inside a network against the same layer among
-its twins), so they carry to α and resolutions between and beyond the networks measured.
+its twins), so they carry to α and resolutions between and beyond the networks measured. They are
+kept only where they cut the networks' error by a tenth against factors of 1 (``FACTORS_MARGIN``):
+where the networks cannot tell the groups apart, least squares would pick them at random.
 """
 
 from __future__ import annotations
