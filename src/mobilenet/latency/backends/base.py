@@ -1,0 +1,229 @@
+"""What every runtime's probes share: a probe as a PyTorch module (``probe_module``), the
+built probe at one shape (``Cell``), the kept conversions (``kept_build``) and the ``Backend``
+each runtime subclasses (one module per runtime beside this one)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mobilenet import arch
+from mobilenet.arch import ArchConfig
+from mobilenet.deploy.optional import require
+from mobilenet.errors import InputError
+from mobilenet.latency.probes import PADDING, AnyProbe, NetworkProbe
+
+Call = Callable[[], object]
+
+
+Profile = Callable[[float], list[float]]  # seconds to spend -> each layer's median seconds, in order
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A probe built at one input shape: ``run`` calls the runtime; ``feed`` (None where the
+    runtime takes the input as given) converts and hands over the input as the predictor does;
+    ``profile`` (None where the runtime has no profiler here) times each of its layers apart."""
+
+    run: Call
+    feed: Call | None = None
+    profile: Profile | None = None
+    # What ``run``'s measured seconds would be on the runtime's own path, where the probe runs
+    # something close instead (PyTorch's compiled program's ops, called from Python).
+    to_path: Callable[[float], float] | None = None
+
+
+Shaper = Callable[[tuple[int, ...]], Cell]  # input shape -> the probe's cell at that shape
+
+
+def probe_module(probe: AnyProbe, size: int, *, fixed_pads: bool = False) -> nn.Module:
+    """The probe as the network's own modules run it: each conv a ``ConvBNAct`` with its
+    BatchNorm folded (TF 'SAME' pads computed from the input, or constant for ``size`` with
+    ``fixed_pads``, as the mobile writers export them), the pool and classifier as in the model;
+    a network probe is the model itself, prepared the same way."""
+    if isinstance(probe, NetworkProbe):
+        return _with_probe_weights(_network_module(probe, size, fixed_pads=fixed_pads))
+    from mobilenet.model import ConvBNAct  # noqa: PLC0415
+
+    padded = ArchConfig(padding=PADDING)
+    layers: list[nn.Module] = []
+    for cost_of in probe.layers(size):
+        c_in, c_out = cost_of.in_shape[0], cost_of.out_shape[0]
+        if cost_of.kind == "pool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            continue
+        if cost_of.kind == "fc":
+            layers.append(nn.Linear(c_in, c_out))
+            continue
+        k, s = cost_of.kernel, cost_of.stride
+        at = tuple(cost_of.in_shape[1:])
+        layer = arch.Layer(cost_of.name, cost_of.kind, c_in, c_out, k, s, cost_of.groups, at,  # type: ignore[arg-type]
+                           tuple(cost_of.out_shape[1:]), tuple(arch.conv_padding(PADDING, x, k, s) for x in at),
+                           True, True, False, cost_of.block)
+        conv = ConvBNAct(layer, padded)
+        conv.fold_batchnorm()
+        (top, bottom), (left, right) = layer.pad
+        if fixed_pads and s > 1:
+            conv.pad = nn.ZeroPad2d((left, right, top, bottom))
+        layers.append(conv)
+    return _with_probe_weights(nn.Sequential(*layers).eval())
+
+
+def _network_module(probe: NetworkProbe, size: int, *, fixed_pads: bool) -> nn.Module:
+    from mobilenet.model import MobileNetV1  # noqa: PLC0415
+    from mobilenet.prepare import fixed_padding_copy, folded_copy  # noqa: PLC0415
+
+    model = MobileNetV1(probe.arch_cfg(size)).eval()
+    return fixed_padding_copy(model) if fixed_pads else folded_copy(model)
+
+
+def _with_probe_weights(module: nn.Module) -> nn.Module:
+    with torch.no_grad():  # weights of the scale trained ones have: no denormals, no saturation
+        for p in module.parameters():
+            p.uniform_(-0.1, 0.1)
+    return module
+
+
+MAX_SIDE = 512  # the largest input side a resized probe serves, unless told (``Backend.load``)
+PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, kept (see ``kept_build``)
+
+
+def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
+               build: Callable[[], bytes]) -> bytes:
+    """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape`` (the
+    input's, with whatever else the file depends on), kept under the cache directory for the next
+    calibration. Converting a probe takes LiteRT seconds (7-8 s a network) and ExecuTorch's int8
+    lowering more (29-57 s a network), which alone fills a calibration's budget, while the file
+    depends only on the probe's structure and the converters' versions (the weights, random,
+    do not change a time). Stored with a SHA-256 digest: a damaged or truncated file is built
+    again, never loaded."""
+    from mobilenet.deploy.optional import package_version  # noqa: PLC0415
+    from mobilenet.files import write_bytes  # noqa: PLC0415
+    from mobilenet.weights import cache_dir  # noqa: PLC0415
+
+    versions = {name: package_version(name) for name in distributions}
+    key = json.dumps([kind, repr(module), list(shape), versions], sort_keys=True)
+    path = cache_dir() / PROBE_FOLDER / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.bin"
+    try:
+        kept = path.read_bytes()
+        data, digest = kept[:-32], kept[-32:]
+        if len(kept) > 32 and hashlib.sha256(data).digest() == digest:
+            return data
+    except OSError:
+        pass
+    data = build()
+    with contextlib.suppress(Exception):  # a read-only cache costs a conversion next time, nothing more
+        write_bytes(path, data + hashlib.sha256(data).digest())
+    return data
+
+
+class Backend:
+    """Builds probes in one runtime at one precision and thread count."""
+
+    runtime = "?"
+    # What the probes run, said beside every prediction and part of the cache key: a change of
+    # path (say PyTorch's, once its AOTInductor path is calibrated) measures again.
+    path = "?"
+    fixed_batch = False
+    needs: tuple[str, ...] = ()  # modules to import: a missing one is named with its pip extra
+    distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
+    calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at
+    fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
+    # Per conv kind, the channels its fast implementation needs whole blocks of (model.UNBLOCKED).
+    channel_blocks: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, precision: str, threads: int | None) -> None:
+        for module in self.needs:
+            require(module)
+        if precision not in self.calibrates:
+            raise InputError(
+                f"the latency model cannot calibrate {self.runtime} at {precision} yet (it builds "
+                f"{' and '.join(self.calibrates)} probes there); ask for {self.calibrates[0]}"
+            )
+        self.precision = precision
+        self.threads = threads
+        # Seconds spent converting probes that were not kept yet (``kept``): once per machine and
+        # converter version, so the calibration's budget does not count them.
+        self.converting_s = 0.0
+
+    def kept(self, kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
+             build: Callable[[], bytes]) -> bytes:
+        """``kept_build``, adding the time of a conversion that was not kept to ``converting_s``."""
+
+        def timed_build() -> bytes:
+            start = time.monotonic()
+            try:
+                return build()
+            finally:
+                self.converting_s += time.monotonic() - start
+
+        return kept_build(kind, module, shape, distributions, timed_build)
+
+    @classmethod
+    def current_path(cls) -> str:
+        """What the probes run here (part of the cache key)."""
+        return cls.path
+
+    def prepare(self, log: Callable[[str], None]) -> dict[str, Any]:
+        """Whatever the backend builds once before its probes; what it cost, for the record."""
+        return {}
+
+    def reference_calls(self) -> tuple[Call, ...]:
+        """Calls to time among the probes, in the same interleaved pass, for ``timed_references``."""
+        return ()
+
+    def timed_references(self, medians: Sequence[float], log: Callable[[str], None]) -> dict[str, Any]:
+        """Learn from ``reference_calls``' medians (seconds) before the probes' times are read."""
+        return {}
+
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
+        """``module`` built at input ``shape``, as a function of the shapes to run it at (a
+        converting runtime's build serves every size up to ``largest_side``, default 512)."""
+        raise NotImplementedError
+
+
+def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
+    """The probe as a static ONNX graph. TorchScript's exporter: milliseconds for a probe, where
+    the dynamo exporter the project's files use takes seconds; ONNX Runtime optimises both to the
+    same fused convolutions."""
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(shape),), buffer, dynamo=False, input_names=["input"],
+                          output_names=["output"], opset_version=17)
+    return buffer.getvalue()
+
+
+def int8_calibration(shape: tuple[int, ...]) -> torch.Tensor:
+    """One input in ReLU6's range, of the probe's own shape: timing needs int8 kernels, not a
+    good quantization."""
+    return torch.rand(shape) * 6
+
+
+class ChannelsLastIO(nn.Module):
+    """The mobile files' interface: an NHWC image in (NC for the classifier), as phones hold it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.permute(0, 3, 1, 2)) if x.dim() == 4 else self.module(x)
+
+
+def nhwc_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], *shape[2:], shape[1]) if len(shape) == 4 else shape
+
+
+def nhwc_tensor(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x

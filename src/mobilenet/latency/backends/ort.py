@@ -1,0 +1,114 @@
+"""ONNX Runtime's probes, and how its profiler's nodes map onto a chain's layers."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilenet.latency.backends.base import Backend, Cell, Shaper, int8_calibration, onnx_bytes
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime's predictor on a static ONNX graph; its profiler times each layer apart."""
+
+    runtime = "onnxruntime"
+    path = "ONNX Runtime CPU, the network's static ONNX graph"
+    needs = ("onnx", "onnxruntime")
+    distributions = ("onnxruntime", "torch")
+    calibrates = ("fp32", "int8")
+    # The network's ONNX file (the dynamo exporter, static height and width) holds its pads as
+    # constants, which ONNX Runtime folds into the convs; a pad computed from the input's shape
+    # stays a separate kernel (measured: 15-20% of a misaligned network's time).
+    fixed_pads = True
+
+    @property
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """Measured on the Zen 4 (docs/latency.md): the depthwise convs want multiples of 4
+        channels, the dense ones MLAS's NCHWc block (16 with AVX-512, 8 with AVX2)."""
+        from mobilenet.cpu import cpu_info  # noqa: PLC0415
+
+        flags = cpu_info().flags
+        dense = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+        return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
+
+    def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
+        from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415
+
+        def at(shape: tuple[int, ...]) -> Cell:
+            data = onnx_bytes(module, shape)
+            if self.precision == "int8":
+                data = self._quantized(data, shape)
+            predictor = OnnxRuntimePredictor(data, None, self.threads)
+            x = torch.rand(shape)
+            return Cell(lambda: predictor(x), profile=lambda seconds: self._profile(data, x, seconds))
+
+        return at
+
+    def _profile(self, data: bytes, x: torch.Tensor, seconds: float) -> list[float]:
+        """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain."""
+        import onnxruntime as ort  # noqa: PLC0415
+
+        from mobilenet.deploy.runtimes.ort import session_options  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
+            session = ort.InferenceSession(data, session_options(self.threads, str(Path(tmp) / "profile")),
+                                           providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            runs, deadline = 0, time.perf_counter() + seconds
+            while runs < 5 or time.perf_counter() < deadline:
+                session.run(None, feed)
+                runs += 1
+            events = json.loads(Path(session.end_profiling()).read_text())
+        nodes = [(e["args"].get("op_name", ""), e["dur"] * 1e-6) for e in events
+                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        per_run = len(nodes) // runs
+        layers = np.array([ort_layer_seconds(nodes[i * per_run:(i + 1) * per_run]) for i in range(1, runs)])
+        return list(np.median(layers, axis=0))  # (the first run, warming up, left out)
+
+    @staticmethod
+    def _quantized(data: bytes, shape: tuple[int, ...]) -> bytes:
+        from mobilenet.deploy.quantize import quantize_onnx  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
+            fp32, int8 = Path(tmp) / "probe.onnx", Path(tmp) / "probe.int8.onnx"
+            fp32.write_bytes(data)
+            quantize_onnx(fp32, int8, int8_calibration(shape), portable=None)
+            return int8.read_bytes()
+
+
+# ONNX Runtime's ops in a network's profile: each conv (plain, or with its activation fused) is the
+# chain's next conv layer; a pad or a reorder into the blocked layout belongs to the conv after
+# it; the pool and the classifier are the chain's last two layers; anything else (a reorder out of
+# the blocked layout, a flatten) belongs to the layer before it.
+ORT_CONVS = ("Conv", "FusedConv", "NchwcConv", "QLinearConv")
+ORT_BEFORE = ("Pad", "ReorderInput", "QuantizeLinear")
+ORT_POOLS = ("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean")
+ORT_CLASSIFIERS = ("Gemm", "MatMul", "QGemm", "QLinearMatMul")
+
+
+def ort_layer_seconds(nodes: list[tuple[str, float]]) -> list[float]:
+    """One run's (op, seconds) nodes, in execution order, as seconds per layer of the chain
+    (convs, then the pool, then the classifier), by ``ORT_*``'s rules."""
+    convs = sum(op in ORT_CONVS for op, _ in nodes)
+    layers = [0.0] * (convs + 2)
+    at, pending = -1, 0.0
+    for op, seconds in nodes:
+        if op in ORT_BEFORE:
+            pending += seconds
+            continue
+        if op in ORT_CONVS:
+            at += 1
+        elif op in ORT_POOLS:
+            at = convs
+        elif op in ORT_CLASSIFIERS:
+            at = convs + 1
+        layers[max(at, 0)] += seconds + pending
+        pending = 0.0
+    layers[max(at, 0)] += pending
+    return layers
