@@ -216,6 +216,32 @@ def test_a_per_group_overhead_is_fitted_back() -> None:
     assert fitted.fit["rmspe"]["depthwise"] < 0.01
 
 
+def test_a_cost_per_output_position_is_fitted_back_and_only_where_it_earns_its_place() -> None:
+    """LiteRT's int8 convs pay about 30 ns an output pixel whatever their channels: pointwise
+    probes made with such a cost are fitted back to it (a roofline without it missed them by
+    tens of percent), and probes made without it keep none."""
+    from mobilenet.latency.fit import fit_roofline
+
+    call_s = 8e-6
+    pointwise = [(p, size) for p in default_plan() if p.kernel == "pointwise" for size in p.sizes]
+    works = [layer_work(p.layers(size, 1, 1)[0], 1, 1) for p, size in pointwise]  # int8: 1 byte an element
+    assert all(w.pixels == p.layers(size)[0].out_shape[1] * p.layers(size)[0].out_shape[2]
+               for (p, size), w in zip(pointwise, works))
+
+    def timed_by(truth: Roofline) -> list[Timed]:
+        call = [Timed(p, size, call_s) for p in default_plan() if p.kernel == "call" for size in p.sizes]
+        return call + [Timed(p, size, call_s + p.repeats * truth.seconds(w)) for (p, size), w in zip(pointwise, works)]
+
+    per_pixel = Roofline(200e9, 8e9, 1e-6, pixel_s=30e-9)
+    fitted = fit("litert", "int8", 1, 1, timed_by(per_pixel))
+    got = fitted.kernels["pointwise"]
+    assert got.pixel_s == pytest.approx(per_pixel.pixel_s, rel=0.05) and fitted.fit["rmspe"]["pointwise"] < 0.01
+    repeats = [p.repeats for p, _ in pointwise]
+    _, without = fit_roofline(works, repeats, [n * per_pixel.seconds(w) for n, w in zip(repeats, works)])
+    assert without > 0.1  # what the term buys on these probes
+    assert fit("litert", "int8", 1, 1, timed_by(Roofline(200e9, 8e9, 1e-6))).kernels["pointwise"].pixel_s == 0
+
+
 def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
     """Networks whose depthwise layers take 1.5x their roofline, dense ones 0.8x and the rest
     1x, plus 20 µs a call: the factors and the extra cost come back from their totals alone."""

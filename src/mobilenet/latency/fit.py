@@ -8,9 +8,13 @@ is linear in (overhead, 1/rate, 1/bandwidth) with non-negative unknowns. So ever
 two neighbouring intensities is tried, each solved exactly, and the one whose true (``max``)
 error is least is kept: no starting point to guess, nothing to converge.
 
-The lane width that channels are padded to is the one learned correction, chosen per kernel among
-``LANES`` by the same criterion: an integer with a physical meaning (the SIMD width the runtime's
-kernel for that layer works in), so it carries to any α, where a free-form correction would not.
+Two choices are learned per kernel, each a fact about the kernel rather than a free-form
+correction, so that each carries to any α: the lane width its channels are padded to (among
+``LANES``: the SIMD width the runtime's kernel works in), and whether it pays a fixed cost per
+output position (``Roofline.pixel_s``: one more unknown, solved with the others). Each choice
+beyond the simplest (one lane, no cost per position) must cut the error on the kernel's probes by
+a tenth (``LANES_MARGIN``), so that a term the probes cannot tell apart from the others is left
+out rather than fitted to noise.
 
 A rate or bandwidth that no probe of a kernel found binding stays infinite: the kernel is then
 always bound by the other roof, which is what its probes showed over the whole range they cover.
@@ -161,8 +165,9 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
 
 
 def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int) -> FittedKernels:
-    """Every kernel's roofline and lane width: for each kernel measured, the lane width whose
-    roofline fits its probes best (a wider one only if clearly better); a kernel not measured
+    """Every kernel's roofline, lane width and cost per output position: for each kernel
+    measured, the pair that fits its probes best (a wider lane, or the cost per position, only
+    if clearly better); a kernel not measured
     takes the constants of the one most like it (``STAND_INS``)."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
@@ -172,9 +177,9 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
         if not mine:
             continue
         best_error = math.inf
-        for width in LANES:
+        for per_pixel, width in itertools.product((False, True), LANES):  # simplest first
             works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
-            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine])
+            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel)
             if error < best_error * LANES_MARGIN and best_error - error > LANES_MIN_GAIN:
                 kernels[kernel], rmspe[kernel], best_error = replace(roof, lanes=width), error, error
         probes[kernel] = len(mine)
@@ -186,33 +191,37 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
     return FittedKernels(kernels, rmspe, probes)
 
 
-def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float]) -> tuple[Roofline, float]:
+def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float],
+                 per_pixel: bool = False) -> tuple[Roofline, float]:
     """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
-    ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them."""
+    ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them.
+    ``per_pixel``: with an overhead per output position (else none)."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
     g = np.array([w.groups for w in works], dtype=float)
+    px = np.array([w.pixels for w in works], dtype=float) * per_pixel
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
     order = np.argsort(f / b)
-    best = np.zeros(4)
+    best = np.zeros(5)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute, n * g], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px], axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, g, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, px, n), t)
         if error < best_error - TIE:
             best, best_error = theta, error
-    overhead, s_per_mac, s_per_byte, per_group = (float(x) for x in best)
+    overhead, s_per_mac, s_per_byte, per_group, per_pixel = (float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead, group_s=per_group)
+                    overhead, group_s=per_group, pixel_s=per_pixel)
     return roof, best_error
 
 
-def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + theta[3] * g + np.maximum(theta[1] * f, theta[2] * b))
+def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, px: np.ndarray,
+                      n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + theta[4] * px + np.maximum(theta[1] * f, theta[2] * b))
 
 
 def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:

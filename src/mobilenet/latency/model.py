@@ -63,7 +63,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 4  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 5  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -117,16 +117,21 @@ def padded(channels: int, lanes: int) -> int:
 @dataclass(frozen=True)
 class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
-    width), the bytes it moves at least once, and its groups (a depthwise conv's channels, batch
-    included; 0 for a dense layer)."""
+    width), the bytes it moves at least once, its groups (a depthwise conv's channels, batch
+    included; 0 for a dense layer) and its output positions (a conv's output pixels, batch
+    included; 0 for the pool and the classifier)."""
 
     mult_adds: float
     bytes: float
     groups: int = 0
+    pixels: int = 0
 
     @property
     def intensity(self) -> float:
         return self.mult_adds / self.bytes if self.bytes else math.inf
+
+
+CONV_KINDS = ("conv", "depthwise", "pointwise")  # cost's kinds that run over output positions
 
 
 def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1) -> Work:
@@ -139,8 +144,9 @@ def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes:
         if layer.groups == 1 and c_in > 3:  # a dense layer reads every input channel (not the RGB stem)
             scale *= padded(c_in, lanes) / c_in
     groups = layer.groups * batch_size if layer.groups > 1 else 0
+    pixels = layer.out_shape[1] * layer.out_shape[2] * batch_size if layer.kind in CONV_KINDS else 0
     return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + layer.weights * weight_bytes,
-                groups)
+                groups, pixels)
 
 
 @dataclass(frozen=True)
@@ -148,14 +154,18 @@ class Roofline:
     """One kind of kernel on one machine: compute rate (mult-adds/s), bandwidth (bytes/s), a
     fixed overhead (s) per layer, an overhead per group (s; a grouped conv that loops over its
     channels one small convolution at a time, as ONNX Runtime's unblocked depthwise conv does,
-    pays it per channel), and the lane width its channels are padded to. An infinite rate or
-    bandwidth is a roof the calibration never saw bind."""
+    pays it per channel), an overhead per output position (s; a kernel that does fixed work per
+    output pixel whatever its channels, as LiteRT's int8 convs do: about 30 ns a pixel on the AMX
+    Xeon, where a 16-channel pointwise conv then runs at 8 GMAC/s and a 300-channel one at 230),
+    and the lane width its channels are padded to. An infinite rate or bandwidth is a roof the
+    calibration never saw bind."""
 
     macs_per_s: float
     bytes_per_s: float
     overhead_s: float
     lanes: int = 1
     group_s: float = 0.0
+    pixel_s: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -169,25 +179,26 @@ class Roofline:
         return work.bytes / self.bytes_per_s
 
     def seconds(self, work: Work) -> float:
-        return self.overhead_s + self.group_s * work.groups + max(self.compute_s(work), self.memory_s(work))
+        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels
+        return fixed + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
         return "compute" if self.compute_s(work) >= self.memory_s(work) else "memory"
 
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
-                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s}
+                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s")
-        rate, bandwidth, overhead, lanes, per_group = (d.get(k) for k in keys)
-        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group]
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s")
+        rate, bandwidth, overhead, lanes, per_group, per_pixel = (d.get(k) for k in keys)
+        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
                 or not (isinstance(lanes, int) and lanes >= 1):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
-        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]))
+        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]))
 
 
 @dataclass(frozen=True)
