@@ -6,9 +6,14 @@ interleaved run (``mobilenet.deploy.timing``: settled blocks, random order), 1.0
 * ``pads in kernels``: the pads folded into kernels grown by a zero row and column
   (``prepare.pads_in_kernels``);
 * ``pointwise as matmuls``: and each pointwise conv a matrix product on the NHWC activation
-  (``prepare.pointwise_as_matmul``; together ``prepare.inference_copy``, what it compiles now).
+  (``prepare.pointwise_as_matmul``; together ``prepare.inference_copy``, what it compiles now);
+* ``and max-autotune`` (with ``--max-autotune``, compiled cells only): the same form compiled with
+  inductor's autotuning, which on CPU offers its C++ GEMM template for the matrix products (the
+  pointwise convs and the classifier; the convs stay oneDNN's). ``optimize`` leaves it off by
+  default; this measures whether it should.
 
     .venv/bin/python benchmarks/bench_inference_form.py [--seconds 8] [--json F]
+    .venv/bin/python benchmarks/bench_inference_form.py --backends inductor --max-autotune --batches 1
 
 Cells: ``optimize``'s AOTInductor program (fp32, and bf16 where native) and its eager fallback
 (the folded channels_last module), at batch 1 and 32. The first run compiles twelve programs (tens
@@ -34,8 +39,12 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["inductor", "eager"], choices=("inductor", "eager"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per cell")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="also time the final form compiled with max-autotune (needs --backends inductor)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
+    if args.max_autotune and args.backends != ["inductor"]:
+        p.error("--max-autotune times compiled programs only: add --backends inductor")
     if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | {"GLIBC_TUNABLES": TUNABLES})
 
@@ -54,19 +63,24 @@ def main() -> None:
     log(f"[form] {cpu.summary()}; {args.threads} threads; precisions {precisions}")
     torch.manual_seed(0)
     model = MobileNetV1().eval()
-    variants = {"pads as copies": fixed_padding_copy,
-                "pads in kernels": lambda m: pads_in_kernels(fixed_padding_copy(m)),
-                "pointwise as matmuls": inference_copy}
+    # name -> (the copy of the model compiled, whether inductor autotunes it)
+    variants = {"pads as copies": (fixed_padding_copy, False),
+                "pads in kernels": (lambda m: pads_in_kernels(fixed_padding_copy(m)), False),
+                "pointwise as matmuls": (inference_copy, False)}
+    if args.max_autotune:
+        variants["and max-autotune"] = (inference_copy, True)
     cells: list[tuple[dict[str, object], object]] = []
+    compile_s: dict[str, float] = {}  # compiled, or loaded from the cache (then about 0)
     for precision in precisions:
         for batch in args.batches:
             x = torch.rand(batch, 3, 224, 224)
             for backend in args.backends:
                 outputs = []
-                for variant, copy in variants.items():
+                for variant, (copy, autotune) in variants.items():
                     net = InferenceAdapter(copy(model), channels_last=True, dtype=optimized.DTYPES[precision])
                     if backend == "inductor":
-                        program = optimized._build_inductor(net, x, log=log, max_autotune=False)[0]
+                        program, seconds, *_ = optimized._build_inductor(net, x, log=log, max_autotune=autotune)
+                        compile_s[f"{precision}, batch {batch}, {variant}"] = round(seconds, 1)
                     else:
                         program = net
                     with torch.inference_mode():
@@ -102,7 +116,7 @@ def main() -> None:
 
         report = {"command": " ".join(["benchmarks/bench_inference_form.py", *sys.argv[1:]]), "cpu": cpu.summary(),
                   "threads": args.threads, "torch": torch.__version__, "seconds_per_cell": args.seconds,
-                  "results": results}
+                  "compile_s": compile_s, "results": results}
         write_text(args.json, json.dumps(report, indent=1) + "\n")
 
 

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per candidate and cell")
     p.add_argument("--min-runs", type=int, default=10)
     p.add_argument("--tiny", action="store_true", help="0.25-128, batches 1 and 2, short timing: checks the script")
+    p.add_argument("--max-autotune", action="store_true", help="compile PyTorch's programs with inductor's "
+                   "autotuning (optimize(max_autotune=True)): longer compiles, each matrix product timed both ways")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     p.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -82,7 +84,7 @@ def compile_child(args: argparse.Namespace) -> None:
     for precision in args.precisions:
         for batch in args.batches:
             said: list[str] = []
-            fast = optimize(model, precision, batch, log=said.append)
+            fast = optimize(model, precision, batch, log=said.append, max_autotune=args.max_autotune)
             cells.append({"precision": precision, "batch": batch, "seconds": round(fast.compile_seconds, 2),
                           "backend": fast.backend, "said": said})
     print(json.dumps(cells))
@@ -92,7 +94,8 @@ def measure_compile(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     """Two fresh processes on one empty cache: the first compiles, the second should only load."""
     argv = [sys.executable, __file__, "--compile-child", "--alpha", str(args.alpha), "--resolution",
             str(args.resolution), "--threads", str(args.threads), "--batches", *map(str, args.batches),
-            "--precisions", *args.precisions] + (["--weights", args.weights] if args.weights else [])
+            "--precisions", *args.precisions] + (["--weights", args.weights] if args.weights else []) \
+        + (["--max-autotune"] if args.max_autotune else [])
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"MOBILENET_CACHE": str(cache)}
     runs = {}
     for label in ("cold", "warm"):
@@ -109,12 +112,13 @@ def measure_compile(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ latency
 
 
-def candidates(model: MobileNetV1, precision: str, batch: int, threads: int) -> dict[str, Any]:
+def candidates(model: MobileNetV1, precision: str, batch: int, threads: int,
+               max_autotune: bool = False) -> dict[str, Any]:
     """Every way to run ``precision`` at ``batch`` here, by name."""
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
 
     quiet = lambda line: None  # compile times are measured in their own processes
-    runs: dict[str, Any] = {"torch optimized": optimize(model, precision, batch, log=quiet)}
+    runs: dict[str, Any] = {"torch optimized": optimize(model, precision, batch, log=quiet, max_autotune=max_autotune)}
     if precision == "fp32":
         runs["torch TorchScript"] = optimize(model, precision, batch, backend="torchscript", log=quiet)
         if available("onnxruntime"):
@@ -131,7 +135,7 @@ def measure_latency(args: argparse.Namespace, model: MobileNetV1) -> list[dict[s
     rows = []
     for precision in args.precisions:
         for batch in args.batches:
-            runs = candidates(model, precision, batch, args.threads)
+            runs = candidates(model, precision, batch, args.threads, args.max_autotune)
             x = repeat_to_batch(photos, batch)
             calls = [(lambda run=run, x=x: run(x)) for run in runs.values()]
             samples = time_interleaved(calls, seconds=args.seconds, min_runs=args.min_runs, seed=0)

@@ -205,10 +205,11 @@ def optimize(
     ``backend``: None for the best that works here (inductor, else TorchScript on CPU, else eager),
     or one of ``BACKENDS`` to insist; where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
     (e.g. ``eager`` while iterating on many models, where each first compile costs tens of
-    seconds). ``max_autotune``: inductor's autotuning (on CPU it can only
-    tune the classifier: convolutions always run in oneDNN; on CUDA it tunes the convolutions too,
-    at minutes of compile). ``allow_emulation``: run bf16 on a CPU without it anyway (many times
-    slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``keep_freed_memory``),
+    seconds). ``max_autotune``: inductor's autotuning (on CPU it times oneDNN against its C++
+    template for the matrix products, the pointwise convs and the classifier: about 5% faster at
+    batch 1 here for three times the compile, docs/pytorch.md; on CUDA it tunes the convolutions
+    too, at minutes of compile). ``allow_emulation``: run bf16 on a CPU without it anyway (many
+    times slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``keep_freed_memory``),
     ``"default"`` leaves the allocator alone. ``log``: where the line about compiling goes
     (default: stderr). ``cpu``: the CPU whose precision facts apply (default: this one; the
     deploy runtime passes its own view, which its tests describe).
