@@ -129,7 +129,8 @@ def test_the_pure_model_imports_without_torch() -> None:
 
 
 def test_a_calibration_round_trips_and_a_damaged_one_is_refused() -> None:
-    calibration = fixed_calibration(kernels={**fixed_calibration().kernels, "fc": Roofline(5e9, math.inf, 0.0, 8)},
+    calibration = fixed_calibration(kernels={**fixed_calibration().kernels, "fc": Roofline(5e9, math.inf, 0.0, 8),
+                                             "pointwise": Roofline(2e11, 8e9, 1e-6, pixel_s=3e-8)},
                                     channel_blocks={"pointwise": 16, "depthwise": 4},
                                     in_network={"depthwise": 1.3, "pointwise": 0.9})
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
@@ -138,7 +139,10 @@ def test_a_calibration_round_trips_and_a_damaged_one_is_refused() -> None:
                    {**calibration.to_dict(), "in_network": {"depthwise": 0.0}},
                    {**calibration.to_dict(), "in_network": {"no such kernel": 1.0}},
                    {**calibration.to_dict(), "channel_blocks": {"pointwise": 0}},
-                   {**calibration.to_dict(), "channel_blocks": {"pool": 4}}):
+                   {**calibration.to_dict(), "channel_blocks": {"pool": 4}},
+                   {**calibration.to_dict(), "kernels": {**calibration.to_dict()["kernels"],
+                                                         "pointwise": {**Roofline(1e9, 1e9, 0.0).to_dict(),
+                                                                       "pixel_s": -1e-9}}}):
         with pytest.raises(CorruptCalibration):
             Calibration.from_dict(damage)
 

@@ -167,8 +167,8 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
 def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int) -> FittedKernels:
     """Every kernel's roofline, lane width and cost per output position: for each kernel
     measured, the pair that fits its probes best (a wider lane, or the cost per position, only
-    if clearly better); a kernel not measured
-    takes the constants of the one most like it (``STAND_INS``)."""
+    if clearly better); a kernel not measured takes the constants of the one most like it
+    (``STAND_INS``)."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
     probes: dict[str, int] = {}
