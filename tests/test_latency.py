@@ -24,7 +24,7 @@ from mobilenet.errors import InputError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import Timed, calibrate, fit
-from mobilenet.latency.model import layer_work
+from mobilenet.latency.model import MODEL_VERSION, layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import MARGIN, MAX_MARGIN, candidates, choose_from, margin_for
 
@@ -362,6 +362,23 @@ def test_calibrations_are_cached_by_key_and_measured_again_when_a_runtime_versio
     monkeypatch.setattr(BACKENDS["onnxruntime"], "path", "another path through the runtime")
     cache.calibrated("onnxruntime", threads=2, measure=measure, log=print)
     assert len(calls) == 6, "probes that run another path are measured again"
+
+
+def test_caching_drops_the_calibrations_of_an_older_model_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, int, int | None]] = []
+    cache.calibrated("onnxruntime", threads=1, measure=fake_measure(calls), log=print)
+    path = tmp_path / cache.CACHE_FILE
+    [(current_key, entry)] = json.loads(path.read_text()).items()
+    aged = {version: json.dumps(json.loads(current_key) | {"model_version": version}, sort_keys=True)
+            for version in (MODEL_VERSION - 1, MODEL_VERSION + 1)}
+    path.write_text(json.dumps({current_key: entry} | {key: entry for key in aged.values()}))
+    cache.calibrated("onnxruntime", threads=2, measure=fake_measure(calls), log=print)
+    kept = json.loads(path.read_text())
+    assert current_key in kept and aged[MODEL_VERSION + 1] in kept, "only what this version can never read goes"
+    assert aged[MODEL_VERSION - 1] not in kept and len(kept) == 3
 
 
 def test_the_cached_calibration_is_read_without_ever_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,10 @@
 A key names everything the constants depend on, as ``auto``'s decisions do: the CPU (model, ISA
 flags, logical cores), the runtime and the versions of what builds and runs its probes, the
 precision, the threads, the batch size (1 for runtimes that run a batch image by image), the
-model's version and the timing method. A new CPU, an upgraded runtime or a changed model
-measures again. An entry that does not read back as a calibration, or a file that is not JSON, is
-said so on stderr and measured again: never trusted, never an error.
+model's version and the timing method. A new CPU, an upgraded runtime or a changed model measures
+again; writing drops the entries of an older model, which nothing can read any more. An entry that
+does not read back as a calibration, or a file that is not JSON, is said so on stderr and measured
+again: never trusted, never an error.
 """
 
 from __future__ import annotations
@@ -84,13 +85,27 @@ def calibrated(
         return found
     key = calibration_key(runtime, precision, batch_size, threads)
     calibration = replace(measure(runtime, precision, batch_size=batch_size, threads=threads, log=log), key=key)
-    entries = _read(lambda line: None)  # again, as another process may have cached others; damage was said
+    entries = _superseded_dropped(_read(lambda line: None))  # again: another process may have cached others
     entries[json.dumps(key, sort_keys=True)] = calibration.to_dict()
     try:
         write_text(cache_path(), json.dumps(entries, indent=1, sort_keys=True))
     except Exception as err:  # a read-only cache costs a calibration next time, nothing more
         log(f"latency: could not cache the calibration ({err})")
     return calibration
+
+
+def _superseded_dropped(entries: dict[str, Any]) -> dict[str, Any]:
+    """``entries`` less those made for an older ``MODEL_VERSION``: no version of the project
+    from this one on can read them, and every model change would otherwise leave a full set
+    behind. (A newer version's entries stay, for whoever runs it again.)"""
+    def version(key: str) -> int:
+        try:
+            found = json.loads(key).get("model_version")
+        except (ValueError, AttributeError):
+            return -1  # not a key at all: damage, said when it was read
+        return found if isinstance(found, int) else -1
+
+    return {key: entry for key, entry in entries.items() if version(key) >= MODEL_VERSION}
 
 
 def _read(log: Log) -> dict[str, Any]:
