@@ -522,6 +522,38 @@ def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypat
     assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
 
 
+def test_an_openvino_int8_probe_is_quantized_once_and_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NNCF's quantization of a probe is kept as LiteRT's conversion is: the second load reads
+    the kept model (no time spent converting), which still holds NNCF's int8 quantizers, at
+    every size."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mobilenet.deploy import quantize
+    from mobilenet.latency.backends import OpenVinoBackend, probe_module
+    from mobilenet.latency.backends import ov as ov_backend
+    from mobilenet.latency.probes import Probe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    quantized: list[object] = []
+    real = quantize.quantize_openvino
+    monkeypatch.setattr(quantize, "quantize_openvino", lambda *a, **k: quantized.append(real(*a, **k)) or quantized[-1])
+    probe = Probe("pointwise", 16, (8, 16))
+    module = probe_module(probe, 8)
+    first, second = OpenVinoBackend("int8", 1), OpenVinoBackend("int8", 1)
+    first.load(module, probe.input_shape(8))
+    assert len(quantized) == 1 and first.converting_s > 0
+    shaped = second.load(module, probe.input_shape(8))
+    assert len(quantized) == 1 and second.converting_s == 0, "the kept model is read, not quantized again"
+    for at in probe.sizes:
+        assert tuple(shaped(probe.input_shape(at)).run().shape) == (1, *probe.layers(at)[-1].out_shape)
+    (kept,) = (tmp_path / "latency-probes").iterdir()
+    xml, weights = ov_backend.unpack(kept.read_bytes()[:-32])
+    assert b"FakeQuantize" in xml and len(weights) > 0, "NNCF's int8 model, not the fp32 one"
+    assert ov_backend.unpack(ov_backend.pack(b"<net/>", b"\x00\x01")) == (b"<net/>", b"\x00\x01")
+
+
 def test_bench_predict_puts_each_prediction_beside_its_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
     from mobilenet.deploy.bench import BenchReport, Cell, format_report
     from mobilenet.latency import versus

@@ -8,7 +8,8 @@ that conversion on its own (``feed``). A probe's call leaves the conversion out,
 is its layers'; the network's call pays it once, for the image (``model.call_seconds``).
 
 What it costs to build decides how: PyTorch, ONNX Runtime and OpenVINO export a probe in
-milliseconds, so each shape is exported on its own, static as the network's files are. LiteRT and
+milliseconds, so each shape is exported on its own, static as the network's files are (OpenVINO's
+int8 probe is quantized by NNCF in seconds, once, kept, and reshaped). LiteRT and
 ExecuTorch convert in seconds, so a probe is converted once and resized: LiteRT's interpreter
 resizes its input, ExecuTorch's program is exported with dynamic height and width. Both run a
 batch as that many single-image calls, as their predictors do (``fixed_batch``).
