@@ -7,10 +7,11 @@ prediction:
 
 * whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
   correlation;
-* layer types: predicted against measured time shares (PyTorch hooks, ONNX Runtime's profiler,
-  OpenVINO's counters, via ``mobilenet.deploy.bench.layer_shares``; fp32 only), the largest
-  difference in percentage points;
-* layers: the fraction of conv layers within ±25% (ONNX Runtime's profiler, fp32).
+* layer types: predicted against measured time shares (PyTorch's and OpenVINO's as ``mobilenet
+  bench`` shows them; ONNX Runtime's from its profiler, read as the calibration reads it; fp32),
+  the largest difference in percentage points;
+* layers: the fraction of conv layers within ±25% (ONNX Runtime's profiler, fp32: its split of
+  the network's interleaved time, so that the drift while profiling does not count).
 
 The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
 takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
@@ -26,7 +27,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from mobilenet.deploy.optional import available
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
+from mobilenet.latency.model import CONV_KINDS, layer_type
 from mobilenet.latency.probes import default_networks
 
 ALPHAS = (0.3, 0.45, 0.6, 0.85, 1.1)
@@ -116,25 +117,32 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         row = {"model": cfg.name, "predicted_ms": prediction.total_ms, "measured_ms": measured,
                "error": prediction.total_ms / measured - 1}
         if setting.precision == "fp32" and setting.batch_size == 1:
-            row |= layer_errors(model, prediction, setting, args.seconds)
+            row |= layer_errors(model, prediction, setting, args.seconds, measured)
         setting.rows.append(row)
     setting.summary = summarize(setting.rows, setting.seen)
 
 
-def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float) -> dict[str, Any]:
-    """Per-type share error (where the runtime has a profiler) and per-layer error (ONNX Runtime)."""
+def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
+                 measured_ms: float) -> dict[str, Any]:
+    """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
+    as the calibration splits them (``ort_layer_ms``); PyTorch's and OpenVINO's shares are
+    those ``mobilenet bench`` shows."""
     out: dict[str, Any] = {}
-    shares = measured_shares(model, setting, seconds)
+    if setting.runtime == "onnxruntime":
+        layer_ms = ort_layer_ms(model, setting, seconds, measured_ms - prediction.call_ms)
+        per_type: dict[str, float] = {}
+        for layer, ms in zip(prediction.layers, layer_ms, strict=True):
+            per_type[layer_type(layer.kernel)] = per_type.get(layer_type(layer.kernel), 0.0) + ms
+        shares = {kind: ms / sum(layer_ms) for kind, ms in per_type.items()}
+        errors = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms) if x.kind in CONV_KINDS]
+        out["conv_layers_within_25"] = float(np.mean(np.abs(errors) <= 0.25))
+        out["layer_errors"] = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms)]
+    else:
+        shares = measured_shares(model, setting, seconds)
     if shares:
         predicted = prediction.shares()
         out["share_error_pp"] = max(abs(predicted.get(k, 0.0) - v) for k, v in shares.items()) * 100
         out["measured_shares"], out["predicted_shares"] = shares, predicted
-    if setting.runtime == "onnxruntime":
-        measured = ort_conv_layer_ms(model, setting.threads, seconds)
-        convs = [x for x in prediction.layers if x.kind in ("conv", "depthwise", "pointwise")]
-        if len(measured) == len(convs):
-            errors = [x.predicted_ms / m - 1 for x, m in zip(convs, measured)]
-            out["conv_layers_within_25"] = float(np.mean([abs(e) <= 0.25 for e in errors]))
     return out
 
 
@@ -142,7 +150,7 @@ def measured_shares(model: Any, setting: Setting, seconds: float) -> dict[str, f
     """Measured time shares by layer type (stem told apart), the runtime's own reorders left out."""
     from mobilenet.deploy.bench import BenchOptions, layer_shares  # noqa: PLC0415
 
-    if setting.runtime not in ("torch", "onnxruntime", "openvino"):
+    if setting.runtime not in ("torch", "openvino"):
         return {}
     options = BenchOptions(runtimes=(setting.runtime,), batch_sizes=(1,), threads=setting.threads, seconds=seconds,
                            peers=False, compare_conv=False, memory=False)
@@ -151,32 +159,21 @@ def measured_shares(model: Any, setting: Setting, seconds: float) -> dict[str, f
     return {("stem" if r["kind"] == "conv" else r["kind"]): r["time_share"] / total for r in rows}
 
 
-def ort_conv_layer_ms(model: Any, threads: int, seconds: float) -> list[float]:
-    """Median milliseconds of each convolution ONNX Runtime runs, in execution order (the k-th is
-    the architecture's k-th conv layer: the network is a chain)."""
-    import onnxruntime as ort  # noqa: PLC0415
-
+def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float]:
+    """Each layer's milliseconds in ONNX Runtime, running the network's own ONNX file: its
+    profiler's split, by the calibration's own reading of the nodes (a pad or a reorder into the
+    blocked layout is the conv's it feeds, ``ort_layer_seconds``), of ``layers_ms``, the
+    network's interleaved median less the call. Scaled, as the calibration scales it, because
+    the profile runs apart, in whatever spell the guest is in by then (docs/latency.md §0), and
+    profiling slows every node."""
     from mobilenet.deploy.formats.onnx import export_onnx  # noqa: PLC0415
+    from mobilenet.latency.backends import OnnxRuntimeBackend  # noqa: PLC0415
 
-    cfg = model.arch_cfg
     with tempfile.TemporaryDirectory(prefix="mobilenet-layers-") as tmp:
-        options = ort.SessionOptions()
-        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(export_onnx(model, Path(tmp) / "m.onnx")), options,
-                                       providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: torch.rand(1, 3, *cfg.resolution).numpy()}
-        deadline = time.perf_counter() + seconds
-        runs = 0
-        while time.perf_counter() < deadline or runs < 10:
-            session.run(None, feed)
-            runs += 1
-        events = json.loads(Path(session.end_profiling()).read_text())
-    convs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-             and e.get("args", {}).get("op_name") in ("Conv", "FusedConv")]
-    per_run = len(convs) // runs
-    durations = np.array([e["dur"] for e in convs[: per_run * runs]], dtype=float).reshape(runs, per_run)
-    return list(np.median(durations, axis=0) / 1e3)
+        data = export_onnx(model, Path(tmp) / "m.onnx").read_bytes()
+    profiled = OnnxRuntimeBackend(setting.precision, setting.threads).layer_seconds(
+        data, torch.rand(1, 3, *model.arch_cfg.resolution), seconds)
+    return [s * layers_ms / sum(profiled) for s in profiled]
 
 
 def summarize(rows: list[dict[str, Any]], seen: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:

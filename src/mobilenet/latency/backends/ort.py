@@ -46,12 +46,14 @@ class OnnxRuntimeBackend(Backend):
                 data = self._quantized(data, shape)
             predictor = OnnxRuntimePredictor(data, None, self.threads)
             x = torch.rand(shape)
-            return Cell(lambda: predictor(x), profile=lambda seconds: self._profile(data, x, seconds))
+            return Cell(lambda: predictor(x), profile=lambda seconds: self.layer_seconds(data, x, seconds))
 
         return at
 
-    def _profile(self, data: bytes, x: torch.Tensor, seconds: float) -> list[float]:
-        """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain."""
+    def layer_seconds(self, data: bytes, x: torch.Tensor, seconds: float) -> list[float]:
+        """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain,
+        running the ONNX graph ``data`` on ``x`` for about ``seconds`` (``ort_layer_seconds``
+        says which nodes are which layer's)."""
         import onnxruntime as ort  # noqa: PLC0415
 
         from mobilenet.deploy.runtimes.ort import session_options  # noqa: PLC0415
