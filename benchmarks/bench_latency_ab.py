@@ -1,32 +1,67 @@
-"""Does the roofline's cost per output position (``Roofline.pixel_s``) predict better? An A/B
-that the guest's drift cannot decide.
+"""Does a change to the latency model's fit predict better? An A/B that the guest's drift cannot
+decide.
 
 On a machine whose speed drifts by tens of percent between minutes (docs/latency.md §0), two
 calibrations measured one after the other differ by the drift, not by the model. So this
-script measures once: one calibration's probe timings, fitted twice (with the per-position
-term, as ``mobilenet.latency`` fits now, and without it, as before), then the validation grid's
-3 × 3 corner and the calibration's own 15 networks timed once, interleaved, and both fits'
-predictions held against the same measurements. It prints each fit's error on the probes and on
-the networks, and the held-out error raw and over the seen networks' mean error (the drift since
-the calibration taken out).
+script measures once: one calibration's probe timings, fitted twice (as ``mobilenet.latency``
+fits now, and with one rule undone), then the validation grid's 3 × 3 corner and the
+calibration's own 15 networks timed once, interleaved, and both fits' predictions held against
+the same measurements. It prints each fit's error on the probes and on the networks, the
+held-out error raw and over the seen networks' mean error (the drift since the calibration taken
+out), and Spearman's rank correlation; for ONNX Runtime fp32, also each fit's share and layer
+errors against one profile of each held-out network (bench_latency_model's reading of it).
 
-    .venv/bin/python benchmarks/bench_latency_pixel_term.py litert int8 --json F.json
+Variants (``--variant``), each "now" against "before":
+
+* ``pixel-term``: the roofline's cost per output position (``Roofline.pixel_s``), or none;
+* ``in-place-factors``: in-network factors kept at 1 for the groups whose rooflines were fitted
+  to the networks' own profiled layers, or fitted for every group.
+
+    .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
+
+(Until 2026-12-03 this was bench_latency_pixel_term.py, with the pixel term its only variant.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
+
+VARIANTS = {
+    "pixel-term": ("with the term", "without"),
+    "in-place-factors": ("in-place groups at 1", "every group fitted"),
+}
+
+
+@contextlib.contextmanager
+def rule_undone(variant: str) -> Iterator[None]:
+    """The fit as it was before ``variant``'s rule, for the duration."""
+    from mobilenet.latency import calibrate, fit
+
+    if variant == "pixel-term":
+        name, module, real = "fit_roofline", fit, fit.fit_roofline
+        replacement = lambda works, layers, seconds, per_pixel=False: real(works, layers, seconds, False)  # noqa: E731
+    else:
+        name, module, real = "fit_in_network", calibrate, calibrate.fit_in_network
+        replacement = lambda measurements, in_place=(): real(measurements)  # noqa: E731
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, real)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runtime")
     p.add_argument("precision")
+    p.add_argument("--variant", choices=VARIANTS, default="pixel-term")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network")
     p.add_argument("--json", help="write the results here")
@@ -34,13 +69,13 @@ def main() -> None:
 
     import torch
 
-    from bench_latency_model import over_seen, spearman  # (this folder is the script's path)
+    from bench_latency_model import Setting, ort_layer_ms, over_seen, spearman  # (this folder is the script's path)
     from mobilenet.arch import ArchConfig
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.deploy.timing import Timing, time_interleaved
-    from mobilenet.latency import calibrate, fit
-    from mobilenet.latency.model import predict_with
+    from mobilenet.latency import calibrate
+    from mobilenet.latency.model import CONV_KINDS, layer_type, predict_with
     from mobilenet.latency.probes import default_networks, default_plan
     from mobilenet.model import MobileNetV1
     from mobilenet.preprocess import sample_photos
@@ -54,41 +89,47 @@ def main() -> None:
     timed = calibrate._measure(backend, plan, 1, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
                                calibrate.SECONDS_PER_SHAPE, log, found)
 
-    def fitted(per_pixel: bool) -> calibrate.Calibration:
-        with_term = fit.fit_roofline
-        if not per_pixel:  # every kernel fitted as before the term: none per position
-            fit.fit_roofline = lambda works, layers, seconds, per_pixel=False: with_term(works, layers, seconds, False)
-        try:
-            return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
-                                 fixed_batch=backend.fixed_batch, channel_blocks=backend.channel_blocks)
-        finally:
-            fit.fit_roofline = with_term
+    def fitted() -> calibrate.Calibration:
+        return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
+                             fixed_batch=backend.fixed_batch, channel_blocks=backend.channel_blocks)
 
-    fits = {"with the term": fitted(True), "without": fitted(False)}
+    now, before = VARIANTS[args.variant]
+    fits = {now: fitted()}
+    with rule_undone(args.variant):
+        fits[before] = fitted()
     grid = [ArchConfig(alpha=a, resolution=r) for a in (0.3, 0.6, 1.1) for r in (112, 176, 240)]
     seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes]
     images = sample_photos() if args.precision == "int8" else None
-    calls = []
+    calls, models = [], []
     for cfg in grid + seen:
         torch.manual_seed(0)
-        predictor = make_predictor(MobileNetV1(cfg).eval(), args.runtime, args.precision, threads=args.threads,
+        model = MobileNetV1(cfg).eval()
+        predictor = make_predictor(model, args.runtime, args.precision, threads=args.threads,
                                    batch_size=1, calibration_images=images)
         x = torch.rand(1, 3, *cfg.resolution)
         calls.append(lambda predictor=predictor, x=x: predictor(x))
+        models.append(model)
     samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
     measured = np.array([Timing.from_seconds(s).median_ms for s in samples])
-    report = {"command": " ".join(["benchmarks/bench_latency_pixel_term.py", *sys.argv[1:]]),
+    # Each held-out network's layers as fractions of its layers' time, profiled once for both fits.
+    profiles = None
+    if args.runtime == "onnxruntime" and args.precision == "fp32":
+        setting = Setting(args.runtime, args.precision, args.threads, 1)
+        profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
+    report = {"command": " ".join(["benchmarks/bench_latency_ab.py", *sys.argv[1:]]),
               "cpu": cpu_info().summary(), "runtime": args.runtime, "precision": args.precision,
-              "threads": args.threads, "grid": [c.name for c in grid], "seen": [c.name for c in seen],
-              "measured_ms": measured.tolist(), "fits": {}}
+              "variant": args.variant, "threads": args.threads, "grid": [c.name for c in grid],
+              "seen": [c.name for c in seen], "measured_ms": measured.tolist(), "fits": {}}
     for name, calibration in fits.items():
-        predicted = np.array([predict_with(calibration, cfg, 1).total_ms for cfg in grid + seen])
+        predictions = [predict_with(calibration, cfg, 1) for cfg in grid + seen]
+        predicted = np.array([p.total_ms for p in predictions])
         error = predicted / measured - 1
         held_out, own = error[:len(grid)], error[len(grid):]
         adjusted = over_seen(held_out, own)
         drift = adjusted["seen_mean_error"]
         summary = {
             "probe_rmspe": calibration.fit["rmspe"], "networks": calibration.fit.get("in_network"),
+            "in_network": dict(calibration.in_network),
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),
@@ -98,6 +139,18 @@ def main() -> None:
             "held_out_spearman": spearman(predicted[:len(grid)], measured[:len(grid)]),
             "held_out_errors": dict(zip((c.name for c in grid), held_out.tolist())),
         }
+        if profiles is not None:
+            share_errors, within = [], []
+            for prediction, fractions, ms in zip(predictions, profiles, measured):
+                layer_ms = [f * (ms - prediction.call_ms) for f in fractions]
+                shares: dict[str, float] = {}
+                for layer, f in zip(prediction.layers, fractions, strict=True):
+                    shares[layer_type(layer.kernel)] = shares.get(layer_type(layer.kernel), 0.0) + f
+                share_errors.append(max(abs(prediction.shares().get(k, 0.0) - v) for k, v in shares.items()) * 100)
+                within += [abs(x.predicted_ms / m - 1) <= 0.25 for x, m in zip(prediction.layers, layer_ms)
+                           if x.kind in CONV_KINDS]
+            summary |= {"share_error_pp_max": float(np.max(share_errors)),
+                        "conv_layers_within_25": float(np.mean(within))}
         report["fits"][name] = summary
         print(f"{name}: probes " + ", ".join(f"{k} {v:.0%}" for k, v in summary["probe_rmspe"].items()))
         s = summary
@@ -105,6 +158,9 @@ def main() -> None:
               f"seen: mean {drift:+.1%}, RMSPE {s['seen_rmspe']:.1%}; held out over the seen mean: "
               f"RMSPE {s['held_out_over_seen_rmspe']:.1%}, within ±10% {s['held_out_over_seen_within_10']:.0%}; "
               f"Spearman {s['held_out_spearman']:.3f}")
+        if profiles is not None:
+            print(f"  layers: share error at most {s['share_error_pp_max']:.1f} pp, conv layers within ±25% "
+                  f"{s['conv_layers_within_25']:.0%}")
         print("  " + " ".join(f"{c.alpha:g}-{c.resolution[0]} {e:+.0%}" for c, e in zip(grid, held_out)))
     if args.json:
         from mobilenet.files import write_text

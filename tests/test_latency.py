@@ -246,13 +246,12 @@ def test_a_cost_per_output_position_is_fitted_back_and_only_where_it_earns_its_p
     assert fit("litert", "int8", 1, 1, timed_by(Roofline(200e9, 8e9, 1e-6))).kernels["pointwise"].pixel_s == 0
 
 
-def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
-    """Networks whose depthwise layers take 1.5x their roofline, dense ones 0.8x and the rest
-    1x, plus 20 µs a call: the factors and the extra cost come back from their totals alone."""
-    from mobilenet.latency.fit import NetworkMeasurement, fit_in_network
+def networks_off_their_rooflines(truth: dict[str, float]) -> list[object]:
+    """Six networks whose kernels take ``truth[kernel]`` times their rooflines (1 where not
+    named), plus 20 µs a call."""
+    from mobilenet.latency.fit import NetworkMeasurement
 
     calibration = fixed_calibration()
-    truth = {"depthwise": 1.5, "depthwise_s2": 1.5, "pointwise": 0.8}
     networks = []
     for alpha, size in ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224), (0.35, 224), (1.0, 128)):
         per_kernel: dict[str, float] = {}
@@ -260,11 +259,34 @@ def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
             per_kernel[x.kernel] = per_kernel.get(x.kernel, 0.0) + x.predicted_ms / 1e3
         seconds = 20e-6 + sum(truth.get(k, 1.0) * v for k, v in per_kernel.items())
         networks.append(NetworkMeasurement(per_kernel, seconds))
-    fitted = fit_in_network(networks)
+    return networks
+
+
+def test_the_in_network_factors_are_fitted_back_from_whole_networks() -> None:
+    """Networks whose depthwise layers take 1.5x their roofline, dense ones 0.8x and the rest
+    1x, plus 20 µs a call: the factors and the extra cost come back from their totals alone."""
+    from mobilenet.latency.fit import fit_in_network
+
+    truth = {"depthwise": 1.5, "depthwise_s2": 1.5, "pointwise": 0.8}
+    fitted = fit_in_network(networks_off_their_rooflines(truth))  # type: ignore[arg-type]
     assert fitted.rmspe_after < 1e-6 < fitted.rmspe_before
     for kernel in ("depthwise", "depthwise_s2", "pointwise", "stem", "fc"):
         assert fitted.factors[kernel] == pytest.approx(truth.get(kernel, 1.0), rel=1e-4), kernel
     assert fitted.extra_call_s == pytest.approx(20e-6, rel=1e-3)
+
+
+def test_a_group_fitted_to_the_networks_own_layers_keeps_the_factor_one() -> None:
+    """Where a runtime's profiler gave the depthwise rooflines from these networks' own layers,
+    their group keeps 1 whatever the totals would like; the groups fitted to probes are still
+    fitted; with every kernel in place, every factor is 1."""
+    from mobilenet.latency.fit import IN_NETWORK_GROUPS, fit_in_network
+
+    networks = networks_off_their_rooflines({"depthwise": 1.5, "depthwise_s2": 1.5, "pointwise": 0.8})
+    fitted = fit_in_network(networks, in_place=IN_NETWORK_GROUPS["depthwise"])  # type: ignore[arg-type]
+    assert fitted.factors["depthwise"] == fitted.factors["depthwise_s2"] == 1.0
+    assert fitted.factors["pointwise"] != 1.0, "the probed groups are fitted as before"
+    every = [k for kernels in IN_NETWORK_GROUPS.values() for k in kernels]
+    assert set(fit_in_network(networks, in_place=every).factors.values()) == {1.0}  # type: ignore[arg-type]
 
 
 def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:

@@ -187,7 +187,7 @@ def fit(
         NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
                            max(t.seconds - call_s, FLOOR_S))
         for t in networks
-    ])
+    ], in_place=profiled)
     fit_info = {**rooflines.fit, "in_network": {
         "networks": len(networks), "rmspe_before": in_network.rmspe_before, "rmspe_after": in_network.rmspe_after,
         "extra_call_s": in_network.extra_call_s}}
