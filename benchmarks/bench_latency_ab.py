@@ -15,7 +15,9 @@ Variants (``--variant``), each "now" against "before":
 
 * ``pixel-term``: the roofline's cost per output position (``Roofline.pixel_s``), or none;
 * ``in-place-factors``: in-network factors kept at 1 for the groups whose rooflines were fitted
-  to the networks' own profiled layers, or fitted for every group.
+  to the networks' own profiled layers, or fitted for every group;
+* ``in-place-profile``: rooflines fitted to the networks' layers as the runtime's profiler
+  timed them (ONNX Runtime, OpenVINO), or to the probes alone.
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -36,6 +39,7 @@ import numpy as np
 VARIANTS = {
     "pixel-term": ("with the term", "without"),
     "in-place-factors": ("in-place groups at 1", "every group fitted"),
+    "in-place-profile": ("layers profiled in the networks", "probes only"),
 }
 
 
@@ -47,9 +51,13 @@ def rule_undone(variant: str) -> Iterator[None]:
     if variant == "pixel-term":
         name, module, real = "fit_roofline", fit, fit.fit_roofline
         replacement = lambda works, layers, seconds, per_pixel=False: real(works, layers, seconds, False)  # noqa: E731
-    else:
+    elif variant == "in-place-factors":
         name, module, real = "fit_in_network", calibrate, calibrate.fit_in_network
         replacement = lambda measurements, in_place=(): real(measurements)  # noqa: E731
+    else:  # every network's layer profile left out: the rooflines from the probes alone
+        name, module, real = "fit", calibrate, calibrate.fit
+        replacement = lambda *args, **kwargs: real(  # noqa: E731
+            *args[:4], [dataclasses.replace(t, layer_seconds=None) for t in args[4]], **kwargs)
     setattr(module, name, replacement)
     try:
         yield

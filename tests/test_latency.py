@@ -544,6 +544,39 @@ def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypat
     assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_profiles_a_network_layer_by_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
+) -> None:
+    """OpenVINO's counters split a network's call into exactly its layers (stem, the 26 convs of
+    the blocks, pool, classifier), each timed: what the calibration fits the rooflines to."""
+    pytest.importorskip("openvino")
+    if precision == "int8":
+        pytest.importorskip("nncf")
+    from mobilenet.latency.backends import OpenVinoBackend, probe_module
+    from mobilenet.latency.probes import NetworkProbe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    probe = NetworkProbe(0.25, (96,))
+    cell = OpenVinoBackend(precision, 1).load(probe_module(probe, 96, fixed_pads=True), probe.input_shape(96))(
+        probe.input_shape(96))
+    assert cell.profile is not None
+    layers = cell.profile(0.05)
+    assert len(layers) == len(probe.layers(96, 1, 4)) == 29
+    assert all(seconds > 0 for seconds in layers)
+
+
+def test_chain_layer_seconds_gives_openvino_nodes_to_their_layers() -> None:
+    """A reorder (or bf16 conversion) before a conv is that conv's; one after the pool is the
+    classifier's; one left at the end is the last layer's."""
+    from mobilenet.latency.backends.base import chain_layer_seconds
+    from mobilenet.latency.backends.ov import OV_OPS
+
+    nodes = [("Reorder", 1.0), ("Convolution", 10.0), ("GroupConvolution", 20.0), ("Convolution", 30.0),
+             ("ReduceMean", 4.0), ("Reorder", 0.5), ("FullyConnected", 5.0), ("Reorder", 0.25)]
+    assert chain_layer_seconds(nodes, OV_OPS) == [11.0, 20.0, 30.0, 4.0, 5.75]
+
+
 def test_an_openvino_int8_probe_is_quantized_once_and_kept_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

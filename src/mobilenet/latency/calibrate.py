@@ -155,14 +155,16 @@ def fit(
     _, feed_bytes_per_s = fit_call(feeds)
     in_place = []
     for t in networks:
-        if t.layer_seconds is None:
+        layers = t.probe.layers(t.size, batch_size, size_of)
+        # (a profile that does not split into the network's layers, a runtime fusing what the
+        # op tables do not know, is left out: those kernels are fitted to their probes)
+        if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
             continue
         # The profile splits the network's time among its layers; the interleaved timing says how
         # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
         scale = max(t.seconds - call_s, FLOOR_S) / sum(t.layer_seconds)
         in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
-                     for layer, seconds in zip(t.probe.layers(t.size, batch_size, size_of), t.layer_seconds,
-                                               strict=True)]
+                     for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
     profiled = {m.kernel for m in in_place}
     probed = []
     for t in timed:

@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenet.latency.backends.base import Backend, Cell, Shaper, int8_calibration, onnx_bytes
+from mobilenet.latency.backends.base import (
+    Backend,
+    Cell,
+    ChainOps,
+    Shaper,
+    chain_layer_seconds,
+    int8_calibration,
+    onnx_bytes,
+)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -88,29 +96,13 @@ class OnnxRuntimeBackend(Backend):
 # chain's next conv layer; a pad or a reorder into the blocked layout belongs to the conv after
 # it; the pool and the classifier are the chain's last two layers; anything else (a reorder out of
 # the blocked layout, a flatten) belongs to the layer before it.
-ORT_CONVS = ("Conv", "FusedConv", "NchwcConv", "QLinearConv")
-ORT_BEFORE = ("Pad", "ReorderInput", "QuantizeLinear")
-ORT_POOLS = ("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean")
-ORT_CLASSIFIERS = ("Gemm", "MatMul", "QGemm", "QLinearMatMul")
+ORT_OPS = ChainOps(convs=("Conv", "FusedConv", "NchwcConv", "QLinearConv"),
+                   before=("Pad", "ReorderInput", "QuantizeLinear"),
+                   pools=("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean"),
+                   classifiers=("Gemm", "MatMul", "QGemm", "QLinearMatMul"))
 
 
 def ort_layer_seconds(nodes: list[tuple[str, float]]) -> list[float]:
     """One run's (op, seconds) nodes, in execution order, as seconds per layer of the chain
-    (convs, then the pool, then the classifier), by ``ORT_*``'s rules."""
-    convs = sum(op in ORT_CONVS for op, _ in nodes)
-    layers = [0.0] * (convs + 2)
-    at, pending = -1, 0.0
-    for op, seconds in nodes:
-        if op in ORT_BEFORE:
-            pending += seconds
-            continue
-        if op in ORT_CONVS:
-            at += 1
-        elif op in ORT_POOLS:
-            at = convs
-        elif op in ORT_CLASSIFIERS:
-            at = convs + 1
-        layers[max(at, 0)] += seconds + pending
-        pending = 0.0
-    layers[max(at, 0)] += pending
-    return layers
+    (convs, then the pool, then the classifier), by ``ORT_OPS``' rules."""
+    return chain_layer_seconds(nodes, ORT_OPS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenet.latency.backends.base import Backend, Cell, Shaper, int8_calibration, onnx_bytes
+from mobilenet.latency.backends.base import (
+    Backend,
+    Cell,
+    ChainOps,
+    Shaper,
+    chain_layer_seconds,
+    int8_calibration,
+    onnx_bytes,
+)
+
+# OpenVINO's CPU nodes in a network's performance counters: a reorder into a conv's layout (or the
+# input's conversion to bf16, or its int8 quantization, fused into a "Subgraph") belongs to the
+# layer after it, as ONNX Runtime's does.
+OV_OPS = ChainOps(convs=("Convolution", "GroupConvolution"),
+                  before=("Reorder", "Convert", "FakeQuantize", "Subgraph"),
+                  pools=("ReduceMean", "AvgPool", "Pooling"),
+                  classifiers=("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul"))
 
 
 class OpenVinoBackend(Backend):
     """Converted (and, for int8, quantized by NNCF) once, then reshaped to each size: OpenVINO
-    compiles a reshaped model as it compiles the network's, for the shape it is given."""
+    compiles a reshaped model as it compiles the network's, for the shape it is given. Its
+    performance counters time each layer of a network apart, so that the rooflines are fitted to
+    layers as they run inside networks (its chains of twin layers fitted its networks with 35-79%
+    error on the AMX Xeon, docs/latency.md §4)."""
 
     runtime = "openvino"
     path = "OpenVINO CPU, converted from the ONNX graph"
@@ -59,8 +79,21 @@ class OpenVinoBackend(Backend):
             request.infer({0: x}, share_inputs=True)
             return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
-        return Cell(call)
+        def profile(seconds: float) -> list[float]:
+            """Each layer's median seconds by OpenVINO's performance counters (a model compiled
+            apart, so that the timed one runs without them), in the order of the chain."""
+            profiled = openvino_core().compile_model(ov_model, "CPU", config | {"PERF_COUNT": True})
+            counted = profiled.create_infer_request()
+            runs: list[list[float]] = []
+            deadline = time.perf_counter() + seconds
+            while len(runs) < 6 or time.perf_counter() < deadline:
+                counted.infer({0: x}, share_inputs=True)
+                nodes = [(n.node_type, n.real_time.total_seconds()) for n in counted.profiling_info
+                         if n.status.name == "EXECUTED"]
+                runs.append(chain_layer_seconds(nodes, OV_OPS))
+            return list(np.median(np.array(runs[1:]), axis=0))  # (the first run, warming up, left out)
 
+        return Cell(call, profile=profile)
 
 def _converted(module: nn.Module, shape: tuple[int, ...]) -> Any:
     from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
