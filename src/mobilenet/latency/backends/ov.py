@@ -95,6 +95,7 @@ class OpenVinoBackend(Backend):
 
         return Cell(call, profile=profile)
 
+
 def _converted(module: nn.Module, shape: tuple[int, ...]) -> Any:
     from mobilenet.deploy.formats.openvino import convert_to_openvino  # noqa: PLC0415
 
