@@ -148,6 +148,21 @@ def test_a_package_is_kept_per_thread_count(model):
     assert keys[0] != keys[1] and keys[0] == keys[2]
 
 
+def test_a_package_is_kept_per_inductor_setting_and_input_dtype(model):
+    """A caller compiling under ``torch._inductor.config.patch`` must not load a package compiled
+    without the patch (nor a bf16 input one compiled for fp32): the key tells them apart."""
+    from torch._inductor import config
+
+    net = optimized.InferenceAdapter(model, channels_last=True, dtype=torch.float32)
+    example = torch.zeros(1, 3, 128, 128)
+    plain = optimized._package_key(net, example, max_autotune=False)
+    with config.patch({"cpp.simdlen": 256}):
+        patched = optimized._package_key(net, example, max_autotune=False)
+    assert patched != plain
+    assert optimized._package_key(net, example, max_autotune=False) == plain  # the patch is gone again
+    assert optimized._package_key(net, example.bfloat16(), max_autotune=False) != plain
+
+
 def test_glibc_is_asked_to_keep_freed_memory_and_the_description_says_so(model):
     kept = keep_freed_memory()
     assert kept == (sys.platform == "linux")  # glibc Linux here; elsewhere it is left alone

@@ -370,9 +370,14 @@ def only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[obje
 def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> str:
     """What the compiled code depends on: the module's structure and weights, the input's shape,
     dtype and device, the machine's instruction set (kernels are compiled for it), the number of
-    threads and torch. Inductor writes its kernels for the thread count it compiles under (for one
-    thread, serial loops with no OpenMP region): a package compiled by a one-thread process (a
-    latency calibration at ``--threads 1``) ran 7.5x slower in a two-thread one."""
+    threads, torch, and inductor's settings where the caller changed them. Inductor writes its
+    kernels for the thread count it compiles under (for one thread, serial loops with no OpenMP
+    region): a package compiled by a one-thread process (a latency calibration at ``--threads 1``)
+    ran 7.5x slower in a two-thread one. A caller who compiles under
+    ``torch._inductor.config.patch(...)`` (another SIMD width, other fusions) gets its own package,
+    not one compiled without the patch."""
+    from torch._inductor import config  # noqa: PLC0415 - inductor loads only where it is used
+
     digest = hashlib.sha256()
     digest.update(repr(net).encode())
     for name, tensor in net.state_dict().items():
@@ -381,7 +386,15 @@ def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> s
     device = example.device
     machine = (torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)) \
         if device.type == "cuda" else (cpu_info().model, cpu_info().notable_flags(), torch.get_num_threads())
-    digest.update(repr((tuple(example.shape), device.type, machine, torch.__version__, max_autotune)).encode())
+    digest.update(repr((tuple(example.shape), example.dtype, device.type, machine, torch.__version__,
+                        max_autotune)).encode())
+    # Every setting's value (so a patch undone leaves the key as it was; codegen_config() would still
+    # list the restored settings), less the one inductor fills in itself while compiling: AOTInductor's
+    # machine metadata, a dict it updates in place, which would give a second compile in a process
+    # another key than the first. (config.get_hash() includes that dict too.)
+    settings = config.save_config_portable()
+    settings.pop("aot_inductor.metadata", None)
+    digest.update(repr(sorted(settings.items())).encode())
     return digest.hexdigest()[:32]
 
 
