@@ -17,7 +17,10 @@ Variants (``--variant``), each "now" against "before":
 * ``in-place-factors``: in-network factors kept at 1 for the groups whose rooflines were fitted
   to the networks' own profiled layers, or fitted for every group;
 * ``in-place-profile``: rooflines fitted to the networks' layers as the runtime's profiler
-  timed them (ONNX Runtime, OpenVINO), or to the probes alone.
+  timed them (ONNX Runtime, OpenVINO), or to the probes alone;
+* ``lane-choice``: each kernel's lane width and cost per position chosen as the best fit among
+  those making as many choices (``fit.simplest_good_fit``), or as the first of the fits tried in
+  turn that beat the one kept so far by a tenth.
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -40,6 +44,7 @@ VARIANTS = {
     "pixel-term": ("with the term", "without"),
     "in-place-factors": ("in-place groups at 1", "every group fitted"),
     "in-place-profile": ("layers profiled in the networks", "probes only"),
+    "lane-choice": ("best of each level", "first to beat the last"),
 }
 
 
@@ -54,6 +59,16 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "in-place-factors":
         name, module, real = "fit_in_network", calibrate, calibrate.fit_in_network
         replacement = lambda measurements, in_place=(): real(measurements)  # noqa: E731
+    elif variant == "lane-choice":
+        name, module, real = "simplest_good_fit", fit, fit.simplest_good_fit
+
+        def replacement(fits):  # (the rule until 2026-12-03)
+            kept, kept_error = None, float("inf")
+            for key in itertools.product((False, True), fit.LANES):
+                roof, error = fits[key]
+                if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
+                    kept, kept_error = (roof, error), error
+            return kept
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -139,6 +154,7 @@ def main() -> None:
             "probe_rmspe": calibration.fit["rmspe"], "networks": calibration.fit.get("in_network"),
             "in_network": dict(calibration.in_network),
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
+            "lanes": {k: r.lanes for k, r in calibration.kernels.items()},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),
             "seen_mean_error": drift, "seen_rmspe": float(np.sqrt(np.mean(own**2))),
