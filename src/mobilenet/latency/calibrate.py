@@ -208,16 +208,21 @@ def _measure(
     backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
     found: dict[str, Any],
 ) -> list[Timed]:
-    """Every probe built, then all of them timed together, interleaved in settled blocks; then
-    the networks' layers profiled where the runtime can.
+    """Every probe built (and each network's layers profiled, where the runtime can), then all of
+    them timed together, interleaved in settled blocks.
 
     Together, because the machine's speed drifts: on the shared Zen 4 of docs/latency.md the same
     network ran 0.72 ms for a few seconds and 1.3 ms the next, while a sgemm kept its speed
     (benchmarks/bench_machine_drift.py). Interleaved over the whole calibration, every probe sees
     the same mixture of fast and slow spells, so their ratios (what the fit learns) hold. Building
     stops when the time left would no longer time what is built. The backend's reference calls
-    are timed in the same pass; what they teach it goes into ``found``."""
-    cells: list[tuple[AnyProbe, int, Cell]] = []
+    are timed in the same pass; what they teach it goes into ``found``.
+
+    A network's profile is taken as it is built, not after the timing, so that the budget's clock
+    counts it: profiled after, fifteen batch-8 networks took a calibration to 62-68 s of its 60
+    (ONNX Runtime, AMX Xeon). When it runs does not matter to the fit, which scales a profile to
+    the network's interleaved time."""
+    cells: list[tuple[AnyProbe, int, Cell, tuple[float, ...] | None]] = []
     timing_s = 0.0  # what timing the cells built so far will take
     for i, probe in enumerate(plan, 1):
         # (a probe's timing is at least a cell's worth per size, known exactly once it is built)
@@ -238,13 +243,16 @@ def _measure(
         for size in probe.sizes:
             cell = shaped(probe.input_shape(size, batch_size))
             timing_s += _timing_seconds(cell, seconds)
-            cells.append((probe, size, cell))
-    feeds = [i for i, (probe, _, cell) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
+            profiled = None
+            if cell.profile is not None and isinstance(probe, NetworkProbe):
+                profiled = tuple(cell.profile(seconds))
+            cells.append((probe, size, cell, profiled))
+    feeds = [i for i, (probe, _, cell, _) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
     # A reference decides a correction for every probe: it takes several places in the rounds.
     references = list(backend.reference_calls()) * REFERENCE_SLOTS
     log(f"latency: timing {len(cells)} probes interleaved, about {timing_s:.0f} s")
     timed_calls = time_interleaved(
-        [c.run for _, _, c in cells] + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
+        [c.run for _, _, c, _ in cells] + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
         seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)
     samples = [float(np.median(s)) for s in timed_calls]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
@@ -254,10 +262,7 @@ def _measure(
         found.update(backend.timed_references(
             [float(np.median(np.concatenate(slots[i::count]))) for i in range(count)], log))
     timed = []
-    for i, (probe, size, cell) in enumerate(cells):
-        profiled = None
-        if cell.profile is not None and isinstance(probe, NetworkProbe):
-            profiled = tuple(cell.profile(seconds))
+    for i, (probe, size, cell, profiled) in enumerate(cells):
         seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
