@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,6 +136,35 @@ def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     with_pixel = fits({(False, 1): 0.10, (False, 8): 0.05, (True, 8): 0.04, (True, 1): 0.06})
     assert simplest_good_fit(with_pixel)[1] == 0.04  # 0.05 -> 0.04 is a fifth better
     assert simplest_good_fit(with_pixel | {(True, 8): (Roofline(1e11, 1e10, 0.0, 8), 0.048)})[1] == 0.05
+
+
+def test_the_fits_least_squares_keeps_every_unknown_non_negative_at_the_best_such_error() -> None:
+    """The oracle: every set of free unknowns solved without constraint, the best feasible one."""
+    import itertools
+
+    from mobilenet.latency.fit import _nonnegative_least_squares
+
+    rng = np.random.default_rng(0)
+    design = rng.uniform(0.1, 1.0, size=(12, 4))
+    design[:, 3] = design[:, 0] + 0.05 * rng.standard_normal(12)  # nearly collinear: LS would go negative
+    t = design @ np.array([1.0, 0.0, 2.0, 0.5]) * rng.uniform(0.9, 1.1, 12)
+    theta = _nonnegative_least_squares(design, t)
+    assert (theta >= 0).all()
+
+    def error(x: np.ndarray) -> float:
+        return float(np.sum(((design @ x - t) / t) ** 2))
+
+    unconstrained, *_ = np.linalg.lstsq(design / t[:, None], np.ones(12), rcond=None)
+    assert (unconstrained < 0).any()  # the constraint binds here
+    best = math.inf
+    for size in range(1, 5):
+        for free in itertools.combinations(range(4), size):
+            x, *_ = np.linalg.lstsq(design[:, free] / t[:, None], np.ones(12), rcond=None)
+            if (x >= 0).all():
+                full = np.zeros(4)
+                full[list(free)] = x
+                best = min(best, error(full))
+    assert error(theta) == pytest.approx(best, rel=1e-9)
 
 
 def test_the_pure_model_imports_without_torch() -> None:
