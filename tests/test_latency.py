@@ -24,7 +24,7 @@ from mobilenet.deploy.timing import time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
-from mobilenet.latency.calibrate import Timed, calibrate, fit
+from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
 from mobilenet.latency.model import MODEL_VERSION, layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import MARGIN, MAX_MARGIN, candidates, choose_from, margin_for
@@ -809,6 +809,33 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
     assert main(["choose", "--budget-ms", budget, "--runtime", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "budget must be a number of milliseconds > 0" in err
+
+
+def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:
+    noisy = {"in_network": {"rmspe_after": 0.29}}
+    warning = noisy_fit_warning(noisy, threads=2, logical_cores=2)
+    assert warning and "29%" in warning and "2 logical cores" in warning and "--recalibrate" in warning
+    assert "logical cores" in (noisy_fit_warning(noisy, threads=None, logical_cores=2) or ""), "default: every core"
+    one_thread = noisy_fit_warning(noisy, threads=1, logical_cores=2)
+    assert one_thread and "logical cores" not in one_thread, "a spare core is not the reason"
+    assert noisy_fit_warning({"in_network": {"rmspe_after": NOISY_FIT / 2}}, threads=2, logical_cores=2) is None
+    assert noisy_fit_warning({}, threads=2, logical_cores=2) is None, "no networks fitted: nothing to judge"
+
+
+@pytest.mark.parametrize("command", ["cost", "compare"])
+def test_predict_recalibrates_when_asked(command: str, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    asked: list[bool] = []
+
+    def calibrated(*args: object, remeasure: bool = False, **kwargs: object) -> Calibration:
+        asked.append(remeasure)
+        return fixed_calibration()
+
+    monkeypatch.setattr(latency, "calibrated", calibrated)
+    assert main([command, "--predict", "onnxruntime", "--json"]) == 0
+    assert main([command, "--predict", "onnxruntime", "--recalibrate", "--json"]) == 0
+    capsys.readouterr()
+    assert asked == [False, True]
 
 
 def test_cost_and_compare_add_predicted_time_with_predict(

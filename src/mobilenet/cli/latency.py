@@ -93,6 +93,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"add predicted milliseconds in RUNTIME ({', '.join(RUNTIMES)})")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="with --predict (default fp32)")
     g.add_argument("--threads", type=int, default=None, help="with --predict (default: the runtime's own)")
+    g.add_argument("--recalibrate", action="store_true", help="with --predict: measure this machine's constants again")
 
 
 def predicted(args: argparse.Namespace, arch_cfg: Any) -> Any:
@@ -101,7 +102,8 @@ def predicted(args: argparse.Namespace, arch_cfg: Any) -> Any:
         return None
     from mobilenet.latency import predict  # noqa: PLC0415 - calibrating needs torch and the runtime
 
-    return predict(arch_cfg, args.predict, args.precision, args.batch_size, args.threads)
+    return predict(arch_cfg, args.predict, args.precision, args.batch_size, args.threads,
+                   remeasure=args.recalibrate)
 
 
 def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
@@ -110,7 +112,8 @@ def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
         return None
     from mobilenet.latency import compare  # noqa: PLC0415
 
-    return compare(arch_cfg, args.predict, args.precision, args.batch_size, args.threads)
+    return compare(arch_cfg, args.predict, args.precision, args.batch_size, args.threads,
+                   remeasure=args.recalibrate)
 
 
 def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any]:

@@ -86,11 +86,12 @@ def predict(
 
 def compare(
     arch_cfg: ArchConfig | None, runtime: str, precision: str = "fp32", batch_size: int = 1,
-    threads: int | None = None, *, log: Log | None = None,
+    threads: int | None = None, *, remeasure: bool = False, log: Log | None = None,
 ) -> list[BlockSpeedup]:
     """Each separable block's predicted speed-up over the full 3x3 conv it replaces, beside
     its mult-add savings, with the reason the two differ (``BlockSpeedup.reason``)."""
-    return block_speedups(calibrated(runtime, precision, batch_size, threads, log=log), arch_cfg, batch_size)
+    calibration = calibrated(runtime, precision, batch_size, threads, remeasure=remeasure, log=log)
+    return block_speedups(calibration, arch_cfg, batch_size)
 
 
 def choose(

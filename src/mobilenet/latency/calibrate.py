@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mobilenet.arch import ArchConfig
+from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
 from mobilenet.errors import InputError
@@ -53,6 +54,10 @@ TIMING_ROOM = 1.2
 MIN_RUNS = 5
 REFERENCE_SLOTS = 4  # places each backend reference call takes in the timing rounds
 FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off, at the least
+# A calibration that misses its own whole networks by more than this (RMSPE) measured a machine
+# whose speed moved under it: 2 threads at batch 1 on a 2-vCPU guest fitted them with 29%, where
+# 1 thread fitted within 10% (docs/latency.md §4).
+NOISY_FIT = 0.15
 
 Log = Callable[[str], None]
 
@@ -121,7 +126,27 @@ def calibrate(
     converted = f" (and {backend.converting_s:.0f} s converting probes, once)" if backend.converting_s else ""
     log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
+    warning = noisy_fit_warning(fit_info, threads, cpu_info().logical_cores)
+    if warning:
+        log(warning)
     return replace(calibration, fit=fit_info)
+
+
+def noisy_fit_warning(fit_info: dict[str, Any], threads: int | None, logical_cores: int) -> str | None:
+    """A warning for a calibration that fitted its own whole networks worse than ``NOISY_FIT``
+    (``None`` for one that did not): its predictions may be as far off, and where the calls used
+    every logical core (``threads`` None is the runtime's default, all of them), whatever else the
+    machine runs shared them."""
+    error = fit_info.get("in_network", {}).get("rmspe_after")
+    if not isinstance(error, (int, float)) or error <= NOISY_FIT:
+        return None
+    why = ""
+    if threads is None or threads >= logical_cores:
+        why = (f" At {threads or 'the default'} threads on {logical_cores} logical cores, every call shared the "
+               "cores with the rest of the machine: fewer threads measure steadier.")
+    return (f"latency: warning: this calibration misses its own networks by {error:.0%} (RMSPE), so the machine's "
+            f"speed moved while it measured and its predictions may be as far off.{why} Calibrate again on a "
+            "quiet machine (--recalibrate; remeasure=True in Python).")
 
 
 @dataclass(frozen=True)
