@@ -49,6 +49,10 @@ class CpuInfo:
     machine: str  # platform.machine(): x86_64, aarch64, arm64
     flags: frozenset[str]
     logical_cores: int
+    # The processor's numbers as the OS gives them ("family 26 model 2" on x86, "implementer 0x41
+    # part 0xd0c" on Arm; "" where unknown). Virtual machines often name every AMD CPU "AMD EPYC":
+    # a Zen 4 and a Zen 5 then differ only here and in a flag or two.
+    signature: str = ""
 
     @property
     def is_x86(self) -> bool:
@@ -87,24 +91,38 @@ class CpuInfo:
                   "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "dotprod", "bf16", "i8mm")
         return [f for f in wanted if f in self.flags]
 
+    def identity(self) -> dict[str, Any]:
+        """What tells this CPU from another for a measured fact (a calibration, a runtime decision):
+        its name, numbers, the flags that choose kernels, and its logical cores."""
+        return {"cpu": self.model, "signature": self.signature, "flags": self.notable_flags(),
+                "cores": self.logical_cores}
+
     def summary(self) -> str:
         """One line: model, ISA level, the two facts that change precision choices."""
+        machine = f"{self.machine} {self.signature}" if self.signature else self.machine
         return (
-            f"{self.model} ({self.machine}, {self.logical_cores} logical cores; ISA {self.isa_level}; "
+            f"{self.model} ({machine}, {self.logical_cores} logical cores; ISA {self.isa_level}; "
             f"int8 dot product: {'yes' if self.int8_dot else 'no'}; native bf16: {'yes' if self.native_bf16 else 'no'})"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "machine": self.machine, "logical_cores": self.logical_cores,
+            "model": self.model, "machine": self.machine, "signature": self.signature,
+            "logical_cores": self.logical_cores,
             "isa_level": self.isa_level, "int8_dot": self.int8_dot, "native_bf16": self.native_bf16,
             "flags": self.notable_flags(),
         }
 
 
-def _linux_cpuinfo() -> tuple[str, set[str]]:
+SIGNATURE_FIELDS = (("cpu family", "family"), ("model", "model"), ("cpu implementer", "implementer"),
+                    ("cpu part", "part"))
+
+
+def _linux_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str], str]:
+    """(model name, flags, signature) of the first processor /proc/cpuinfo lists."""
     model, flags = "", set()
-    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+    numbers: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             key, _, value = line.partition(":")
             key = key.strip().lower()
@@ -112,7 +130,10 @@ def _linux_cpuinfo() -> tuple[str, set[str]]:
                 model = value.strip()
             elif key in ("flags", "features") and not flags:
                 flags = set(value.split())
-    return model, flags
+            elif key in dict(SIGNATURE_FIELDS) and key not in numbers and value.strip():
+                numbers[key] = value.strip()
+    signature = " ".join(f"{label} {numbers[key]}" for key, label in SIGNATURE_FIELDS if key in numbers)
+    return model, flags, signature
 
 
 def _macos_cpuinfo() -> tuple[str, set[str]]:
@@ -172,10 +193,10 @@ def _reconcile(os_flags: set[str], cpuid: set[str] | None) -> tuple[set[str], st
 @functools.cache
 def cpu_info() -> CpuInfo:
     """This machine's CPU (cached for the process)."""
-    model, flags = "", set()
+    model, flags, signature = "", set(), ""
     try:
         if os.path.exists("/proc/cpuinfo"):
-            model, flags = _linux_cpuinfo()
+            model, flags, signature = _linux_cpuinfo()
         elif platform.system() == "Darwin":
             model, flags = _macos_cpuinfo()
     except OSError:
@@ -189,4 +210,5 @@ def cpu_info() -> CpuInfo:
         machine=platform.machine() or "unknown",
         flags=frozenset(flags),
         logical_cores=os.cpu_count() or 1,
+        signature=signature,
     )

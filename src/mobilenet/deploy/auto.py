@@ -57,10 +57,9 @@ def _runtime_versions() -> dict[str, str]:
 
 def decision_key(cfg: ArchConfig, precision: str, batch_size: int, threads: int | None) -> str:
     """What a measured decision depends on: the CPU, the runtimes, the model's shape, the request."""
-    cpu = cpu_info()
     shape = {k: v for k, v in cfg.to_dict().items() if k not in ("dropout", "bn_momentum")}
     return json.dumps({
-        "cpu": cpu.model, "flags": cpu.notable_flags(), "cores": cpu.logical_cores, "runtimes": _runtime_versions(),
+        **cpu_info().identity(), "runtimes": _runtime_versions(),
         "model": shape, "precision": precision, "batch_size": batch_size, "threads": threads, "timing": METHOD,
     }, sort_keys=True)
 

@@ -39,9 +39,8 @@ def cache_path() -> os.PathLike[str]:
 def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: int | None = None) -> dict[str, Any]:
     """What a calibration of ``runtime`` depends on (see the module docstring)."""
     backend = BACKENDS[runtime]
-    cpu = cpu_info()
     return {
-        "cpu": cpu.model, "flags": cpu.notable_flags(), "cores": cpu.logical_cores, "runtime": runtime,
+        **cpu_info().identity(), "runtime": runtime,
         "path": backend.current_path(),
         "versions": {name: package_version(name) for name in backend.distributions},
         "precision": precision, "threads": threads, "batch_size": 1 if backend.fixed_batch else batch_size,

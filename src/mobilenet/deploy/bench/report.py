@@ -143,8 +143,9 @@ class BenchReport:
 def machine_info(threads: int | None) -> dict[str, Any]:
     cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu.model, "isa": cpu.isa_level, "cpu_flags": cpu.notable_flags(), "int8_dot": cpu.int8_dot,
-        "native_bf16": cpu.native_bf16, "logical_cpus": os.cpu_count(), "threads": threads or torch.get_num_threads(),
+        "cpu": cpu.model, "cpu_signature": cpu.signature, "isa": cpu.isa_level, "cpu_flags": cpu.notable_flags(),
+        "int8_dot": cpu.int8_dot, "native_bf16": cpu.native_bf16, "logical_cpus": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "malloc_tunables": MALLOC_TUNABLES in os.environ.get("GLIBC_TUNABLES", ""),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
