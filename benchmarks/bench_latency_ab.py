@@ -20,7 +20,10 @@ Variants (``--variant``), each "now" against "before":
   timed them (ONNX Runtime, OpenVINO), or to the probes alone;
 * ``lane-choice``: each kernel's lane width and cost per position chosen as the best fit among
   those making as many choices (``fit.simplest_good_fit``), or as the first of the fits tried in
-  turn that beat the one kept so far by a tenth.
+  turn that beat the one kept so far by a tenth;
+* ``pointwise-lanes``: a candidate, the other way round: the pointwise convs' lane width chosen
+  from the probes (now), or fixed at the AVX-512 register's 16 floats (``fit_kernels``'
+  ``lanes``), as a blocked layout pads channels.
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 
@@ -45,6 +48,7 @@ VARIANTS = {
     "in-place-factors": ("in-place groups at 1", "every group fitted"),
     "in-place-profile": ("layers profiled in the networks", "probes only"),
     "lane-choice": ("best of each level", "first to beat the last"),
+    "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
 }
 
 
@@ -69,6 +73,10 @@ def rule_undone(variant: str) -> Iterator[None]:
                 if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
                     kept, kept_error = (roof, error), error
             return kept
+    elif variant == "pointwise-lanes":
+        name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
+        replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
+            measurements, batch_size, element_bytes, lanes={"pointwise": 16, "pointwise_unblocked": 16})
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731

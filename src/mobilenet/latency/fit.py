@@ -176,11 +176,13 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
     return float(fixed), (1 / per_byte if per_byte > 0 else math.inf)
 
 
-def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int) -> FittedKernels:
+def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int,
+                lanes: Mapping[str, int] | None = None) -> FittedKernels:
     """Every kernel's roofline, lane width and cost per output position: for each kernel
     measured, the pair that fits its probes best (a wider lane, or the cost per position, only
     if clearly better); a kernel not measured takes the constants of the one most like it
-    (``STAND_INS``)."""
+    (``STAND_INS``). ``lanes``: a lane width decided beforehand, per kernel named, in place of
+    the choice."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
     probes: dict[str, int] = {}
@@ -189,7 +191,8 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
         if not mine:
             continue
         fits = {}
-        for per_pixel, width in itertools.product((False, True), LANES):
+        widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
+        for per_pixel, width in itertools.product((False, True), widths):
             works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
             roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel)
             fits[per_pixel, width] = replace(roof, lanes=width), error
@@ -214,7 +217,7 @@ def simplest_good_fit(fits: Mapping[tuple[bool, int], tuple[Roofline, float]]) -
         per_pixel, width = key
         return int(per_pixel) + int(width != 1)
 
-    chosen = fits[False, 1]
+    chosen = fits[min(fits, key=lambda key: (choices(key), key[1]))]  # (False, 1) unless the lane is decided
     for level in (1, 2):
         rivals = sorted((error, width, per_pixel) for (per_pixel, width), (_, error) in fits.items()
                         if choices((per_pixel, width)) == level)
