@@ -134,9 +134,10 @@ def calibrate(
 
 def noisy_fit_warning(fit_info: dict[str, Any], threads: int | None, logical_cores: int) -> str | None:
     """A warning for a calibration that fitted its own whole networks worse than ``NOISY_FIT``
-    (``None`` for one that did not): its predictions may be as far off, and where the calls used
-    every logical core (``threads`` None is the runtime's default, all of them), whatever else the
-    machine runs shared them."""
+    (``None`` for one that did not): its predictions may be as far off, because the machine moved
+    or the model misfits (ExecuTorch fp32 on a Zen 5: 20%, its networks' error growing with α);
+    where the calls used every logical core (``threads`` None is the runtime's default, all of
+    them), whatever else the machine runs shared them."""
     error = fit_info.get("in_network", {}).get("rmspe_after")
     if not isinstance(error, (int, float)) or error <= NOISY_FIT:
         return None
@@ -144,9 +145,9 @@ def noisy_fit_warning(fit_info: dict[str, Any], threads: int | None, logical_cor
     if threads is None or threads >= logical_cores:
         why = (f" At {threads or 'the default'} threads on {logical_cores} logical cores, every call shared the "
                "cores with the rest of the machine: fewer threads measure steadier.")
-    return (f"latency: warning: this calibration misses its own networks by {error:.0%} (RMSPE), so the machine's "
-            f"speed moved while it measured and its predictions may be as far off.{why} Calibrate again on a "
-            "quiet machine (--recalibrate; remeasure=True in Python).")
+    return (f"latency: warning: this calibration misses its own networks by {error:.0%} (RMSPE): its predictions "
+            "may be as far off. Either the machine's speed moved while it measured (calibrate again on a quiet "
+            f"machine: --recalibrate, remeasure=True in Python) or the model fits this runtime poorly.{why}")
 
 
 @dataclass(frozen=True)
