@@ -55,8 +55,8 @@ MIN_RUNS = 5
 REFERENCE_SLOTS = 4  # places each backend reference call takes in the timing rounds
 FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off, at the least
 # A calibration that misses its own whole networks by more than this (RMSPE) measured a machine
-# whose speed moved under it: 2 threads at batch 1 on a 2-vCPU guest fitted them with 29%, where
-# 1 thread fitted within 10% (docs/latency.md §4).
+# whose speed moved under it (2 threads at batch 1 on a 2-vCPU guest: 29% and 33%, where 1 thread
+# fitted within 10%) or a runtime the model misfits (ExecuTorch fp32 on a Zen 5: 20%; docs/latency.md §4).
 NOISY_FIT = 0.15
 
 Log = Callable[[str], None]
