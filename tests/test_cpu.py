@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mobilenet import cpu
+from mobilenet.arch import ArchConfig
 from mobilenet.deploy import auto
 from mobilenet.latency import cache
 
@@ -48,8 +49,6 @@ def test_cpus_of_one_name_and_flags_keep_their_measured_facts_apart(monkeypatch:
     # Both "AMD EPYC" with the same flags (a Zen 4 and a Zen 4c, say): one's calibration or runtime
     # decision must not be served to the other.
     here = cpu.cpu_info()
-    from mobilenet.arch import ArchConfig
-
     keys = {}
     for signature in ("family 25 model 17", "family 25 model 160"):
         described = dataclasses.replace(here, model="AMD EPYC", signature=signature)

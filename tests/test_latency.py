@@ -862,14 +862,17 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
 
 
 def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:
-    noisy = {"in_network": {"rmspe_after": 0.29}}
-    warning = noisy_fit_warning(noisy, threads=2, logical_cores=2)
+    def fitted(threads: int | None, error: float | None) -> Calibration:
+        fit_info = {} if error is None else {"in_network": {"rmspe_after": error}}
+        return dataclasses.replace(fixed_calibration(), threads=threads, fit=fit_info)
+
+    warning = noisy_fit_warning(fitted(2, 0.29), logical_cores=2)
     assert warning and "29%" in warning and "2 logical cores" in warning and "--recalibrate" in warning
-    assert "logical cores" in (noisy_fit_warning(noisy, threads=None, logical_cores=2) or ""), "default: every core"
-    one_thread = noisy_fit_warning(noisy, threads=1, logical_cores=2)
+    assert "logical cores" in (noisy_fit_warning(fitted(None, 0.29), logical_cores=2) or ""), "default: every core"
+    one_thread = noisy_fit_warning(fitted(1, 0.29), logical_cores=2)
     assert one_thread and "logical cores" not in one_thread, "a spare core is not the reason"
-    assert noisy_fit_warning({"in_network": {"rmspe_after": NOISY_FIT / 2}}, threads=2, logical_cores=2) is None
-    assert noisy_fit_warning({}, threads=2, logical_cores=2) is None, "no networks fitted: nothing to judge"
+    assert noisy_fit_warning(fitted(2, NOISY_FIT / 2), logical_cores=2) is None
+    assert noisy_fit_warning(fitted(2, None), logical_cores=2) is None, "no networks fitted: nothing to judge"
 
 
 @pytest.mark.parametrize("command", ["cost", "compare"])

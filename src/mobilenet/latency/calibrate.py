@@ -126,20 +126,21 @@ def calibrate(
     converted = f" (and {backend.converting_s:.0f} s converting probes, once)" if backend.converting_s else ""
     log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
-    warning = noisy_fit_warning(fit_info, threads, cpu_info().logical_cores)
+    calibration = replace(calibration, fit=fit_info)
+    warning = noisy_fit_warning(calibration, cpu_info().logical_cores)
     if warning:
         log(warning)
-    return replace(calibration, fit=fit_info)
+    return calibration
 
 
-def noisy_fit_warning(fit_info: dict[str, Any], threads: int | None, logical_cores: int) -> str | None:
+def noisy_fit_warning(calibration: Calibration, logical_cores: int) -> str | None:
     """A warning for a calibration that fitted its own whole networks worse than ``NOISY_FIT``
     (``None`` for one that did not): its predictions may be as far off, because the machine moved
     or the model misfits (ExecuTorch fp32 on a Zen 5: 20%, its networks' error growing with α);
     where the calls used every logical core (``threads`` None is the runtime's default, all of
     them), whatever else the machine runs shared them."""
-    error = fit_info.get("in_network", {}).get("rmspe_after")
-    if not isinstance(error, (int, float)) or error <= NOISY_FIT:
+    error, threads = calibration.network_error, calibration.threads
+    if error is None or error <= NOISY_FIT:
         return None
     why = ""
     if threads is None or threads >= logical_cores:

@@ -230,6 +230,13 @@ class Calibration:
     def element_bytes(self) -> int:
         return element_bytes(self.runtime, self.precision)
 
+    @property
+    def network_error(self) -> float | None:
+        """Its RMSPE on its own whole networks, in-network factors applied (None: it timed none):
+        how far off its predictions may be."""
+        error = self.fit.get("in_network", {}).get("rmspe_after")
+        return float(error) if isinstance(error, (int, float)) and math.isfinite(error) else None
+
     def factor(self, kernel: str) -> float:
         """How much longer ``kernel`` takes inside a network than its roofline says."""
         return self.in_network.get(kernel, 1.0)

@@ -91,10 +91,10 @@ def margin_for(calibration: Calibration) -> float:
     calibration's relative error on its whole networks (about 95% of its misses, were they
     normal), at least ``MARGIN`` and at most ``MAX_MARGIN``. A fixed 10% left out models the
     fit itself said could be 16% off (``docs/latency.md`` §4)."""
-    error = calibration.fit.get("in_network", {}).get("rmspe_after")
-    if not isinstance(error, (int, float)) or not math.isfinite(error):
+    error = calibration.network_error
+    if error is None:
         return MARGIN
-    return min(max(MARGIN, 2 * float(error)), MAX_MARGIN)
+    return min(max(MARGIN, 2 * error), MAX_MARGIN)
 
 
 def candidates(registry: Mapping[str, Any], calibration: Calibration, batch_size: int) -> list[Candidate]:
