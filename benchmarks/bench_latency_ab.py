@@ -23,7 +23,10 @@ Variants (``--variant``), each "now" against "before":
   turn that beat the one kept so far by a tenth;
 * ``pointwise-lanes``: a candidate, the other way round: the pointwise convs' lane width chosen
   from the probes (now), or fixed at the AVX-512 register's 16 floats (``fit_kernels``'
-  ``lanes``), as a blocked layout pads channels.
+  ``lanes``), as a blocked layout pads channels;
+* ``memory-levels``: a kernel's second, slower level of memory beyond the bytes its nearer caches
+  hold (``Roofline.near_bytes``, chosen among ``fit.NEAR_BYTES`` where it cuts the error by a
+  tenth), or one bandwidth for every size.
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 
@@ -37,6 +40,8 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
+import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +54,7 @@ VARIANTS = {
     "in-place-profile": ("layers profiled in the networks", "probes only"),
     "lane-choice": ("best of each level", "first to beat the last"),
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
+    "memory-levels": ("a second level where it fits", "one level of memory"),
 }
 
 
@@ -66,10 +72,10 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "lane-choice":
         name, module, real = "simplest_good_fit", fit, fit.simplest_good_fit
 
-        def replacement(fits):  # (the rule until 2026-12-03)
+        def replacement(fits):  # (the rule until 2026-12-03, one level of memory)
             kept, kept_error = None, float("inf")
             for key in itertools.product((False, True), fit.LANES):
-                roof, error = fits[key]
+                roof, error = fits[fit.Choice(*key)]
                 if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
                     kept, kept_error = (roof, error), error
             return kept
@@ -77,6 +83,10 @@ def rule_undone(variant: str) -> Iterator[None]:
         name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
         replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
             measurements, batch_size, element_bytes, lanes={"pointwise": 16, "pointwise_unblocked": 16})
+    elif variant == "memory-levels":
+        name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
+        replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
+            measurements, batch_size, element_bytes, near=())
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -88,48 +98,25 @@ def rule_undone(variant: str) -> Iterator[None]:
         setattr(module, name, real)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runtime")
-    p.add_argument("precision")
-    p.add_argument("--variant", choices=VARIANTS, default="pixel-term")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network")
-    p.add_argument("--json", help="write the results here")
-    args = p.parse_args()
-
+def measure(args: argparse.Namespace, grid: list, seen: list, log) -> dict:
+    """One calibration's probe timings, then the held-out grid and the seen networks timed once,
+    interleaved, and (ONNX Runtime fp32) each held-out network's layers profiled once."""
     import torch
 
-    from bench_latency_model import Setting, ort_layer_ms, over_seen, spearman  # (this folder is the script's path)
-    from mobilenet.arch import ArchConfig
+    from bench_latency_model import Setting, ort_layer_ms  # (this folder is the script's path)
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.deploy.timing import Timing, time_interleaved
     from mobilenet.latency import calibrate
-    from mobilenet.latency.model import CONV_KINDS, layer_type, predict_with
     from mobilenet.latency.probes import default_networks, default_plan
     from mobilenet.model import MobileNetV1
     from mobilenet.preprocess import sample_photos
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
 
     backend = calibrate.backend_for(args.runtime, args.precision, args.threads)
     found = backend.prepare(log)
     plan = (*default_networks(), *default_plan())
     timed = calibrate._measure(backend, plan, 1, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
                                calibrate.SECONDS_PER_SHAPE, log, found)
-
-    def fitted() -> calibrate.Calibration:
-        return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
-                             fixed_batch=backend.fixed_batch, channel_blocks=backend.channel_blocks)
-
-    now, before = VARIANTS[args.variant]
-    fits = {now: fitted()}
-    with rule_undone(args.variant):
-        fits[before] = fitted()
-    grid = [ArchConfig(alpha=a, resolution=r) for a in (0.3, 0.6, 1.1) for r in (112, 176, 240)]
-    seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes]
     images = sample_photos() if args.precision == "int8" else None
     calls, models = [], []
     for cfg in grid + seen:
@@ -142,13 +129,61 @@ def main() -> None:
         models.append(model)
     samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
     measured = np.array([Timing.from_seconds(s).median_ms for s in samples])
-    # Each held-out network's layers as fractions of its layers' time, profiled once for both fits.
+    # Each held-out network's layers as fractions of its layers' time, profiled once for every fit.
     profiles = None
     if args.runtime == "onnxruntime" and args.precision == "fp32":
         setting = Setting(args.runtime, args.precision, args.threads, 1)
         profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
+    return {"cpu": cpu_info().summary(), "timed": timed, "fixed_batch": backend.fixed_batch,
+            "channel_blocks": backend.channel_blocks, "measured_ms": measured, "profiles": profiles}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runtime")
+    p.add_argument("precision")
+    p.add_argument("--variant", choices=VARIANTS, default="pixel-term")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--timings", help="keep the measurements (probes, networks, profiles) in this pickle: fitted "
+                   "from it where it exists, else measured and written to it, so that another variant is judged "
+                   "on the very same timings")
+    args = p.parse_args()
+
+    from bench_latency_model import over_seen, spearman  # (this folder is the script's path)
+    from mobilenet.arch import ArchConfig
+    from mobilenet.latency import calibrate
+    from mobilenet.latency.model import CONV_KINDS, layer_type, predict_with
+    from mobilenet.latency.probes import default_networks
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    grid = [ArchConfig(alpha=a, resolution=r) for a in (0.3, 0.6, 1.1) for r in (112, 176, 240)]
+    seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes]
+    if args.timings and os.path.exists(args.timings):
+        with open(args.timings, "rb") as f:
+            measurement = pickle.load(f)
+        log(f"fitting the timings kept in {args.timings} ({measurement['cpu']})")
+    else:
+        measurement = measure(args, grid, seen, log)
+        if args.timings:
+            from mobilenet.files import write_bytes
+
+            write_bytes(args.timings, pickle.dumps(measurement))
+    timed, measured, profiles = measurement["timed"], measurement["measured_ms"], measurement["profiles"]
+
+    def fitted() -> calibrate.Calibration:
+        return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
+                             fixed_batch=measurement["fixed_batch"], channel_blocks=measurement["channel_blocks"])
+
+    now, before = VARIANTS[args.variant]
+    fits = {now: fitted()}
+    with rule_undone(args.variant):
+        fits[before] = fitted()
     report = {"command": " ".join(["benchmarks/bench_latency_ab.py", *sys.argv[1:]]),
-              "cpu": cpu_info().summary(), "runtime": args.runtime, "precision": args.precision,
+              "cpu": measurement["cpu"], "runtime": args.runtime, "precision": args.precision,
               "variant": args.variant, "threads": args.threads, "grid": [c.name for c in grid],
               "seen": [c.name for c in seen], "measured_ms": measured.tolist(), "fits": {}}
     for name, calibration in fits.items():
@@ -163,6 +198,7 @@ def main() -> None:
             "in_network": dict(calibration.in_network),
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
             "lanes": {k: r.lanes for k, r in calibration.kernels.items()},
+            "near_bytes": {k: r.near_bytes for k, r in calibration.kernels.items() if r.far_s_per_byte > 0},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),
             "seen_mean_error": drift, "seen_rmspe": float(np.sqrt(np.mean(own**2))),
