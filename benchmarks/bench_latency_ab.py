@@ -10,6 +10,9 @@ the same measurements. It prints each fit's error on the probes and on the netwo
 held-out error raw and over the seen networks' mean error (the drift since the calibration taken
 out), and Spearman's rank correlation; for ONNX Runtime fp32, also each fit's share and layer
 errors against one profile of each held-out network (bench_latency_model's reading of it).
+``--timings F.pkl`` keeps those measurements, so that another variant is fitted to the very same
+timings later (the pickle is read where it exists; it holds the code's own objects, so read it
+with the code that wrote it).
 
 Variants (``--variant``), each "now" against "before":
 
@@ -23,10 +26,10 @@ Variants (``--variant``), each "now" against "before":
   turn that beat the one kept so far by a tenth;
 * ``pointwise-lanes``: a candidate, the other way round: the pointwise convs' lane width chosen
   from the probes (now), or fixed at the AVX-512 register's 16 floats (``fit_kernels``'
-  ``lanes``), as a blocked layout pads channels;
-* ``memory-levels``: a kernel's second, slower level of memory beyond the bytes its nearer caches
-  hold (``Roofline.near_bytes``, chosen among ``fit.NEAR_BYTES`` where it cuts the error by a
-  tenth), or one bandwidth for every size.
+  ``lanes``), as a blocked layout pads channels.
+
+(A candidate not adopted runs from the commit that added it: ``memory-levels``, a second level of
+memory, from cd23a74; docs/latency.md §4.)
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 
@@ -54,7 +57,6 @@ VARIANTS = {
     "in-place-profile": ("layers profiled in the networks", "probes only"),
     "lane-choice": ("best of each level", "first to beat the last"),
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
-    "memory-levels": ("a second level where it fits", "one level of memory"),
 }
 
 
@@ -72,10 +74,10 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "lane-choice":
         name, module, real = "simplest_good_fit", fit, fit.simplest_good_fit
 
-        def replacement(fits):  # (the rule until 2026-12-03, one level of memory)
+        def replacement(fits):  # (the rule until 2026-12-03)
             kept, kept_error = None, float("inf")
             for key in itertools.product((False, True), fit.LANES):
-                roof, error = fits[fit.Choice(*key)]
+                roof, error = fits[key]
                 if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
                     kept, kept_error = (roof, error), error
             return kept
@@ -83,10 +85,6 @@ def rule_undone(variant: str) -> Iterator[None]:
         name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
         replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
             measurements, batch_size, element_bytes, lanes={"pointwise": 16, "pointwise_unblocked": 16})
-    elif variant == "memory-levels":
-        name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
-        replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
-            measurements, batch_size, element_bytes, near=())
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -198,7 +196,6 @@ def main() -> None:
             "in_network": dict(calibration.in_network),
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
             "lanes": {k: r.lanes for k, r in calibration.kernels.items()},
-            "near_bytes": {k: r.near_bytes for k, r in calibration.kernels.items() if r.far_s_per_byte > 0},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),
             "seen_mean_error": drift, "seen_rmspe": float(np.sqrt(np.mean(own**2))),

@@ -43,7 +43,6 @@ import itertools
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import nnls
@@ -52,10 +51,6 @@ from mobilenet.cost import LayerCost
 from mobilenet.latency.model import CONV_KERNELS, KERNELS, UNBLOCKED, Roofline, Work, layer_work
 
 LANES: tuple[int, ...] = (1, 4, 8, 16)
-# Where a kernel's second level of memory may begin (``Roofline.near_bytes``): a layer's bytes
-# beyond it stream more slowly. Rival guesses of one fact, like the lane widths: the sizes of the
-# caches seen so far, a core's L2 (0.5-2 MiB) and what two cores' L2 or a slice of L3 hold.
-NEAR_BYTES: tuple[float, ...] = tuple(float(2**k) for k in range(18, 24))  # 256 KiB to 8 MiB
 # A wider lane must cut the error by a tenth, and by a tenth of a percentage point, to be chosen.
 LANES_MARGIN, LANES_MIN_GAIN = 0.9, 0.001
 # In-network factors must cut the networks' error by a tenth against factors of 1 to be kept.
@@ -182,13 +177,12 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
 
 
 def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int,
-                lanes: Mapping[str, int] | None = None, near: Sequence[float] = NEAR_BYTES) -> FittedKernels:
-    """Every kernel's roofline, lane width, cost per output position and second level of memory:
-    for each kernel measured, the one that fits its probes best (a wider lane, the cost per
-    position or a second level only if clearly better); a kernel not measured takes the
-    constants of the one most like it (``STAND_INS``). ``lanes``: a lane width decided
-    beforehand, per kernel named, in place of the choice; ``near``: where a second level may
-    begin (``()``: none)."""
+                lanes: Mapping[str, int] | None = None) -> FittedKernels:
+    """Every kernel's roofline, lane width and cost per output position: for each kernel
+    measured, the pair that fits its probes best (a wider lane, or the cost per position, only
+    if clearly better); a kernel not measured takes the constants of the one most like it
+    (``STAND_INS``). ``lanes``: a lane width decided beforehand, per kernel named, in place of
+    the choice."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
     probes: dict[str, int] = {}
@@ -198,11 +192,10 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
             continue
         fits = {}
         widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
-        for per_pixel, width, near_bytes in itertools.product((False, True), widths, (math.inf, *near)):
+        for per_pixel, width in itertools.product((False, True), widths):
             works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
-            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel,
-                                       near_bytes)
-            fits[Choice(per_pixel, width, near_bytes)] = replace(roof, lanes=width), error
+            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel)
+            fits[per_pixel, width] = replace(roof, lanes=width), error
         kernels[kernel], rmspe[kernel] = simplest_good_fit(fits)
         probes[kernel] = len(mine)
     for kernel in KERNELS:
@@ -213,76 +206,60 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
     return FittedKernels(kernels, rmspe, probes)
 
 
-class Choice(NamedTuple):
-    """What a kernel's fit assumed beyond the plain roofline: a cost per output position, a lane
-    width, where a second level of memory begins (infinite: none)."""
+def simplest_good_fit(fits: Mapping[tuple[bool, int], tuple[Roofline, float]]) -> tuple[Roofline, float]:
+    """Of a kernel's fits, keyed by (cost per position or not, lane width) with their errors: the
+    simplest one (one lane, no cost per position), replaced by the best fit making one choice
+    more (a wider lane, or the cost per position) only where that cuts the error by a tenth
+    (``LANES_MARGIN``, and ``LANES_MIN_GAIN``), then likewise by the best making both. Among fits
+    making as many choices the least error wins (the narrower lane on a tie), so a lane 8 that
+    beats lane 1 by 20% is not lost to a lane 4 tried before it that beat lane 1 by 15%."""
+    def choices(key: tuple[bool, int]) -> int:
+        per_pixel, width = key
+        return int(per_pixel) + int(width != 1)
 
-    per_pixel: bool = False
-    lanes: int = 1
-    near_bytes: float = math.inf
-
-    @property
-    def count(self) -> int:
-        return int(self.per_pixel) + int(self.lanes != 1) + int(math.isfinite(self.near_bytes))
-
-
-def simplest_good_fit(fits: Mapping[Choice, tuple[Roofline, float]]) -> tuple[Roofline, float]:
-    """Of a kernel's fits, keyed by what each assumed (``Choice``) with their errors: the simplest
-    one (one lane, no cost per position, one level of memory), replaced by the best fit making one
-    choice more only where that cuts the error by a tenth (``LANES_MARGIN``, and
-    ``LANES_MIN_GAIN``), then likewise by the best making two, then three. Among fits making as
-    many choices the least error wins (the narrower lane, then the larger near memory, on a tie),
-    so a lane 8 that beats lane 1 by 20% is not lost to a lane 4 tried before it that beat lane 1
-    by 15%."""
-    def order(choice: Choice) -> tuple[int, int, float, bool]:
-        return choice.count, choice.lanes, -choice.near_bytes, choice.per_pixel
-
-    chosen = fits[min(fits, key=order)]  # the plain roofline unless the lane is decided
-    for level in range(1, 4):
-        rivals = sorted((error, *order(choice)[1:], choice) for choice, (_, error) in fits.items()
-                        if choice.count == level)
+    chosen = fits[min(fits, key=lambda key: (choices(key), key[1]))]  # (False, 1) unless the lane is decided
+    for level in (1, 2):
+        rivals = sorted((error, width, per_pixel) for (per_pixel, width), (_, error) in fits.items()
+                        if choices((per_pixel, width)) == level)
         if not rivals:
             continue
-        error, *_, choice = rivals[0]
+        error, width, per_pixel = rivals[0]
         if error < chosen[1] * LANES_MARGIN and chosen[1] - error > LANES_MIN_GAIN:
-            chosen = fits[choice]
+            chosen = fits[per_pixel, width]
     return chosen
 
 
 def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float],
-                 per_pixel: bool = False, near_bytes: float = math.inf) -> tuple[Roofline, float]:
+                 per_pixel: bool = False) -> tuple[Roofline, float]:
     """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
     ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them.
-    ``per_pixel``: with an overhead per output position (else none); ``near_bytes``: with a
-    second level of memory beyond that many bytes a layer (else none)."""
+    ``per_pixel``: with an overhead per output position (else none)."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
     g = np.array([w.groups for w in works], dtype=float)
     px = np.array([w.pixels for w in works], dtype=float) * per_pixel
-    far = np.maximum(b - near_bytes, 0.0) if math.isfinite(near_bytes) else np.zeros(len(b))
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
-    order = np.argsort(f / (b + far))
-    best = np.zeros(6)
+    order = np.argsort(f / b)
+    best = np.zeros(5)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far * ~compute], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px], axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, px, n), t)
         if error < best_error - TIE:
             best, best_error = theta, error
-    overhead, s_per_mac, s_per_byte, per_group, per_pixel_s, far_s = (float(x) for x in best)
+    overhead, s_per_mac, s_per_byte, per_group, per_pixel = (float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead, group_s=per_group, pixel_s=per_pixel_s,
-                    near_bytes=near_bytes if far_s > 0 else math.inf, far_s_per_byte=far_s)
+                    overhead, group_s=per_group, pixel_s=per_pixel)
     return roof, best_error
 
 
 def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, px: np.ndarray,
-                      far: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + theta[3] * g + theta[4] * px + np.maximum(theta[1] * f, theta[2] * b + theta[5] * far))
+                      n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + theta[4] * px + np.maximum(theta[1] * f, theta[2] * b))
 
 
 def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:

@@ -157,10 +157,8 @@ class Roofline:
     pays it per channel), an overhead per output position (s; a kernel that does fixed work per
     output pixel whatever its channels, as LiteRT's int8 convs do: about 30 ns a pixel on the AMX
     Xeon, where a 16-channel pointwise conv then runs at 8 GMAC/s and a 300-channel one at 230),
-    the lane width its channels are padded to, and a second, slower level of memory: a layer whose
-    bytes exceed ``near_bytes`` (what the core's nearer caches hold) moves the excess at a further
-    ``far_s_per_byte`` each. An infinite rate or bandwidth is a roof the calibration never saw
-    bind; an infinite ``near_bytes`` a second level it never saw."""
+    and the lane width its channels are padded to. An infinite rate or bandwidth is a roof the
+    calibration never saw bind."""
 
     macs_per_s: float
     bytes_per_s: float
@@ -168,8 +166,6 @@ class Roofline:
     lanes: int = 1
     group_s: float = 0.0
     pixel_s: float = 0.0
-    near_bytes: float = math.inf
-    far_s_per_byte: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -180,7 +176,7 @@ class Roofline:
         return work.mult_adds / self.macs_per_s
 
     def memory_s(self, work: Work) -> float:
-        return work.bytes / self.bytes_per_s + self.far_s_per_byte * max(0.0, work.bytes - self.near_bytes)
+        return work.bytes / self.bytes_per_s
 
     def seconds(self, work: Work) -> float:
         fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels
@@ -191,22 +187,18 @@ class Roofline:
 
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
-                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s,
-                "near_bytes": _finite_or_none(self.near_bytes), "far_s_per_byte": self.far_s_per_byte}
+                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        keys = ("macs_per_s", "bytes_per_s", "near_bytes", "overhead_s", "lanes", "group_s", "pixel_s",
-                "far_s_per_byte")
-        rate, bandwidth, near, overhead, lanes, per_group, per_pixel, far = (d.get(k) for k in keys)
-        far = 0.0 if far is None else far  # (a roofline of one level of memory)
-        values = [math.inf if v is None else v for v in (rate, bandwidth, near)] + [overhead, per_group, per_pixel, far]
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s")
+        rate, bandwidth, overhead, lanes, per_group, per_pixel = (d.get(k) for k in keys)
+        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if not numbers or not (all(v > 0 for v in values[:3]) and all(0 <= v < math.inf for v in values[3:])) \
+        if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
                 or not (isinstance(lanes, int) and lanes >= 1):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
-        rate, bandwidth, near, overhead, per_group, per_pixel, far = (float(v) for v in values)
-        return cls(rate, bandwidth, overhead, lanes, per_group, per_pixel, near, far)
+        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]))
 
 
 @dataclass(frozen=True)
