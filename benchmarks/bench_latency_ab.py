@@ -26,7 +26,9 @@ Variants (``--variant``), each "now" against "before":
   turn that beat the one kept so far by a tenth;
 * ``pointwise-lanes``: a candidate, the other way round: the pointwise convs' lane width chosen
   from the probes (now), or fixed at the AVX-512 register's 16 floats (``fit_kernels``'
-  ``lanes``), as a blocked layout pads channels.
+  ``lanes``), as a blocked layout pads channels;
+* ``channel-blocks``: each conv kind split into its blocked and unblocked twins by the channel
+  blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind.
 
 (A candidate not adopted runs from the commit that added it: ``memory-levels``, a second level of
 memory, from cd23a74; docs/latency.md §4.)
@@ -57,6 +59,7 @@ VARIANTS = {
     "in-place-profile": ("layers profiled in the networks", "probes only"),
     "lane-choice": ("best of each level", "first to beat the last"),
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
+    "channel-blocks": ("blocked and unblocked convs", "one kernel per conv kind"),
 }
 
 
@@ -85,6 +88,9 @@ def rule_undone(variant: str) -> Iterator[None]:
         name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
         replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731
             measurements, batch_size, element_bytes, lanes={"pointwise": 16, "pointwise_unblocked": 16})
+    elif variant == "channel-blocks":
+        name, module, real = "fit", calibrate, calibrate.fit
+        replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"channel_blocks": {}}))  # noqa: E731
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731

@@ -17,6 +17,7 @@ from mobilenet.latency.backends.base import (
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
+    xnnpack_channel_blocks,
 )
 
 
@@ -30,6 +31,10 @@ class ExecuTorchBackend(Backend):
     needs = ("executorch.runtime",)
     distributions = ("executorch", "torch")
     calibrates = ("fp32", "int8")
+
+    @property
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        return xnnpack_channel_blocks(("pointwise", "conv"))
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         runtime = require("executorch.runtime").Runtime.get()
