@@ -30,8 +30,9 @@ Variants (``--variant``), each "now" against "before":
 * ``channel-blocks``: each conv kind split into its blocked and unblocked twins by the channel
   blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind.
 
-(A candidate not adopted runs from the commit that added it: ``memory-levels``, a second level of
-memory, from cd23a74; docs/latency.md §4.)
+(A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
+a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
+of 128 and 1024 channels, from 1224066.)
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
 

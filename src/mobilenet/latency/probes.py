@@ -128,13 +128,13 @@ def default_networks() -> tuple[NetworkProbe, ...]:
 
 def default_plan() -> tuple[Probe, ...]:
     """The probes of a full calibration, most needed first (23 models built, about 55 timed)."""
-    chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (128, (14, 28, 56)), (1024, (4, 7, 10)),
+    chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
               (12, (56, 112)), (64, (28, 56)))
     plan = [Probe("call", CALL_CHANNELS, (CALL_SIZE,))]
     for channels, sizes in chains:
         plan += [Probe("pointwise", channels, sizes), Probe("depthwise", channels, sizes)]
     plan += [Probe("stem", 32, (128, 176, 224)), Probe("depthwise_s2", 40, (56, 112)),
-             Probe("depthwise_s2", 300, (14, 28)), Probe("stem", 12, (128, 224)), Probe("depthwise_s2", 128, (28, 56)),
+             Probe("depthwise_s2", 300, (14, 28)), Probe("stem", 12, (128, 224)), Probe("depthwise_s2", 120, (28, 56)),
              Probe("fc", 1000, (1,)), Probe("fc", 300, (1,)), Probe("pool", 500, (4, 7)),
              Probe("conv", 40, (28, 56)), Probe("conv", 300, (7, 14))]
     return tuple(plan)

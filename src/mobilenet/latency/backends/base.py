@@ -127,16 +127,6 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
     return data
 
 
-def xnnpack_channel_blocks(kinds: Sequence[str]) -> dict[str, int]:
-    """The output channels XNNPACK's microkernels take at a time on this CPU, for the conv
-    ``kinds`` whose speed depends on it: 16 on x86 (its f32 GEMMs are 16 columns wide with AVX2
-    and with AVX-512), 8 elsewhere (NEON)."""
-    from mobilenet.cpu import cpu_info  # noqa: PLC0415
-
-    block = 16 if cpu_info().is_x86 else 8
-    return dict.fromkeys(kinds, block)
-
-
 class Backend:
     """Builds probes in one runtime at one precision and thread count."""
 

@@ -17,7 +17,6 @@ from mobilenet.latency.backends.base import (
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
-    xnnpack_channel_blocks,
 )
 
 
@@ -31,10 +30,6 @@ class ExecuTorchBackend(Backend):
     needs = ("executorch.runtime",)
     distributions = ("executorch", "torch")
     calibrates = ("fp32", "int8")
-
-    @property
-    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
-        return xnnpack_channel_blocks(("pointwise", "conv"))
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         runtime = require("executorch.runtime").Runtime.get()

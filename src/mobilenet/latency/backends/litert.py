@@ -19,7 +19,6 @@ from mobilenet.latency.backends.base import (
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
-    xnnpack_channel_blocks,
 )
 
 
@@ -37,10 +36,6 @@ class LiteRtBackend(Backend):
     needs = ("litert_torch", "ai_edge_litert.interpreter")
     distributions = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "torch")
     calibrates = ("fp32", "fp16", "int8")
-
-    @property
-    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
-        return xnnpack_channel_blocks(("pointwise", "conv"))
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         litert_torch = require("litert_torch")
