@@ -50,7 +50,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def rule_undone(variant: str) -> Iterator[None]:
         setattr(module, name, real)
 
 
-def measure(args: argparse.Namespace, grid: list, seen: list, log) -> dict:
+def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
     """One calibration's probe timings, then the held-out grid and the seen networks timed once,
     interleaved, and (ONNX Runtime fp32) each held-out network's layers profiled once."""
     import torch
@@ -139,8 +139,14 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log) -> dict:
     if args.runtime == "onnxruntime" and args.precision == "fp32":
         setting = Setting(args.runtime, args.precision, args.threads, 1)
         profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
-    return {"cpu": cpu_info().summary(), "timed": timed, "fixed_batch": backend.fixed_batch,
-            "channel_blocks": backend.channel_blocks, "measured_ms": measured, "profiles": profiles}
+    return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,
+            "fixed_batch": backend.fixed_batch, "channel_blocks": backend.channel_blocks, "measured_ms": measured,
+            "profiles": profiles}
+
+
+def setting_of(args: argparse.Namespace) -> dict:
+    """What a kept measurement was timed at: fitted to another runtime's fit, it would mislead."""
+    return {"runtime": args.runtime, "precision": args.precision, "threads": args.threads, "seconds": args.seconds}
 
 
 def main() -> None:
@@ -170,6 +176,9 @@ def main() -> None:
     if args.timings and os.path.exists(args.timings):
         with open(args.timings, "rb") as f:
             measurement = pickle.load(f)
+        if measurement.get("setting") != setting_of(args):
+            raise SystemExit(f"{args.timings} holds timings of {measurement.get('setting')}, not of "
+                             f"{setting_of(args)}: name another file to measure these")
         log(f"fitting the timings kept in {args.timings} ({measurement['cpu']})")
     else:
         measurement = measure(args, grid, seen, log)
