@@ -28,7 +28,10 @@ Variants (``--variant``), each "now" against "before":
   from the probes (now), or fixed at the AVX-512 register's 16 floats (``fit_kernels``'
   ``lanes``), as a blocked layout pads channels;
 * ``channel-blocks``: each conv kind split into its blocked and unblocked twins by the channel
-  blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind.
+  blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind;
+* ``handover``: the call's cost per byte of input and output handed over, from call probes at
+  several sizes and taken off every probe and network (``Backend.handover_precisions``: ExecuTorch's fp32), or
+  the call's fixed cost alone, in any runtime.
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
@@ -61,6 +64,7 @@ VARIANTS = {
     "lane-choice": ("best of each level", "first to beat the last"),
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
     "channel-blocks": ("blocked and unblocked convs", "one kernel per conv kind"),
+    "handover": ("a cost per byte handed over", "a call's fixed cost only"),
 }
 
 
@@ -92,6 +96,9 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "channel-blocks":
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"channel_blocks": {}}))  # noqa: E731
+    elif variant == "handover":
+        name, module, real = "fit", calibrate, calibrate.fit
+        replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"handover": False}))  # noqa: E731
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -165,6 +172,7 @@ def main() -> None:
     from bench_latency_model import over_seen, spearman  # (this folder is the script's path)
     from mobilenet.arch import ArchConfig
     from mobilenet.latency import calibrate
+    from mobilenet.latency.backends import BACKENDS
     from mobilenet.latency.model import CONV_KINDS, layer_type, predict_with
     from mobilenet.latency.probes import default_networks
 
@@ -188,9 +196,13 @@ def main() -> None:
             write_bytes(args.timings, pickle.dumps(measurement))
     timed, measured, profiles = measurement["timed"], measurement["measured_ms"], measurement["profiles"]
 
+    # The model's fit, as the runtime's backend asks for it; ``handover`` judges the term itself.
+    hands_over = args.variant == "handover" or args.precision in BACKENDS[args.runtime].handover_precisions
+
     def fitted() -> calibrate.Calibration:
         return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
-                             fixed_batch=measurement["fixed_batch"], channel_blocks=measurement["channel_blocks"])
+                             fixed_batch=measurement["fixed_batch"], channel_blocks=measurement["channel_blocks"],
+                             handover=hands_over)
 
     now, before = VARIANTS[args.variant]
     fits = {now: fitted()}

@@ -246,6 +246,45 @@ def test_the_fit_recovers_the_constants_that_made_the_measurements() -> None:
                     assert got.seconds(work) == pytest.approx(roof.seconds(work), rel=1e-6)
 
 
+def test_a_calls_cost_per_byte_handed_over_is_fitted_from_the_call_probes_and_taken_off_every_probe() -> None:
+    """Probe times made by known rooflines plus a call that costs 8 µs and 1 s per 5 GB of input
+    and output handed over (ExecuTorch's order, docs/latency.md): the call probes at several
+    sizes give both back, the rooflines come back exactly, and a network's call pays for its
+    image; fitted as a fixed cost alone, the probes' handover lands in the rooflines. ExecuTorch's
+    backend asks for it at fp32, the others' do not."""
+    from mobilenet.latency.backends import BACKENDS
+    from mobilenet.latency.model import handed_bytes
+
+    truth = {"depthwise": Roofline(20e9, 15e9, 3e-6), "depthwise_s2": Roofline(15e9, 12e9, 9e-6),
+             "pointwise": Roofline(150e9, 25e9, 1e-6), "stem": Roofline(40e9, 10e9, 2e-6),
+             "conv": Roofline(120e9, 30e9, 1e-6), "pool": Roofline(math.inf, 12e9, 1e-6),
+             "fc": Roofline(30e9, 40e9, 0.5e-6)}
+    call_s, handover = 8e-6, 5e9
+    timed = []
+    for probe in default_plan():
+        for size in probe.sizes:
+            layers = probe.layers(size)
+            seconds = call_s + handed_bytes(layers, 4) / handover
+            if probe.kernel != "call":
+                seconds += sum(truth[probe.kernel].seconds(layer_work(x, 1, 4)) for x in layers)
+            timed.append(Timed(probe, size, seconds))
+    assert len({t.size for t in timed if t.probe.kernel == "call"}) > 1, "the call probe runs at several sizes"
+    fitted = fit("executorch", "fp32", 1, 1, timed, handover=True)
+    assert fitted.call_s == pytest.approx(call_s, rel=1e-3)
+    assert fitted.handover_bytes_per_s == pytest.approx(handover, rel=1e-3)
+    assert max(fitted.fit["rmspe"].values()) < 1e-3
+    image = cost.network_cost(ArchConfig()).layers
+    assert predict_with(fitted, ArchConfig()).call_ms == pytest.approx(
+        (call_s + handed_bytes(image, 4) / handover) * 1e3, rel=1e-3)
+    fixed_only = fit("executorch", "fp32", 1, 1, timed)  # (as every other backend asks)
+    assert fixed_only.handover_bytes_per_s == math.inf
+    assert max(fixed_only.fit["rmspe"].values()) > 0.01  # the handover bent the rooflines
+    stored = Calibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert stored.handover_bytes_per_s == fitted.handover_bytes_per_s
+    assert {name: b.handover_precisions for name, b in BACKENDS.items() if b.handover_precisions} == \
+        {"executorch": ("fp32",)}
+
+
 def test_convs_whose_channels_are_not_whole_blocks_run_as_their_own_kernels() -> None:
     """With ONNX Runtime's blocks on AVX-512 (4 channels for a depthwise conv, 16 for a dense
     one), 0.35's depthwise convs on 11, 22, 89 channels are off their block and on 44 on it; its

@@ -10,6 +10,7 @@ and says what it does on stderr. Probes are timed with the project's settled-blo
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mobilenet.arch import ArchConfig
+from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
@@ -38,6 +40,7 @@ from mobilenet.latency.model import (
     Calibration,
     element_bytes,
     fills_blocks,
+    handed_bytes,
     input_bytes,
     kernel_of,
     predict_with,
@@ -113,7 +116,8 @@ def calibrate(
     log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
     timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
-                      channel_blocks=backend.channel_blocks)
+                      channel_blocks=backend.channel_blocks,
+                      handover=precision in backend.handover_precisions)
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
                 "probes_measured": len({t.probe for t in timed}),
@@ -165,11 +169,12 @@ class Timed:
 
 def fit(
     runtime: str, precision: str, batch_size: int, threads: int | None, timed: Sequence[Timed], *,
-    fixed_batch: bool = False, channel_blocks: dict[str, int] | None = None,
+    fixed_batch: bool = False, channel_blocks: dict[str, int] | None = None, handover: bool = False,
 ) -> Calibration:
-    """The calibration that ``timed`` implies: the call's own cost from the call probes, the
-    input conversion's bandwidth from the feeds, each kernel's roofline, and the in-network
-    factors from the whole networks.
+    """The calibration that ``timed`` implies: the call's own cost from the call probes (fixed,
+    and per byte handed over where they ran at several sizes and ``handover``), the input
+    conversion's bandwidth from the feeds, each kernel's roofline, and the in-network factors
+    from the whole networks.
 
     A kernel's roofline comes from the layers of the whole networks where the runtime profiled
     them (timed where they run, among their neighbours), else from its probes (what remains of
@@ -177,10 +182,16 @@ def fit(
     size_of = element_bytes(runtime, precision)
     networks = [t for t in timed if isinstance(t.probe, NetworkProbe)]
     timed = [t for t in timed if not isinstance(t.probe, NetworkProbe)]
-    calls = [t.seconds for t in timed if t.probe.kernel == "call"]
+    calls = [CallMeasurement(handed_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.seconds)
+             for t in timed if t.probe.kernel == "call"]
+    fixed, handover_bytes_per_s = fit_handover(calls) if handover else (_smallest_call_s(calls), math.inf)
     # Every probe makes a call, so none can take less than one: a call probe slowed by a burst of
     # load elsewhere is held to the quickest probe rather than taken off every other.
-    call_s = min(float(np.median(calls)) if calls else 0.0, *(t.seconds for t in timed))
+    call_s = min(fixed, *(t.seconds for t in timed))
+
+    def own_call_s(layers: Sequence[LayerCost]) -> float:  # what a probe's call costs beyond its layers
+        return call_s + handed_bytes(layers, size_of) / handover_bytes_per_s
+
     feeds = [CallMeasurement(input_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.feed_seconds)
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
@@ -193,7 +204,7 @@ def fit(
             continue
         # The profile splits the network's time among its layers; the interleaved timing says how
         # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
-        scale = max(t.seconds - call_s, FLOOR_S) / sum(t.layer_seconds)
+        scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
         in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
                      for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
     profiled = {m.kernel for m in in_place}
@@ -204,13 +215,14 @@ def fit(
         if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
             kernel += UNBLOCKED
         if t.probe.kernel != "call" and kernel not in profiled:
-            probed.append(Measurement(kernel, layers, max(t.seconds - call_s, FLOOR_S)))
+            probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S)))
     if not in_place + probed:
         raise InputError("a calibration needs at least one probe of a layer, not only the call")
     fitted = fit_kernels(in_place + probed, batch_size, size_of)
     rooflines = Calibration(
         runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
-        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, fixed_batch=fixed_batch,
+        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
+        fixed_batch=fixed_batch,
         channel_blocks=dict(channel_blocks or {}),
         fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
     )
@@ -218,7 +230,7 @@ def fit(
         return rooflines
     in_network = fit_in_network([
         NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
-                           max(t.seconds - call_s, FLOOR_S))
+                           max(t.seconds - own_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
         for t in networks
     ], in_place=profiled)
     fit_info = {**rooflines.fit, "in_network": {
@@ -309,3 +321,20 @@ def _timing_seconds(cell: Cell, seconds: float) -> float:
     cell.run()
     call_s = time.perf_counter() - start
     return max(TIMING_COST * seconds, MIN_RUNS * (1 + SETTLE_CALLS) * call_s + 3 * call_s)
+
+
+def fit_handover(calls: Sequence[CallMeasurement]) -> tuple[float, float]:
+    """A call's fixed seconds and the bytes per second it hands over at, from call probes at
+    several sizes (ExecuTorch here: 135 µs per MB of input and output, against LiteRT's 58 through
+    the same conv; docs/latency.md §4, 2026-12-04); from one size, its median and no cost per
+    byte."""
+    if len({c.io_bytes for c in calls}) < 2:
+        return _smallest_call_s(calls), math.inf
+    return fit_call(calls)
+
+
+def _smallest_call_s(calls: Sequence[CallMeasurement]) -> float:
+    if not calls:
+        return 0.0
+    least = min(c.io_bytes for c in calls)
+    return float(np.median([c.seconds for c in calls if c.io_bytes == least]))

@@ -25,9 +25,11 @@ neighbours' activations and weights share the caches; some runtimes reorder the 
 kernels of different kinds), so each kind's roofline time is multiplied by its **in-network
 factor** (``Calibration.in_network``), learned from whole networks of the published sizes.
 
-A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it) and, where
-the predictor converts the input in Python before the call (LiteRT's and ExecuTorch's NHWC
-input), the time to convert and hand over the image (``feed_bytes_per_s``). The constants come
+A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it), a cost per
+byte of its input and output handed over to the runtime and back (``handover_bytes_per_s``: a
+probe hands over far more than a network's image, ExecuTorch 2.3x as slowly as LiteRT here) and,
+where the predictor converts the input in Python before the call (LiteRT's and ExecuTorch's NHWC
+input), the time to convert the image (``feed_bytes_per_s``). The constants come
 from ``mobilenet.latency.calibrate``: micro-benchmarks and whole networks in the runtime itself.
 """
 
@@ -63,7 +65,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 9  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 10  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -225,6 +227,7 @@ class Calibration:
     in_network: dict[str, float] = field(default_factory=dict)
     key: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
+    handover_bytes_per_s: float = math.inf
 
     @property
     def element_bytes(self) -> int:
@@ -246,6 +249,7 @@ class Calibration:
             "model_version": MODEL_VERSION, "runtime": self.runtime, "precision": self.precision,
             "batch_size": self.batch_size, "threads": self.threads, "call_s": self.call_s,
             "feed_bytes_per_s": _finite_or_none(self.feed_bytes_per_s),
+            "handover_bytes_per_s": _finite_or_none(self.handover_bytes_per_s),
             "fixed_batch": self.fixed_batch, "channel_blocks": self.channel_blocks,
             "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
             "in_network": self.in_network, "key": self.key, "fit": self.fit,
@@ -260,6 +264,7 @@ class Calibration:
                 raise CorruptCalibration(f"model version {d['model_version']!r}, not {MODEL_VERSION}")
             kernels = {k: Roofline.from_dict(d["kernels"][k]) for k in KERNELS}
             call_bytes = math.inf if d["feed_bytes_per_s"] is None else float(d["feed_bytes_per_s"])
+            handover = math.inf if d["handover_bytes_per_s"] is None else float(d["handover_bytes_per_s"])
             calibration = cls(
                 runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
                 threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
@@ -267,7 +272,7 @@ class Calibration:
                 fixed_batch=bool(d["fixed_batch"]),
                 channel_blocks={str(k): int(v) for k, v in d["channel_blocks"].items()},
                 in_network={str(k): float(v) for k, v in d["in_network"].items()},
-                key=dict(d["key"]), fit=dict(d["fit"]),
+                key=dict(d["key"]), fit=dict(d["fit"]), handover_bytes_per_s=handover,
             )
         except CorruptCalibration:
             raise
@@ -275,7 +280,8 @@ class Calibration:
             raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
         c = calibration
         factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
-        if not (c.call_s >= 0 and c.feed_bytes_per_s > 0 and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
+        rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0
+        if not (c.call_s >= 0 and rates_ok and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
                 and factors_ok and all(k in CONV_KERNELS and v >= 1 for k, v in c.channel_blocks.items())):
             raise CorruptCalibration("a calibration with impossible constants")
         return calibration
@@ -363,9 +369,16 @@ def input_bytes(layers: Sequence[cost.LayerCost], element_bytes: int) -> int:
     return layers[0].in_bytes * IO_ELEMENT_BYTES // element_bytes
 
 
-def call_seconds(calibration: Calibration, fed_bytes: float) -> float:
-    """One call's own cost: entering and leaving the runtime, and feeding it ``fed_bytes``."""
-    return calibration.call_s + fed_bytes / calibration.feed_bytes_per_s
+def handed_bytes(layers: Sequence[cost.LayerCost], element_bytes: int) -> int:
+    """What a call of a chain of layers counted at ``element_bytes`` hands over to the runtime and
+    back: its float32 input and its output."""
+    return input_bytes(layers, element_bytes) + layers[-1].out_bytes
+
+
+def call_seconds(calibration: Calibration, fed_bytes: float, handed: float = 0.0) -> float:
+    """One call's own cost: entering and leaving the runtime, feeding it ``fed_bytes`` (the
+    predictor's conversion), and handing ``handed`` bytes over to it and back."""
+    return calibration.call_s + fed_bytes / calibration.feed_bytes_per_s + handed / calibration.handover_bytes_per_s
 
 
 def predict_with(
@@ -383,7 +396,8 @@ def predict_with(
     for layer in net.layers:
         one = predict_layer(calibration, layer, per_call)
         layers.append(_times(one, calls) if calls > 1 else one)
-    call_ms = call_seconds(calibration, input_bytes(net.layers, calibration.element_bytes)) * 1e3 * calls
+    size = calibration.element_bytes
+    call_ms = call_seconds(calibration, input_bytes(net.layers, size), handed_bytes(net.layers, size)) * 1e3 * calls
     return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms)
 
 

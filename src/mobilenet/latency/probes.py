@@ -32,8 +32,10 @@ from mobilenet import arch, cost
 from mobilenet.arch import ArchConfig
 
 CHAIN = 4  # identical layers in a chained probe: the call's own cost is spread over them
-# The call probe: one 1x1 conv on a tiny image, about the least a network can do.
+# The call probe: one 1x1 conv on a tiny image, about the least a network can do; at growing
+# sizes in a full calibration, what a call costs per byte handed over to the runtime and back.
 CALL_CHANNELS, CALL_SIZE = 3, 8
+CALL_SIZES = (CALL_SIZE, 56, 112)
 
 
 PADDING: arch.Padding = "tf"  # how strided probes pad: as the published models do
@@ -57,7 +59,7 @@ class Probe:
         return 2 if self.kernel in ("stem", "depthwise_s2") else 1
 
     def describe(self) -> str:
-        named = {"call": "a call (1x1 conv on a tiny RGB image)", "stem": f"stem conv 3->{self.channels}",
+        named = {"call": "a call (1x1 conv on an RGB image)", "stem": f"stem conv 3->{self.channels}",
                  "fc": f"classifier {self.channels}->1000",
                  "depthwise_s2": f"stride-2 depthwise on {self.channels} channels"}
         what = named.get(self.kernel, f"{self.kernel} on {self.channels} channels")
@@ -130,7 +132,7 @@ def default_plan() -> tuple[Probe, ...]:
     """The probes of a full calibration, most needed first (23 models built, about 55 timed)."""
     chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
               (12, (56, 112)), (64, (28, 56)))
-    plan = [Probe("call", CALL_CHANNELS, (CALL_SIZE,))]
+    plan = [Probe("call", CALL_CHANNELS, CALL_SIZES)]
     for channels, sizes in chains:
         plan += [Probe("pointwise", channels, sizes), Probe("depthwise", channels, sizes)]
     plan += [Probe("stem", 32, (128, 176, 224)), Probe("depthwise_s2", 40, (56, 112)),

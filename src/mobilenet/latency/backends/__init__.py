@@ -5,7 +5,9 @@ folded), which a backend builds in its runtime once (``load``) and
 then makes a ``Cell`` of at each input shape: the runtime's call as a predictor makes it, and,
 where the predictor converts its input in Python before the call (the NHWC mobile runtimes),
 that conversion on its own (``feed``). A probe's call leaves the conversion out, so that its time
-is its layers'; the network's call pays it once, for the image (``model.call_seconds``).
+is its layers'; the network's call pays it once, for the image (``model.call_seconds``), as it
+pays what handing its input and output over costs where a backend measures that
+(``Backend.handover_precisions``).
 
 What it costs to build decides how: PyTorch, ONNX Runtime and OpenVINO export a probe in
 milliseconds, so each shape is exported on its own, static as the network's files are (OpenVINO's

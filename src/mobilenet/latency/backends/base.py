@@ -141,6 +141,10 @@ class Backend:
     fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
     # Per conv kind, the channels its fast implementation needs whole blocks of (model.UNBLOCKED).
     channel_blocks: ClassVar[dict[str, int]] = {}
+    # The precisions at which a call's cost per byte handed over to the runtime and back is fitted
+    # from the call probes and taken off every probe (``calibrate.fit``'s ``handover``): where a
+    # probe hands over far more than a network does and the runtime is slow at it (ExecuTorch).
+    handover_precisions: tuple[str, ...] = ()
 
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
