@@ -99,3 +99,17 @@ def test_default_weights_on_the_photos_shipped_with_dependencies(capsys):
     top1 = {r["image"].rsplit("/", 1)[-1]: r["top"][0]["label"] for r in json.loads(capsys.readouterr().out)}
     assert top1["chelsea.png"] == "Egyptian cat"
     assert top1["coffee.png"] == "espresso"
+
+
+def test_a_gpu_device_runs_pytorch_only_and_a_missing_gpu_is_named(tmp_path, small_weights, monkeypatch, capsys):
+    # --device moves the PyTorch model; the other runtimes run on the CPU whatever it says, so a
+    # GPU asked of them is refused rather than ignored (described: a GPU is "there" for the check).
+    photo = tmp_path / "burger.png"
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(photo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["classify", str(photo), "--weights", str(small_weights), "--runtime", "onnxruntime",
+                 "--device", "cuda"]) == 2
+    assert "--device cuda runs --runtime torch only; onnxruntime runs on the CPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["classify", str(photo), "--weights", str(small_weights), "--device", "cuda"]) == 2
+    assert "no CUDA GPU is available to PyTorch here" in capsys.readouterr().err

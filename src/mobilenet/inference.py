@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from mobilenet.accuracy import accuracy, drop_background, is_main_process, torch_predictor
+from mobilenet.accuracy import accuracy, check_device, drop_background, is_main_process, torch_predictor
 from mobilenet.arch import ArchConfig
 from mobilenet.datasets import BadFiles, ImageFolderDataset, is_image_file, open_dataset
 from mobilenet.errors import InputError
@@ -74,6 +74,9 @@ class RunSettings:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise InputError(f"--threads must be an integer >= 1, got {self.threads!r}")
+        if check_device(self.device).type != "cpu" and self.runtime != "torch" and self.exported is None:
+            raise InputError(f"--device {self.device} runs --runtime torch only; {self.runtime} runs on the CPU: "
+                             "leave --device out")
 
 
 def run_settings(
@@ -131,7 +134,8 @@ def predictor_for(
         from mobilenet.deploy.runtimes import check_precision  # noqa: PLC0415
         from mobilenet.deploy.runtimes.pytorch import TorchPredictor  # noqa: PLC0415
 
-        check_precision("torch", precision, allow_emulation=running.allow_emulated_bf16)
+        if torch.device(running.device).type == "cpu":  # on a GPU, optimize judges the GPU's precisions
+            check_precision("torch", precision, allow_emulation=running.allow_emulated_bf16)
         return drop_background(TorchPredictor(model, precision, running.threads, batch_size=batch_size,
                                               device=running.device), classes)
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415

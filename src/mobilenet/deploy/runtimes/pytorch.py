@@ -41,10 +41,12 @@ class TorchPredictor(Predictor):
         and ``not_native`` first (emulated bf16 only when asked for, with its warning), once.
         ``batch_size``: what the graph is compiled for; other batches run in slices of it.
         ``device``: where it runs (cpu, cuda); the logits come back on the CPU."""
+        from mobilenet.optimized import PRECISIONS as ON_DEVICE  # noqa: PLC0415
         from mobilenet.optimized import optimize  # noqa: PLC0415
 
-        if precision not in PRECISIONS:
-            raise PrecisionUnavailableError(f"PyTorch runs {PRECISIONS}, not {precision}")
+        offered = ON_DEVICE.get(torch.device(device).type, PRECISIONS)
+        if precision not in offered:
+            raise PrecisionUnavailableError(f"PyTorch on {torch.device(device).type} runs {offered}, not {precision}")
         if threads:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-module thread count
         self.precision = precision
