@@ -6,8 +6,10 @@ What it builds, in order of preference (the first that works here runs, and says
 1. **inductor**: BatchNorm folded, the TF 'SAME' pads constants for the model's resolution
    (from ``mobilenet.arch``), channels_last, compiled ahead of time by AOTInductor with
    *freezing*: weights become constants, so every conv runs as one oneDNN primitive with bias and
-   ReLU6 fused on weights reordered once (on CUDA: cuDNN and Triton kernels). The graph is
-   compiled for one batch size; other batches run in slices of it (the last one zero-padded), never
+   ReLU6 fused on weights reordered once. On CUDA the same graph goes through ``torch.compile``
+   in the process instead (cuDNN convolutions, Triton kernels around them): AOTInductor's CUDA
+   packages crashed the process as they loaded (``_compile_in_process``). The graph is compiled
+   for one batch size; other batches run in slices of it (the last one zero-padded), never
    recompiling.
 2. **torchscript** (CPU): traced, frozen and ``optimize_for_inference``'d: where no C++ compiler
    is found, compiling is switched off (``TORCH_COMPILE_DISABLE``) or it fails.
@@ -302,6 +304,8 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
 
 
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
+    if example.device.type == "cuda":
+        return _compile_in_process(net, example, log=log, max_autotune=max_autotune)
     # (loading a package picks the ISA too: a process that only loads would otherwise check them all)
     with only_the_best_vector_isa_checked():
         return _load_or_compile(net, example, log=log, max_autotune=max_autotune)
@@ -328,6 +332,34 @@ def _load_or_compile(net: nn.Module, example: torch.Tensor, *, log: Callable[[st
         f"({package}{'' if cached else '; a second process loads it from there'})")
     how = "AOTInductor (freezing" + (", max-autotune)" if max_autotune else ")")
     return compiled, seconds, _wrapper_source(package), how
+
+
+def _compile_in_process(
+    net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool,
+) -> Built:
+    """``net`` through ``torch.compile`` (inductor with freezing, the whole graph, static shapes),
+    compiled here by a first call at ``example``'s shape, in inference mode as ``OptimizedModel``
+    calls it (another grad mode would compile again). The CUDA path: AOTInductor's CUDA packages
+    crashed the process as they loaded (SIGSEGV; torch 2.11+cu130 on an H200, even a package of
+    one convolution, docs/pytorch.md), and a crash cannot be caught and fallen back from. Without
+    oneDNN's prepacked weights the FX graph is cacheable, so inductor's caches under
+    ``<mobilenet cache>/inductor`` spare a second process the lowering and the Triton builds."""
+    from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
+
+    reason = compile_unavailable(example.device)
+    if reason:
+        raise CompileUnavailable(reason)
+    compiled_cache_dir()  # inductor's caches under the project's cache directory
+    compiled = torch.compile(net, fullgraph=True, dynamic=False,
+                             options={"freezing": True, "max_autotune": max_autotune})
+    start = time.perf_counter()
+    with torch.inference_mode():
+        _, sources = run_and_get_code(compiled, example)
+    seconds = time.perf_counter() - start
+    log(f"optimize: compiled the graph for batch {len(example)} on {example.device} in {seconds:.1f} s "
+        f"(torch.compile; inductor's caches in {os.environ[INDUCTOR_CACHE_ENV]} serve a second process)")
+    how = "torch.compile (inductor, freezing" + (", max-autotune)" if max_autotune else ")")
+    return compiled, seconds, "\n".join(sources) or None, how
 
 
 def _compile_package(net: nn.Module, example: torch.Tensor, package: Path, max_autotune: bool) -> None:
@@ -421,7 +453,7 @@ def _build_eager(net: nn.Module, example: torch.Tensor) -> Built:
 # A oneDNN convolution with its activation fused, and a convolution run on its own (CPU or CUDA).
 # (a pointwise conv runs as a matrix product: prepare.pointwise_as_matmul)
 FUSED_CONV = re.compile(r"(?:mkldnn__convolution|_linear)_pointwise\((?:(?!\n).)*?\"hardtanh\"")
-PLAIN_CONV = re.compile(r"aoti_torch_(?:cpu|cuda)_convolution\(")
+PLAIN_CONV = re.compile(r"aoti_torch_(?:cpu|cuda)_convolution\(|extern_kernels\.convolution\(")
 
 
 def fusion_summary(code: str, convs: int) -> str:
