@@ -94,7 +94,8 @@ def test_the_compiled_fp32_nchw_row_compiles_and_reports_its_compile():
 
 
 # --------------------------------------------------------------------------------------------
-# CUDA: written for a GPU, never run on one (no GPU was lent to this work).
+# CUDA: this test has not run on a GPU; `mobilenet bench --train --device cuda` itself ran on an H200
+# (docs/training.md).
 
 
 @pytest.mark.cuda
