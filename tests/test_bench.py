@@ -321,3 +321,52 @@ def test_default_settings_peers_are_measured_beside_ours(tiny_model):
         # OpenVINO's own default precision is named, whatever this CPU makes it.
         (name,) = [n for n in cells if n.startswith("openvino defaults")]
         assert name.endswith(f"({cells[name][0].precision})")
+
+
+# ------------------------------------------------------------------------------ bench --device cuda
+
+
+def test_the_gpu_bench_rows_run_on_any_device():
+    # bench_gpu is device-agnostic; here, without a GPU, its rows run on the CPU (optimize eager, as
+    # conftest insists), which checks what it times and compares, not a GPU's speed.
+    from deploy_helpers import trained_looking_model
+    from mobilenet.cpu import cpu_info
+    from mobilenet.deploy.bench import gpu
+
+    model = trained_looking_model(resolution=64).eval()  # logits that differ: the agreement means something
+    precisions = ("fp32", "bf16") if cpu_info().native_bf16 else ("fp32",)  # the CPU refuses emulated bf16
+    report = gpu.bench_gpu(model, precisions=precisions, batch_sizes=(2,), device="cpu", seconds=0.05,
+                           min_runs=2, timm=False)
+    rows = {(r.precision, r.name): r for r in report.rows}
+    expected = {("fp32", gpu.OPTIMIZED), ("fp32", gpu.EAGER)}
+    if "bf16" in precisions:
+        expected |= {("bf16", gpu.OPTIMIZED), ("bf16", gpu.EAGER), ("bf16", gpu.AUTOCAST_ROW)}
+        assert rows["bf16", gpu.AUTOCAST_ROW].max_abs_diff > 0  # really ran in bf16
+    assert set(rows) == expected
+    assert all(r.runs >= 2 and r.median_ms > 0 and r.batch_size == 2 for r in report.rows)
+    assert rows["fp32", gpu.EAGER].top1_agrees == 1.0 and rows["fp32", gpu.EAGER].max_abs_diff < 1e-4
+    assert rows["fp32", gpu.OPTIMIZED].top1_agrees is not None
+    assert [c["precision"] for c in report.compile] == list(precisions)
+    assert json.loads(report.to_json())["rows"][0]["name"] == gpu.OPTIMIZED
+    assert "fp32 b2" in report.format() and report.gpu is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda"], "no CUDA GPU is available to PyTorch here"),
+        (["--device", "tpu"], "device must be cpu, cuda or cuda:N"),
+    ],
+)
+def test_bench_on_a_device_that_is_not_there_is_one_line(capsys, args, message):
+    assert main(["bench", *TINY, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cpu_flags_are_refused_on_the_gpu_bench(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # described: refused before the GPU is used
+    assert main(["bench", *TINY, "--device", "cuda", "--runtime", "onnxruntime", "--threads", "2"]) == 2
+    assert "--runtime, --threads apply to the CPU bench" in capsys.readouterr().err

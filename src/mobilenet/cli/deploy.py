@@ -91,7 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "SGD); takes --device, --batch-size (one, default 32), --threads, --seconds, --no-peers (no timm) "
                    "and the model flags")
     b.add_argument("--device", default=None, metavar="cpu|cuda[:N]",
-                   help="bench --train only: where the training steps run (default cpu)")
+                   help="where PyTorch runs (default cpu). cuda: the inference bench times mobilenet.optimize "
+                   "against eager PyTorch and timm on the GPU (takes --precision, --batch-size, default 1 256, "
+                   "--seconds, --no-peers); with --train, the training steps run there")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="write latency and throughput charts")
     _add_weights_argument(b, default_help="pretrained weights (a registry name or a file); default: random "
                           "initialisation with the model flags (speed does not depend on the weights)")
@@ -215,8 +217,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
     if args.train:
         return _bench_training(args)
-    if args.device is not None:  # the inference bench times CPU runtimes; a device it ignored would mislead
-        raise InputError("--device is for bench --train; the inference bench runs on the CPU")
+    if args.device is not None and args.device != "cpu":
+        return _bench_gpu(args)
     try:
         options = bench.BenchOptions(**_given(
             runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
@@ -257,6 +259,34 @@ def _bench_training(args: argparse.Namespace) -> int:
                                        log=log)
     if args.save is not None:
         throughput.save(report, args.save)
+    print(report.to_json() if args.json else report.format())
+    return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    """``bench --device cuda``: ``mobilenet.deploy.bench.gpu.bench_gpu`` on the model flags. The
+    CPU bench's runtimes and settings do not apply there, and are refused rather than ignored."""
+    import torch
+
+    from mobilenet.accuracy import check_device
+    from mobilenet.deploy.bench import gpu
+
+    cpu_only = {"--runtime": args.runtimes not in (None, ["torch"]), "--threads": args.threads is not None,
+                "--calibration": args.calibration is not None, "--tflite-dir": args.tflite_dir is not None,
+                "--predict": args.predict, "--plot": args.plot is not None}
+    given = [flag for flag, on in cpu_only.items() if on]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to the CPU bench; bench --device {args.device} times PyTorch "
+                         "on the GPU (optimized, eager, timm): leave them out")
+    device = check_device(args.device)
+    default = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    model, _ = model_from_args(args)
+    log = (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+    report = gpu.bench_gpu(model, precisions=args.precisions or ["fp32", default],
+                           batch_sizes=args.batch_sizes or [1, 256], device=device, seconds=args.seconds or 1.0,
+                           timm=not args.no_peers, log=log)
+    if args.save is not None:
+        gpu.save(report, args.save)
     print(report.to_json() if args.json else report.format())
     return 0
 
