@@ -231,8 +231,13 @@ def optimize(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
+    # Pointwise convs as matmuls is a CPU form (oneDNN fuses bias and ReLU6 into the matrix product).
+    # On CUDA they stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch
+    # does, where an fp32 matmul would not use them (PyTorch's default matmul precision).
+    matmul_form = device.type == "cpu"
+
     def net_for(backend: str) -> nn.Module:
-        prepared = inference_copy(model, compiled=backend == "inductor").to(device)
+        prepared = inference_copy(model, compiled=backend == "inductor" and matmul_form).to(device)
         return InferenceAdapter(prepared, channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
     name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
@@ -470,7 +475,8 @@ def _describe(optimized: OptimizedModel, model: MobileNetV1, how: str, kept: boo
     parts = [f"PyTorch {torch.__version__} {kind} on {optimized.device}", how]
     if optimized.generated_code:
         parts.append(fusion_summary(optimized.generated_code, convs))
-    matmuls = " pointwise convs as matmuls," if optimized.backend == "inductor" else ""
+    matmuls = " pointwise convs as matmuls," if optimized.backend == "inductor" and optimized.device.type == "cpu" \
+        else ""
     parts.append(f"BatchNorm folded, TF pads in the depthwise kernels,{matmuls} channels_last")
     if optimized.batch_size is not None:
         parts.append(f"batch {optimized.batch_size} (other sizes in slices of it)")
