@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue 16's GPU checks in one go, for a machine with a CUDA GPU and PyTorch already installed (the
-# project itself is run from src/, its Python dependencies from that machine's environment):
+# project itself is run from src/, its Python dependencies from that machine's environment, which
+# must hold simplejpeg for the JPEG decoding of `evaluate`, and timm for the peer rows):
 #
 #   OUT=results W=path/to/tf_mobilenet_v1_1.0_224.safetensors DATA=path/to/val/labels.csv \
 #       bash benchmarks/gpu_checks.sh
