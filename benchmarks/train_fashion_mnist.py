@@ -11,6 +11,12 @@ fp32 NCHW, one after the other, and prints both final top-1s (issue 16: within 0
 One seed decides little (a top-1 near 91.7% on 10,000 images has a standard error of 0.28
 point): ``--seed N`` runs the pair at another seed, ``--json F`` keeps both arms' figures.
 
+``pooled`` reads the ``--json`` files of finished pairs and gives fast minus eager for each, their
+mean, its standard error and a 95% interval (Student's t): whether the mean difference is
+bounded within 0.3 point, which no single pair can show:
+
+    .venv/bin/python benchmarks/train_fashion_mnist.py pooled docs/bench/parity_fashion_mnist_*.json
+
 ``compare`` summarises two finished runs, separable then full convolution (docs/training.md has
 the commands that trained them), with the mult-adds the cost model predicts:
 
@@ -109,6 +115,30 @@ def compare(runs: list[Path], plot: Path | None) -> None:
         print(f"learning curves: {plot}")
 
 
+def pooled(paths: list[Path]) -> None:
+    import statistics
+
+    from scipy import stats
+
+    for key, label in (("top1", "final top-1"), ("ema_top1", "final EMA top-1")):
+        gaps = []
+        for path in paths:
+            report = json.loads(path.read_text())
+            fast, eager = (report["finals"][name] for name in SETTINGS)
+            gaps.append(100 * (fast[key] - eager[key]))
+            if key == "top1":
+                print(f"{path.name}: seed {report.get('seed', RECIPE['seed'])}, {report['cpu'].split(' (')[0]}: "
+                      f"fast {100 * fast[key]:.2f}%, eager {100 * eager[key]:.2f}%, {gaps[-1]:+.2f} points")
+        if len(gaps) < 2:
+            sys.exit("pooled needs at least two pairs")
+        mean, sd = statistics.mean(gaps), statistics.stdev(gaps)
+        half = stats.t.ppf(0.975, len(gaps) - 1) * sd / len(gaps) ** 0.5
+        bounded = mean - half >= -0.3 and mean + half <= 0.3
+        print(f"{label}, {len(gaps)} pairs: fast minus eager {mean:+.2f} points on average (sd {sd:.2f}, standard "
+              f"error {sd / len(gaps) ** 0.5:.2f}); 95% interval [{mean - half:+.2f}, {mean + half:+.2f}]: "
+              f"{'within' if bounded else 'not within'} 0.3 point")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -120,12 +150,16 @@ def main() -> None:
     a.add_argument("--tiny", action="store_true", help="one short epoch on a subset: checks the script")
     a.add_argument("--seed", type=int, default=RECIPE["seed"], help="the seed of both arms (a pair per seed)")
     a.add_argument("--json", type=Path, default=None, help="write both arms' final figures here")
+    q = sub.add_parser("pooled", help="fast minus eager over finished pairs (their --json files), with a 95% interval")
+    q.add_argument("reports", nargs="+", type=Path)
     c = sub.add_parser("compare", help="a separable run against a full-convolution run")
     c.add_argument("runs", nargs=2, type=Path, help="the separable run directory, then the conv one")
     c.add_argument("--plot", type=Path, default=None)
     args = p.parse_args()
     if args.command == "parity":
         parity(args.output, args.epochs, args.threads, args.tiny, args.data_root, args.seed, args.json)
+    elif args.command == "pooled":
+        pooled(args.reports)
     else:
         compare(args.runs, args.plot)
 
