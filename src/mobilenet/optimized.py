@@ -231,13 +231,8 @@ def optimize(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
-    # Pointwise convs as matmuls is a CPU form (oneDNN fuses bias and ReLU6 into the matrix product).
-    # On CUDA they stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch
-    # does, where an fp32 matmul would not use them (PyTorch's default matmul precision).
-    matmul_form = device.type == "cpu"
-
     def net_for(backend: str) -> nn.Module:
-        prepared = inference_copy(model, compiled=backend == "inductor" and matmul_form).to(device)
+        prepared = inference_copy(model, compiled=pointwise_as_matmuls(backend, device)).to(device)
         return InferenceAdapter(prepared, channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
     name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
@@ -308,6 +303,14 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
     raise AssertionError("the eager backend always builds")
 
 
+def pointwise_as_matmuls(backend: str, device: torch.device) -> bool:
+    """Whether the program runs its pointwise convs as matrix products (``prepare.pointwise_as_matmul``):
+    the compiled CPU program only, where oneDNN fuses bias and ReLU6 into the product. On CUDA they
+    stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch does, where an
+    fp32 matmul would not use them (PyTorch's default matmul precision)."""
+    return backend == "inductor" and device.type == "cpu"
+
+
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
     if example.device.type == "cuda":
         return _compile_in_process(net, example, log=log, max_autotune=max_autotune)
@@ -346,9 +349,9 @@ def _compile_in_process(
     compiled here by a first call at ``example``'s shape, in inference mode as ``OptimizedModel``
     calls it (another grad mode would compile again). The CUDA path: AOTInductor's CUDA packages
     crashed the process as they loaded (SIGSEGV; torch 2.11+cu130 on an H200, even a package of
-    one convolution, docs/pytorch.md), and a crash cannot be caught and fallen back from. Without
-    oneDNN's prepacked weights the FX graph is cacheable, so inductor's caches under
-    ``<mobilenet cache>/inductor`` spare a second process the lowering and the Triton builds."""
+    one convolution, docs/pytorch.md), and a crash cannot be caught and fallen back from. Inductor's
+    caches under ``<mobilenet cache>/inductor`` (FX graphs, Triton kernels) serve a second process;
+    how much of the compile they spare it there has not been measured on a GPU."""
     from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
 
     reason = compile_unavailable(example.device)
@@ -475,8 +478,7 @@ def _describe(optimized: OptimizedModel, model: MobileNetV1, how: str, kept: boo
     parts = [f"PyTorch {torch.__version__} {kind} on {optimized.device}", how]
     if optimized.generated_code:
         parts.append(fusion_summary(optimized.generated_code, convs))
-    matmuls = " pointwise convs as matmuls," if optimized.backend == "inductor" and optimized.device.type == "cpu" \
-        else ""
+    matmuls = " pointwise convs as matmuls," if pointwise_as_matmuls(optimized.backend, optimized.device) else ""
     parts.append(f"BatchNorm folded, TF pads in the depthwise kernels,{matmuls} channels_last")
     if optimized.batch_size is not None:
         parts.append(f"batch {optimized.batch_size} (other sizes in slices of it)")

@@ -43,14 +43,14 @@ from mobilenet.model import MobileNetV1
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.optim import build_optimizer
 from mobilenet.train.step import ExecutionPlan, build_step, plan_execution
+from mobilenet.weights.timm import TIMM_MOBILENET_V1
 
-TIMM_MODEL = "mobilenetv1_100"
 TIMM_INSTALL = "pip install timm (or the project's test extra: pip install -e '.[test]')"
 A_LONG_RUN = 10**6  # steps: the default settings of a real run, which compiles
 DEFAULT = "ours, default"
 COMPILED_FP32 = "ours, compiled fp32 NCHW"
 EAGER_FP32 = "ours, eager fp32 NCHW"
-TIMM = f"timm {TIMM_MODEL}, eager fp32 NCHW, SGD"
+TIMM = f"timm {TIMM_MOBILENET_V1}, eager fp32 NCHW, SGD"
 # Issue 16's targets, each a row's throughput against timm's (at 1.0-224, batch 32, 2 threads).
 TARGETS = {DEFAULT: (2.0, "our default settings against timm's"),
            COMPILED_FP32: (1.5, "identical precision and layout: whether the compiled step pays for itself")}
@@ -163,7 +163,8 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
     report.notes += [f"{name} ran eager: {plan.compile_why}" for name, plan in plans.items()
                      if ours[name].compile is not False and not plan.compile]
     if timm and arch.alpha != 1.0:
-        report.notes.append(f"timm's {TIMM_MODEL} is width 1.0 and ours {arch.alpha}: compare timm at --alpha 1.0")
+        report.notes.append(f"timm's {TIMM_MOBILENET_V1} is width 1.0 and ours {arch.alpha}: "
+                            "compare timm at --alpha 1.0")
     # PyTorch lets cuDNN run fp32 convolutions in TF32 on Ampere and later: "fp32" is then TF32, for every row alike.
     if dev.type == "cuda" and torch.backends.cudnn.allow_tf32 and torch.cuda.get_device_capability(dev)[0] >= 8:
         report.notes.append("fp32 convolutions run in TF32 on this GPU (torch.backends.cudnn.allow_tf32), "
@@ -211,7 +212,7 @@ def _timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[
     except ImportError as err:
         raise InputError(f"the timm comparison needs timm: {TIMM_INSTALL}; or leave it out (timm=False)") from err
     torch.manual_seed(0)
-    model = timm.create_model(TIMM_MODEL, pretrained=False, num_classes=arch.num_classes,
+    model = timm.create_model(TIMM_MOBILENET_V1, pretrained=False, num_classes=arch.num_classes,
                               in_chans=arch.in_channels).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=2e-5)
     images, labels = _batch(arch, batch, device, torch.contiguous_format)

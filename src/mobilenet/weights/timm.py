@@ -18,6 +18,8 @@ import torch
 from mobilenet.weights.source import ConvParams, SourceWeights, WeightFormatError
 
 TIMM_BN_EPS = 1e-5
+# timm's MobileNet v1 at width 1.0: the peer that `bench`, `bench --train` and `bench --device cuda` time.
+TIMM_MOBILENET_V1 = "mobilenetv1_100"
 _BLOCK = re.compile(r"blocks\.(\d+)\.(\d+)\.conv_dw\.weight")
 
 

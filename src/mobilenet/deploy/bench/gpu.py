@@ -37,14 +37,18 @@ from torch import nn
 
 from mobilenet.accuracy import check_device
 from mobilenet.cpu import cpu_info
+from mobilenet.deploy.timing import time_interleaved
+from mobilenet.deploy.verify import photo_batch
 from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
+from mobilenet.optimized import optimize
+from mobilenet.preprocess import repeat_to_batch
+from mobilenet.weights.timm import TIMM_MOBILENET_V1
 
-TIMM_MODEL = "mobilenetv1_100"
 AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 OPTIMIZED, EAGER, AUTOCAST_ROW = "torch optimized", "eager fp32 NCHW", "eager autocast channels_last"
-TIMM = f"timm {TIMM_MODEL}"
+TIMM = f"timm {TIMM_MOBILENET_V1}"
 
 
 @dataclass
@@ -120,11 +124,6 @@ def bench_gpu(
 ) -> GpuBenchReport:
     """The rows of the module docstring for every precision and batch size on ``device``.
     ``photos``: the preprocessed images to time and compare on (default: the sample photos)."""
-    from mobilenet.deploy.timing import time_interleaved  # noqa: PLC0415
-    from mobilenet.deploy.verify import photo_batch  # noqa: PLC0415
-    from mobilenet.optimized import optimize  # noqa: PLC0415
-    from mobilenet.preprocess import repeat_to_batch  # noqa: PLC0415
-
     device = check_device(device)
     if not math.isfinite(seconds) or seconds <= 0 or min_runs < 1:
         raise InputError(f"seconds must be a finite number > 0 and min_runs >= 1, got {seconds} and {min_runs}")
@@ -154,7 +153,7 @@ def bench_gpu(
                 runs[AUTOCAST_ROW] = eager_runner(model, precision, True, device)
             if peer is not None:
                 runs[TIMM] = eager_runner(peer, precision, precision != "fp32", device)
-            agreement = {name: _agreement(run, photos, reference, batch, repeat_to_batch)
+            agreement = {name: _agreement(run, photos, reference, batch)
                          for name, run in runs.items() if name != TIMM}
             x = repeat_to_batch(photos, batch)
             calls = [(lambda run=run, x=x, sync=sync: (run(x), sync())) for run in runs.values()]
@@ -167,8 +166,7 @@ def bench_gpu(
     return report
 
 
-def _agreement(run: Callable, photos: torch.Tensor, reference: torch.Tensor, batch: int,
-               repeat_to_batch: Callable) -> tuple[float, float]:
+def _agreement(run: Callable, photos: torch.Tensor, reference: torch.Tensor, batch: int) -> tuple[float, float]:
     """Each photo run alone in a batch of ``batch`` copies of itself, against eager fp32."""
     logits = torch.cat([run(repeat_to_batch(photo, batch))[:1] for photo in photos.split(1)])
     same = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
@@ -180,7 +178,7 @@ def _timm_model(device: torch.device) -> nn.Module:
         import timm  # noqa: PLC0415
     except ImportError:
         raise InputError("the timm row needs timm (pip install timm); --no-peers leaves it out") from None
-    return timm.create_model(TIMM_MODEL, pretrained=False).eval().to(device)
+    return timm.create_model(TIMM_MOBILENET_V1, pretrained=False).eval().to(device)
 
 
 def save(report: GpuBenchReport, path: str | os.PathLike[str]) -> None:

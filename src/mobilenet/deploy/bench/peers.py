@@ -21,6 +21,7 @@ from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import as_numpy
+from mobilenet.weights.timm import TIMM_MOBILENET_V1
 
 
 def peer_cells(
@@ -40,9 +41,9 @@ def peer_cells(
             import timm  # noqa: PLC0415
 
             log("preparing timm mobilenetv1_100 (eager, random weights: speed does not depend on them)")
-            net = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=cfg.num_classes).eval()
+            net = timm.create_model(TIMM_MOBILENET_V1, pretrained=False, num_classes=cfg.num_classes).eval()
             for cell in cells:
-                cell.description = f"timm {timm.__version__} mobilenetv1_100, eager PyTorch, BatchNorm unfolded"
+                cell.description = f"timm {timm.__version__} {TIMM_MOBILENET_V1}, eager PyTorch, BatchNorm unfolded"
                 x = inputs[cell.batch_size]
                 out.append((cell, lambda x=x: no_grad(net, x)))
     if "fp32" in options.precisions:
