@@ -28,6 +28,7 @@ from mobilenet.optimized import (
     PLAIN_CONV,
     OptimizedModel,
     compiled_cache_dir,
+    cudnn_benchmark,
     keep_freed_memory,
     optimize,
 )
@@ -288,6 +289,23 @@ def test_the_in_process_compile_that_cuda_runs_works_here(model, images, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.parametrize("benchmark", [False, True])
+def test_cudnn_search_is_on_only_inside_the_optimized_calls(benchmark, monkeypatch):
+    # optimize once turned cuDNN's algorithm search on for the whole process: a user's other
+    # models (changing shapes, deterministic runs) inherited it. Only flags are touched, so the
+    # context is checked here without a GPU.
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", benchmark)
+    with cudnn_benchmark(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == benchmark
+    with pytest.raises(RuntimeError), cudnn_benchmark(torch.device("cuda")):
+        raise RuntimeError("a failed call")
+    assert torch.backends.cudnn.benchmark == benchmark
+    with cudnn_benchmark(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark == benchmark
+
 # On an H200 (torch 2.11+cu130, 2026-12-04) the first of these crashed the test process: the
 # AOTInductor package optimize then built for CUDA segfaulted as it loaded. optimize now compiles
 # in the process on CUDA (the test above); these have not run on a GPU since.
@@ -298,8 +316,10 @@ def test_the_in_process_compile_that_cuda_runs_works_here(model, images, tmp_pat
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_matches_the_cpu_model(model, images, precision):
     pytest.importorskip("triton")
+    benchmark = torch.backends.cudnn.benchmark
     fast = optimize(model, precision, batch_size=4, device="cuda")
     assert fast.backend == "inductor" and fast.device.type == "cuda"
+    assert torch.backends.cudnn.benchmark == benchmark  # the process's setting is the user's
     assert fast.generated_code and "batch_norm" not in fast.generated_code
     with torch.no_grad():
         expected = model(images)

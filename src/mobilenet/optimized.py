@@ -41,7 +41,7 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -170,9 +170,25 @@ class OptimizedModel(nn.Module):
         n = len(x)
         if self.batch_size is not None and n < self.batch_size:
             x = torch.cat([x, x.new_zeros(self.batch_size - n, *self.input_shape)])
-        with torch.inference_mode():
+        with torch.inference_mode(), cudnn_benchmark(self.device):
             out = self._call(x)
         return out if self.batch_size is None or n == self.batch_size else out[:n]
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """On CUDA, cuDNN times its algorithms for each new shape (the optimized graph has one) and keeps
+    the fastest, for the calls made inside; the process's own setting is put back after, so that a
+    user's other models (other shapes, or deterministic runs) do not inherit it."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _direct_call(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -227,15 +243,14 @@ def optimize(
     if memory not in ("keep", "default"):
         raise InputError(f"memory must be 'keep' or 'default', got {memory!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
     def net_for(backend: str) -> nn.Module:
         prepared = inference_copy(model, compiled=pointwise_as_matmuls(backend, device)).to(device)
         return InferenceAdapter(prepared, channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
-    name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
+    with cudnn_benchmark(device):
+        name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
     if fallbacks:
         log(f"optimize: running {name}, because " + "; ".join(fallbacks))
     optimized = OptimizedModel(

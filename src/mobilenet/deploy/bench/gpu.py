@@ -42,7 +42,7 @@ from mobilenet.deploy.verify import photo_batch
 from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
-from mobilenet.optimized import optimize
+from mobilenet.optimized import cudnn_benchmark, optimize
 from mobilenet.preprocess import repeat_to_batch
 from mobilenet.weights.timm import TIMM_MOBILENET_V1
 
@@ -98,13 +98,14 @@ class GpuBenchReport:
 
 def eager_runner(model: nn.Module, precision: str, channels_last: bool, device: torch.device) -> Callable:
     """``model`` as eager PyTorch runs it: under autocast at fp16/bf16, optionally channels_last
-    (on a copy: ``Module.to`` converts in place, and the NCHW rows share the model)."""
+    (on a copy: ``Module.to`` converts in place, and the NCHW rows share the model), with cuDNN's
+    algorithm search on as for the optimized row (and as timm's own benchmark and validate set it)."""
     model = copy.deepcopy(model).to(memory_format=torch.channels_last) if channels_last else model
 
     def run(x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         cast = torch.autocast(device.type, AUTOCAST[precision]) if precision in AUTOCAST else contextlib.nullcontext()
-        with torch.inference_mode(), cast:
+        with torch.inference_mode(), cast, cudnn_benchmark(device):
             return model(x).float()
 
     return run
