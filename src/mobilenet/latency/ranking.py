@@ -134,6 +134,7 @@ def choose_from(
     if timer is None or measure_best < 1:
         return next(c for c in within if c.predicted_ms <= budget_ms), list(found)
     measured: dict[tuple[Any, ...], float] = {}
+    predicted = {c.shape: c.predicted_ms for c in found}
     for _ in range(MAX_ROUNDS):
         shapes = list(dict.fromkeys(c.shape for c in within if c.shape not in measured))[:measure_best]
         if not shapes:
@@ -148,6 +149,16 @@ def choose_from(
             again = [timer([c.arch_cfg for c in close]) for _ in range(RETIMES)]
             for i, c in enumerate(close):
                 measured[c.shape] = statistics.median([measured[c.shape], *(times[i] for times in again)])
+        # The machine's speed moves by tens of percent within minutes (docs/latency.md §4) and takes
+        # the calibration's scale with it, not its shape: where what has been timed runs faster than
+        # predicted, the predictions shrink alike, and models the calibration put out of reach are
+        # timed too. Never the other way: a model only looks slow, it is not dropped untimed.
+        speed = min(1.0, statistics.median(measured[s] / predicted[s] for s in measured))
+        widened = [c for c in found if c.predicted_ms * speed <= budget_ms * (1 + margin)]
+        if len(widened) > len(within):
+            (log or log_to_stderr)(f"latency: the models timed ran {1 / speed:.2f}x faster than predicted: "
+                                   f"the more accurate ones that may fit now are timed too")
+            within = widened
         fitting = [c for c in within if c.shape in measured and measured[c.shape] <= budget_ms]
         best_unmeasured = next((c for c in within if c.shape not in measured), None)
         # (one as accurate as the best that fits is timed too: it may be the faster copy)
