@@ -865,13 +865,14 @@ def test_the_margin_grows_with_the_calibrations_own_error_on_whole_networks() ->
     sloppy = dataclasses.replace(calibration, fit={"in_network": {"rmspe_after": 0.12}})
     assert margin_for(sloppy) == pytest.approx(0.24)
     assert margin_for(dataclasses.replace(calibration, fit={"in_network": {"rmspe_after": 0.9}})) == MAX_MARGIN
-    budget = predicted_ms(0.25, 128) / 1.16
+    budget = predicted_ms(0.5, 160) / 1.16  # 0.25-128 fits by its prediction
     found = candidates(SYNTHETIC_REGISTRY, calibration, 1)
     fits_when_timed = lambda cfgs: [budget * 0.9] * len(cfgs)  # noqa: E731
-    with pytest.raises(InputError, match="nothing fits"):
-        choose_from(found, budget, timer=fits_when_timed, margin=margin_for(calibration), log=lambda line: None)
+    chosen, _ = choose_from(found, budget, timer=fits_when_timed, margin=margin_for(calibration),
+                            log=lambda line: None)
+    assert chosen.name == "tf_0.25_128", "0.5-160 predicted 16% over: beyond a 10% margin, never timed"
     chosen, _ = choose_from(found, budget, timer=fits_when_timed, margin=margin_for(sloppy), log=lambda line: None)
-    assert chosen.name == "tf_0.25_128"
+    assert chosen.name == "tf_0.5_160"
     choice = choose(budget * 1.2, "onnxruntime", measure_best=0, registry=SYNTHETIC_REGISTRY, calibration=sloppy)
     assert choice.to_dict()["margin"] == pytest.approx(0.24)
 
@@ -881,6 +882,24 @@ def test_nothing_fits_says_how_fast_the_fastest_is_predicted_to_run() -> None:
     with pytest.raises(InputError, match=rf"tf_0.25_128, is predicted to take {fastest:.3g} ms"):
         choose(fastest / 2, "onnxruntime", measure_best=0, registry=SYNTHETIC_REGISTRY,
                calibration=fixed_calibration())
+
+
+def test_a_budget_under_every_prediction_times_the_fastest_model_before_refusing() -> None:
+    """The machine runs faster than when it was calibrated: the fastest model, predicted 1.5x the
+    budget, fits when timed. Where it does not, the refusal says what it measured."""
+    fastest = predicted_ms(0.25, 128)
+    found = candidates(SYNTHETIC_REGISTRY, fixed_calibration(), 1)
+    timed: list[list[float]] = []
+
+    def faster(cfgs: Sequence[ArchConfig]) -> list[float]:
+        timed.append([c.alpha for c in cfgs])
+        return [predicted_ms(c.alpha, c.height) * 0.6 for c in cfgs]
+
+    chosen, _ = choose_from(found, fastest / 1.5, timer=faster, log=lambda line: None)
+    assert chosen.name == "tf_0.25_128" and timed[0] == [0.25]
+    with pytest.raises(InputError, match=rf"measured here, the fastest candidate, tf_0.25_128, takes "
+                                         rf"{fastest * 0.6:.3g} ms"):
+        choose_from(found, fastest / 2, timer=faster, log=lambda line: None)
 
 
 # --- bad input -------------------------------------------------------------------------------
