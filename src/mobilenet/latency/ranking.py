@@ -161,7 +161,7 @@ def choose_from(
         widened = [c for c in found if c.predicted_ms * speed <= budget_ms * (1 + margin)]
         if len(widened) > len(within):
             (log or log_to_stderr)(f"latency: the models timed ran {1 / speed:.2f}x faster than predicted: "
-                                   f"the more accurate ones that may fit now are timed too")
+                                   f"the models that may fit after all are timed too")
             within = widened
         fitting = [c for c in within if c.shape in measured and measured[c.shape] <= budget_ms]
         best_unmeasured = next((c for c in within if c.shape not in measured), None)
