@@ -4,6 +4,7 @@ are marked ``assets`` and skip cleanly without it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,18 @@ def images(model):  # noqa: ANN001, ANN201
     from mobilenet.deploy.verify import photo_batch
 
     return photo_batch(model)
+
+
+# PyTorch's thread count is the process's: a test that sets it (a torch predictor or probe backend
+# built directly) would change what later tests compile for (optimize keys its packages by it) and
+# how fast they run.
+@pytest.fixture(autouse=True)
+def torch_threads_restored() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 # Classify, evaluate and bench run PyTorch through mobilenet.optimize, whose first compile of each

@@ -27,7 +27,14 @@ from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
 from mobilenet.latency.model import MODEL_VERSION, layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
-from mobilenet.latency.ranking import MARGIN, MAX_MARGIN, candidates, choose_from, margin_for
+from mobilenet.latency.ranking import (
+    MARGIN,
+    MAX_MARGIN,
+    candidates,
+    choose_from,
+    margin_for,
+    measure_architectures,
+)
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -452,6 +459,19 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     measured = min(time_interleaved([lambda: predictor(x)], seconds=0.5, min_runs=5)[0]) * 1e3
     predicted = predict_with(calibration, cfg).total_ms
     assert measured / 3 < predicted < measured * 3, (predicted, measured)
+
+
+def test_measuring_pytorch_leaves_the_processs_thread_count_as_it_was() -> None:
+    """PyTorch's thread count is the process's, and its probes and predictors set it: a library
+    call that measures (a calibration, choose's timings) puts it back for the caller's models."""
+    threads = torch.get_num_threads()
+    other = 1 if threads != 1 else 2
+    calibrate("torch", threads=other, plan=quick_plan()[:2], networks=(), seconds_per_shape=0.02,
+              log=lambda line: None)
+    assert torch.get_num_threads() == threads
+    timer = measure_architectures("torch", "fp32", 1, other, seconds=0.02)
+    assert len(timer([ArchConfig(alpha=0.25, resolution=96)])) == 1
+    assert torch.get_num_threads() == threads
 
 
 def fake_measure(calls: list[tuple[str, str, int, int | None]]) -> Callable[..., Calibration]:

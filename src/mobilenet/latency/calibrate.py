@@ -23,6 +23,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
+from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
@@ -103,18 +104,19 @@ def calibrate(
     (LiteRT, ExecuTorch) is calibrated at batch 1."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
-    backend = backend_for(runtime, precision, threads)
-    per_call = 1 if backend.fixed_batch else batch_size
-    plan = (*(default_networks() if networks is None else networks), *(plan or default_plan()))
-    # Once per backend, before the probes' budget: PyTorch compiles two reference networks the
-    # first time (tens of seconds, cached after), timed among the probes against their fused ops.
-    prepared_at = time.monotonic()
-    found = backend.prepare(log)
-    prepare_s = time.monotonic() - prepared_at
-    started = time.monotonic()
-    where = f"batch {per_call}, {threads or 'default'} threads"
-    log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
-    timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
+    with torch_threads_kept():  # the torch probes set the process's thread count
+        backend = backend_for(runtime, precision, threads)
+        per_call = 1 if backend.fixed_batch else batch_size
+        plan = (*(default_networks() if networks is None else networks), *(plan or default_plan()))
+        # Once per backend, before the probes' budget: PyTorch compiles two reference networks the
+        # first time (tens of seconds, cached after), timed among the probes against their fused ops.
+        prepared_at = time.monotonic()
+        found = backend.prepare(log)
+        prepare_s = time.monotonic() - prepared_at
+        started = time.monotonic()
+        where = f"batch {per_call}, {threads or 'default'} threads"
+        log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
+        timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
                       channel_blocks=backend.channel_blocks,
                       handover=precision in backend.handover_precisions)

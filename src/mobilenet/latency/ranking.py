@@ -209,18 +209,20 @@ def measure_architectures(
         import torch  # noqa: PLC0415
 
         from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.pytorch import torch_threads_kept  # noqa: PLC0415
         from mobilenet.deploy.timing import Timing, time_interleaved  # noqa: PLC0415
         from mobilenet.model import MobileNetV1  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415
 
         images = sample_photos() if precision == "int8" else None
         calls = []
-        for cfg in configs:
-            predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
-                                       batch_size=batch_size, calibration_images=images)
-            x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
-            calls.append(lambda p=predictor, x=x: p(x))
-        samples = time_interleaved(calls, seconds=seconds, min_runs=5)
+        with torch_threads_kept():  # PyTorch's predictors set the process's thread count
+            for cfg in configs:
+                predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
+                                           batch_size=batch_size, calibration_images=images)
+                x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
+                calls.append(lambda p=predictor, x=x: p(x))
+            samples = time_interleaved(calls, seconds=seconds, min_runs=5)
         return [Timing.from_seconds(s).median_ms for s in samples]
 
     return timer

@@ -9,7 +9,9 @@ PyTorch emulates it, many times slower (``mobilenet.optimized.EMULATED_BF16_COST
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,6 +30,18 @@ def not_native(precision: str) -> str | None:
     from mobilenet.optimized import not_native as torch_not_native  # noqa: PLC0415
 
     return torch_not_native(precision, "cpu", cpu_info())
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """PyTorch's thread count as it was before, after the block: ``TorchPredictor`` sets it for the
+    whole process (PyTorch has no per-module count), which a measurement that ends (a calibration,
+    ``choose``'s timings) must not leave behind for the caller's own models."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TorchPredictor(Predictor):
