@@ -957,6 +957,32 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
     assert err.count("\n") == 1 and "budget must be a number of milliseconds > 0" in err
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61"])
+def test_choose_command_refuses_bad_timing_seconds_with_exit_status_2(seconds: str,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["choose", "--budget-ms", "3", "--runtime", "onnxruntime", "--measure-seconds", seconds]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seconds to time each architecture must be a number in (0, 60]" in err
+
+
+def test_choose_times_each_architecture_as_long_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet.latency import ranking
+
+    asked: list[float] = []
+
+    def timer_for(runtime: str, precision: str, batch_size: int, threads: int | None,
+                  seconds: float = latency.MEASURE_SECONDS) -> Callable[[Sequence[ArchConfig]], list[float]]:
+        asked.append(seconds)
+        return lambda cfgs: [0.01] * len(cfgs)
+
+    monkeypatch.setattr(ranking, "measure_architectures", timer_for)
+    for seconds in (None, 2.5):
+        extra = {} if seconds is None else {"measure_seconds": seconds}
+        choose(predicted_ms(0.75, 192), "onnxruntime", registry=SYNTHETIC_REGISTRY, calibration=fixed_calibration(),
+               log=lambda line: None, **extra)
+    assert asked == [latency.MEASURE_SECONDS, 2.5]
+
+
 def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:
     def fitted(threads: int | None, error: float | None) -> Calibration:
         fit_info = {} if error is None else {"in_network": {"rmspe_after": error}}

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from mobilenet.deploy.runtimes import PRECISIONS
-from mobilenet.latency import RUNTIMES
+from mobilenet.latency import MEASURE_SECONDS, RUNTIMES
 
 SHOWN = 12  # candidates the table lists
 
@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="default: the runtime's own")
     p.add_argument("--measure", type=int, default=3, metavar="N",
                    help="architectures timed for real per round, best first (default 3; 0: trust the predictions)")
+    p.add_argument("--measure-seconds", type=float, default=MEASURE_SECONDS, metavar="S",
+                   help=f"seconds to time each of them, interleaved (default {MEASURE_SECONDS:g}; longer settles a "
+                   "model near the budget where the machine's speed moves)")
     p.add_argument("--recalibrate", action="store_true", help="measure this machine's constants again")
     p.add_argument("--plot", metavar="F.png", help="draw top-1 against latency with the Pareto front")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -40,7 +43,7 @@ def run_choose(args: argparse.Namespace) -> int:
     from mobilenet.latency import choose  # noqa: PLC0415 - needs torch and the runtime
 
     choice = choose(args.budget_ms, args.runtime, args.precision, args.batch_size, args.threads,
-                    measure_best=args.measure, remeasure=args.recalibrate)
+                    measure_best=args.measure, measure_seconds=args.measure_seconds, remeasure=args.recalibrate)
     if args.plot:
         from mobilenet.latency.plot import plot_choice  # noqa: PLC0415
 

@@ -40,14 +40,15 @@ if TYPE_CHECKING:
     from mobilenet.latency.ranking import Choice
 
 __all__ = [
-    "KERNELS", "KERNEL_LABELS", "RUNTIMES", "BlockSpeedup", "Calibration", "CorruptCalibration", "LatencyPrediction",
-    "LayerLatency", "Roofline", "block_speedups", "cached_calibration", "calibrated", "choose", "compare",
-    "pareto_front", "predict", "predict_with",
+    "KERNELS", "KERNEL_LABELS", "MEASURE_SECONDS", "RUNTIMES", "BlockSpeedup", "Calibration", "CorruptCalibration",
+    "LatencyPrediction", "LayerLatency", "Roofline", "block_speedups", "cached_calibration", "calibrated", "choose",
+    "compare", "pareto_front", "predict", "predict_with",
 ]
 
 Log = Callable[[str], None]
 # The runtimes it predicts: every one a command line may name (auto decides by measuring instead).
 RUNTIMES: tuple[str, ...] = tuple(r for r in RUNTIME_CHOICES if r != "auto")
+MEASURE_SECONDS = 0.3  # choose's timing of each architecture, interleaved in settled blocks
 
 
 def calibrated(
@@ -96,30 +97,34 @@ def compare(
 
 def choose(
     budget_ms: float, runtime: str, precision: str = "fp32", batch_size: int = 1, threads: int | None = None, *,
-    measure_best: int = 3, registry: Any = None, calibration: Calibration | None = None, remeasure: bool = False,
-    log: Log | None = None,
+    measure_best: int = 3, measure_seconds: float = MEASURE_SECONDS, registry: Any = None,
+    calibration: Calibration | None = None, remeasure: bool = False, log: Log | None = None,
 ) -> Choice:
     """The most accurate published ImageNet MobileNet that runs within ``budget_ms`` per call in
     ``runtime`` at ``precision`` on this machine: ranked by published top-1 among those
-    predicted to fit, then the best ``measure_best`` timed for real (0: trust the predictions).
+    predicted to fit, then the best ``measure_best`` timed for real (0: trust the predictions),
+    each for ``measure_seconds`` interleaved with the others (default ``MEASURE_SECONDS``;
+    longer settles a model near the budget on a machine whose speed moves, docs/latency.md §4).
     ``registry``: the models to choose from (default ``mobilenet.weights.REGISTRY``);
     ``calibration``: constants to use instead of this machine's; ``remeasure``: calibrate again."""
     from mobilenet.latency.ranking import (  # noqa: PLC0415 - the registry and the runtimes need torch
         Choice,
         candidates,
         check_budget,
+        check_measure_seconds,
         choose_from,
         margin_for,
         measure_architectures,
     )
 
     budget_ms = check_budget(budget_ms)
+    seconds = check_measure_seconds(measure_seconds)
     if calibration is None:
         calibration = calibrated(runtime, precision, batch_size, threads, remeasure=remeasure, log=log)
     if registry is None:
         from mobilenet.weights import REGISTRY as registry  # noqa: PLC0415, N811
     found = candidates(registry, calibration, batch_size)
-    timer = measure_architectures(runtime, precision, batch_size, threads) if measure_best else None
+    timer = measure_architectures(runtime, precision, batch_size, threads, seconds) if measure_best else None
     margin = margin_for(calibration)
     chosen, judged = choose_from(found, budget_ms, timer=timer, measure_best=measure_best, margin=margin, log=log)
     return Choice(budget_ms, calibration, batch_size, chosen, tuple(judged), margin)

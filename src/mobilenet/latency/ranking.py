@@ -23,6 +23,7 @@ from typing import Any
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
+from mobilenet.latency import MEASURE_SECONDS
 from mobilenet.latency.calibrate import log_to_stderr
 from mobilenet.latency.model import Calibration, predict_with
 
@@ -30,7 +31,6 @@ MARGIN = 0.1  # candidates predicted up to 10% over the budget are measured too,
 MAX_MARGIN = 0.5  # at most, however badly the calibration fitted (a worse fit wants calibrating again)
 MEASURE_BEST = 3  # architectures timed for real per round
 MAX_ROUNDS = 3  # rounds of measuring before giving up on the predictions
-MEASURE_SECONDS = 0.3  # per architecture, interleaved in settled blocks
 # A brief measurement this close to the budget (either side) is too close to call: timed
 # RETIMES more times and the median of the medians kept. On a Zen 5, 0.5-160 measured 0.82 ms
 # in 0.3 s against a 0.84 ms budget and 0.91-1.07 ms in two 1 s passes (docs/latency.md §4).
@@ -84,6 +84,13 @@ def check_budget(budget_ms: object) -> float:
             or budget_ms <= 0:
         raise InputError(f"the latency budget must be a number of milliseconds > 0, got {budget_ms!r}")
     return float(budget_ms)
+
+
+def check_measure_seconds(seconds: object) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or not 0 < seconds <= 60:
+        raise InputError(f"the seconds to time each architecture must be a number in (0, 60], got {seconds!r}")
+    return float(seconds)
 
 
 def margin_for(calibration: Calibration) -> float:
