@@ -38,7 +38,7 @@ import numpy as np
 
 from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError
-from mobilenet.latency import RUNTIMES, calibrated, choose
+from mobilenet.latency import MEASURE_SECONDS, RUNTIMES, calibrated, choose
 from mobilenet.latency.ranking import Candidate, candidates, margin_for, measure_architectures, most_accurate_fitting
 from mobilenet.weights import REGISTRY
 
@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert expected is not None, "the budgets start above the fastest candidate's time in this pass"
         try:
             picked = choose(budget, args.runtime, args.precision, args.batch_size, args.threads,
-                            calibration=calibration, log=lambda line: print(line, file=sys.stderr))
+                            measure_seconds=args.choose_seconds, calibration=calibration,
+                            log=lambda line: print(line, file=sys.stderr))
             chosen: Candidate | None = picked.chosen
             error = None
         except InputError as err:
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         report = {"cpu": cpu_info().to_dict(), "runtime": args.runtime, "precision": args.precision,
                   "threads": args.threads, "batch_size": args.batch_size, "seconds": args.seconds,
+                  "choose_seconds": args.choose_seconds,
                   "margin": margin, "architectures_ms": {first.name: measured[first.shape] for first in firsts},
                   "architectures_ms_again": {first.name: again[first.shape] for first in firsts},
                   "budgets": rows, "agreed": agreed["first pass"]["same_model"], "agreed_by_judge": agreed,
@@ -155,6 +157,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--budgets", type=int, default=10)
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per architecture, exhaustive pass")
+    p.add_argument("--choose-seconds", type=float, default=MEASURE_SECONDS,
+                   help="choose's --measure-seconds: its timing of each candidate")
     p.add_argument("--recalibrate", action="store_true")
     p.add_argument("--json", metavar="FILE")
     return p.parse_args(argv)
