@@ -16,11 +16,10 @@ every architecture is timed exhaustively a second time after the last budget: wh
 exhaustive passes themselves pick differently, the machine moved more than the budgets' spacing
 and that budget cannot judge ``choose``. The verdict judges ``choose`` against the geometric mean
 of the two passes, which bracket its calls: on the Zen 5 the second pass ran a median 0.73x to
-1.04x the first over six runs, and ``choose``'s own timings, made between them, sided with the
+1.05x the first over eight runs, and ``choose``'s own timings, made between them, sided with the
 second where the two differed most (docs/latency.md), so the first pass alone is not the truth
-either. And it counts
-TF's checkpoint and Keras' port of it as one model (``same_checkpoint``). Agreement with each
-pass, and by name, is reported too. Run it with nothing else running::
+either. And it counts TF's checkpoint and Keras' port of it as one model (``same_checkpoint``).
+Agreement with each pass, and by name, is reported too. Run it with nothing else running::
 
     .venv/bin/python benchmarks/bench_choose.py [--runtime onnxruntime] [--threads 1] [--json F]
 """
