@@ -474,6 +474,27 @@ def test_measuring_pytorch_leaves_the_processs_thread_count_as_it_was() -> None:
     assert torch.get_num_threads() == threads
 
 
+def test_choose_s_timer_builds_each_architecture_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """choose times a model near the budget again, and more models in later rounds: each
+    architecture is exported once per timer, not once per timing."""
+    from mobilenet.deploy import runtime as deploy_runtime
+
+    built: list[ArchConfig] = []
+    real = deploy_runtime.make_predictor
+
+    def counting(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        built.append(model.arch_cfg)  # type: ignore[arg-type]
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(deploy_runtime, "make_predictor", counting)
+    small, smaller = ArchConfig(alpha=0.25, resolution=96), ArchConfig(alpha=0.25, resolution=64)
+    timer = measure_architectures("onnxruntime", "fp32", 1, 1, seconds=0.02)
+    first = timer([small, smaller])
+    again = timer([small])
+    assert built == [small, smaller]
+    assert len(first) == 2 and len(again) == 1 and all(t > 0 for t in [*first, *again])
+
+
 def fake_measure(calls: list[tuple[str, str, int, int | None]]) -> Callable[..., Calibration]:
     def measure(runtime: str, precision: str, *, batch_size: int, threads: int | None, log: object) -> Calibration:
         calls.append((runtime, precision, batch_size, threads))

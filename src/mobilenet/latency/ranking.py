@@ -210,7 +210,9 @@ def measure_architectures(
     runtime: str, precision: str, batch_size: int, threads: int | None, seconds: float = MEASURE_SECONDS,
 ) -> Timer:
     """A timer that builds each architecture in ``runtime`` (random weights: the time does not
-    depend on them) and times them interleaved in settled blocks."""
+    depend on them) and times them interleaved in settled blocks. It keeps what it built: an
+    architecture timed again (near the budget, in a later round) is not exported again."""
+    built: dict[ArchConfig, Callable[[], object]] = {}
 
     def timer(configs: Sequence[ArchConfig]) -> list[float]:
         import torch  # noqa: PLC0415
@@ -221,15 +223,15 @@ def measure_architectures(
         from mobilenet.model import MobileNetV1  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415
 
-        images = sample_photos() if precision == "int8" else None
-        calls = []
+        images = sample_photos() if precision == "int8" and any(cfg not in built for cfg in configs) else None
         with torch_threads_kept():  # PyTorch's predictors set the process's thread count
             for cfg in configs:
-                predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
-                                           batch_size=batch_size, calibration_images=images)
-                x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
-                calls.append(lambda p=predictor, x=x: p(x))
-            samples = time_interleaved(calls, seconds=seconds, min_runs=5)
+                if cfg not in built:
+                    predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
+                                               batch_size=batch_size, calibration_images=images)
+                    x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
+                    built[cfg] = lambda p=predictor, x=x: p(x)
+            samples = time_interleaved([built[cfg] for cfg in configs], seconds=seconds, min_runs=5)
         return [Timing.from_seconds(s).median_ms for s in samples]
 
     return timer
