@@ -19,9 +19,14 @@ of the two passes, which bracket its calls: on the Zen 5 the second pass ran a m
 1.05x the first over eight runs, and ``choose``'s own timings, made between them, sided with the
 second where the two differed most (docs/latency.md), so the first pass alone is not the truth
 either. And it counts TF's checkpoint and Keras' port of it as one model (``same_checkpoint``).
-Agreement with each pass, and by name, is reported too. Run it with nothing else running::
+Agreement with each pass, and by name, is reported too.
 
-    .venv/bin/python benchmarks/bench_choose.py [--runtime onnxruntime] [--threads 1] [--json F]
+``--choose-seconds 0.3 1.0`` compares how long ``choose`` times each candidate in one run: at each
+budget it runs once per setting, in alternating order, and each is judged against the same
+passes. Run it with nothing else running::
+
+    .venv/bin/python benchmarks/bench_choose.py [--runtime onnxruntime] [--threads 1] \
+        [--choose-seconds 0.3 1.0] [--json F]
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError
+from mobilenet.files import write_text
 from mobilenet.latency import MEASURE_SECONDS, RUNTIMES, calibrated, choose
 from mobilenet.latency.ranking import Candidate, candidates, margin_for, measure_architectures, most_accurate_fitting
 from mobilenet.weights import REGISTRY
@@ -62,64 +68,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Geometric between just above the fastest and just below the slowest: every budget fits something.
     budgets = np.geomspace(fastest * 1.05, slowest * 0.98, args.budgets).tolist()
 
-    rows, chosen_ones = [], []
-    for budget in budgets:
+    # Several --choose-seconds are compared in one run: at each budget choose runs once per
+    # setting, in alternating order, so that the machine's drift falls on each alike.
+    settings = [float(x) for x in args.choose_seconds]
+    rows = []
+    for at, budget in enumerate(budgets):
         expected = exhaustive_pick(found, measured, budget)
         assert expected is not None, "the budgets start above the fastest candidate's time in this pass"
-        try:
-            picked = choose(budget, args.runtime, args.precision, args.batch_size, args.threads,
-                            measure_seconds=args.choose_seconds, calibration=calibration,
-                            log=lambda line: print(line, file=sys.stderr))
-            chosen: Candidate | None = picked.chosen
-            error = None
-        except InputError as err:
-            chosen, error = None, str(err)
-        chosen_ones.append(chosen)
-        rows.append({
-            "budget_ms": budget, "agree": chosen is not None and chosen.name == expected.name, "error": error,
-            "exhaustive": {**expected.to_dict(), "measured_ms": measured[expected.shape]},
-            "chosen": None if chosen is None else {**chosen.to_dict(), "exhaustive_ms": measured[chosen.shape]},
-        })
-        print(_row_line(rows[-1]))
+        row: dict[str, Any] = {"budget_ms": budget, "exhaustive": {**expected.to_dict(),
+                                                                    "measured_ms": measured[expected.shape]}}
+        row["choices"] = {}
+        for seconds in settings if at % 2 == 0 else settings[::-1]:
+            started = time.perf_counter()
+            try:
+                picked = choose(budget, args.runtime, args.precision, args.batch_size, args.threads,
+                                measure_seconds=seconds, calibration=calibration,
+                                log=lambda line: print(line, file=sys.stderr))
+                chosen: Candidate | None = picked.chosen
+                error = None
+            except InputError as err:
+                chosen, error = None, str(err)
+            row["choices"][str(seconds)] = {
+                "candidate": chosen, "wall_s": time.perf_counter() - started, "error": error,
+                "agree": chosen is not None and chosen.name == expected.name,
+                "chosen": None if chosen is None else {**chosen.to_dict(), "exhaustive_ms": measured[chosen.shape]},
+            }
+        row["choices"] = {str(s): row["choices"][str(s)] for s in settings}
+        print(_row_line(row))
+        rows.append(row)
     again = time_all("after the budgets")
     # Each architecture's time while choose ran, as well as two passes can say: their geometric mean.
     bracketed = {shape: float(np.sqrt(measured[shape] * again[shape])) for shape in shapes}
     judges = {"first pass": measured, "second pass": again, "both passes": bracketed}
-    for row, budget, chosen in zip(rows, budgets, chosen_ones):
-        row["judged"] = {}
-        for judge, times in judges.items():
-            pick = exhaustive_pick(found, times, budget)
-            row["judged"][judge] = {
-                "pick": None if pick is None else {**pick.to_dict(), "measured_ms": times[pick.shape]},
+    for row in rows:
+        picks = {judge: exhaustive_pick(found, times, row["budget_ms"]) for judge, times in judges.items()}
+        row["exhaustive_passes_agree"] = picks["second pass"] is not None and \
+            picks["second pass"].name == row["exhaustive"]["name"]
+        row["picks"] = {judge: None if pick is None else {**pick.to_dict(), "measured_ms": judges[judge][pick.shape]}
+                        for judge, pick in picks.items()}
+        for choice in row["choices"].values():
+            chosen = choice.pop("candidate")
+            choice["judged"] = {judge: {
                 "same_model": pick is not None and chosen is not None and chosen.name == pick.name,
                 "same_checkpoint": pick is not None and chosen is not None and same_checkpoint(chosen, pick)
-                and times[chosen.shape] <= budget,
-            }
-        row["exhaustive_passes_agree"] = row["judged"]["second pass"]["pick"] is not None and \
-            row["judged"]["second pass"]["pick"]["name"] == row["exhaustive"]["name"]
-    agreed = {judge: {how: sum(r["judged"][judge][how] for r in rows) for how in ("same_model", "same_checkpoint")}
-              for judge in judges}
-    verdict = agreed["both passes"]["same_checkpoint"]
-    target = "met" if verdict >= 0.9 * len(rows) else "MISSED"
+                and judges[judge][chosen.shape] <= row["budget_ms"],
+            } for judge, pick in picks.items()}
     steady = [r for r in rows if r["exhaustive_passes_agree"]]
     print(f"{cpu_info().summary()}; {args.runtime} {args.precision}, {args.threads} thread(s), batch {args.batch_size}")
-    for judge, counts in agreed.items():
-        by = judge if judge == "both passes" else f"the {judge}"
-        print(f"judged by {by}: choose picks the exhaustive answer in {counts['same_model']} of {len(rows)} "
-              f"budgets, the same checkpoint (TF's or Keras' copy of it) in {counts['same_checkpoint']}")
-    print(f"target (9 of 10, the same checkpoint, judged by both passes): {verdict} of {len(rows)}, {target}")
-    print(f"the two exhaustive passes pick alike in {len(steady)} of {len(rows)} budgets; choose agrees in "
-          f"{sum(r['agree'] for r in steady)} of those")
+    print(f"the two exhaustive passes pick alike in {len(steady)} of {len(rows)} budgets")
+    by_setting = {}
+    for seconds in settings:
+        key = str(seconds)
+        agreed = {judge: {how: sum(r["choices"][key]["judged"][judge][how] for r in rows)
+                          for how in ("same_model", "same_checkpoint")} for judge in judges}
+        verdict = agreed["both passes"]["same_checkpoint"]
+        walls = [r["choices"][key]["wall_s"] for r in rows]
+        by_setting[key] = {"agreed_by_judge": agreed, "verdict": verdict,
+                           "agreed_where_passes_agree": sum(r["choices"][key]["agree"] for r in steady),
+                           "median_wall_s": float(np.median(walls)), "max_wall_s": max(walls)}
+        print(f"choose timing each candidate {seconds:g} s (a call took {np.median(walls):.1f} s median, "
+              f"{max(walls):.1f} s at most):")
+        for judge, counts in agreed.items():
+            by = judge if judge == "both passes" else f"the {judge}"
+            print(f"  judged by {by}: the exhaustive answer in {counts['same_model']} of {len(rows)} budgets, "
+                  f"the same checkpoint (TF's or Keras' copy of it) in {counts['same_checkpoint']}")
+        target = "met" if verdict >= 0.9 * len(rows) else "MISSED"
+        print(f"  target (9 of 10, the same checkpoint, judged by both passes): {verdict} of {len(rows)}, {target}")
     if args.json:
-        report = {"cpu": cpu_info().to_dict(), "runtime": args.runtime, "precision": args.precision,
+        report = {"command": " ".join(["benchmarks/bench_choose.py", *(sys.argv[1:] if argv is None else argv)]),
+                  "cpu": cpu_info().to_dict(), "runtime": args.runtime, "precision": args.precision,
                   "threads": args.threads, "batch_size": args.batch_size, "seconds": args.seconds,
-                  "choose_seconds": args.choose_seconds,
+                  "choose_seconds": settings,
                   "margin": margin, "architectures_ms": {first.name: measured[first.shape] for first in firsts},
                   "architectures_ms_again": {first.name: again[first.shape] for first in firsts},
-                  "budgets": rows, "agreed": agreed["first pass"]["same_model"], "agreed_by_judge": agreed,
-                  "exhaustive_passes_agree": len(steady),
-                  "agreed_where_passes_agree": sum(r["agree"] for r in steady)}
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+                  "budgets": rows, "by_choose_seconds": by_setting, "exhaustive_passes_agree": len(steady)}
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -139,13 +162,17 @@ def same_checkpoint(a: Candidate, b: Candidate) -> bool:
 
 def _row_line(row: dict[str, Any]) -> str:
     want = row["exhaustive"]
-    line = f"budget {row['budget_ms']:8.3f} ms  exhaustive {want['name']} ({want['measured_ms']:.3f} ms)  "
-    if row["chosen"] is None:
-        return line + f"choose refused: {row['error']}"
-    got = row["chosen"]
-    measured = f"{got['measured_ms']:.3f}" if got["measured_ms"] is not None else "-"
-    return line + (f"choose {got['name']} (predicted {got['predicted_ms']:.3f}, measured {measured}, "
-                   f"exhaustive {got['exhaustive_ms']:.3f} ms)  {'agree' if row['agree'] else 'DIFFER'}")
+    line = f"budget {row['budget_ms']:8.3f} ms  exhaustive {want['name']} ({want['measured_ms']:.3f} ms)"
+    for seconds, choice in row["choices"].items():
+        line += f"\n  choose ({seconds} s): "
+        if choice["chosen"] is None:
+            line += f"refused: {choice['error']}"
+            continue
+        got = choice["chosen"]
+        measured = f"{got['measured_ms']:.3f}" if got["measured_ms"] is not None else "-"
+        line += (f"{got['name']} (predicted {got['predicted_ms']:.3f}, measured {measured}, exhaustive "
+                 f"{got['exhaustive_ms']:.3f} ms)  {'agree' if choice['agree'] else 'DIFFER'}")
+    return line
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -156,8 +183,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--budgets", type=int, default=10)
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per architecture, exhaustive pass")
-    p.add_argument("--choose-seconds", type=float, default=MEASURE_SECONDS,
-                   help="choose's --measure-seconds: its timing of each candidate")
+    p.add_argument("--choose-seconds", type=float, nargs="+", default=[MEASURE_SECONDS],
+                   help="choose's --measure-seconds, its timing of each candidate; several are compared in one run")
     p.add_argument("--recalibrate", action="store_true")
     p.add_argument("--json", metavar="FILE")
     return p.parse_args(argv)
