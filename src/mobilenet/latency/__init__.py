@@ -48,7 +48,10 @@ __all__ = [
 Log = Callable[[str], None]
 # The runtimes it predicts: every one a command line may name (auto decides by measuring instead).
 RUNTIMES: tuple[str, ...] = tuple(r for r in RUNTIME_CHOICES if r != "auto")
-MEASURE_SECONDS = 0.3  # choose's timing of each architecture, interleaved in settled blocks
+# choose's timing of each architecture, interleaved in settled blocks. 1 s rather than 0.3: in two
+# runs of benchmarks/bench_choose.py comparing them on a drifting Zen 5 guest, 10 and 7 budgets of 10
+# against 8 and 5, for a call about 6 s longer (most of it is building the models; docs/latency.md §4).
+MEASURE_SECONDS = 1.0
 
 
 def calibrated(
