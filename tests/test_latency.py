@@ -35,6 +35,7 @@ from mobilenet.latency.ranking import (
     margin_for,
     measure_architectures,
 )
+from mobilenet.weights.fetch import CACHE_ENV
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -474,25 +475,54 @@ def test_measuring_pytorch_leaves_the_processs_thread_count_as_it_was() -> None:
     assert torch.get_num_threads() == threads
 
 
-def test_choose_s_timer_builds_each_architecture_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_s_timer_builds_each_architecture_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """choose times a model near the budget again, and more models in later rounds: each
-    architecture is exported once per timer, not once per timing."""
-    from mobilenet.deploy import runtime as deploy_runtime
+    architecture is built once per timer, not once per timing."""
+    from mobilenet.latency import backends
 
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     built: list[ArchConfig] = []
-    real = deploy_runtime.make_predictor
+    real = backends.kept_predictor
 
-    def counting(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
-        built.append(model.arch_cfg)  # type: ignore[arg-type]
-        return real(model, *args, **kwargs)
+    def counting(arch_cfg: ArchConfig, *args: object, **kwargs: object) -> object:
+        built.append(arch_cfg)
+        return real(arch_cfg, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(deploy_runtime, "make_predictor", counting)
+    monkeypatch.setattr(backends, "kept_predictor", counting)
     small, smaller = ArchConfig(alpha=0.25, resolution=96), ArchConfig(alpha=0.25, resolution=64)
     timer = measure_architectures("onnxruntime", "fp32", 1, 1, seconds=0.02)
     first = timer([small, smaller])
     again = timer([small])
     assert built == [small, smaller]
     assert len(first) == 2 and len(again) == 1 and all(t > 0 for t in [*first, *again])
+
+
+def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Exporting is most of a choose call: a second call loads the kept file (the same random
+    weights, so the very same logits), and a damaged file is exported again, never loaded."""
+    from mobilenet.deploy.formats import onnx as onnx_format
+    from mobilenet.latency.backends import kept_predictor
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    writes = []
+    real_write = onnx_format.write
+    monkeypatch.setattr(onnx_format, "write", lambda *a, **k: writes.append(1) or real_write(*a, **k))
+    cfg, x = ArchConfig(alpha=0.25, resolution=64), torch.rand(1, 3, 64, 64)
+
+    def kept() -> object:
+        return kept_predictor(cfg, "onnxruntime", "fp32", threads=1, distributions=("onnxruntime", "torch"))
+
+    first = kept()(x)  # type: ignore[operator]
+    assert torch.equal(kept()(x), first) and len(writes) == 1  # type: ignore[operator]
+    [kept_file] = (tmp_path / "choose-networks").glob("*/model.onnx")
+    data = bytearray(kept_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    kept_file.write_bytes(bytes(data))
+    rebuilt = kept()(x)  # type: ignore[operator]
+    assert len(writes) == 2 and not torch.equal(rebuilt, first)  # new random weights: a new file
+    assert [p.name for p in (tmp_path / "choose-networks").iterdir()] == [kept_file.parent.name]  # nothing half-built
 
 
 def fake_measure(calls: list[tuple[str, str, int, int | None]]) -> Callable[..., Calibration]:

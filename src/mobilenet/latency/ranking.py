@@ -210,25 +210,25 @@ def measure_architectures(
     runtime: str, precision: str, batch_size: int, threads: int | None, seconds: float = MEASURE_SECONDS,
 ) -> Timer:
     """A timer that builds each architecture in ``runtime`` (random weights: the time does not
-    depend on them) and times them interleaved in settled blocks. It keeps what it built: an
-    architecture timed again (near the budget, in a later round) is not exported again."""
+    depend on them; the files kept across calls, ``backends.kept_predictor``) and times them
+    interleaved in settled blocks. It keeps what it built: an architecture timed again (near the
+    budget, in a later round) is not loaded again."""
     built: dict[ArchConfig, Callable[[], object]] = {}
 
     def timer(configs: Sequence[ArchConfig]) -> list[float]:
         import torch  # noqa: PLC0415
 
-        from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
         from mobilenet.deploy.runtimes.pytorch import torch_threads_kept  # noqa: PLC0415
         from mobilenet.deploy.timing import Timing, time_interleaved  # noqa: PLC0415
-        from mobilenet.model import MobileNetV1  # noqa: PLC0415
+        from mobilenet.latency.backends import BACKENDS, kept_predictor  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415
 
         images = sample_photos() if precision == "int8" and any(cfg not in built for cfg in configs) else None
         with torch_threads_kept():  # PyTorch's predictors set the process's thread count
             for cfg in configs:
                 if cfg not in built:
-                    predictor = make_predictor(MobileNetV1(cfg).eval(), runtime, precision, threads=threads,
-                                               batch_size=batch_size, calibration_images=images)
+                    predictor = kept_predictor(cfg, runtime, precision, threads=threads, calibration_images=images,
+                                               distributions=BACKENDS[runtime].distributions)
                     x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
                     built[cfg] = lambda p=predictor, x=x: p(x)
             samples = time_interleaved([built[cfg] for cfg in configs], seconds=seconds, min_runs=5)

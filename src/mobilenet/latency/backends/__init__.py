@@ -25,6 +25,7 @@ from mobilenet.latency.backends.base import (
     Cell,
     Shaper,
     kept_build,
+    kept_predictor,
     onnx_bytes,
     probe_module,
 )
@@ -40,6 +41,6 @@ BACKENDS: dict[str, type[Backend]] = {
 
 __all__ = [
     "BACKENDS", "MAX_SIDE", "PROBE_FOLDER", "Backend", "Call", "Cell", "ExecuTorchBackend", "LiteRtBackend",
-    "OnnxRuntimeBackend", "OpenVinoBackend", "Shaper", "TorchBackend", "kept_build", "onnx_bytes",
+    "OnnxRuntimeBackend", "OpenVinoBackend", "Shaper", "TorchBackend", "kept_build", "kept_predictor", "onnx_bytes",
     "ort_layer_seconds", "probe_module",
 ]

@@ -1,6 +1,7 @@
 """What every runtime's probes share: a probe as a PyTorch module (``probe_module``), the
-built probe at one shape (``Cell``), the kept conversions (``kept_build``) and the ``Backend``
-each runtime subclasses (one module per runtime beside this one)."""
+built probe at one shape (``Cell``), the kept conversions (``kept_build``, and ``kept_predictor``
+for the whole networks ``choose`` times) and the ``Backend`` each runtime subclasses (one module
+per runtime beside this one)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -125,6 +130,71 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
     with contextlib.suppress(Exception):  # a read-only cache costs a conversion next time, nothing more
         write_bytes(path, data + hashlib.sha256(data).digest())
     return data
+
+
+KEPT_NETWORK_FOLDER = "choose-networks"  # under the cache directory: the networks choose times (kept_predictor)
+EXPORTERS = ("torch", "onnx", "onnxscript")  # whose versions every network's file depends on, besides its runtime's
+
+
+def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, threads: int | None,
+                   distributions: Sequence[str], calibration_images: Sequence[Path] | None = None) -> Any:
+    """A predictor of a MobileNet of ``arch_cfg`` with random weights in ``runtime`` at
+    ``precision``, for timing: the predictor ``make_predictor`` builds, from a file kept under the
+    cache directory by architecture, runtime, precision and the versions of the project and of
+    the packages that write and run it (``distributions``, with the exporters). Exporting takes
+    seconds a network (the ONNX exporter 4-7 s here; LiteRT's and ExecuTorch's conversions more)
+    and is most of what a ``choose`` call costs, while a time does not depend on the weights. Kept
+    with checksums: a damaged file is built again, never loaded. PyTorch, which compiles rather
+    than exports, keeps its own programs (``mobilenet.optimize``)."""
+    from mobilenet.deploy.formats import format_module  # noqa: PLC0415 - the runtimes import heavy packages
+    from mobilenet.deploy.integrity import DamagedFileError, checksum_lines, sidecar, verify_checksums  # noqa: PLC0415
+    from mobilenet.deploy.optional import package_version  # noqa: PLC0415
+    from mobilenet.deploy.runtime import PORTABLE_INT8_FORMATS, make_predictor  # noqa: PLC0415
+    from mobilenet.deploy.runtimes import check_precision, predictor_class, runtime_format  # noqa: PLC0415
+    from mobilenet.model import MobileNetV1  # noqa: PLC0415
+    from mobilenet.version import __version__  # noqa: PLC0415
+    from mobilenet.weights import cache_dir  # noqa: PLC0415
+
+    model = MobileNetV1(arch_cfg).eval()
+    fmt = runtime_format(runtime)
+    if fmt is None:
+        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
+    check_precision(runtime, precision)
+    writer, load = format_module(fmt), predictor_class(runtime).from_file
+    file_precision = "fp32" if precision == "bf16" else precision  # bf16 is a runtime setting on an fp32 file
+    versions = {name: package_version(name) for name in sorted({*EXPORTERS, *distributions})}
+    key = json.dumps([runtime, file_precision, arch_cfg.to_dict(), versions, __version__], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    folder = cache_dir() / KEPT_NETWORK_FOLDER / f"{runtime}-{file_precision}-{digest}"
+    path = folder / f"model{writer.SUFFIXES[0]}"
+    with contextlib.suppress(DamagedFileError, OSError):
+        if verify_checksums(path):
+            return load(path, precision, threads)
+    calibration = None
+    if file_precision == "int8":
+        from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
+        from mobilenet.preprocess import preprocess_for  # noqa: PLC0415
+
+        calibration = calibration_tensor(list(calibration_images or ()), preprocess_for(model))
+    options: dict[str, Any] = {"portable_int8": None} if fmt in PORTABLE_INT8_FORMATS else {}
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    except OSError:  # a read-only cache: built for this call only
+        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
+    try:
+        built = building / path.name
+        writer.write(model, built, precision=file_precision, calibration=calibration, **options)
+        files = sorted(p for p in building.iterdir() if p.is_file())
+        sidecar(built).write_text(checksum_lines((p, p.name) for p in files), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged copy
+        try:
+            os.replace(building, folder)  # whole or not at all, for a process reading it next
+        except OSError:  # another process kept it first
+            return load(built, precision, threads)
+        return load(path, precision, threads)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 class Backend:
