@@ -48,10 +48,10 @@ __all__ = [
 Log = Callable[[str], None]
 # The runtimes it predicts: every one a command line may name (auto decides by measuring instead).
 RUNTIMES: tuple[str, ...] = tuple(r for r in RUNTIME_CHOICES if r != "auto")
-# choose's timing of each architecture, interleaved in settled blocks. 1 s rather than 0.3: in two
-# runs of benchmarks/bench_choose.py comparing them on a drifting Zen 5 guest, 10 and 7 budgets of 10
-# against 8 and 5, for a call about 6 s longer (most of it is building the models; docs/latency.md §4).
-MEASURE_SECONDS = 1.0
+# choose's timing of each architecture, interleaved in settled blocks. Three runs of
+# benchmarks/bench_choose.py comparing 0.3 s with 1 s found them alike (21 and 23 budgets of 30), and a
+# call at 1 s took 2.7x as long once the networks are kept (docs/latency.md §4): --measure-seconds is there.
+MEASURE_SECONDS = 0.3
 
 
 def calibrated(
