@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -523,6 +524,34 @@ def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
     rebuilt = kept()(x)  # type: ignore[operator]
     assert len(writes) == 2 and not torch.equal(rebuilt, first)  # new random weights: a new file
     assert [p.name for p in (tmp_path / "choose-networks").iterdir()] == [kept_file.parent.name]  # nothing half-built
+
+
+def test_the_kept_networks_stay_within_their_budget_the_least_recently_used_going_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    from mobilenet.latency.backends import base
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    first, second, third = (ArchConfig(alpha=0.25, resolution=r) for r in (64, 96, 128))
+
+    def kept(cfg: ArchConfig) -> object:
+        return base.kept_predictor(cfg, "onnxruntime", "fp32", threads=1, distributions=("onnxruntime", "torch"))
+
+    root = tmp_path / base.KEPT_NETWORK_FOLDER
+    kept(first)
+    [first_folder] = root.iterdir()
+    kept(second)
+    second_folder = next(f for f in root.iterdir() if f != first_folder)
+    sizes = {f: sum(p.stat().st_size for p in f.iterdir()) for f in (first_folder, second_folder)}
+    os.utime(first_folder, (1, 1))
+    os.utime(second_folder, (2, 2))
+    kept(first)  # used again: now the most recent of the two
+    # Room for two (the three are one size: resolution changes no weight): a third evicts the
+    # least recently used, the second.
+    monkeypatch.setattr(base, "KEPT_NETWORK_BYTES", sum(sizes.values()) + 4096)
+    kept(third)
+    assert first_folder.exists() and not second_folder.exists()
+    assert len(list(root.iterdir())) == 2
 
 
 def fake_measure(calls: list[tuple[str, str, int, int | None]]) -> Callable[..., Calibration]:

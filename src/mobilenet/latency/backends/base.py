@@ -133,6 +133,9 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
 
 
 KEPT_NETWORK_FOLDER = "choose-networks"  # under the cache directory: the networks choose times (kept_predictor)
+# At most this much is kept there, the least recently used going first: every published
+# architecture in one runtime and precision is about 350 MB at fp32 (ONNX Runtime, 34 networks).
+KEPT_NETWORK_BYTES = 1 << 30
 EXPORTERS = ("torch", "onnx", "onnxscript")  # whose versions every network's file depends on, besides its runtime's
 
 
@@ -169,6 +172,7 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     path = folder / f"model{writer.SUFFIXES[0]}"
     with contextlib.suppress(DamagedFileError, OSError):
         if verify_checksums(path):
+            os.utime(folder)  # used: the last to go (_evict_least_recently_used)
             return load(path, precision, threads)
     calibration = None
     if file_precision == "int8":
@@ -192,9 +196,29 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
             os.replace(building, folder)  # whole or not at all, for a process reading it next
         except OSError:  # another process kept it first
             return load(built, precision, threads)
+        _evict_least_recently_used(folder.parent, KEPT_NETWORK_BYTES, keep=folder)
         return load(path, precision, threads)
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def _evict_least_recently_used(root: Path, budget: int, *, keep: Path) -> None:
+    """Remove the least recently used kept networks under ``root`` until the rest take at most
+    ``budget`` bytes; never ``keep`` (the one just written), nor one being built."""
+    kept = []
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            kept.append((folder.stat().st_mtime, size, folder))
+    total = sum(size for _, size, _ in kept)
+    for _, size, folder in sorted(kept, key=lambda k: k[0]):
+        if total <= budget:
+            break
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
 
 
 class Backend:
