@@ -554,6 +554,20 @@ def test_the_kept_networks_stay_within_their_budget_the_least_recently_used_goin
     assert len(list(root.iterdir())) == 2
 
 
+def test_a_cache_that_cannot_be_written_still_times_the_network(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Keeping is a saving, not a need: where the cache cannot hold the file, it is built for the call."""
+    from mobilenet.latency.backends import kept_predictor
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    predictor = kept_predictor(ArchConfig(alpha=0.25, resolution=64), "onnxruntime", "fp32", threads=1,
+                               distributions=("onnxruntime", "torch"))
+    assert predictor(torch.rand(1, 3, 64, 64)).shape == (1, 1000)  # type: ignore[operator]
+
+
 def fake_measure(calls: list[tuple[str, str, int, int | None]]) -> Callable[..., Calibration]:
     def measure(runtime: str, precision: str, *, batch_size: int, threads: int | None, log: object) -> Calibration:
         calls.append((runtime, precision, batch_size, threads))
