@@ -95,11 +95,7 @@ def make_predictor(
             "domain you will run on (never the images you evaluate on)"
         )
     model = model.eval()
-    calibration = None
-    if precision == "int8":
-        from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
-
-        calibration = calibration_tensor(list(calibration_images or ()), _preprocess_for(model, preprocess))
+    calibration = int8_calibration(model, calibration_images, preprocess) if precision == "int8" else None
 
     def build(name: str) -> Predictor:
         return _build(model, name, precision, calibration, threads)
@@ -125,6 +121,14 @@ def make_predictor(
     return predictor
 
 
+def int8_calibration(model: MobileNetV1, images: Sequence[Path] | None, preprocess: Any = None) -> Any:
+    """The calibration batch an int8 file is quantized on: ``images`` (the first 300) loaded with
+    ``preprocess`` (default: the model's own)."""
+    from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
+
+    return calibration_tensor(list(images or ()), _preprocess_for(model, preprocess))
+
+
 def _preprocess_for(model: MobileNetV1, preprocess: Any) -> Any:
     if preprocess is not None:
         return preprocess
@@ -138,16 +142,27 @@ def _build(model: MobileNetV1, runtime: str, precision: str, calibration: Any, t
     cls = predictor_class(runtime)
     if runtime == "torch":
         return cls(model, precision, threads)
-    fmt = runtime_format(runtime)
-    assert fmt is not None
-    writer = format_module(fmt)
-    # bf16 is a runtime setting on an fp32 file.
-    file_precision = "fp32" if precision == "bf16" else precision
-    options: dict[str, Any] = {"portable_int8": None} if fmt in PORTABLE_INT8_FORMATS else {}
     with tempfile.TemporaryDirectory(prefix="mobilenet-") as tmp:
-        path = Path(tmp) / f"model{writer.SUFFIXES[0]}"
-        writer.write(model, path, precision=file_precision, calibration=calibration, **options)
-        return cls.from_file(path, precision, threads)
+        return cls.from_file(write_runtime_file(model, runtime, precision, calibration, Path(tmp)), precision, threads)
+
+
+def file_precision(precision: str) -> str:
+    """The precision of the file a runtime runs ``precision`` from: bf16 is a runtime setting on an fp32 file."""
+    return "fp32" if precision == "bf16" else precision
+
+
+def write_runtime_file(model: MobileNetV1, runtime: str, precision: str, calibration: Any, folder: Path) -> Path:
+    """Write the file ``runtime`` (one that reads files: not torch) runs ``model`` from at
+    ``precision`` into ``folder`` (int8: quantized on ``calibration``, ``int8_calibration``);
+    returns its main path (``from_file``'s argument)."""
+    fmt = runtime_format(runtime)
+    if fmt is None:
+        raise InputError(f"{runtime} runs the model in process, from no file")
+    writer = format_module(fmt)
+    options: dict[str, Any] = {"portable_int8": None} if fmt in PORTABLE_INT8_FORMATS else {}
+    path = folder / f"model{writer.SUFFIXES[0]}"
+    writer.write(model, path, precision=file_precision(precision), calibration=calibration, **options)
+    return path
 
 
 def predictor_from_file(

@@ -134,7 +134,7 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
 
 KEPT_NETWORK_FOLDER = "choose-networks"  # under the cache directory: the networks choose times (kept_predictor)
 # At most this much is kept there, the least recently used going first: every published
-# architecture in one runtime and precision is about 350 MB at fp32 (ONNX Runtime, 34 networks).
+# architecture in one runtime and precision took 348 MB here at fp32 (ONNX Runtime, 37 files).
 KEPT_NETWORK_BYTES = 1 << 30
 EXPORTERS = ("torch", "onnx", "onnxscript")  # whose versions every network's file depends on, besides its runtime's
 
@@ -149,46 +149,37 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     and is most of what a ``choose`` call costs, while a time does not depend on the weights. Kept
     with checksums: a damaged file is built again, never loaded. PyTorch, which compiles rather
     than exports, keeps its own programs (``mobilenet.optimize``)."""
-    from mobilenet.deploy.formats import format_module  # noqa: PLC0415 - the runtimes import heavy packages
-    from mobilenet.deploy.integrity import DamagedFileError, checksum_lines, sidecar, verify_checksums  # noqa: PLC0415
-    from mobilenet.deploy.optional import package_version  # noqa: PLC0415
-    from mobilenet.deploy.runtime import PORTABLE_INT8_FORMATS, make_predictor  # noqa: PLC0415
+    from mobilenet.deploy.integrity import SUFFIX, DamagedFileError, checksum_lines, sidecar, verify_checksums  # noqa: PLC0415
+    from mobilenet.deploy.optional import package_version  # noqa: PLC0415 - the runtimes import heavy packages
+    from mobilenet.deploy.runtime import file_precision, int8_calibration, make_predictor, write_runtime_file  # noqa: PLC0415
     from mobilenet.deploy.runtimes import check_precision, predictor_class, runtime_format  # noqa: PLC0415
     from mobilenet.model import MobileNetV1  # noqa: PLC0415
     from mobilenet.version import __version__  # noqa: PLC0415
     from mobilenet.weights import cache_dir  # noqa: PLC0415
 
     model = MobileNetV1(arch_cfg).eval()
-    fmt = runtime_format(runtime)
-    if fmt is None:
+    if runtime_format(runtime) is None:
         return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
     check_precision(runtime, precision)
-    writer, load = format_module(fmt), predictor_class(runtime).from_file
-    file_precision = "fp32" if precision == "bf16" else precision  # bf16 is a runtime setting on an fp32 file
+    load, stored = predictor_class(runtime).from_file, file_precision(precision)
     versions = {name: package_version(name) for name in sorted({*EXPORTERS, *distributions})}
-    key = json.dumps([runtime, file_precision, arch_cfg.to_dict(), versions, __version__], sort_keys=True)
+    key = json.dumps([runtime, stored, arch_cfg.to_dict(), versions, __version__], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    folder = cache_dir() / KEPT_NETWORK_FOLDER / f"{runtime}-{file_precision}-{digest}"
-    path = folder / f"model{writer.SUFFIXES[0]}"
-    with contextlib.suppress(DamagedFileError, OSError):
+    folder = cache_dir() / KEPT_NETWORK_FOLDER / f"{runtime}-{stored}-{digest}"
+    with contextlib.suppress(DamagedFileError, OSError, StopIteration):
+        listing = next(folder.glob(f"*{SUFFIX}"))  # the main file's checksums, named after it
+        path = listing.with_name(listing.name.removesuffix(SUFFIX))
         if verify_checksums(path):
             os.utime(folder)  # used: the last to go (_evict_least_recently_used)
             return load(path, precision, threads)
-    calibration = None
-    if file_precision == "int8":
-        from mobilenet.deploy.quantize import calibration_tensor  # noqa: PLC0415
-        from mobilenet.preprocess import preprocess_for  # noqa: PLC0415
-
-        calibration = calibration_tensor(list(calibration_images or ()), preprocess_for(model))
-    options: dict[str, Any] = {"portable_int8": None} if fmt in PORTABLE_INT8_FORMATS else {}
+    calibration = int8_calibration(model, calibration_images) if stored == "int8" else None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     except OSError:  # a read-only cache: built for this call only
         return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
     try:
-        built = building / path.name
-        writer.write(model, built, precision=file_precision, calibration=calibration, **options)
+        built = write_runtime_file(model, runtime, precision, calibration, building)
         files = sorted(p for p in building.iterdir() if p.is_file())
         sidecar(built).write_text(checksum_lines((p, p.name) for p in files), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)  # a damaged copy
@@ -197,7 +188,7 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
         except OSError:  # another process kept it first
             return load(built, precision, threads)
         _evict_least_recently_used(folder.parent, KEPT_NETWORK_BYTES, keep=folder)
-        return load(path, precision, threads)
+        return load(folder / built.name, precision, threads)
     finally:
         shutil.rmtree(building, ignore_errors=True)
 
