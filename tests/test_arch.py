@@ -128,3 +128,14 @@ def test_keras_padding_sizes():
     for size in (128, 160, 192, 224, 256):
         sizes = [layer.out_size for layer in arch.layers(arch.ArchConfig(resolution=size, padding="keras"))]
         assert sizes == [layer.out_size for layer in arch.layers(arch.ArchConfig(resolution=size))]
+
+
+def test_a_workload_forgets_only_the_settings_that_change_no_work() -> None:
+    """TF's checkpoints and Keras' ports of them (bn_eps 1e-3 and 1e-5) are one workload: timed
+    and kept once. Anything that changes a shape or the work stays apart."""
+    keras_like = ArchConfig(alpha=0.5, resolution=128, bn_eps=1e-5, bn_momentum=0.01, dropout=0.2)
+    assert keras_like.workload() == ArchConfig(alpha=0.5, resolution=128).workload()
+    assert keras_like.workload().bn_eps == ArchConfig().bn_eps
+    for change in ({"alpha": 0.75}, {"resolution": 160}, {"padding": "symmetric"}, {"num_classes": 10},
+                   {"variant": "conv"}, {"activation": "relu"}):
+        assert keras_like.replace(**change).workload() != keras_like.workload(), change

@@ -517,6 +517,10 @@ def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
 
     first = kept()(x)  # type: ignore[operator]
     assert torch.equal(kept()(x), first) and len(writes) == 1  # type: ignore[operator]
+    # Keras' port of a TF checkpoint differs only in BatchNorm's epsilon: the same work, one file.
+    keras_copy = kept_predictor(cfg.replace(bn_eps=1e-5, dropout=0.2), "onnxruntime", "fp32", threads=1,
+                                distributions=("onnxruntime", "torch"))
+    assert torch.equal(keras_copy(x), first) and len(writes) == 1  # type: ignore[operator]
     [kept_file] = (tmp_path / "choose-networks").glob("*/model.onnx")
     data = bytearray(kept_file.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -100,6 +100,9 @@ def conv_padding(padding: Padding, size: int, kernel: int, stride: int, *, stem:
     raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
 
 
+NUMERIC_ONLY = ("bn_eps", "bn_momentum", "dropout")  # settings that change no shape and no work (ArchConfig.workload)
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """Every choice that changes the network. Validated on construction.
@@ -193,6 +196,12 @@ class ArchConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return ArchConfig(**values)
+
+    def workload(self) -> ArchConfig:
+        """This architecture with the settings that change only its numbers (BatchNorm's epsilon
+        and momentum, dropout) at their defaults: networks of one workload do the same work, so
+        they run alike (TF's checkpoints and Keras' ports of them differ only in ``bn_eps``)."""
+        return self.replace(**{f.name: f.default for f in fields(self) if f.name in NUMERIC_ONLY})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form, stored in checkpoints and safetensors metadata."""

@@ -50,10 +50,9 @@ class Candidate:
     measured_ms: float | None = None
 
     @property
-    def shape(self) -> tuple[Any, ...]:
+    def shape(self) -> ArchConfig:
         """What its latency depends on: models alike in this run alike."""
-        d = self.arch_cfg.to_dict()
-        return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in ("bn_eps", "bn_momentum", "dropout"))
+        return self.arch_cfg.workload()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "model": self.arch_cfg.name, "top1": self.top1,
@@ -144,7 +143,7 @@ def choose_from(
     # Nothing predicted near the budget: the fastest is timed before refusing (the machine may be
     # running faster than when it was calibrated, below).
     within = within or [fastest]
-    measured: dict[tuple[Any, ...], float] = {}
+    measured: dict[ArchConfig, float] = {}
     predicted = {c.shape: c.predicted_ms for c in found}
     for _ in range(MAX_ROUNDS):
         shapes = list(dict.fromkeys(c.shape for c in within if c.shape not in measured))[:measure_best]
@@ -223,15 +222,16 @@ def measure_architectures(
         from mobilenet.latency.backends import BACKENDS, kept_predictor  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415
 
-        images = sample_photos() if precision == "int8" and any(cfg not in built for cfg in configs) else None
+        workloads = [cfg.workload() for cfg in configs]
+        images = sample_photos() if precision == "int8" and any(w not in built for w in workloads) else None
         with torch_threads_kept():  # PyTorch's predictors set the process's thread count
-            for cfg in configs:
-                if cfg not in built:
-                    predictor = kept_predictor(cfg, runtime, precision, threads=threads, calibration_images=images,
+            for w in workloads:
+                if w not in built:
+                    predictor = kept_predictor(w, runtime, precision, threads=threads, calibration_images=images,
                                                distributions=BACKENDS[runtime].distributions)
-                    x = torch.rand(batch_size, cfg.in_channels, *cfg.resolution)
-                    built[cfg] = lambda p=predictor, x=x: p(x)
-            samples = time_interleaved([built[cfg] for cfg in configs], seconds=seconds, min_runs=5)
+                    x = torch.rand(batch_size, w.in_channels, *w.resolution)
+                    built[w] = lambda p=predictor, x=x: p(x)
+            samples = time_interleaved([built[w] for w in workloads], seconds=seconds, min_runs=5)
         return [Timing.from_seconds(s).median_ms for s in samples]
 
     return timer

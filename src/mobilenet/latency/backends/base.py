@@ -134,7 +134,8 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
 
 KEPT_NETWORK_FOLDER = "choose-networks"  # under the cache directory: the networks choose times (kept_predictor)
 # At most this much is kept there, the least recently used going first: every published
-# architecture in one runtime and precision took 348 MB here at fp32 (ONNX Runtime, 37 files).
+# architecture in one runtime and precision took 348 MB here at fp32 (ONNX Runtime, 37 files, before
+# TF's and Keras' copies of one shape shared theirs).
 KEPT_NETWORK_BYTES = 1 << 30
 EXPORTERS = ("torch", "onnx", "onnxscript")  # whose versions every network's file depends on, besides its runtime's
 
@@ -143,7 +144,7 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
                    distributions: Sequence[str], calibration_images: Sequence[Path] | None = None) -> Any:
     """A predictor of a MobileNet of ``arch_cfg`` with random weights in ``runtime`` at
     ``precision``, for timing: the predictor ``make_predictor`` builds, from a file kept under the
-    cache directory by architecture, runtime, precision and the versions of the project and of
+    cache directory by workload (``ArchConfig.workload``), runtime, precision and the versions of the project and of
     the packages that write and run it (``distributions``, with the exporters). Exporting takes
     seconds a network (the ONNX exporter 4-7 s here; LiteRT's and ExecuTorch's conversions more)
     and is most of what a ``choose`` call costs, while a time does not depend on the weights. Kept
@@ -157,6 +158,7 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     from mobilenet.version import __version__  # noqa: PLC0415
     from mobilenet.weights import cache_dir  # noqa: PLC0415
 
+    arch_cfg = arch_cfg.workload()  # TF's checkpoint and Keras' port of it: one file
     model = MobileNetV1(arch_cfg).eval()
     if runtime_format(runtime) is None:
         return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
