@@ -31,10 +31,7 @@ Variants (``--variant``), each "now" against "before":
   blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind;
 * ``handover``: the call's cost per byte of input and output handed over, from call probes at
   several sizes and taken off every probe and network (``Backend.handover_precisions``: ExecuTorch's fp32), or
-  the call's fixed cost alone, in any runtime;
-* ``pure-handover``: that cost per byte fitted to the call probes' time less their own 1x1
-  conv's, as its fitted roofline predicts it, or to their whole time (the conv's streaming
-  counted as handing over).
+  the call's fixed cost alone, in any runtime.
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
@@ -68,7 +65,6 @@ VARIANTS = {
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
     "channel-blocks": ("blocked and unblocked convs", "one kernel per conv kind"),
     "handover": ("a cost per byte handed over", "a call's fixed cost only"),
-    "pure-handover": ("the call probe's conv taken off", "the call probes' whole time"),
 }
 
 
@@ -103,9 +99,6 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "handover":
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"handover": False}))  # noqa: E731
-    elif variant == "pure-handover":
-        name, module, real = "without_own_layer", calibrate, calibrate.without_own_layer
-        replacement = lambda calls, probes, rooflines, batch_size: list(calls)  # noqa: E731
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -204,8 +197,7 @@ def main() -> None:
     timed, measured, profiles = measurement["timed"], measurement["measured_ms"], measurement["profiles"]
 
     # The model's fit, as the runtime's backend asks for it; ``handover`` judges the term itself.
-    hands_over = args.variant in ("handover", "pure-handover") \
-        or args.precision in BACKENDS[args.runtime].handover_precisions
+    hands_over = args.variant == "handover" or args.precision in BACKENDS[args.runtime].handover_precisions
 
     def fitted() -> calibrate.Calibration:
         return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,

@@ -258,9 +258,9 @@ def test_the_fit_recovers_the_constants_that_made_the_measurements() -> None:
 def test_a_calls_cost_per_byte_handed_over_is_fitted_from_the_call_probes_and_taken_off_every_probe() -> None:
     """Probe times made by known rooflines plus a call that costs 8 µs and 1 s per 5 GB of input
     and output handed over (ExecuTorch's order, docs/latency.md): the call probes at several
-    sizes, less their own conv's time, give both back, the rooflines come back exactly, and a
-    network's call pays for its image; fitted as a fixed cost alone, the probes' handover lands in
-    the rooflines. ExecuTorch's backend asks for it at fp32, the others' do not."""
+    sizes give both back, the rooflines come back exactly, and a network's call pays for its
+    image; fitted as a fixed cost alone, the probes' handover lands in the rooflines. ExecuTorch's
+    backend asks for it at fp32, the others' do not."""
     from mobilenet.latency.backends import BACKENDS
     from mobilenet.latency.model import handed_bytes
 
@@ -274,9 +274,8 @@ def test_a_calls_cost_per_byte_handed_over_is_fitted_from_the_call_probes_and_ta
         for size in probe.sizes:
             layers = probe.layers(size)
             seconds = call_s + handed_bytes(layers, 4) / handover
-            # (the call probe's own 1x1 conv streams the very bytes it hands over: taken off too)
-            roof = truth["pointwise" if probe.kernel == "call" else probe.kernel]
-            seconds += sum(roof.seconds(layer_work(x, 1, 4)) for x in layers)
+            if probe.kernel != "call":
+                seconds += sum(truth[probe.kernel].seconds(layer_work(x, 1, 4)) for x in layers)
             timed.append(Timed(probe, size, seconds))
     assert len({t.size for t in timed if t.probe.kernel == "call"}) > 1, "the call probe runs at several sizes"
     fitted = fit("executorch", "fp32", 1, 1, timed, handover=True)

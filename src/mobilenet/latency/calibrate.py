@@ -39,21 +39,16 @@ from mobilenet.latency.model import (
     CONV_KERNELS,
     UNBLOCKED,
     Calibration,
-    call_seconds,
     element_bytes,
     fills_blocks,
     handed_bytes,
     input_bytes,
     kernel_of,
-    predict_layer,
     predict_with,
 )
 from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
 
 DEFAULT_BUDGET_S = 60.0
-# At most, of taking the call probes' own conv off their cost per byte (``fit``): a round takes
-# a third of what is left off the call's fixed cost, which the conv's overhead shares.
-HANDOVER_ROUNDS = 20
 SECONDS_PER_SHAPE = 0.12  # timed per probe and input size, interleaved in settled blocks
 TIMING_COST = 2.5  # wall seconds per timed second and probe: warm-up calls, settling
 # The timing phase as estimated from each probe's first call, with room for the estimate's miss:
@@ -189,98 +184,61 @@ def fit(
     size_of = element_bytes(runtime, precision)
     networks = [t for t in timed if isinstance(t.probe, NetworkProbe)]
     timed = [t for t in timed if not isinstance(t.probe, NetworkProbe)]
-    call_probes = [t for t in timed if t.probe.kernel == "call"]
     calls = [CallMeasurement(handed_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.seconds)
-             for t in call_probes]
+             for t in timed if t.probe.kernel == "call"]
+    fixed, handover_bytes_per_s = fit_handover(calls) if handover else (_smallest_call_s(calls), math.inf)
+    # Every probe makes a call, so none can take less than one: a call probe slowed by a burst of
+    # load elsewhere is held to the quickest probe rather than taken off every other.
+    call_s = min(fixed, *(t.seconds for t in timed))
+
+    def own_call_s(layers: Sequence[LayerCost]) -> float:  # what a probe's call costs beyond its layers
+        return call_s + handed_bytes(layers, size_of) / handover_bytes_per_s
+
     feeds = [CallMeasurement(input_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.feed_seconds)
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
-
-    def rooflines_given(fixed: float, handover_bytes_per_s: float) -> Calibration:
-        """Every kernel's roofline, once a call's own cost is known."""
-        # Every probe makes a call, so none can take less than one: a call probe slowed by a burst
-        # of load elsewhere is held to the quickest probe rather than taken off every other.
-        call_s = min(fixed, *(t.seconds for t in timed))
-
-        def own_call_s(layers: Sequence[LayerCost]) -> float:  # what a probe's call costs beyond its layers
-            return call_s + handed_bytes(layers, size_of) / handover_bytes_per_s
-
-        in_place = []
-        for t in networks:
-            layers = t.probe.layers(t.size, batch_size, size_of)
-            # (a profile that does not split into the network's layers, a runtime fusing what the
-            # op tables do not know, is left out: those kernels are fitted to their probes)
-            if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
-                continue
-            # The profile splits the network's time among its layers; the interleaved timing says
-            # how long the whole took (the profile ran apart, perhaps in a faster or slower spell).
-            scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
-            in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
-                         for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
-        profiled = {m.kernel for m in in_place}
-        probed = []
-        for t in timed:
-            layers = t.probe.layers(t.size, batch_size, size_of)
-            kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
-            if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
-                kernel += UNBLOCKED
-            if t.probe.kernel != "call" and kernel not in profiled:
-                probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S)))
-        if not in_place + probed:
-            raise InputError("a calibration needs at least one probe of a layer, not only the call")
-        fitted = fit_kernels(in_place + probed, batch_size, size_of)
-        return Calibration(
-            runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
-            call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
-            fixed_batch=fixed_batch, channel_blocks=dict(channel_blocks or {}),
-            fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
-        )
-
-    if not handover:
-        rooflines = rooflines_given(_smallest_call_s(calls), math.inf)
-    else:
-        rooflines = rooflines_given(*fit_handover(calls))
-        if math.isfinite(rooflines.handover_bytes_per_s):
-            # The call probe's 1x1 conv streams the very bytes the call hands over, so the cost per
-            # byte fitted to the call probes holds the conv's streaming too, and taking it off every
-            # probe took too much from those that hand over most for their work (the stem, the
-            # strided depthwise, the pool). Its conv's time by its fitted roofline taken off, what
-            # is left is the handover alone.
-            # (each round's rooflines predict the conv better: a few rounds settle it)
-            for _ in range(HANDOVER_ROUNDS):
-                before = rooflines
-                rooflines = rooflines_given(*fit_handover(without_own_layer(calls, call_probes, rooflines,
-                                                                            batch_size)))
-                if not math.isfinite(rooflines.handover_bytes_per_s) or (
-                        math.isclose(rooflines.handover_bytes_per_s, before.handover_bytes_per_s, rel_tol=1e-4)
-                        and math.isclose(rooflines.call_s, before.call_s, rel_tol=1e-4)):
-                    break
+    in_place = []
+    for t in networks:
+        layers = t.probe.layers(t.size, batch_size, size_of)
+        # (a profile that does not split into the network's layers, a runtime fusing what the
+        # op tables do not know, is left out: those kernels are fitted to their probes)
+        if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
+            continue
+        # The profile splits the network's time among its layers; the interleaved timing says how
+        # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
+        scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
+        in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
+                     for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
+    profiled = {m.kernel for m in in_place}
+    probed = []
+    for t in timed:
+        layers = t.probe.layers(t.size, batch_size, size_of)
+        kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
+        if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
+            kernel += UNBLOCKED
+        if t.probe.kernel != "call" and kernel not in profiled:
+            probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S)))
+    if not in_place + probed:
+        raise InputError("a calibration needs at least one probe of a layer, not only the call")
+    fitted = fit_kernels(in_place + probed, batch_size, size_of)
+    rooflines = Calibration(
+        runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
+        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
+        fixed_batch=fixed_batch,
+        channel_blocks=dict(channel_blocks or {}),
+        fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
+    )
     if not networks:
         return rooflines
     in_network = fit_in_network([
         NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
-                           max(t.seconds - call_seconds(rooflines, 0, handed_bytes(t.probe.layers(t.size, batch_size,
-                                                                                                   size_of), size_of)),
-                               FLOOR_S))
+                           max(t.seconds - own_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
         for t in networks
-    ], in_place=set(rooflines.fit["profiled_in_networks"]))
+    ], in_place=profiled)
     fit_info = {**rooflines.fit, "in_network": {
         "networks": len(networks), "rmspe_before": in_network.rmspe_before, "rmspe_after": in_network.rmspe_after,
         "extra_call_s": in_network.extra_call_s}}
-    return replace(rooflines, in_network=in_network.factors, call_s=rooflines.call_s + in_network.extra_call_s,
-                   fit=fit_info)
-
-
-def without_own_layer(calls: Sequence[CallMeasurement], probes: Sequence[Timed], rooflines: Calibration,
-                      batch_size: int) -> list[CallMeasurement]:
-    """The call probes' times less their own layer's, as ``rooflines`` predict it: what handing
-    their input over and their output back took."""
-    out = []
-    for call, t in zip(calls, probes, strict=True):
-        layer_s = sum(predict_layer(rooflines, layer, batch_size).predicted_ms / 1e3
-                      for layer in t.probe.layers(t.size, batch_size, rooflines.element_bytes))
-        out.append(CallMeasurement(call.io_bytes, max(call.seconds - layer_s, FLOOR_S)))
-    return out
+    return replace(rooflines, in_network=in_network.factors, call_s=call_s + in_network.extra_call_s, fit=fit_info)
 
 
 def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:

@@ -78,7 +78,7 @@ class Probe:
         if self.kernel == "call":
             pair = cost.layer_comparison(1, CALL_CHANNELS, CALL_CHANNELS, size, 1, "symmetric",
                                          bytes_per_element=bytes_per_element, batch_size=batch_size)
-            return (pair.pointwise,)
+            return (pair.standard,)
         c_in = 3 if self.kernel == "stem" else self.channels
         pair = cost.layer_comparison(arch.KERNEL_SIZE, c_in, self.channels, size, self.stride, PADDING,
                                      bytes_per_element=bytes_per_element, batch_size=batch_size)
