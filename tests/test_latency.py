@@ -502,7 +502,8 @@ def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     """Exporting is most of a choose call: a second call loads the kept file (the same random
-    weights, so the very same logits), and a damaged file is exported again, never loaded."""
+    weights, so the very same logits), and a damaged file, or one written by code since changed,
+    is exported again, never loaded."""
     from mobilenet.deploy.formats import onnx as onnx_format
     from mobilenet.latency.backends import kept_predictor
 
@@ -528,6 +529,11 @@ def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
     rebuilt = kept()(x)  # type: ignore[operator]
     assert len(writes) == 2 and not torch.equal(rebuilt, first)  # new random weights: a new file
     assert [p.name for p in (tmp_path / "choose-networks").iterdir()] == [kept_file.parent.name]  # nothing half-built
+    from mobilenet.latency.backends import base
+
+    monkeypatch.setattr(base, "writers_digest", lambda: "an exporter changed since")
+    kept()
+    assert len(writes) == 3, "a change to the project's code that writes the file exports it again"
 
 
 def test_the_kept_networks_stay_within_their_budget_the_least_recently_used_going_first(
@@ -668,7 +674,7 @@ def test_a_converted_probe_is_kept_and_a_damaged_one_is_built_again(
 ) -> None:
     from torch import nn
 
-    from mobilenet.latency.backends import PROBE_FOLDER, LiteRtBackend
+    from mobilenet.latency.backends import PROBE_FOLDER, LiteRtBackend, base
 
     monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
     backend = LiteRtBackend.__new__(LiteRtBackend)  # (no converter needed to keep its bytes)
@@ -691,6 +697,9 @@ def test_a_converted_probe_is_kept_and_a_damaged_one_is_built_again(
         kept.write_bytes(kept.read_bytes()[:-3])  # truncated
     assert backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8)) == b"probe file 8"
     assert built == [8, 16, 8, 8], "a damaged file is built again, never loaded"
+    monkeypatch.setattr(base, "writers_digest", lambda: "an exporter changed since")
+    backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8))
+    assert built == [8, 16, 8, 8, 8], "a change to the project's code that writes the file builds it again"
 
 
 @pytest.mark.slow

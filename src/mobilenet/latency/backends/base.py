@@ -6,6 +6,7 @@ per runtime beside this one)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -99,6 +100,24 @@ def _with_probe_weights(module: nn.Module) -> nn.Module:
     return module
 
 
+# The project's own code that writes the files kept below (the network's modules, their
+# preparation, the exporters and quantizers, the probes' lowering): a change there builds the
+# files again, as a new converter version does, where a kept file would otherwise outlive it.
+FILE_WRITERS = ("model.py", "prepare.py", "deploy", "latency/backends")
+
+
+@functools.cache
+def writers_digest() -> str:
+    """A digest of ``FILE_WRITERS``' sources, part of every kept file's key."""
+    package = Path(__file__).resolve().parents[2]  # .../mobilenet
+    digest = hashlib.sha256()
+    for name in FILE_WRITERS:
+        top = package / name
+        for path in sorted(top.rglob("*.py")) if top.is_dir() else [top]:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 MAX_SIDE = 512  # the largest input side a resized probe serves, unless told (``Backend.load``)
 PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, kept (see ``kept_build``)
 
@@ -109,15 +128,15 @@ def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions
     input's, with whatever else the file depends on), kept under the cache directory for the next
     calibration. Converting a probe takes LiteRT seconds (7-8 s a network) and ExecuTorch's int8
     lowering more (29-57 s a network), which alone fills a calibration's budget, while the file
-    depends only on the probe's structure and the converters' versions (the weights, random,
-    do not change a time). Stored with a SHA-256 digest: a damaged or truncated file is built
-    again, never loaded."""
+    depends only on the probe's structure, the converters' versions and the code that writes it
+    (``writers_digest``; the weights, random, do not change a time). Stored with a SHA-256
+    digest: a damaged or truncated file is built again, never loaded."""
     from mobilenet.deploy.optional import package_version  # noqa: PLC0415
     from mobilenet.files import write_bytes  # noqa: PLC0415
     from mobilenet.weights import cache_dir  # noqa: PLC0415
 
     versions = {name: package_version(name) for name in distributions}
-    key = json.dumps([kind, repr(module), list(shape), versions], sort_keys=True)
+    key = json.dumps([kind, repr(module), list(shape), versions, writers_digest()], sort_keys=True)
     path = cache_dir() / PROBE_FOLDER / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.bin"
     try:
         kept = path.read_bytes()
@@ -144,8 +163,9 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
                    distributions: Sequence[str], calibration_images: Sequence[Path] | None = None) -> Any:
     """A predictor of a MobileNet of ``arch_cfg`` with random weights in ``runtime`` at
     ``precision``, for timing: the predictor ``make_predictor`` builds, from a file kept under the
-    cache directory by workload (``ArchConfig.workload``), runtime, precision and the versions of the project and of
-    the packages that write and run it (``distributions``, with the exporters). Exporting takes
+    cache directory by workload (``ArchConfig.workload``), runtime, precision, the versions of the
+    project and of the packages that write and run it (``distributions``, with the exporters) and
+    the project's code that writes it (``writers_digest``). Exporting takes
     seconds a network (the ONNX exporter 4-7 s here; LiteRT's and ExecuTorch's conversions more)
     and is most of what a ``choose`` call costs, while a time does not depend on the weights. Kept
     with checksums: a damaged file is built again, never loaded. PyTorch, which compiles rather
@@ -165,7 +185,7 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     check_precision(runtime, precision)
     load, stored = predictor_class(runtime).from_file, file_precision(precision)
     versions = {name: package_version(name) for name in sorted({*EXPORTERS, *distributions})}
-    key = json.dumps([runtime, stored, arch_cfg.to_dict(), versions, __version__], sort_keys=True)
+    key = json.dumps([runtime, stored, arch_cfg.to_dict(), versions, __version__, writers_digest()], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     folder = cache_dir() / KEPT_NETWORK_FOLDER / f"{runtime}-{stored}-{digest}"
     with contextlib.suppress(DamagedFileError, OSError, StopIteration):
