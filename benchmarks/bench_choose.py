@@ -4,8 +4,13 @@ For one runtime, precision, thread count and batch size:
 
 1. every published model's architecture that ``choose`` could pick is built and timed, all of
    them interleaved in settled blocks (the exhaustive answer's measurements);
-2. ten budgets are spread geometrically between the fastest and the slowest measured
-   architecture, so that each one separates candidates;
+2. ten budgets are spread geometrically over the range from the fastest to the slowest measured
+   architecture, one in the middle of each tenth of it (``--placement cells``), so that each one
+   separates candidates and none sits on a model's time by construction. (Until 2026-12-04 the
+   first and last budgets were 5% over the fastest and 2% under the slowest, ``--placement
+   ends``: the last one then asks every run whether the slowest model measures 2% faster in
+   ``choose``'s brief timing than in the exhaustive pass, a coin toss that decided 3 of the 6
+   runs' misses that night, docs/latency.md §4);
 3. at each budget ``mobilenet.latency.choose`` runs as a user runs it (calibrated predictions,
    then the best few timed briefly), and its pick is compared with the exhaustive one: the most
    accurate candidate whose exhaustively measured time fits.
@@ -64,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = time_all("before the budgets")
     margin = margin_for(calibration)
     print(f"[choose] choose times candidates predicted up to {margin:.0%} over a budget", file=sys.stderr)
-    fastest, slowest = min(measured.values()), max(measured.values())
-    # Geometric between just above the fastest and just below the slowest: every budget fits something.
-    budgets = np.geomspace(fastest * 1.05, slowest * 0.98, args.budgets).tolist()
+    budgets = spread_budgets(min(measured.values()), max(measured.values()), args.budgets, args.placement)
 
     # Several --choose-seconds are compared in one run: at each budget choose runs once per
     # setting, in alternating order, so that the machine's drift falls on each alike.
@@ -141,9 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "choose_seconds": settings,
                   "margin": margin, "architectures_ms": {first.name: measured[first.shape] for first in firsts},
                   "architectures_ms_again": {first.name: again[first.shape] for first in firsts},
-                  "budgets": rows, "by_choose_seconds": by_setting, "exhaustive_passes_agree": len(steady)}
+                  "placement": args.placement, "budgets": rows, "by_choose_seconds": by_setting,
+                  "exhaustive_passes_agree": len(steady)}
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def spread_budgets(fastest: float, slowest: float, count: int, placement: str = "cells") -> list[float]:
+    """``count`` budgets (ms) spread geometrically over [``fastest``, ``slowest``]: in the middle of
+    each of ``count`` equal cells ("cells"), or from 5% over the fastest to 2% under the slowest
+    ("ends"). Either way every budget fits at least the fastest."""
+    if placement == "ends":
+        return np.geomspace(fastest * 1.05, slowest * 0.98, count).tolist()
+    step = (slowest / fastest) ** (1 / count)
+    return [fastest * step ** (i + 0.5) for i in range(count)]
 
 
 def exhaustive_pick(found: Sequence[Candidate], measured: dict[Any, float], budget_ms: float) -> Candidate | None:
@@ -182,6 +196,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--budgets", type=int, default=10)
+    p.add_argument("--placement", choices=("cells", "ends"), default="cells",
+                   help="budgets in the middle of each of --budgets equal (geometric) cells of the range "
+                   "(the default), or from 5%% over the fastest to 2%% under the slowest (the runs before "
+                   "2026-12-04, night)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per architecture, exhaustive pass")
     p.add_argument("--choose-seconds", type=float, nargs="+", default=[MEASURE_SECONDS],
                    help="choose's --measure-seconds, its timing of each candidate; several are compared in one run")
