@@ -976,6 +976,34 @@ def test_choose_times_a_model_measured_near_the_budget_again_before_trusting_it(
     assert clear.name == "tf_0.75_192", "a clear fit is trusted at once"
 
 
+def test_a_pick_measured_near_the_budget_says_so_and_names_one_with_room_to_spare() -> None:
+    """Every budget bench_choose saw choose lose was a model within 5% of it: a pick that close is
+    flagged, with the most accurate model timed that has 5% to spare; a clear pick is not."""
+    from mobilenet.cli.latency import _table
+    from mobilenet.latency.ranking import Choice
+
+    budget = predicted_ms(0.75, 192) * 1.02
+
+    def near(configs: Sequence[ArchConfig]) -> list[float]:  # 0.75-192 fits by 3%
+        return [budget * 0.97 if c.alpha == 0.75 else predicted_ms(c.alpha, c.height) for c in configs]
+
+    found = candidates(SYNTHETIC_REGISTRY, fixed_calibration(), 1)
+    chosen, judged = choose_from(found, budget, timer=near, measure_best=3, log=lambda line: None)
+    choice = Choice(budget, fixed_calibration(), 1, chosen, tuple(judged))
+    assert chosen.arch_cfg.alpha == 0.75 and choice.borderline
+    safer = choice.with_headroom
+    assert safer is not None and safer.name == "tf_0.5_160"
+    assert safer.measured_ms is not None and safer.measured_ms <= budget * 0.95
+    assert choice.to_dict()["borderline"] and choice.to_dict()["with_headroom"]["name"] == "tf_0.5_160"
+    text = "\n".join(_table(choice))
+    assert "within 5% of the budget" in text and "tf_0.5_160" in text.split("note:")[1].splitlines()[0]
+    clear = dataclasses.replace(choice, chosen=dataclasses.replace(chosen, measured_ms=budget * 0.9))
+    assert not clear.borderline and clear.with_headroom is None and "note:" not in "\n".join(_table(clear))
+    alone = dataclasses.replace(choice, candidates=(chosen,))  # nothing else was timed
+    assert alone.borderline and alone.with_headroom is None
+    assert "no model timed here" in "\n".join(_table(alone))
+
+
 def test_choose_within_the_margin_measures_before_refusing() -> None:
     """A model predicted just over the budget may fit when measured: it is timed, not dropped."""
     budget = predicted_ms(0.25, 128) * 0.95

@@ -58,7 +58,7 @@ def run_choose(args: argparse.Namespace) -> int:
 
 
 def _table(choice: Any) -> list[str]:
-    from mobilenet.latency.ranking import MARGIN  # noqa: PLC0415 - imported with choose
+    from mobilenet.latency.ranking import BORDERLINE, MARGIN  # noqa: PLC0415 - imported with choose
 
     c, best = choice.calibration, choice.chosen
     lines = [
@@ -66,6 +66,15 @@ def _table(choice: Any) -> list[str]:
         f"threads: {c.threads or 'the runtime default'}",
         f"chosen: {best.name} ({best.arch_cfg.name}), published top-1 {best.top1:.1f}%, predicted "
         f"{best.predicted_ms:.3g} ms, measured {_ms(best.measured_ms)}",
+    ]
+    if choice.borderline:
+        safer = choice.with_headroom
+        lines.append(
+            f"note: measured within {BORDERLINE:.0%} of the budget, where a machine's own drift moves a time "
+            f"across it; with {BORDERLINE:.0%} to spare: "
+            + (f"{safer.name}, top-1 {safer.top1:.1f}%, measured {_ms(safer.measured_ms)}" if safer else
+               "no model timed here (raise --measure to time more)"))
+    lines += [
         f"timed for real: the best predicted to fit, and those predicted up to {choice.margin:.0%} over the budget "
         f"(twice the calibration's error on whole networks, at least {MARGIN:.0%})",
         "",

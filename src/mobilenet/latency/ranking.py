@@ -70,11 +70,29 @@ class Choice:
     candidates: tuple[Candidate, ...] = field(default=())
     margin: float = MARGIN
 
+    @property
+    def borderline(self) -> bool:
+        """Whether the chosen model measured within ``BORDERLINE`` of the budget: a time this close
+        moves across it with the machine's own speed. Every budget that ``bench_choose.py`` saw
+        ``choose`` lose on the Zen 5 was such a model (11 of 80, docs/latency.md §4)."""
+        measured = self.chosen.measured_ms
+        return measured is not None and measured > self.budget_ms * (1 - BORDERLINE)
+
+    @property
+    def with_headroom(self) -> Candidate | None:
+        """Where the pick is ``borderline``: the most accurate model timed here that measured at
+        least ``BORDERLINE`` under the budget (None where none was, or the pick is not borderline)."""
+        if not self.borderline:
+            return None
+        return most_accurate_fitting(self.candidates, lambda c: c.measured_ms, self.budget_ms * (1 - BORDERLINE))
+
     def to_dict(self) -> dict[str, Any]:
         c = self.calibration
+        safer = self.with_headroom
         return {"budget_ms": self.budget_ms, "runtime": c.runtime, "precision": c.precision,
                 "batch_size": self.batch_size, "threads": c.threads, "margin": self.margin,
-                "chosen": self.chosen.to_dict(),
+                "chosen": self.chosen.to_dict(), "borderline": self.borderline,
+                "with_headroom": None if safer is None else safer.to_dict(),
                 "candidates": [x.to_dict() for x in self.candidates]}
 
 
