@@ -175,6 +175,28 @@ def test_glibc_is_asked_to_keep_freed_memory_and_the_description_says_so(model):
 # -------------------------------------------------------------- fallbacks where compiling is impossible
 
 
+def test_onednn_graph_runs_where_named_fuses_every_partition_and_matches_eager(model, images):
+    """The faster batch-1 path (docs/pytorch.md), taken only where named: fixed to its batch,
+    BatchNorm gone from its frozen graph, its fused partitions said, eager's outputs, and the
+    process's own TorchScript fusion setting as it was."""
+    before = torch._C._jit_llga_enabled()
+    fast = optimize(model, backend="onednn-graph", batch_size=3)
+    assert fast.backend == "onednn-graph" and fast.batch_size == 3
+    assert torch._C._jit_llga_enabled() == before
+    partitions = str(fast.net.graph_for(torch.zeros(3, *fast.input_shape))).count("oneDNNFusionGroup")
+    assert partitions >= _convs(model) and f"{partitions} fused partitions" in fast.description
+    assert not any("batch_norm" in kind for kind in _torchscript_kinds(fast))
+    with torch.no_grad():
+        _close(fast(images), model(images), 1e-4)  # (4 images: slices of 3, the last padded)
+    if cpu_info().native_bf16:
+        bf16 = optimize(model, "bf16", backend="onednn-graph", batch_size=2)
+        with torch.no_grad():
+            expected = model(images)
+        got = bf16(images)
+        assert (got.argmax(1) == expected.argmax(1)).all()
+        assert 0 < (got - expected).abs().max().item() < 0.05 * (expected.max() - expected.min()).item()
+
+
 @pytest.mark.parametrize("how", ["no compiler", "compile disabled"])
 def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(model, images, tmp_path,
                                                                             monkeypatch, how):

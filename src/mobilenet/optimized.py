@@ -55,8 +55,15 @@ from mobilenet.prepare import InferenceAdapter, frozen_torchscript, inference_co
 
 PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BACKENDS = ("inductor", "torchscript", "eager")  # best first
+BACKENDS = ("inductor", "onednn-graph", "torchscript", "eager")
+# Tried in turn where none is named. oneDNN Graph runs only where named: on the Zen 5 it ran batch 1
+# faster than inductor's program (bf16 1.15x OpenVINO's time against 1.35x, fp32 1.12x ONNX
+# Runtime's against 1.19x; docs/pytorch.md) and level with it at batch 32, but the latency model's
+# PyTorch probes time inductor's program, and the TorchScript it runs on is deprecated.
+DEFAULT_BACKENDS = ("inductor", "torchscript", "eager")
+FIXED_BATCH_BACKENDS = ("inductor", "onednn-graph")  # compiled for one batch size: others run in slices of it
 BACKEND_ENV = "MOBILENET_TORCH_BACKEND"  # insists on one of BACKENDS for every optimize() that names none
+PROFILING_RUNS = 3  # TorchScript's profiling executor fuses on the third call
 EMULATED_BF16_COST = "measured 24x slower than fp32 on an AVX2 Zen 3 (652 ms against 27.6 ms at batch 1, 1.0-224)"
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -221,7 +228,8 @@ def optimize(
     fp16, bf16), compiled for ``batch_size`` images a call; ``model`` itself is not modified.
 
     ``backend``: None for the best that works here (inductor, else TorchScript on CPU, else eager),
-    or one of ``BACKENDS`` to insist; where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
+    or one of ``BACKENDS`` to insist (``"onednn-graph"``, CPU only, is faster at batch 1 but taken
+    only where named, ``DEFAULT_BACKENDS``); where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
     (e.g. ``eager`` while iterating on many models, where each first compile costs tens of
     seconds). ``max_autotune``: inductor's autotuning (on CPU it times oneDNN against its C++
     template for the matrix products, the pointwise convs and the classifier: about 5% faster at
@@ -255,7 +263,7 @@ def optimize(
         log(f"optimize: running {name}, because " + "; ".join(fallbacks))
     optimized = OptimizedModel(
         graph, backend=name, precision=precision, device=device, input_shape=(cfg.in_channels, *cfg.resolution),
-        batch_size=batch_size if name == "inductor" else None,
+        batch_size=batch_size if name in FIXED_BATCH_BACKENDS else None,
     )
     optimized.compile_seconds, optimized.generated_code, optimized.fallbacks = seconds, code, fallbacks
     optimized.description = _describe(optimized, model, how, kept, native)
@@ -300,14 +308,15 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
     """The first backend that builds (only ``backend`` where one is named) the module
     ``net_for(backend)``, and why each one before it did not."""
     on_cpu = example.device.type == "cpu"
-    candidates = [backend] if backend else [b for b in BACKENDS if on_cpu or b != "torchscript"]
+    candidates = [backend] if backend else [b for b in DEFAULT_BACKENDS if on_cpu or b != "torchscript"]
     fallbacks: list[str] = []
     for name in candidates:
         try:
             net = net_for(name)
             if name == "inductor":
                 return name, _build_inductor(net, example, log=log, max_autotune=max_autotune), fallbacks
-            return name, (_build_torchscript if name == "torchscript" else _build_eager)(net, example), fallbacks
+            build = {"onednn-graph": _build_onednn_graph, "torchscript": _build_torchscript}.get(name, _build_eager)
+            return name, build(net, example), fallbacks
         except Exception as err:  # noqa: BLE001 - a backend that cannot build here: try the next
             if backend and isinstance(err, CompileUnavailable):
                 raise InputError(f"backend {name!r} cannot run here: {err}") from err
@@ -320,10 +329,12 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
 
 def pointwise_as_matmuls(backend: str, device: torch.device) -> bool:
     """Whether the program runs its pointwise convs as matrix products (``prepare.pointwise_as_matmul``):
-    the compiled CPU program only, where oneDNN fuses bias and ReLU6 into the product. On CUDA they
+    the compiled CPU programs only (inductor's, oneDNN Graph's: 56 fused partitions and 1.65 ms at
+    bf16 batch 1 on the Zen 5, against 40 and 1.9 ms with the convs), where oneDNN fuses bias and
+    ReLU6 into the product. On CUDA they
     stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch does, where an
     fp32 matmul would not use them (PyTorch's default matmul precision)."""
-    return backend == "inductor" and device.type == "cpu"
+    return backend in FIXED_BATCH_BACKENDS and device.type == "cpu"
 
 
 def _build_inductor(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None], max_autotune: bool) -> Built:
@@ -467,6 +478,35 @@ def _build_torchscript(net: nn.Module, example: torch.Tensor) -> Built:
     start = time.perf_counter()
     frozen = frozen_torchscript(net, example[:1])
     return frozen, time.perf_counter() - start, None, "TorchScript (traced, frozen, optimize_for_inference)"
+
+
+def _build_onednn_graph(net: nn.Module, example: torch.Tensor) -> Built:
+    """``net`` traced and frozen as TorchScript, run with oneDNN Graph fusion: its partitions
+    (each conv with its bias and ReLU6) compiled once for ``example``'s shape and then only
+    executed, where inductor's program has oneDNN describe every conv again on every call (about
+    24 µs a call on the Zen 5, docs/pytorch.md). The fusion is switched on for the tracing and the
+    profiling calls alone: the fused plan stays, and the process's other TorchScript is untouched."""
+    if example.device.type != "cpu":
+        raise CompileUnavailable("oneDNN Graph runs on CPU only")
+    enabled = getattr(torch._C, "_jit_llga_enabled", None)
+    if enabled is None or not hasattr(torch.jit, "enable_onednn_fusion"):
+        raise CompileUnavailable(f"PyTorch {torch.__version__} has no oneDNN Graph fusion")
+    start = time.perf_counter()
+    before = enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():  # (the mode OptimizedModel calls in)
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.9+ flags TorchScript as deprecated
+            program = torch.jit.freeze(torch.jit.trace(net.eval(), example))
+            for _ in range(PROFILING_RUNS):
+                program(example)
+            partitions = str(program.graph_for(example)).count("oneDNNFusionGroup")
+    finally:
+        torch.jit.enable_onednn_fusion(before)
+    if not partitions:
+        raise CompileUnavailable("oneDNN Graph fused nothing here")
+    how = f"TorchScript (traced, frozen) with oneDNN Graph, {partitions} fused partitions"
+    return program, time.perf_counter() - start, None, how
 
 
 def _build_eager(net: nn.Module, example: torch.Tensor) -> Built:
