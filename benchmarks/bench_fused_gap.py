@@ -7,7 +7,9 @@ ways, interleaved in settled blocks, over several rounds, and fits the same line
 each round: if the fitted line moves between rounds as much as the two-reference line does, more
 references would not steady it, and longer timing would.
 
-    .venv/bin/python benchmarks/bench_fused_gap.py --threads 1 --json docs/bench/fused_gap.json
+    .venv/bin/python benchmarks/bench_fused_gap.py --threads 1 [--backend onednn-graph] --json docs/bench/fused_gap.json
+
+(``--backend onednn-graph``: against oneDNN Graph's program, the candidate default, docs/pytorch.md.)
 
 The first run compiles the six networks (about 20 s each; cached after). Run it with nothing
 else running.
@@ -39,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--backend", default="inductor", choices=("inductor", "onednn-graph"),
+                   help="the program the fused ops are held against (optimize's backend)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per call and round")
     p.add_argument("--json", help="write the results here")
@@ -59,7 +63,7 @@ def main() -> None:
     calls, names = [], []
     for alpha, size in NETWORKS:
         model = reference_network(ArchConfig(alpha=alpha, resolution=size, padding="tf"))
-        compiled = optimize(model, precision=args.precision, batch_size=1, backend="inductor",
+        compiled = optimize(model, precision=args.precision, batch_size=1, backend=args.backend,
                             log=lambda line: print(line, file=sys.stderr))
         shape = (1, 3, size, size)
         program = fused_ops(inference_copy(model), shape, DTYPES[args.precision])
@@ -87,6 +91,7 @@ def main() -> None:
 
         report = {"command": " ".join(["benchmarks/bench_fused_gap.py", *sys.argv[1:]]),
                   "cpu": cpu_info().summary(), "threads": args.threads, "precision": args.precision,
+                  "backend": args.backend,
                   "torch": torch.__version__, "seconds_per_call": args.seconds, "rounds": rounds}
         write_text(args.json, json.dumps(report, indent=1) + "\n")
 
