@@ -180,7 +180,12 @@ def test_onednn_graph_runs_where_named_fuses_every_partition_and_matches_eager(m
     BatchNorm gone from its frozen graph, its fused partitions said, eager's outputs, and the
     process's own TorchScript fusion setting as it was."""
     before = torch._C._jit_llga_enabled()
-    fast = optimize(model, backend="onednn-graph", batch_size=3)
+    try:
+        fast = optimize(model, backend="onednn-graph", batch_size=3)
+    except InputError as refusal:  # measured on AVX-512 CPUs only: elsewhere the refusal is the check
+        if "avx512f" in cpu_info().flags or "cannot run here" not in str(refusal):
+            raise
+        pytest.skip(f"oneDNN Graph does not run on this CPU: {refusal}")
     assert fast.backend == "onednn-graph" and fast.batch_size == 3
     assert torch._C._jit_llga_enabled() == before
     partitions = str(fast.net.graph_for(torch.zeros(3, *fast.input_shape))).count("oneDNNFusionGroup")

@@ -57,9 +57,9 @@ PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp3
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("inductor", "onednn-graph", "torchscript", "eager")
 # Tried in turn where none is named. oneDNN Graph runs only where named: on the Zen 5 it ran batch 1
-# faster than inductor's program (bf16 1.15x OpenVINO's time against 1.35x, fp32 1.12x ONNX
-# Runtime's against 1.19x; docs/pytorch.md) and level with it at batch 32, but the latency model's
-# PyTorch probes time inductor's program, and the TorchScript it runs on is deprecated.
+# faster than inductor's program (bf16 1.10x OpenVINO's time against 1.25x, fp32 0.97x ONNX
+# Runtime's against 1.03x; docs/bench/onednn_graph_zen5.json) and as fast or faster at 2-32, but the
+# latency model's PyTorch probes time inductor's program, and the TorchScript it runs on is deprecated.
 DEFAULT_BACKENDS = ("inductor", "torchscript", "eager")
 FIXED_BATCH_BACKENDS = ("inductor", "onednn-graph")  # compiled for one batch size: others run in slices of it
 BACKEND_ENV = "MOBILENET_TORCH_BACKEND"  # insists on one of BACKENDS for every optimize() that names none
@@ -329,8 +329,9 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
 
 def pointwise_as_matmuls(backend: str, device: torch.device) -> bool:
     """Whether the program runs its pointwise convs as matrix products (``prepare.pointwise_as_matmul``):
-    the compiled CPU programs only (inductor's, oneDNN Graph's: 56 fused partitions and 1.65 ms at
-    bf16 batch 1 on the Zen 5, against 40 and 1.9 ms with the convs), where oneDNN fuses bias and
+    the compiled CPU programs only (inductor's, oneDNN Graph's: 56 fused partitions and about 1.7 ms
+    at bf16 batch 1 on the Zen 5, against 40 and 1.9 ms with the convs, in ad hoc back-to-back
+    loops), where oneDNN fuses bias and
     ReLU6 into the product. On CUDA they
     stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch does, where an
     fp32 matmul would not use them (PyTorch's default matmul precision)."""

@@ -74,7 +74,7 @@ class Choice:
     def borderline(self) -> bool:
         """Whether the chosen model measured within ``BORDERLINE`` of the budget: a time this close
         moves across it with the machine's own speed. Every budget that ``bench_choose.py`` saw
-        ``choose`` lose on the Zen 5 was such a model (11 of 80, docs/latency.md §4)."""
+        ``choose`` lose on the Zen 5 was on a model within 6% of it (11 of 80, docs/latency.md §4)."""
         measured = self.chosen.measured_ms
         return measured is not None and measured > self.budget_ms * (1 - BORDERLINE)
 
