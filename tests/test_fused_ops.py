@@ -90,28 +90,40 @@ def test_every_probe_runs_as_fused_ops() -> None:
         assert (got - expected).abs().max() <= 1e-4 * expected.abs().max() + 1e-6, probe.describe()
 
 
-def test_torch_probes_follow_what_optimize_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mobilenet import optimized  # noqa: PLC0415
+def _inductor_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``optimize``'s default as on a CPU where oneDNN Graph is not tried, and a compiler is found."""
+    from mobilenet import onednn_graph, optimized  # noqa: PLC0415
 
+    monkeypatch.setattr(onednn_graph, "measured_faster", lambda cpu=None: "not measured faster here (described)")
     monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
     monkeypatch.delenv(BACKEND_ENV, raising=False)
+
+
+def test_torch_probes_follow_what_optimize_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenet import onednn_graph, optimized  # noqa: PLC0415
+
+    _inductor_first(monkeypatch)
     compiled = TorchBackend("fp32", 1)
     assert compiled.compiled and compiled.fixed_pads and compiled.path == TorchBackend.PATHS["inductor"]
     inductor_key = cache.calibration_key("torch", "fp32", 1, 1)
     monkeypatch.setattr(optimized, "compile_unavailable", lambda device: "no C++ compiler found")
     fallback = TorchBackend("fp32", 1)
     assert not fallback.compiled and fallback.path == TorchBackend.PATHS["torchscript"]
-    assert cache.calibration_key("torch", "fp32", 1, 1) != inductor_key, "a change of path measures again"
+    torchscript_key = cache.calibration_key("torch", "fp32", 1, 1)
+    assert torchscript_key != inductor_key, "a change of path measures again"
     monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
     monkeypatch.setenv(BACKEND_ENV, "torchscript")
     assert not TorchBackend("fp32", 1).compiled, "a user insisting on TorchScript is predicted as TorchScript"
+    monkeypatch.delenv(BACKEND_ENV)
+    monkeypatch.setattr(onednn_graph, "measured_faster", lambda cpu=None: None)
+    partitioned = TorchBackend("fp32", 1)
+    assert partitioned.program == "onednn-graph" and not partitioned.compiled
+    assert partitioned.path == TorchBackend.PATHS["onednn-graph"]
+    assert cache.calibration_key("torch", "fp32", 1, 1) not in (inductor_key, torchscript_key)
 
 
 def test_a_fused_probe_is_taken_to_the_compiled_program(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mobilenet import optimized  # noqa: PLC0415
-
-    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
-    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    _inductor_first(monkeypatch)
     backend = TorchBackend("fp32", 1)
     backend.gap = Gap(per_op_s=1e-5, fraction=0.1, compiled_s=(), fused_s=(), ops=(), compile_s=0.0)
     probe = NetworkProbe(0.25, (96,))

@@ -57,6 +57,15 @@ def _private_caches(monkeypatch: pytest.MonkeyPatch, folder) -> None:  # noqa: A
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
 
 
+def _says_default_program(description: str, convs: int) -> bool:
+    """Whether ``description`` names the program ``optimize`` runs by default on this CPU, every
+    conv fused: oneDNN Graph's partitions on AVX-512 CPUs, else inductor's compiled one."""
+    if optimized.onednn_graph.measured_faster() is None:
+        found = re.search(r"oneDNN Graph, (\d+) fused partitions", description)
+        return found is not None and int(found.group(1)) >= convs
+    return "AOTInductor" in description and f"{convs} of {convs} convs fused" in description
+
+
 def _torchscript_kinds(module: OptimizedModel) -> set[str]:
     return {node.kind() for node in module.net.graph.nodes()}
 
@@ -202,6 +211,24 @@ def test_onednn_graph_runs_where_named_fuses_every_partition_and_matches_eager(m
         assert 0 < (got - expected).abs().max().item() < 0.05 * (expected.max() - expected.min()).item()
 
 
+def test_onednn_graph_comes_first_only_on_cpus_where_it_was_measured_faster(model):
+    """oneDNN Graph was measured faster than inductor's program on an AVX-512 CPU only: the
+    default tries it first there (and runs it, every conv fused), never on an AVX2 one nor on CUDA."""
+    avx512 = CpuInfo(model="AMD EPYC 9B45 (described)", machine="x86_64",
+                     flags=frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), logical_cores=2)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert optimized.default_backends(cpu, ZEN3) == ("inductor", "torchscript", "eager")
+    assert optimized.default_backends(cuda, avx512) == ("inductor", "eager")
+    if optimized.onednn_graph.unavailable() is not None:  # this torch has no LLGA fuser
+        assert "onednn-graph" not in optimized.default_backends(cpu, avx512)
+        return
+    assert optimized.default_backends(cpu, avx512)[0] == "onednn-graph"
+    if "avx512f" in cpu_info().flags:
+        fast = optimize(model, batch_size=2)
+        assert fast.backend == "onednn-graph" and not fast.fallbacks
+        assert _says_default_program(fast.description, _convs(model)), fast.description
+
+
 @pytest.mark.parametrize("how", ["no compiler", "compile disabled"])
 def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(model, images, tmp_path,
                                                                             monkeypatch, how):
@@ -212,8 +239,8 @@ def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(mod
     else:
         unavailable, why = torch._dynamo.config.patch(disable=True), "TORCH_COMPILE_DISABLE"
     said = []
-    with unavailable:
-        fast = optimize(model, batch_size=4, log=said.append)
+    with unavailable:  # (on an AVX2 CPU, described: oneDNN Graph, which needs no compiler, is not tried there)
+        fast = optimize(model, batch_size=4, log=said.append, cpu=ZEN3)
         with pytest.raises(InputError, match="backend 'inductor' cannot run here"):
             optimize(model, backend="inductor")
     assert fast.backend == "torchscript" and fast.batch_size is None
@@ -231,7 +258,7 @@ def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(mod
 
 @pytest.mark.slow
 def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, images):
-    fast = optimize(model, "fp32", batch_size=4)
+    fast = optimize(model, "fp32", batch_size=4, backend="inductor")
     assert fast.backend == "inductor" and fast.batch_size == 4, fast.fallbacks
     code = fast.generated_code
     assert code, "the package holds the generated C++"
@@ -251,12 +278,12 @@ def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, im
 def test_a_second_process_loads_the_compiled_graph(model, tmp_path, monkeypatch):
     _private_caches(monkeypatch, tmp_path)
     said = []
-    optimize(model, "fp32", batch_size=2, log=said.append)
+    optimize(model, "fp32", batch_size=2, backend="inductor", log=said.append)
     assert any(line.startswith("optimize: compiled") for line in said)
     torch.save(model, tmp_path / "model.pt")
     code = ("import sys, torch; from mobilenet import optimize; "
             f"m = torch.load({str(tmp_path / 'model.pt')!r}, weights_only=False); "
-            "optimize(m, 'fp32', batch_size=2, log=lambda s: print(s, file=sys.stderr))")
+            "optimize(m, 'fp32', batch_size=2, backend='inductor', log=lambda s: print(s, file=sys.stderr))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     assert "optimize: loaded the graph for batch 2" in done.stderr, done.stderr[-2000:]
 
@@ -267,7 +294,7 @@ def test_bf16_agrees_with_fp32_on_real_photos_or_is_refused(model, images):
         with pytest.raises(PrecisionUnavailableError, match="no native bf16"):
             optimize(model, "bf16")
         return
-    fast = optimize(model, "bf16", batch_size=4)
+    fast = optimize(model, "bf16", batch_size=4, backend="inductor")
     assert fast.backend == "inductor" and fast.precision == "bf16"
     assert len(FUSED_CONV.findall(fast.generated_code or "")) == _convs(model)
     assert "batch_norm" not in fast.generated_code
@@ -285,7 +312,7 @@ def test_the_torch_predictor_runs_the_optimized_module(model, images):
     from mobilenet.deploy.runtime import make_predictor
 
     predictor = make_predictor(model, "torch", "fp32", threads=2)
-    assert "AOTInductor" in predictor.description and "convs fused" in predictor.description
+    assert _says_default_program(predictor.description, _convs(model)), predictor.description
     with torch.no_grad():
         _close(predictor(images.numpy()), model(images), 1e-4)
 
@@ -379,7 +406,7 @@ def test_classify_runs_the_compiled_path_and_agrees_with_eager(tmp_path, monkeyp
     model = trained_looking_model(resolution=64).eval()  # logits that differ between images and classes
     photos = sample_photos()[:2]
     fast = mobilenet.classify(photos, weights=model, top_k=3)
-    assert "AOTInductor" in fast.description and "27 of 27 convs fused" in fast.description
+    assert _says_default_program(fast.description, 27), fast.description
     monkeypatch.setenv("MOBILENET_TORCH_BACKEND", "eager")
     eager = mobilenet.classify(photos, weights=model, top_k=3)
     assert "eager" in eager.description

@@ -41,11 +41,11 @@ MAX_FRACTION = 0.5  # a fit that says more is noise, not the ops
 
 
 def available() -> bool:
-    """Whether the compiled program's calls model what runs here: ``optimize`` compiles (its
-    choice, ``optimized.compiles_here``) and PyTorch has the oneDNN ops it calls."""
-    from mobilenet.optimized import compiles_here  # noqa: PLC0415
+    """Whether the compiled program's calls model what runs here: ``optimize`` runs inductor's
+    program on this CPU (``optimized.cpu_backend``) and PyTorch has the oneDNN ops it calls."""
+    from mobilenet.optimized import cpu_backend  # noqa: PLC0415
 
-    return torch.backends.mkldnn.is_available() and compiles_here()
+    return torch.backends.mkldnn.is_available() and cpu_backend() == "inductor"
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,23 @@ calling, NCHW float32 images in, float32 logits out, with a ``description`` of w
 
 What it builds, in order of preference (the first that works here runs, and says so):
 
-1. **inductor**: BatchNorm folded, the TF 'SAME' pads constants for the model's resolution
+1. **onednn-graph** (CPUs with AVX-512, where it was measured faster: ``onednn_graph.measured_faster``):
+   the same form as inductor's below (BatchNorm folded, the pads constants, the pointwise convs as
+   matrix products, channels_last), traced and frozen as TorchScript and run with oneDNN Graph's
+   fusion: each conv with its bias and ReLU6 one partition, compiled once for the batch size and
+   then only executed (``mobilenet.onednn_graph``). It builds in about a second in every process,
+   with no C++ compiler and nothing cached.
+2. **inductor**: BatchNorm folded, the TF 'SAME' pads constants for the model's resolution
    (from ``mobilenet.arch``), channels_last, compiled ahead of time by AOTInductor with
    *freezing*: weights become constants, so every conv runs as one oneDNN primitive with bias and
    ReLU6 fused on weights reordered once. On CUDA the same graph goes through ``torch.compile``
    in the process instead (cuDNN convolutions, Triton kernels around them): AOTInductor's CUDA
-   packages crashed the process as they loaded (``_compile_in_process``). The graph is compiled
-   for one batch size; other batches run in slices of it (the last one zero-padded), never
-   recompiling.
-2. **torchscript** (CPU): traced, frozen and ``optimize_for_inference``'d: where no C++ compiler
+   packages crashed the process as they loaded (``_compile_in_process``). Both compiled programs
+   are built for one batch size; other batches run in slices of it (the last one zero-padded),
+   never recompiling.
+3. **torchscript** (CPU): traced, frozen and ``optimize_for_inference``'d: where no C++ compiler
    is found, compiling is switched off (``TORCH_COMPILE_DISABLE``) or it fails.
-3. **eager**: the folded channels_last model as it is.
+4. **eager**: the folded channels_last model as it is.
 
 Why AOTInductor and not ``torch.compile``: with freezing, inductor's FX-graph cache refuses the
 graph ("mkldnn tensors unpickleable": the prepacked weights), so every process would trace and
@@ -47,6 +53,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilenet import onednn_graph
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
@@ -56,14 +63,11 @@ from mobilenet.prepare import InferenceAdapter, frozen_torchscript, inference_co
 PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("inductor", "onednn-graph", "torchscript", "eager")
-# Tried in turn where none is named. oneDNN Graph runs only where named: on the Zen 5 it ran batch 1
-# faster than inductor's program (bf16 1.10x OpenVINO's time against 1.25x, fp32 0.97x ONNX
-# Runtime's against 1.03x; docs/bench/onednn_graph_zen5.json) and as fast or faster at 2-32, but the
-# latency model's PyTorch probes time inductor's program, and the TorchScript it runs on is deprecated.
-DEFAULT_BACKENDS = ("inductor", "torchscript", "eager")
+# Tried in turn where none is named: oneDNN Graph only on CPUs where it was measured faster than
+# inductor's program (``onednn_graph.measured_faster``), TorchScript only on CPU.
+DEFAULT_BACKENDS = ("onednn-graph", "inductor", "torchscript", "eager")
 FIXED_BATCH_BACKENDS = ("inductor", "onednn-graph")  # compiled for one batch size: others run in slices of it
 BACKEND_ENV = "MOBILENET_TORCH_BACKEND"  # insists on one of BACKENDS for every optimize() that names none
-PROFILING_RUNS = 3  # TorchScript's profiling executor fuses on the third call
 EMULATED_BF16_COST = "measured 24x slower than fp32 on an AVX2 Zen 3 (652 ms against 27.6 ms at batch 1, 1.0-224)"
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -103,10 +107,24 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def compiles_here() -> bool:
-    """Whether ``optimize`` (backend None) would run the AOTInductor program on this CPU: nothing
-    insists on another backend and a C++ compiler is found."""
-    return os.environ.get(BACKEND_ENV) in (None, "", "inductor") and compile_unavailable(torch.device("cpu")) is None
+def default_backends(device: torch.device, cpu: CpuInfo | None = None) -> tuple[str, ...]:
+    """What ``optimize`` tries in turn on ``device`` where no backend is named."""
+    def tried(name: str) -> bool:
+        if name == "onednn-graph":
+            return device.type == "cpu" and onednn_graph.measured_faster(cpu) is None
+        return device.type == "cpu" or name != "torchscript"
+    return tuple(name for name in DEFAULT_BACKENDS if tried(name))
+
+
+def cpu_backend() -> str:
+    """The backend ``optimize`` (backend None) runs on this CPU, as far as it is known before
+    building: the one ``$MOBILENET_TORCH_BACKEND`` insists on, else oneDNN Graph where it was
+    measured faster, else AOTInductor where a C++ compiler is found, else TorchScript."""
+    if insisted := os.environ.get(BACKEND_ENV):
+        return insisted
+    if onednn_graph.measured_faster() is None:
+        return "onednn-graph"
+    return "inductor" if compile_unavailable(torch.device("cpu")) is None else "torchscript"
 
 
 def compiled_cache_dir() -> Path:
@@ -227,9 +245,9 @@ def optimize(
     """``model`` for fast inference on ``device`` at ``precision`` (cpu: fp32, bf16; cuda: fp32,
     fp16, bf16), compiled for ``batch_size`` images a call; ``model`` itself is not modified.
 
-    ``backend``: None for the best that works here (inductor, else TorchScript on CPU, else eager),
-    or one of ``BACKENDS`` to insist (``"onednn-graph"``, CPU only, is faster at batch 1 but taken
-    only where named, ``DEFAULT_BACKENDS``); where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
+    ``backend``: None for the best that works here (``default_backends``: oneDNN Graph on CPUs
+    where it was measured faster, then inductor, then TorchScript on CPU, then eager), or one of
+    ``BACKENDS`` to insist; where None, ``$MOBILENET_TORCH_BACKEND`` may insist instead
     (e.g. ``eager`` while iterating on many models, where each first compile costs tens of
     seconds). ``max_autotune``: inductor's autotuning (on CPU it times oneDNN against its C++
     template for the matrix products, the pointwise convs and the classifier: about 5% faster at
@@ -258,7 +276,9 @@ def optimize(
         return InferenceAdapter(prepared, channels_last=True, dtype=DTYPES[precision])
     example = torch.zeros(batch_size, cfg.in_channels, *cfg.resolution, device=device)
     with cudnn_benchmark(device):
-        name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, backend, log, max_autotune)
+        candidates = (backend,) if backend else default_backends(device, cpu)
+        name, (graph, seconds, code, how), fallbacks = _build_best(net_for, example, candidates, backend is not None,
+                                                                   log, max_autotune)
     if fallbacks:
         log(f"optimize: running {name}, because " + "; ".join(fallbacks))
     optimized = OptimizedModel(
@@ -303,12 +323,10 @@ def _check_precision(precision: str, device: torch.device, allow_emulation: bool
 Built = tuple[Callable[[torch.Tensor], torch.Tensor], float, "str | None", str]
 
 
-def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, backend: str | None,
-                log: Callable[[str], None], max_autotune: bool) -> tuple[str, Built, list[str]]:
-    """The first backend that builds (only ``backend`` where one is named) the module
-    ``net_for(backend)``, and why each one before it did not."""
-    on_cpu = example.device.type == "cpu"
-    candidates = [backend] if backend else [b for b in DEFAULT_BACKENDS if on_cpu or b != "torchscript"]
+def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, candidates: tuple[str, ...],
+                named: bool, log: Callable[[str], None], max_autotune: bool) -> tuple[str, Built, list[str]]:
+    """The first of ``candidates`` that builds the module ``net_for(candidate)`` (one, ``named``
+    by the caller, must), and why each one before it did not."""
     fallbacks: list[str] = []
     for name in candidates:
         try:
@@ -318,9 +336,9 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, back
             build = {"onednn-graph": _build_onednn_graph, "torchscript": _build_torchscript}.get(name, _build_eager)
             return name, build(net, example), fallbacks
         except Exception as err:  # noqa: BLE001 - a backend that cannot build here: try the next
-            if backend and isinstance(err, CompileUnavailable):
+            if named and isinstance(err, CompileUnavailable):
                 raise InputError(f"backend {name!r} cannot run here: {err}") from err
-            if backend:
+            if named:
                 raise
             message = str(err).strip()
             fallbacks.append(f"{name}: {message.splitlines()[0] if message else type(err).__name__}")
@@ -482,32 +500,11 @@ def _build_torchscript(net: nn.Module, example: torch.Tensor) -> Built:
 
 
 def _build_onednn_graph(net: nn.Module, example: torch.Tensor) -> Built:
-    """``net`` traced and frozen as TorchScript, run with oneDNN Graph fusion: its partitions
-    (each conv with its bias and ReLU6) compiled once for ``example``'s shape and then only
-    executed, where inductor's program has oneDNN describe every conv again on every call (about
-    24 µs a call on the Zen 5, docs/pytorch.md). The fusion is switched on for the tracing and the
-    profiling calls alone: the fused plan stays, and the process's other TorchScript is untouched."""
-    if example.device.type != "cpu":
-        raise CompileUnavailable("oneDNN Graph runs on CPU only")
-    enabled = getattr(torch._C, "_jit_llga_enabled", None)
-    if enabled is None or not hasattr(torch.jit, "enable_onednn_fusion"):
-        raise CompileUnavailable(f"PyTorch {torch.__version__} has no oneDNN Graph fusion")
-    start = time.perf_counter()
-    before = enabled()
-    torch.jit.enable_onednn_fusion(True)
     try:
-        with torch.inference_mode(), warnings.catch_warnings():  # (the mode OptimizedModel calls in)
-            warnings.simplefilter("ignore", FutureWarning)  # torch 2.9+ flags TorchScript as deprecated
-            program = torch.jit.freeze(torch.jit.trace(net.eval(), example))
-            for _ in range(PROFILING_RUNS):
-                program(example)
-            partitions = str(program.graph_for(example)).count("oneDNNFusionGroup")
-    finally:
-        torch.jit.enable_onednn_fusion(before)
-    if not partitions:
-        raise CompileUnavailable("oneDNN Graph fused nothing here")
-    how = f"TorchScript (traced, frozen) with oneDNN Graph, {partitions} fused partitions"
-    return program, time.perf_counter() - start, None, how
+        program, partitions, seconds = onednn_graph.build(net, example)
+    except onednn_graph.Unavailable as err:
+        raise CompileUnavailable(str(err)) from err
+    return program, seconds, None, f"TorchScript (traced, frozen) with oneDNN Graph, {partitions} fused partitions"
 
 
 def _build_eager(net: nn.Module, example: torch.Tensor) -> Built:

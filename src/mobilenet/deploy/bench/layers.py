@@ -1,5 +1,6 @@
 """Per-layer time shares (stem, depthwise, pointwise, pool, FC) against mult-add shares (Table 2),
-from PyTorch's compiled calls timed one by one (or eager hooks), ONNX Runtime's profiler and
+from PyTorch's oneDNN Graph program by its profiler (or its compiled calls timed one by one, or
+eager hooks), ONNX Runtime's profiler and
 OpenVINO's performance counters."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mobilenet import fused_ops
+from mobilenet import fused_ops, onednn_graph
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.bench.report import BenchOptions
@@ -22,7 +23,8 @@ from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
 from mobilenet.model import MobileNetV1
-from mobilenet.prepare import folded_copy, inference_copy
+from mobilenet.optimized import cpu_backend
+from mobilenet.prepare import InferenceAdapter, folded_copy, inference_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
@@ -52,19 +54,26 @@ def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str],
 
 
 def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time of what the torch cell runs: where ``mobilenet.optimize`` compiles, its
+    """Per-kind time of what the torch cell runs: where ``mobilenet.optimize`` runs oneDNN Graph,
+    its program's partitions by PyTorch's profiler; where it compiles with inductor, its
     program's calls timed one by one (``mobilenet.fused_ops``: the compiled program itself has no
     per-layer profile); else the folded channels_last model in eager mode, from forward hooks
     around every layer (TorchScript hides the layers)."""
-    kinds = {layer.name: layer.kind for layer in network_cost(model.arch_cfg).layers}
+    layers = network_cost(model.arch_cfg).layers
+    kinds = {layer.name: layer.kind for layer in layers}
+    totals: dict[str, float] = {}
+    if cpu_backend() == "onednn-graph":
+        program, _, _ = onednn_graph.build(InferenceAdapter(inference_copy(model), channels_last=True,
+                                                            dtype=torch.float32), x)
+        for layer, seconds in zip(layers, onednn_graph.layer_seconds(program, x, options.seconds), strict=True):
+            totals[layer.kind] = totals.get(layer.kind, 0.0) + seconds
+        return totals
     if fused_ops.available():
         program = fused_ops.fused_ops(inference_copy(model), tuple(x.shape))
-        totals: dict[str, float] = {}
         for name, seconds in program.layer_seconds(x, options.seconds).items():
             totals[kinds[name]] = totals.get(kinds[name], 0.0) + seconds
         return totals
     net = folded_copy(model).to(memory_format=torch.channels_last)
-    totals = {}
     starts: dict[str, float] = {}
     for name, module in net.named_modules():
         if name in kinds:

@@ -1,5 +1,6 @@
 """PyTorch: the model through ``mobilenet.optimized``, the path users of the library get too
-(AOTInductor with the conv + bias + ReLU6 fused in oneDNN, else frozen TorchScript).
+(oneDNN Graph's fused partitions on AVX-512 CPUs, else AOTInductor with the conv + bias + ReLU6
+fused in oneDNN, else frozen TorchScript: ``optimized.default_backends``).
 
 bf16 runs natively only where the CPU has bf16 arithmetic (AVX512-BF16, AMX-BF16): elsewhere
 PyTorch emulates it, many times slower (``mobilenet.optimized.EMULATED_BF16_COST``), so

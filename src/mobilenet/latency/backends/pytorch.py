@@ -1,4 +1,5 @@
-"""PyTorch's probes: ``optimize``'s compiled program as its fused calls, or frozen TorchScript."""
+"""PyTorch's probes: what ``optimize`` runs here, as its oneDNN Graph program, as its compiled
+(AOTInductor) program's fused calls, or as frozen TorchScript."""
 
 from __future__ import annotations
 
@@ -30,16 +31,22 @@ class _Frozen(nn.Module):
 
 
 class TorchBackend(Backend):
-    """What ``TorchPredictor`` runs: ``mobilenet.optimize``'s AOTInductor program where it can
-    compile, timed as its calls (``fused_ops``: the same oneDNN primitives on the same prepacked
-    weights, called from Python, whose gap to the compiled program is measured once on two
-    compiled networks and taken off: ``fused_ops.References``); else the frozen TorchScript it
-    falls back to."""
+    """What ``TorchPredictor`` runs (``optimize``'s choice on this CPU, ``optimized.cpu_backend``):
+    - its **oneDNN Graph** program: every probe traced, frozen and fused as ``optimize`` fuses a
+      network, timed whole as the other runtimes' probes are;
+    - its **AOTInductor** program, timed as its calls (``fused_ops``: the same oneDNN primitives on
+      the same prepacked weights, called from Python, whose gap to the compiled program is measured
+      once on two compiled networks and taken off: ``fused_ops.References``; compiling every probe
+      would take 13-22 s each);
+    - else the frozen TorchScript it falls back to."""
 
     runtime = "torch"
     calibrates = ("fp32", "bf16")
     fixed_pads = True  # optimize's programs hold the TF pads as constants (then in inference_form: load)
     PATHS: ClassVar[dict[str, str]] = {
+        "onednn-graph": ("mobilenet.optimize's oneDNN Graph program (traced, frozen TorchScript; each conv, or "
+                         "pointwise conv as a matrix product, fused with its bias and ReLU6 in one partition "
+                         "compiled once; the depthwise pads in their kernels, channels_last)"),
         "inductor": ("mobilenet.optimize's AOTInductor program, as its oneDNN calls (fused conv+bias+ReLU6 on "
                      "prepacked weights, the depthwise pads in their kernels, the pointwise convs as matmuls, "
                      "channels_last), "
@@ -51,22 +58,40 @@ class TorchBackend(Backend):
 
     def __init__(self, precision: str, threads: int | None) -> None:
         super().__init__(precision, threads)
-        self.compiled = self.compiles()
-        self.path = self.PATHS["inductor" if self.compiled else "torchscript"]
+        self.program = self.program_here()
+        self.compiled = self.program == "inductor"  # timed as fused calls, less their gap
+        self.path = self.PATHS[self.program]
         self.references: References | None = None  # built by prepare()
         self.gap: Gap | None = None  # fitted once they are timed
 
-    @staticmethod
-    def compiles() -> bool:
-        """Whether ``TorchPredictor`` would run the AOTInductor program here, as calls the probes
-        can make (``fused_ops.available``)."""
-        from mobilenet import fused_ops  # noqa: PLC0415
+    @property
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """oneDNN's convs want whole vector registers of channels (16 fp32 lanes with AVX-512, 8
+        with AVX2): measured on the Zen 5 in oneDNN Graph's program, 1 thread, 28x28, fp32, a
+        depthwise conv on 129, 136 or 152 channels took 18-29% longer per channel than on 128, 144
+        or 160, a pointwise one 5-13% longer per mult-add (bf16: 5-12%). Inductor's program,
+        calibrated before this was known, is left as it was measured."""
+        if self.program != "onednn-graph":
+            return {}
+        from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
-        return fused_ops.available()
+        flags = cpu_info().flags
+        lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+        return dict.fromkeys(("depthwise", "depthwise_s2", "pointwise", "conv", "stem"), lanes)
+
+    @staticmethod
+    def program_here() -> str:
+        """Which of ``PATHS`` ``TorchPredictor`` runs here, as far as is known before building."""
+        from mobilenet import fused_ops  # noqa: PLC0415
+        from mobilenet.optimized import cpu_backend  # noqa: PLC0415
+
+        if cpu_backend() == "onednn-graph":
+            return "onednn-graph"
+        return "inductor" if fused_ops.available() else "torchscript"
 
     @classmethod
     def current_path(cls) -> str:
-        return cls.PATHS["inductor" if cls.compiles() else "torchscript"]
+        return cls.PATHS[cls.program_here()]
 
     def prepare(self, log: Callable[[str], None]) -> dict[str, Any]:
         if not self.compiled:
@@ -102,10 +127,36 @@ class TorchBackend(Backend):
 
         self._set_threads()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        module = inference_form(module, compiled=self.compiled)  # as optimize prepares a network
+        module = inference_form(module, compiled=self.program != "torchscript")  # as optimize prepares a network
+        if self.program == "onednn-graph":
+            return lambda at: self._partitioned(module, dtype, at)
         if self.compiled:
             return lambda at: self._fused(module, dtype, at)
         return lambda at: self._frozen(module, dtype, at)
+
+    @staticmethod
+    def _partitioned(module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
+        from mobilenet import onednn_graph  # noqa: PLC0415
+        from mobilenet.model import MobileNetV1  # noqa: PLC0415
+        from mobilenet.prepare import InferenceAdapter  # noqa: PLC0415
+
+        if isinstance(module, MobileNetV1):  # a whole network takes NCHW float32, as optimize's does
+            x, net = torch.rand(shape), InferenceAdapter(module, channels_last=True, dtype=dtype)
+        else:  # a probe's layers take their input as the network hands it over: channels_last, converted
+            image = len(shape) == 4
+            x = torch.rand(shape).to(dtype)
+            x = x.contiguous(memory_format=torch.channels_last) if image else x
+            net = module.to(dtype=dtype, memory_format=torch.channels_last) if image else module.to(dtype=dtype)
+        program, _, _ = onednn_graph.build(net, x, must_fuse=False)  # (the pool probe has no partition)
+
+        def run() -> object:
+            with torch.inference_mode():
+                return program(x)
+
+        if not isinstance(module, MobileNetV1):
+            return Cell(run)
+
+        return Cell(run, profile=lambda seconds: onednn_graph.layer_seconds(program, x, seconds))
 
     def _fused(self, module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
         from mobilenet.fused_ops import fused_ops  # noqa: PLC0415
@@ -151,3 +202,4 @@ class TorchBackend(Backend):
                 return frozen(x)
 
         return Cell(call)
+
