@@ -176,29 +176,55 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+BUSY_CORES = 0.2  # other processes using more than this, on average, make the run a busy one
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux's /proc/stat; None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process and its finished children (the compile runs) have used."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.compile_child:
         compile_child(args)
         return 0
     load_before = os.getloadavg()
+    # Busy is judged by what *other* processes used while this ran: the load average after it
+    # counts the benchmark's own threads and compile children, and flagged every quiet run before.
+    machine_before, own_before, start = busy_cpu_seconds(), own_cpu_seconds(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-pytorch-") as tmp:
         compile_runs = measure_compile(args, Path(tmp))
         os.environ["MOBILENET_CACHE"] = tmp  # the latency cells load what the compile runs built
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         torch.set_num_threads(args.threads)
         rows = measure_latency(args, build_model(args))
+    machine_after = busy_cpu_seconds()
+    others = (None if machine_before is None or machine_after is None else
+              max(machine_after - machine_before - (own_cpu_seconds() - own_before), 0.0) / (time.monotonic() - start))
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu_info().to_dict(), "torch": torch.__version__, "threads": args.threads,
         "model": f"{args.alpha}-{args.resolution}", "weights": args.weights or "random init",
-        "load_before": load_before, "load_after": os.getloadavg(),
+        "load_before": load_before, "load_after": os.getloadavg(), "other_processes_cores": others,
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GLIBC_TUNABLES")},
         "compile": compile_runs, "latency": rows, "verdicts": verdicts(rows, compile_runs),
     }
     print(f"{cpu_info().summary()}; torch {torch.__version__}; {args.threads} threads; "
-          f"MobileNet {report['model']}; load {load_before[0]:.1f} -> {report['load_after'][0]:.1f}")
-    if max(load_before[0], report["load_after"][0]) > 0.5 * (os.cpu_count() or 1):
+          f"MobileNet {report['model']}; load {load_before[0]:.1f} -> {report['load_after'][0]:.1f}"
+          + ("" if others is None else f"; other processes used {others:.2f} cores on average while it ran"))
+    if (load_before[0] if others is None else others) > BUSY_CORES:
         print("BUSY MACHINE: other processes held the cores; these figures do not measure the targets")
     print(format_table(rows))
     print("\n".join(report["verdicts"]))
