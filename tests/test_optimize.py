@@ -224,8 +224,10 @@ def test_onednn_graph_comes_first_only_on_cpus_where_it_was_measured_faster(mode
         return
     assert optimized.default_backends(cpu, avx512)[0] == "onednn-graph"
     if "avx512f" in cpu_info().flags:
-        fast = optimize(model, batch_size=2)
+        said: list[str] = []
+        fast = optimize(model, batch_size=2, log=said.append)
         assert fast.backend == "onednn-graph" and not fast.fallbacks
+        assert [line for line in said if line.startswith("optimize: built oneDNN Graph's program for batch 2 in")]
         assert _says_default_program(fast.description, _convs(model)), fast.description
 
 

@@ -333,7 +333,9 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, cand
             net = net_for(name)
             if name == "inductor":
                 return name, _build_inductor(net, example, log=log, max_autotune=max_autotune), fallbacks
-            build = {"onednn-graph": _build_onednn_graph, "torchscript": _build_torchscript}.get(name, _build_eager)
+            if name == "onednn-graph":
+                return name, _build_onednn_graph(net, example, log=log), fallbacks
+            build = _build_torchscript if name == "torchscript" else _build_eager
             return name, build(net, example), fallbacks
         except Exception as err:  # noqa: BLE001 - a backend that cannot build here: try the next
             if named and isinstance(err, CompileUnavailable):
@@ -499,11 +501,13 @@ def _build_torchscript(net: nn.Module, example: torch.Tensor) -> Built:
     return frozen, time.perf_counter() - start, None, "TorchScript (traced, frozen, optimize_for_inference)"
 
 
-def _build_onednn_graph(net: nn.Module, example: torch.Tensor) -> Built:
+def _build_onednn_graph(net: nn.Module, example: torch.Tensor, *, log: Callable[[str], None]) -> Built:
     try:
         program, partitions, seconds = onednn_graph.build(net, example)
     except onednn_graph.Unavailable as err:
         raise CompileUnavailable(str(err)) from err
+    log(f"optimize: built oneDNN Graph's program for batch {len(example)} in {seconds:.1f} s "
+        "(in every process: its partitions are compiled as it is built, nothing is cached)")
     return program, seconds, None, f"TorchScript (traced, frozen) with oneDNN Graph, {partitions} fused partitions"
 
 
