@@ -7,11 +7,11 @@ prediction:
 
 * whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
   correlation;
-* layer types: predicted against measured time shares (PyTorch's and OpenVINO's as ``mobilenet
-  bench`` shows them; ONNX Runtime's from its profiler, read as the calibration reads it; fp32),
-  the largest difference in percentage points;
-* layers: the fraction of conv layers within ±25% (ONNX Runtime's profiler, fp32: its split of
-  the network's interleaved time, so that the drift while profiling does not count).
+* layer types: predicted against measured time shares (OpenVINO's as ``mobilenet bench`` shows
+  them; ONNX Runtime's from its profiler and PyTorch's from oneDNN Graph's, where it runs that,
+  read as the calibration reads them; fp32), the largest difference in percentage points;
+* layers: the fraction of conv layers within ±25% (the same profiles, fp32: their split of the
+  network's interleaved time, so that the drift while profiling does not count).
 
 The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
 takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
@@ -125,11 +125,14 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
 def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
                  measured_ms: float) -> dict[str, Any]:
     """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
-    as the calibration splits them (``ort_layer_ms``); PyTorch's and OpenVINO's shares are
+    as the calibration splits them (``ort_layer_ms``), and so are PyTorch's where its probes
+    profile networks (``torch_layer_ms``); OpenVINO's shares (and PyTorch's elsewhere) are
     those ``mobilenet bench`` shows."""
     out: dict[str, Any] = {}
-    if setting.runtime == "onnxruntime":
-        layer_ms = ort_layer_ms(model, setting, seconds, measured_ms - prediction.call_ms)
+    layers_ms = measured_ms - prediction.call_ms
+    layer_ms = (ort_layer_ms(model, setting, seconds, layers_ms) if setting.runtime == "onnxruntime" else
+                torch_layer_ms(model, setting, seconds, layers_ms) if setting.runtime == "torch" else None)
+    if layer_ms is not None:
         per_type: dict[str, float] = {}
         for layer, ms in zip(prediction.layers, layer_ms, strict=True):
             per_type[layer_type(layer.kernel)] = per_type.get(layer_type(layer.kernel), 0.0) + ms
@@ -173,6 +176,22 @@ def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float)
         data = export_onnx(model, Path(tmp) / "m.onnx").read_bytes()
     profiled = OnnxRuntimeBackend(setting.precision, setting.threads).layer_seconds(
         data, torch.rand(1, 3, *model.arch_cfg.resolution), seconds)
+    return [s * layers_ms / sum(profiled) for s in profiled]
+
+
+def torch_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
+    """Each layer's milliseconds in PyTorch where its probes profile whole networks (oneDNN
+    Graph's program: ``TorchBackend``), the network built and profiled as the calibration builds
+    and profiles its own, scaled to ``layers_ms`` as ``ort_layer_ms``; None where they do not."""
+    from mobilenet.latency.backends import TorchBackend  # noqa: PLC0415
+    from mobilenet.prepare import fixed_padding_copy  # noqa: PLC0415
+
+    backend = TorchBackend(setting.precision, setting.threads)
+    shape = (1, 3, *model.arch_cfg.resolution)
+    cell = backend.load(fixed_padding_copy(model), shape)(shape)
+    if cell.profile is None:
+        return None
+    profiled = cell.profile(seconds)
     return [s * layers_ms / sum(profiled) for s in profiled]
 
 
