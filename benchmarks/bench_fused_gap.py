@@ -9,7 +9,8 @@ references would not steady it, and longer timing would.
 
     .venv/bin/python benchmarks/bench_fused_gap.py --threads 1 [--backend onednn-graph] --json docs/bench/fused_gap.json
 
-(``--backend onednn-graph``: against oneDNN Graph's program, the candidate default, docs/pytorch.md.)
+(``--backend onednn-graph``: against oneDNN Graph's program, optimize's default on AVX-512 CPUs
+since 2026-12-04, docs/pytorch.md.)
 
 The first run compiles the six networks (about 20 s each; cached after). Run it with nothing
 else running.

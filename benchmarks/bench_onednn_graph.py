@@ -7,7 +7,7 @@ benchmarks/bench_conv_call_overhead.py): what keeps bf16 at batch 1 behind OpenV
 only executes them. This times, per precision and batch size, in one interleaved group each
 (settled blocks, random order), the modules ``mobilenet.optimize`` returns with
 
-* ``backend="inductor"`` (its default);
+* ``backend="inductor"`` (its default on CPUs without AVX-512, and on this one until 2026-12-04);
 * ``backend="onednn-graph"``: TorchScript traced and frozen with oneDNN Graph's fusion;
 * ``backend="torchscript"``: frozen TorchScript without it (the path bench timed before ``optimize``);
 
