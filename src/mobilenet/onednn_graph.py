@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ PARTITION = "LlgaPartition"  # how the profiler names a partition's run (with "_
 BEFORE_OPS = ("aten::to", "aten::contiguous", "aten::pad")
 POOL_OPS = ("aten::adaptive_avg_pool2d", "aten::mean")
 Program = Callable[[torch.Tensor], torch.Tensor]
+_FUSION_SWITCH = threading.Lock()
 
 
 class Unavailable(RuntimeError):
@@ -68,6 +70,14 @@ def build(net: nn.Module, example: torch.Tensor, *,
     if (reason := unavailable()) is not None:
         raise Unavailable(reason)
     start = time.perf_counter()
+    with _FUSION_SWITCH:  # (the switch is the process's: two threads building must not interleave)
+        program, partitions = _traced_and_fused(net, example)
+    if not partitions and must_fuse:
+        raise Unavailable("oneDNN Graph fused nothing here")
+    return program, partitions, time.perf_counter() - start
+
+
+def _traced_and_fused(net: nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, int]:
     before = torch._C._jit_llga_enabled()
     torch.jit.enable_onednn_fusion(True)
     try:
@@ -80,9 +90,7 @@ def build(net: nn.Module, example: torch.Tensor, *,
             partitions = str(program.graph_for(example)).count("oneDNNFusionGroup")
     finally:
         torch.jit.enable_onednn_fusion(before)
-    if not partitions and must_fuse:
-        raise Unavailable("oneDNN Graph fused nothing here")
-    return program, partitions, time.perf_counter() - start
+    return program, partitions
 
 
 def profiled_ops(program: Program, x: torch.Tensor, seconds: float, min_runs: int = 5) -> list[list[tuple[str, float]]]:
