@@ -349,8 +349,8 @@ def _build_best(net_for: Callable[[str], nn.Module], example: torch.Tensor, cand
 
 def pointwise_as_matmuls(backend: str, device: torch.device) -> bool:
     """Whether the program runs its pointwise convs as matrix products (``prepare.pointwise_as_matmul``):
-    the compiled CPU programs only (inductor's, oneDNN Graph's: 56 fused partitions and about 1.7 ms
-    at bf16 batch 1 on the Zen 5, against 40 and 1.9 ms with the convs, in ad hoc back-to-back
+    the compiled CPU programs only (inductor's, oneDNN Graph's: 28 fused partitions, every layer but the pool, and
+    about 1.7 ms at bf16 batch 1 on the Zen 5, against 20 and 1.9 ms with the convs, in ad hoc back-to-back
     loops), where oneDNN fuses bias and
     ReLU6 into the product. On CUDA they
     stay convolutions: cuDNN runs fp32 ones on TF32 tensor cores, as eager PyTorch does, where an
