@@ -157,7 +157,7 @@ class OptimizedModel(nn.Module):
     """What ``optimize`` returns: call it with an NCHW float32 batch (any size, the model's
     resolution) on any device; it returns float32 logits on its own device, as ordinary tensors.
 
-    ``backend`` (inductor, torchscript or eager), ``precision``, ``device``, ``batch_size`` (what
+    ``backend`` (one of ``BACKENDS``), ``precision``, ``device``, ``batch_size`` (what
     the graph is compiled for, or None where any batch runs whole), ``compile_seconds`` (to compile
     or load it) and ``description`` say what runs; ``generated_code`` is the compiled graph's C++
     source where inductor built it (what the tests read for fusion), ``fallbacks`` why better

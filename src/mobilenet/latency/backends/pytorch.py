@@ -155,7 +155,6 @@ class TorchBackend(Backend):
 
         if not isinstance(module, MobileNetV1):
             return Cell(run)
-
         return Cell(run, profile=lambda seconds: onednn_graph.layer_seconds(program, x, seconds))
 
     def _fused(self, module: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]) -> Cell:
@@ -202,4 +201,3 @@ class TorchBackend(Backend):
                 return frozen(x)
 
         return Cell(call)
-
