@@ -159,12 +159,13 @@ def test_layer_seconds_name_every_layer_of_the_cost_model() -> None:
 
 
 def test_bench_shares_time_the_compiled_calls_where_optimize_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mobilenet import optimized  # noqa: PLC0415
     from mobilenet.deploy.bench import layers  # noqa: PLC0415
     from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
 
-    monkeypatch.setattr(optimized, "compile_unavailable", lambda device: None)
-    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    _inductor_first(monkeypatch)
+    fused: list[int] = []
+    real_fused = layers.fused_ops.fused_ops
+    monkeypatch.setattr(layers.fused_ops, "fused_ops", lambda *a: fused.append(1) or real_fused(*a))
     used: list[int] = []
     real = layers.__dict__.get("folded_copy")
     monkeypatch.setattr(layers, "folded_copy", lambda model: used.append(1) or real(model))  # the eager hooks' model
@@ -173,3 +174,4 @@ def test_bench_shares_time_the_compiled_calls_where_optimize_compiles(monkeypatc
                            compare_conv=False, memory=False)
     kinds = layers._torch_layer_times(model, torch.rand(1, 3, 96, 96), options)
     assert set(kinds) == {"conv", "depthwise", "pointwise", "pool", "fc"} and not used, "no eager hooks"
+    assert fused, "the compiled program's calls, timed one by one"

@@ -23,8 +23,8 @@ from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
 from mobilenet.model import MobileNetV1
-from mobilenet.optimized import cpu_backend
-from mobilenet.prepare import InferenceAdapter, folded_copy, inference_copy
+from mobilenet.optimized import cpu_backend, optimize
+from mobilenet.prepare import folded_copy, inference_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
@@ -63,8 +63,7 @@ def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOption
     kinds = {layer.name: layer.kind for layer in layers}
     totals: dict[str, float] = {}
     if cpu_backend() == "onednn-graph":
-        program, _, _ = onednn_graph.build(InferenceAdapter(inference_copy(model), channels_last=True,
-                                                            dtype=torch.float32), x)
+        program = optimize(model, batch_size=len(x), backend="onednn-graph", log=lambda line: None).net
         for layer, seconds in zip(layers, onednn_graph.layer_seconds(program, x, options.seconds), strict=True):
             totals[layer.kind] = totals.get(layer.kind, 0.0) + seconds
         return totals
