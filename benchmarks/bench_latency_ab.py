@@ -31,7 +31,9 @@ Variants (``--variant``), each "now" against "before":
   blocks the runtime's backend declares (``Backend.channel_blocks``), or one kernel per kind;
 * ``handover``: the call's cost per byte of input and output handed over, from call probes at
   several sizes and taken off every probe and network (``Backend.handover_precisions``: ExecuTorch's fp32), or
-  the call's fixed cost alone, in any runtime.
+  the call's fixed cost alone, in any runtime;
+* ``cache``: the weights a call reads beyond what the last-level cache keeps between calls
+  fetched from memory at a cost per byte (``fit.choose_cache``), or every weight kept.
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
@@ -65,6 +67,7 @@ VARIANTS = {
     "pointwise-lanes": ("pointwise lanes chosen", "pointwise lanes 16"),
     "channel-blocks": ("blocked and unblocked convs", "one kernel per conv kind"),
     "handover": ("a cost per byte handed over", "a call's fixed cost only"),
+    "cache": ("weights beyond the cache from memory", "every weight kept in the cache"),
 }
 
 
@@ -99,6 +102,9 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "handover":
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"handover": False}))  # noqa: E731
+    elif variant == "cache":
+        name, module, real = "CACHE_SIZES", calibrate, calibrate.CACHE_SIZES
+        replacement = ()
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -112,10 +118,10 @@ def rule_undone(variant: str) -> Iterator[None]:
 
 def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
     """One calibration's probe timings, then the held-out grid and the seen networks timed once,
-    interleaved, and (ONNX Runtime fp32) each held-out network's layers profiled once."""
+    interleaved, and (ONNX Runtime fp32, PyTorch where it profiles) each held-out network's layers profiled once."""
     import torch
 
-    from bench_latency_model import Setting, ort_layer_ms  # (this folder is the script's path)
+    from bench_latency_model import Setting, ort_layer_ms, torch_layer_ms  # (this folder is the script's path)
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.deploy.timing import Timing, time_interleaved
@@ -143,9 +149,12 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     measured = np.array([Timing.from_seconds(s).median_ms for s in samples])
     # Each held-out network's layers as fractions of its layers' time, profiled once for every fit.
     profiles = None
+    setting = Setting(args.runtime, args.precision, args.threads, 1)
     if args.runtime == "onnxruntime" and args.precision == "fp32":
-        setting = Setting(args.runtime, args.precision, args.threads, 1)
         profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
+    elif args.runtime == "torch":  # (where its probes profile whole networks: oneDNN Graph's program)
+        profiled = [torch_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
+        profiles = None if None in profiled else profiled
     return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,
             "fixed_batch": backend.fixed_batch, "channel_blocks": backend.channel_blocks, "measured_ms": measured,
             "profiles": profiles}
@@ -223,6 +232,8 @@ def main() -> None:
             "probe_rmspe": calibration.fit["rmspe"], "networks": calibration.fit.get("in_network"),
             "in_network": dict(calibration.in_network),
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
+            "far_s": {k: r.far_s for k, r in calibration.kernels.items() if r.far_s > 0},
+            "cache_bytes": calibration.cache_bytes if calibration.cache_bytes < float("inf") else None,
             "lanes": {k: r.lanes for k, r in calibration.kernels.items()},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),

@@ -133,9 +133,9 @@ def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     tenth over lane 1 is not taken, and the cost per position comes only on top of a clear gain."""
     from mobilenet.latency.fit import simplest_good_fit
 
-    def fits(errors: dict[tuple[bool, int], float]) -> dict[tuple[bool, int], tuple[Roofline, float]]:
+    def fits(errors: dict[tuple[bool, int], float]) -> dict[tuple[bool, bool, int], tuple[Roofline, float]]:
         every = {(p, w): 0.5 for p in (False, True) for w in (1, 4, 8, 16)} | errors
-        return {key: (Roofline(1e11, 1e10, 0.0, key[1]), e) for key, e in every.items()}
+        return {(p, False, w): (Roofline(1e11, 1e10, 0.0, w), e) for (p, w), e in every.items()}
 
     chosen = simplest_good_fit(fits({(False, 1): 0.10, (False, 4): 0.085, (False, 8): 0.08}))
     assert (chosen[0].lanes, chosen[1]) == (8, 0.08)
@@ -144,8 +144,8 @@ def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     assert simplest_good_fit(fits({(False, 1): 0.10, (False, 8): 0.095}))[0].lanes == 1  # not a tenth better
     with_pixel = fits({(False, 1): 0.10, (False, 8): 0.05, (True, 8): 0.04, (True, 1): 0.06})
     assert simplest_good_fit(with_pixel)[1] == 0.04  # 0.05 -> 0.04 is a fifth better
-    assert simplest_good_fit(with_pixel | {(True, 8): (Roofline(1e11, 1e10, 0.0, 8), 0.048)})[1] == 0.05
-    decided = {key: value for key, value in fits({(False, 16): 0.2, (True, 16): 0.1}).items() if key[1] == 16}
+    assert simplest_good_fit(with_pixel | {(True, False, 8): (Roofline(1e11, 1e10, 0.0, 8), 0.048)})[1] == 0.05
+    decided = {key: value for key, value in fits({(False, 16): 0.2, (True, 16): 0.1}).items() if key[2] == 16}
     assert simplest_good_fit(decided)[0].lanes == 16 and simplest_good_fit(decided)[1] == 0.1, "a decided lane"
 
 
@@ -359,6 +359,67 @@ def test_a_cost_per_output_position_is_fitted_back_and_only_where_it_earns_its_p
     _, without = fit_roofline(works, repeats, [n * per_pixel.seconds(w) for n, w in zip(repeats, works)])
     assert without > 0.1  # what the term buys on these probes
     assert fit("litert", "int8", 1, 1, timed_by(Roofline(200e9, 8e9, 1e-6))).kernels["pointwise"].pixel_s == 0
+
+
+def test_the_weights_a_call_misses_are_those_beyond_the_cache_and_cost_once_a_call() -> None:
+    """A call reads every weight once: of 19 MiB of weights (α 1.1 at fp32) a cache keeping 8 MiB
+    misses 11 MiB, every call, however large its batch; at int8 the same weights fit."""
+    from mobilenet.latency.model import call_weight_bytes, missed_fraction
+
+    mib = 2**20
+    assert missed_fraction(16 * mib, 8 * mib) == 0.5
+    assert missed_fraction(4 * mib, 8 * mib) == 0.0 == missed_fraction(16 * mib, math.inf) == missed_fraction(0, 1)
+    wide = ArchConfig(alpha=1.1, resolution=112)
+    fp32, int8 = (call_weight_bytes(cost.network_cost(wide, size).layers, size) for size in (4, 1))
+    assert fp32 == 4 * int8 == 4 * sum(x.weights for x in cost.network_cost(wide).layers)
+
+    far = {k: dataclasses.replace(r, far_s=1 / 20e9) for k, r in fixed_calibration().kernels.items()}
+    kept, missed = fixed_calibration(kernels=far), fixed_calibration(kernels=far, cache_bytes=8 * mib)
+    for batch in (1, 8):
+        extra = predict_with(missed, wide, batch).total_ms - predict_with(kept, wide, batch).total_ms
+        assert extra == pytest.approx((fp32 - 8 * mib) / 20e9 * 1e3), "the misses' cost, once a call"
+    last = "blocks.12.pw"  # (1126 x 1126 weights: 5.1 MB at fp32, 58% of them missed)
+    assert predict_with(missed, wide).layer(last).predicted_ms > predict_with(kept, wide).layer(last).predicted_ms
+    small = ArchConfig(alpha=0.5, resolution=112)  # 5.3 MB of weights: they fit
+    assert predict_with(missed, small).total_ms == predict_with(kept, small).total_ms
+    int8_kept, int8_missed = (dataclasses.replace(c, precision="int8") for c in (kept, missed))
+    assert predict_with(int8_missed, wide).total_ms == predict_with(int8_kept, wide).total_ms
+
+
+def profiled_networks(truth: Calibration) -> list[Timed]:
+    """The calibration's networks, each timed and profiled layer by layer as ``truth`` predicts."""
+    from mobilenet.latency.probes import default_networks
+
+    timed = [Timed(p, size, truth.call_s) for p in default_plan() if p.kernel == "call" for size in p.sizes]
+    for probe in default_networks():
+        for size in probe.sizes:
+            prediction = predict_with(truth, probe.arch_cfg(size))
+            layers = tuple(x.predicted_ms / 1e3 for x in prediction.layers)
+            timed.append(Timed(probe, size, truth.call_s + sum(layers), layer_seconds=layers))
+    return timed
+
+
+def test_the_cache_and_the_cost_of_its_misses_are_fitted_back_and_only_where_they_earn_their_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Networks profiled on a machine whose cache keeps 8 MiB of weights, each byte beyond it
+    costing its pointwise convs and classifier 50 ps more: the fit finds the 8 MiB and the cost
+    again, and predicts a wider network than it saw (α 1.1) as that machine runs it. Networks
+    timed on a machine that keeps every weight give no cache."""
+    mib = 2**20
+    base = fixed_calibration(call_s=5e-6)
+    far = {k: dataclasses.replace(r, far_s=50e-12) if k in ("pointwise", "fc") else r for k, r in base.kernels.items()}
+    truth = dataclasses.replace(base, kernels=far, cache_bytes=8 * mib)
+    fitted = fit("onnxruntime", "fp32", 1, 1, profiled_networks(truth))
+    assert fitted.cache_bytes == 8 * mib
+    assert fitted.kernels["pointwise"].far_s == pytest.approx(50e-12, rel=0.02)
+    assert fitted.kernels["depthwise"].far_s == 0.0, "the depthwise layers' time did not depend on it"
+    wide = ArchConfig(alpha=1.1, resolution=112)
+    assert predict_with(fitted, wide).total_ms == pytest.approx(predict_with(truth, wide).total_ms, rel=0.01)
+    assert fit("onnxruntime", "fp32", 1, 1, profiled_networks(base)).cache_bytes == math.inf
+    monkeypatch.setattr("mobilenet.latency.calibrate.CACHE_SIZES", ())  # what the cache buys: a cache keeping all
+    blind = fit("onnxruntime", "fp32", 1, 1, profiled_networks(truth))
+    assert predict_with(blind, wide).total_ms < 0.95 * predict_with(truth, wide).total_ms
 
 
 def networks_off_their_rooflines(truth: dict[str, float]) -> list[object]:

@@ -10,6 +10,7 @@ and says what it does on stderr. Probes are timed with the project's settled-blo
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -28,9 +29,12 @@ from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
 from mobilenet.errors import InputError
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
 from mobilenet.latency.fit import (
+    CACHE_MIN_MISSED,
+    CACHE_SIZES,
     CallMeasurement,
     Measurement,
     NetworkMeasurement,
+    choose_cache,
     fit_call,
     fit_in_network,
     fit_kernels,
@@ -39,11 +43,13 @@ from mobilenet.latency.model import (
     CONV_KERNELS,
     UNBLOCKED,
     Calibration,
+    call_weight_bytes,
     element_bytes,
     fills_blocks,
     handed_bytes,
     input_bytes,
     kernel_of,
+    missed_fraction,
     predict_with,
 )
 from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
@@ -130,6 +136,9 @@ def calibrate(
     on_networks = (f"; on the whole networks {networks_fit['rmspe_before']:.0%} before the in-network factors, "
                    f"{networks_fit['rmspe_after']:.0%} after") if networks_fit else ""
     converted = f" (and {backend.converting_s:.0f} s converting probes, once)" if backend.converting_s else ""
+    if math.isfinite(calibration.cache_bytes):
+        on_networks += (f"; the cache keeps {calibration.cache_bytes / 2**20:g} MiB of weights between calls, "
+                        "the rest come from memory")
     log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     calibration = replace(calibration, fit=fit_info)
@@ -197,48 +206,73 @@ def fit(
     feeds = [CallMeasurement(input_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.feed_seconds)
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
-    in_place = []
-    for t in networks:
-        layers = t.probe.layers(t.size, batch_size, size_of)
-        # (a profile that does not split into the network's layers, a runtime fusing what the
-        # op tables do not know, is left out: those kernels are fitted to their probes)
-        if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
-            continue
-        # The profile splits the network's time among its layers; the interleaved timing says how
-        # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
-        scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
-        in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S))
-                     for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
-    profiled = {m.kernel for m in in_place}
-    probed = []
-    for t in timed:
-        layers = t.probe.layers(t.size, batch_size, size_of)
-        kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
-        if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
-            kernel += UNBLOCKED
-        if t.probe.kernel != "call" and kernel not in profiled:
-            probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S)))
+
+    def measurements(cache_bytes: float) -> tuple[list[Measurement], list[Measurement]]:
+        """Every layer's measurement, profiled in a network and probed, its weights missed as a
+        cache keeping ``cache_bytes`` of them would miss them."""
+        def missed(layers: Sequence[LayerCost]) -> float:
+            return missed_fraction(call_weight_bytes(layers, size_of), cache_bytes)
+
+        in_place = []
+        for t in networks:
+            layers = t.probe.layers(t.size, batch_size, size_of)
+            # (a profile that does not split into the network's layers, a runtime fusing what the
+            # op tables do not know, is left out: those kernels are fitted to their probes)
+            if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
+                continue
+            # The profile splits the network's time among its layers; the interleaved timing says how
+            # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
+            scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
+            in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S),
+                                     missed(layers))
+                         for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
+        profiled = {m.kernel for m in in_place}
+        probed = []
+        for t in timed:
+            layers = t.probe.layers(t.size, batch_size, size_of)
+            kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
+            if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
+                kernel += UNBLOCKED
+            if t.probe.kernel != "call" and kernel not in profiled:
+                probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S),
+                                          missed(layers)))
+        return in_place, probed
+
+    in_place, probed = measurements(math.inf)
     if not in_place + probed:
         raise InputError("a calibration needs at least one probe of a layer, not only the call")
-    fitted = fit_kernels(in_place + probed, batch_size, size_of)
-    rooflines = Calibration(
-        runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=fitted.kernels,
-        call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
-        fixed_batch=fixed_batch,
-        channel_blocks=dict(channel_blocks or {}),
-        fit={"rmspe": fitted.rmspe, "probes": fitted.probes, "profiled_in_networks": sorted(profiled)},
-    )
-    if not networks:
-        return rooflines
-    in_network = fit_in_network([
-        NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
-                           max(t.seconds - own_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
-        for t in networks
-    ], in_place=profiled)
-    fit_info = {**rooflines.fit, "in_network": {
-        "networks": len(networks), "rmspe_before": in_network.rmspe_before, "rmspe_after": in_network.rmspe_after,
-        "extra_call_s": in_network.extra_call_s}}
-    return replace(rooflines, in_network=in_network.factors, call_s=call_s + in_network.extra_call_s, fit=fit_info)
+    profiled = {m.kernel for m in in_place}
+
+    def fitted(cache_bytes: float) -> Calibration:
+        """The rooflines, and the in-network factors, with a cache keeping ``cache_bytes``."""
+        kernels = fit_kernels([*itertools.chain(*measurements(cache_bytes))], batch_size, size_of)
+        rooflines = Calibration(
+            runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=kernels.kernels,
+            call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
+            fixed_batch=fixed_batch, channel_blocks=dict(channel_blocks or {}), cache_bytes=cache_bytes,
+            fit={"rmspe": kernels.rmspe, "probes": kernels.probes, "profiled_in_networks": sorted(profiled)},
+        )
+        if not networks:
+            return rooflines
+        in_network = fit_in_network([
+            NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
+                               max(t.seconds - own_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
+            for t in networks
+        ], in_place=profiled)
+        fit_info = {**rooflines.fit, "in_network": {
+            "networks": len(networks), "rmspe_before": in_network.rmspe_before,
+            "rmspe_after": in_network.rmspe_after, "extra_call_s": in_network.extra_call_s}}
+        return replace(rooflines, in_network=in_network.factors, call_s=call_s + in_network.extra_call_s,
+                       fit=fit_info)
+
+    # The cache is judged on the whole networks, what the model predicts: of the sizes at which
+    # some network misses enough of its weights to learn their cost from (``CACHE_MIN_MISSED``).
+    most_weights = max((call_weight_bytes(t.probe.layers(t.size, batch_size, size_of), size_of)
+                        for t in networks), default=0)
+    tried = {size: fitted(size) for size in CACHE_SIZES if missed_fraction(most_weights, size) >= CACHE_MIN_MISSED}
+    keeps_all = fitted(math.inf)
+    chosen = choose_cache({size: c.network_error for size, c in tried.items()}, keeps_all.network_error)
+    return tried.get(chosen, keeps_all)
 
 
 def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:

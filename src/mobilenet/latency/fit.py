@@ -53,6 +53,15 @@ from mobilenet.latency.model import CONV_KERNELS, KERNELS, UNBLOCKED, Roofline, 
 LANES: tuple[int, ...] = (1, 4, 8, 16)
 # A wider lane must cut the error by a tenth, and by a tenth of a percentage point, to be chosen.
 LANES_MARGIN, LANES_MIN_GAIN = 0.9, 0.001
+# The last-level cache's room for weights between calls, tried (bytes), and the tenth it must cut
+# off the networks' error (``choose_cache``). A size is tried only where some calibration network
+# misses at least a quarter of its weights: a cost per byte learned from a few misses is
+# extrapolated to a wider network's many (PyTorch fp32 on a Zen 5: a 16 MiB cache, which the
+# widest calibration network, 16.1 MiB, overflows by 0.7%, fitted 2.4 ns a byte missed and
+# predicted α 1.1 at 112 px 52% slow).
+CACHE_SIZES: tuple[int, ...] = tuple(2**k << 20 for k in range(6))  # 1 to 32 MiB
+CACHE_MARGIN = 0.9
+CACHE_MIN_MISSED = 0.25
 # In-network factors must cut the networks' error by a tenth against factors of 1 to be kept.
 FACTORS_MARGIN = 0.9
 # A kernel no probe measured (the calibration ran out of time) borrows from the most similar one.
@@ -81,6 +90,7 @@ class Measurement:
     kernel: str
     layers: tuple[LayerCost, ...]
     seconds: float
+    weights_missed: float = 0.0  # of the layers' weights, the share its call fetched from beyond the cache
 
 
 @dataclass(frozen=True)
@@ -192,10 +202,12 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
             continue
         fits = {}
         widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
-        for per_pixel, width in itertools.product((False, True), widths):
-            works = [layer_work(m.layers[0], batch_size, element_bytes, width) for m in mine]
-            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel)
-            fits[per_pixel, width] = replace(roof, lanes=width), error
+        far_choices = (False, True) if any(m.weights_missed > 0 for m in mine) else (False,)
+        for per_pixel, per_far_byte, width in itertools.product((False, True), far_choices, widths):
+            works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed) for m in mine]
+            roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel,
+                                       per_far_byte)
+            fits[per_pixel, per_far_byte, width] = replace(roof, lanes=width), error
         kernels[kernel], rmspe[kernel] = simplest_good_fit(fits)
         probes[kernel] = len(mine)
     for kernel in KERNELS:
@@ -206,60 +218,78 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
     return FittedKernels(kernels, rmspe, probes)
 
 
-def simplest_good_fit(fits: Mapping[tuple[bool, int], tuple[Roofline, float]]) -> tuple[Roofline, float]:
+def choose_cache(errors: Mapping[int, float | None], keeps_all: float | None) -> float:
+    """The bytes of weights the last-level cache keeps from one call to the next
+    (``model.missed_fraction``): of the sizes tried, with the error each fit makes on the whole
+    networks (``errors``), the one that fits them best, if it cuts the error of a cache keeping
+    every weight (``keeps_all``) by a tenth (``CACHE_MARGIN``); else every weight kept. A
+    machine-wide fact, chosen as a lane width is: where the networks cannot tell, none. (Judged
+    on the networks, not on the kernels' own measurements: the XNNPACK runtimes' pointwise
+    probes, chains of 16 MiB of weights, fit better with misses whose cost then predicts their
+    networks worse: ExecuTorch fp32 on the Zen 5, docs/latency.md §4.)"""
+    judged = {size: error for size, error in errors.items() if error is not None}
+    if not judged or keeps_all is None:
+        return math.inf
+    size = min(judged, key=lambda s: (judged[s], s))
+    return size if judged[size] < keeps_all * CACHE_MARGIN else math.inf
+
+
+def simplest_good_fit(fits: Mapping[tuple[bool, bool, int], tuple[Roofline, float]]) -> tuple[Roofline, float]:
     """Of a kernel's fits, keyed by (cost per position or not, lane width) with their errors: the
     simplest one (one lane, no cost per position), replaced by the best fit making one choice
     more (a wider lane, or the cost per position) only where that cuts the error by a tenth
     (``LANES_MARGIN``, and ``LANES_MIN_GAIN``), then likewise by the best making both. Among fits
     making as many choices the least error wins (the narrower lane on a tie), so a lane 8 that
     beats lane 1 by 20% is not lost to a lane 4 tried before it that beat lane 1 by 15%."""
-    def choices(key: tuple[bool, int]) -> int:
-        per_pixel, width = key
-        return int(per_pixel) + int(width != 1)
+    def choices(key: tuple[bool, bool, int]) -> int:
+        per_pixel, per_far_byte, width = key
+        return int(per_pixel) + int(per_far_byte) + int(width != 1)
 
-    chosen = fits[min(fits, key=lambda key: (choices(key), key[1]))]  # (False, 1) unless the lane is decided
-    for level in (1, 2):
-        rivals = sorted((error, width, per_pixel) for (per_pixel, width), (_, error) in fits.items()
-                        if choices((per_pixel, width)) == level)
+    chosen = fits[min(fits, key=lambda key: (choices(key), key[2]))]  # no choice made, unless the lane is decided
+    for level in (1, 2, 3):
+        rivals = sorted((error, width, per_pixel, per_far_byte) for (per_pixel, per_far_byte, width), (_, error)
+                        in fits.items() if choices((per_pixel, per_far_byte, width)) == level)
         if not rivals:
             continue
-        error, width, per_pixel = rivals[0]
+        error, width, per_pixel, per_far_byte = rivals[0]
         if error < chosen[1] * LANES_MARGIN and chosen[1] - error > LANES_MIN_GAIN:
-            chosen = fits[per_pixel, width]
+            chosen = fits[per_pixel, per_far_byte, width]
     return chosen
 
 
 def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float],
-                 per_pixel: bool = False) -> tuple[Roofline, float]:
+                 per_pixel: bool = False, per_far_byte: bool = False) -> tuple[Roofline, float]:
     """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
     ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them.
-    ``per_pixel``: with an overhead per output position (else none)."""
+    ``per_pixel``: with an overhead per output position (else none); ``per_far_byte``: with a
+    cost per byte of weights fetched from beyond the cache (else none)."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
     g = np.array([w.groups for w in works], dtype=float)
     px = np.array([w.pixels for w in works], dtype=float) * per_pixel
+    far = np.array([w.far_bytes for w in works], dtype=float) * per_far_byte
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
     order = np.argsort(f / b)
-    best = np.zeros(5)
+    best = np.zeros(6)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far], axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, g, px, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, n), t)
         if error < best_error - TIE:
             best, best_error = theta, error
-    overhead, s_per_mac, s_per_byte, per_group, per_pixel = (float(x) for x in best)
+    overhead, s_per_mac, s_per_byte, per_group, per_pixel, s_per_far_byte = (float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead, group_s=per_group, pixel_s=per_pixel)
+                    overhead, group_s=per_group, pixel_s=per_pixel, far_s=s_per_far_byte)
     return roof, best_error
 
 
 def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, px: np.ndarray,
-                      n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + theta[3] * g + theta[4] * px + np.maximum(theta[1] * f, theta[2] * b))
+                      far: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + theta[4] * px + theta[5] * far + np.maximum(theta[1] * f, theta[2] * b))
 
 
 def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:

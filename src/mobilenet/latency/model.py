@@ -25,6 +25,11 @@ neighbours' activations and weights share the caches; some runtimes reorder the 
 kernels of different kinds), so each kind's roofline time is multiplied by its **in-network
 factor** (``Calibration.in_network``), learned from whole networks of the published sizes.
 
+A call reads every weight of the network once. Those the last-level cache cannot keep from one
+call to the next (``Calibration.cache_bytes``, ``missed_fraction``) come from memory at every
+call, at a further cost per byte (``Roofline.far_s``): so a wide network on a small image, whose
+time is mostly its weights, runs slower than a roofline fitted to networks whose weights stay.
+
 A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it), a cost per
 byte of its input and output handed over to the runtime and back (``handover_bytes_per_s``: a
 probe hands over far more than a network's image, ExecuTorch 2.3x as slowly as LiteRT here) and,
@@ -65,7 +70,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 10  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 11  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -120,13 +125,16 @@ def padded(channels: int, lanes: int) -> int:
 class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
     width), the bytes it moves at least once, its groups (a depthwise conv's channels, batch
-    included; 0 for a dense layer) and its output positions (a conv's output pixels, batch
-    included; 0 for the pool and the classifier)."""
+    included; 0 for a dense layer), its output positions (a conv's output pixels, batch
+    included; 0 for the pool and the classifier) and, of its weights' bytes, those the call
+    fetches from beyond the last-level cache (``missed_fraction``: once per call, whatever the
+    batch)."""
 
     mult_adds: float
     bytes: float
     groups: int = 0
     pixels: int = 0
+    far_bytes: float = 0.0
 
     @property
     def intensity(self) -> float:
@@ -136,9 +144,11 @@ class Work:
 CONV_KINDS = ("conv", "depthwise", "pointwise")  # cost's kinds that run over output positions
 
 
-def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1) -> Work:
+def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1,
+               weights_missed: float = 0.0) -> Work:
     """The work of ``layer`` (a ``cost.LayerCost`` counted at ``batch_size`` and the activation
-    element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``."""
+    element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``, and
+    ``weights_missed`` of its weights fetched from beyond the cache (``missed_fraction``)."""
     c_in, c_out = layer.in_shape[0], layer.out_shape[0]
     scale = 1.0
     if layer.mult_adds and lanes > 1:
@@ -147,8 +157,28 @@ def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes:
             scale *= padded(c_in, lanes) / c_in
     groups = layer.groups * batch_size if layer.groups > 1 else 0
     pixels = layer.out_shape[1] * layer.out_shape[2] * batch_size if layer.kind in CONV_KINDS else 0
-    return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + layer.weights * weight_bytes,
-                groups, pixels)
+    weights = layer.weights * weight_bytes
+    return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + weights, groups, pixels,
+                weights * weights_missed)
+
+
+def call_weight_bytes(layers: Iterable[cost.LayerCost], weight_bytes: int) -> int:
+    """The weights one call reads (every layer's, at ``weight_bytes`` each): what the cache must
+    keep from one call to the next for none of them to come from memory."""
+    return sum(layer.weights for layer in layers) * weight_bytes
+
+
+def missed_fraction(call_weights: float, cache_bytes: float) -> float:
+    """The share of a call's weights that come from beyond a last-level cache keeping
+    ``cache_bytes`` of them between calls: none while they fit, then all but what it keeps.
+
+    Each call reads every weight once, in the same order, and between two reads of one weight
+    the call's other weights pass through the cache: the weights that do not fit come from
+    memory at every call, whatever the batch. A wide network on a small image waits on them
+    (α 1.1 at 112 px, 19 MB at fp32: its pointwise layers on 4x4 maps and its classifier ran
+    30-45% slower than a roofline fitted to networks of up to 16 MB, oneDNN Graph on a Zen 5,
+    docs/latency.md §4); at int8 the same network's weights fit."""
+    return max(0.0, 1.0 - cache_bytes / call_weights) if call_weights > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,8 @@ class Roofline:
     pays it per channel), an overhead per output position (s; a kernel that does fixed work per
     output pixel whatever its channels, as LiteRT's int8 convs do: about 30 ns a pixel on the AMX
     Xeon, where a 16-channel pointwise conv then runs at 8 GMAC/s and a 300-channel one at 230),
+    a cost per byte of weights fetched from beyond the last-level cache (s; ``Work.far_bytes``:
+    memory's bandwidth, and its latency where the kernel cannot hide it behind its arithmetic),
     and the lane width its channels are padded to. An infinite rate or bandwidth is a roof the
     calibration never saw bind."""
 
@@ -168,6 +200,7 @@ class Roofline:
     lanes: int = 1
     group_s: float = 0.0
     pixel_s: float = 0.0
+    far_s: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -181,26 +214,32 @@ class Roofline:
         return work.bytes / self.bytes_per_s
 
     def seconds(self, work: Work) -> float:
-        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels
+        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels + self.far_s * work.far_bytes
         return fixed + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
-        return "compute" if self.compute_s(work) >= self.memory_s(work) else "memory"
+        """Which roof binds: memory's where moving the bytes (weights from beyond the cache
+        included) takes longer than the arithmetic."""
+        waits = self.memory_s(work) + self.far_s * work.far_bytes
+        return "compute" if self.compute_s(work) >= waits else "memory"
 
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
-                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s}
+                "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s,
+                "far_s": self.far_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s")
-        rate, bandwidth, overhead, lanes, per_group, per_pixel = (d.get(k) for k in keys)
-        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel]
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s", "far_s")
+        rate, bandwidth, overhead, lanes, per_group, per_pixel, per_far_byte = (d.get(k) for k in keys)
+        values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel,
+                                                                              per_far_byte]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
                 or not (isinstance(lanes, int) and lanes >= 1):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
-        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]))
+        return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]),
+                   float(values[5]))
 
 
 @dataclass(frozen=True)
@@ -228,6 +267,7 @@ class Calibration:
     key: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
     handover_bytes_per_s: float = math.inf
+    cache_bytes: float = math.inf
 
     @property
     def element_bytes(self) -> int:
@@ -251,6 +291,7 @@ class Calibration:
             "feed_bytes_per_s": _finite_or_none(self.feed_bytes_per_s),
             "handover_bytes_per_s": _finite_or_none(self.handover_bytes_per_s),
             "fixed_batch": self.fixed_batch, "channel_blocks": self.channel_blocks,
+            "cache_bytes": _finite_or_none(self.cache_bytes),
             "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
             "in_network": self.in_network, "key": self.key, "fit": self.fit,
         }
@@ -265,6 +306,7 @@ class Calibration:
             kernels = {k: Roofline.from_dict(d["kernels"][k]) for k in KERNELS}
             call_bytes = math.inf if d["feed_bytes_per_s"] is None else float(d["feed_bytes_per_s"])
             handover = math.inf if d["handover_bytes_per_s"] is None else float(d["handover_bytes_per_s"])
+            cache = math.inf if d["cache_bytes"] is None else float(d["cache_bytes"])
             calibration = cls(
                 runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
                 threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
@@ -272,7 +314,7 @@ class Calibration:
                 fixed_batch=bool(d["fixed_batch"]),
                 channel_blocks={str(k): int(v) for k, v in d["channel_blocks"].items()},
                 in_network={str(k): float(v) for k, v in d["in_network"].items()},
-                key=dict(d["key"]), fit=dict(d["fit"]), handover_bytes_per_s=handover,
+                key=dict(d["key"]), fit=dict(d["fit"]), handover_bytes_per_s=handover, cache_bytes=cache,
             )
         except CorruptCalibration:
             raise
@@ -280,7 +322,7 @@ class Calibration:
             raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
         c = calibration
         factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
-        rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0
+        rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0 and c.cache_bytes > 0
         if not (c.call_s >= 0 and rates_ok and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
                 and factors_ok and all(k in CONV_KERNELS and v >= 1 for k, v in c.channel_blocks.items())):
             raise CorruptCalibration("a calibration with impossible constants")
@@ -351,12 +393,15 @@ class LatencyPrediction:
         }
 
 
-def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int = 1) -> LayerLatency:
+def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int = 1,
+                  call_weights: float = 0.0) -> LayerLatency:
     """One layer (a ``cost.LayerCost`` counted at the calibration's element size and
-    ``batch_size``; for a fixed-batch runtime, at batch 1) on the calibrated machine."""
+    ``batch_size``; for a fixed-batch runtime, at batch 1) on the calibrated machine, in a call
+    that reads ``call_weights`` bytes of weights in all (``call_weight_bytes``)."""
     kernel = kernel_of(layer, calibration.channel_blocks)
     roof = calibration.kernels[kernel]
-    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes)
+    missed = missed_fraction(call_weights, calibration.cache_bytes)
+    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed)
     return LayerLatency(
         name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
         intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work),
@@ -392,9 +437,10 @@ def predict_with(
     per_call = 1 if calibration.fixed_batch else batch_size
     calls = batch_size // per_call
     net = cost.network_cost(arch_cfg, calibration.element_bytes, per_call)
+    weights = call_weight_bytes(net.layers, calibration.element_bytes)
     layers = []
     for layer in net.layers:
-        one = predict_layer(calibration, layer, per_call)
+        one = predict_layer(calibration, layer, per_call, weights)
         layers.append(_times(one, calls) if calls > 1 else one)
     size = calibration.element_bytes
     call_ms = call_seconds(calibration, input_bytes(net.layers, size), handed_bytes(net.layers, size)) * 1e3 * calls
@@ -462,11 +508,16 @@ class BlockSpeedup:
 
 def block_speedups(calibration: Calibration, arch_cfg: ArchConfig | None = None,
                    batch_size: int = 1) -> list[BlockSpeedup]:
-    """Every separable block of ``arch_cfg`` against its full convolution, predicted."""
+    """Every separable block of ``arch_cfg`` against its full convolution, predicted, each in its
+    own network's call (the full-conv network reads 8x the weights)."""
     per_call = 1 if calibration.fixed_batch else batch_size
+    size = calibration.element_bytes
+    comparison = cost.compare(arch_cfg, size, per_call)
+    weights = {"standard": comparison.standard.weights * size, "separable": comparison.separable.weights * size}
     rows = []
-    for c in cost.compare(arch_cfg, calibration.element_bytes, per_call).blocks:
-        standard, depthwise, pointwise = (predict_layer(calibration, x, per_call)
-                                          for x in (c.standard, c.depthwise, c.pointwise))
+    for c in comparison.blocks:
+        standard = predict_layer(calibration, c.standard, per_call, weights["standard"])
+        depthwise, pointwise = (predict_layer(calibration, x, per_call, weights["separable"])
+                                for x in (c.depthwise, c.pointwise))
         rows.append(BlockSpeedup(c, standard, depthwise, pointwise))
     return rows
