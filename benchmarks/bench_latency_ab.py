@@ -118,10 +118,10 @@ def rule_undone(variant: str) -> Iterator[None]:
 
 def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
     """One calibration's probe timings, then the held-out grid and the seen networks timed once,
-    interleaved, and (ONNX Runtime fp32, PyTorch where it profiles) each held-out network's layers profiled once."""
+    interleaved, and (ONNX Runtime fp32, OpenVINO, PyTorch where it profiles) each held-out network's layers profiled once."""
     import torch
 
-    from bench_latency_model import Setting, ort_layer_ms, torch_layer_ms  # (this folder is the script's path)
+    from bench_latency_model import Setting, ort_layer_ms, profiled_layer_ms  # (this folder is the script's path)
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.deploy.timing import Timing, time_interleaved
@@ -152,8 +152,8 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     setting = Setting(args.runtime, args.precision, args.threads, 1)
     if args.runtime == "onnxruntime" and args.precision == "fp32":
         profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
-    elif args.runtime == "torch":  # (where its probes profile whole networks: oneDNN Graph's program)
-        profiled = [torch_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
+    elif args.runtime in ("torch", "openvino"):  # (where the backend profiles whole networks)
+        profiled = [profiled_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
         profiles = None if None in profiled else profiled
     return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,
             "fixed_batch": backend.fixed_batch, "channel_blocks": backend.channel_blocks, "measured_ms": measured,

@@ -125,13 +125,16 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
 def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
                  measured_ms: float) -> dict[str, Any]:
     """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
-    as the calibration splits them (``ort_layer_ms``), and so are PyTorch's where its probes
-    profile networks (``torch_layer_ms``); OpenVINO's shares (and PyTorch's elsewhere) are
-    those ``mobilenet bench`` shows."""
+    as the calibration splits them (``ort_layer_ms``), and so are OpenVINO's and PyTorch's where
+    their backends profile networks (``profiled_layer_ms``); elsewhere the shares are those
+    ``mobilenet bench`` shows. (Until 2026-12-05 OpenVINO's were bench's, which leaves the
+    runtime's reorders out where the calibration gives each to the conv it feeds: the stem's
+    share, with the input's reorder, was predicted at 10-17% where bench showed 5-10%.)"""
     out: dict[str, Any] = {}
     layers_ms = measured_ms - prediction.call_ms
     layer_ms = (ort_layer_ms(model, setting, seconds, layers_ms) if setting.runtime == "onnxruntime" else
-                torch_layer_ms(model, setting, seconds, layers_ms) if setting.runtime == "torch" else None)
+                profiled_layer_ms(model, setting, seconds, layers_ms) if setting.runtime in ("torch", "openvino")
+                else None)
     if layer_ms is not None:
         per_type: dict[str, float] = {}
         for layer, ms in zip(prediction.layers, layer_ms, strict=True):
@@ -179,16 +182,19 @@ def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float)
     return [s * layers_ms / sum(profiled) for s in profiled]
 
 
-def torch_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
-    """Each layer's milliseconds in PyTorch where its probes profile whole networks (oneDNN
-    Graph's program: ``TorchBackend``), the network built and profiled as the calibration builds
-    and profiles its own, scaled to ``layers_ms`` as ``ort_layer_ms``; None where they do not."""
-    from mobilenet.latency.backends import TorchBackend  # noqa: PLC0415
-    from mobilenet.prepare import fixed_padding_copy  # noqa: PLC0415
+def profiled_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
+    """Each layer's milliseconds where the runtime's latency backend profiles whole networks
+    (OpenVINO's performance counters; PyTorch where its probes are oneDNN Graph's programs): the
+    network built and profiled as the calibration builds and profiles its own, its nodes given to
+    layers by the calibration's own reading (a reorder before a conv is that conv's), scaled to
+    ``layers_ms`` as ``ort_layer_ms``; None where the backend does not profile."""
+    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
+    from mobilenet.prepare import fixed_padding_copy, folded_copy  # noqa: PLC0415
 
-    backend = TorchBackend(setting.precision, setting.threads)
+    backend = BACKENDS[setting.runtime](setting.precision, setting.threads)
     shape = (1, 3, *model.arch_cfg.resolution)
-    cell = backend.load(fixed_padding_copy(model), shape)(shape)
+    prepared = fixed_padding_copy(model) if backend.fixed_pads else folded_copy(model)
+    cell = backend.load(prepared, shape)(shape)
     if cell.profile is None:
         return None
     profiled = cell.profile(seconds)
