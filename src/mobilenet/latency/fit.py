@@ -235,10 +235,11 @@ def choose_cache(errors: Mapping[int, float | None], keeps_all: float | None) ->
 
 
 def simplest_good_fit(fits: Mapping[tuple[bool, bool, int], tuple[Roofline, float]]) -> tuple[Roofline, float]:
-    """Of a kernel's fits, keyed by (cost per position or not, lane width) with their errors: the
-    simplest one (one lane, no cost per position), replaced by the best fit making one choice
-    more (a wider lane, or the cost per position) only where that cuts the error by a tenth
-    (``LANES_MARGIN``, and ``LANES_MIN_GAIN``), then likewise by the best making both. Among fits
+    """Of a kernel's fits, keyed by (cost per position or not, cost per byte missed or not, lane
+    width) with their errors: the simplest one (one lane, neither cost), replaced by the best fit
+    making one choice more (a wider lane, the cost per position or the cost per byte of weights
+    beyond the cache) only where that cuts the error by a tenth (``LANES_MARGIN``, and
+    ``LANES_MIN_GAIN``), then likewise by the best making two, and all three. Among fits
     making as many choices the least error wins (the narrower lane on a tie), so a lane 8 that
     beats lane 1 by 20% is not lost to a lane 4 tried before it that beat lane 1 by 15%."""
     def choices(key: tuple[bool, bool, int]) -> int:

@@ -175,8 +175,8 @@ def missed_fraction(call_weights: float, cache_bytes: float) -> float:
     Each call reads every weight once, in the same order, and between two reads of one weight
     the call's other weights pass through the cache: the weights that do not fit come from
     memory at every call, whatever the batch. A wide network on a small image waits on them
-    (α 1.1 at 112 px, 19 MB at fp32: its pointwise layers on 4x4 maps and its classifier ran
-    30-45% slower than a roofline fitted to networks of up to 16 MB, oneDNN Graph on a Zen 5,
+    (α 1.1 at 112 px, 19 MiB at fp32: its pointwise layers on 4x4 maps and its classifier ran
+    30-45% slower than a roofline fitted to networks of up to 16 MiB, oneDNN Graph on a Zen 5,
     docs/latency.md §4); at int8 the same network's weights fit."""
     return max(0.0, 1.0 - cache_bytes / call_weights) if call_weights > 0 else 0.0
 
