@@ -118,7 +118,8 @@ def rule_undone(variant: str) -> Iterator[None]:
 
 def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
     """One calibration's probe timings, then the held-out grid and the seen networks timed once,
-    interleaved, and (ONNX Runtime fp32, OpenVINO, PyTorch where it profiles) each held-out network's layers profiled once."""
+    interleaved, and (ONNX Runtime fp32, OpenVINO, PyTorch where it profiles) each held-out
+    network's layers profiled once."""
     import torch
 
     from bench_latency_model import Setting, ort_layer_ms, profiled_layer_ms  # (this folder is the script's path)

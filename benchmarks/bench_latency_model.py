@@ -7,11 +7,17 @@ prediction:
 
 * whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
   correlation;
-* layer types: predicted against measured time shares (OpenVINO's as ``mobilenet bench`` shows
-  them; ONNX Runtime's from its profiler and PyTorch's from oneDNN Graph's, where it runs that,
-  read as the calibration reads them; fp32), the largest difference in percentage points;
+* layer types: predicted against measured time shares (ONNX Runtime's from its profiler,
+  OpenVINO's from its performance counters and PyTorch's from oneDNN Graph's, where it runs that,
+  read as the calibration reads them; elsewhere as ``mobilenet bench`` shows them; fp32), the
+  largest difference in percentage points;
 * layers: the fraction of conv layers within ±25% (the same profiles, fp32: their split of the
   network's interleaved time, so that the drift while profiling does not count).
+
+Each network is profiled in ``--profile-passes`` passes over the whole grid (default 2), each
+layer's share the median of its passes: one profile is one spell of the guest's speed, and a
+spell that slowed some layers more than others decided a network's shares alone (PyTorch's
+0.85-240, docs/latency.md §4, 2026-12-05).
 
 The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
 takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
@@ -111,19 +117,26 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         predicted = predict_with(constants, cfg, setting.batch_size).total_ms
         setting.seen.append({"model": cfg.name, "predicted_ms": predicted, "measured_ms": measured,
                              "error": predicted / measured - 1})
-    for cfg, model, seconds in zip(grid, models, samples):
+    for cfg, seconds in zip(grid, samples):
         prediction = predict_with(constants, cfg, setting.batch_size)
         measured = Timing.from_seconds(seconds).median_ms
         row = {"model": cfg.name, "predicted_ms": prediction.total_ms, "measured_ms": measured,
                "error": prediction.total_ms / measured - 1}
-        if setting.precision == "fp32" and setting.batch_size == 1:
-            row |= layer_errors(model, prediction, setting, args.seconds, measured)
         setting.rows.append(row)
+    if setting.precision == "fp32" and setting.batch_size == 1:
+        # Pass after pass over the grid, so that one network's profiles are minutes apart.
+        passes = [[layer_fractions(model, setting, args.seconds) for model in models[:len(grid)]]
+                  for _ in range(args.profile_passes)]
+        for i, (cfg, model, row) in enumerate(zip(grid, models, setting.rows)):
+            profiles = [p[i] for p in passes if p[i] is not None]
+            fractions = list(np.median(profiles, axis=0)) if profiles else None
+            row |= layer_errors(model, predict_with(constants, cfg, setting.batch_size), setting, args.seconds,
+                                row["measured_ms"], fractions)
     setting.summary = summarize(setting.rows, setting.seen)
 
 
 def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
-                 measured_ms: float) -> dict[str, Any]:
+                 measured_ms: float, fractions: Sequence[float] | None) -> dict[str, Any]:
     """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
     as the calibration splits them (``ort_layer_ms``), and so are OpenVINO's and PyTorch's where
     their backends profile networks (``profiled_layer_ms``); elsewhere the shares are those
@@ -132,10 +145,8 @@ def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, se
     share, with the input's reorder, was predicted at 10-17% where bench showed 5-10%.)"""
     out: dict[str, Any] = {}
     layers_ms = measured_ms - prediction.call_ms
-    layer_ms = (ort_layer_ms(model, setting, seconds, layers_ms) if setting.runtime == "onnxruntime" else
-                profiled_layer_ms(model, setting, seconds, layers_ms) if setting.runtime in ("torch", "openvino")
-                else None)
-    if layer_ms is not None:
+    if fractions is not None:  # (each layer's share of the profiled time, ``layer_fractions``)
+        layer_ms = [f * layers_ms / sum(fractions) for f in fractions]
         per_type: dict[str, float] = {}
         for layer, ms in zip(prediction.layers, layer_ms, strict=True):
             per_type[layer_type(layer.kernel)] = per_type.get(layer_type(layer.kernel), 0.0) + ms
@@ -163,6 +174,16 @@ def measured_shares(model: Any, setting: Setting, seconds: float) -> dict[str, f
     rows = [r for r in layer_shares(model, options, lambda line: None) if r["kind"] != "other"]
     total = sum(r["time_share"] for r in rows) or 1.0
     return {("stem" if r["kind"] == "conv" else r["kind"]): r["time_share"] / total for r in rows}
+
+
+def layer_fractions(model: Any, setting: Setting, seconds: float) -> list[float] | None:
+    """Each layer's share of the network's time by one profile, read as the calibration reads
+    it (``ort_layer_ms``, ``profiled_layer_ms``); None where the runtime has no such profile."""
+    if setting.runtime == "onnxruntime":
+        return ort_layer_ms(model, setting, seconds, 1.0)
+    if setting.runtime in ("torch", "openvino"):
+        return profiled_layer_ms(model, setting, seconds, 1.0)
+    return None
 
 
 def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float]:
@@ -277,6 +298,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--recalibrate", action="store_true", help="calibrate again instead of using the cache")
     p.add_argument("--seen", action="store_true",
                    help="also time the calibration's own networks beside the grid: the machine's drift since")
+    p.add_argument("--profile-passes", type=int, default=2,
+                   help="profiles of each network (fp32, batch 1), each layer's share their median")
     p.add_argument("--tiny", action="store_true", help="a 2 x 2 grid, ONNX Runtime fp32, 1 thread, batch 1")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = p.parse_args(argv)
