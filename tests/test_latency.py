@@ -378,12 +378,20 @@ def test_the_weights_a_call_misses_are_those_beyond_the_cache_and_cost_once_a_ca
     for batch in (1, 8):
         extra = predict_with(missed, wide, batch).total_ms - predict_with(kept, wide, batch).total_ms
         assert extra == pytest.approx((fp32 - 8 * mib) / 20e9 * 1e3), "the misses' cost, once a call"
+    assert predict_with(missed, wide).weight_bytes_from_memory == fp32 - 8 * mib
+    assert predict_with(kept, wide).weight_bytes_from_memory == 0
     last = "blocks.12.pw"  # (1126 x 1126 weights: 5.1 MB at fp32, 58% of them missed)
     assert predict_with(missed, wide).layer(last).predicted_ms > predict_with(kept, wide).layer(last).predicted_ms
     small = ArchConfig(alpha=0.5, resolution=112)  # 5.3 MB of weights: they fit
     assert predict_with(missed, small).total_ms == predict_with(kept, small).total_ms
     int8_kept, int8_missed = (dataclasses.replace(c, precision="int8") for c in (kept, missed))
     assert predict_with(int8_missed, wide).total_ms == predict_with(int8_kept, wide).total_ms
+    # Waiting on memory makes a layer memory-bound: at 100 GB/s (ridge 1 mult-add a byte) that
+    # pointwise conv computes, unless most of its weights come from memory at 5 GB/s.
+    fast = {k: dataclasses.replace(r, bytes_per_s=100e9) for k, r in far.items()}
+    assert predict_with(fixed_calibration(kernels=fast), wide).layer(last).bound == "compute"
+    slow = {k: dataclasses.replace(r, far_s=1 / 5e9) for k, r in fast.items()}
+    assert predict_with(fixed_calibration(kernels=slow, cache_bytes=8 * mib), wide).layer(last).bound == "memory"
 
 
 def profiled_networks(truth: Calibration) -> list[Timed]:

@@ -155,6 +155,9 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
     lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
              f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
              *([f"Probes ran: {c.key['path']}"] if c.key.get("path") else []),
+             *([f"Weights: {prediction.weight_bytes / 2**20:.1f} MiB a call; the cache keeps {c.cache_bytes / 2**20:g} "
+                f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
+                "memory every call"] if prediction.weight_bytes_from_memory else []),
              f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'ms':>10}{'share':>8}"]
     layers_ms = sum(x.predicted_ms for x in prediction.layers)
     for x in prediction.layers:

@@ -358,10 +358,17 @@ class LatencyPrediction:
     batch_size: int
     layers: tuple[LayerLatency, ...]
     call_ms: float  # the call itself: entering the runtime, feeding it the image
+    weight_bytes: int = 0  # the weights one call reads
 
     @property
     def total_ms(self) -> float:
         return self.call_ms + sum(x.predicted_ms for x in self.layers)
+
+    @property
+    def weight_bytes_from_memory(self) -> float:
+        """Of ``weight_bytes``, those beyond what the cache keeps between calls: read from memory
+        at every call (``missed_fraction``)."""
+        return self.weight_bytes * missed_fraction(self.weight_bytes, self.calibration.cache_bytes)
 
     def layer(self, name: str) -> LayerLatency:
         for layer in self.layers:
@@ -389,7 +396,8 @@ class LatencyPrediction:
         return {
             "model": self.arch_cfg.name, "runtime": c.runtime, "precision": c.precision,
             "batch_size": self.batch_size, "threads": c.threads, "predicted_ms": self.total_ms,
-            "call_ms": self.call_ms, "shares": self.shares(), "layers": [x.to_dict() for x in self.layers],
+            "call_ms": self.call_ms, "shares": self.shares(), "weight_bytes": self.weight_bytes,
+            "weight_bytes_from_memory": self.weight_bytes_from_memory, "layers": [x.to_dict() for x in self.layers],
         }
 
 
@@ -444,7 +452,7 @@ def predict_with(
         layers.append(_times(one, calls) if calls > 1 else one)
     size = calibration.element_bytes
     call_ms = call_seconds(calibration, input_bytes(net.layers, size), handed_bytes(net.layers, size)) * 1e3 * calls
-    return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms)
+    return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms, weights)
 
 
 def _times(layer: LayerLatency, calls: int) -> LayerLatency:
