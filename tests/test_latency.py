@@ -1221,12 +1221,16 @@ def test_cost_and_compare_add_predicted_time_with_predict(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:
     path = "frozen TorchScript (what these probes ran)"
-    monkeypatch.setattr(latency, "calibrated",
-                        lambda *args, **kwargs: dataclasses.replace(fixed_calibration(), key={"path": path}))
+    mib = 2**20
+    constants = dataclasses.replace(fixed_calibration(), key={"path": path}, cache_bytes=4 * mib)
+    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: constants)
     assert main(["cost", "--alpha", "0.5", "--predict", "onnxruntime", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["latency"]["path"] == path
-    expected = predict_with(fixed_calibration(), ArchConfig(alpha=0.5))
+    expected = predict_with(constants, ArchConfig(alpha=0.5))
+    weights = sum(x.weights for x in cost.network_cost(ArchConfig(alpha=0.5)).layers) * 4  # (5.1 MiB at fp32)
+    assert data["latency"]["weight_bytes"] == weights
+    assert data["latency"]["weight_bytes_from_memory"] == pytest.approx(weights - 4 * mib)
     assert [x["predicted_ms"] for x in data["layers"]] == [x.predicted_ms for x in expected.layers]
     assert all(x["bound"] in ("compute", "memory") for x in data["layers"])
     assert data["total"]["predicted_ms"] == pytest.approx(expected.total_ms)
@@ -1234,6 +1238,7 @@ def test_cost_and_compare_add_predicted_time_with_predict(
     assert main(["cost", "--predict", "onnxruntime"]) == 0
     out = capsys.readouterr().out
     assert "Predicted on this machine" in out and f"Probes ran: {path}" in out
+    assert "the cache keeps 4 MiB of them between calls, so 12.1 MiB come from memory every call" in out
     assert main(["compare", "--predict", "onnxruntime", "--json"]) == 0
     blocks = json.loads(capsys.readouterr().out)["blocks"]
     assert all(b["predicted"]["speedup"] > 1 and b["predicted"]["why"] for b in blocks)

@@ -130,14 +130,16 @@ def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
 
 def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any]:
     """``cost --json`` with ``predicted_ms`` and ``bound`` on every layer and ``predicted_ms`` on
-    the total, and the prediction's settings and per-type shares under ``latency``."""
+    the total, and the prediction's settings, per-type shares and the call's weights (those from
+    memory apart) under ``latency``."""
     by_name = {x.name: x for x in prediction.layers}
     layers = [row | {"predicted_ms": by_name[row["name"]].predicted_ms, "bound": by_name[row["name"]].bound}
               for row in cost_json["layers"]]
     c = prediction.calibration
     latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
                "threads": c.threads, "path": c.key.get("path"), "call_ms": prediction.call_ms,
-               "time_shares": prediction.shares()}
+               "time_shares": prediction.shares(), "weight_bytes": prediction.weight_bytes,
+               "weight_bytes_from_memory": prediction.weight_bytes_from_memory}
     return cost_json | {"layers": layers, "total": cost_json["total"] | {"predicted_ms": prediction.total_ms},
                         "latency": latency}
 
