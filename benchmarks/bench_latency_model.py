@@ -303,6 +303,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="a 2 x 2 grid, ONNX Runtime fp32, 1 thread, batch 1")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = p.parse_args(argv)
+    if args.profile_passes < 1:
+        p.error(f"--profile-passes must be at least 1 (profiles of each network), got {args.profile_passes}")
     if args.tiny:
         args.alphas, args.resolutions = [0.45, 0.85], [144, 208]
         args.runtimes, args.precisions, args.threads, args.batch_sizes = ["onnxruntime"], ["fp32"], [1], [1]
