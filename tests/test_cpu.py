@@ -59,3 +59,14 @@ def test_cpus_of_one_name_and_flags_keep_their_measured_facts_apart(monkeypatch:
         assert signature in described.summary()
     first, second = keys.values()
     assert first[0] != second[0] and first[1] != second[1]
+
+
+@pytest.mark.parametrize(("flags", "machine", "lanes"), [
+    ({"avx2", "fma", "avx512f", "avx512_bf16"}, "x86_64", 16),  # a Zen 4 or 5, an AMX Xeon
+    ({"avx2", "fma"}, "x86_64", 8),  # a Zen 3
+    (set(), "x86_64", 1),
+    ({"asimd", "asimddp"}, "aarch64", 1),  # (no x86 blocking assumed)
+])
+def test_fp32_lanes_follow_the_widest_vector_registers(flags: set[str], machine: str, lanes: int) -> None:
+    """The channel block that the latency model's ONNX Runtime and oneDNN Graph probes assume."""
+    assert cpu.CpuInfo("any", machine, frozenset(flags), 2).fp32_lanes == lanes

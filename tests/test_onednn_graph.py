@@ -113,8 +113,7 @@ def test_its_probes_tell_channels_that_fill_vector_registers_apart(monkeypatch: 
 
     monkeypatch.setenv(BACKEND_ENV, "onednn-graph")
     blocks = TorchBackend("fp32", 1).channel_blocks
-    expected = 16 if "avx512f" in cpu_info().flags else 8 if "avx2" in cpu_info().flags else 1
-    assert blocks["depthwise"] == blocks["pointwise"] == expected
+    assert blocks["depthwise"] == blocks["pointwise"] == cpu_info().fp32_lanes
     monkeypatch.setenv(BACKEND_ENV, "torchscript")
     assert TorchBackend("fp32", 1).channel_blocks == {}
 

@@ -72,6 +72,12 @@ class CpuInfo:
         return level
 
     @property
+    def fp32_lanes(self) -> int:
+        """float32 values in one vector register as x86 kernels block channels: 16 with AVX-512,
+        8 with AVX2, else 1 (no blocking assumed)."""
+        return 16 if "avx512f" in self.flags else 8 if "avx2" in self.flags else 1
+
+    @property
     def int8_dot(self) -> bool:
         """A native 8-bit dot product with 32-bit accumulation (VNNI, AMX-INT8, Arm SDOT)."""
         return bool(self.flags & INT8_DOT_FLAGS)

@@ -41,8 +41,7 @@ class OnnxRuntimeBackend(Backend):
         channels, the dense ones MLAS's NCHWc block (16 with AVX-512, 8 with AVX2)."""
         from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
-        flags = cpu_info().flags
-        dense = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+        dense = cpu_info().fp32_lanes
         return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:

@@ -75,9 +75,7 @@ class TorchBackend(Backend):
             return {}
         from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
-        flags = cpu_info().flags
-        lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
-        return dict.fromkeys(("depthwise", "depthwise_s2", "pointwise", "conv", "stem"), lanes)
+        return dict.fromkeys(("depthwise", "depthwise_s2", "pointwise", "conv", "stem"), cpu_info().fp32_lanes)
 
     @staticmethod
     def program_here() -> str:
