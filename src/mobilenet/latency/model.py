@@ -213,14 +213,18 @@ class Roofline:
     def memory_s(self, work: Work) -> float:
         return work.bytes / self.bytes_per_s
 
+    def far_memory_s(self, work: Work) -> float:
+        """Waiting on the weights from beyond the cache, which the arithmetic does not hide."""
+        return self.far_s * work.far_bytes
+
     def seconds(self, work: Work) -> float:
-        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels + self.far_s * work.far_bytes
+        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels + self.far_memory_s(work)
         return fixed + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
         """Which roof binds: memory's where moving the bytes (weights from beyond the cache
         included) takes longer than the arithmetic."""
-        waits = self.memory_s(work) + self.far_s * work.far_bytes
+        waits = self.memory_s(work) + self.far_memory_s(work)
         return "compute" if self.compute_s(work) >= waits else "memory"
 
     def to_dict(self) -> dict[str, float | None]:
