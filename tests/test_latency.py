@@ -255,6 +255,40 @@ def test_the_fit_recovers_the_constants_that_made_the_measurements() -> None:
                     assert got.seconds(work) == pytest.approx(roof.seconds(work), rel=1e-6)
 
 
+def test_a_networks_call_is_timed_with_its_inputs_conversion_and_fitted_so() -> None:
+    """LiteRT's predictor converts the image in Python before each call (2 GB/s here), and the
+    calibration times a network's call with that conversion, as the predictor makes it: the fit
+    takes the conversion off the networks as it adds it to a prediction, so the networks' factors
+    stay at 1 and an α it never saw is predicted as the machine runs it. Left in the networks'
+    time, the conversion would be taken for slower layers."""
+    from mobilenet.latency.backends.base import Cell
+    from mobilenet.latency.calibrate import _as_called
+    from mobilenet.latency.model import input_bytes
+    from mobilenet.latency.probes import default_networks
+
+    truth = fixed_calibration("litert", fixed_batch=True, feed_bytes_per_s=2e9)
+    roof = truth.kernels["pointwise"]
+    timed = []
+    for probe in default_plan():
+        for size in probe.sizes:
+            layers = probe.layers(size)
+            work = 0.0 if probe.kernel == "call" else sum(roof.seconds(layer_work(x, 1, 4)) for x in layers)
+            fed = input_bytes(layers, 4) / 2e9 if probe.kernel == "stem" else None
+            timed.append(Timed(probe, size, truth.call_s + work, fed))
+    timed += [Timed(p, size, predict_with(truth, p.arch_cfg(size)).total_ms / 1e3)
+              for p in default_networks() for size in p.sizes]
+    fitted = fit("litert", "fp32", 1, 1, timed, fixed_batch=True)
+    assert fitted.feed_bytes_per_s == pytest.approx(2e9, rel=1e-3)
+    assert list(fitted.in_network.values()) == pytest.approx([1.0] * len(fitted.in_network), abs=1e-3)
+    unseen = ArchConfig(alpha=1.1, resolution=240)
+    assert predict_with(fitted, unseen).total_ms == pytest.approx(predict_with(truth, unseen).total_ms, rel=1e-3)
+
+    order: list[str] = []
+    called = _as_called(Cell(lambda: order.append("run"), lambda: order.append("feed")))
+    called()
+    assert order == ["feed", "run"]
+
+
 def test_a_calls_cost_per_byte_handed_over_is_fitted_from_the_call_probes_and_taken_off_every_probe() -> None:
     """Probe times made by known rooflines plus a call that costs 8 µs and 1 s per 5 GB of input
     and output handed over (ExecuTorch's order, docs/latency.md): the call probes at several

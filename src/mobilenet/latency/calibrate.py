@@ -169,7 +169,8 @@ def noisy_fit_warning(calibration: Calibration, logical_cores: int) -> str | Non
 @dataclass(frozen=True)
 class Timed:
     """A probe's median call at one input size, and the predictor's input conversion at that
-    size where it has one (seconds)."""
+    size where it has one (seconds). A network's call is timed as a predictor makes it, its
+    input converted first (``_as_called``), so its seconds include that conversion."""
 
     probe: AnyProbe
     size: int
@@ -207,6 +208,9 @@ def fit(
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
 
+    def network_call_s(layers: Sequence[LayerCost]) -> float:  # a network is timed with its input's conversion
+        return own_call_s(layers) + input_bytes(layers, size_of) / feed_bytes_per_s
+
     def measurements(cache_bytes: float) -> tuple[list[Measurement], list[Measurement]]:
         """Every layer's measurement, profiled in a network and probed, its weights missed as a
         cache keeping ``cache_bytes`` of them would miss them."""
@@ -222,7 +226,7 @@ def fit(
                 continue
             # The profile splits the network's time among its layers; the interleaved timing says how
             # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
-            scale = max(t.seconds - own_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
+            scale = max(t.seconds - network_call_s(layers), FLOOR_S) / sum(t.layer_seconds)
             in_place += [Measurement(kernel_of(layer, channel_blocks), (layer,), max(seconds * scale, FLOOR_S),
                                      missed(layers))
                          for layer, seconds in zip(layers, t.layer_seconds, strict=True)]
@@ -256,7 +260,7 @@ def fit(
             return rooflines
         in_network = fit_in_network([
             NetworkMeasurement(_kernel_seconds(rooflines, t.probe.arch_cfg(t.size), batch_size),  # type: ignore[union-attr]
-                               max(t.seconds - own_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
+                               max(t.seconds - network_call_s(t.probe.layers(t.size, batch_size, size_of)), FLOOR_S))
             for t in networks
         ], in_place=profiled)
         fit_info = {**rooflines.fit, "in_network": {
@@ -331,7 +335,8 @@ def _measure(
     references = list(backend.reference_calls()) * REFERENCE_SLOTS
     log(f"latency: timing {len(cells)} probes interleaved, about {timing_s:.0f} s")
     timed_calls = time_interleaved(
-        [c.run for _, _, c, _ in cells] + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
+        [_as_called(c) if isinstance(p, NetworkProbe) else c.run for p, _, c, _ in cells]
+        + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
         seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)
     samples = [float(np.median(s)) for s in timed_calls]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
@@ -346,6 +351,25 @@ def _measure(
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
     return timed
+
+
+def _as_called(cell: Cell) -> Callable[[], None]:
+    """A network's call as a predictor makes it: its input converted and handed over, then run.
+
+    The model predicts that call, and the two parts timed apart do not add up to it everywhere:
+    LiteRT's int8 networks (uint8 input) ran up to a third faster right after the predictor's
+    conversion than called back to back, by a cost that grows with the image (0.25-224: 0.65 ms
+    run alone, 0.18 ms converting, 0.59 ms the two together; Zen 5, docs/latency.md §4,
+    2026-12-05). Timed apart, the model put those networks up to a third over what a predictor takes."""
+    if cell.feed is None:
+        return cell.run
+    feed, run = cell.feed, cell.run
+
+    def call() -> None:
+        feed()
+        run()
+
+    return call
 
 
 def _timing_seconds(cell: Cell, seconds: float) -> float:
