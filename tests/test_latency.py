@@ -925,6 +925,30 @@ def test_chain_layer_seconds_gives_openvino_nodes_to_their_layers() -> None:
     assert chain_layer_seconds(nodes, OV_OPS) == [11.0, 20.0, 30.0, 4.0, 5.75]
 
 
+def test_an_onnx_runtime_int8_probe_has_its_pads_folded_into_its_convs_as_the_writers_files() -> None:
+    """A stride-2 depthwise conv pads as TF does ('SAME': one row and column more at the end),
+    which TorchScript's exporter computes in ops of their own. Quantized as exported, the pad
+    stayed a float Pad between a DequantizeLinear and a QuantizeLinear (10-18% of an int8
+    network's time); the writer's files fold it into the conv, and so must the probe."""
+    pytest.importorskip("onnxruntime.quantization")
+    import onnx
+
+    from mobilenet.latency.backends import probe_module
+    from mobilenet.latency.backends.base import onnx_bytes
+    from mobilenet.latency.backends.ort import OnnxRuntimeBackend
+    from mobilenet.latency.probes import Probe
+
+    probe = Probe("depthwise_s2", 16, (8,))
+    shape = probe.input_shape(8)
+    exported = onnx_bytes(probe_module(probe, 8, fixed_pads=True), shape)
+    assert "Pad" in {n.op_type for n in onnx.load_from_string(exported).graph.node}, "the case this guards"
+    quantized = onnx.load_from_string(OnnxRuntimeBackend._quantized(exported, shape))
+    ops = [n.op_type for n in quantized.graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 1
+    conv = next(n for n in quantized.graph.node if n.op_type == "Conv")
+    assert next(a.ints for a in conv.attribute if a.name == "pads") == [0, 0, 1, 1]
+
+
 def test_an_openvino_int8_probe_is_quantized_once_and_kept_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -82,11 +82,25 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _quantized(data: bytes, shape: tuple[int, ...]) -> bytes:
+        """The probe quantized as the writer quantizes a network, from its graph folded first.
+
+        Folded, because TorchScript's exporter computes a 'SAME' pad's widths in ops of their own:
+        the quantizer cannot see through them, so each pad stayed a float op between a
+        DequantizeLinear and a QuantizeLinear, where the writer's files (the dynamo exporter's
+        constant pads) have it folded into the conv. The calibration's int8 networks ran 10-18%
+        slower than the same networks written as users write them (Zen 5, docs/latency.md §4,
+        2026-12-05); folded, they run the same QLinearConvs."""
+        import onnxruntime as ort  # noqa: PLC0415
+
         from mobilenet.deploy.quantize import quantize_onnx  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
             fp32, int8 = Path(tmp) / "probe.onnx", Path(tmp) / "probe.int8.onnx"
-            fp32.write_bytes(data)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # (portable folds only)
+            options.optimized_model_filepath = str(fp32)
+            options.log_severity_level = 3
+            ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
             quantize_onnx(fp32, int8, int8_calibration(shape), portable=None)
             return int8.read_bytes()
 
