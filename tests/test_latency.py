@@ -262,7 +262,7 @@ def test_a_networks_call_is_timed_with_its_inputs_conversion_and_fitted_so() -> 
     stay at 1 and an α it never saw is predicted as the machine runs it. Left in the networks'
     time, the conversion would be taken for slower layers."""
     from mobilenet.latency.backends.base import Cell
-    from mobilenet.latency.calibrate import _as_called
+    from mobilenet.latency.calibrate import as_called
     from mobilenet.latency.model import input_bytes
     from mobilenet.latency.probes import default_networks
 
@@ -284,7 +284,7 @@ def test_a_networks_call_is_timed_with_its_inputs_conversion_and_fitted_so() -> 
     assert predict_with(fitted, unseen).total_ms == pytest.approx(predict_with(truth, unseen).total_ms, rel=1e-3)
 
     order: list[str] = []
-    called = _as_called(Cell(lambda: order.append("run"), lambda: order.append("feed")))
+    called = as_called(Cell(lambda: order.append("run"), lambda: order.append("feed")))
     called()
     assert order == ["feed", "run"]
 
@@ -356,6 +356,22 @@ def test_convs_whose_channels_are_not_whole_blocks_run_as_their_own_kernels() ->
     assert unblocked.kernel == "pointwise_unblocked" and blocked.kernel == "pointwise"
     # 0.35's layer does half 0.5's mult-adds, on a roofline ten times slower.
     assert unblocked.predicted_ms > 3 * blocked.predicted_ms
+
+
+def test_onnx_runtime_int8_convs_are_blocked_as_its_int8_kernels_are() -> None:
+    """ONNX Runtime's int8 convs (QLinearConv on NHWC) want other blocks than its fp32 ones
+    (NCHWc): α 0.875's first layers, 28 channels into 56, fill fp32's depthwise block of 4 and
+    not its dense one of 16 (8 on AVX2); at int8 a pointwise conv wants multiples of 4 and a depthwise one
+    of 16 (docs/latency.md §4, 2026-12-05), so there it is the other way round."""
+    from mobilenet.latency.backends.ort import OnnxRuntimeBackend
+    from mobilenet.latency.model import kernel_of
+
+    layers = {x.name: x for x in cost.network_cost(ArchConfig(alpha=0.875)).layers}
+    fp32, int8 = OnnxRuntimeBackend("fp32", 1).channel_blocks, OnnxRuntimeBackend("int8", 1).channel_blocks
+    assert (kernel_of(layers["blocks.0.dw"], fp32), kernel_of(layers["blocks.0.pw"], fp32)) == \
+        ("depthwise", "pointwise_unblocked")
+    assert (kernel_of(layers["blocks.0.dw"], int8), kernel_of(layers["blocks.0.pw"], int8)) == \
+        ("depthwise_unblocked", "pointwise")
 
 
 def test_a_per_group_overhead_is_fitted_back() -> None:

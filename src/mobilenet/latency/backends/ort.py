@@ -37,10 +37,16 @@ class OnnxRuntimeBackend(Backend):
 
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
-        """Measured on the Zen 4 (docs/latency.md): the depthwise convs want multiples of 4
-        channels, the dense ones MLAS's NCHWc block (16 with AVX-512, 8 with AVX2)."""
+        """At fp32 (measured on the Zen 4, docs/latency.md §1) the depthwise convs want multiples
+        of 4 channels, the dense ones MLAS's NCHWc block (16 with AVX-512, 8 with AVX2). At int8
+        the convs are QLinearConvs on NHWC, with blocks of their own (Zen 5, chains of four at
+        28×28, docs/latency.md §4, 2026-12-05): a pointwise conv runs twice as long off
+        multiples of 4, a depthwise one 2.2× as long on multiples of 8 that are not of 16, and
+        longer still on the rest."""
         from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
+        if self.precision == "int8":
+            return {"depthwise": 16, "depthwise_s2": 16, "pointwise": 4, "conv": 4, "stem": 4}
         dense = cpu_info().fp32_lanes
         return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
 
