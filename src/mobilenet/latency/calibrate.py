@@ -170,7 +170,7 @@ def noisy_fit_warning(calibration: Calibration, logical_cores: int) -> str | Non
 class Timed:
     """A probe's median call at one input size, and the predictor's input conversion at that
     size where it has one (seconds). A network's call is timed as a predictor makes it, its
-    input converted first (``_as_called``), so its seconds include that conversion."""
+    input converted first (``as_called``), so its seconds include that conversion."""
 
     probe: AnyProbe
     size: int
@@ -335,7 +335,7 @@ def _measure(
     references = list(backend.reference_calls()) * REFERENCE_SLOTS
     log(f"latency: timing {len(cells)} probes interleaved, about {timing_s:.0f} s")
     timed_calls = time_interleaved(
-        [_as_called(c) if isinstance(p, NetworkProbe) else c.run for p, _, c, _ in cells]
+        [as_called(c) if isinstance(p, NetworkProbe) else c.run for p, _, c, _ in cells]
         + [cells[i][2].feed for i in feeds] + references,  # type: ignore[misc]
         seconds=seconds, min_runs=MIN_RUNS, warmup=2, block_s=seconds / 4)
     samples = [float(np.median(s)) for s in timed_calls]
@@ -353,7 +353,7 @@ def _measure(
     return timed
 
 
-def _as_called(cell: Cell) -> Callable[[], None]:
+def as_called(cell: Cell) -> Callable[[], None]:
     """A network's call as a predictor makes it: its input converted and handed over, then run.
 
     The model predicts that call, and the two parts timed apart do not add up to it everywhere:
