@@ -33,7 +33,9 @@ Variants (``--variant``), each "now" against "before":
   several sizes and taken off every probe and network (``Backend.handover_precisions``: ExecuTorch's fp32), or
   the call's fixed cost alone, in any runtime;
 * ``cache``: the weights a call reads beyond what the last-level cache keeps between calls
-  fetched from memory at a cost per byte (``fit.choose_cache``), or every weight kept.
+  fetched from memory at a cost per byte (``fit.choose_cache``), or every weight kept;
+* ``tail``: a depthwise conv's channels beyond its last whole lane run one at a time at a cost
+  per output position (``Roofline.tail``), where that earns its place, or always padded.
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
@@ -68,6 +70,7 @@ VARIANTS = {
     "channel-blocks": ("blocked and unblocked convs", "one kernel per conv kind"),
     "handover": ("a cost per byte handed over", "a call's fixed cost only"),
     "cache": ("weights beyond the cache from memory", "every weight kept in the cache"),
+    "tail": ("a depthwise conv's tail channels one at a time", "every channel padded to a whole lane"),
 }
 
 
@@ -87,11 +90,14 @@ def rule_undone(variant: str) -> Iterator[None]:
 
         def replacement(fits):  # (the rule until 2026-12-03)
             kept, kept_error = None, float("inf")
-            for key in itertools.product((False, True), fit.LANES):
-                roof, error = fits[key]
+            for per_pixel, width in itertools.product((False, True), fit.LANES):
+                roof, error = fits[per_pixel, False, width, False]
                 if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
                     kept, kept_error = (roof, error), error
             return kept
+    elif variant == "tail":
+        name, module, real = "simplest_good_fit", fit, fit.simplest_good_fit
+        replacement = lambda fits: real({key: value for key, value in fits.items() if not key[3]})  # noqa: E731
     elif variant == "pointwise-lanes":
         name, module, real = "fit_kernels", calibrate, calibrate.fit_kernels
         replacement = lambda measurements, batch_size, element_bytes: real(  # noqa: E731

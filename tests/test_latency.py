@@ -133,9 +133,9 @@ def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     tenth over lane 1 is not taken, and the cost per position comes only on top of a clear gain."""
     from mobilenet.latency.fit import simplest_good_fit
 
-    def fits(errors: dict[tuple[bool, int], float]) -> dict[tuple[bool, bool, int], tuple[Roofline, float]]:
+    def fits(errors: dict[tuple[bool, int], float]) -> dict[tuple[bool, bool, int, bool], tuple[Roofline, float]]:
         every = {(p, w): 0.5 for p in (False, True) for w in (1, 4, 8, 16)} | errors
-        return {(p, False, w): (Roofline(1e11, 1e10, 0.0, w), e) for (p, w), e in every.items()}
+        return {(p, False, w, False): (Roofline(1e11, 1e10, 0.0, w), e) for (p, w), e in every.items()}
 
     chosen = simplest_good_fit(fits({(False, 1): 0.10, (False, 4): 0.085, (False, 8): 0.08}))
     assert (chosen[0].lanes, chosen[1]) == (8, 0.08)
@@ -144,7 +144,7 @@ def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     assert simplest_good_fit(fits({(False, 1): 0.10, (False, 8): 0.095}))[0].lanes == 1  # not a tenth better
     with_pixel = fits({(False, 1): 0.10, (False, 8): 0.05, (True, 8): 0.04, (True, 1): 0.06})
     assert simplest_good_fit(with_pixel)[1] == 0.04  # 0.05 -> 0.04 is a fifth better
-    assert simplest_good_fit(with_pixel | {(True, False, 8): (Roofline(1e11, 1e10, 0.0, 8), 0.048)})[1] == 0.05
+    assert simplest_good_fit(with_pixel | {(True, False, 8, False): (Roofline(1e11, 1e10, 0.0, 8), 0.048)})[1] == 0.05
     decided = {key: value for key, value in fits({(False, 16): 0.2, (True, 16): 0.1}).items() if key[2] == 16}
     assert simplest_good_fit(decided)[0].lanes == 16 and simplest_good_fit(decided)[1] == 0.1, "a decided lane"
 
@@ -383,6 +383,33 @@ def test_a_per_group_overhead_is_fitted_back() -> None:
     fitted = fit("onnxruntime", "fp32", 1, None, timed)
     assert fitted.kernels["depthwise"].group_s == pytest.approx(truth.group_s, rel=0.05)
     assert fitted.fit["rmspe"]["depthwise"] < 0.01
+
+
+def test_a_depthwise_convs_tail_channels_run_one_at_a_time_and_are_fitted_back() -> None:
+    """ONNX Runtime's int8 depthwise conv runs whole lanes of 8 channels and the rest one at a
+    time, at several times a lane channel's cost: 39 channels take longer than 40. Probes made
+    so are fitted back to the lane, the tail and its cost, and a kernel that pads its channels
+    keeps no tail."""
+    truth = Roofline(30e9, 15e9, 2e-6, lanes=8, tail=True, tail_s=5e-9)
+    padded_truth = Roofline(30e9, 15e9, 2e-6, lanes=8)
+
+    def fitted(roof: Roofline) -> Roofline:
+        timed = [Timed(p, size, 8e-6 + sum(roof.seconds(layer_work(x, 1, 1, roof.lanes, tail=roof.tail))
+                                           for x in p.layers(size, 1, 1)))
+                 for p in default_plan() if p.kernel in ("call", "depthwise") for size in p.sizes]
+        return fit("onnxruntime", "int8", 1, 1, timed).kernels["depthwise"]
+
+    got = fitted(truth)
+    assert (got.lanes, got.tail) == (8, True) and got.tail_s == pytest.approx(5e-9, rel=0.02)
+    def first_depthwise(alpha: float) -> cost.LayerCost:
+        return next(x for x in cost.network_cost(ArchConfig(alpha=alpha), 1, 1).layers if x.groups > 1)
+
+    thin, whole = first_depthwise(1.22), first_depthwise(1.25)
+    assert (thin.out_shape[0], whole.out_shape[0]) == (39, 40)
+    assert got.seconds(layer_work(thin, 1, 1, 8, tail=True)) > got.seconds(layer_work(whole, 1, 1, 8, tail=True))
+    assert fitted(padded_truth).tail is False
+    stored = Roofline.from_dict(json.loads(json.dumps(got.to_dict())))
+    assert (stored.tail, stored.tail_s) == (True, got.tail_s)
 
 
 def test_a_cost_per_output_position_is_fitted_back_and_only_where_it_earns_its_place() -> None:

@@ -10,8 +10,10 @@ error is least is kept: no starting point to guess, nothing to converge.
 
 Two choices are learned per kernel, each a fact about the kernel rather than a free-form
 correction, so that each carries to any α: the lane width its channels are padded to (among
-``LANES``: the SIMD width the runtime's kernel works in), and whether it pays a fixed cost per
-output position (``Roofline.pixel_s``: one more unknown, solved with the others). Each choice
+``LANES``: the SIMD width the runtime's kernel works in), whether it pays a fixed cost per
+output position (``Roofline.pixel_s``: one more unknown, solved with the others) and, for a
+grouped conv, whether the channels beyond its last whole lane are padded or run one at a time
+(``Roofline.tail``, at a cost per position each). Each choice
 beyond the simplest (one lane, no cost per position) must cut the error on the kernel's probes by
 a tenth (``LANES_MARGIN``), so that a term the probes cannot tell apart from the others is left
 out rather than fitted to noise. The lane widths are rival guesses of one fact, not steps of
@@ -203,11 +205,15 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
         fits = {}
         widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
         far_choices = (False, True) if any(m.weights_missed > 0 for m in mine) else (False,)
-        for per_pixel, per_far_byte, width in itertools.product((False, True), far_choices, widths):
-            works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed) for m in mine]
+        tail_choices = (False, True) if any(m.layers[0].groups > 1 for m in mine) else (False,)
+        for per_pixel, per_far_byte, width, tail in itertools.product((False, True), far_choices, widths,
+                                                                      tail_choices):
+            if tail and width == 1:
+                continue  # (no lane, no tail)
+            works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed, tail) for m in mine]
             roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel,
-                                       per_far_byte)
-            fits[per_pixel, per_far_byte, width] = replace(roof, lanes=width), error
+                                       per_far_byte, tail)
+            fits[per_pixel, per_far_byte, width, tail] = replace(roof, lanes=width, tail=tail), error
         kernels[kernel], rmspe[kernel] = simplest_good_fit(fits)
         probes[kernel] = len(mine)
     for kernel in KERNELS:
@@ -234,63 +240,69 @@ def choose_cache(errors: Mapping[int, float | None], keeps_all: float | None) ->
     return size if judged[size] < keeps_all * CACHE_MARGIN else math.inf
 
 
-def simplest_good_fit(fits: Mapping[tuple[bool, bool, int], tuple[Roofline, float]]) -> tuple[Roofline, float]:
+FitKey = tuple[bool, bool, int, bool]  # (cost per position, cost per byte missed, lane width, tail)
+
+
+def simplest_good_fit(fits: Mapping[FitKey, tuple[Roofline, float]]) -> tuple[Roofline, float]:
     """Of a kernel's fits, keyed by (cost per position or not, cost per byte missed or not, lane
-    width) with their errors: the simplest one (one lane, neither cost), replaced by the best fit
-    making one choice more (a wider lane, the cost per position or the cost per byte of weights
-    beyond the cache) only where that cuts the error by a tenth (``LANES_MARGIN``, and
-    ``LANES_MIN_GAIN``), then likewise by the best making two, and all three. Among fits
-    making as many choices the least error wins (the narrower lane on a tie), so a lane 8 that
-    beats lane 1 by 20% is not lost to a lane 4 tried before it that beat lane 1 by 15%."""
-    def choices(key: tuple[bool, bool, int]) -> int:
-        per_pixel, per_far_byte, width = key
-        return int(per_pixel) + int(per_far_byte) + int(width != 1)
+    width, tail run one channel at a time or padded) with their errors: the simplest one (one
+    lane, no cost), replaced by the best fit making one choice more (a wider lane, the cost per
+    position, the cost per byte of weights beyond the cache, the tail) only where that cuts
+    the error by a tenth (``LANES_MARGIN``, and ``LANES_MIN_GAIN``), then likewise by the best
+    making two, and so on. Among fits making as many choices the least error wins (the narrower
+    lane on a tie), so a lane 8 that beats lane 1 by 20% is not lost to a lane 4 tried before it
+    that beat lane 1 by 15%."""
+    def choices(key: FitKey) -> int:
+        per_pixel, per_far_byte, width, tail = key
+        return int(per_pixel) + int(per_far_byte) + int(width != 1) + int(tail)
 
     chosen = fits[min(fits, key=lambda key: (choices(key), key[2]))]  # no choice made, unless the lane is decided
-    for level in (1, 2, 3):
-        rivals = sorted((error, width, per_pixel, per_far_byte) for (per_pixel, per_far_byte, width), (_, error)
-                        in fits.items() if choices((per_pixel, per_far_byte, width)) == level)
+    for level in (1, 2, 3, 4):
+        rivals = sorted((error, key[2], key) for key, (_, error) in fits.items() if choices(key) == level)
         if not rivals:
             continue
-        error, width, per_pixel, per_far_byte = rivals[0]
+        error, _, key = rivals[0]
         if error < chosen[1] * LANES_MARGIN and chosen[1] - error > LANES_MIN_GAIN:
-            chosen = fits[per_pixel, per_far_byte, width]
+            chosen = fits[key]
     return chosen
 
 
 def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float],
-                 per_pixel: bool = False, per_far_byte: bool = False) -> tuple[Roofline, float]:
+                 per_pixel: bool = False, per_far_byte: bool = False, per_tail: bool = False) -> tuple[Roofline, float]:
     """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
     ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them.
     ``per_pixel``: with an overhead per output position (else none); ``per_far_byte``: with a
-    cost per byte of weights fetched from beyond the cache (else none)."""
+    cost per byte of weights fetched from beyond the cache (else none); ``per_tail``: with a
+    cost per output position of each channel beyond the last whole lane (else none)."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
     g = np.array([w.groups for w in works], dtype=float)
     px = np.array([w.pixels for w in works], dtype=float) * per_pixel
     far = np.array([w.far_bytes for w in works], dtype=float) * per_far_byte
+    tail = np.array([w.tail_pixels for w in works], dtype=float) * per_tail
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
     order = np.argsort(f / b)
-    best = np.zeros(6)
+    best = np.zeros(7)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far, n * tail], axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, tail, n), t)
         if error < best_error - TIE:
             best, best_error = theta, error
-    overhead, s_per_mac, s_per_byte, per_group, per_pixel, s_per_far_byte = (float(x) for x in best)
+    overhead, s_per_mac, s_per_byte, per_group, per_pixel, s_per_far_byte, s_per_tail = (float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead, group_s=per_group, pixel_s=per_pixel, far_s=s_per_far_byte)
+                    overhead, group_s=per_group, pixel_s=per_pixel, far_s=s_per_far_byte, tail_s=s_per_tail)
     return roof, best_error
 
 
 def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, px: np.ndarray,
-                      far: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + theta[3] * g + theta[4] * px + theta[5] * far + np.maximum(theta[1] * f, theta[2] * b))
+                      far: np.ndarray, tail: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + theta[4] * px + theta[5] * far + theta[6] * tail
+                + np.maximum(theta[1] * f, theta[2] * b))
 
 
 def _rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:

@@ -70,7 +70,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 14  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 15  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -126,15 +126,17 @@ class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
     width), the bytes it moves at least once, its groups (a depthwise conv's channels, batch
     included; 0 for a dense layer), its output positions (a conv's output pixels, batch
-    included; 0 for the pool and the classifier) and, of its weights' bytes, those the call
+    included; 0 for the pool and the classifier), of its weights' bytes those the call
     fetches from beyond the last-level cache (``missed_fraction``: once per call, whatever the
-    batch)."""
+    batch) and, for a kernel that runs the channels beyond its last whole lane one at a time
+    (``Roofline.tail``), those channels' output positions."""
 
     mult_adds: float
     bytes: float
     groups: int = 0
     pixels: int = 0
     far_bytes: float = 0.0
+    tail_pixels: int = 0
 
     @property
     def intensity(self) -> float:
@@ -145,13 +147,18 @@ CONV_KINDS = ("conv", "depthwise", "pointwise")  # cost's kinds that run over ou
 
 
 def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1,
-               weights_missed: float = 0.0) -> Work:
+               weights_missed: float = 0.0, tail: bool = False) -> Work:
     """The work of ``layer`` (a ``cost.LayerCost`` counted at ``batch_size`` and the activation
     element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``, and
-    ``weights_missed`` of its weights fetched from beyond the cache (``missed_fraction``)."""
+    ``weights_missed`` of its weights fetched from beyond the cache (``missed_fraction``).
+    ``tail``: a grouped conv's channels beyond its last whole lane are not padded but run one
+    at a time (``Work.tail_pixels``), its mult-adds counted on the whole lanes alone."""
     c_in, c_out = layer.in_shape[0], layer.out_shape[0]
-    scale = 1.0
-    if layer.mult_adds and lanes > 1:
+    scale, tail_channels = 1.0, 0
+    if layer.mult_adds and lanes > 1 and tail and layer.groups > 1:
+        tail_channels = c_out % lanes
+        scale = (c_out - tail_channels) / c_out
+    elif layer.mult_adds and lanes > 1:
         scale = padded(c_out, lanes) / c_out
         if layer.groups == 1 and c_in > 3:  # a dense layer reads every input channel (not the RGB stem)
             scale *= padded(c_in, lanes) / c_in
@@ -159,7 +166,7 @@ def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes:
     pixels = layer.out_shape[1] * layer.out_shape[2] * batch_size if layer.kind in CONV_KINDS else 0
     weights = layer.weights * weight_bytes
     return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + weights, groups, pixels,
-                weights * weights_missed)
+                weights * weights_missed, pixels * tail_channels)
 
 
 def call_weight_bytes(layers: Iterable[cost.LayerCost], weight_bytes: int) -> int:
@@ -191,8 +198,11 @@ class Roofline:
     Xeon, where a 16-channel pointwise conv then runs at 8 GMAC/s and a 300-channel one at 230),
     a cost per byte of weights fetched from beyond the last-level cache (s; ``Work.far_bytes``:
     memory's bandwidth, and its latency where the kernel cannot hide it behind its arithmetic),
-    and the lane width its channels are padded to. An infinite rate or bandwidth is a roof the
-    calibration never saw bind."""
+    and the lane width its channels are padded to. With ``tail``, a grouped conv's channels
+    beyond its last whole lane are not padded but run one at a time, at ``tail_s`` an output
+    position each (ONNX Runtime's int8 depthwise conv: about 5 ns a position for each of them,
+    against 0.8 ns for a channel in a whole lane; Zen 5, docs/latency.md §1). An infinite rate
+    or bandwidth is a roof the calibration never saw bind."""
 
     macs_per_s: float
     bytes_per_s: float
@@ -201,6 +211,8 @@ class Roofline:
     group_s: float = 0.0
     pixel_s: float = 0.0
     far_s: float = 0.0
+    tail: bool = False
+    tail_s: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -218,7 +230,8 @@ class Roofline:
         return self.far_s * work.far_bytes
 
     def seconds(self, work: Work) -> float:
-        fixed = self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels + self.far_memory_s(work)
+        fixed = (self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels
+                 + self.tail_s * work.tail_pixels + self.far_memory_s(work))
         return fixed + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
@@ -230,20 +243,21 @@ class Roofline:
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
                 "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s,
-                "far_s": self.far_s}
+                "far_s": self.far_s, "tail": self.tail, "tail_s": self.tail_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s", "far_s")
-        rate, bandwidth, overhead, lanes, per_group, per_pixel, per_far_byte = (d.get(k) for k in keys)
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s", "far_s", "tail_s")
+        rate, bandwidth, overhead, lanes, per_group, per_pixel, per_far_byte, per_tail = (d.get(k) for k in keys)
         values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel,
-                                                                              per_far_byte]
+                                                                              per_far_byte, per_tail]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        tail = d.get("tail")
         if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
-                or not (isinstance(lanes, int) and lanes >= 1):
+                or not (isinstance(lanes, int) and lanes >= 1) or not isinstance(tail, bool):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
         return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]),
-                   float(values[5]))
+                   float(values[5]), tail, float(values[6]))
 
 
 @dataclass(frozen=True)
@@ -413,7 +427,7 @@ def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: i
     kernel = kernel_of(layer, calibration.channel_blocks)
     roof = calibration.kernels[kernel]
     missed = missed_fraction(call_weights, calibration.cache_bytes)
-    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed)
+    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed, roof.tail)
     return LayerLatency(
         name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
         intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work),
