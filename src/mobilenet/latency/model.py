@@ -377,6 +377,10 @@ class LatencyPrediction:
     layers: tuple[LayerLatency, ...]
     call_ms: float  # the call itself: entering the runtime, feeding it the image
     weight_bytes: int = 0  # the weights one call reads
+    # Of ``call_ms``, the predictor converting the image for its file in Python (LiteRT's and
+    # ExecuTorch's NHWC, uint8 at int8; 0 where the runtime takes the batch as it is): what a
+    # caller feeding the file's own input (``predictor.native_input``, as ``mobilenet bench``) saves.
+    conversion_ms: float = 0.0
 
     @property
     def total_ms(self) -> float:
@@ -414,7 +418,8 @@ class LatencyPrediction:
         return {
             "model": self.arch_cfg.name, "runtime": c.runtime, "precision": c.precision,
             "batch_size": self.batch_size, "threads": c.threads, "predicted_ms": self.total_ms,
-            "call_ms": self.call_ms, "shares": self.shares(), "weight_bytes": self.weight_bytes,
+            "call_ms": self.call_ms, "conversion_ms": self.conversion_ms, "shares": self.shares(),
+            "weight_bytes": self.weight_bytes,
             "weight_bytes_from_memory": self.weight_bytes_from_memory, "layers": [x.to_dict() for x in self.layers],
         }
 
@@ -449,7 +454,12 @@ def handed_bytes(layers: Sequence[cost.LayerCost], element_bytes: int) -> int:
 def call_seconds(calibration: Calibration, fed_bytes: float, handed: float = 0.0) -> float:
     """One call's own cost: entering and leaving the runtime, feeding it ``fed_bytes`` (the
     predictor's conversion), and handing ``handed`` bytes over to it and back."""
-    return calibration.call_s + fed_bytes / calibration.feed_bytes_per_s + handed / calibration.handover_bytes_per_s
+    return calibration.call_s + conversion_seconds(calibration, fed_bytes) + handed / calibration.handover_bytes_per_s
+
+
+def conversion_seconds(calibration: Calibration, fed_bytes: float) -> float:
+    """The predictor's conversion of ``fed_bytes`` of float32 input for its file, in Python."""
+    return fed_bytes / calibration.feed_bytes_per_s
 
 
 def predict_with(
@@ -469,8 +479,10 @@ def predict_with(
         one = predict_layer(calibration, layer, per_call, weights)
         layers.append(_times(one, calls) if calls > 1 else one)
     size = calibration.element_bytes
-    call_ms = call_seconds(calibration, input_bytes(net.layers, size), handed_bytes(net.layers, size)) * 1e3 * calls
-    return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms, weights)
+    fed = input_bytes(net.layers, size)
+    call_ms = call_seconds(calibration, fed, handed_bytes(net.layers, size)) * 1e3 * calls
+    return LatencyPrediction(arch_cfg, calibration, batch_size, tuple(layers), call_ms, weights,
+                             conversion_seconds(calibration, fed) * 1e3 * calls)
 
 
 def _times(layer: LayerLatency, calls: int) -> LayerLatency:
