@@ -124,12 +124,13 @@ def padded(channels: int, lanes: int) -> int:
 @dataclass(frozen=True)
 class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
-    width), the bytes it moves at least once, its groups (a depthwise conv's channels, batch
-    included; 0 for a dense layer), its output positions (a conv's output pixels, batch
-    included; 0 for the pool and the classifier), of its weights' bytes those the call
-    fetches from beyond the last-level cache (``missed_fraction``: once per call, whatever the
-    batch) and, for a kernel that runs the channels beyond its last whole lane one at a time
-    (``Roofline.tail``), those channels' output positions."""
+    width, or with a tail counted on the whole lanes alone), the bytes it moves at least once,
+    its groups (a depthwise conv's channels, batch included; 0 for a dense layer), its output
+    positions (a conv's output pixels, batch included; 0 for the pool and the classifier), of
+    its weights' bytes those the call fetches from beyond the last-level cache
+    (``missed_fraction``: once per call, whatever the batch) and, for a kernel that runs the
+    channels beyond its last whole lane one at a time (``Roofline.tail``), those channels'
+    output positions."""
 
     mult_adds: float
     bytes: float
