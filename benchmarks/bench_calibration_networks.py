@@ -33,15 +33,15 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtime import make_predictor
 from mobilenet.deploy.timing import time_interleaved
 from mobilenet.latency import RUNTIMES
-from mobilenet.latency.backends import probe_module
+from mobilenet.latency.backends import Cell, probe_module
 from mobilenet.latency.calibrate import as_called, backend_for
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import sample_photos
 
 
-def calls_both_ways(runtime: str, precision: str, threads: int) -> tuple[list[str], list[Callable[[], Any]],
+def calls_both_ways(runtime: str, precision: str, threads: int) -> tuple[list[str], list[Cell],
                                                                           list[Callable[[], Any]]]:
-    """(names, the calibration's calls, the users' calls) of the calibration's networks, batch 1."""
+    """(names, the calibration's cells, the users' calls) of the calibration's networks, batch 1."""
     from mobilenet.latency.probes import default_networks  # noqa: PLC0415
 
     backend = backend_for(runtime, precision, threads)
@@ -59,17 +59,20 @@ def calls_both_ways(runtime: str, precision: str, threads: int) -> tuple[list[st
                                        calibration_images=images)
             x = torch.rand(1, 3, *cfg.resolution)
             names.append(cfg.name)
-            calibration.append(as_called(shaped(probe.input_shape(size))))
+            calibration.append(shaped(probe.input_shape(size)))
             users.append(lambda p=predictor, x=x: p(x))
     return names, calibration, users
 
 
 def compare(runtime: str, precision: str, threads: int, seconds: float) -> dict[str, Any]:
-    names, calibration, users = calls_both_ways(runtime, precision, threads)
-    samples = time_interleaved(calibration + users, seconds=seconds, min_runs=10)
-    medians = [float(np.median(s)) * 1e3 for s in samples]
-    rows = [{"model": name, "calibration_ms": c, "users_ms": u, "ratio": u / c}
-            for name, c, u in zip(names, medians[:len(names)], medians[len(names):], strict=True)]
+    names, cells, users = calls_both_ways(runtime, precision, threads)
+    samples = time_interleaved([as_called(c) for c in cells] + users, seconds=seconds, min_runs=10)
+    medians = [float(np.median(s)) for s in samples]
+    # (as the calibration reads them: a probe that runs something close to the runtime's own path
+    # is corrected to it, Cell.to_path)
+    calibration_ms = [1e3 * (m if c.to_path is None else c.to_path(m)) for c, m in zip(cells, medians, strict=False)]
+    rows = [{"model": name, "calibration_ms": c, "users_ms": u * 1e3, "ratio": u * 1e3 / c}
+            for name, c, u in zip(names, calibration_ms, medians[len(names):], strict=True)]
     ratios = [r["ratio"] for r in rows]
     return {"runtime": runtime, "precision": precision, "threads": threads, "rows": rows,
             "median_ratio": float(np.median(ratios)), "min_ratio": min(ratios), "max_ratio": max(ratios)}
