@@ -81,7 +81,8 @@ def rule_undone(variant: str) -> Iterator[None]:
 
     if variant == "pixel-term":
         name, module, real = "fit_roofline", fit, fit.fit_roofline
-        replacement = lambda works, layers, seconds, per_pixel=False: real(works, layers, seconds, False)  # noqa: E731
+        replacement = lambda works, layers, seconds, per_pixel=False, *rest: real(  # noqa: E731
+            works, layers, seconds, False, *rest)
     elif variant == "in-place-factors":
         name, module, real = "fit_in_network", calibrate, calibrate.fit_in_network
         replacement = lambda measurements, in_place=(): real(measurements)  # noqa: E731

@@ -358,18 +358,28 @@ def test_convs_whose_channels_are_not_whole_blocks_run_as_their_own_kernels() ->
     assert unblocked.predicted_ms > 3 * blocked.predicted_ms
 
 
-def test_onnx_runtime_int8_convs_are_blocked_as_its_int8_kernels_are() -> None:
+@pytest.mark.parametrize(("flags", "machine", "fp32_pointwise"), [
+    ({"avx2", "avx512f"}, "x86_64", "pointwise_unblocked"),  # a block of 16
+    ({"avx2"}, "x86_64", "pointwise_unblocked"),  # of 8
+    ({"asimd"}, "aarch64", "pointwise"),  # no blocks assumed
+])
+def test_onnx_runtime_int8_convs_are_blocked_as_its_int8_kernels_are(
+    flags: set[str], machine: str, fp32_pointwise: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """ONNX Runtime's int8 convs (QLinearConv on NHWC) want other blocks than its fp32 ones
     (NCHWc): α 0.875's first layers, 28 channels into 56, fill fp32's depthwise block of 4 and
-    not its dense one of 16 (8 on AVX2); at int8 a pointwise conv wants multiples of 4 and a depthwise one
-    of 16 (docs/latency.md §4, 2026-12-05), so there it is the other way round."""
+    not its dense one of 16 (8 on AVX2); at int8 a pointwise conv wants multiples of 4 and a
+    depthwise one of 16 (docs/latency.md §4, 2026-12-05), so there it is the other way round,
+    on any CPU (described here, as the CPU tests describe them)."""
+    from mobilenet import cpu
     from mobilenet.latency.backends.ort import OnnxRuntimeBackend
     from mobilenet.latency.model import kernel_of
 
+    monkeypatch.setattr(cpu, "cpu_info", lambda: cpu.CpuInfo("described", machine, frozenset(flags), 2))
     layers = {x.name: x for x in cost.network_cost(ArchConfig(alpha=0.875)).layers}
     fp32, int8 = OnnxRuntimeBackend("fp32", 1).channel_blocks, OnnxRuntimeBackend("int8", 1).channel_blocks
     assert (kernel_of(layers["blocks.0.dw"], fp32), kernel_of(layers["blocks.0.pw"], fp32)) == \
-        ("depthwise", "pointwise_unblocked")
+        ("depthwise", fp32_pointwise)
     assert (kernel_of(layers["blocks.0.dw"], int8), kernel_of(layers["blocks.0.pw"], int8)) == \
         ("depthwise_unblocked", "pointwise")
 

@@ -93,7 +93,7 @@ class OnnxRuntimeBackend(Backend):
         Folded, because TorchScript's exporter computes a 'SAME' pad's widths in ops of their own:
         the quantizer cannot see through them, so each pad stayed a float op between a
         DequantizeLinear and a QuantizeLinear, where the writer's files (the dynamo exporter's
-        constant pads) have it folded into the conv. The calibration's int8 networks ran 10-18%
+        constant pads) have it folded into the conv. The calibration's int8 networks ran 10-22%
         slower than the same networks written as users write them (Zen 5, docs/latency.md §4,
         2026-12-05); folded, they run the same QLinearConvs."""
         import onnxruntime as ort  # noqa: PLC0415
