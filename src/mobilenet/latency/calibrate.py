@@ -43,6 +43,7 @@ from mobilenet.latency.model import (
     CONV_KERNELS,
     UNBLOCKED,
     Calibration,
+    call_seconds,
     call_weight_bytes,
     element_bytes,
     fills_blocks,
@@ -201,15 +202,21 @@ def fit(
     # load elsewhere is held to the quickest probe rather than taken off every other.
     call_s = min(fixed, *(t.seconds for t in timed))
 
-    def own_call_s(layers: Sequence[LayerCost]) -> float:  # what a probe's call costs beyond its layers
-        return call_s + handed_bytes(layers, size_of) / handover_bytes_per_s
-
     feeds = [CallMeasurement(input_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.feed_seconds)
              for t in timed if t.feed_seconds is not None]
     _, feed_bytes_per_s = fit_call(feeds)
+    # The call's own cost as a prediction adds it (``model.call_seconds``), before any kernel is fitted.
+    call_only = Calibration(
+        runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels={}, call_s=call_s,
+        feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s, fixed_batch=fixed_batch,
+        channel_blocks=dict(channel_blocks or {}),
+    )
 
-    def network_call_s(layers: Sequence[LayerCost]) -> float:  # a network is timed with its input's conversion
-        return own_call_s(layers) + input_bytes(layers, size_of) / feed_bytes_per_s
+    def own_call_s(layers: Sequence[LayerCost]) -> float:  # a probe is timed without the input's conversion
+        return call_seconds(call_only, 0, handed_bytes(layers, size_of))
+
+    def network_call_s(layers: Sequence[LayerCost]) -> float:  # a network is timed with it (``as_called``)
+        return call_seconds(call_only, input_bytes(layers, size_of), handed_bytes(layers, size_of))
 
     def measurements(cache_bytes: float) -> tuple[list[Measurement], list[Measurement]]:
         """Every layer's measurement, profiled in a network and probed, its weights missed as a
@@ -250,12 +257,8 @@ def fit(
     def fitted(cache_bytes: float) -> Calibration:
         """The rooflines, and the in-network factors, with a cache keeping ``cache_bytes``."""
         kernels = fit_kernels([*itertools.chain(*measurements(cache_bytes))], batch_size, size_of)
-        rooflines = Calibration(
-            runtime=runtime, precision=precision, batch_size=batch_size, threads=threads, kernels=kernels.kernels,
-            call_s=call_s, feed_bytes_per_s=feed_bytes_per_s, handover_bytes_per_s=handover_bytes_per_s,
-            fixed_batch=fixed_batch, channel_blocks=dict(channel_blocks or {}), cache_bytes=cache_bytes,
-            fit={"rmspe": kernels.rmspe, "probes": kernels.probes, "profiled_in_networks": sorted(profiled)},
-        )
+        rooflines = replace(call_only, kernels=kernels.kernels, cache_bytes=cache_bytes, fit={
+            "rmspe": kernels.rmspe, "probes": kernels.probes, "profiled_in_networks": sorted(profiled)})
         if not networks:
             return rooflines
         in_network = fit_in_network([
