@@ -384,6 +384,56 @@ def test_onnx_runtime_int8_convs_are_blocked_as_its_int8_kernels_are(
         ("depthwise_unblocked", "pointwise")
 
 
+@pytest.mark.parametrize(("flags", "machine", "block"), [
+    ({"avx2", "avx512f"}, "x86_64", 32),  # two AVX-512 registers of floats
+    ({"avx2"}, "x86_64", 16),
+    ({"asimd"}, "aarch64", None),  # no vector width known: no blocks assumed
+])
+def test_xnnpack_fp32_pointwise_convs_are_blocked_and_the_plan_probes_both_twins(
+    flags: set[str], machine: str, block: int | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """XNNPACK's fp32 1x1 convs (LiteRT's, ExecuTorch's) run a mult-add 1.2x as long onto
+    channels off whole pairs of vector registers (Zen 5, docs/latency.md §4, 2026-12-05): α 1.0's
+    last pointwise layer (1024 channels) fills the block, α 0.7's (716) does not. The full plan
+    probes both twins at several widths, so neither borrows another kernel's roofline."""
+    from mobilenet import cpu
+    from mobilenet.latency.backends.base import xnnpack_channel_blocks
+    from mobilenet.latency.model import kernel_of
+
+    monkeypatch.setattr(cpu, "cpu_info", lambda: cpu.CpuInfo("described", machine, frozenset(flags), 2))
+    blocks = xnnpack_channel_blocks()
+    if block is None:
+        assert blocks == {}
+        return
+    assert blocks == {"pointwise": block}
+
+    def last_pointwise(alpha: float) -> str:
+        return kernel_of(cost.network_cost(ArchConfig(alpha=alpha)).layer("blocks.12.pw"), blocks)
+
+    assert (last_pointwise(1.0), last_pointwise(0.7)) == ("pointwise", "pointwise_unblocked")
+    probed: dict[str, set[int]] = {}
+    for probe in default_plan():
+        if probe.kernel == "pointwise":
+            probed.setdefault(kernel_of(probe.layers(probe.sizes[0])[0], blocks), set()).add(probe.channels)
+    assert len(probed["pointwise_unblocked"]) >= 3 and len(probed["pointwise"]) >= 3
+    assert max(probed["pointwise"]) >= 1024, "a blocked probe as wide as a network's widest layer"
+
+
+def test_the_xnnpack_runtimes_block_their_fp32_calibrations_only() -> None:
+    """The blocks were measured on XNNPACK's fp32 kernels (LiteRT's fp16 files run them too);
+    its int8 kernels keep none."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("executorch.runtime")
+    from mobilenet.latency.backends.base import xnnpack_channel_blocks
+    from mobilenet.latency.backends.executorch import ExecuTorchBackend
+    from mobilenet.latency.backends.litert import LiteRtBackend
+
+    fp32 = xnnpack_channel_blocks()
+    assert LiteRtBackend("fp32", 1).channel_blocks == LiteRtBackend("fp16", 1).channel_blocks == fp32
+    assert ExecuTorchBackend("fp32", 1).channel_blocks == fp32
+    assert LiteRtBackend("int8", 1).channel_blocks == ExecuTorchBackend("int8", 1).channel_blocks == {}
+
+
 def test_a_per_group_overhead_is_fitted_back() -> None:
     """A depthwise conv that loops over its channels pays per channel: probes made with such a
     cost are fitted back to it."""

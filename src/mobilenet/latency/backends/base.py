@@ -303,6 +303,22 @@ class Backend:
         raise NotImplementedError
 
 
+def xnnpack_channel_blocks() -> dict[str, int]:
+    """The blocks XNNPACK's fp32 pointwise convs (LiteRT's and ExecuTorch's) want: output
+    channels in whole multiples of two vector registers. On the Zen 5 (AVX-512: 32 floats), a
+    1x1 conv onto 368 or 360 channels ran a mult-add 1.2x as long as onto 352 or 384, whatever
+    its input channels, in both runtimes; the calibration's own networks off those blocks (α 0.7
+    and 0.9) had come out 9-20% slower than predicted (docs/latency.md §4, 2026-12-05).
+    Measured on AVX-512 only: AVX2's 16 is the same rule, not a measurement, and where
+    ``mobilenet.cpu`` knows no vector width (Arm) none is assumed. (The model's blocks ask for
+    input channels in whole blocks too, ``model.fills_blocks``, which in a MobileNet only the
+    first widening layers of α 0.25, 0.5 and 0.75 do not have.)"""
+    from mobilenet.cpu import cpu_info  # noqa: PLC0415
+
+    lanes = cpu_info().fp32_lanes
+    return {"pointwise": 2 * lanes} if lanes > 1 else {}
+
+
 def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:
     """The probe as a static ONNX graph. TorchScript's exporter: milliseconds for a probe, where
     the dynamo exporter the project's files use takes seconds; ONNX Runtime optimises both to the

@@ -17,6 +17,7 @@ from mobilenet.latency.backends.base import (
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
+    xnnpack_channel_blocks,
 )
 
 
@@ -35,6 +36,11 @@ class ExecuTorchBackend(Backend):
     # networks came within 5.9% RMSPE, from 18.5% (docs/latency.md §4, 2026-12-04). Its int8
     # calibration, 4.6% without it on the Zen 5, has not been judged with it.
     handover_precisions = ("fp32",)
+
+    @property
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """XNNPACK's fp32 blocks; its int8 kernels were not measured."""
+        return xnnpack_channel_blocks() if self.precision == "fp32" else {}
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         runtime = require("executorch.runtime").Runtime.get()

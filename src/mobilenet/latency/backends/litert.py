@@ -19,6 +19,7 @@ from mobilenet.latency.backends.base import (
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
+    xnnpack_channel_blocks,
 )
 
 
@@ -36,6 +37,11 @@ class LiteRtBackend(Backend):
     needs = ("litert_torch", "ai_edge_litert.interpreter")
     distributions = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "torch")
     calibrates = ("fp32", "fp16", "int8")
+
+    @property
+    def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """XNNPACK's fp32 blocks (fp16 runs the fp32 kernels); its int8 kernels were not measured."""
+        return {} if self.precision == "int8" else xnnpack_channel_blocks()
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         litert_torch = require("litert_torch")
