@@ -422,8 +422,8 @@ def test_xnnpack_fp32_pointwise_convs_are_blocked_and_the_plan_probes_both_twins
 def test_the_xnnpack_runtimes_block_their_fp32_calibrations_only() -> None:
     """The blocks were measured on XNNPACK's fp32 kernels (LiteRT's fp16 files run them too);
     its int8 kernels keep none."""
-    pytest.importorskip("ai_edge_litert.interpreter")
-    pytest.importorskip("executorch.runtime")
+    for needed in ("litert_torch", "ai_edge_litert.interpreter", "executorch.runtime"):
+        pytest.importorskip(needed)
     from mobilenet.latency.backends.base import xnnpack_channel_blocks
     from mobilenet.latency.backends.executorch import ExecuTorchBackend
     from mobilenet.latency.backends.litert import LiteRtBackend

@@ -129,13 +129,13 @@ def default_networks() -> tuple[NetworkProbe, ...]:
 
 
 def default_plan() -> tuple[Probe, ...]:
-    """The probes of a full calibration, most needed first (25 models built, about 61 timed).
+    """The probes of a full calibration, most needed first (25 models built, about 60 timed).
 
     Two more pointwise chains, on 128 and 1024 channels, give a pointwise conv blocked by 32
     channels (XNNPACK's at fp32 on AVX-512, ``backends.base.xnnpack_channel_blocks``) probes at a
-    network's widths. Of the others only 64 channels fill those blocks, and fitted to it alone
-    ExecuTorch fp32's in-network factors came out 0 for the depthwise layers and 3.5 for the
-    stem, pool and classifier; with these, 0.83 and 1 (Zen 5, docs/latency.md §4, 2026-12-05)."""
+    network's widths. Of the others only 64 channels fill those blocks, and a blocked twin fitted
+    to that short chain alone bent ExecuTorch fp32's in-network factors to 0 for the depthwise
+    layers and 3.5 for the stem, pool and classifier (Zen 5, docs/latency.md §4, 2026-12-05)."""
     chains = ((40, (28, 56, 112)), (300, (7, 14, 28)), (120, (14, 28, 56)), (1000, (4, 7, 10)),
               (12, (56, 112)), (64, (28, 56)))
     plan = [Probe("call", CALL_CHANNELS, CALL_SIZES)]
