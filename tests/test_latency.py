@@ -419,7 +419,7 @@ def test_xnnpack_fp32_pointwise_convs_are_blocked_and_the_plan_probes_both_twins
     assert max(probed["pointwise"]) >= 1024, "a blocked probe as wide as a network's widest layer"
 
 
-def test_the_xnnpack_runtimes_block_their_fp32_calibrations_only() -> None:
+def test_the_xnnpack_runtimes_block_their_float_kernels_only() -> None:
     """The blocks were measured on XNNPACK's fp32 kernels (LiteRT's fp16 files run them too);
     its int8 kernels keep none."""
     for needed in ("litert_torch", "ai_edge_litert.interpreter", "executorch.runtime"):
