@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtime import make_predictor
 from mobilenet.deploy.timing import time_interleaved
+from mobilenet.files import write_text
 from mobilenet.latency import RUNTIMES
 from mobilenet.latency.backends import Cell, probe_module
 from mobilenet.latency.calibrate import as_called, backend_for
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {r['model']:<24} calibration {r['calibration_ms']:7.3f} ms  users {r['users_ms']:7.3f} ms"
                       f"  {r['ratio']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_text(args.json, json.dumps(results, indent=1) + "\n")
     return 0
 
 

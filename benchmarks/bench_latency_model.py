@@ -45,6 +45,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.timing import Timing, time_interleaved
+from mobilenet.files import write_text
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.model import CONV_KINDS, layer_type
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print_setting(setting)
                     settings.append(setting)
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(s) for s in settings], indent=1))
+        write_text(args.json, json.dumps([asdict(s) for s in settings], indent=1) + "\n")
         print(f"written: {args.json}")
     return 0
 

@@ -33,6 +33,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.timing import Timing, time_interleaved
 from mobilenet.factory import mobilenet_v1
+from mobilenet.files import write_text
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import optimize
 from mobilenet.preprocess import repeat_to_batch
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report["verdicts"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0
 
 
