@@ -20,7 +20,7 @@ Variants (``--variant``), each "now" against "before":
 * ``in-place-factors``: in-network factors kept at 1 for the groups whose rooflines were fitted
   to the networks' own profiled layers, or fitted for every group;
 * ``in-place-profile``: rooflines fitted to the networks' layers as the runtime's profiler
-  timed them (ONNX Runtime, OpenVINO), or to the probes alone;
+  timed them (ONNX Runtime, OpenVINO, PyTorch's oneDNN Graph, ExecuTorch), or to the probes alone;
 * ``lane-choice``: each kernel's lane width and cost per position chosen as the best fit among
   those making as many choices (``fit.simplest_good_fit``), or as the first of the fits tried in
   turn that beat the one kept so far by a tenth;
@@ -125,8 +125,8 @@ def rule_undone(variant: str) -> Iterator[None]:
 
 def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
     """One calibration's probe timings, then the held-out grid and the seen networks timed once,
-    interleaved, and (ONNX Runtime fp32, OpenVINO, PyTorch where it profiles) each held-out
-    network's layers profiled once."""
+    interleaved, and (ONNX Runtime fp32, OpenVINO, ExecuTorch, PyTorch where it profiles) each
+    held-out network's layers profiled once."""
     import torch
 
     from bench_latency_model import Setting, ort_layer_ms, profiled_layer_ms  # (this folder is the script's path)
@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     setting = Setting(args.runtime, args.precision, args.threads, 1)
     if args.runtime == "onnxruntime" and args.precision == "fp32":
         profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
-    elif args.runtime in ("torch", "openvino"):  # (where the backend profiles whole networks)
+    elif args.runtime in ("torch", "openvino", "executorch"):  # (where the backend profiles whole networks)
         profiled = [profiled_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
         profiles = None if None in profiled else profiled
     return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,

@@ -8,8 +8,9 @@ prediction:
 * whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
   correlation;
 * layer types: predicted against measured time shares (ONNX Runtime's from its profiler,
-  OpenVINO's from its performance counters and PyTorch's from oneDNN Graph's, where it runs that,
-  read as the calibration reads them; elsewhere as ``mobilenet bench`` shows them; fp32), the
+  OpenVINO's from its performance counters, ExecuTorch's from XNNPACK's operator timings and
+  PyTorch's from oneDNN Graph's, where it runs that, read as the calibration reads them;
+  elsewhere as ``mobilenet bench`` shows them; fp32), the
   largest difference in percentage points;
 * layers: the fraction of conv layers within ±25% (the same profiles, fp32: their split of the
   network's interleaved time, so that the drift while profiling does not count).
@@ -139,8 +140,8 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
 def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
                  measured_ms: float, fractions: Sequence[float] | None) -> dict[str, Any]:
     """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
-    as the calibration splits them (``ort_layer_ms``), and so are OpenVINO's and PyTorch's where
-    their backends profile networks (``profiled_layer_ms``); elsewhere the shares are those
+    as the calibration splits them (``ort_layer_ms``), and so are OpenVINO's, ExecuTorch's and
+    PyTorch's where their backends profile networks (``profiled_layer_ms``); elsewhere the shares are those
     ``mobilenet bench`` shows. (Until 2026-12-05 OpenVINO's were bench's, which leaves the
     runtime's reorders out where the calibration gives each to the conv it feeds: the stem's
     share, with the input's reorder, was predicted at 10-17% where bench showed 5-10%.)"""
@@ -182,7 +183,7 @@ def layer_fractions(model: Any, setting: Setting, seconds: float) -> list[float]
     it (``ort_layer_ms``, ``profiled_layer_ms``); None where the runtime has no such profile."""
     if setting.runtime == "onnxruntime":
         return ort_layer_ms(model, setting, seconds, 1.0)
-    if setting.runtime in ("torch", "openvino"):
+    if setting.runtime in ("torch", "openvino", "executorch"):
         return profiled_layer_ms(model, setting, seconds, 1.0)
     return None
 
@@ -206,7 +207,8 @@ def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float)
 
 def profiled_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
     """Each layer's milliseconds where the runtime's latency backend profiles whole networks
-    (OpenVINO's performance counters; PyTorch where its probes are oneDNN Graph's programs): the
+    (OpenVINO's performance counters, XNNPACK's operator timings in ExecuTorch; PyTorch where its
+    probes are oneDNN Graph's programs): the
     network built and profiled as the calibration builds and profiles its own, its nodes given to
     layers by the calibration's own reading (a reorder before a conv is that conv's), scaled to
     ``layers_ms`` as ``ort_layer_ms``; None where the backend does not profile."""

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -1004,6 +1005,52 @@ def test_openvino_profiles_a_network_layer_by_layer(
     assert len(layers) == len(probe.layers(96, 1, 4)) == 29
     # The counters count whole microseconds: a layer on a 3x3 map can read 0 on a fast CPU (Zen 5).
     assert all(seconds >= 0 for seconds in layers) and all(seconds > 0 for seconds in layers[:10])
+
+
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.slow)])
+def test_executorch_profiles_a_network_layer_by_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
+) -> None:
+    """XNNPACK's operator timings in ExecuTorch's ETDump split a network's call into exactly its
+    layers, each timed, together about what the call takes: the calibration fits ExecuTorch's
+    rooflines to them."""
+    pytest.importorskip("executorch.runtime")
+    if precision == "int8":
+        pytest.importorskip("torchao")
+    from mobilenet.latency.backends import ExecuTorchBackend, probe_module
+    from mobilenet.latency.probes import NetworkProbe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    probe = NetworkProbe(0.5, (128,))
+    cell = ExecuTorchBackend(precision, 1).load(probe_module(probe, 128, fixed_pads=True), probe.input_shape(128))(
+        probe.input_shape(128))
+    assert cell.profile is not None
+    layers = cell.profile(0.05)
+    assert len(layers) == len(probe.layers(128, 1, 4)) == 29
+    assert all(seconds > 0 for seconds in layers)
+    called = min(timed_seconds(cell.run) for _ in range(20))
+    assert 0.5 * called < sum(layers) < 1.5 * called, "the layers are the call's time, less its own cost"
+
+
+def timed_seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def test_executorch_profile_operators_are_given_to_their_layers() -> None:
+    """XNNPACK's operators as an int8 network's ETDump runs them: the stem's transposes, pad and
+    conversion are the stem's, a strided conv's pad with its conversions that conv's, a pointwise
+    conv's fully connected GEMM a conv layer, the one after the pool the classifier, and
+    ExecuTorch's own copy (the flatten) the pool's."""
+    from mobilenet.latency.backends.base import chain_layer_seconds
+    from mobilenet.latency.backends.executorch import ET_OPS, _named_classifier
+
+    nodes = [("Transpose", 1.0), ("Constant Pad", 2.0), ("Convert", 4.0), ("Convolution", 10.0),
+             ("Convolution", 20.0), ("Fully Connected", 30.0), ("Convert", 1.0), ("Constant Pad", 2.0),
+             ("Convert", 4.0), ("Convolution", 40.0), ("Mean", 5.0), ("native_call_as_strided_copy.out", 0.5),
+             ("Static Reshape", 0.25), ("Fully Connected", 6.0)]
+    assert chain_layer_seconds(_named_classifier(nodes), ET_OPS) == [17.0, 20.0, 30.0, 47.0, 5.75, 6.0]
 
 
 def test_an_openvino_layer_faster_than_its_counters_resolution_still_counts() -> None:

@@ -70,7 +70,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 16  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 17  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):

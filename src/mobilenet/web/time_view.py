@@ -107,8 +107,8 @@ def measure(cfg: ArchConfig, runtime: str, precision: str, threads: int | None, 
 
 
 def _layer_shares(model: Any, runtime: str, precision: str, threads: int | None) -> list[dict[str, Any]]:
-    """Each layer type's share of the measured time (PyTorch hooks, ONNX Runtime's and
-    OpenVINO's profilers, at fp32); empty where the runtime has none."""
+    """Each layer type's share of the measured time (``deploy.bench.layers``: PyTorch's, ONNX
+    Runtime's, OpenVINO's and ExecuTorch's profilers, at fp32); empty where the runtime has none."""
     from mobilenet.deploy.bench.layers import layer_shares  # noqa: PLC0415
     from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
 

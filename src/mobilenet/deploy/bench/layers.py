@@ -1,7 +1,7 @@
 """Per-layer time shares (stem, depthwise, pointwise, pool, FC) against mult-add shares (Table 2),
 from PyTorch's oneDNN Graph program by its profiler (or its compiled calls timed one by one, or
-eager hooks), ONNX Runtime's profiler and
-OpenVINO's performance counters."""
+eager hooks), ONNX Runtime's profiler, OpenVINO's performance counters and XNNPACK's operator
+timings in ExecuTorch (at fp32 each)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ from mobilenet import fused_ops, onednn_graph
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.bench.report import BenchOptions
+from mobilenet.deploy.formats import executorch as pte
+from mobilenet.deploy.formats.mobile import BATCH, example_input
 from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
-from mobilenet.deploy.optional import available
+from mobilenet.deploy.optional import available, require
+from mobilenet.deploy.runtimes.executorch import operator_timings
+from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
 from mobilenet.prepare import folded_copy, inference_copy
@@ -36,7 +40,8 @@ def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str],
     predicted = {kind: sum(x.mult_adds for x in cost.layers if x.kind == kind) / cost.total.mult_adds for kind in KINDS}
     x = input_batch(model, 1, options.preprocess)
     rows = []
-    profilers = {"torch": _torch_layer_times, "onnxruntime": _ort_layer_times, "openvino": _openvino_layer_times}
+    profilers = {"torch": _torch_layer_times, "onnxruntime": _ort_layer_times, "openvino": _openvino_layer_times,
+                 "executorch": _executorch_layer_times}
     for runtime, profile in profilers.items():
         if runtime not in options.runtimes or not (runtime == "torch" or available(runtime)):
             continue
@@ -150,6 +155,40 @@ def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOpt
         for kind, seconds in run.items():
             totals[kind] = totals.get(kind, 0.0) + seconds
     return totals
+
+
+def _executorch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
+    """Per-kind time from XNNPACK's operator timings in ExecuTorch's ETDump (the fp32 program
+    bench times), matched to layers by execution order like ONNX Runtime's: a pointwise conv
+    runs as a fully connected operator, the one after the pool is the classifier."""
+    conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
+    if options.threads:
+        require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(options.threads)
+    with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
+        path = Path(tmp) / "model.pte"
+        pte.write(model, path)
+        program = path.read_bytes()
+    sizes = tuple(int(s) for s in example_input(model, pte.DEFAULT_LAYOUT, BATCH).shape)
+    image = torch.from_numpy(NativeInput(sizes, pte.DEFAULT_LAYOUT).convert(x[:BATCH]))
+    totals: dict[str, float] = {}
+    for run in operator_timings(program, image, options.seconds):
+        events, pooled = [], False
+        for op, seconds in run:
+            pooled = pooled or op == "Mean"
+            events.append((_executorch_kind(op, pooled), seconds))
+        for kind, seconds in _by_kind(events, conv_kinds).items():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+    return totals
+
+
+def _executorch_kind(op: str, pooled: bool) -> str:
+    """bench's op kind of an XNNPACK operator family (``operator_timings``), ``pooled`` once the
+    pool has run."""
+    if op == "Mean":
+        return "pool"
+    if op in ("Convolution", "Fully Connected"):
+        return "fc" if pooled else "conv"
+    return "other"
 
 
 def _by_kind(events: Any, conv_kinds: list[str]) -> dict[str, float]:

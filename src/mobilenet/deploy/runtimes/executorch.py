@@ -13,6 +13,9 @@ last predictor built decides it for all.
 from __future__ import annotations
 
 import os
+import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,9 @@ from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "int8")
+# XNNPACK times each operator in whole microseconds, truncated (``xnn_get_elapsed_time``): half of
+# one is added back to each, so that a layer of a few microseconds is not read a sixth short.
+XNNPACK_TICK_S = 1e-6
 
 
 class ExecuTorchPredictor(Predictor):
@@ -116,3 +122,45 @@ def read_execution(path: str | os.PathLike[str]) -> Execution:
     return Execution.of("executorch", plan.xnnpack_nodes + len(plan.outside), weights=plan.weights,
                         delegate="XNNPACK", delegate_calls=plan.delegate_calls, outside=plan.outside,
                         transposes=plan.xnnpack_transposes + sum("permute" in op for op in plan.outside))
+
+
+def operator_timings(
+    program: bytes, image: torch.Tensor, seconds: float, min_runs: int = 6,
+) -> list[list[tuple[str, float]]]:
+    """Each run's operators in execution order, as (name, seconds), by ExecuTorch's event tracer
+    (ETDump) on a module of ``program`` loaded apart with it on, run on ``image`` (in the
+    program's own layout) for ``seconds``, at least ``min_runs`` times; the first run, warming
+    up, left out. XNNPACK's operators, timed by XNNPACK itself, are named by family (the name
+    less its types and number: "Convolution", "Fully Connected", "Transpose", "Mean"...); the
+    kernels ExecuTorch runs itself by theirs ("native_call_..."). The events that span others
+    (the delegate's call, the method's execution) are left out."""
+    from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc  # noqa: PLC0415
+
+    portable = require("executorch.extension.pybindings.portable_lib")
+    module = portable._load_for_executorch_from_buffer(program, enable_etdump=True)
+    deadline, runs = time.perf_counter() + seconds, 0
+    while runs < min_runs or time.perf_counter() < deadline:
+        module.forward([image])
+        runs += 1
+    with tempfile.TemporaryDirectory(prefix="mobilenet-etdump-") as tmp:
+        path = Path(tmp) / "profile.etdp"
+        module.write_etdump_result_to_file(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (its reader's use of importlib.resources)
+            dump = deserialize_from_etdump_flatcc(path.read_bytes())
+    timed = [nodes for nodes in map(_operators, dump.run_data) if nodes]  # (loading the method is a run too)
+    return timed[1:]
+
+
+def _operators(run: Any) -> list[tuple[str, float]]:
+    nodes = []
+    for event in run.events:
+        profiled = event.profile_event
+        if profiled is None:
+            continue
+        elapsed = (profiled.end_time - profiled.start_time) / 1e9
+        if profiled.delegate_debug_id_str:  # an XNNPACK operator, "Convolution (NHWC, F32) IGEMM #3"
+            nodes.append((profiled.delegate_debug_id_str.split(" (")[0], elapsed + XNNPACK_TICK_S / 2))
+        elif profiled.name and profiled.name.startswith("native_call_"):
+            nodes.append((profiled.name, elapsed))
+    return nodes

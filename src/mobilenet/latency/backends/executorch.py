@@ -1,19 +1,25 @@
-"""ExecuTorch's probes: lowered to XNNPACK once with a dynamic size, kept."""
+"""ExecuTorch's probes: lowered to XNNPACK once with a dynamic size, kept; its networks' layers
+timed apart by XNNPACK's own operator timings, which ExecuTorch's ETDump records."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes.executorch import operator_timings
 from mobilenet.latency.backends.base import (
     MAX_SIDE,
     Backend,
     Cell,
+    ChainOps,
     ChannelsLastIO,
     Shaper,
+    chain_layer_seconds,
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
@@ -23,7 +29,12 @@ from mobilenet.latency.backends.base import (
 
 class ExecuTorchBackend(Backend):
     """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does;
-    int8 probes quantized as the writer quantizes a network (``executorch.xnnpack_int8``)."""
+    int8 probes quantized as the writer quantizes a network (``executorch.xnnpack_int8``). Each
+    layer of a network is timed apart by XNNPACK's operator timings (``layer_seconds``), so that
+    the rooflines are fitted to layers as they run inside networks, as ONNX Runtime's and
+    OpenVINO's are: fitted to its chains of twin layers instead, whose calls spend a third to a
+    half of their time handing maps over, its depthwise rooflines gave 1.0-224's depthwise layers
+    a third of the time its profile shows (docs/latency.md §4, 2026-12-05)."""
 
     runtime = "executorch"
     path = "ExecuTorch, lowered to XNNPACK"
@@ -33,8 +44,10 @@ class ExecuTorchBackend(Backend):
     calibrates = ("fp32", "int8")
     # Its calls hand a byte over 2.3x as slowly as LiteRT's through the same XNNPACK conv (135
     # against 58 µs per MB of input and output, Zen 5), and fitted that way its held-out fp32
-    # networks came within 5.9% RMSPE, from 18.5% (docs/latency.md §4, 2026-12-04). Its int8
-    # calibration, 4.6% without it on the Zen 5, has not been judged with it.
+    # networks came within 5.9% RMSPE, from 18.5% (docs/latency.md §4, 2026-12-04), before its
+    # networks were profiled; now it is taken off the probes of the kernels no network profiles
+    # (Table 4's full conv) and off each network's call. Its int8 calibration, 4.6% without it on
+    # the Zen 5, has not been judged with it.
     handover_precisions = ("fp32",)
 
     @property
@@ -67,7 +80,7 @@ class ExecuTorchBackend(Backend):
                 _ = buffer, program  # named, so that the closure keeps them as long as the cell
                 return method.execute([image])
 
-            return Cell(run, feed)
+            return Cell(run, feed, profile=lambda seconds: layer_seconds(buffer, image, seconds))
 
         return at
 
@@ -96,3 +109,39 @@ class ExecuTorchBackend(Backend):
             exported = torch.export.export(program, (example,), dynamic_shapes=dynamic)
             lowered = exir.to_edge_transform_and_lower(exported, partitioner=[partitioner.XnnpackPartitioner()])
             return bytes(lowered.to_executorch().buffer)
+
+
+# XNNPACK's operators in an ExecuTorch network's ETDump (``runtimes.executorch.operator_timings``):
+# a conv is the chain's next conv layer (a pointwise conv runs as a fully connected GEMM over the
+# pixels); the transposes and pad around the stem, a strided conv's pad and an int8 network's
+# conversions around it belong to the conv after them; after the pool, the fully connected
+# operator is the classifier (renamed so by ``_named_classifier``); anything else (a reshape,
+# ExecuTorch's own copy for the flatten) belongs to the layer before it.
+ET_OPS = ChainOps(convs=("Convolution", "Fully Connected"), before=("Transpose", "Constant Pad", "Convert"),
+                  pools=("Mean", "Global Average Pooling"), classifiers=("classifier",))
+
+
+def layer_seconds(program: bytes, image: torch.Tensor, seconds: float) -> list[float]:
+    """Each layer's seconds in the ``program``'s network at ``image``, in the order of the chain
+    (``ET_OPS``), by XNNPACK's operator timings over about ``seconds``: per layer the mean of
+    the middle 80% of runs (a median would keep the timings' whole-microsecond steps)."""
+    runs = [chain_layer_seconds(_named_classifier(nodes), ET_OPS)
+            for nodes in operator_timings(program, image, seconds)]
+    return trimmed_mean(np.array(runs))
+
+
+def _named_classifier(nodes: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The nodes with the fully connected operator after the pool named "classifier"."""
+    out, pooled = [], False
+    for name, seconds in nodes:
+        pooled = pooled or name in ET_OPS.pools
+        out.append(("classifier" if pooled and name == "Fully Connected" else name, seconds))
+    return out
+
+
+def trimmed_mean(runs: np.ndarray, cut: float = 0.1) -> list[float]:
+    """Per column of ``runs`` (one row a run), the mean of the values left once the ``cut``
+    lowest and highest were dropped."""
+    ordered = np.sort(runs, axis=0)
+    drop = int(len(ordered) * cut)
+    return list(ordered[drop:len(ordered) - drop].mean(axis=0))
