@@ -404,9 +404,13 @@ def test_xnnpack_fp32_pointwise_convs_are_blocked_and_the_plan_probes_both_twins
     monkeypatch.setattr(cpu, "cpu_info", lambda: cpu.CpuInfo("described", machine, frozenset(flags), 2))
     blocks = xnnpack_channel_blocks()
     if block is None:
-        assert blocks == {}
+        assert blocks == xnnpack_channel_blocks(depthwise=True) == {}
         return
     assert blocks == {"pointwise": block}
+    assert xnnpack_channel_blocks(depthwise=True) == {"pointwise": block, "depthwise": block // 2,
+                                                       "depthwise_s2": block // 2}
+    assert kernel_of(cost.network_cost(ArchConfig(alpha=0.7)).layer("blocks.4.dw"),  # (179 channels)
+                     xnnpack_channel_blocks(depthwise=True)) == "depthwise_unblocked"
 
     def last_pointwise(alpha: float) -> str:
         return kernel_of(cost.network_cost(ArchConfig(alpha=alpha)).layer("blocks.12.pw"), blocks)
@@ -431,7 +435,11 @@ def test_the_xnnpack_runtimes_block_their_float_kernels_only() -> None:
 
     fp32 = xnnpack_channel_blocks()
     assert LiteRtBackend("fp32", 1).channel_blocks == LiteRtBackend("fp16", 1).channel_blocks == fp32
-    assert ExecuTorchBackend("fp32", 1).channel_blocks == fp32
+    # ExecuTorch profiles its networks' layers, which fit the depthwise twins too.
+    assert ExecuTorchBackend("fp32", 1).channel_blocks == xnnpack_channel_blocks(depthwise=True)
+    if fp32:
+        assert xnnpack_channel_blocks(depthwise=True) == {**fp32, "depthwise": fp32["pointwise"] // 2,
+                                                           "depthwise_s2": fp32["pointwise"] // 2}
     assert LiteRtBackend("int8", 1).channel_blocks == ExecuTorchBackend("int8", 1).channel_blocks == {}
 
 

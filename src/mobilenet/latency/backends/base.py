@@ -303,20 +303,29 @@ class Backend:
         raise NotImplementedError
 
 
-def xnnpack_channel_blocks() -> dict[str, int]:
-    """The blocks XNNPACK's fp32 pointwise convs (LiteRT's and ExecuTorch's) want: output
-    channels in whole multiples of two vector registers. On the Zen 5 (AVX-512: 32 floats), a
-    1x1 conv onto 368 or 360 channels ran a mult-add 1.2x as long as onto 352 or 384, whatever
-    its input channels, in both runtimes; the calibration's own networks off those blocks (α 0.7
-    and 0.9) had come out 9-20% slower than predicted (docs/latency.md §4, 2026-12-05).
-    Measured on AVX-512 only: AVX2's 16 is the same rule, not a measurement, and where
+def xnnpack_channel_blocks(*, depthwise: bool = False) -> dict[str, int]:
+    """The blocks XNNPACK's fp32 convs (LiteRT's and ExecuTorch's) want. Its pointwise convs:
+    output channels in whole multiples of two vector registers. On the Zen 5 (AVX-512: 32
+    floats), a 1x1 conv onto 368 or 360 channels ran a mult-add 1.2x as long as onto 352 or 384,
+    whatever its input channels, in both runtimes; the calibration's own networks off those
+    blocks (α 0.7 and 0.9) had come out 9-20% slower than predicted (docs/latency.md §4,
+    2026-12-05). With ``depthwise``, its depthwise convs too: channels in whole vector registers,
+    so that every pixel's channels start on a cache line (16 floats with AVX-512). Its depthwise
+    convs on 179 or 184 channels had run a mult-add 1.3-1.6x as long as on 176 or 192, and
+    ExecuTorch's networks, profiled layer by layer, put every held-out depthwise layer (none of
+    them on whole 16s) a fifth slower than the layers of the calibration's networks (§4,
+    2026-12-05, ExecuTorch's layers profiled). Only where a calibration profiles networks can it
+    fit those twins: of the chained probes, one fills a block of 16.
+    Measured on AVX-512 only: AVX2's 16 and 8 are the same rule, not a measurement, and where
     ``mobilenet.cpu`` knows no vector width (Arm) none is assumed. (The model's blocks ask for
     input channels in whole blocks too, ``model.fills_blocks``, which in a MobileNet only the
     first widening layers of α 0.25, 0.5 and 0.75 do not have.)"""
     from mobilenet.cpu import cpu_info  # noqa: PLC0415
 
     lanes = cpu_info().fp32_lanes
-    return {"pointwise": 2 * lanes} if lanes > 1 else {}
+    if lanes <= 1:
+        return {}
+    return {"pointwise": 2 * lanes, **({"depthwise": lanes, "depthwise_s2": lanes} if depthwise else {})}
 
 
 def onnx_bytes(module: nn.Module, shape: tuple[int, ...]) -> bytes:

@@ -40,7 +40,9 @@ class LiteRtBackend(Backend):
 
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
-        """XNNPACK's fp32 blocks (fp16 runs the fp32 kernels); its int8 kernels were not measured."""
+        """XNNPACK's fp32 blocks (fp16 runs the fp32 kernels) for the pointwise convs: without a
+        profile of its networks, its depthwise probes (one on whole 16s) could not fit the
+        depthwise twins. Its int8 kernels were not measured."""
         return {} if self.precision == "int8" else xnnpack_channel_blocks()
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
