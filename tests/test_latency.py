@@ -1047,18 +1047,33 @@ def timed_seconds(call: Callable[[], object]) -> float:
 
 
 def test_executorch_profile_operators_are_given_to_their_layers() -> None:
-    """XNNPACK's operators as an int8 network's ETDump runs them: the stem's transposes, pad and
+    """XNNPACK's operators as an int8 network's ETDump names them: the stem's transposes, pad and
     conversion are the stem's, a strided conv's pad with its conversions that conv's, a pointwise
     conv's fully connected GEMM a conv layer, the one after the pool the classifier, and
-    ExecuTorch's own copy (the flatten) the pool's."""
+    ExecuTorch's own copy (the flatten) the pool's; the events spanning others count for nothing,
+    and each XNNPACK operator gets back the half microsecond its whole-microsecond count cuts."""
+    from mobilenet.deploy.runtimes.executorch import XNNPACK_TICK_S, run_operators
     from mobilenet.latency.backends.base import chain_layer_seconds
-    from mobilenet.latency.backends.executorch import ET_OPS, _named_classifier
+    from mobilenet.latency.backends.executorch import ET_OPS
 
-    nodes = [("Transpose", 1.0), ("Constant Pad", 2.0), ("Convert", 4.0), ("Convolution", 10.0),
-             ("Convolution", 20.0), ("Fully Connected", 30.0), ("Convert", 1.0), ("Constant Pad", 2.0),
-             ("Convert", 4.0), ("Convolution", 40.0), ("Mean", 5.0), ("native_call_as_strided_copy.out", 0.5),
-             ("Static Reshape", 0.25), ("Fully Connected", 6.0)]
-    assert chain_layer_seconds(_named_classifier(nodes), ET_OPS) == [17.0, 20.0, 30.0, 47.0, 5.75, 6.0]
+    def event(name: str | None, microseconds: float, xnnpack: str | None = None) -> SimpleNamespace:
+        timed = SimpleNamespace(name=name, delegate_debug_id_str=xnnpack, start_time=0,
+                                end_time=int(microseconds * 1000))
+        return SimpleNamespace(profile_event=timed)
+
+    operators = [("Transpose (ND, X32) #1", 1), ("Constant Pad (ND, X32) #1", 2), ("Convert (NC) #1", 4),
+                 ("Convolution (NHWC, QC8) IGEMM #1", 10), ("Convolution (NHWC, QC8) DWConv #1", 20),
+                 ("Fully Connected (NC, QS8, QC8W) GEMM #1", 30), ("Convert (NC) #2", 1),
+                 ("Constant Pad (ND, X32) #2", 2), ("Convert (NC) #3", 4), ("Convolution (NHWC, QC8) DWConv #2", 40),
+                 ("Mean (ND) Reduce2 #1", 5)]
+    run = SimpleNamespace(events=[
+        *(event(None, us, name) for name, us in operators), event("DELEGATE_CALL", 130.0),
+        SimpleNamespace(profile_event=None), event("native_call_as_strided_copy.out", 0.5),
+        event(None, 0, "Static Reshape (NC) #1"), event(None, 6, "Fully Connected (NC, QS8, QC8W) GEMM #2"),
+        event("DELEGATE_CALL", 6.0), event("Method::execute", 140.0)])
+    half = XNNPACK_TICK_S / 2 * 1e6  # (in microseconds, as the layers below)
+    layers = [seconds * 1e6 for seconds in chain_layer_seconds(run_operators(run), ET_OPS)]
+    assert layers == pytest.approx([17 + 4 * half, 20 + half, 30 + half, 47 + 4 * half, 5.5 + 2 * half, 6 + half])
 
 
 def test_an_openvino_layer_faster_than_its_counters_resolution_still_counts() -> None:

@@ -24,7 +24,7 @@ from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, require
-from mobilenet.deploy.runtimes.executorch import operator_timings
+from mobilenet.deploy.runtimes.executorch import CLASSIFIER, CONV_OPERATORS, POOL_OPERATORS, operator_timings
 from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
@@ -160,7 +160,7 @@ def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOpt
 def _executorch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
     """Per-kind time from XNNPACK's operator timings in ExecuTorch's ETDump (the fp32 program
     bench times), matched to layers by execution order like ONNX Runtime's: a pointwise conv
-    runs as a fully connected operator, the one after the pool is the classifier."""
+    runs as a fully connected operator (``runtimes.executorch.CONV_OPERATORS``)."""
     conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
     if options.threads:
         require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(options.threads)
@@ -172,23 +172,16 @@ def _executorch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchO
     image = torch.from_numpy(NativeInput(sizes, pte.DEFAULT_LAYOUT).convert(x[:BATCH]))
     totals: dict[str, float] = {}
     for run in operator_timings(program, image, options.seconds):
-        events, pooled = [], False
-        for op, seconds in run:
-            pooled = pooled or op == "Mean"
-            events.append((_executorch_kind(op, pooled), seconds))
-        for kind, seconds in _by_kind(events, conv_kinds).items():
+        for kind, seconds in _by_kind(((_executorch_kind(op), seconds) for op, seconds in run), conv_kinds).items():
             totals[kind] = totals.get(kind, 0.0) + seconds
     return totals
 
 
-def _executorch_kind(op: str, pooled: bool) -> str:
-    """bench's op kind of an XNNPACK operator family (``operator_timings``), ``pooled`` once the
-    pool has run."""
-    if op == "Mean":
-        return "pool"
-    if op in ("Convolution", "Fully Connected"):
-        return "fc" if pooled else "conv"
-    return "other"
+def _executorch_kind(op: str) -> str:
+    """bench's op kind of an operator as ``operator_timings`` names it."""
+    if op in CONV_OPERATORS:
+        return "conv"
+    return "pool" if op in POOL_OPERATORS else "fc" if op == CLASSIFIER else "other"
 
 
 def _by_kind(events: Any, conv_kinds: list[str]) -> dict[str, float]:

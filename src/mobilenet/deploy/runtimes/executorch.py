@@ -34,6 +34,12 @@ PRECISIONS = ("fp32", "int8")
 # XNNPACK times each operator in whole microseconds, truncated (``xnn_get_elapsed_time``): half of
 # one is added back to each, so that a layer of a few microseconds is not read a sixth short.
 XNNPACK_TICK_S = 1e-6
+# XNNPACK's operator families in a MobileNet's ETDump (``operator_timings``): a conv layer runs as a
+# convolution, a pointwise one as a fully connected GEMM over the pixels, the pool as a mean, and
+# the fully connected operator after the pool is the classifier, which ``operator_timings`` names so.
+CONV_OPERATORS = ("Convolution", "Fully Connected")
+POOL_OPERATORS = ("Mean", "Global Average Pooling")
+CLASSIFIER = "classifier"
 
 
 class ExecuTorchPredictor(Predictor):
@@ -131,9 +137,10 @@ def operator_timings(
     (ETDump) on a module of ``program`` loaded apart with it on, run on ``image`` (in the
     program's own layout) for ``seconds``, at least ``min_runs`` times; the first run, warming
     up, left out. XNNPACK's operators, timed by XNNPACK itself, are named by family (the name
-    less its types and number: "Convolution", "Fully Connected", "Transpose", "Mean"...); the
-    kernels ExecuTorch runs itself by theirs ("native_call_..."). The events that span others
-    (the delegate's call, the method's execution) are left out."""
+    less its types and number: "Convolution", "Fully Connected", "Transpose", "Mean"...; the
+    fully connected one after the pool ``CLASSIFIER``); the kernels ExecuTorch runs itself by
+    theirs ("native_call_..."). The events that span others (the delegate's call, the method's
+    execution) are left out."""
     from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc  # noqa: PLC0415
 
     portable = require("executorch.extension.pybindings.portable_lib")
@@ -148,19 +155,23 @@ def operator_timings(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # (its reader's use of importlib.resources)
             dump = deserialize_from_etdump_flatcc(path.read_bytes())
-    timed = [nodes for nodes in map(_operators, dump.run_data) if nodes]  # (loading the method is a run too)
+    timed = [nodes for nodes in map(run_operators, dump.run_data) if nodes]  # (loading the method is a run too)
     return timed[1:]
 
 
-def _operators(run: Any) -> list[tuple[str, float]]:
-    nodes = []
+def run_operators(run: Any) -> list[tuple[str, float]]:
+    """One ETDump run's operators, as ``operator_timings`` gives them."""
+    nodes, pooled = [], False
     for event in run.events:
         profiled = event.profile_event
         if profiled is None:
             continue
         elapsed = (profiled.end_time - profiled.start_time) / 1e9
         if profiled.delegate_debug_id_str:  # an XNNPACK operator, "Convolution (NHWC, F32) IGEMM #3"
-            nodes.append((profiled.delegate_debug_id_str.split(" (")[0], elapsed + XNNPACK_TICK_S / 2))
+            family = profiled.delegate_debug_id_str.split(" (")[0]
+            pooled = pooled or family in POOL_OPERATORS
+            nodes.append((CLASSIFIER if pooled and family == "Fully Connected" else family,
+                          elapsed + XNNPACK_TICK_S / 2))
         elif profiled.name and profiled.name.startswith("native_call_"):
             nodes.append((profiled.name, elapsed))
     return nodes

@@ -4,14 +4,13 @@ timed apart by XNNPACK's own operator timings, which ExecuTorch's ETDump records
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes.executorch import operator_timings
+from mobilenet.deploy.runtimes.executorch import CLASSIFIER, CONV_OPERATORS, POOL_OPERATORS, operator_timings
 from mobilenet.latency.backends.base import (
     MAX_SIDE,
     Backend,
@@ -113,31 +112,20 @@ class ExecuTorchBackend(Backend):
 
 
 # XNNPACK's operators in an ExecuTorch network's ETDump (``runtimes.executorch.operator_timings``):
-# a conv is the chain's next conv layer (a pointwise conv runs as a fully connected GEMM over the
-# pixels); the transposes and pad around the stem, a strided conv's pad and an int8 network's
-# conversions around it belong to the conv after them; after the pool, the fully connected
-# operator is the classifier (renamed so by ``_named_classifier``); anything else (a reshape,
-# ExecuTorch's own copy for the flatten) belongs to the layer before it.
-ET_OPS = ChainOps(convs=("Convolution", "Fully Connected"), before=("Transpose", "Constant Pad", "Convert"),
-                  pools=("Mean", "Global Average Pooling"), classifiers=("classifier",))
+# a conv is the chain's next conv layer; the transposes and pad around the stem, a strided conv's
+# pad and an int8 network's conversions around it belong to the conv after them; the pool and the
+# classifier are the chain's last two layers; anything else (a reshape, ExecuTorch's own copy for
+# the flatten) belongs to the layer before it.
+ET_OPS = ChainOps(convs=CONV_OPERATORS, before=("Transpose", "Constant Pad", "Convert"), pools=POOL_OPERATORS,
+                  classifiers=(CLASSIFIER,))
 
 
 def layer_seconds(program: bytes, image: torch.Tensor, seconds: float) -> list[float]:
     """Each layer's seconds in the ``program``'s network at ``image``, in the order of the chain
     (``ET_OPS``), by XNNPACK's operator timings over about ``seconds``: per layer the mean of
     the middle 80% of runs (a median would keep the timings' whole-microsecond steps)."""
-    runs = [chain_layer_seconds(_named_classifier(nodes), ET_OPS)
-            for nodes in operator_timings(program, image, seconds)]
+    runs = [chain_layer_seconds(nodes, ET_OPS) for nodes in operator_timings(program, image, seconds)]
     return trimmed_mean(np.array(runs))
-
-
-def _named_classifier(nodes: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """The nodes with the fully connected operator after the pool named "classifier"."""
-    out, pooled = [], False
-    for name, seconds in nodes:
-        pooled = pooled or name in ET_OPS.pools
-        out.append(("classifier" if pooled and name == "Fully Connected" else name, seconds))
-    return out
 
 
 def trimmed_mean(runs: np.ndarray, cut: float = 0.1) -> list[float]:
