@@ -33,7 +33,7 @@ class ExecuTorchBackend(Backend):
     the rooflines are fitted to layers as they run inside networks, as ONNX Runtime's and
     OpenVINO's are: fitted to its chains of twin layers instead, whose calls spend a third to a
     half of their time handing maps over, its depthwise rooflines gave 1.0-224's depthwise layers
-    a third of the time its profile shows (docs/latency.md §4, 2026-12-05)."""
+    a quarter to a third of the time its profile shows (docs/latency.md §4, 2026-12-05)."""
 
     runtime = "executorch"
     path = "ExecuTorch, lowered to XNNPACK"
