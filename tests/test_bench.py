@@ -62,6 +62,7 @@ def test_the_report_has_every_requested_cell(tiny_model, calibration_images):
                     assert cell["images_per_s"] == pytest.approx(batch / cell["median_ms"] * 1e3)
                     assert cell["gflops"] == pytest.approx(report["gflop_per_image"] * cell["images_per_s"])
     assert report["mult_adds"] > 0 and report["sgemm_peak_gflops"] > 0
+    assert report["sgemm_library"] in ("MKL", "oneDNN")
     assert report["machine"]["threads"] == 1
     # Every report names the CPU it measured on, as mobilenet.cpu describes it.
     from mobilenet.cpu import cpu_info
@@ -363,3 +364,23 @@ def test_the_gpu_bench_refuses_cpu_flags_and_a_missing_gpu(capsys, monkeypatch):
     assert main(["bench", *TINY, "--device", "cuda"]) == 2
     assert capsys.readouterr().err == ("mobilenet bench: error: --device cuda: no CUDA GPU is available to PyTorch "
                                        "here; use --device cpu\n")
+
+
+def test_the_sgemm_roof_is_the_faster_gemm_library_and_computes_the_product(monkeypatch):
+    """bench's roof runs MKL's or oneDNN's GEMM, whichever is faster here (MKL runs AMD CPUs at
+    half oneDNN's rate), and either multiplies; without oneDNN it is MKL's."""
+    import torch
+
+    from mobilenet.deploy import timing
+
+    a, b = torch.randn(48, 32), torch.randn(32, 40)
+    onednn = timing._onednn_matmul(a, b)
+    if torch.backends.mkldnn.is_available():
+        assert onednn is not None
+        assert torch.allclose(onednn().to_dense(), a @ b, atol=1e-4)
+    assert timing.Sgemm(64).library in ("MKL", "oneDNN")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert timing._onednn_matmul(a, b) is None
+    roof = timing.Sgemm(64)
+    assert roof.library == "MKL"
+    roof()

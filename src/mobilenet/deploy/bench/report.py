@@ -112,6 +112,7 @@ class BenchReport:
     gflop_per_image: float
     sgemm_peak_gflops: float
     cells: list[Cell] = field(default_factory=list)
+    sgemm_library: str = ""  # which of PyTorch's GEMM libraries set the peak (``timing.Sgemm``)
     separable_vs_conv: list[dict[str, Any]] = field(default_factory=list)
     blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
@@ -176,7 +177,8 @@ def format_report(report: BenchReport) -> str:
         f"machine: {m['cpu']} (ISA {m.get('isa', '?')}, int8 dot product {m.get('int8_dot', '?')}, native bf16 "
         f"{m.get('native_bf16', '?')}), {m['threads']} threads, load average {load}, "
         f"malloc tunables {'on' if m['malloc_tunables'] else 'off'}, OMP_WAIT_POLICY {m['omp_wait_policy']}; "
-        f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s",
+        f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s"
+        + (f" ({report.sgemm_library}, the faster of PyTorch's GEMM libraries here)" if report.sgemm_library else ""),
         "",
         "latency per call (ms, median [p10-p90] of interleaved runs after warm-up) and throughput",
         f"{'backend':<26} {'batch':>5} {'median':>8} {'p10-p90':>15} {'runs':>5} {'images/s':>9} "

@@ -122,6 +122,7 @@ def _time(timed: Timed, report: BenchReport, options: BenchOptions, log: Callabl
     sgemm = Sgemm()
     samples = time_interleaved([sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs)
     report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
+    report.sgemm_library = sgemm.library
     for (cell, _), seconds in zip(timed, samples[1:]):
         timing = Timing.from_seconds(seconds)
         cell.median_ms, cell.p10_ms, cell.p90_ms = timing.median_ms, timing.p10_ms, timing.p90_ms
