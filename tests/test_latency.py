@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -992,58 +991,31 @@ def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypat
     assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_openvino_profiles_a_network_layer_by_layer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
+@pytest.mark.parametrize(("runtime", "precision", "needs"), [
+    ("openvino", "fp32", ("openvino",)), ("openvino", "int8", ("openvino", "nncf")),
+    ("executorch", "fp32", ("executorch.runtime",)),
+    pytest.param("executorch", "int8", ("executorch.runtime", "torchao"), marks=pytest.mark.slow),
+])
+def test_a_runtime_profiles_a_network_layer_by_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, precision: str, needs: tuple[str, ...],
 ) -> None:
-    """OpenVINO's counters split a network's call into exactly its layers (stem, the 26 convs of
-    the blocks, pool, classifier), each timed: what the calibration fits the rooflines to."""
-    pytest.importorskip("openvino")
-    if precision == "int8":
-        pytest.importorskip("nncf")
-    from mobilenet.latency.backends import OpenVinoBackend, probe_module
+    """OpenVINO's counters, and XNNPACK's operator timings in ExecuTorch's ETDump, split a
+    network's call into exactly its layers (stem, the 26 convs of the blocks, pool, classifier),
+    each timed: what the calibration fits the rooflines to."""
+    for module in needs:
+        pytest.importorskip(module)
+    from mobilenet.latency.backends import probe_module
     from mobilenet.latency.probes import NetworkProbe
 
     monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
     probe = NetworkProbe(0.25, (96,))
-    cell = OpenVinoBackend(precision, 1).load(probe_module(probe, 96, fixed_pads=True), probe.input_shape(96))(
+    cell = BACKENDS[runtime](precision, 1).load(probe_module(probe, 96, fixed_pads=True), probe.input_shape(96))(
         probe.input_shape(96))
     assert cell.profile is not None
     layers = cell.profile(0.05)
     assert len(layers) == len(probe.layers(96, 1, 4)) == 29
-    # The counters count whole microseconds: a layer on a 3x3 map can read 0 on a fast CPU (Zen 5).
+    # Both count whole microseconds: a layer on a 3x3 map can read 0 on a fast CPU (Zen 5).
     assert all(seconds >= 0 for seconds in layers) and all(seconds > 0 for seconds in layers[:10])
-
-
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.slow)])
-def test_executorch_profiles_a_network_layer_by_layer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
-) -> None:
-    """XNNPACK's operator timings in ExecuTorch's ETDump split a network's call into exactly its
-    layers, each timed, together about what the call takes: the calibration fits ExecuTorch's
-    rooflines to them."""
-    pytest.importorskip("executorch.runtime")
-    if precision == "int8":
-        pytest.importorskip("torchao")
-    from mobilenet.latency.backends import ExecuTorchBackend, probe_module
-    from mobilenet.latency.probes import NetworkProbe
-
-    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
-    probe = NetworkProbe(0.5, (128,))
-    cell = ExecuTorchBackend(precision, 1).load(probe_module(probe, 128, fixed_pads=True), probe.input_shape(128))(
-        probe.input_shape(128))
-    assert cell.profile is not None
-    layers = cell.profile(0.05)
-    assert len(layers) == len(probe.layers(128, 1, 4)) == 29
-    assert all(seconds > 0 for seconds in layers)
-    called = min(timed_seconds(cell.run) for _ in range(20))
-    assert 0.5 * called < sum(layers) < 1.5 * called, "the layers are the call's time, less its own cost"
-
-
-def timed_seconds(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def test_executorch_profile_operators_are_given_to_their_layers() -> None:

@@ -19,13 +19,17 @@ from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.bench.report import BenchOptions
 from mobilenet.deploy.formats import executorch as pte
-from mobilenet.deploy.formats.mobile import BATCH, example_input
 from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
 from mobilenet.deploy.openvino_core import openvino_core
-from mobilenet.deploy.optional import available, require
-from mobilenet.deploy.runtimes.executorch import CLASSIFIER, CONV_OPERATORS, POOL_OPERATORS, operator_timings
-from mobilenet.deploy.runtimes.inputs import NativeInput
+from mobilenet.deploy.optional import available
+from mobilenet.deploy.runtimes.executorch import (
+    CLASSIFIER,
+    CONV_OPERATORS,
+    POOL_OPERATORS,
+    ExecuTorchPredictor,
+    operator_timings,
+)
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
 from mobilenet.prepare import folded_copy, inference_copy
@@ -162,14 +166,11 @@ def _executorch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchO
     bench times), matched to layers by execution order like ONNX Runtime's: a pointwise conv
     runs as a fully connected operator (``runtimes.executorch.CONV_OPERATORS``)."""
     conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
-    if options.threads:
-        require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(options.threads)
     with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
         path = Path(tmp) / "model.pte"
         pte.write(model, path)
-        program = path.read_bytes()
-    sizes = tuple(int(s) for s in example_input(model, pte.DEFAULT_LAYOUT, BATCH).shape)
-    image = torch.from_numpy(NativeInput(sizes, pte.DEFAULT_LAYOUT).convert(x[:BATCH]))
+        predictor = ExecuTorchPredictor(path, threads=options.threads)  # (its threads: the process's pool)
+        program, image = path.read_bytes(), predictor.native_input(x[:predictor.batch])
     totals: dict[str, float] = {}
     for run in operator_timings(program, image, options.seconds):
         for kind, seconds in _by_kind(((_executorch_kind(op), seconds) for op, seconds in run), conv_kinds).items():
