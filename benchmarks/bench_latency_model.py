@@ -18,7 +18,10 @@ prediction:
 Each network is profiled in ``--profile-passes`` passes over the whole grid (default 2), each
 layer's share the median of its passes: one profile is one spell of the guest's speed, and a
 spell that slowed some layers more than others decided a network's shares alone (PyTorch's
-0.85-240, docs/latency.md §4, 2026-12-05).
+0.85-240, docs/latency.md §4, 2026-12-05). With ``--seen`` the calibration's own networks are
+timed and profiled beside the grid: their errors are the floor under the held-out ones. For the
+totals, the drift since the calibration; for the shares, the guest's memory-side spells, which
+slow the memory-bound layers more than the rest (docs/latency.md §4, 2026-12-05, late morning).
 
 The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
 takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
@@ -126,10 +129,13 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
                "error": prediction.total_ms / measured - 1}
         setting.rows.append(row)
     if setting.precision == "fp32" and setting.batch_size == 1:
-        # Pass after pass over the grid, so that one network's profiles are minutes apart.
-        passes = [[layer_fractions(model, setting, args.seconds) for model in models[:len(grid)]]
+        # Pass after pass over the grid, so that one network's profiles are minutes apart. The
+        # calibration's own networks are profiled among them: their share errors are the floor
+        # under the held-out ones, as their timing is under the totals (the guest's memory-side
+        # spells move the shares between the calibration and now, docs/latency.md §4).
+        passes = [[layer_fractions(model, setting, args.seconds) for model in models]
                   for _ in range(args.profile_passes)]
-        for i, (cfg, model, row) in enumerate(zip(grid, models, setting.rows)):
+        for i, (cfg, model, row) in enumerate(zip(grid + seen, models, setting.rows + setting.seen)):
             profiles = [p[i] for p in passes if p[i] is not None]
             fractions = list(np.median(profiles, axis=0)) if profiles else None
             row |= layer_errors(model, predict_with(constants, cfg, setting.batch_size), setting, args.seconds,
@@ -236,6 +242,9 @@ def summarize(rows: list[dict[str, Any]], seen: Sequence[dict[str, Any]] = ()) -
     layers = [r["conv_layers_within_25"] for r in rows if "conv_layers_within_25" in r]
     if shares:
         summary["share_error_pp_max"] = float(np.max(shares))
+    seen_shares = [r["share_error_pp"] for r in seen if "share_error_pp" in r]
+    if seen_shares:
+        summary["seen_share_error_pp_max"] = float(np.max(seen_shares))
     if layers:
         summary["conv_layers_within_25"] = float(np.mean(layers))
     return summary
@@ -273,7 +282,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def print_setting(s: Setting) -> None:
     m = s.summary
-    shown = ("within_10", "rmspe", "spearman", "seen_mean_error", "over_seen_within_10", "over_seen_rmspe")
+    shown = ("within_10", "rmspe", "spearman", "seen_mean_error", "over_seen_within_10", "over_seen_rmspe",
+             "seen_share_error_pp_max")
     extra = "".join(f", {k} {v:.3g}" for k, v in m.items() if k not in shown)
     print(f"\n{s.runtime} {s.precision}, {s.threads} thread(s), batch {s.batch_size} (calibrated in "
           f"{s.calibration_s:g} s): within ±10% {m['within_10']:.0%}, RMSPE {m['rmspe']:.1%}, "
@@ -287,6 +297,9 @@ def print_setting(s: Setting) -> None:
               f"RMSPE {np.sqrt(np.mean(errors**2)):.1%}, mean error {np.mean(errors):+.1%}")
         print(f"  held out over that mean error (the drift taken out): within ±10% {m['over_seen_within_10']:.0%}, "
               f"RMSPE {m['over_seen_rmspe']:.1%}")
+        if "seen_share_error_pp_max" in m:
+            print(f"  their shares, profiled beside the held-out networks: largest error "
+                  f"{m['seen_share_error_pp_max']:.1f} points (held out: {m['share_error_pp_max']:.1f})")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
