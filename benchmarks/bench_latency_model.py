@@ -298,8 +298,9 @@ def print_setting(s: Setting) -> None:
         print(f"  held out over that mean error (the drift taken out): within ±10% {m['over_seen_within_10']:.0%}, "
               f"RMSPE {m['over_seen_rmspe']:.1%}")
         if "seen_share_error_pp_max" in m:
+            held_out = m.get("share_error_pp_max", float("nan"))
             print(f"  their shares, profiled beside the held-out networks: largest error "
-                  f"{m['seen_share_error_pp_max']:.1f} points (held out: {m['share_error_pp_max']:.1f})")
+                  f"{m['seen_share_error_pp_max']:.1f} points (held out: {held_out:.1f})")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
