@@ -145,4 +145,3 @@ def _onednn_matmul(a: torch.Tensor, b: torch.Tensor) -> Callable[[], Any] | None
     except (AttributeError, RuntimeError):
         return None
     return lambda: linear(x, weight)
-
