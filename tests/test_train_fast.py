@@ -18,6 +18,7 @@ from mobilenet.cli import main
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1, TFSamePad
+from mobilenet.optimized import glibc_malloc
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.runs import read_metrics
 from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
@@ -56,7 +57,8 @@ def test_the_fast_settings_are_the_defaults_and_the_flags_turn_them_off():
     assert plan.channels_last and plan.amp == (torch.bfloat16 if cpu_info().native_bf16 else None)
     eager = plan_execution(TrainConfig(compile=False, amp="none", channels_last=False), CPU, 10_000)
     assert (eager.compile, eager.amp, eager.memory_format) == (False, None, torch.contiguous_format)
-    assert eager.describe() == "train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last)"
+    kept = "; freed memory kept in the process (glibc)" if glibc_malloc() else ""
+    assert eager.describe() == f"train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last){kept}"
     # Auto compiles only runs long enough to pay the compile back; --compile insists.
     assert not compile_choice(None, CPU, COMPILE_MIN_STEPS - 1)[0]
     assert compile_choice(True, CPU, 1)[0] == compile_choice(None, CPU, COMPILE_MIN_STEPS)[0]
@@ -75,8 +77,46 @@ def test_the_command_line_says_what_runs(tmp_path, capsys):
     assert main(args) == 0
     err = capsys.readouterr().err
     said = [line for line in err.splitlines() if line.startswith("train: ")]
-    assert said == ["train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last)"], err
+    kept = "; freed memory kept in the process (glibc)" if glibc_malloc() else ""
+    assert said == [f"train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last){kept}"], err
     assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is False
+
+
+FAULTS_AROUND_A_RUN = """
+import json, resource, sys
+import torch
+from test_train import fashion_mnist_root, tiny_config
+from mobilenet.train import train
+
+def faults_of_a_buffer_allocated_again():
+    torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 * 2**20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+before = faults_of_a_buffer_allocated_again()
+tmp = sys.argv[1]
+train(tiny_config(__import__("pathlib").Path(tmp), fashion_mnist_root(__import__("pathlib").Path(tmp)), epochs=1,
+                  compile=False))
+faults_of_a_buffer_allocated_again()  # (the first may grow the heap)
+print(json.dumps({"before": before, "after": faults_of_a_buffer_allocated_again()}))
+"""
+
+
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
+def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_path):
+    """glibc hands each freed buffer above 32 MiB back to the OS, and the next step faults it in
+    again a page at a time (an fp32 NCHW step at batch 32, 224 px: 1.4x slower, docs/training.md).
+    In a fresh process without GLIBC_TUNABLES: a 64 MiB buffer allocated again after its free
+    faults in all its 16,384 pages; after a CPU training run, none."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (os.path.dirname(__file__), env.get("PYTHONPATH"))))
+    done = subprocess.run([sys.executable, "-c", FAULTS_AROUND_A_RUN, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout.splitlines()[-1])
+    assert faults["before"] >= 16_000 and faults["after"] < 100, faults
+    assert "freed memory kept in the process (glibc)" in done.stderr
 
 
 def test_bench_train_measures_the_steps(capsys, tmp_path):

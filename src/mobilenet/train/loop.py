@@ -119,7 +119,8 @@ def train(config: TrainConfig, *, weights: LoadedWeights | None = None, resume: 
     """Train (or continue) one run. ``weights`` are the pretrained weights of a fine-tune, already
     loaded (``model_to_train``; loaded here from ``config.weights`` otherwise); ``resume`` a run
     directory (or checkpoint) to continue. ``on_step(step)`` is called after every optimizer step
-    (for tests and tools). Under torchrun every process runs this function."""
+    (for tests and tools). Under torchrun every process runs this function. On a CPU, glibc is
+    asked to keep freed memory for the rest of the process (``ExecutionPlan.apply_to_process``)."""
     # Settings the run changes for the whole process, put back afterwards: a library call (or the
     # next test in the same process) must not inherit this run's threads or deterministic mode.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -241,6 +242,7 @@ def _setup(config: TrainConfig, ctx: distributed.Context, model: nn.Module, accu
     plan = plan_execution(config, ctx.device, sampler.steps_per_epoch * config.epochs)
     if ctx.is_main:
         print(plan.describe(), file=sys.stderr, flush=True)
+    plan.apply_to_process()  # before the loader's workers fork: they inherit it
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN times its algorithms once
     # Decoding and augmentation in worker processes that live for the whole run; pinned batches
