@@ -1,4 +1,4 @@
-"""What keeping freed memory (``mobilenet.optimized.keep_freed_memory``, which ``mobilenet train``
+"""What keeping freed memory (``mobilenet.allocator.keep_freed_memory``, which ``mobilenet train``
 applies on a CPU) is worth to a training step: our three steps of ``mobilenet bench --train``
 (default, compiled fp32 NCHW, eager fp32 NCHW; 1.0-224, batch 32, 2 threads) timed in fresh
 processes, with glibc's allocator as it comes and with freed memory kept, alternating process by

@@ -21,6 +21,7 @@ import torch._dynamo.config
 import torch._inductor.config
 
 from mobilenet import optimized
+from mobilenet.allocator import keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.optimized import (
@@ -29,7 +30,6 @@ from mobilenet.optimized import (
     OptimizedModel,
     compiled_cache_dir,
     cudnn_benchmark,
-    keep_freed_memory,
     optimize,
 )
 from mobilenet.predictor import PrecisionUnavailableError

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch._dynamo
 
+from mobilenet.allocator import glibc_malloc
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1, TFSamePad
-from mobilenet.optimized import glibc_malloc
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.runs import read_metrics
 from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution

@@ -37,7 +37,6 @@ bf16 runs only where the CPU has it natively (``mobilenet.cpu``), as everywhere 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import platform
@@ -54,6 +53,7 @@ import torch
 from torch import nn
 
 from mobilenet import onednn_graph
+from mobilenet.allocator import keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
@@ -139,27 +139,6 @@ def compiled_cache_dir() -> Path:
     if not current or current == default_cache_dir():  # inductor writes its default there itself once used
         os.environ[INDUCTOR_CACHE_ENV] = str(cache_dir() / "inductor")
     return cache_dir() / "compiled"
-
-
-def glibc_malloc() -> bool:
-    """Whether this process allocates with glibc's malloc (Linux with glibc): the allocator whose
-    settings ``keep_freed_memory`` changes."""
-    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory in the process (no trimming, no per-buffer mmap). Otherwise
-    it returns each buffer above 32 MiB to the OS when freed (its largest mmap threshold) and the
-    next call or training step faults it in again, a page at a time: measured on a Zen 4, eager
-    inference at batch 32 went from 819 to 321 ms; on a Zen 5, an fp32 NCHW training step at batch
-    32 from 1.2-1.3 s to 0.87 s. The same as the ``GLIBC_TUNABLES`` that ``mobilenet bench`` sets,
-    for the rest of this process (the memory stays the process's: its resident size keeps its
-    peak). False where not glibc."""
-    if not glibc_malloc():
-        return False
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 class OptimizedModel(nn.Module):
@@ -262,7 +241,7 @@ def optimize(
     template for the matrix products, the pointwise convs and the classifier: about 5% faster at
     batch 1 here for three times the compile, docs/pytorch.md; on CUDA it tunes the convolutions
     too, at minutes of compile). ``allow_emulation``: run bf16 on a CPU without it anyway (many
-    times slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``keep_freed_memory``),
+    times slower). ``memory``: ``"keep"`` asks glibc to keep freed memory (``mobilenet.allocator``),
     ``"default"`` leaves the allocator alone. ``log``: where the line about compiling goes
     (default: stderr). ``cpu``: the CPU whose precision facts apply (default: this one; the
     deploy runtime passes its own view, which its tests describe).

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mobilenet import arch
+from mobilenet.allocator import glibc_malloc, keep_freed_memory
 from mobilenet.cpu import CpuInfo
 from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train.config import TrainConfig
@@ -51,7 +52,7 @@ class ExecutionPlan:
     channels_last: bool
     compile: bool
     compile_why: str
-    # On a CPU under glibc the run keeps freed memory (``mobilenet.optimized.keep_freed_memory``):
+    # On a CPU under glibc the run keeps freed memory (``mobilenet.allocator``):
     # glibc would otherwise hand each activation buffer above 32 MiB back to the OS every step and
     # fault it in again the next (an fp32 NCHW step at batch 32, 224 px: 1.4x slower).
     keeps_freed_memory: bool = False
@@ -79,8 +80,6 @@ class ExecutionPlan:
         """The process-wide part of the plan, applied once before the first step (it stays for the
         rest of the process: glibc's settings cannot be read back to restore them)."""
         if self.keeps_freed_memory:
-            from mobilenet.optimized import keep_freed_memory  # noqa: PLC0415 - loads the deploy code
-
             keep_freed_memory()
 
 
@@ -90,8 +89,6 @@ def plan_execution(config: TrainConfig, device: torch.device, total_steps: int, 
     the CPU whose bf16 decides (default: this one; tests describe others)."""
     amp, amp_why = autocast_choice(config.amp, device, cpu)
     compile_, compile_why = compile_choice(config.compile, device, total_steps)
-    from mobilenet.optimized import glibc_malloc  # noqa: PLC0415 - loads the deploy code
-
     return ExecutionPlan(device, amp, amp_why, config.channels_last, compile_, compile_why,
                          keeps_freed_memory=device.type == "cpu" and glibc_malloc())
 

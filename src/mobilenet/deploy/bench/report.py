@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mobilenet.allocator import GLIBC_TUNABLES_KEEP
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, package_version
@@ -22,7 +23,7 @@ from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_write
 
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+MALLOC_TUNABLES = GLIBC_TUNABLES_KEEP  # what bench restarts under (mobilenet.allocator)
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 # Module -> the distribution that installs it, for the versions each report records.
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "timm": "timm", "ai_edge_litert": "ai-edge-litert",
