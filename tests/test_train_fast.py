@@ -84,6 +84,7 @@ def test_the_command_line_says_what_runs(tmp_path, capsys):
 
 FAULTS_AROUND_A_RUN = """
 import json, resource, sys
+from pathlib import Path
 import torch
 from test_train import fashion_mnist_root, tiny_config
 from mobilenet.train import train
@@ -95,9 +96,8 @@ def faults_of_a_buffer_allocated_again():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 before = faults_of_a_buffer_allocated_again()
-tmp = sys.argv[1]
-train(tiny_config(__import__("pathlib").Path(tmp), fashion_mnist_root(__import__("pathlib").Path(tmp)), epochs=1,
-                  compile=False))
+tmp = Path(sys.argv[1])
+train(tiny_config(tmp, fashion_mnist_root(tmp), epochs=1, compile=False))
 faults_of_a_buffer_allocated_again()  # (the first may grow the heap)
 print(json.dumps({"before": before, "after": faults_of_a_buffer_allocated_again()}))
 """
@@ -106,7 +106,7 @@ print(json.dumps({"before": before, "after": faults_of_a_buffer_allocated_again(
 @pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_path):
     """glibc hands each freed buffer above 32 MiB back to the OS, and the next step faults it in
-    again a page at a time (an fp32 NCHW step at batch 32, 224 px: 1.4x slower, docs/training.md).
+    again a page at a time (an fp32 NCHW step at batch 32, 224 px: 1.7-1.9x slower, docs/training.md).
     In a fresh process without GLIBC_TUNABLES: a 64 MiB buffer allocated again after its free
     faults in all its 16,384 pages; after a CPU training run, none."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}

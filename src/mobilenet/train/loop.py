@@ -242,7 +242,7 @@ def _setup(config: TrainConfig, ctx: distributed.Context, model: nn.Module, accu
     plan = plan_execution(config, ctx.device, sampler.steps_per_epoch * config.epochs)
     if ctx.is_main:
         print(plan.describe(), file=sys.stderr, flush=True)
-    plan.apply_to_process()  # before the loader's workers fork: they inherit it
+    plan.apply_to_process()  # before the loader's workers start (forked ones inherit it)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.deterministic  # fixed shapes: cuDNN times its algorithms once
     # Decoding and augmentation in worker processes that live for the whole run; pinned batches

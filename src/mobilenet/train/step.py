@@ -54,7 +54,7 @@ class ExecutionPlan:
     compile_why: str
     # On a CPU under glibc the run keeps freed memory (``mobilenet.allocator``):
     # glibc would otherwise hand each activation buffer above 32 MiB back to the OS every step and
-    # fault it in again the next (an fp32 NCHW step at batch 32, 224 px: 1.4x slower).
+    # fault it in again the next (an fp32 NCHW step at batch 32, 224 px: 1.7-1.9x slower).
     keeps_freed_memory: bool = False
 
     @property
