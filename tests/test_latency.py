@@ -37,6 +37,7 @@ from mobilenet.latency.ranking import (
     measure_architectures,
 )
 from mobilenet.weights.fetch import CACHE_ENV
+from test_allocator import only_glibc, page_faults_around
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -1481,3 +1482,11 @@ def test_choose_takes_the_faster_measured_of_equally_accurate_models() -> None:
     chosen, _ = choose_from(found, budget, timer=keras_faster, measure_best=1, log=lambda line: None)
     assert chosen.name == "keras_0.75_192" and chosen.measured_ms == pytest.approx(budget * 0.7)
     assert timed.count("keras") == 1, "timed although one as accurate already fitted"
+
+
+@only_glibc
+def test_pytorch_probes_are_timed_with_freed_memory_kept_as_the_predictor_runs():
+    """TorchPredictor's optimize keeps freed memory; probes timed without it would fault their
+    buffers above 32 MiB in again on every call (batch 8 of a wide, large network)."""
+    faults, _ = page_faults_around("from mobilenet.latency.backends import TorchBackend\nTorchBackend('fp32', 1)")
+    assert faults["before"] >= 16_000 and faults["after"] < 100, faults

@@ -22,6 +22,7 @@ from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.runs import read_metrics
 from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
+from test_allocator import page_faults_around
 from test_train import fashion_mnist_root, tiny_config
 
 CPU = torch.device("cpu")
@@ -82,41 +83,21 @@ def test_the_command_line_says_what_runs(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["compile"] is False
 
 
-FAULTS_AROUND_A_RUN = """
-import json, resource, sys
-from pathlib import Path
-import torch
-from test_train import fashion_mnist_root, tiny_config
-from mobilenet.train import train
-
-def faults_of_a_buffer_allocated_again():
-    torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, freed at once
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(16 * 2**20).fill_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-before = faults_of_a_buffer_allocated_again()
-tmp = Path(sys.argv[1])
-train(tiny_config(tmp, fashion_mnist_root(tmp), epochs=1, compile=False))
-faults_of_a_buffer_allocated_again()  # (the first may grow the heap)
-print(json.dumps({"before": before, "after": faults_of_a_buffer_allocated_again()}))
-"""
-
-
 @pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_path):
     """glibc hands each freed buffer above 32 MiB back to the OS, and the next step faults it in
     again a page at a time (an fp32 NCHW step at batch 32, 224 px: 1.7-1.9x slower, docs/training.md).
     In a fresh process without GLIBC_TUNABLES: a 64 MiB buffer allocated again after its free
     faults in all its 16,384 pages; after a CPU training run, none."""
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (os.path.dirname(__file__), env.get("PYTHONPATH"))))
-    done = subprocess.run([sys.executable, "-c", FAULTS_AROUND_A_RUN, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    faults = json.loads(done.stdout.splitlines()[-1])
+    faults, stderr = page_faults_around("""
+        from test_train import fashion_mnist_root, tiny_config
+        from mobilenet.train import train
+
+        tmp = Path(sys.argv[1])
+        train(tiny_config(tmp, fashion_mnist_root(tmp), epochs=1, compile=False))
+    """, str(tmp_path))
     assert faults["before"] >= 16_000 and faults["after"] < 100, faults
-    assert "freed memory kept in the process (glibc)" in done.stderr
+    assert "freed memory kept in the process (glibc)" in stderr
 
 
 def test_bench_train_measures_the_steps(capsys, tmp_path):

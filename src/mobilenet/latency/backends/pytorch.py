@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from mobilenet.allocator import keep_freed_memory
 from mobilenet.latency.backends.base import Backend, Call, Cell, Shaper
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class TorchBackend(Backend):
 
     def __init__(self, precision: str, threads: int | None) -> None:
         super().__init__(precision, threads)
+        # Timed with the allocator as TorchPredictor runs (optimize keeps freed memory): else a
+        # probe's buffers above 32 MiB (batch 8, wide and large) are faulted in again every call.
+        keep_freed_memory()
         self.program = self.program_here()
         self.compiled = self.program == "inductor"  # timed as fused calls, less their gap
         self.path = self.PATHS[self.program]

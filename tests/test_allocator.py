@@ -1,0 +1,65 @@
+"""Keeping freed memory (``mobilenet.allocator``), checked by counting page faults in a fresh
+process: glibc hands each freed buffer above 32 MiB back to the OS, and the next allocation of
+that size faults all its pages in again; kept, it faults none. Those who must keep it (``optimize``,
+``mobilenet train``, the PyTorch latency backend) are checked with ``page_faults_around``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mobilenet.allocator import GLIBC_TUNABLES_KEEP, glibc_malloc
+
+only_glibc = pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
+
+_AROUND = """
+import json, resource, sys
+from pathlib import Path
+import torch
+
+def faults_of_a_buffer_allocated_again():
+    # glibc places each 64-byte-aligned request a little past the last one freed, so a kept heap
+    # grows for the first few (about seven here) before it reuses what was freed: settle first.
+    for _ in range(12):
+        torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 * 2**20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+before = faults_of_a_buffer_allocated_again()
+{setup}
+print(json.dumps({{"before": before, "after": faults_of_a_buffer_allocated_again()}}))
+"""
+
+
+def page_faults_around(setup: str, *args: str) -> tuple[dict[str, int], str]:
+    """The page faults of a 64 MiB buffer allocated again after its frees, before and after
+    ``setup`` (Python, run with ``args`` as ``sys.argv[1:]``), in a fresh process started without
+    GLIBC_TUNABLES and with the tests on its path; and what it wrote on stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (os.path.dirname(__file__), env.get("PYTHONPATH"))))
+    code = _AROUND.format(setup=textwrap.dedent(setup))
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+@only_glibc
+def test_kept_freed_memory_is_not_faulted_in_again():
+    faults, _ = page_faults_around("from mobilenet.allocator import keep_freed_memory\nassert keep_freed_memory()")
+    assert faults["before"] >= 16_000 and faults["after"] < 100, faults
+
+
+@only_glibc
+def test_the_tunables_keep_it_from_the_start():
+    env = os.environ | {"GLIBC_TUNABLES": GLIBC_TUNABLES_KEEP}
+    code = _AROUND.format(setup="")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout.splitlines()[-1])
+    assert faults["before"] < 100 and faults["after"] < 100, faults
