@@ -81,8 +81,9 @@ class _Echo(Predictor):
         return x
 
 
-def test_auto_is_decided_for_each_batch_size(tiny_model, monkeypatch):
-    # Before, one auto decision (made at the largest batch) was timed at every batch size.
+def test_auto_and_torch_are_built_for_each_batch_size(tiny_model, monkeypatch):
+    # Before, one auto decision (made at the largest batch) was timed at every batch size, and
+    # PyTorch's program, compiled for one batch size, ran the others in slices of it.
     built = []
 
     def build(model, runtime, precision, options, batch_size=1):
@@ -90,12 +91,13 @@ def test_auto_is_decided_for_each_batch_size(tiny_model, monkeypatch):
         return _Echo(runtime, batch_size)
 
     monkeypatch.setattr(run, "build_predictor", build)
-    options = BenchOptions(runtimes=("auto", "onnxruntime"), batch_sizes=(1, 3), seconds=0.01, min_runs=1,
+    options = BenchOptions(runtimes=("auto", "torch", "onnxruntime"), batch_sizes=(1, 3), seconds=0.01, min_runs=1,
                            **ONLY_CELLS)
     report = bench.bench(tiny_model, options)
-    assert built == [("auto", 1), ("auto", 3), ("onnxruntime", 3)]
+    assert built == [("auto", 1), ("auto", 3), ("torch", 1), ("torch", 3), ("onnxruntime", 3)]
     described = {(c.runtime, c.batch_size): c.description for c in report.cells}
     assert described[("auto", 1)] == "auto decided at batch 1" and described[("auto", 3)] == "auto decided at batch 3"
+    assert described[("torch", 3)] == "torch decided at batch 3"
     assert described[("onnxruntime", 1)] == described[("onnxruntime", 3)]  # one predictor serves every batch
 
 

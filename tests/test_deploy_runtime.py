@@ -20,6 +20,8 @@ from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import make_predictor, predictor_from_file
 from mobilenet.deploy.verify import verify
+from mobilenet.factory import mobilenet_v1
+from mobilenet.optimized import FIXED_BATCH_BACKENDS
 from mobilenet.predictor import PrecisionUnavailableError
 from mobilenet.preprocess import sample_photos
 
@@ -54,6 +56,22 @@ def test_float_predictors_agree_with_pytorch_or_refuse(model, images, runtime, p
         assert check.max_abs_diff > 1e-5 * check.logit_spread
     out = predictor(images.numpy())  # numpy input too
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (len(images), 1000)
+
+
+@pytest.mark.compiled  # (the CPU's default backend: oneDNN Graph builds in a second, inductor compiles)
+def test_the_torch_predictor_is_compiled_for_the_batch_it_will_be_called_with():
+    """A batch of 3 runs as one call of a program compiled for 3, not as three calls of a batch-1
+    program (as make_predictor built it before: bench's batch-32 torch cell timed 32 calls)."""
+    model = mobilenet_v1(alpha=0.25, resolution=64, num_classes=10).eval()
+    predictor = make_predictor(model, "torch", "fp32", threads=1, batch_size=3)
+    fixed = 3 if predictor.module.backend in FIXED_BATCH_BACKENDS else None  # (TorchScript, no compiler: any batch)
+    assert predictor.module.batch_size == fixed and predictor.fixed_batch == fixed
+    assert "batch 1 " not in predictor.description
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    assert torch.allclose(predictor(x), expected, atol=1e-4)
+    assert torch.allclose(predictor(x[:1]), expected[:1], atol=1e-4)  # (a smaller batch: padded to it)
 
 
 def _on_zen3(monkeypatch) -> None:

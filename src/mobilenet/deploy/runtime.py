@@ -74,8 +74,10 @@ def make_predictor(
     int8 needs ``calibration_images`` (a few hundred real images; the first 300 are used), loaded
     with ``preprocess`` (a ``mobilenet.preprocess.Preprocess``; default: the model's own,
     ``preprocess_for(model)``). ``threads``: intra-op threads (default: the runtime's own).
-    ``batch_size``: the batch ``auto`` measures at. ``allow_emulation``: run bf16 on a CPU without
-    it anyway (PyTorch only; many times slower). ``auto_mode``: see ``mobilenet.deploy.auto``.
+    ``batch_size``: the batch the predictor will be called with: PyTorch compiles its program for
+    it (``BUILT_PER_BATCH``; other batches run in slices of it) and ``auto`` measures at it.
+    ``allow_emulation``: run bf16 on a CPU without it anyway (PyTorch only; many times slower).
+    ``auto_mode``: see ``mobilenet.deploy.auto``.
     A runtime that is not installed raises ``MissingRuntimeError`` naming the pip extra.
     """
     if runtime not in RUNTIME_CHOICES:
@@ -98,7 +100,7 @@ def make_predictor(
     calibration = int8_calibration(model, calibration_images, preprocess) if precision == "int8" else None
 
     def build(name: str) -> Predictor:
-        return _build(model, name, precision, calibration, threads)
+        return _build(model, name, precision, calibration, threads, batch_size)
 
     if runtime == "auto":
         import torch  # noqa: PLC0415
@@ -110,7 +112,7 @@ def make_predictor(
         example = repeat_to_batch(photos, batch_size)
         reference = None
         if precision == "int8" and auto.candidates("fp32"):  # int8 is not faster everywhere: timed beside fp32
-            reference = lambda: _build(model, auto.candidates("fp32")[0], "fp32", None, threads)  # noqa: E731
+            reference = lambda: _build(model, auto.candidates("fp32")[0], "fp32", None, threads, batch_size)  # noqa: E731
         with torch.inference_mode():
             predictor, reason = auto.choose(model.arch_cfg, precision, batch_size, threads, build, example,
                                             mode=auto_mode, reference=reference)
@@ -137,11 +139,12 @@ def _preprocess_for(model: MobileNetV1, preprocess: Any) -> Any:
     return preprocess_for(model)
 
 
-def _build(model: MobileNetV1, runtime: str, precision: str, calibration: Any, threads: int | None) -> Predictor:
+def _build(model: MobileNetV1, runtime: str, precision: str, calibration: Any, threads: int | None,
+           batch_size: int) -> Predictor:
     """The predictor of a checked request (``check_precision``); it reads back what runs."""
     cls = predictor_class(runtime)
     if runtime == "torch":
-        return cls(model, precision, threads)
+        return cls(model, precision, threads, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="mobilenet-") as tmp:
         return cls.from_file(write_runtime_file(model, runtime, precision, calibration, Path(tmp)), precision, threads)
 

@@ -246,7 +246,7 @@ def measure_architectures(
             for w in workloads:
                 if w not in built:
                     predictor = kept_predictor(w, runtime, precision, threads=threads, calibration_images=images,
-                                               distributions=BACKENDS[runtime].distributions)
+                                               distributions=BACKENDS[runtime].distributions, batch_size=batch_size)
                     x = torch.rand(batch_size, w.in_channels, *w.resolution)
                     built[w] = lambda p=predictor, x=x: p(x)
             samples = time_interleaved([built[w] for w in workloads], seconds=seconds, min_runs=5)

@@ -71,7 +71,7 @@ def memory_probe(model: MobileNetV1, runtime: str, batch_size: int, threads: int
     inference at ``batch_size``, and report how far the high-water mark rose above the resident
     set before the call. That covers activations, workspaces and one-time buffers the runtime
     allocates on its first run; weights are already resident and not counted."""
-    predictor = make_predictor(model, runtime, "fp32", threads=threads or None)
+    predictor = make_predictor(model, runtime, "fp32", threads=threads or None, batch_size=batch_size)
     x = torch.zeros(batch_size, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current VmRSS
     before = _read_status_kib("VmRSS")

@@ -18,6 +18,7 @@ from mobilenet.deploy.bench.layers import layer_shares
 from mobilenet.deploy.bench.memory import memory_rows
 from mobilenet.deploy.bench.peers import peer_cells
 from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, check_plot_path, machine_info, plot
+from mobilenet.deploy.runtimes import BUILT_PER_BATCH
 from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import write_text
@@ -93,16 +94,18 @@ def _runtime_cells(
 ) -> Timed:
     """A cell per (runtime, precision, batch size) in ``report``, and the calls to time. One
     predictor serves every batch size of a runtime, except ``auto``, which decides per batch size
-    (the fastest runtime at batch 1 need not be the fastest at 32)."""
+    (the fastest runtime at batch 1 need not be the fastest at 32), and those ``BUILT_PER_BATCH``
+    (PyTorch's program is compiled for one batch size and runs others in slices of it)."""
     timed: Timed = []
     for runtime in options.runtimes:
         for precision in options.precisions:
             name = f"{runtime} {precision}"
-            groups = [(b,) for b in options.batch_sizes] if runtime == "auto" else [options.batch_sizes]
+            per_batch = runtime == "auto" or runtime in BUILT_PER_BATCH
+            groups = [(b,) for b in options.batch_sizes] if per_batch else [options.batch_sizes]
             for sizes in groups:
                 cells = [Cell(name, runtime, precision, b) for b in sizes]
                 report.cells += cells
-                log(f"preparing {name}" + (f" at batch {sizes[0]}" if runtime == "auto" else ""))
+                log(f"preparing {name}" + (f" at batch {sizes[0]}" if per_batch else ""))
                 try:
                     predictor = build_predictor(model, runtime, precision, options, max(sizes))
                 except MobileNetError as err:

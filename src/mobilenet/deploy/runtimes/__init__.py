@@ -42,6 +42,10 @@ RUNTIME_CHOICES: tuple[str, ...] = ("auto", *(name for name in RUNTIME_MODULES i
 # them it runs, and together they run every one (tests/test_deploy_runtime.py checks): named here
 # rather than gathered from the modules, which import torch, so that the parser stays light.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+# Runtimes whose predictor is built for the batch size it will be called with (PyTorch compiles its
+# program for one: ``mobilenet.optimize``); other batches run in slices of it, so a caller timing
+# several batch sizes builds one predictor for each. The others serve any batch from one file.
+BUILT_PER_BATCH: tuple[str, ...] = ("torch",)
 
 
 def runtime_module(runtime: str) -> ModuleType:

@@ -69,6 +69,7 @@ class TorchPredictor(Predictor):
             warnings.filterwarnings("ignore", message="running bf16 emulated")  # make_predictor warned once
             self.module = optimize(model, precision, batch_size, device, allow_emulation=True, cpu=cpu_info())
         self.description = self.module.description
+        self.fixed_batch = self.module.batch_size  # (None where the backend runs any batch whole)
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         if isinstance(x, np.ndarray):

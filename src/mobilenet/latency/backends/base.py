@@ -160,7 +160,8 @@ EXPORTERS = ("torch", "onnx", "onnxscript")  # whose versions every network's fi
 
 
 def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, threads: int | None,
-                   distributions: Sequence[str], calibration_images: Sequence[Path] | None = None) -> Any:
+                   distributions: Sequence[str], calibration_images: Sequence[Path] | None = None,
+                   batch_size: int = 1) -> Any:
     """A predictor of a MobileNet of ``arch_cfg`` with random weights in ``runtime`` at
     ``precision``, for timing: the predictor ``make_predictor`` builds, from a file kept under the
     cache directory by workload (``ArchConfig.workload``), runtime, precision, the versions of the
@@ -169,7 +170,8 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     seconds a network (the ONNX exporter 4-7 s here; LiteRT's and ExecuTorch's conversions more)
     and is most of what a ``choose`` call costs, while a time does not depend on the weights. Kept
     with checksums: a damaged file is built again, never loaded. PyTorch, which compiles rather
-    than exports, keeps its own programs (``mobilenet.optimize``)."""
+    than exports, keeps its own programs (``mobilenet.optimize``), compiled for ``batch_size``: the
+    batch the predictor will be called with (``make_predictor``)."""
     from mobilenet.deploy.integrity import SUFFIX, DamagedFileError, checksum_lines, sidecar, verify_checksums  # noqa: PLC0415
     from mobilenet.deploy.optional import package_version  # noqa: PLC0415 - the runtimes import heavy packages
     from mobilenet.deploy.runtime import file_precision, int8_calibration, make_predictor, write_runtime_file  # noqa: PLC0415
@@ -181,7 +183,8 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
     arch_cfg = arch_cfg.workload()  # TF's checkpoint and Keras' port of it: one file
     model = MobileNetV1(arch_cfg).eval()
     if runtime_format(runtime) is None:
-        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
+        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images,
+                              batch_size=batch_size)
     check_precision(runtime, precision)
     load, stored = predictor_class(runtime).from_file, file_precision(precision)
     versions = {name: package_version(name) for name in sorted({*EXPORTERS, *distributions})}
@@ -199,7 +202,8 @@ def kept_predictor(arch_cfg: ArchConfig, runtime: str, precision: str, *, thread
         folder.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     except OSError:  # a read-only cache: built for this call only
-        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images)
+        return make_predictor(model, runtime, precision, threads=threads, calibration_images=calibration_images,
+                              batch_size=batch_size)
     try:
         built = write_runtime_file(model, runtime, precision, calibration, building)
         files = sorted(p for p in building.iterdir() if p.is_file())
