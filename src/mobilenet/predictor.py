@@ -25,14 +25,15 @@ class Predictor:
     ``precision`` and ``description`` say what actually runs, read back from the runtime where it
     can tell, never merely what was asked for. ``micro_batch``: the most images one runtime call
     gets; larger batches run in slices of this size (None: every batch whole). ``fixed_batch``:
-    the batch a file was traced at, which the predictor loops over (None: dynamic).
+    the batch a file was traced at or a program compiled for, which the predictor loops over
+    (None: dynamic).
     """
 
     runtime: str = "?"
     precision: str = "fp32"
     description: str = ""
     micro_batch: int | None = None
-    fixed_batch: int | None = None  # the file's own batch size, where it has one (mobile files: 1)
+    fixed_batch: int | None = None  # the file's or program's own batch size, where it has one (mobile files: 1)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         step = self.micro_batch
