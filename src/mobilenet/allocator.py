@@ -5,8 +5,8 @@ glibc hands every freed buffer above its mmap threshold (32 MiB at most) back to
 next call or training step faults it in again, a page at a time (16,385 faults for 64 MiB; a few
 microseconds each in a VM guest). PyTorch allocates its activations fresh on every call, so at
 large batches it spends a large part of its time there: measured on a Zen 4, eager inference at
-batch 32 went from 819 to 321 ms; on a Zen 5 an fp32 NCHW training step at batch 32, 224 px from
-1.83 to 0.95 s (docs/training.md). ONNX Runtime and OpenVINO keep their own arenas.
+batch 32 went from 819 to 321 ms; on a Zen 5 an eager fp32 NCHW training step at batch 32, 224 px
+from 1.83 to 0.95 s (docs/training.md). ONNX Runtime and OpenVINO keep their own arenas.
 
 * ``keep_freed_memory()`` sets it for the rest of this process (``mallopt``): ``optimize`` and
   ``mobilenet train`` do, on a CPU.
