@@ -49,10 +49,16 @@ def page_faults_around(setup: str, *args: str) -> tuple[dict[str, int], str]:
     return json.loads(done.stdout.splitlines()[-1]), done.stderr
 
 
+def assert_faulted_before_and_not_after(faults: dict[str, int]) -> None:
+    """In pages of whatever size the kernel hands out: 16,385 of 4 KiB here, a few dozen where
+    transparent huge pages are always on; kept, next to none."""
+    assert faults["before"] >= 20 and faults["after"] * 20 <= faults["before"], faults
+
+
 @only_glibc
 def test_kept_freed_memory_is_not_faulted_in_again():
     faults, _ = page_faults_around("from mobilenet.allocator import keep_freed_memory\nassert keep_freed_memory()")
-    assert faults["before"] >= 16_000 and faults["after"] < 100, faults
+    assert_faulted_before_and_not_after(faults)
 
 
 @only_glibc
@@ -62,4 +68,4 @@ def test_the_tunables_keep_it_from_the_start():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     faults = json.loads(done.stdout.splitlines()[-1])
-    assert faults["before"] < 100 and faults["after"] < 100, faults
+    assert faults["before"] < 100 and faults["after"] < 100, faults  # (as kept as the mallopt form, above)

@@ -37,7 +37,7 @@ from mobilenet.latency.ranking import (
     measure_architectures,
 )
 from mobilenet.weights.fetch import CACHE_ENV
-from test_allocator import only_glibc, page_faults_around
+from test_allocator import assert_faulted_before_and_not_after, only_glibc, page_faults_around
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -1489,4 +1489,4 @@ def test_pytorch_probes_are_timed_with_freed_memory_kept_as_the_predictor_runs()
     """TorchPredictor's optimize keeps freed memory; probes timed without it would fault their
     buffers above 32 MiB in again on every call (batch 8 of a wide, large network)."""
     faults, _ = page_faults_around("from mobilenet.latency.backends import TorchBackend\nTorchBackend('fp32', 1)")
-    assert faults["before"] >= 16_000 and faults["after"] < 100, faults
+    assert_faulted_before_and_not_after(faults)

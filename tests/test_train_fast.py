@@ -22,7 +22,7 @@ from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.runs import read_metrics
 from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
-from test_allocator import page_faults_around
+from test_allocator import assert_faulted_before_and_not_after, page_faults_around
 from test_train import fashion_mnist_root, tiny_config
 
 CPU = torch.device("cpu")
@@ -88,7 +88,7 @@ def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_pa
     """glibc hands each freed buffer above 32 MiB back to the OS, and the next step faults it in
     again a page at a time (an fp32 NCHW step at batch 32, 224 px: 1.7-1.9x slower, docs/training.md).
     In a fresh process without GLIBC_TUNABLES: a 64 MiB buffer allocated again after its free
-    faults in all its 16,384 pages; after a CPU training run, none."""
+    faults in all its pages (16,385 of 4 KiB here); after a CPU training run, none."""
     faults, stderr = page_faults_around("""
         from test_train import fashion_mnist_root, tiny_config
         from mobilenet.train import train
@@ -96,7 +96,7 @@ def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_pa
         tmp = Path(sys.argv[1])
         train(tiny_config(tmp, fashion_mnist_root(tmp), epochs=1, compile=False))
     """, str(tmp_path))
-    assert faults["before"] >= 16_000 and faults["after"] < 100, faults
+    assert_faulted_before_and_not_after(faults)
     assert "freed memory kept in the process (glibc)" in stderr
 
 
