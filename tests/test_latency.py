@@ -26,7 +26,7 @@ from mobilenet.errors import InputError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
-from mobilenet.latency.model import MODEL_VERSION, layer_work
+from mobilenet.latency.model import MODEL_VERSION, block_speedups, layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import (
     MARGIN,
@@ -95,6 +95,34 @@ def test_bound_follows_the_hand_computed_intensity_against_the_ridge_point(
     assert got.bound == bound == ("compute" if mult_adds / bytes_moved >= 5 else "memory")
     roof = max(mult_adds / 100e9, bytes_moved / 20e9)
     assert got.predicted_ms == pytest.approx((2e-6 + roof) * 1e3)
+    # The rates it attains: just under the roof that binds it (the 2 µs overhead), under the other.
+    binding, other = ((got.attained_macs_per_s / 100e9, got.attained_bytes_per_s / 20e9) if bound == "compute"
+                      else (got.attained_bytes_per_s / 20e9, got.attained_macs_per_s / 100e9))
+    assert 0.5 < binding < 1 and other < binding
+    assert got.to_dict()["ridge"] == pytest.approx(5.0)
+
+
+def test_a_kernel_seen_bound_by_one_roof_names_it_and_has_no_ridge_to_print(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    """Every stride-1 depthwise probe moves about 8 bytes for 9 mult-adds, so a calibration may
+    find only one roof: the ridge is then no number (not the 0 that rate / inf gives), and the
+    reason a block falls short of its savings is the rate its depthwise conv attains."""
+    kernels = dict(fixed_calibration().kernels)
+    kernels["depthwise"] = Roofline(macs_per_s=25e9, bytes_per_s=math.inf, overhead_s=2e-6)
+    kernels["pointwise"] = Roofline(macs_per_s=100e9, bytes_per_s=math.inf, overhead_s=2e-6)
+    constants = fixed_calibration(kernels=kernels)
+    dw = predict_with(constants, ArchConfig()).layer("blocks.2.dw")
+    assert dw.bound == "compute" and not dw.roofs_seen and dw.to_dict()["ridge"] is None
+    assert 20e9 < dw.attained_macs_per_s < 25e9
+    row = block_speedups(constants)[2]
+    assert row.speedup < row.savings
+    assert "it computes at 2" in row.reason() and "the pointwise conv at 9" in row.reason()
+    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: constants)
+    assert main(["cost", "--predict", "onnxruntime"]) == 0
+    prediction_table = capsys.readouterr().out.split("Predicted on this machine")[1]
+    line = next(x for x in prediction_table.splitlines() if x.startswith("blocks.2.dw "))
+    assert line.split()[2:6] == ["1.12", "-", "compute", f"{dw.attained_macs_per_s / 1e9:.3g}"]
 
 
 def test_predictions_grow_with_alpha_and_resolution() -> None:

@@ -312,6 +312,7 @@ def test_with_latency_constants_the_page_shows_the_latency_models_numbers(server
     assert status == 200 and prediction["available"] is True
     assert prediction["predicted_ms"] == expected.total_ms
     assert [(x["name"], x["bound"]) for x in prediction["layers"]] == [(x.name, x.bound) for x in expected.layers]
+    assert [x["attained_macs_per_s"] for x in prediction["layers"]] == [x.attained_macs_per_s for x in expected.layers]
     status, choice = request(f"{server}/api/choose?budget=2&runtime=torch")
     chosen = latency.choose(2, "torch", measure_best=0, calibration=constants).chosen
     assert status == 200 and choice["axis"] == "predicted_ms" and choice["chosen"]["name"] == chosen.name

@@ -160,13 +160,18 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
              *([f"Weights: {prediction.weight_bytes / 2**20:.1f} MiB a call; the cache keeps {c.cache_bytes / 2**20:g} "
                 f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
                 "memory every call"] if prediction.weight_bytes_from_memory else []),
-             f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'ms':>10}{'share':>8}"]
+             f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'GMAC/s':>8}{'GB/s':>7}"
+             f"{'ms':>10}{'share':>8}"]
     layers_ms = sum(x.predicted_ms for x in prediction.layers)
     for x in prediction.layers:
-        lines.append(f"{x.name:<14}{x.kernel:<14}{x.intensity:>10.3g}{x.ridge:>8.3g}{x.bound:>9}"
-                     f"{x.predicted_ms:>10.4f}{x.predicted_ms / layers_ms:>8.1%}")
-    lines.append(f"{'call':<14}{'':<14}{'':>10}{'':>8}{'':>9}{prediction.call_ms:>10.4f}")
-    lines += [f"{'total':<55}{prediction.total_ms:>10.4f} ms", "",
+        ridge = f"{x.ridge:.3g}" if x.roofs_seen else "-"
+        rate = f"{x.attained_macs_per_s / 1e9:.3g}" if x.mult_adds else "-"
+        lines.append(f"{x.name:<14}{x.kernel:<14}{x.intensity:>10.3g}{ridge:>8}{x.bound:>9}{rate:>8}"
+                     f"{x.attained_bytes_per_s / 1e9:>7.3g}{x.predicted_ms:>10.4f}{x.predicted_ms / layers_ms:>8.1%}")
+    lines.append(f"{'call':<14}{'':<14}{'':>10}{'':>8}{'':>9}{'':>8}{'':>7}{prediction.call_ms:>10.4f}")
+    lines += [f"{'total':<70}{prediction.total_ms:>10.4f} ms",
+              "GMAC/s, GB/s: the layer's mult-adds and bytes over its predicted time. Ridge '-': the "
+              "calibration saw only one roof of the kernel bind, the one 'bound' names.", "",
               f"  {'type':<18}{'time':>8}{'mult-adds':>11}"]
     for kind, share in prediction.shares().items():
         lines.append(f"  {kind:<18}{share:>8.1%}{mult_add_shares.get(kind, 0.0):>11.1%}")

@@ -363,9 +363,31 @@ class LayerLatency:
     bound: str  # "compute" | "memory"
     predicted_ms: float
 
+    @property
+    def attained_macs_per_s(self) -> float:
+        """Mult-adds per second at the predicted time (counted as ``mult_adds`` is): where the
+        layer sits under its kernel's compute roof. The pointwise convs run near the machine's
+        best; a depthwise conv, with no reuse of its inputs across output channels, far below it."""
+        return self.mult_adds / (self.predicted_ms * 1e-3) if self.predicted_ms > 0 else 0.0
+
+    @property
+    def attained_bytes_per_s(self) -> float:
+        """Bytes per second at the predicted time, of the bytes the layer must move at least once."""
+        return self.bytes / (self.predicted_ms * 1e-3) if self.predicted_ms > 0 else 0.0
+
+    @property
+    def roofs_seen(self) -> bool:
+        """Whether the calibration saw both roofs of this layer's kernel bind (a finite, non-zero
+        ridge). Where it saw one, ``bound`` names that one: the probes of a stride-1 depthwise
+        conv, for one, all move about 8 bytes for 9 mult-adds at fp32, so its compute and memory
+        roofs scale alike and the probes cannot tell them apart."""
+        return 0 < self.ridge < math.inf
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "kernel": self.kernel, "predicted_ms": self.predicted_ms,
-                "bound": self.bound, "intensity": _finite_or_none(self.intensity), "ridge": _finite_or_none(self.ridge)}
+                "bound": self.bound, "intensity": _finite_or_none(self.intensity),
+                "ridge": _finite_or_none(self.ridge) if self.roofs_seen else None,
+                "attained_macs_per_s": self.attained_macs_per_s, "attained_bytes_per_s": self.attained_bytes_per_s}
 
 
 @dataclass(frozen=True)
@@ -537,6 +559,9 @@ class BlockSpeedup:
         macs = self.comparison.depthwise.mult_adds / self.comparison.separable_mult_adds
         time = self.depthwise.predicted_ms / self.separable_ms
         parts = [f"depthwise: {macs:.0%} of the mult-adds, {time:.0%} of the time"]
+        if self.depthwise.bound == "compute":
+            parts.append(f"it computes at {self.depthwise.attained_macs_per_s / 1e9:.3g} G mult-adds/s, "
+                         f"the pointwise conv at {self.pointwise.attained_macs_per_s / 1e9:.3g}")
         if self.depthwise.bound == "memory":
             parts.append(f"memory-bound at {self.depthwise.intensity:.2g} mult-adds/byte "
                          f"(ridge {self.depthwise.ridge:.2g})")

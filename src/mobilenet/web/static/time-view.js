@@ -24,7 +24,8 @@ async function updatePrediction() {
     Charts.bars($("time-chart"), layers.map((layer) => ({
       label: layer.name.replace("blocks.", "b"), value: layer.predicted_ms,
       color: layer.bound === "memory" ? "var(--depthwise)" : "var(--pointwise)",
-      title: `${layer.name}: ${layer.predicted_ms.toFixed(3)} ms, ${layer.bound}-bound`,
+      title: `${layer.name}: ${layer.predicted_ms.toFixed(3)} ms, ${layer.bound}-bound` +
+        (layer.attained_macs_per_s ? `, ${(layer.attained_macs_per_s / 1e9).toPrecision(3)} G mult-adds/s` : ""),
     })), { unit: " ms" });
     $("time-legend").hidden = !layers.length;
   } catch (err) {
