@@ -214,21 +214,13 @@ def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float)
 def profiled_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
     """Each layer's milliseconds where the runtime's latency backend profiles whole networks
     (OpenVINO's performance counters, XNNPACK's operator timings in ExecuTorch; PyTorch where its
-    probes are oneDNN Graph's programs): the
-    network built and profiled as the calibration builds and profiles its own, its nodes given to
-    layers by the calibration's own reading (a reorder before a conv is that conv's), scaled to
+    probes are oneDNN Graph's programs), built and profiled as the calibration builds and profiles
+    its own (``versus.profiled_layer_seconds``, which ``bench --predict`` shows too), scaled to
     ``layers_ms`` as ``ort_layer_ms``; None where the backend does not profile."""
-    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-    from mobilenet.prepare import fixed_padding_copy, folded_copy  # noqa: PLC0415
+    from mobilenet.latency.versus import profiled_layer_seconds  # noqa: PLC0415
 
-    backend = BACKENDS[setting.runtime](setting.precision, setting.threads)
-    shape = (1, 3, *model.arch_cfg.resolution)
-    prepared = fixed_padding_copy(model) if backend.fixed_pads else folded_copy(model)
-    cell = backend.load(prepared, shape)(shape)
-    if cell.profile is None:
-        return None
-    profiled = cell.profile(seconds)
-    return [s * layers_ms / sum(profiled) for s in profiled]
+    profiled = profiled_layer_seconds(model, setting.runtime, setting.threads, seconds)
+    return None if profiled is None else [s * layers_ms / sum(profiled) for s in profiled]
 
 
 def summarize(rows: list[dict[str, Any]], seen: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:

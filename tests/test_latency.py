@@ -1191,6 +1191,41 @@ def test_bench_predict_puts_each_prediction_beside_its_measurement(monkeypatch: 
     assert header.split()[-1] == "predicted"
 
 
+def test_bench_predict_puts_each_layers_prediction_beside_its_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per layer, ONNX Runtime's real profile (read as its calibration reads it) scaled to the
+    measured call less the predicted call overhead, beside the prediction; without a batch-1
+    fp32 cell to scale it to, the shares."""
+    from mobilenet.deploy.bench import BenchReport, Cell, format_report
+    from mobilenet.latency import versus
+    from mobilenet.model import MobileNetV1
+
+    cfg = ArchConfig(alpha=0.25, resolution=96)
+    expected = predict_with(fixed_calibration(), cfg, 1)
+    monkeypatch.setattr(versus, "predict", lambda *args, **kwargs: expected)
+    model = MobileNetV1(cfg).eval()
+    median = 2.0
+    cells = [Cell("onnxruntime fp32", "onnxruntime", "fp32", 1, median_ms=median),  # type: ignore[attr-defined]
+             Cell("onnxruntime fp32", "onnxruntime", "fp32", 8, median_ms=9.0)]  # type: ignore[attr-defined]
+    rows = versus.predicted_layers(model, cells, ["onnxruntime"], 1, 0.3, print)
+    assert [r["layer"] for r in rows] == [x.name for x in expected.layers]
+    assert [r["predicted_ms"] for r in rows] == [x.predicted_ms for x in expected.layers]
+    assert all(r["measured_ms"] > 0 for r in rows), "every layer of the chain got a share of the profile"
+    assert sum(r["measured_ms"] for r in rows) == pytest.approx(median - expected.call_ms)
+    assert all(r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows)
+    dw = [r["measured_ms"] for r in rows if r["kind"] == "depthwise"]
+    assert dw[0] > dw[-1], "a 48x48 map's depthwise conv takes longer than a 3x3 map's"
+    report = BenchReport(model=cfg.name, config={}, machine={"cpu": "?", "threads": 1, "malloc_tunables": False,
+                         "omp_wait_policy": None}, mult_adds=1, gflop_per_image=1.0, sgemm_peak_gflops=1.0,
+                         layer_predictions=rows)
+    line = next(x for x in format_report(report).splitlines() if x.startswith("blocks.0.dw "))
+    assert line.split() == ["blocks.0.dw", f"{rows[1]['measured_ms']:.4f}", f"{rows[1]['predicted_ms']:.4f}",
+                            f"{rows[1]['error']:+.0%}"]
+    unscaled = versus.predicted_layers(model, cells[1:], ["onnxruntime"], 1, 0.3, print)
+    assert all(r["measured_ms"] is None and r["error"] is None for r in unscaled)
+    assert sum(r["measured_share"] for r in unscaled) == pytest.approx(1.0)
+    assert sum(r["predicted_share"] for r in unscaled) == pytest.approx(1.0)
+
+
 def test_bench_predict_leaves_out_the_conversion_that_bench_does_not_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """bench feeds a LiteRT file its own NHWC input, converted once; the model predicts a
     predictor's call, which converts the image first (here at 1 GB/s: 0.3 ms for 224 px). The

@@ -121,6 +121,9 @@ class BenchReport:
     # Filled by an annotation from above (mobilenet.latency.versus): per measured cell its predicted
     # time (predicted_ms, error = predicted / measured - 1) or the reason there is none.
     predicted: list[dict[str, Any]] = field(default_factory=list)
+    # Also from there: per layer of each runtime whose layers were profiled (batch 1, fp32), its
+    # predicted and profiled milliseconds (``versus.predicted_layers``).
+    layer_predictions: list[dict[str, Any]] = field(default_factory=list)
     # Where int8 measured slower than fp32 in the same runtime and batch (it is, at 0.25-224 in
     # LiteRT and ExecuTorch on an AVX2 CPU, for TF's own uint8 file too): said, never implied away.
     int8_slower_than_fp32: list[dict[str, Any]] = field(default_factory=list)
@@ -228,6 +231,8 @@ def format_report(report: BenchReport) -> str:
                 f"{row['runtime']:<12} {row['label']:<24} {row['time_share']:>7.1%} {row['mult_add_share']:>9.1%}"
                 + ("" if not report.predicted else f" {predicted:>9.1%}" if predicted is not None else f" {'-':>9}")
             )
+    if report.layer_predictions:
+        lines += format_layer_predictions(report.layer_predictions)
     if report.memory:
         lines += ["", "memory one inference adds to a fresh process vs the cost model's peak activations (fp32)",
                   f"{'runtime':<12} {'batch':>5} {'per call':>8} {'measured MB':>11} {'predicted MB':>12}  "
@@ -300,4 +305,30 @@ def format_predictions(rows: Sequence[dict[str, Any]]) -> list[str]:
             lines.append(f"{head} not predicted: {row['reason']}")
         else:
             lines.append(f"{head} {row['predicted_ms']:>9.2f} {row['error']:>+7.1%}")
+    return lines
+
+
+def format_layer_predictions(rows: list[dict[str, Any]]) -> list[str]:
+    """Per layer, each profiled runtime's measured and predicted milliseconds and the error (or,
+    without a batch-1 fp32 cell to scale the profile to, the shares of the layers' time)."""
+    runtimes = list(dict.fromkeys(row["runtime"] for row in rows))
+    by = {(row["runtime"], row["layer"]): row for row in rows}
+    timed = {rt: all(by[rt, layer]["measured_ms"] is not None for r, layer in by if r == rt) for rt in runtimes}
+    lines = ["", "predicted vs measured per layer, batch 1, fp32 (measured: the runtime's profile, read as its "
+             "calibration reads it and scaled to its measured call; a share of the layers' time where no "
+             "batch-1 fp32 cell was timed)",
+             f"{'layer':<14}" + "".join(f"{rt:>27}" for rt in runtimes),
+             f"{'':<14}" + "".join(f"{'measured':>11}{'predicted':>10}{'error':>6}" if timed[rt]
+                                          else f"{'share':>11}{'predicted':>10}{'':>6}" for rt in runtimes)]
+    for layer in dict.fromkeys(row["layer"] for row in rows):
+        cells = []
+        for rt in runtimes:
+            row = by.get((rt, layer))
+            if row is None:
+                cells.append(f"{'-':>27}")
+            elif timed[rt]:
+                cells.append(f"{row['measured_ms']:>11.4f}{row['predicted_ms']:>10.4f}{row['error']:>+6.0%}")
+            else:
+                cells.append(f"{row['measured_share']:>11.1%}{row['predicted_share']:>10.1%}{'':>6}")
+        lines.append(f"{layer:<14}" + "".join(cells))
     return lines
