@@ -1486,6 +1486,35 @@ def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:
     assert noisy_fit_warning(fitted(2, None), logical_cores=2) is None, "no networks fitted: nothing to judge"
 
 
+def test_a_cached_calibration_that_missed_its_networks_says_so_at_every_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    """It warned once, when it measured; a user reading predictions from it the next day heard
+    nothing. Now every use says so, and cost --predict prints the error above its table."""
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+
+    def noisy(runtime: str, precision: str, *, batch_size: int, threads: int | None, log: object) -> Calibration:
+        return fixed_calibration(runtime, precision, threads=threads,
+                                 fit={"in_network": {"rmspe_after": 0.187, "networks": 15}})
+
+    cache.calibrated("onnxruntime", threads=1, measure=noisy, log=print)  # (calibrate() warns as it measures)
+    monkeypatch.setattr(cache, "_WARNED", set())  # the next day: a new process
+    lines: list[str] = []
+    found = cache.calibrated("onnxruntime", threads=1, measure=noisy, log=lines.append)
+    assert found.network_error == pytest.approx(0.187)
+    assert len(lines) == 1 and "misses its own networks by 19%" in lines[0] and "--recalibrate" in lines[0]
+    cache.calibrated("onnxruntime", threads=1, measure=noisy, log=lines.append)
+    assert len(lines) == 1, "once a process: bench asks for it per cell"
+    monkeypatch.setattr(cache, "_WARNED", set())  # a new process
+    assert main(["cost", "--predict", "onnxruntime", "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "its own 15 networks predicted within 18.7% RMSPE" in out and "misses its own networks" in err
+    assert main(["cost", "--predict", "onnxruntime", "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency"]["calibration_network_rmspe"] == pytest.approx(0.187)
+    quiet = dataclasses.replace(found, fit={"in_network": {"rmspe_after": 0.05}})
+    assert noisy_fit_warning(quiet, logical_cores=2) is None
+
+
 @pytest.mark.parametrize("command", ["cost", "compare"])
 def test_predict_recalibrates_when_asked(command: str, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
@@ -1518,6 +1547,8 @@ def test_cost_and_compare_add_predicted_time_with_predict(
     assert data["latency"]["weight_bytes_from_memory"] == pytest.approx(weights - 4 * mib)
     assert [x["predicted_ms"] for x in data["layers"]] == [x.predicted_ms for x in expected.layers]
     assert all(x["bound"] in ("compute", "memory") for x in data["layers"])
+    assert [(x["roofline"], x["intensity"], x["ridge"], x["attained_macs_per_s"]) for x in data["layers"]] == [
+        (x.kernel, x.to_dict()["intensity"], x.to_dict()["ridge"], x.attained_macs_per_s) for x in expected.layers]
     assert data["total"]["predicted_ms"] == pytest.approx(expected.total_ms)
     assert data["latency"]["runtime"] == "onnxruntime"
     assert main(["cost", "--predict", "onnxruntime"]) == 0

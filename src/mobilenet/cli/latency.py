@@ -129,15 +129,19 @@ def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
 
 
 def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any]:
-    """``cost --json`` with ``predicted_ms`` and ``bound`` on every layer and ``predicted_ms`` on
-    the total, and the prediction's settings, per-type shares and the call's weights (those from
-    memory apart) under ``latency``."""
-    by_name = {x.name: x for x in prediction.layers}
-    layers = [row | {"predicted_ms": by_name[row["name"]].predicted_ms, "bound": by_name[row["name"]].bound}
+    """``cost --json`` with ``predicted_ms`` and ``bound`` on every layer (and why: its
+    ``intensity`` against the ``ridge`` of its kernel's ``roofline``, the rates it attains) and
+    ``predicted_ms`` on the total, and the prediction's settings, per-type shares, the call's
+    weights (those from memory apart) and the calibration's error on its own networks under
+    ``latency``."""
+    by_name = {x.name: x.to_dict() for x in prediction.layers}
+    layers = [row | {"roofline": by_name[row["name"]]["kernel"]}
+              | {k: v for k, v in by_name[row["name"]].items() if k not in ("name", "kind", "kernel")}
               for row in cost_json["layers"]]
     c = prediction.calibration
     latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
-               "threads": c.threads, "path": c.key.get("path"), "call_ms": prediction.call_ms,
+               "threads": c.threads, "path": c.key.get("path"), "calibration_network_rmspe": c.network_error,
+               "call_ms": prediction.call_ms,
                "time_shares": prediction.shares(), "weight_bytes": prediction.weight_bytes,
                "weight_bytes_from_memory": prediction.weight_bytes_from_memory}
     return cost_json | {"layers": layers, "total": cost_json["total"] | {"predicted_ms": prediction.total_ms},
@@ -157,6 +161,9 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
     lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
              f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
              *([f"Probes ran: {c.key['path']}"] if c.key.get("path") else []),
+             *([f"Calibration: its own {c.fit['in_network'].get('networks', 'whole')} networks predicted within "
+                f"{c.network_error:.1%} RMSPE when it measured them (--recalibrate to measure again)"]
+               if c.network_error is not None else []),
              *([f"Weights: {prediction.weight_bytes / 2**20:.1f} MiB a call; the cache keeps {c.cache_bytes / 2**20:g} "
                 f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
                 "memory every call"] if prediction.weight_bytes_from_memory else []),
