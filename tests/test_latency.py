@@ -1224,6 +1224,9 @@ def test_bench_predict_puts_each_layers_prediction_beside_its_profile(monkeypatc
     assert all(r["measured_ms"] is None and r["error"] is None for r in unscaled)
     assert sum(r["measured_share"] for r in unscaled) == pytest.approx(1.0)
     assert sum(r["predicted_share"] for r in unscaled) == pytest.approx(1.0)
+    # A profile that does not split into the network's layers is left out, as the calibration leaves it.
+    monkeypatch.setattr(versus, "profiled_layer_seconds", lambda *args: [1e-3] * (len(expected.layers) - 1))
+    assert versus.predicted_layers(model, cells, ["onnxruntime"], 1, 0.3, print) == []
 
 
 def test_bench_predict_leaves_out_the_conversion_that_bench_does_not_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,11 +96,13 @@ def predicted_layers(model: Any, cells: Iterable[Any], runtimes: Iterable[str], 
             continue
         log(f"profiling {runtime}'s layers as its calibration does")
         profiled = profiled_layer_seconds(model, runtime, threads, seconds)
-        if profiled is None:
+        if profiled is None or len(profiled) != len(prediction.layers) or sum(profiled) <= 0:
+            # (no profiler here, or a profile that does not split into the layers: the
+            # calibration leaves such a one out too)
             continue
         predicted_total = sum(x.predicted_ms for x in prediction.layers)
         median = medians.get(runtime)
-        layers_ms = None if median is None else median - prediction.call_ms
+        layers_ms = None if median is None or median <= prediction.call_ms else median - prediction.call_ms
         for layer, s in zip(prediction.layers, profiled, strict=True):
             measured = None if layers_ms is None else s / sum(profiled) * layers_ms
             rows.append({"runtime": runtime, "layer": layer.name, "kind": layer.kind, "bound": layer.bound,
