@@ -22,7 +22,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.deploy.optional import MissingRuntimeError
 from mobilenet.deploy.timing import time_interleaved
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
@@ -1473,6 +1473,30 @@ def test_choose_times_each_architecture_as_long_as_asked(monkeypatch: pytest.Mon
         choose(predicted_ms(0.75, 192), "onnxruntime", registry=SYNTHETIC_REGISTRY, calibration=fixed_calibration(),
                log=lambda line: None, **extra)
     assert asked == [latency.MEASURE_SECONDS, 2.5]
+
+
+def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its sessions' pools slow each other in one process (docs/latency.md §0), so the probes run
+    in a child on one pool; its progress reaches the caller's log and its errors are raised here."""
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    lines: list[str] = []
+    calibration = calibrate("onnxruntime", threads=2, plan=quick_plan()[:3], networks=quick_networks()[:1],
+                            seconds_per_shape=0.02, log=lines.append)
+    assert calibration.threads == 2 and calibration.fit["process"] == "its own, one thread pool"
+    timing = {n: cache.calibration_key("onnxruntime", "fp32", threads=n)["timing"] for n in (1, 2, None)}
+    assert timing[2] == timing[None] != timing[1], "one measured beside its neighbours' pools is measured again"
+    assert "in a process of its own" in lines[0] and any("building" in line for line in lines[1:])
+    assert "process" not in calibrate("onnxruntime", threads=1, plan=quick_plan()[:3], networks=(),
+                                      seconds_per_shape=0.02, log=print).fit, "one thread: no pool to share"
+    from mobilenet.latency import own_process
+
+    with pytest.raises(MobileNetError, match="calibrating onnxruntime: ValueError"):
+        own_process.calibrate_apart("onnxruntime", "fp32", {"threads": 2, "budget_s": "soon"}, print)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(MobileNetError, match="ended \\(status 1\\) without a result"):
+        own_process.calibrate_apart("onnxruntime", "fp32", {"threads": 2}, print)
 
 
 def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:

@@ -44,7 +44,10 @@ def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: 
         "path": backend.current_path(),
         "versions": {name: package_version(name) for name in backend.distributions},
         "precision": precision, "threads": threads, "batch_size": 1 if backend.fixed_batch else batch_size,
-        "model_version": MODEL_VERSION, "timing": METHOD,
+        "model_version": MODEL_VERSION,
+        # (its probes on one thread pool in a process of their own, where theirs would slow each
+        # other: one measured beside its neighbours' pools is measured again)
+        "timing": METHOD + (", one thread pool" if backend.pools_of_their_own(threads) else ""),
     }
 
 

@@ -111,6 +111,13 @@ def calibrate(
     (LiteRT, ExecuTorch) is calibrated at batch 1."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
+    from mobilenet.latency import own_process  # noqa: PLC0415
+
+    if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
+        log(f"latency: calibrating {runtime} in a process of its own, its probes on one thread pool")
+        return own_process.calibrate_apart(runtime, precision, {
+            "batch_size": batch_size, "threads": threads, "budget_s": budget_s, "plan": plan, "networks": networks,
+            "seconds_per_shape": seconds_per_shape}, log)
     with torch_threads_kept():  # the torch probes set the process's thread count
         backend = backend_for(runtime, precision, threads)
         per_call = 1 if backend.fixed_batch else batch_size

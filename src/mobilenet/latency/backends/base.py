@@ -257,6 +257,17 @@ class Backend:
     # probe hands over far more than a network does and the runtime is slow at it (ExecuTorch).
     handover_precisions: tuple[str, ...] = ()
 
+    @staticmethod
+    def pools_of_their_own(threads: int | None) -> bool:
+        """Whether this runtime's probes at ``threads``, each with a thread pool of its own, would
+        slow each other: then the calibration runs in a process of its own that puts them all on
+        one pool (``share_one_pool``)."""
+        return False
+
+    @staticmethod
+    def share_one_pool(threads: int | None) -> None:
+        """Put every probe this process builds from now on on one thread pool of ``threads``."""
+
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
             require(module)

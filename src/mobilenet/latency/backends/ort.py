@@ -35,6 +35,19 @@ class OnnxRuntimeBackend(Backend):
     # stays a separate kernel (measured: 15-20% of a misaligned network's time).
     fixed_pads = True
 
+    @staticmethod
+    def pools_of_their_own(threads: int | None) -> bool:
+        """Every ONNX Runtime session has a pool of its own; at more than one thread, dozens of
+        probes' pools slowed each other (docs/latency.md §0): the calibration's networks fitted
+        within 19-28% RMSPE at 2 threads on a 2-vCPU Zen 5, within 4-7% on one shared pool."""
+        return threads != 1
+
+    @staticmethod
+    def share_one_pool(threads: int | None) -> None:
+        from mobilenet.deploy.runtimes.ort import share_one_pool  # noqa: PLC0415
+
+        share_one_pool(threads)
+
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
         """At fp32 (measured on the Zen 4, docs/latency.md §1) the depthwise convs want multiples

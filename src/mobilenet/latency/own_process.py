@@ -1,0 +1,98 @@
+"""A calibration in a process of its own, for a runtime whose probes would slow each other in
+the caller's (``Backend.pools_of_their_own``: ONNX Runtime above one thread, where each session
+has a thread pool of its own). The child puts every probe on one pool (``Backend.share_one_pool``),
+which the caller's process cannot do for good without refusing its other sessions, calibrates,
+and hands the constants back; its progress lines reach the caller's ``log`` as they come.
+
+The child is ``python -m mobilenet.latency.own_process``, a fresh interpreter that imports only
+the project: a user's script is never run again in it (as ``multiprocessing``'s spawn would)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mobilenet.errors import InputError, MobileNetError
+
+MARK = "\x1f"  # opens each of the child's progress lines on its stderr; other lines pass through
+# In the child's environment: its calibration runs there, never in yet another process. (An
+# environment variable, not a module flag: the child runs this file as ``__main__``, a module
+# other than the ``mobilenet.latency.own_process`` that ``calibrate`` imports.)
+CHILD_ENV = "MOBILENET_CALIBRATION_PROCESS"
+
+
+def in_own_process() -> bool:
+    """Whether this is a calibration's own process."""
+    return os.environ.get(CHILD_ENV) == "1"
+
+
+def calibrate_apart(runtime: str, precision: str, options: dict[str, Any], log: Callable[[str], None]) -> Any:
+    """``calibrate(runtime, precision, **options)`` in a process of its own: its ``Calibration``,
+    or its error raised here (an ``InputError`` or ``MobileNetError`` as such, anything else as a
+    ``MobileNetError`` naming it)."""
+    with tempfile.TemporaryDirectory(prefix="mobilenet-calibration-") as tmp:
+        result = Path(tmp) / "result.pickle"
+        request = pickle.dumps({"runtime": runtime, "precision": precision, "options": options, "result": str(result)})
+        child = subprocess.Popen([sys.executable, "-m", "mobilenet.latency.own_process"],
+                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {CHILD_ENV: "1"})
+        try:
+            assert child.stdin is not None and child.stderr is not None
+            try:
+                child.stdin.write(request)
+                child.stdin.close()
+            except BrokenPipeError:  # it ended before reading: said below, by its status
+                pass
+            for raw in child.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith(MARK):
+                    log(line[len(MARK):])
+                else:
+                    print(line, file=sys.stderr, flush=True)
+            status = child.wait()
+        finally:  # (an interrupt here: the child, in the same process group, has had it too)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        if not result.exists():
+            raise MobileNetError(f"the calibration's own process ended (status {status}) without a result")
+        outcome = pickle.loads(result.read_bytes())
+    if outcome["error"] is None:
+        return outcome["calibration"]
+    kind, message = outcome["error"]
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if kind == "InputError":
+        raise InputError(message)
+    raise MobileNetError(message if kind == "MobileNetError" else f"calibrating {runtime}: {message}")
+
+
+def main() -> None:
+    """The child: a pickled request on stdin, progress on stderr, the outcome in the request's file."""
+    request = pickle.loads(sys.stdin.buffer.read())
+    outcome: dict[str, Any] = {"calibration": None, "error": None}
+    try:
+        from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
+        from mobilenet.latency.calibrate import calibrate  # noqa: PLC0415
+
+        if not in_own_process():
+            raise MobileNetError(f"{__name__} is the latency calibration's own process, started by calibrate()")
+        BACKENDS[request["runtime"]].share_one_pool(request["options"].get("threads"))
+        calibration = calibrate(request["runtime"], request["precision"], **request["options"],
+                                log=lambda line: print(MARK + line, file=sys.stderr, flush=True))
+        outcome["calibration"] = replace(calibration, fit={**calibration.fit, "process": "its own, one thread pool"})
+    except BaseException as err:  # noqa: BLE001 (every outcome goes back to the caller, which raises it)
+        kind = ("KeyboardInterrupt" if isinstance(err, KeyboardInterrupt) else "InputError"
+                if isinstance(err, InputError) else "MobileNetError" if isinstance(err, MobileNetError) else "other")
+        outcome["error"] = (kind, str(err) if kind != "other" else f"{type(err).__name__}: {err}")
+    Path(request["result"]).write_bytes(pickle.dumps(outcome))
+
+
+if __name__ == "__main__":
+    main()
