@@ -108,7 +108,9 @@ def calibrate(
     in ``runtime`` at ``precision``, ``batch_size`` and ``threads``, and fit the machine's
     constants. The networks go first; probes not started within ``budget_s`` are left out (said on
     stderr), and their kernels borrow the most similar kernel's constants. A fixed-batch runtime
-    (LiteRT, ExecuTorch) is calibrated at batch 1."""
+    (LiteRT, ExecuTorch) is calibrated at batch 1. A runtime whose probes' thread pools would slow
+    each other (ONNX Runtime above one thread, ``Backend.pools_of_their_own``) is calibrated in a
+    process of its own, every probe on one pool (``mobilenet.latency.own_process``)."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
     from mobilenet.latency import own_process  # noqa: PLC0415
