@@ -76,6 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"CPU: {cpu_info().summary()}")
     print(f"command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
     grid = [ArchConfig(alpha=a, resolution=r) for a in args.alphas for r in args.resolutions]
+    one_pool = ("onnxruntime" in args.runtimes and len(args.threads) == 1
+                and BACKENDS["onnxruntime"].pools_of_their_own(args.threads[0]))
+    if one_pool:
+        # As the calibration's own process does: the grid's sessions, each with a pool of its own,
+        # would slow each other in whole blocks at more than one thread (docs/latency.md §0),
+        # where a user's lone session does not. (One thread count per process, then.)
+        BACKENDS["onnxruntime"].share_one_pool(args.threads[0])
+        print(f"ONNX Runtime's sessions on one pool of {args.threads[0]} threads")
     settings = []
     for runtime in args.runtimes:
         backend = BACKENDS[runtime]
