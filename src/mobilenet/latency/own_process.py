@@ -4,8 +4,8 @@ has a thread pool of its own). The child puts every probe on one pool (``Backend
 which the caller's process cannot do for good without refusing its other sessions, calibrates,
 and hands the constants back; its progress lines reach the caller's ``log`` as they come.
 
-The child is ``python -m mobilenet.latency.own_process``, a fresh interpreter that imports only
-the project: a user's script is never run again in it (as ``multiprocessing``'s spawn would)."""
+The child is ``python -m mobilenet.latency.own_process_main``, a fresh interpreter that imports
+only the project: a user's script is never run again in it (as ``multiprocessing``'s spawn would)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ from mobilenet.errors import InputError, MobileNetError
 
 MARK = "\x1f"  # opens each of the child's progress lines on its stderr; other lines pass through
 # In the child's environment: its calibration runs there, never in yet another process. (An
-# environment variable, not a module flag: the child runs this file as ``__main__``, a module
-# other than the ``mobilenet.latency.own_process`` that ``calibrate`` imports.)
+# environment variable, not a module flag: the child's module runs as ``__main__``, and a flag
+# set there would not be the one ``calibrate`` reads.)
 CHILD_ENV = "MOBILENET_CALIBRATION_PROCESS"
+CHILD = "mobilenet.latency.own_process_main"  # the child's module, run with ``python -m``
 
 
 def in_own_process() -> bool:
@@ -40,7 +40,7 @@ def calibrate_apart(runtime: str, precision: str, options: dict[str, Any], log: 
     with tempfile.TemporaryDirectory(prefix="mobilenet-calibration-") as tmp:
         result = Path(tmp) / "result.pickle"
         request = pickle.dumps({"runtime": runtime, "precision": precision, "options": options, "result": str(result)})
-        child = subprocess.Popen([sys.executable, "-m", "mobilenet.latency.own_process"],
+        child = subprocess.Popen([sys.executable, "-m", CHILD],
                                  stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {CHILD_ENV: "1"})
         try:
             assert child.stdin is not None and child.stderr is not None
@@ -71,28 +71,3 @@ def calibrate_apart(runtime: str, precision: str, options: dict[str, Any], log: 
     if kind == "InputError":
         raise InputError(message)
     raise MobileNetError(message if kind == "MobileNetError" else f"calibrating {runtime}: {message}")
-
-
-def main() -> None:
-    """The child: a pickled request on stdin, progress on stderr, the outcome in the request's file."""
-    request = pickle.loads(sys.stdin.buffer.read())
-    outcome: dict[str, Any] = {"calibration": None, "error": None}
-    try:
-        from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-        from mobilenet.latency.calibrate import calibrate  # noqa: PLC0415
-
-        if not in_own_process():
-            raise MobileNetError(f"{__name__} is the latency calibration's own process, started by calibrate()")
-        BACKENDS[request["runtime"]].share_one_pool(request["options"].get("threads"))
-        calibration = calibrate(request["runtime"], request["precision"], **request["options"],
-                                log=lambda line: print(MARK + line, file=sys.stderr, flush=True))
-        outcome["calibration"] = replace(calibration, fit={**calibration.fit, "process": "its own, one thread pool"})
-    except BaseException as err:  # noqa: BLE001 (every outcome goes back to the caller, which raises it)
-        kind = ("KeyboardInterrupt" if isinstance(err, KeyboardInterrupt) else "InputError"
-                if isinstance(err, InputError) else "MobileNetError" if isinstance(err, MobileNetError) else "other")
-        outcome["error"] = (kind, str(err) if kind != "other" else f"{type(err).__name__}: {err}")
-    Path(request["result"]).write_bytes(pickle.dumps(outcome))
-
-
-if __name__ == "__main__":
-    main()
