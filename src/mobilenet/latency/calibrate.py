@@ -27,6 +27,7 @@ from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
 from mobilenet.errors import InputError
+from mobilenet.latency import own_process
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
 from mobilenet.latency.fit import (
     CACHE_MIN_MISSED,
@@ -113,8 +114,6 @@ def calibrate(
     process of its own, every probe on one pool (``mobilenet.latency.own_process``)."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
-    from mobilenet.latency import own_process  # noqa: PLC0415
-
     if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
         log(f"latency: calibrating {runtime} in a process of its own, its probes on one thread pool")
         return own_process.calibrate_apart(runtime, precision, {
