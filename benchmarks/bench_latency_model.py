@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As the calibration's own process does: the grid's sessions, each with a pool of its own,
         # would slow each other in whole blocks at more than one thread (docs/latency.md §0),
         # where a user's lone session does not. (One thread count per process, then.)
-        BACKENDS["onnxruntime"].share_one_pool(args.threads[0])
-        print(f"ONNX Runtime's sessions on one pool of {args.threads[0]} threads")
+        shared = BACKENDS["onnxruntime"].share_one_pool(args.threads[0])
+        print(f"ONNX Runtime's sessions on one pool of {args.threads[0]} threads" if shared
+              else "ONNX Runtime offers no shared pool here: a pool per session")
     settings = []
     for runtime in args.runtimes:
         backend = BACKENDS[runtime]

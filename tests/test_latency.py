@@ -1492,6 +1492,9 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
                                       seconds_per_shape=0.02, log=print).fit, "one thread: no pool to share"
     from mobilenet.latency import own_process
 
+    twice = "from mobilenet.deploy.runtimes.ort import share_one_pool; print(share_one_pool(2), share_one_pool(2))"
+    out = subprocess.run([sys.executable, "-c", twice], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "False"], "no second pool: said, not raised (the probes keep their own)"
     with pytest.raises(MobileNetError, match="calibrating onnxruntime: ValueError"):
         own_process.calibrate_apart("onnxruntime", "fp32", {"threads": 2, "budget_s": "soon"}, print)
     monkeypatch.setattr(sys, "executable", "/bin/false")

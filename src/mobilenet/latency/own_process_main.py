@@ -23,10 +23,15 @@ def main() -> None:
     try:
         if not in_own_process():
             raise MobileNetError("this is the latency calibration's own process, started by calibrate()")
-        BACKENDS[request["runtime"]].share_one_pool(request["options"].get("threads"))
-        calibration = calibrate(request["runtime"], request["precision"], **request["options"],
-                                log=lambda line: print(MARK + line, file=sys.stderr, flush=True))
-        outcome["calibration"] = replace(calibration, fit={**calibration.fit, "process": "its own, one thread pool"})
+        def log(line: str) -> None:
+            print(MARK + line, file=sys.stderr, flush=True)
+
+        shared = BACKENDS[request["runtime"]].share_one_pool(request["options"].get("threads"))
+        if not shared:
+            log(f"latency: {request['runtime']} offers no thread pool to share here: each probe keeps its own")
+        calibration = calibrate(request["runtime"], request["precision"], **request["options"], log=log)
+        process = "its own, one thread pool" if shared else "its own, a pool per probe"
+        outcome["calibration"] = replace(calibration, fit={**calibration.fit, "process": process})
     except BaseException as err:  # noqa: BLE001 (every outcome goes back to the caller, which raises it)
         kind = ("KeyboardInterrupt" if isinstance(err, KeyboardInterrupt) else "InputError"
                 if isinstance(err, InputError) else "MobileNetError" if isinstance(err, MobileNetError) else "other")

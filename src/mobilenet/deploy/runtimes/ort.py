@@ -56,7 +56,7 @@ def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
     return largest, Execution.of("onnxruntime", len(graph.node), weights=weights, transposes=transposes)
 
 
-def share_one_pool(threads: int | None) -> None:
+def share_one_pool(threads: int | None) -> bool:
     """Run every ONNX Runtime session this process makes from now on on one intra-op pool of
     ``threads`` threads (None: ONNX Runtime's default count), for a process that runs ONNX
     Runtime at that one count only: the latency calibration's own process (``calibrate``).
@@ -65,11 +65,15 @@ def share_one_pool(threads: int | None) -> None:
     slow each other: nine networks timed in turn in one process ran 1.0-224 at 2.7 ms in some
     blocks and 6.6-7.5 in others, 2.9 alone; on one pool, 2.9 in turn and alone (2-vCPU Zen 5,
     docs/latency.md §0). Once the pool exists ONNX Runtime refuses every session with a pool of its
-    own, ``onnxruntime.quantization``'s included, so every session of the process is put on it."""
+    own, ``onnxruntime.quantization``'s included, so every session of the process is put on it.
+    False, changing nothing, where this ONNX Runtime offers no such pool (its sessions keep their own)."""
     ort = require("onnxruntime")
-    from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes  # noqa: PLC0415
+    try:
+        from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes  # noqa: PLC0415
 
-    set_global_thread_pool_sizes(threads or 0, 1)
+        set_global_thread_pool_sizes(threads or 0, 1)
+    except Exception:  # (ImportError where it has none; its own Fail, a bare Exception, where one is made already)
+        return False
     made_with_own_pool = ort.InferenceSession.__init__
 
     def on_the_shared_pool(self: Any, path_or_bytes: Any, sess_options: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -79,6 +83,7 @@ def share_one_pool(threads: int | None) -> None:
         made_with_own_pool(self, path_or_bytes, options, *args, **kwargs)
 
     ort.InferenceSession.__init__ = on_the_shared_pool
+    return True
 
 
 def session_options(threads: int | None, profile_prefix: str | None = None) -> Any:

@@ -265,8 +265,10 @@ class Backend:
         return False
 
     @staticmethod
-    def share_one_pool(threads: int | None) -> None:
-        """Put every probe this process builds from now on on one thread pool of ``threads``."""
+    def share_one_pool(threads: int | None) -> bool:
+        """Put every probe this process builds from now on on one thread pool of ``threads``;
+        whether it could."""
+        return False
 
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:

@@ -43,10 +43,10 @@ class OnnxRuntimeBackend(Backend):
         return threads != 1
 
     @staticmethod
-    def share_one_pool(threads: int | None) -> None:
+    def share_one_pool(threads: int | None) -> bool:
         from mobilenet.deploy.runtimes.ort import share_one_pool  # noqa: PLC0415
 
-        share_one_pool(threads)
+        return share_one_pool(threads)
 
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
