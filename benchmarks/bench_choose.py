@@ -49,12 +49,20 @@ from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
 from mobilenet.latency import MEASURE_SECONDS, RUNTIMES, calibrated, choose
+from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.ranking import Candidate, candidates, margin_for, measure_architectures, most_accurate_fitting
 from mobilenet.weights import REGISTRY
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if BACKENDS[args.runtime].pools_of_their_own(args.threads):
+        # The exhaustive passes on one pool, as choose's own timing is (in its process of its own):
+        # the candidates' sessions, each with a pool of its own, would slow each other in whole
+        # blocks (docs/latency.md §0).
+        shared = BACKENDS[args.runtime].share_one_pool(args.threads)
+        print(f"[choose] {args.runtime}'s sessions on one thread pool" if shared
+              else f"[choose] {args.runtime} offers no shared pool here: a pool per session", file=sys.stderr)
     calibration = calibrated(args.runtime, args.precision, args.batch_size, args.threads, remeasure=args.recalibrate)
     found = candidates(REGISTRY, calibration, args.batch_size)
     shapes = list(dict.fromkeys(c.shape for c in found))

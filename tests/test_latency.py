@@ -1470,8 +1470,9 @@ def test_choose_times_each_architecture_as_long_as_asked(monkeypatch: pytest.Mon
     monkeypatch.setattr(ranking, "measure_architectures", timer_for)
     for seconds in (None, 2.5):
         extra = {} if seconds is None else {"measure_seconds": seconds}
-        choose(predicted_ms(0.75, 192), "onnxruntime", registry=SYNTHETIC_REGISTRY, calibration=fixed_calibration(),
-               log=lambda line: None, **extra)
+        # (1 thread: in this process, where the timer is replaced; above it, a process of its own)
+        choose(predicted_ms(0.75, 192), "onnxruntime", threads=1, registry=SYNTHETIC_REGISTRY,
+               calibration=fixed_calibration(threads=1), log=lambda line: None, **extra)
     assert asked == [latency.MEASURE_SECONDS, 2.5]
 
 
@@ -1495,11 +1496,32 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
     twice = "from mobilenet.deploy.runtimes.ort import share_one_pool; print(share_one_pool(2), share_one_pool(2))"
     out = subprocess.run([sys.executable, "-c", twice], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["True", "False"], "no second pool: said, not raised (the probes keep their own)"
+    request = {"runtime": "onnxruntime", "threads": 2}
     with pytest.raises(MobileNetError, match="calibrating onnxruntime: ValueError"):
-        own_process.calibrate_apart("onnxruntime", "fp32", {"threads": 2, "budget_s": "soon"}, print)
+        own_process.call_apart("calibrate", {**request, "budget_s": "soon"}, runtime="onnxruntime", threads=2,
+                               doing="calibrating onnxruntime", log=print)
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(MobileNetError, match="ended \\(status 1\\) without a result"):
-        own_process.calibrate_apart("onnxruntime", "fp32", {"threads": 2}, print)
+        own_process.call_apart("calibrate", request, runtime="onnxruntime", threads=2, doing="calibrating", log=print)
+
+
+def test_choose_times_onnx_runtime_above_one_thread_in_a_process_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its candidates, each a session with a pool of its own, ran whole blocks at up to 2.3x their
+    time in one process (1.0-224: 3.4, 3.2 and 6.7 ms against 2.8 on one pool, docs/latency.md §0),
+    so they are timed in a child on one pool; its progress reaches the caller's log and a refusal
+    made there is raised here as the same one-line ``InputError``."""
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    lines: list[str] = []
+    choice = choose(1000.0, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
+                    calibration=fixed_calibration(threads=2), log=lines.append)
+    assert "in a process of its own" in lines[0] and any("for real" in line for line in lines[1:])
+    assert choice.chosen.measured_ms is not None and 0 < choice.chosen.measured_ms < 1000.0
+    assert choice.chosen.top1 == max(c.top1 for c in choice.candidates), "with room for all: the most accurate"
+    with pytest.raises(InputError, match=r"nothing fits 0\.001 ms: measured here"):
+        choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
+               calibration=fixed_calibration(threads=2), log=lines.append)
 
 
 def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:

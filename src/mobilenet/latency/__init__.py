@@ -109,8 +109,16 @@ def choose(
     each for ``measure_seconds`` interleaved with the others (default ``MEASURE_SECONDS``;
     longer settles a model near the budget on a machine whose speed moves, docs/latency.md §4).
     ``registry``: the models to choose from (default ``mobilenet.weights.REGISTRY``);
-    ``calibration``: constants to use instead of this machine's; ``remeasure``: calibrate again."""
-    from mobilenet.latency.ranking import (  # noqa: PLC0415 - the registry and the runtimes need torch
+    ``calibration``: constants to use instead of this machine's; ``remeasure``: calibrate again.
+
+    A runtime whose sessions would slow each other in this process (ONNX Runtime above one
+    thread, ``Backend.pools_of_their_own``) is timed in a process of its own, every candidate on
+    one pool, as its calibration is (``mobilenet.latency.own_process``); ``registry`` and
+    ``calibration`` must then pickle."""
+    from mobilenet.latency import own_process  # noqa: PLC0415 - the parts below need torch
+    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
+    from mobilenet.latency.calibrate import check_request, log_to_stderr  # noqa: PLC0415
+    from mobilenet.latency.ranking import (  # noqa: PLC0415
         Choice,
         candidates,
         check_budget,
@@ -122,6 +130,15 @@ def choose(
 
     budget_ms = check_budget(budget_ms)
     seconds = check_measure_seconds(measure_seconds)
+    check_request(runtime, precision, batch_size, threads)
+    if measure_best and BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
+        (log or log_to_stderr)(f"latency: choosing in a process of its own, {runtime}'s candidates on one thread pool")
+        chosen, _ = own_process.call_apart("choose", {
+            "budget_ms": budget_ms, "runtime": runtime, "precision": precision, "batch_size": batch_size,
+            "threads": threads, "measure_best": measure_best, "measure_seconds": seconds, "registry": registry,
+            "calibration": calibration, "remeasure": remeasure,
+        }, runtime=runtime, threads=threads, doing=f"choosing in {runtime}", log=log or log_to_stderr)
+        return chosen
     if calibration is None:
         calibration = calibrated(runtime, precision, batch_size, threads, remeasure=remeasure, log=log)
     if registry is None:

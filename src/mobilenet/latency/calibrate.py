@@ -116,9 +116,12 @@ def calibrate(
     check_request(runtime, precision, batch_size, threads)
     if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
         log(f"latency: calibrating {runtime} in a process of its own, its probes on one thread pool")
-        return own_process.calibrate_apart(runtime, precision, {
-            "batch_size": batch_size, "threads": threads, "budget_s": budget_s, "plan": plan, "networks": networks,
-            "seconds_per_shape": seconds_per_shape}, log)
+        calibration, shared = own_process.call_apart("calibrate", {
+            "runtime": runtime, "precision": precision, "batch_size": batch_size, "threads": threads,
+            "budget_s": budget_s, "plan": plan, "networks": networks, "seconds_per_shape": seconds_per_shape,
+        }, runtime=runtime, threads=threads, doing=f"calibrating {runtime}", log=log)
+        process = "its own, one thread pool" if shared else "its own, a pool per probe"
+        return replace(calibration, fit={**calibration.fit, "process": process})
     with torch_threads_kept():  # the torch probes set the process's thread count
         backend = backend_for(runtime, precision, threads)
         per_call = 1 if backend.fixed_batch else batch_size

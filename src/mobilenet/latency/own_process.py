@@ -1,8 +1,10 @@
-"""A calibration in a process of its own, for a runtime whose probes would slow each other in
-the caller's (``Backend.pools_of_their_own``: ONNX Runtime above one thread, where each session
-has a thread pool of its own). The child puts every probe on one pool (``Backend.share_one_pool``),
-which the caller's process cannot do for good without refusing its other sessions, calibrates,
-and hands the constants back; its progress lines reach the caller's ``log`` as they come.
+"""Latency work in a process of its own, for a runtime whose sessions would slow each other in the
+caller's (``Backend.pools_of_their_own``: ONNX Runtime above one thread, where each session has a
+thread pool of its own): the calibration, which times dozens of probes, and ``choose``'s timing of
+the best candidates. The child puts every session on one pool (``Backend.share_one_pool``), which
+the caller's process cannot do for good without refusing its other sessions, runs the one
+function asked for, and hands its result back; its progress lines reach the caller's ``log`` as
+they come, and its errors are raised in the caller.
 
 The child is ``python -m mobilenet.latency.own_process_main``, a fresh interpreter that imports
 only the project: a user's script is never run again in it (as ``multiprocessing``'s spawn would)."""
@@ -21,25 +23,38 @@ from typing import Any
 from mobilenet.errors import InputError, MobileNetError
 
 MARK = "\x1f"  # opens each of the child's progress lines on its stderr; other lines pass through
-# In the child's environment: its calibration runs there, never in yet another process. (An
+# In the child's environment: what it runs runs there, never in yet another process. (An
 # environment variable, not a module flag: the child's module runs as ``__main__``, and a flag
-# set there would not be the one ``calibrate`` reads.)
-CHILD_ENV = "MOBILENET_CALIBRATION_PROCESS"
+# set there would not be the one the library reads.)
+CHILD_ENV = "MOBILENET_ONE_POOL_PROCESS"
 CHILD = "mobilenet.latency.own_process_main"  # the child's module, run with ``python -m``
+# What a child may be asked to run: ``module:function``, each taking ``log=`` and returning
+# something that pickles.
+FUNCTIONS = {
+    "calibrate": "mobilenet.latency.calibrate:calibrate",
+    "choose": "mobilenet.latency:choose",
+}
 
 
 def in_own_process() -> bool:
-    """Whether this is a calibration's own process."""
+    """Whether this is such a process of its own (then nothing is sent to another)."""
     return os.environ.get(CHILD_ENV) == "1"
 
 
-def calibrate_apart(runtime: str, precision: str, options: dict[str, Any], log: Callable[[str], None]) -> Any:
-    """``calibrate(runtime, precision, **options)`` in a process of its own: its ``Calibration``,
-    or its error raised here (an ``InputError`` or ``MobileNetError`` as such, anything else as a
-    ``MobileNetError`` naming it)."""
-    with tempfile.TemporaryDirectory(prefix="mobilenet-calibration-") as tmp:
+def call_apart(
+    function: str, kwargs: dict[str, Any], *, runtime: str, threads: int | None, doing: str,
+    log: Callable[[str], None],
+) -> tuple[Any, bool]:
+    """``FUNCTIONS[function](**kwargs, log=...)`` in a process of its own whose ``runtime``
+    sessions share one pool of ``threads``: (its result, whether the pool could be shared), or its
+    error raised here (an ``InputError`` or ``MobileNetError`` as such, anything else as a
+    ``MobileNetError`` that starts with ``doing``, e.g. "calibrating onnxruntime")."""
+    if function not in FUNCTIONS:
+        raise ValueError(f"no function {function!r} to run apart; one of {', '.join(FUNCTIONS)}")
+    with tempfile.TemporaryDirectory(prefix="mobilenet-own-process-") as tmp:
         result = Path(tmp) / "result.pickle"
-        request = pickle.dumps({"runtime": runtime, "precision": precision, "options": options, "result": str(result)})
+        request = pickle.dumps({"function": function, "kwargs": kwargs, "runtime": runtime, "threads": threads,
+                                "result": str(result)})
         child = subprocess.Popen([sys.executable, "-m", CHILD],
                                  stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {CHILD_ENV: "1"})
         try:
@@ -61,13 +76,13 @@ def calibrate_apart(runtime: str, precision: str, options: dict[str, Any], log: 
                 child.kill()
                 child.wait()
         if not result.exists():
-            raise MobileNetError(f"the calibration's own process ended (status {status}) without a result")
+            raise MobileNetError(f"{doing}: its own process ended (status {status}) without a result")
         outcome = pickle.loads(result.read_bytes())
     if outcome["error"] is None:
-        return outcome["calibration"]
+        return outcome["result"], outcome["shared"]
     kind, message = outcome["error"]
     if kind == "KeyboardInterrupt":
         raise KeyboardInterrupt
     if kind == "InputError":
         raise InputError(message)
-    raise MobileNetError(message if kind == "MobileNetError" else f"calibrating {runtime}: {message}")
+    raise MobileNetError(message if kind == "MobileNetError" else f"{doing}: {message}")

@@ -59,7 +59,7 @@ def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
 def share_one_pool(threads: int | None) -> bool:
     """Run every ONNX Runtime session this process makes from now on on one intra-op pool of
     ``threads`` threads (None: ONNX Runtime's default count), for a process that runs ONNX
-    Runtime at that one count only: the latency calibration's own process (``calibrate``).
+    Runtime at that one count only: the latency model's own process (``calibrate``, ``choose``).
 
     ONNX Runtime gives each session a pool of its own, and at as many threads as cores those pools
     slow each other: nine networks timed in turn in one process ran 1.0-224 at 2.7 ms in some

@@ -259,14 +259,14 @@ class Backend:
 
     @staticmethod
     def pools_of_their_own(threads: int | None) -> bool:
-        """Whether this runtime's probes at ``threads``, each with a thread pool of its own, would
-        slow each other: then the calibration runs in a process of its own that puts them all on
-        one pool (``share_one_pool``)."""
+        """Whether this runtime's sessions at ``threads``, each with a thread pool of its own,
+        would slow each other when dozens are timed in turn: then the calibration and ``choose``'s
+        timing run in a process of its own that puts them all on one pool (``share_one_pool``)."""
         return False
 
     @staticmethod
     def share_one_pool(threads: int | None) -> bool:
-        """Put every probe this process builds from now on on one thread pool of ``threads``;
+        """Put every session this process builds from now on on one thread pool of ``threads``;
         whether it could."""
         return False
 

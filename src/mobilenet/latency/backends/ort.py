@@ -39,7 +39,8 @@ class OnnxRuntimeBackend(Backend):
     def pools_of_their_own(threads: int | None) -> bool:
         """Every ONNX Runtime session has a pool of its own; at more than one thread, dozens of
         probes' pools slowed each other (docs/latency.md §0): the calibration's networks fitted
-        within 19-28% RMSPE at 2 threads on a 2-vCPU Zen 5, within 4-7% on one shared pool."""
+        within 19-28% RMSPE at 2 threads on a 2-vCPU Zen 5, within 4-7% on one shared pool, and
+        ``choose``'s candidates ran up to 2.3x their time on one pool."""
         return threads != 1
 
     @staticmethod
