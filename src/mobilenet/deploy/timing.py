@@ -11,7 +11,7 @@ candidates in a fresh random order.
   from whichever runtime runs next. Interleaved call by call, every call ran beside its
   neighbour's spin: measured at 1.0-224, batch 1, 2 threads, one call per slice gave PyTorch
   18.7 ms, ONNX Runtime 8.3 and OpenVINO 13.8; settled blocks gave 8.2, 4.4 and 4.4 ms.
-* **Why untimed calls first.** They absorb the previous block's spin-down (at least
+* **Why untimed calls first.** They absorb most of the previous block's spin-down (at least
   ``SETTLE_CALLS`` calls and ``SETTLE_S`` seconds) and wake this candidate's own pool, so the
   timed calls see only this runtime.
 * **Why rounds, in a random order.** Load from elsewhere comes in bursts; many short rounds spread a
@@ -36,7 +36,9 @@ import torch
 METHOD = "settled blocks in random order"
 BLOCK_S = 0.1  # timed part of one block
 SETTLE_CALLS = 3  # untimed calls opening every block...
-SETTLE_S = 0.02  # ...and at least this long, to outlast a neighbour's spinning pool
+# ...and at least this long. Not always past a neighbour's spin: ONNX Runtime's pool spins 35-40 ms
+# after its last call on a Zen 5, but settling 50 ms instead moved none of its figures (docs/latency.md §0).
+SETTLE_S = 0.02
 MIN_ESTIMATE_S = 1e-5  # a call is never assumed faster than this when sizing blocks
 
 
