@@ -20,6 +20,7 @@ from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
+from mobilenet.train.config import RESUME_OVERRIDES
 from mobilenet.train.runs import read_metrics
 from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
 from test_allocator import assert_faulted_before_and_not_after, page_faults_around
@@ -98,6 +99,25 @@ def test_a_cpu_run_keeps_freed_memory_so_buffers_are_not_faulted_in_again(tmp_pa
     """, str(tmp_path))
     assert_faulted_before_and_not_after(faults)
     assert "freed memory kept in the process (glibc)" in stderr
+
+
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
+def test_a_cpu_run_told_memory_default_leaves_the_allocator_alone(tmp_path):
+    """For a process that must not keep its peak (a server that trains now and then): after a run
+    with ``memory="default"`` the 64 MiB buffer is faulted in again as before it, and the run's
+    line does not claim to keep freed memory. ``--memory`` is the flag, and a resume may change it."""
+    faults, stderr = page_faults_around("""
+        from test_train import fashion_mnist_root, tiny_config
+        from mobilenet.train import train
+
+        tmp = Path(sys.argv[1])
+        train(tiny_config(tmp, fashion_mnist_root(tmp), epochs=1, compile=False, memory="default"))
+    """, str(tmp_path))
+    assert faults["before"] >= 20 and faults["after"] * 2 >= faults["before"], faults
+    assert "train: " in stderr and "freed memory kept" not in stderr
+    with pytest.raises(InputError, match="memory must be one of keep, default, got 'forever'"):
+        TrainConfig(memory="forever")
+    assert "memory" in RESUME_OVERRIDES
 
 
 def test_bench_train_measures_the_steps(capsys, tmp_path):

@@ -22,6 +22,9 @@ from __future__ import annotations
 import ctypes
 import platform
 
+# What ``optimize(memory=)`` and training's ``memory`` setting take: glibc asked to keep freed
+# memory (``keep_freed_memory``), or left to its own settings.
+MEMORY_POLICIES = ("keep", "default")
 # No buffer gets its own mmap, and the heap is never trimmed (16 GiB: more than a run frees at once).
 GLIBC_TUNABLES_KEEP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # from <malloc.h>

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from mobilenet import onednn_graph
-from mobilenet.allocator import keep_freed_memory
+from mobilenet.allocator import MEMORY_POLICIES, keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
@@ -254,8 +254,8 @@ def optimize(
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS} (or None: the best that works), got {backend!r} "
                          f"(${BACKEND_ENV} may name one too)")
-    if memory not in ("keep", "default"):
-        raise InputError(f"memory must be 'keep' or 'default', got {memory!r}")
+    if memory not in MEMORY_POLICIES:
+        raise InputError(f"memory must be one of {', '.join(MEMORY_POLICIES)}, got {memory!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mobilenet.allocator import MEMORY_POLICIES
 from mobilenet.cli.common import FLAGS, add_model_arguments, given_model_settings
 from mobilenet.errors import InputError
 from mobilenet.files import refuse_overwrite
@@ -104,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(e, "--compile", action=argparse.BooleanOptionalAction,
            help="torch.compile the training step (default: on runs long enough to pay the compile back, "
            "where a C++ compiler or Triton is found; --no-compile for eager)")
+    option(e, "--memory", choices=MEMORY_POLICIES,
+           help="on a CPU, keep: glibc keeps freed memory for the rest of the run (faster steps; the resident "
+           f"size keeps its peak); default: glibc's own settings ({DEFAULTS.memory})")
     option(e, "--sync-bn", action="store_true", help="SyncBatchNorm under DDP (GPUs only)")
     option(e, "--device", help=f"auto, cpu, cuda ({DEFAULTS.device})")
     option(e, "--threads", type=int, help="torch intra-op threads per process")
@@ -112,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(e, "--output", help="run directory (default runs/<model>-<data>-<time>)")
     option(e, "--resume", metavar="RUN_DIR",
            help="continue RUN_DIR from its last.pt (mid-epoch too), under any number of processes; "
-           "only --epochs, --micro-batch, --workers, --device, --compile and progress flags may change")
+           "only --epochs, --micro-batch, --workers, --device, --compile, --memory and progress flags may change")
     option(e, "--no-progress", action="store_false", dest="progress", help="no progress bar")
     option(e, "--log-every", type=int, help=f"progress bar update, in steps ({DEFAULTS.log_every})")
     p.set_defaults(func=run_train, flag_names=flags)

@@ -22,6 +22,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from mobilenet.allocator import MEMORY_POLICIES
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
@@ -84,6 +85,7 @@ RANGES: dict[str, Range] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "bad_files": BAD_FILE_POLICIES,
+    "memory": MEMORY_POLICIES,
 }
 
 
@@ -101,7 +103,7 @@ class SettingError(InputError):
 # What a resumed run may change: settings that do not change the optimisation. (``micro_batch``
 # changes what BatchNorm sees, and may have to when the recorded one does not fit the processes.)
 # (``compile`` changes only how the same step is computed; a resume that changes it says so.)
-RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch", "compile")
+RESUME_OVERRIDES = ("epochs", "num_workers", "progress", "log_every", "device", "micro_batch", "compile", "memory")
 
 
 @dataclass
@@ -149,6 +151,9 @@ class TrainConfig:
     amp: str = "auto"  # autocast: none, bf16, fp16 (CUDA, with a gradient scaler), or auto (bf16 where native)
     channels_last: bool = True
     compile: bool | None = None  # torch.compile the step (model, loss, backward); None: auto
+    # On a CPU under glibc, "keep" asks it to keep freed memory for the rest of the process (faster
+    # steps, a resident size that keeps its peak; mobilenet.allocator); "default" leaves it alone.
+    memory: str = "keep"
     sync_bn: bool = False  # SyncBatchNorm under DDP (GPU only: PyTorch's SyncBatchNorm needs CUDA)
     device: str = "auto"
     # torch intra-op threads. The number of threads changes how sums are split, so the count a run

@@ -90,7 +90,7 @@ def plan_execution(config: TrainConfig, device: torch.device, total_steps: int, 
     amp, amp_why = autocast_choice(config.amp, device, cpu)
     compile_, compile_why = compile_choice(config.compile, device, total_steps)
     return ExecutionPlan(device, amp, amp_why, config.channels_last, compile_, compile_why,
-                         keeps_freed_memory=device.type == "cpu" and glibc_malloc())
+                         keeps_freed_memory=device.type == "cpu" and config.memory == "keep" and glibc_malloc())
 
 
 def compile_choice(setting: bool | None, device: torch.device, total_steps: int) -> tuple[bool, str]:
