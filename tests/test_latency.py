@@ -1500,6 +1500,8 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
     with pytest.raises(MobileNetError, match="calibrating onnxruntime: ValueError"):
         own_process.call_apart("calibrate", {**request, "budget_s": "soon"}, runtime="onnxruntime", threads=2,
                                doing="calibrating onnxruntime", log=print)
+    with pytest.raises(MobileNetError, match="no 'bench' to run here; one of calibrate, choose"):
+        own_process.call_apart("bench", {}, runtime="onnxruntime", threads=2, doing="benching", log=print)
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(MobileNetError, match="ended \\(status 1\\) without a result"):
         own_process.call_apart("calibrate", request, runtime="onnxruntime", threads=2, doing="calibrating", log=print)

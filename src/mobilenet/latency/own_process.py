@@ -28,12 +28,6 @@ MARK = "\x1f"  # opens each of the child's progress lines on its stderr; other l
 # set there would not be the one the library reads.)
 CHILD_ENV = "MOBILENET_ONE_POOL_PROCESS"
 CHILD = "mobilenet.latency.own_process_main"  # the child's module, run with ``python -m``
-# What a child may be asked to run: ``module:function``, each taking ``log=`` and returning
-# something that pickles.
-FUNCTIONS = {
-    "calibrate": "mobilenet.latency.calibrate:calibrate",
-    "choose": "mobilenet.latency:choose",
-}
 
 
 def in_own_process() -> bool:
@@ -45,12 +39,11 @@ def call_apart(
     function: str, kwargs: dict[str, Any], *, runtime: str, threads: int | None, doing: str,
     log: Callable[[str], None],
 ) -> tuple[Any, bool]:
-    """``FUNCTIONS[function](**kwargs, log=...)`` in a process of its own whose ``runtime``
+    """``function(**kwargs, log=...)`` (one the child's ``FUNCTIONS`` names: "calibrate" or
+    "choose") in a process of its own whose ``runtime``
     sessions share one pool of ``threads``: (its result, whether the pool could be shared), or its
     error raised here (an ``InputError`` or ``MobileNetError`` as such, anything else as a
     ``MobileNetError`` that starts with ``doing``, e.g. "calibrating onnxruntime")."""
-    if function not in FUNCTIONS:
-        raise ValueError(f"no function {function!r} to run apart; one of {', '.join(FUNCTIONS)}")
     with tempfile.TemporaryDirectory(prefix="mobilenet-own-process-") as tmp:
         result = Path(tmp) / "result.pickle"
         request = pickle.dumps({"function": function, "kwargs": kwargs, "runtime": runtime, "threads": threads,

@@ -4,15 +4,21 @@ on stdin, progress lines on stderr, the outcome pickled into the request's file.
 
 from __future__ import annotations
 
-import importlib
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mobilenet.errors import InputError, MobileNetError
+from mobilenet.latency import choose
 from mobilenet.latency.backends import BACKENDS
-from mobilenet.latency.own_process import FUNCTIONS, MARK, in_own_process
+from mobilenet.latency.calibrate import calibrate
+from mobilenet.latency.own_process import MARK, in_own_process
+
+# What a caller may ask this process to run (``own_process.call_apart``'s ``function``): each takes
+# ``log=`` and returns something that pickles.
+FUNCTIONS: dict[str, Callable[..., Any]] = {"calibrate": calibrate, "choose": choose}
 
 
 def main() -> None:
@@ -25,13 +31,13 @@ def main() -> None:
         def log(line: str) -> None:
             print(MARK + line, file=sys.stderr, flush=True)
 
+        if request["function"] not in FUNCTIONS:
+            raise MobileNetError(f"no {request['function']!r} to run here; one of {', '.join(FUNCTIONS)}")
         runtime, threads = request["runtime"], request["threads"]
         outcome["shared"] = BACKENDS[runtime].share_one_pool(threads)
         if not outcome["shared"]:
             log(f"latency: {runtime} offers no thread pool to share here: each session keeps its own")
-        module, name = FUNCTIONS[request["function"]].split(":")
-        function = getattr(importlib.import_module(module), name)
-        outcome["result"] = function(**request["kwargs"], log=log)
+        outcome["result"] = FUNCTIONS[request["function"]](**request["kwargs"], log=log)
     except BaseException as err:  # noqa: BLE001 (every outcome goes back to the caller, which raises it)
         kind = ("KeyboardInterrupt" if isinstance(err, KeyboardInterrupt) else "InputError"
                 if isinstance(err, InputError) else "MobileNetError" if isinstance(err, MobileNetError) else "other")
