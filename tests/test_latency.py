@@ -1524,6 +1524,9 @@ def test_choose_times_onnx_runtime_above_one_thread_in_a_process_of_its_own(
     with pytest.raises(InputError, match=r"nothing fits 0\.001 ms: measured here"):
         choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
                calibration=fixed_calibration(threads=2), log=lines.append)
+    with pytest.raises(InputError, match=r"cannot be sent there .*; give plain data, or threads=1"):
+        choose(1000.0, "onnxruntime", threads=2, registry={"mine": SimpleNamespace(made=lambda: None)},
+               calibration=fixed_calibration(threads=2), log=lines.append)
 
 
 def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:

@@ -40,14 +40,18 @@ def call_apart(
     log: Callable[[str], None],
 ) -> tuple[Any, bool]:
     """``function(**kwargs, log=...)`` (one the child's ``FUNCTIONS`` names: "calibrate" or
-    "choose") in a process of its own whose ``runtime``
-    sessions share one pool of ``threads``: (its result, whether the pool could be shared), or its
-    error raised here (an ``InputError`` or ``MobileNetError`` as such, anything else as a
-    ``MobileNetError`` that starts with ``doing``, e.g. "calibrating onnxruntime")."""
+    "choose") in a process of its own whose ``runtime`` sessions share one pool of ``threads``:
+    (its result, whether the pool could be shared), or its error raised here (an ``InputError``
+    or ``MobileNetError`` as such, anything else as a ``MobileNetError`` that starts with
+    ``doing``, e.g. "calibrating onnxruntime"). ``kwargs`` that do not pickle: an ``InputError``."""
     with tempfile.TemporaryDirectory(prefix="mobilenet-own-process-") as tmp:
         result = Path(tmp) / "result.pickle"
-        request = pickle.dumps({"function": function, "kwargs": kwargs, "runtime": runtime, "threads": threads,
-                                "result": str(result)})
+        try:
+            request = pickle.dumps({"function": function, "kwargs": kwargs, "runtime": runtime, "threads": threads,
+                                    "result": str(result)})
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            raise InputError(f"{doing} runs in a process of its own ({runtime} above one thread), and what it was "
+                             f"given cannot be sent there ({err}); give plain data, or threads=1") from None
         child = subprocess.Popen([sys.executable, "-m", CHILD],
                                  stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {CHILD_ENV: "1"})
         try:
