@@ -97,7 +97,7 @@ def test_emulated_bf16_runs_only_when_asked_and_says_so(model, images):
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"backend": "xla"}, "backend must be one of"),
         ({"device": "tpu"}, "device must be cpu, cuda or cuda:N"),
-        ({"memory": "trim"}, "memory must be 'keep' or 'default'"),
+        ({"memory": "trim"}, "memory must be one of keep, default, got 'trim'"),
     ],
 )
 def test_bad_arguments_are_one_clear_line(model, kwargs, message):
