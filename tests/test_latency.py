@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -1502,6 +1503,14 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
                                doing="calibrating onnxruntime", log=print)
     with pytest.raises(MobileNetError, match="no 'bench' to run here; one of calibrate, choose"):
         own_process.call_apart("bench", {}, runtime="onnxruntime", threads=2, doing="benching", log=print)
+    # What the child prints on stdout (itself, or a library in it) would land in the caller's own
+    # output, such as `mobilenet choose --json`: it goes to stderr, which the caller passes on.
+    printed = "from mobilenet.latency.own_process_main import main; main(); print('printed')"
+    request = pickle.dumps({"function": "bench", "kwargs": {}, "runtime": "onnxruntime", "threads": 2,
+                            "result": str(tmp_path / "outcome.pickle")})
+    child = subprocess.run([sys.executable, "-c", printed], input=request, capture_output=True, timeout=120,
+                           env=os.environ | {own_process.CHILD_ENV: "1"}, check=True)
+    assert child.stdout == b"" and b"printed" in child.stderr
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(MobileNetError, match="ended \\(status 1\\) without a result"):
         own_process.call_apart("calibrate", request, runtime="onnxruntime", threads=2, doing="calibrating", log=print)

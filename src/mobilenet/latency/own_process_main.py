@@ -4,6 +4,7 @@ on stdin, progress lines on stderr, the outcome pickled into the request's file.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from collections.abc import Callable
@@ -24,6 +25,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {"calibrate": calibrate, "choose": ch
 def main() -> None:
     """The child: a pickled request on stdin, progress on stderr, the outcome in the request's file."""
     request = pickle.loads(sys.stdin.buffer.read())
+    # The caller's stdout may carry its own output (``mobilenet choose --json``): whatever this
+    # process or a library in it prints there goes to stderr instead, which the caller passes on.
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     outcome: dict[str, Any] = {"result": None, "shared": False, "error": None}
     try:
         if not in_own_process():
