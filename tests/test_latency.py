@@ -39,6 +39,7 @@ from mobilenet.latency.ranking import (
 )
 from mobilenet.weights.fetch import CACHE_ENV
 from test_allocator import assert_faulted_before_and_not_after, only_glibc, page_faults_around
+from test_deploy_runtime import ZEN3
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -1475,6 +1476,15 @@ def test_choose_times_each_architecture_as_long_as_asked(monkeypatch: pytest.Mon
         choose(predicted_ms(0.75, 192), "onnxruntime", threads=1, registry=SYNTHETIC_REGISTRY,
                calibration=fixed_calibration(threads=1), log=lambda line: None, **extra)
     assert asked == [latency.MEASURE_SECONDS, 2.5]
+
+
+def test_choose_on_given_constants_is_not_judged_by_this_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constants from another machine (``calibration=``) rank its models here without timing
+    anything: a CPU without native bf16 does not refuse a bf16 calibration it only reads."""
+    monkeypatch.setattr("mobilenet.deploy.runtimes.pytorch.cpu_info", lambda: ZEN3)
+    choice = choose(1000.0, "torch", "bf16", measure_best=0, registry=SYNTHETIC_REGISTRY,
+                    calibration=fixed_calibration("torch", "bf16"))
+    assert choice.chosen.top1 == max(c.top1 for c in choice.candidates)
 
 
 def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(

@@ -117,7 +117,7 @@ def choose(
     ``calibration`` must then pickle."""
     from mobilenet.latency import own_process  # noqa: PLC0415 - the parts below need torch
     from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-    from mobilenet.latency.calibrate import check_request, log_to_stderr  # noqa: PLC0415
+    from mobilenet.latency.calibrate import log_to_stderr  # noqa: PLC0415
     from mobilenet.latency.ranking import (  # noqa: PLC0415
         Choice,
         candidates,
@@ -130,8 +130,9 @@ def choose(
 
     budget_ms = check_budget(budget_ms)
     seconds = check_measure_seconds(measure_seconds)
-    check_request(runtime, precision, batch_size, threads)
-    if measure_best and BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
+    # (Not check_request: given constants, as from another machine, are judged where they are used.)
+    if measure_best and runtime in BACKENDS and BACKENDS[runtime].pools_of_their_own(threads) \
+            and not own_process.in_own_process():
         (log or log_to_stderr)(f"latency: choosing in a process of its own, {runtime}'s candidates on one thread pool")
         chosen, _ = own_process.call_apart("choose", {
             "budget_ms": budget_ms, "runtime": runtime, "precision": precision, "batch_size": batch_size,
