@@ -7,11 +7,10 @@ prediction:
 
 * whole network: the fraction within ±10% of the measured median, RMSPE, Spearman's rank
   correlation;
-* layer types: predicted against measured time shares (ONNX Runtime's from its profiler,
-  OpenVINO's from its performance counters, ExecuTorch's from XNNPACK's operator timings and
-  PyTorch's from oneDNN Graph's, where it runs that, read as the calibration reads them;
-  elsewhere as ``mobilenet bench`` shows them; fp32), the
-  largest difference in percentage points;
+* layer types: predicted against measured time shares (each network profiled as ``mobilenet
+  bench`` profiles it: ONNX Runtime's profiler, OpenVINO's performance counters, XNNPACK's
+  operator timings in ExecuTorch, PyTorch's oneDNN Graph or compiled program; read as the
+  calibration reads a profile; fp32), the largest difference in percentage points;
 * layers: the fraction of conv layers within ±25% (the same profiles, fp32: their split of the
   network's interleaved time, so that the drift while profiling does not count).
 
@@ -36,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
@@ -154,82 +153,49 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
 
 def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
                  measured_ms: float, fractions: Sequence[float] | None) -> dict[str, Any]:
-    """Per-type share error and per-layer error. ONNX Runtime's layers are its profiler's, split
-    as the calibration splits them (``ort_layer_ms``), and so are OpenVINO's, ExecuTorch's and
-    PyTorch's where their backends profile networks (``profiled_layer_ms``); elsewhere the shares are those
-    ``mobilenet bench`` shows. (Until 2026-12-05 OpenVINO's were bench's, which leaves the
-    runtime's reorders out where the calibration gives each to the conv it feeds: the stem's
-    share, with the input's reorder, was predicted at 10-17% where bench showed 5-10%.)"""
+    """Per-type share error and per-layer error, from each layer's share of the profiled time
+    (``layer_fractions``) scaled to the network's interleaved median less the call, as the
+    calibration scales its own profiles (the profile runs apart, in whatever spell the guest is
+    in by then, docs/latency.md §0, and profiling slows every node). (Until 2026-12-05 OpenVINO's
+    shares were read with its reorders left out, where the calibration gives each to the conv it
+    feeds: the stem's share, with the input's reorder, was predicted at 10-17% where they showed
+    5-10%. Since 2026-12-06 ``mobilenet bench`` reads every profile as the calibration does, and
+    this benchmark takes its profiles from there.)"""
     out: dict[str, Any] = {}
+    if fractions is None:
+        return out
     layers_ms = measured_ms - prediction.call_ms
-    if fractions is not None:  # (each layer's share of the profiled time, ``layer_fractions``)
-        layer_ms = [f * layers_ms / sum(fractions) for f in fractions]
-        per_type: dict[str, float] = {}
-        for layer, ms in zip(prediction.layers, layer_ms, strict=True):
-            per_type[layer_type(layer.kernel)] = per_type.get(layer_type(layer.kernel), 0.0) + ms
-        shares = {kind: ms / sum(layer_ms) for kind, ms in per_type.items()}
-        errors = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms) if x.kind in CONV_KINDS]
-        out["conv_layers_within_25"] = float(np.mean(np.abs(errors) <= 0.25))
-        out["layer_errors"] = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms)]
-    else:
-        shares = measured_shares(model, setting, seconds)
-    if shares:
-        predicted = prediction.shares()
-        out["share_error_pp"] = max(abs(predicted.get(k, 0.0) - v) for k, v in shares.items()) * 100
-        out["measured_shares"], out["predicted_shares"] = shares, predicted
+    layer_ms = [f * layers_ms / sum(fractions) for f in fractions]
+    per_type: dict[str, float] = {}
+    for layer, ms in zip(prediction.layers, layer_ms, strict=True):
+        per_type[layer_type(layer.kernel)] = per_type.get(layer_type(layer.kernel), 0.0) + ms
+    shares = {kind: ms / sum(layer_ms) for kind, ms in per_type.items()}
+    errors = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms) if x.kind in CONV_KINDS]
+    out["conv_layers_within_25"] = float(np.mean(np.abs(errors) <= 0.25))
+    out["layer_errors"] = [x.predicted_ms / ms - 1 for x, ms in zip(prediction.layers, layer_ms)]
+    predicted = prediction.shares()
+    out["share_error_pp"] = max(abs(predicted.get(k, 0.0) - v) for k, v in shares.items()) * 100
+    out["measured_shares"], out["predicted_shares"] = shares, predicted
     return out
 
 
-def measured_shares(model: Any, setting: Setting, seconds: float) -> dict[str, float]:
-    """Measured time shares by layer type (stem told apart), the runtime's own reorders left out."""
-    from mobilenet.deploy.bench import BenchOptions, layer_shares  # noqa: PLC0415
-
-    if setting.runtime not in ("torch", "openvino"):
-        return {}
-    options = BenchOptions(runtimes=(setting.runtime,), batch_sizes=(1,), threads=setting.threads, seconds=seconds,
-                           peers=False, compare_conv=False, memory=False)
-    rows = [r for r in layer_shares(model, options, lambda line: None) if r["kind"] != "other"]
-    total = sum(r["time_share"] for r in rows) or 1.0
-    return {("stem" if r["kind"] == "conv" else r["kind"]): r["time_share"] / total for r in rows}
-
-
 def layer_fractions(model: Any, setting: Setting, seconds: float) -> list[float] | None:
-    """Each layer's share of the network's time by one profile, read as the calibration reads
-    it (``ort_layer_ms``, ``profiled_layer_ms``); None where the runtime has no such profile."""
-    if setting.runtime == "onnxruntime":
-        return ort_layer_ms(model, setting, seconds, 1.0)
-    if setting.runtime in ("torch", "openvino", "executorch"):
-        return profiled_layer_ms(model, setting, seconds, 1.0)
-    return None
+    """Each layer's share of the network's time by one profile of the network as ``mobilenet
+    bench`` runs and profiles it (``deploy.bench.network_layer_seconds``: ONNX Runtime's
+    profiler, OpenVINO's performance counters, XNNPACK's operator timings in ExecuTorch,
+    PyTorch's oneDNN Graph or compiled program, or eager hooks where its cell is TorchScript),
+    read as the calibration reads a profile; None where the runtime has no profiler here
+    (LiteRT) or the profile does not split into the network's layers."""
+    from mobilenet.deploy.bench import network_layer_seconds  # noqa: PLC0415
+    from mobilenet.deploy.bench.layers import PROFILED  # noqa: PLC0415
 
-
-def ort_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float]:
-    """Each layer's milliseconds in ONNX Runtime, running the network's own ONNX file: its
-    profiler's split, by the calibration's own reading of the nodes (a pad or a reorder into the
-    blocked layout is the conv's it feeds, ``ort_layer_seconds``), of ``layers_ms``, the
-    network's interleaved median less the call. Scaled, as the calibration scales it, because
-    the profile runs apart, in whatever spell the guest is in by then (docs/latency.md §0), and
-    profiling slows every node."""
-    from mobilenet.deploy.formats.onnx import export_onnx  # noqa: PLC0415
-    from mobilenet.latency.backends import OnnxRuntimeBackend  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="mobilenet-layers-") as tmp:
-        data = export_onnx(model, Path(tmp) / "m.onnx").read_bytes()
-    profiled = OnnxRuntimeBackend(setting.precision, setting.threads).layer_seconds(
-        data, torch.rand(1, 3, *model.arch_cfg.resolution), seconds)
-    return [s * layers_ms / sum(profiled) for s in profiled]
-
-
-def profiled_layer_ms(model: Any, setting: Setting, seconds: float, layers_ms: float) -> list[float] | None:
-    """Each layer's milliseconds where the runtime's latency backend profiles whole networks
-    (OpenVINO's performance counters, XNNPACK's operator timings in ExecuTorch; PyTorch where its
-    probes are oneDNN Graph's programs), built and profiled as the calibration builds and profiles
-    its own (``versus.profiled_layer_seconds``, which ``bench --predict`` shows too), scaled to
-    ``layers_ms`` as ``ort_layer_ms``; None where the backend does not profile."""
-    from mobilenet.latency.versus import profiled_layer_seconds  # noqa: PLC0415
-
-    profiled = profiled_layer_seconds(model, setting.runtime, setting.threads, seconds)
-    return None if profiled is None else [s * layers_ms / sum(profiled) for s in profiled]
+    if setting.runtime not in PROFILED:
+        return None
+    x = torch.rand(1, 3, *model.arch_cfg.resolution)
+    profiled = network_layer_seconds(model, setting.runtime, x, setting.threads, seconds)
+    if len(profiled) != len(arch.layers(model.arch_cfg)) or sum(profiled) <= 0:
+        return None
+    return [s / sum(profiled) for s in profiled]
 
 
 def summarize(rows: list[dict[str, Any]], seen: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:

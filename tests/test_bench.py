@@ -163,7 +163,7 @@ def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
 @pytest.mark.slow
 def test_layer_shares_cover_every_layer_type(tiny_model):
     runtimes = ("torch", *(r for r in ("onnxruntime", "openvino", "executorch") if available(r)))
-    rows = bench.layer_shares(tiny_model, quick_options(*runtimes), print)
+    rows = bench.layer_shares(tiny_model.arch_cfg, bench.layer_profiles(tiny_model, quick_options(*runtimes), print))
     for runtime in runtimes:
         shares = {row["kind"]: row for row in rows if row["runtime"] == runtime}
         assert {"conv", "depthwise", "pointwise", "pool", "fc"} <= set(shares)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_deploy_runtime import ZEN3
 from mobilenet import cost, latency
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
@@ -39,7 +40,6 @@ from mobilenet.latency.ranking import (
 )
 from mobilenet.weights.fetch import CACHE_ENV
 from test_allocator import assert_faulted_before_and_not_after, only_glibc, page_faults_around
-from test_deploy_runtime import ZEN3
 
 
 def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_rounds() -> None:
@@ -668,16 +668,6 @@ def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:
     assert fitted.rmspe_after <= fitted.rmspe_before  # never worse than the rooflines alone
 
 
-def test_onnx_runtime_profile_nodes_are_given_to_the_layers_they_belong_to() -> None:
-    """A pad or a reorder into the blocked layout is the next conv's; a reorder out of it the
-    previous one's; the pool and the classifier are the last two layers."""
-    from mobilenet.latency.backends import ort_layer_seconds
-
-    nodes = [("ReorderInput", 1.0), ("Conv", 10.0), ("Pad", 2.0), ("FusedConv", 20.0), ("ReorderOutput", 3.0),
-             ("Conv", 30.0), ("GlobalAveragePool", 4.0), ("Flatten", 0.5), ("Gemm", 5.0)]
-    assert ort_layer_seconds(nodes) == [11.0, 25.0, 30.0, 4.5, 5.0]
-
-
 def test_a_kernel_left_unmeasured_borrows_from_the_most_similar_one() -> None:
     timed = [Timed(p, s, 1e-4) for p in default_plan() if p.kernel in ("call", "pointwise") for s in p.sizes]
     fitted = fit("onnxruntime", "fp32", 1, None, timed)
@@ -1049,58 +1039,6 @@ def test_a_runtime_profiles_a_network_layer_by_layer(
     assert all(seconds >= 0 for seconds in layers) and all(seconds > 0 for seconds in layers[:10])
 
 
-def test_executorch_profile_operators_are_given_to_their_layers() -> None:
-    """XNNPACK's operators as an int8 network's ETDump names them: the stem's transposes, pad and
-    conversion are the stem's, a strided conv's pad with its conversions that conv's, a pointwise
-    conv's fully connected GEMM a conv layer, the one after the pool the classifier, and
-    ExecuTorch's own copy (the flatten) the pool's; the events spanning others count for nothing,
-    and each XNNPACK operator gets back the half microsecond its whole-microsecond count cuts."""
-    from mobilenet.deploy.runtimes.executorch import XNNPACK_TICK_S, run_operators
-    from mobilenet.latency.backends.base import chain_layer_seconds
-    from mobilenet.latency.backends.executorch import ET_OPS
-
-    def event(name: str | None, microseconds: float, xnnpack: str | None = None) -> SimpleNamespace:
-        timed = SimpleNamespace(name=name, delegate_debug_id_str=xnnpack, start_time=0,
-                                end_time=int(microseconds * 1000))
-        return SimpleNamespace(profile_event=timed)
-
-    operators = [("Transpose (ND, X32) #1", 1), ("Constant Pad (ND, X32) #1", 2), ("Convert (NC) #1", 4),
-                 ("Convolution (NHWC, QC8) IGEMM #1", 10), ("Convolution (NHWC, QC8) DWConv #1", 20),
-                 ("Fully Connected (NC, QS8, QC8W) GEMM #1", 30), ("Convert (NC) #2", 1),
-                 ("Constant Pad (ND, X32) #2", 2), ("Convert (NC) #3", 4), ("Convolution (NHWC, QC8) DWConv #2", 40),
-                 ("Mean (ND) Reduce2 #1", 5)]
-    run = SimpleNamespace(events=[
-        *(event(None, us, name) for name, us in operators), event("DELEGATE_CALL", 130.0),
-        SimpleNamespace(profile_event=None), event("native_call_as_strided_copy.out", 0.5),
-        event(None, 0, "Static Reshape (NC) #1"), event(None, 6, "Fully Connected (NC, QS8, QC8W) GEMM #2"),
-        event("DELEGATE_CALL", 6.0), event("Method::execute", 140.0)])
-    half = XNNPACK_TICK_S / 2 * 1e6  # (in microseconds, as the layers below)
-    layers = [seconds * 1e6 for seconds in chain_layer_seconds(run_operators(run), ET_OPS)]
-    assert layers == pytest.approx([17 + 4 * half, 20 + half, 30 + half, 47 + 4 * half, 5.5 + 2 * half, 6 + half])
-
-
-def test_an_openvino_layer_faster_than_its_counters_resolution_still_counts() -> None:
-    """OpenVINO reports a conv that ran in under a microsecond as NOT_RUN (seen on a Zen 5 in one
-    run of four of 0.25-96); a fused-away node has no kernel and stays out, as do reorders not run."""
-    from mobilenet.latency.backends.ov import ran
-
-    assert ran("NOT_RUN", "GroupConvolution", "jit_avx512_dw_f32")
-    assert ran("EXECUTED", "Reorder", "reorder_f32")
-    assert not ran("NOT_RUN", "Clamp", "undef") and not ran("NOT_RUN", "Convolution", "undef")
-    assert not ran("NOT_RUN", "Reorder", "reorder_f32")
-
-
-def test_chain_layer_seconds_gives_openvino_nodes_to_their_layers() -> None:
-    """A reorder (or bf16 conversion) before a conv is that conv's; one after the pool is the
-    classifier's; one left at the end is the last layer's."""
-    from mobilenet.latency.backends.base import chain_layer_seconds
-    from mobilenet.latency.backends.ov import OV_OPS
-
-    nodes = [("Reorder", 1.0), ("Convolution", 10.0), ("GroupConvolution", 20.0), ("Convolution", 30.0),
-             ("ReduceMean", 4.0), ("Reorder", 0.5), ("FullyConnected", 5.0), ("Reorder", 0.25)]
-    assert chain_layer_seconds(nodes, OV_OPS) == [11.0, 20.0, 30.0, 4.0, 5.75]
-
-
 def test_an_onnx_runtime_int8_probe_has_its_pads_folded_into_its_convs_as_the_writers_files() -> None:
     """A stride-2 depthwise conv pads as TF does ('SAME': one row and column more at the end),
     which TorchScript's exporter computes in ops of their own. Quantized as exported, the pad
@@ -1194,10 +1132,10 @@ def test_bench_predict_puts_each_prediction_beside_its_measurement(monkeypatch: 
 
 
 def test_bench_predict_puts_each_layers_prediction_beside_its_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Per layer, ONNX Runtime's real profile (read as its calibration reads it) scaled to the
-    measured call less the predicted call overhead, beside the prediction; without a batch-1
-    fp32 cell to scale it to, the shares."""
-    from mobilenet.deploy.bench import BenchReport, Cell, format_report
+    """Per layer, ONNX Runtime's real profile (bench's, read as its calibration reads it) scaled
+    to the measured call less the predicted call overhead, beside the prediction; without a
+    batch-1 fp32 cell to scale it to, the shares."""
+    from mobilenet.deploy.bench import BenchReport, Cell, format_report, network_layer_seconds
     from mobilenet.latency import versus
     from mobilenet.model import MobileNetV1
 
@@ -1208,7 +1146,8 @@ def test_bench_predict_puts_each_layers_prediction_beside_its_profile(monkeypatc
     median = 2.0
     cells = [Cell("onnxruntime fp32", "onnxruntime", "fp32", 1, median_ms=median),  # type: ignore[attr-defined]
              Cell("onnxruntime fp32", "onnxruntime", "fp32", 8, median_ms=9.0)]  # type: ignore[attr-defined]
-    rows = versus.predicted_layers(model, cells, ["onnxruntime"], 1, 0.3, print)
+    profiles = {"onnxruntime": network_layer_seconds(model, "onnxruntime", torch.rand(1, 3, 96, 96), 1, 0.3)}
+    rows = versus.predicted_layers(cfg, cells, profiles, 1, print)
     assert [r["layer"] for r in rows] == [x.name for x in expected.layers]
     assert [r["predicted_ms"] for r in rows] == [x.predicted_ms for x in expected.layers]
     assert all(r["measured_ms"] > 0 for r in rows), "every layer of the chain got a share of the profile"
@@ -1222,13 +1161,13 @@ def test_bench_predict_puts_each_layers_prediction_beside_its_profile(monkeypatc
     line = next(x for x in format_report(report).splitlines() if x.startswith("blocks.0.dw "))
     assert line.split() == ["blocks.0.dw", f"{rows[1]['measured_ms']:.4f}", f"{rows[1]['predicted_ms']:.4f}",
                             f"{rows[1]['error']:+.0%}"]
-    unscaled = versus.predicted_layers(model, cells[1:], ["onnxruntime"], 1, 0.3, print)
+    unscaled = versus.predicted_layers(cfg, cells[1:], profiles, 1, print)
     assert all(r["measured_ms"] is None and r["error"] is None for r in unscaled)
     assert sum(r["measured_share"] for r in unscaled) == pytest.approx(1.0)
     assert sum(r["predicted_share"] for r in unscaled) == pytest.approx(1.0)
     # A profile that does not split into the network's layers is left out, as the calibration leaves it.
-    monkeypatch.setattr(versus, "profiled_layer_seconds", lambda *args: [1e-3] * (len(expected.layers) - 1))
-    assert versus.predicted_layers(model, cells, ["onnxruntime"], 1, 0.3, print) == []
+    short = {"onnxruntime": [1e-3] * (len(expected.layers) - 1)}
+    assert versus.predicted_layers(cfg, cells, short, 1, print) == []
 
 
 def test_bench_predict_leaves_out_the_conversion_that_bench_does_not_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -239,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.predict:
             from mobilenet.latency import versus
 
-            annotate = versus.annotate(model, options.threads, options.seconds, log)
+            annotate = versus.annotate(model.arch_cfg, options.threads, log)
         report = bench.bench(model, options, plot_to=args.plot, save_to=args.save, log=log, annotate=annotate)
     print(report.to_json() if args.json else bench.format_report(report))
     return 0

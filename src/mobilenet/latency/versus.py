@@ -1,6 +1,6 @@
 """Predicted beside measured, for ``mobilenet bench --predict``: each measured network cell with its
 predicted time and the whole-network error, each measured layer-type share with the predicted
-one, and each layer's profiled time with its predicted time. Opt-in in bench, since a first
+one, and each layer's profiled time (bench's own profile) with its predicted time. Opt-in in bench, since a first
 calibration takes up to a minute per runtime and precision.
 """
 
@@ -60,46 +60,28 @@ def with_predicted_shares(
     return [row | {"predicted_share": (shares[row["runtime"]] or {}).get(row["kind"])} for row in share_rows]
 
 
-def profiled_layer_seconds(model: Any, runtime: str, threads: int | None, seconds: float) -> list[float] | None:
-    """Each layer's seconds in one profile of ``model`` at batch 1, fp32, in the order of
-    ``arch.layers``: built and profiled as the calibration builds and profiles its own networks
-    (the runtime's latency backend), its nodes given to layers by the calibration's reading (a
-    reorder or pad before a conv is that conv's). None where the backend profiles no networks
-    here (LiteRT; PyTorch where its probes are not oneDNN Graph's programs)."""
-    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-    from mobilenet.prepare import fixed_padding_copy, folded_copy  # noqa: PLC0415
-
-    backend = BACKENDS[runtime]("fp32", threads)
-    shape = (1, 3, *model.arch_cfg.resolution)
-    prepared = fixed_padding_copy(model) if backend.fixed_pads else folded_copy(model)
-    cell = backend.load(prepared, shape)(shape)
-    return None if cell.profile is None else list(cell.profile(seconds))
-
-
-def predicted_layers(model: Any, cells: Iterable[Any], runtimes: Iterable[str], threads: int | None,
-                     seconds: float, log: Log) -> list[dict[str, Any]]:
-    """A row per layer and runtime that profiles networks (batch 1, fp32): its predicted and its
-    profiled milliseconds and the error. The profile runs apart from the timed cells and slows
-    every node, so it is scaled, as the calibration scales its own, to the layers' part of the
-    runtime's measured batch-1 fp32 cell (its median less the predicted call); without such a
-    cell, ``measured_ms`` and ``error`` are None and the shares of the layers' time compare."""
+def predicted_layers(arch_cfg: ArchConfig, cells: Iterable[Any], profiles: dict[str, Sequence[float]],
+                     threads: int | None, log: Log) -> list[dict[str, Any]]:
+    """A row per layer of each runtime bench profiled (``profiles``: each layer's seconds, batch
+    1, fp32, in the order of ``arch.layers``, read as the calibration reads a profile): its
+    predicted and its profiled milliseconds and the error. The profile runs apart from the timed
+    cells and slows every node, so it is scaled, as the calibration scales its own, to the
+    layers' part of the runtime's measured batch-1 fp32 cell (its median less the predicted
+    call); without such a cell, ``measured_ms`` and ``error`` are None and the shares of the
+    layers' time compare."""
     medians = {c.runtime: c.median_ms for c in cells if c.status == "ok" and not c.peer
                and c.precision == "fp32" and c.batch_size == 1}
     rows: list[dict[str, Any]] = []
-    for runtime in runtimes:
+    for runtime, profiled in profiles.items():
         if runtime not in RUNTIMES:
             continue
         try:
-            prediction = predict(model.arch_cfg, runtime, "fp32", 1, threads, log=log)
+            prediction = predict(arch_cfg, runtime, "fp32", 1, threads, log=log)
         except MobileNetError as err:
             log(f"no predicted layers for {runtime}: {err}")
             continue
-        log(f"profiling {runtime}'s layers as its calibration does")
-        profiled = profiled_layer_seconds(model, runtime, threads, seconds)
-        if profiled is None or len(profiled) != len(prediction.layers) or sum(profiled) <= 0:
-            # (no profiler here, or a profile that does not split into the layers: the
-            # calibration leaves such a one out too)
-            continue
+        if len(profiled) != len(prediction.layers) or sum(profiled) <= 0:
+            continue  # (bench leaves such a profile out; the calibration does too)
         predicted_total = sum(x.predicted_ms for x in prediction.layers)
         median = medians.get(runtime)
         layers_ms = None if median is None or median <= prediction.call_ms else median - prediction.call_ms
@@ -113,16 +95,15 @@ def predicted_layers(model: Any, cells: Iterable[Any], runtimes: Iterable[str], 
     return rows
 
 
-def annotate(model: Any, threads: int | None, seconds: float, log: Log) -> Callable[[Any], None]:
+def annotate(arch_cfg: ArchConfig, threads: int | None, log: Log) -> Callable[[Any], None]:
     """What ``mobilenet.deploy.bench.bench(..., annotate=...)`` calls on its measured report: the
-    predictions beside each measured cell, layer-type share and, for the runtimes whose layers
-    bench profiled, each layer (bench itself knows nothing of the latency model, which stands
-    above it). ``seconds``: how long each runtime's layers are profiled."""
+    predictions beside each measured cell, each layer-type share and, for the runtimes whose
+    layers bench profiled, each layer (bench itself knows nothing of the latency model, which
+    stands above it)."""
 
     def add_predictions(report: Any) -> None:
-        report.predicted = predicted_cells(model.arch_cfg, report.cells, threads, log)
-        report.layer_shares = with_predicted_shares(model.arch_cfg, report.layer_shares, threads, log)
-        profiled = dict.fromkeys(row["runtime"] for row in report.layer_shares)
-        report.layer_predictions = predicted_layers(model, report.cells, profiled, threads, seconds, log)
+        report.predicted = predicted_cells(arch_cfg, report.cells, threads, log)
+        report.layer_shares = with_predicted_shares(arch_cfg, report.layer_shares, threads, log)
+        report.layer_predictions = predicted_layers(arch_cfg, report.cells, report.layer_seconds, threads, log)
 
     return add_predictions

@@ -109,7 +109,7 @@ def measure(cfg: ArchConfig, runtime: str, precision: str, threads: int | None, 
 def _layer_shares(model: Any, runtime: str, precision: str, threads: int | None) -> list[dict[str, Any]]:
     """Each layer type's share of the measured time (``deploy.bench.layers``: PyTorch's, ONNX
     Runtime's, OpenVINO's and ExecuTorch's profilers, at fp32); empty where the runtime has none."""
-    from mobilenet.deploy.bench.layers import layer_shares  # noqa: PLC0415
+    from mobilenet.deploy.bench.layers import layer_profiles, layer_shares  # noqa: PLC0415
     from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
 
     if precision != "fp32":
@@ -117,7 +117,8 @@ def _layer_shares(model: Any, runtime: str, precision: str, threads: int | None)
     options = BenchOptions(runtimes=(runtime,), batch_sizes=(1,), threads=threads, seconds=LAYER_PROFILE_S,
                            peers=False, compare_conv=False, memory=False)
     return [{"kind": row["kind"], "label": row["label"], "time_share": row["time_share"],
-             "mult_add_share": row["mult_add_share"]} for row in layer_shares(model, options, lambda line: None)]
+             "mult_add_share": row["mult_add_share"]}
+            for row in layer_shares(model.arch_cfg, layer_profiles(model, options, lambda line: None))]
 
 
 def choose_view(budget: float | None, runtime: str, precision: str, threads: int | None) -> dict[str, Any]:

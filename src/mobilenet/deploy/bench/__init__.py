@@ -21,7 +21,7 @@ inference adds to the process, next to the cost model's peak activation memory.
 """
 
 from mobilenet.deploy.bench.conv import block_comparisons, separable_vs_conv
-from mobilenet.deploy.bench.layers import layer_shares
+from mobilenet.deploy.bench.layers import layer_profiles, layer_shares, network_layer_seconds
 from mobilenet.deploy.bench.memory import memory_probe, memory_rows
 from mobilenet.deploy.bench.report import (
     MALLOC_TUNABLES,
@@ -38,6 +38,6 @@ from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
 
 __all__ = [
     "MALLOC_TUNABLES", "BenchOptions", "BenchReport", "Cell", "OptionError", "Sgemm", "Timing", "bench",
-    "block_comparisons", "check_plot_path", "format_report", "layer_shares", "memory_probe",
-    "memory_rows", "plot", "separable_vs_conv", "time_interleaved",
+    "block_comparisons", "check_plot_path", "format_report", "layer_profiles", "layer_shares", "memory_probe",
+    "memory_rows", "network_layer_seconds", "plot", "separable_vs_conv", "time_interleaved",
 ]

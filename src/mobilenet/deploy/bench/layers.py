@@ -1,11 +1,13 @@
-"""Per-layer time shares (stem, depthwise, pointwise, pool, FC) against mult-add shares (Table 2),
-from PyTorch's oneDNN Graph program by its profiler (or its compiled calls timed one by one, or
+"""Each layer's time in the network bench runs, from each runtime's own profiler at batch 1,
+fp32: PyTorch's oneDNN Graph program by its profiler (or its compiled calls timed one by one, or
 eager hooks), ONNX Runtime's profiler, OpenVINO's performance counters and XNNPACK's operator
-timings in ExecuTorch (at fp32 each)."""
+timings in ExecuTorch; and from those, each layer type's share of the time against its share of
+the mult-adds (Table 2). A profile's ops are given to the layers as the latency model's
+calibration gives them (``runtimes.chain``): a pad or a reorder into a conv's layout is that
+conv's, so the shares and the predictions beside them (``bench --predict``) split the same time."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,185 +17,125 @@ from typing import Any
 import torch
 
 from mobilenet import fused_ops, onednn_graph
+from mobilenet.arch import ArchConfig
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import input_batch
 from mobilenet.deploy.bench.report import BenchOptions
 from mobilenet.deploy.formats import executorch as pte
 from mobilenet.deploy.formats.onnx import export_onnx
 from mobilenet.deploy.formats.openvino import openvino_model
-from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.runtimes.executorch import (
-    CLASSIFIER,
-    CONV_OPERATORS,
-    POOL_OPERATORS,
-    ExecuTorchPredictor,
-    operator_timings,
-)
+from mobilenet.deploy.runtimes import executorch as executorch_runtime
+from mobilenet.deploy.runtimes import ort as ort_runtime
+from mobilenet.deploy.runtimes import ov as ov_runtime
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
 from mobilenet.prepare import folded_copy, inference_copy
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",
-               "pool": "average pool", "fc": "classifier (FC)", "other": "other (layout reorders)"}
+               "pool": "average pool", "fc": "classifier (FC)"}
+LayerProfiler = Callable[[MobileNetV1, torch.Tensor, int | None, float], list[float]]
 
 
-def layer_shares(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    cost = network_cost(model.arch_cfg)
-    predicted = {kind: sum(x.mult_adds for x in cost.layers if x.kind == kind) / cost.total.mult_adds for kind in KINDS}
+def layer_profiles(model: MobileNetV1, options: BenchOptions, log: Callable[[str], None]) -> dict[str, list[float]]:
+    """Per runtime of ``options`` that has a profiler here, each layer's seconds in one profile of
+    the network bench runs (batch 1, fp32, ``options.threads``, about ``options.seconds``), in the
+    order of ``arch.layers``. A profile that does not split into the network's layers is left
+    out, and said."""
     x = input_batch(model, 1, options.preprocess)
-    rows = []
-    profilers = {"torch": _torch_layer_times, "onnxruntime": _ort_layer_times, "openvino": _openvino_layer_times,
-                 "executorch": _executorch_layer_times}
-    for runtime, profile in profilers.items():
+    count = len(network_cost(model.arch_cfg).layers)
+    profiles = {}
+    for runtime in PROFILED:
         if runtime not in options.runtimes or not (runtime == "torch" or available(runtime)):
             continue
         log(f"profiling layers on {runtime}")
-        seconds = profile(model, x, options)
-        total = sum(seconds.values())
-        for kind in (*KINDS, "other"):
-            if kind == "other" and kind not in seconds:
-                continue
-            rows.append({
-                "runtime": runtime, "kind": kind, "label": KIND_LABELS[kind],
-                "time_share": seconds.get(kind, 0.0) / total, "mult_add_share": predicted.get(kind, 0.0),
-            })
+        seconds = network_layer_seconds(model, runtime, x, options.threads, options.seconds)
+        if len(seconds) != count or sum(seconds) <= 0:
+            log(f"{runtime}'s profile does not split into the network's {count} layers "
+                f"({len(seconds)} found): its layers are left out")
+            continue
+        profiles[runtime] = [float(s) for s in seconds]
+    return profiles
+
+
+def network_layer_seconds(model: MobileNetV1, runtime: str, x: torch.Tensor, threads: int | None,
+                          seconds: float) -> list[float]:
+    """Each layer's seconds in one profile of ``model`` as bench runs it in ``runtime`` (one of
+    ``PROFILED``), on ``x`` (batch 1) for about ``seconds``, in the order of ``arch.layers``."""
+    return PROFILED[runtime](model, x, threads, seconds)
+
+
+def layer_shares(arch_cfg: ArchConfig, profiles: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Per profiled runtime and layer type, its share of the layers' time (``layer_profiles``)
+    beside its share of the mult-adds."""
+    cost = network_cost(arch_cfg)
+    mult_adds = {kind: sum(x.mult_adds for x in cost.layers if x.kind == kind) / cost.total.mult_adds for kind in KINDS}
+    rows = []
+    for runtime, seconds in profiles.items():
+        by_kind = dict.fromkeys(KINDS, 0.0)
+        for layer, s in zip(cost.layers, seconds, strict=True):
+            by_kind[layer.kind] += s
+        rows += [{"runtime": runtime, "kind": kind, "label": KIND_LABELS[kind],
+                  "time_share": by_kind[kind] / sum(seconds), "mult_add_share": mult_adds[kind]} for kind in KINDS]
     return rows
 
 
-def _torch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time of what the torch cell runs: where ``mobilenet.optimize`` runs oneDNN Graph,
-    its program's partitions by PyTorch's profiler; where it compiles with inductor, its
-    program's calls timed one by one (``mobilenet.fused_ops``: the compiled program itself has no
-    per-layer profile); else the folded channels_last model in eager mode, from forward hooks
-    around every layer (TorchScript hides the layers)."""
+def _torch_layer_seconds(model: MobileNetV1, x: torch.Tensor, threads: int | None, seconds: float) -> list[float]:
+    """What the torch cell runs: where ``mobilenet.optimize`` runs oneDNN Graph, its program's
+    partitions by PyTorch's profiler; where it compiles with inductor, its program's calls timed
+    one by one (``mobilenet.fused_ops``: the compiled program itself has no per-layer profile);
+    else the folded channels_last model in eager mode, from forward hooks around every layer
+    (TorchScript hides the layers). (Its threads: the process's, which bench sets.)"""
     layers = network_cost(model.arch_cfg).layers
-    kinds = {layer.name: layer.kind for layer in layers}
-    totals: dict[str, float] = {}
     if cpu_backend() == "onednn-graph":
         program = optimize(model, batch_size=len(x), backend="onednn-graph", log=lambda line: None).net
-        for layer, seconds in zip(layers, onednn_graph.layer_seconds(program, x, options.seconds), strict=True):
-            totals[layer.kind] = totals.get(layer.kind, 0.0) + seconds
-        return totals
+        return onednn_graph.layer_seconds(program, x, seconds)
     if fused_ops.available():
-        program = fused_ops.fused_ops(inference_copy(model), tuple(x.shape))
-        for name, seconds in program.layer_seconds(x, options.seconds).items():
-            totals[kinds[name]] = totals.get(kinds[name], 0.0) + seconds
-        return totals
+        timed = fused_ops.fused_ops(inference_copy(model), tuple(x.shape)).layer_seconds(x, seconds)
+        return [timed[layer.name] for layer in layers]
     net = folded_copy(model).to(memory_format=torch.channels_last)
+    modules = dict(net.named_modules())
     starts: dict[str, float] = {}
-    for name, module in net.named_modules():
-        if name in kinds:
-            module.register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(name, time.perf_counter()))
-            module.register_forward_hook(
-                lambda m, a, out, name=name: totals.__setitem__(
-                    kinds[name], totals.get(kinds[name], 0.0) + time.perf_counter() - starts[name]
-                )
-            )
+    totals = dict.fromkeys((layer.name for layer in layers), 0.0)
+    for name in totals:
+        modules[name].register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(name, time.perf_counter()))
+        modules[name].register_forward_hook(
+            lambda m, a, out, name=name: totals.__setitem__(name, totals[name] + time.perf_counter() - starts[name])
+        )
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         for _ in range(3):
             net(x)
-        totals.clear()
-        deadline = time.perf_counter() + options.seconds
+        totals.update(dict.fromkeys(totals, 0.0))
+        deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             net(x)
-    return totals
+    return list(totals.values())
 
 
-def _ort_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time from ONNX Runtime's own profiler. Its node names change when it fuses, so
-    nodes are matched to layers by execution order: the k-th convolution run is the k-th conv
-    layer of the architecture (the network is a chain)."""
-
-    import onnxruntime as ort  # noqa: PLC0415
-
-    layers = network_cost(model.arch_cfg).layers
-    conv_kinds = [layer.kind for layer in layers if layer.kind in ("conv", "depthwise", "pointwise")]
+def _ort_layer_seconds(model: MobileNetV1, x: torch.Tensor, threads: int | None, seconds: float) -> list[float]:
+    """ONNX Runtime's profiler on the network's ONNX file, as bench writes and runs it."""
     with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx")
-        opts = ort.SessionOptions()
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        if options.threads:
-            opts.intra_op_num_threads = options.threads
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        for _ in range(3):
-            session.run(None, feed)
-        deadline = time.perf_counter() + options.seconds
-        while time.perf_counter() < deadline:
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    nodes = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
-                   key=lambda e: e["ts"])
-    ops = {"Conv": "conv", "FusedConv": "conv", "Gemm": "fc", "FusedGemm": "fc", "MatMul": "fc",
-           "ReduceMean": "pool", "GlobalAveragePool": "pool"}
-    return _by_kind(((ops.get(e.get("args", {}).get("op_name", ""), "other"), e["dur"] * 1e-6) for e in nodes),
-                    conv_kinds)
+        data = export_onnx(model, Path(tmp) / "model.onnx").read_bytes()
+    return ort_runtime.profile_layers(data, x, threads, seconds)
 
 
-def _openvino_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time from OpenVINO's per-node performance counters (fp32), matched to layers by
-    execution order like ONNX Runtime's."""
-
-    conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
-    config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                              "ENABLE_CPU_PINNING": False}
-    if options.threads:
-        config["INFERENCE_NUM_THREADS"] = options.threads
-    compiled = openvino_core().compile_model(openvino_model(model), "CPU", config)
-    request = compiled.create_infer_request()
-    data = x.numpy()
-    for _ in range(3):
-        request.infer({0: data})
-    ops = {"Convolution": "conv", "GroupConvolution": "conv", "FullyConnected": "fc", "MatMul": "fc",
-           "ReduceMean": "pool", "AvgPool": "pool"}
-    totals: dict[str, float] = {}
-    deadline = time.perf_counter() + options.seconds
-    while time.perf_counter() < deadline:
-        request.infer({0: data})
-        executed = [p for p in request.profiling_info if p.status.name == "EXECUTED"]
-        run = _by_kind(((ops.get(p.node_type, "other"), p.real_time.total_seconds()) for p in executed), conv_kinds)
-        for kind, seconds in run.items():
-            totals[kind] = totals.get(kind, 0.0) + seconds
-    return totals
+def _openvino_layer_seconds(model: MobileNetV1, x: torch.Tensor, threads: int | None, seconds: float) -> list[float]:
+    """OpenVINO's performance counters on the converted network, compiled as its predictor compiles it."""
+    return ov_runtime.profile_layers(openvino_model(model), ov_runtime.compile_config("fp32", threads), x.numpy(),
+                                     seconds)
 
 
-def _executorch_layer_times(model: MobileNetV1, x: torch.Tensor, options: BenchOptions) -> dict[str, float]:
-    """Per-kind time from XNNPACK's operator timings in ExecuTorch's ETDump (the fp32 program
-    bench times), matched to layers by execution order like ONNX Runtime's: a pointwise conv
-    runs as a fully connected operator (``runtimes.executorch.CONV_OPERATORS``)."""
-    conv_kinds = [x.kind for x in network_cost(model.arch_cfg).layers if x.kind in ("conv", "depthwise", "pointwise")]
+def _executorch_layer_seconds(model: MobileNetV1, x: torch.Tensor, threads: int | None, seconds: float) -> list[float]:
+    """XNNPACK's operator timings in ExecuTorch's ETDump, on the fp32 program bench times."""
     with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
         path = Path(tmp) / "model.pte"
         pte.write(model, path)
-        predictor = ExecuTorchPredictor(path, threads=options.threads)  # (its threads: the process's pool)
+        predictor = executorch_runtime.ExecuTorchPredictor(path, threads=threads)  # (its threads: the process's pool)
         program, image = path.read_bytes(), predictor.native_input(x[:predictor.batch])
-    totals: dict[str, float] = {}
-    for run in operator_timings(program, image, options.seconds):
-        for kind, seconds in _by_kind(((_executorch_kind(op), seconds) for op, seconds in run), conv_kinds).items():
-            totals[kind] = totals.get(kind, 0.0) + seconds
-    return totals
+    return executorch_runtime.profile_layers(program, image, seconds)
 
 
-def _executorch_kind(op: str) -> str:
-    """bench's op kind of an operator as ``operator_timings`` names it."""
-    if op in CONV_OPERATORS:
-        return "conv"
-    return "pool" if op in POOL_OPERATORS else "fc" if op == CLASSIFIER else "other"
-
-
-def _by_kind(events: Any, conv_kinds: list[str]) -> dict[str, float]:
-    """Sum (op kind, seconds) events in execution order into layer kinds; the k-th "conv" event is
-    the k-th convolution of the architecture (stem, depthwise or pointwise)."""
-    totals: dict[str, float] = {}
-    conv_index = 0
-    for kind, seconds in events:
-        if kind == "conv":
-            kind = conv_kinds[conv_index % len(conv_kinds)]
-            conv_index += 1
-        totals[kind] = totals.get(kind, 0.0) + seconds
-    return totals
-
+PROFILED: dict[str, LayerProfiler] = {"torch": _torch_layer_seconds, "onnxruntime": _ort_layer_seconds,
+                                      "openvino": _openvino_layer_seconds, "executorch": _executorch_layer_seconds}

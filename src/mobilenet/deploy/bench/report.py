@@ -116,13 +116,16 @@ class BenchReport:
     sgemm_library: str = ""  # which of PyTorch's GEMM libraries set the peak (``timing.Sgemm``)
     separable_vs_conv: list[dict[str, Any]] = field(default_factory=list)
     blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
+    # Per runtime whose layers were profiled (batch 1, fp32): each layer's seconds in one profile,
+    # in the order of ``arch.layers`` (``layers.layer_profiles``), and each layer type's share.
+    layer_seconds: dict[str, list[float]] = field(default_factory=dict)
     layer_shares: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     # Filled by an annotation from above (mobilenet.latency.versus): per measured cell its predicted
     # time (predicted_ms, error = predicted / measured - 1) or the reason there is none.
     predicted: list[dict[str, Any]] = field(default_factory=list)
     # Also from there: per layer of each runtime whose layers were profiled (batch 1, fp32), its
-    # predicted and profiled milliseconds (``versus.predicted_layers``).
+    # predicted and profiled milliseconds (``versus.predicted_layers``, from ``layer_seconds``).
     layer_predictions: list[dict[str, Any]] = field(default_factory=list)
     # Where int8 measured slower than fp32 in the same runtime and batch (it is, at 0.25-224 in
     # LiteRT and ExecuTorch on an AVX2 CPU, for TF's own uint8 file too): said, never implied away.

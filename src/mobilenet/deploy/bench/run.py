@@ -14,7 +14,7 @@ import torch
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.common import bound, build_predictor, input_batch
 from mobilenet.deploy.bench.conv import block_comparisons, separable_vs_conv
-from mobilenet.deploy.bench.layers import layer_shares
+from mobilenet.deploy.bench.layers import layer_profiles, layer_shares
 from mobilenet.deploy.bench.memory import memory_rows
 from mobilenet.deploy.bench.peers import peer_cells
 from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, check_plot_path, machine_info, plot
@@ -76,7 +76,8 @@ def bench(
         report.separable_vs_conv = separable_vs_conv(model, options, log)
         report.blocks_vs_conv = block_comparisons(model, options, log)
     if options.layers:
-        report.layer_shares = layer_shares(model, options, log)
+        report.layer_seconds = layer_profiles(model, options, log)
+        report.layer_shares = layer_shares(cfg, report.layer_seconds)
     if options.memory:
         report.memory = memory_rows(model, options, log)
     if annotate is not None:

@@ -26,6 +26,7 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.pte_program import read_plan
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
+from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
@@ -175,3 +176,28 @@ def run_operators(run: Any) -> list[tuple[str, float]]:
         elif profiled.name and profiled.name.startswith("native_call_"):
             nodes.append((profiled.name, elapsed))
     return nodes
+
+
+# XNNPACK's operators in an ExecuTorch network's ETDump (``operator_timings``):
+# a conv is the chain's next conv layer; the transposes and pad around the stem, a strided conv's
+# pad and an int8 network's conversions around it belong to the conv after them; the pool and the
+# classifier are the chain's last two layers; anything else (a reshape, ExecuTorch's own copy for
+# the flatten) belongs to the layer before it.
+ET_OPS = ChainOps(convs=CONV_OPERATORS, before=("Transpose", "Constant Pad", "Convert"), pools=POOL_OPERATORS,
+                  classifiers=(CLASSIFIER,))
+
+
+def profile_layers(program: bytes, image: torch.Tensor, seconds: float) -> list[float]:
+    """Each layer's seconds in the ``program``'s network at ``image``, in the order of the chain
+    (``ET_OPS``), by XNNPACK's operator timings over about ``seconds``: per layer the mean of
+    the middle 80% of runs (a median would keep the timings' whole-microsecond steps)."""
+    runs = [chain_layer_seconds(nodes, ET_OPS) for nodes in operator_timings(program, image, seconds)]
+    return trimmed_mean(np.array(runs))
+
+
+def trimmed_mean(runs: np.ndarray, cut: float = 0.1) -> list[float]:
+    """Per column of ``runs`` (one row a run), the mean of the values left once the ``cut``
+    lowest and highest were dropped."""
+    ordered = np.sort(runs, axis=0)
+    drop = int(len(ordered) * cut)
+    return list(ordered[drop:len(ordered) - drop].mean(axis=0))

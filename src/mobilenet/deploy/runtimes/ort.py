@@ -13,7 +13,10 @@ execution provider: there is no delegate to fall back from) and its stored weigh
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -26,6 +29,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
@@ -152,3 +156,34 @@ class OnnxRuntimePredictor(Predictor):
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input_name: as_numpy(x)})[0])
+
+
+# ONNX Runtime's ops in a network's profile: each conv (plain, or with its activation fused) is the
+# chain's next conv layer; a pad or a reorder into the blocked layout belongs to the conv after
+# it; the pool and the classifier are the chain's last two layers; anything else (a reorder out of
+# the blocked layout, a flatten) belongs to the layer before it.
+ORT_OPS = ChainOps(convs=("Conv", "FusedConv", "NchwcConv", "QLinearConv"),
+                   before=("Pad", "ReorderInput", "QuantizeLinear"),
+                   pools=("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean"),
+                   classifiers=("Gemm", "MatMul", "QGemm", "QLinearMatMul"))
+
+
+def profile_layers(data: bytes, x: torch.Tensor | np.ndarray, threads: int | None, seconds: float) -> list[float]:
+    """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain
+    (``ORT_OPS``), running the ONNX graph ``data`` on ``x`` in a session of its own, as the
+    predictor's, for about ``seconds`` (at least five runs; the first, warming up, left out)."""
+    ort = require("onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
+        session = ort.InferenceSession(data, session_options(threads, str(Path(tmp) / "profile")),
+                                       providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: as_numpy(x)}
+        runs, deadline = 0, time.perf_counter() + seconds
+        while runs < 5 or time.perf_counter() < deadline:
+            session.run(None, feed)
+            runs += 1
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = [(e["args"].get("op_name", ""), e["dur"] * 1e-6) for e in events
+             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_run = len(nodes) // runs
+    layers = [chain_layer_seconds(nodes[i * per_run:(i + 1) * per_run], ORT_OPS) for i in range(1, runs)]
+    return list(np.median(np.array(layers), axis=0))

@@ -13,6 +13,7 @@ dtypes the IR stores its weights in. A file is checked against its checksum firs
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from typing import Any
 
@@ -24,6 +25,7 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -135,3 +137,38 @@ def read_execution(ov_model: Any, compiled: Any) -> Execution:
                 kind = source.get_element_type().get_type_name()
                 weights[STORED.get(kind, kind)] += 1
     return Execution.of("openvino", len(layers), weights=weights, transposes=layers.count("Transpose"))
+
+
+# OpenVINO's CPU nodes in a network's performance counters: a reorder into a conv's layout (or the
+# input's conversion to bf16, or its int8 quantization, fused into a "Subgraph") belongs to the
+# layer after it, as ONNX Runtime's does.
+OV_OPS = ChainOps(convs=("Convolution", "GroupConvolution"),
+                  before=("Reorder", "Convert", "FakeQuantize", "Subgraph"),
+                  pools=("ReduceMean", "AvgPool", "Pooling"),
+                  classifiers=("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul"))
+
+
+def profile_layers(ov_model: Any, config: dict[str, Any], x: np.ndarray, seconds: float) -> list[float]:
+    """Each layer's median seconds by OpenVINO's performance counters, in the order of the chain
+    (``OV_OPS``), running ``ov_model`` compiled with ``config`` and the counters on (apart, so
+    that a predictor's own compiled model runs without them) on ``x`` for about ``seconds`` (at
+    least six runs; the first, warming up, left out)."""
+    counted = openvino_core().compile_model(ov_model, "CPU", config | {"PERF_COUNT": True}).create_infer_request()
+    runs: list[list[float]] = []
+    deadline = time.perf_counter() + seconds
+    while len(runs) < 6 or time.perf_counter() < deadline:
+        counted.infer({0: x}, share_inputs=True)
+        nodes = [(n.node_type, n.real_time.total_seconds()) for n in counted.profiling_info
+                 if ran(n.status.name, n.node_type, n.exec_type)]
+        runs.append(chain_layer_seconds(nodes, OV_OPS))
+    return list(np.median(np.array(runs[1:]), axis=0))
+
+
+def ran(status: str, node_type: str, exec_type: str) -> bool:
+    """Whether a node of OpenVINO's performance counters ran. Its status says NOT_RUN for a layer
+    that ran in under a microsecond (a depthwise conv on a 3x3 map, on a Zen 5), so a layer's
+    node counts whenever it has a kernel (an ``exec_type`` other than ``undef``: a node fused into
+    another has none); other nodes (reorders) count as their status says."""
+    if status == "EXECUTED":
+        return True
+    return node_type in (*OV_OPS.convs, *OV_OPS.pools, *OV_OPS.classifiers) and exec_type != "undef"

@@ -31,7 +31,7 @@ from mobilenet.latency.backends.base import (
 )
 from mobilenet.latency.backends.executorch import ExecuTorchBackend
 from mobilenet.latency.backends.litert import LiteRtBackend
-from mobilenet.latency.backends.ort import OnnxRuntimeBackend, ort_layer_seconds
+from mobilenet.latency.backends.ort import OnnxRuntimeBackend
 from mobilenet.latency.backends.ov import OpenVinoBackend
 from mobilenet.latency.backends.pytorch import TorchBackend
 
@@ -42,5 +42,5 @@ BACKENDS: dict[str, type[Backend]] = {
 __all__ = [
     "BACKENDS", "MAX_SIDE", "PROBE_FOLDER", "Backend", "Call", "Cell", "ExecuTorchBackend", "LiteRtBackend",
     "OnnxRuntimeBackend", "OpenVinoBackend", "Shaper", "TorchBackend", "kept_build", "kept_predictor", "onnx_bytes",
-    "ort_layer_seconds", "probe_module",
+    "probe_module",
 ]

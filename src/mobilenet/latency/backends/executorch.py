@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes.executorch import CLASSIFIER, CONV_OPERATORS, POOL_OPERATORS, operator_timings
+from mobilenet.deploy.runtimes.executorch import profile_layers
 from mobilenet.latency.backends.base import (
     MAX_SIDE,
     Backend,
     Cell,
-    ChainOps,
     ChannelsLastIO,
     Shaper,
-    chain_layer_seconds,
     int8_calibration,
     nhwc_shape,
     nhwc_tensor,
@@ -29,11 +26,12 @@ from mobilenet.latency.backends.base import (
 class ExecuTorchBackend(Backend):
     """torch.export with a dynamic height and width, lowered to XNNPACK as the .pte writer does;
     int8 probes quantized as the writer quantizes a network (``executorch.xnnpack_int8``). Each
-    layer of a network is timed apart by XNNPACK's operator timings (``layer_seconds``), so that
-    the rooflines are fitted to layers as they run inside networks, as ONNX Runtime's and
-    OpenVINO's are: fitted to its chains of twin layers instead, whose calls spend a third to a
-    half of their time handing maps over, its depthwise rooflines gave 1.0-224's depthwise layers
-    a quarter to a third of the time its profile shows (docs/latency.md §4, 2026-12-05)."""
+    layer of a network is timed apart by XNNPACK's operator timings
+    (``runtimes.executorch.profile_layers``), so that the rooflines are fitted to layers as they
+    run inside networks, as ONNX Runtime's and OpenVINO's are: fitted to its chains of twin
+    layers instead, whose calls spend a third to a half of their time handing maps over, its
+    depthwise rooflines gave 1.0-224's depthwise layers a quarter to a third of the time its
+    profile shows (docs/latency.md §4, 2026-12-05)."""
 
     runtime = "executorch"
     path = "ExecuTorch, lowered to XNNPACK"
@@ -80,7 +78,7 @@ class ExecuTorchBackend(Backend):
                 _ = buffer, program  # named, so that the closure keeps them as long as the cell
                 return method.execute([image])
 
-            return Cell(run, feed, profile=lambda seconds: layer_seconds(buffer, image, seconds))
+            return Cell(run, feed, profile=lambda seconds: profile_layers(buffer, image, seconds))
 
         return at
 
@@ -110,27 +108,3 @@ class ExecuTorchBackend(Backend):
             lowered = exir.to_edge_transform_and_lower(exported, partitioner=[partitioner.XnnpackPartitioner()])
             return bytes(lowered.to_executorch().buffer)
 
-
-# XNNPACK's operators in an ExecuTorch network's ETDump (``runtimes.executorch.operator_timings``):
-# a conv is the chain's next conv layer; the transposes and pad around the stem, a strided conv's
-# pad and an int8 network's conversions around it belong to the conv after them; the pool and the
-# classifier are the chain's last two layers; anything else (a reshape, ExecuTorch's own copy for
-# the flatten) belongs to the layer before it.
-ET_OPS = ChainOps(convs=CONV_OPERATORS, before=("Transpose", "Constant Pad", "Convert"), pools=POOL_OPERATORS,
-                  classifiers=(CLASSIFIER,))
-
-
-def layer_seconds(program: bytes, image: torch.Tensor, seconds: float) -> list[float]:
-    """Each layer's seconds in the ``program``'s network at ``image``, in the order of the chain
-    (``ET_OPS``), by XNNPACK's operator timings over about ``seconds``: per layer the mean of
-    the middle 80% of runs (a median would keep the timings' whole-microsecond steps)."""
-    runs = [chain_layer_seconds(nodes, ET_OPS) for nodes in operator_timings(program, image, seconds)]
-    return trimmed_mean(np.array(runs))
-
-
-def trimmed_mean(runs: np.ndarray, cut: float = 0.1) -> list[float]:
-    """Per column of ``runs`` (one row a run), the mean of the values left once the ``cut``
-    lowest and highest were dropped."""
-    ordered = np.sort(runs, axis=0)
-    drop = int(len(ordered) * cut)
-    return list(ordered[drop:len(ordered) - drop].mean(axis=0))

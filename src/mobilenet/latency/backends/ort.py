@@ -1,22 +1,17 @@
-"""ONNX Runtime's probes, and how its profiler's nodes map onto a chain's layers."""
+"""ONNX Runtime's probes; its profiler times each layer of a network apart (``runtimes.ort.profile_layers``)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from mobilenet.latency.backends.base import (
     Backend,
     Cell,
-    ChainOps,
     Shaper,
-    chain_layer_seconds,
     int8_calibration,
     onnx_bytes,
 )
@@ -65,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
-        from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor, profile_layers  # noqa: PLC0415
 
         def at(shape: tuple[int, ...]) -> Cell:
             data = onnx_bytes(module, shape)
@@ -73,32 +68,9 @@ class OnnxRuntimeBackend(Backend):
                 data = self._quantized(data, shape)
             predictor = OnnxRuntimePredictor(data, None, self.threads)
             x = torch.rand(shape)
-            return Cell(lambda: predictor(x), profile=lambda seconds: self.layer_seconds(data, x, seconds))
+            return Cell(lambda: predictor(x), profile=lambda seconds: profile_layers(data, x, self.threads, seconds))
 
         return at
-
-    def layer_seconds(self, data: bytes, x: torch.Tensor, seconds: float) -> list[float]:
-        """Each layer's median seconds by ONNX Runtime's profiler, in the order of the chain,
-        running the ONNX graph ``data`` on ``x`` for about ``seconds`` (``ort_layer_seconds``
-        says which nodes are which layer's)."""
-        import onnxruntime as ort  # noqa: PLC0415
-
-        from mobilenet.deploy.runtimes.ort import session_options  # noqa: PLC0415
-
-        with tempfile.TemporaryDirectory(prefix="mobilenet-profile-") as tmp:
-            session = ort.InferenceSession(data, session_options(self.threads, str(Path(tmp) / "profile")),
-                                           providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: x.numpy()}
-            runs, deadline = 0, time.perf_counter() + seconds
-            while runs < 5 or time.perf_counter() < deadline:
-                session.run(None, feed)
-                runs += 1
-            events = json.loads(Path(session.end_profiling()).read_text())
-        nodes = [(e["args"].get("op_name", ""), e["dur"] * 1e-6) for e in events
-                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-        per_run = len(nodes) // runs
-        layers = np.array([ort_layer_seconds(nodes[i * per_run:(i + 1) * per_run]) for i in range(1, runs)])
-        return list(np.median(layers, axis=0))  # (the first run, warming up, left out)
 
     @staticmethod
     def _quantized(data: bytes, shape: tuple[int, ...]) -> bytes:
@@ -124,18 +96,3 @@ class OnnxRuntimeBackend(Backend):
             quantize_onnx(fp32, int8, int8_calibration(shape), portable=None)
             return int8.read_bytes()
 
-
-# ONNX Runtime's ops in a network's profile: each conv (plain, or with its activation fused) is the
-# chain's next conv layer; a pad or a reorder into the blocked layout belongs to the conv after
-# it; the pool and the classifier are the chain's last two layers; anything else (a reorder out of
-# the blocked layout, a flatten) belongs to the layer before it.
-ORT_OPS = ChainOps(convs=("Conv", "FusedConv", "NchwcConv", "QLinearConv"),
-                   before=("Pad", "ReorderInput", "QuantizeLinear"),
-                   pools=("GlobalAveragePool", "NchwcGlobalAveragePool", "ReduceMean"),
-                   classifiers=("Gemm", "MatMul", "QGemm", "QLinearMatMul"))
-
-
-def ort_layer_seconds(nodes: list[tuple[str, float]]) -> list[float]:
-    """One run's (op, seconds) nodes, in execution order, as seconds per layer of the chain
-    (convs, then the pool, then the classifier), by ``ORT_OPS``' rules."""
-    return chain_layer_seconds(nodes, ORT_OPS)

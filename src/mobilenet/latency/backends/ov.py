@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,10 @@ from torch import nn
 from mobilenet.latency.backends.base import (
     Backend,
     Cell,
-    ChainOps,
     Shaper,
-    chain_layer_seconds,
     int8_calibration,
     onnx_bytes,
 )
-
-# OpenVINO's CPU nodes in a network's performance counters: a reorder into a conv's layout (or the
-# input's conversion to bf16, or its int8 quantization, fused into a "Subgraph") belongs to the
-# layer after it, as ONNX Runtime's does.
-OV_OPS = ChainOps(convs=("Convolution", "GroupConvolution"),
-                  before=("Reorder", "Convert", "FakeQuantize", "Subgraph"),
-                  pools=("ReduceMean", "AvgPool", "Pooling"),
-                  classifiers=("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul"))
 
 
 class OpenVinoBackend(Backend):
@@ -67,7 +56,7 @@ class OpenVinoBackend(Backend):
 
     def _compiled_call(self, ov_model: Any, shape: tuple[int, ...]) -> Cell:
         from mobilenet.deploy.openvino_core import openvino_core  # noqa: PLC0415
-        from mobilenet.deploy.runtimes.ov import compile_config  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.ov import compile_config, profile_layers  # noqa: PLC0415
 
         # OpenVinoPredictor's configuration, not the predictor: its constructor also insists that the
         # convolutions run the precision asked for, which a probe without any (the pool, the classifier) fails.
@@ -79,31 +68,7 @@ class OpenVinoBackend(Backend):
             request.infer({0: x}, share_inputs=True)
             return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
-        def profile(seconds: float) -> list[float]:
-            """Each layer's median seconds by OpenVINO's performance counters (a model compiled
-            apart, so that the timed one runs without them), in the order of the chain."""
-            profiled = openvino_core().compile_model(ov_model, "CPU", config | {"PERF_COUNT": True})
-            counted = profiled.create_infer_request()
-            runs: list[list[float]] = []
-            deadline = time.perf_counter() + seconds
-            while len(runs) < 6 or time.perf_counter() < deadline:
-                counted.infer({0: x}, share_inputs=True)
-                nodes = [(n.node_type, n.real_time.total_seconds()) for n in counted.profiling_info
-                         if ran(n.status.name, n.node_type, n.exec_type)]
-                runs.append(chain_layer_seconds(nodes, OV_OPS))
-            return list(np.median(np.array(runs[1:]), axis=0))  # (the first run, warming up, left out)
-
-        return Cell(call, profile=profile)
-
-
-def ran(status: str, node_type: str, exec_type: str) -> bool:
-    """Whether a node of OpenVINO's performance counters ran. Its status says NOT_RUN for a layer
-    that ran in under a microsecond (a depthwise conv on a 3x3 map, on a Zen 5), so a layer's
-    node counts whenever it has a kernel (an ``exec_type`` other than ``undef``: a node fused into
-    another has none); other nodes (reorders) count as their status says."""
-    if status == "EXECUTED":
-        return True
-    return node_type in (*OV_OPS.convs, *OV_OPS.pools, *OV_OPS.classifiers) and exec_type != "undef"
+        return Cell(call, profile=lambda seconds: profile_layers(ov_model, config, x, seconds))
 
 
 def _converted(module: nn.Module, shape: tuple[int, ...]) -> Any:
