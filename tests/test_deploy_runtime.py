@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenet.cpu import CpuInfo, cpu_info
+from described_cpus import ZEN3
+from mobilenet.cpu import cpu_info
 from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import make_predictor, predictor_from_file
@@ -25,8 +26,6 @@ from mobilenet.optimized import FIXED_BATCH_BACKENDS
 from mobilenet.predictor import PrecisionUnavailableError
 from mobilenet.preprocess import sample_photos
 
-ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),
-               logical_cores=2)
 NATIVE_BF16 = cpu_info().native_bf16
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_deploy_runtime import ZEN3
+from described_cpus import ZEN3
 from mobilenet import cost, latency
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main

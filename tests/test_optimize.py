@@ -20,6 +20,7 @@ import torch
 import torch._dynamo.config
 import torch._inductor.config
 
+from described_cpus import ZEN3
 from mobilenet import optimized
 from mobilenet.allocator import keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
@@ -34,8 +35,6 @@ from mobilenet.optimized import (
 )
 from mobilenet.predictor import PrecisionUnavailableError
 
-ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),
-               logical_cores=2)
 no_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet.cpu import CpuInfo, cpu_info
+from described_cpus import ZEN3
+from mobilenet.cpu import cpu_info
 from mobilenet.deploy.export import ExportMismatchError, export
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.quantize import calibration_tensor, image_files, seven_bit_weights
@@ -81,8 +82,6 @@ def test_calibration_folder_errors_are_clear(tmp_path, model):
 # 16-bit lanes, so 8-bit weights overflow (ONNX Runtime int8 of the published 1.0-224 fell from
 # 78.9% to 64.1% top-1 under an emulated Zen 3). Files keep weights to 7 bits: 2 x 255 x 64 fits.
 
-ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}),
-               logical_cores=2)
 
 
 @pytest.fixture(scope="module")

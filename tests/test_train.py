@@ -430,15 +430,15 @@ def test_validation_during_training_is_mobilenet_evaluate_on_the_checkpoint(tmp_
 
 def test_bf16_autocast_follows_the_cpus_native_bf16(monkeypatch):
     # oneDNN reports bf16 "supported" wherever it can emulate it; emulation is many times slower.
-    from mobilenet.cpu import CpuInfo, cpu_info
+    from described_cpus import ZEN3
+    from mobilenet.cpu import cpu_info
     from mobilenet.errors import InputError
     from mobilenet.train.execution import autocast_dtype
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_info().native_bf16 and torch.backends.mkldnn.is_available() else None
     assert autocast_dtype("auto", cpu) == expected
-    zen3 = CpuInfo(model="AMD EPYC (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}), logical_cores=2)
-    monkeypatch.setattr("mobilenet.train.execution.cpu_info", lambda: zen3)
+    monkeypatch.setattr("mobilenet.train.execution.cpu_info", lambda: ZEN3)
     assert autocast_dtype("auto", cpu) is None
     with pytest.raises(InputError, match="needs native bf16"):
         autocast_dtype("bf16", cpu)

@@ -13,10 +13,11 @@ import pytest
 import torch
 import torch._dynamo
 
+from described_cpus import SAPPHIRE_RAPIDS, ZEN3
 from mobilenet.allocator import glibc_malloc
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
-from mobilenet.cpu import CpuInfo, cpu_info
+from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
@@ -27,10 +28,6 @@ from test_allocator import assert_faulted_before_and_not_after, page_faults_arou
 from test_train import fashion_mnist_root, tiny_config
 
 CPU = torch.device("cpu")
-ZEN3 = CpuInfo(model="AMD EPYC 7B13 (described)", machine="x86_64", flags=frozenset({"avx2", "fma"}), logical_cores=2)
-SAPPHIRE_RAPIDS = CpuInfo(model="Intel Xeon (described)", machine="x86_64", logical_cores=2,
-                          flags=frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                                           "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}))
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
 
