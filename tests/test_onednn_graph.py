@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet import onednn_graph
+from mobilenet import arch, onednn_graph
 from mobilenet.arch import ArchConfig
 from mobilenet.cost import network_cost
 from mobilenet.latency.backends import TorchBackend, probe_module
@@ -121,16 +121,13 @@ def test_its_probes_tell_channels_that_fill_vector_registers_apart(monkeypatch: 
 @builds
 def test_bench_shares_come_from_its_profile_where_optimize_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from mobilenet.deploy.bench import layers
-    from mobilenet.deploy.bench.report import BenchOptions
 
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     profiled: list[int] = []
     real = onednn_graph.layer_seconds
     monkeypatch.setattr(onednn_graph, "layer_seconds", lambda *a: profiled.append(1) or real(*a))
     monkeypatch.setattr(layers, "folded_copy", lambda model: pytest.fail("the eager hooks' model was built"))
-    options = BenchOptions(runtimes=("torch",), batch_sizes=(1,), threads=1, seconds=0.05, peers=False,
-                           compare_conv=False, memory=False)
     model = _trained_looking(ArchConfig(alpha=0.25, resolution=96))
-    kinds = layers._torch_layer_times(model, torch.rand(1, 3, 96, 96), options)
-    assert profiled and set(kinds) == {"conv", "depthwise", "pointwise", "pool", "fc"}
-    assert all(seconds > 0 for seconds in kinds.values())
+    seconds = layers.network_layer_seconds(model, "torch", torch.rand(1, 3, 96, 96), 1, 0.05)
+    assert profiled and len(seconds) == len(arch.layers(model.arch_cfg))
+    assert all(s > 0 for s in seconds)
