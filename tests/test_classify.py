@@ -14,6 +14,7 @@ from PIL import Image
 from mobilenet import classify
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
+from mobilenet.errors import InputError
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess, sample_photos
 from mobilenet.weights import PretrainedCfg, imagenet_names, save_safetensors, weights_of
@@ -46,6 +47,24 @@ def test_classify_keeps_each_images_error_as_data(tmp_path, small_weights, monke
     assert len(built) == 1  # one model built, once
     with pytest.raises(ValueError, match="top_k must be"):
         classify(tmp_path / "a.jpg", weights=small_weights, top_k=0)
+
+
+def test_paths_that_do_not_exist_are_refused_before_any_weights_are_loaded(tmp_path, small_weights, monkeypatch,
+                                                                          capsys):
+    """A mistyped path is said at once, not after loading (or downloading) the weights and
+    building the predictor; among paths that exist, a missing one is that image's error."""
+    built = models_built(monkeypatch)
+    loaded = []
+    monkeypatch.setattr("mobilenet.inference._what_runs", lambda *a, **k: loaded.append(1) or pytest.fail("loaded"))
+    with pytest.raises(InputError, match=r"nowhere\.jpg: no such file \(and 1 more\)$"):
+        classify([tmp_path / "nowhere.jpg", tmp_path / "elsewhere.jpg"], weights=small_weights)
+    assert main(["classify", str(tmp_path / "nowhere.jpg"), "--weights", str(small_weights)]) == 2
+    assert capsys.readouterr().err.strip() == f"mobilenet classify: error: {tmp_path / 'nowhere.jpg'}: no such file"
+    assert not built and not loaded
+    monkeypatch.undo()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.jpg")
+    good, gone = classify([tmp_path / "a.jpg", tmp_path / "nowhere.jpg"], weights=small_weights, top_k=1)
+    assert good.ok and not gone.ok and gone.error.endswith("no such file")
 
 
 def test_json_in_1000_class_order_and_bad_files_reported(tmp_path, small_weights, capsys):

@@ -282,13 +282,19 @@ def classify(
 ) -> Classification:
     """The ``top_k`` classes of each image (default: ``preprocess.sample_photos()``), with the
     weights' own preprocessing. An image that cannot be read gets its ``error`` and the others
-    are still classified. Class indices are in ImageNet's 1,000-class order for ImageNet weights."""
+    are still classified; where none of the paths exists, an ``InputError`` says so before any
+    weights are loaded (or fetched). Class indices are in ImageNet's 1,000-class order for
+    ImageNet weights."""
     if not isinstance(top_k, int) or top_k < 1:
         raise InputError(f"top_k must be an int >= 1, got {top_k!r}")
     paths = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(p) for p in images or ()]
     paths = paths or sample_photos()
     if not paths:
         raise InputError("no images given and no sample photos found (pip install matplotlib scikit-image)")
+    missing = [path for path in paths if not path.exists()]
+    if len(missing) == len(paths):  # (a mistyped path, say: nothing would be classified)
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ImageError(f"{missing[0]}: no such file{more}")
     running = run_settings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
     cfg, model, _ = _what_runs(running, weights, want_reference=False)
     preprocess = cfg.preprocess.with_resize(resize)
