@@ -143,16 +143,15 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         # spells move the shares between the calibration and now, docs/latency.md §4).
         passes = [[layer_fractions(model, setting, args.seconds) for model in models]
                   for _ in range(args.profile_passes)]
-        for i, (cfg, model, row) in enumerate(zip(grid + seen, models, setting.rows + setting.seen)):
+        for i, (cfg, row) in enumerate(zip(grid + seen, setting.rows + setting.seen, strict=True)):
             profiles = [p[i] for p in passes if p[i] is not None]
             fractions = list(np.median(profiles, axis=0)) if profiles else None
-            row |= layer_errors(model, predict_with(constants, cfg, setting.batch_size), setting, args.seconds,
-                                row["measured_ms"], fractions)
+            row |= layer_errors(predict_with(constants, cfg, setting.batch_size), row["measured_ms"], fractions)
     setting.summary = summarize(setting.rows, setting.seen)
 
 
-def layer_errors(model: Any, prediction: LatencyPrediction, setting: Setting, seconds: float,
-                 measured_ms: float, fractions: Sequence[float] | None) -> dict[str, Any]:
+def layer_errors(prediction: LatencyPrediction, measured_ms: float,
+                 fractions: Sequence[float] | None) -> dict[str, Any]:
     """Per-type share error and per-layer error, from each layer's share of the profiled time
     (``layer_fractions``) scaled to the network's interleaved median less the call, as the
     calibration scales its own profiles (the profile runs apart, in whatever spell the guest is

@@ -161,19 +161,6 @@ def test_separable_vs_conv_sets_time_beside_mult_adds(tiny_model):
 
 
 @pytest.mark.slow
-def test_layer_shares_cover_every_layer_type(tiny_model):
-    runtimes = ("torch", *(r for r in ("onnxruntime", "openvino", "executorch") if available(r)))
-    rows = bench.layer_shares(tiny_model.arch_cfg, bench.layer_profiles(tiny_model, quick_options(*runtimes), print))
-    for runtime in runtimes:
-        shares = {row["kind"]: row for row in rows if row["runtime"] == runtime}
-        assert {"conv", "depthwise", "pointwise", "pool", "fc"} <= set(shares)
-        assert all(shares[k]["time_share"] > 0 for k in ("conv", "depthwise", "pointwise", "fc"))
-        assert sum(row["time_share"] for row in shares.values()) == pytest.approx(1.0)
-        assert sum(row["mult_add_share"] for row in shares.values()) == pytest.approx(1.0)
-        assert shares["pointwise"]["mult_add_share"] > 0.75  # Table 2: 1x1 convs dominate the arithmetic
-
-
-@pytest.mark.slow
 def test_memory_is_measured_in_a_fresh_process(tiny_model):
     (row,) = bench.memory_rows(tiny_model, quick_options("torch"), print)
     assert row["status"] == "ok" and row["batch_size"] == 2

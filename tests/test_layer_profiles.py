@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig
@@ -118,7 +119,8 @@ def test_bench_profiles_each_runtime_once_for_its_shares_and_its_predicted_layer
 def test_every_profiled_runtime_splits_the_network_bench_runs_into_its_layers() -> None:
     """PyTorch's, ONNX Runtime's, OpenVINO's and ExecuTorch's profiles of a real network give
     every layer of the architecture some time, in its order: the depthwise conv on the largest
-    map (8 times the outputs) takes longer than the one on the smallest, whatever the runtime."""
+    map (8 times the outputs) takes longer than the one on the smallest, whatever the runtime;
+    and the shares by layer type add up, beside the mult-add shares of Table 2."""
     runtimes = ("torch", *(r for r in ("onnxruntime", "openvino", "executorch") if available(r)))
     cfg = ArchConfig(alpha=0.5, resolution=128)
     options = BenchOptions(runtimes=runtimes, batch_sizes=(1,), threads=1, seconds=0.3)
@@ -129,3 +131,31 @@ def test_every_profiled_runtime_splits_the_network_bench_runs_into_its_layers() 
         assert len(seconds) == len(names) and all(s > 0 for s in seconds), runtime
         by_name = dict(zip(names, seconds, strict=True))
         assert by_name["blocks.0.dw"] > by_name["blocks.12.dw"], runtime
+    for runtime in runtimes:
+        shares = {row["kind"]: row for row in bench.layer_shares(cfg, profiles) if row["runtime"] == runtime}
+        assert set(shares) == {"conv", "depthwise", "pointwise", "pool", "fc"}
+        assert sum(row["time_share"] for row in shares.values()) == pytest.approx(1.0)
+        assert sum(row["mult_add_share"] for row in shares.values()) == pytest.approx(1.0)
+        assert shares["pointwise"]["mult_add_share"] > 0.75  # Table 2: 1x1 convs dominate the arithmetic
+
+
+def test_pytorchs_layers_are_profiled_at_the_threads_asked_and_the_process_count_put_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PyTorch has one thread count for the whole process: the profile runs at the count it is
+    given (as the other runtimes' sessions do), and leaves the caller's as it was."""
+    from mobilenet.deploy.bench import layers
+
+    seen: list[int] = []
+    real = layers._torch_program_layer_seconds
+    monkeypatch.setattr(layers, "_torch_program_layer_seconds",
+                        lambda *args: seen.append(torch.get_num_threads()) or real(*args))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = MobileNetV1(ArchConfig(alpha=0.25, resolution=64)).eval()
+        seconds = bench.network_layer_seconds(model, "torch", torch.rand(1, 3, 64, 64), 1, 0.05)
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert len(seconds) == len(arch.layers(model.arch_cfg))
+    finally:
+        torch.set_num_threads(before)

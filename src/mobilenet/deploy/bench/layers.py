@@ -28,6 +28,7 @@ from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtimes import executorch as executorch_runtime
 from mobilenet.deploy.runtimes import ort as ort_runtime
 from mobilenet.deploy.runtimes import ov as ov_runtime
+from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
 from mobilenet.prepare import folded_copy, inference_copy
@@ -82,11 +83,20 @@ def layer_shares(arch_cfg: ArchConfig, profiles: dict[str, list[float]]) -> list
 
 
 def _torch_layer_seconds(model: MobileNetV1, x: torch.Tensor, threads: int | None, seconds: float) -> list[float]:
+    """PyTorch's layers at ``threads`` (None: the process's count), the count put back after
+    (PyTorch has one for the whole process)."""
+    with torch_threads_kept():
+        if threads:
+            torch.set_num_threads(threads)
+        return _torch_program_layer_seconds(model, x, seconds)
+
+
+def _torch_program_layer_seconds(model: MobileNetV1, x: torch.Tensor, seconds: float) -> list[float]:
     """What the torch cell runs: where ``mobilenet.optimize`` runs oneDNN Graph, its program's
     partitions by PyTorch's profiler; where it compiles with inductor, its program's calls timed
     one by one (``mobilenet.fused_ops``: the compiled program itself has no per-layer profile);
     else the folded channels_last model in eager mode, from forward hooks around every layer
-    (TorchScript hides the layers). (Its threads: the process's, which bench sets.)"""
+    (TorchScript hides the layers)."""
     layers = network_cost(model.arch_cfg).layers
     if cpu_backend() == "onednn-graph":
         program = optimize(model, batch_size=len(x), backend="onednn-graph", log=lambda line: None).net
