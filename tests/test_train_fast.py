@@ -12,8 +12,10 @@ import sys
 import pytest
 import torch
 import torch._dynamo
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from described_cpus import SAPPHIRE_RAPIDS, ZEN3
+from mobilenet import arch
 from mobilenet.allocator import glibc_malloc
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
@@ -23,7 +25,7 @@ from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.config import RESUME_OVERRIDES
 from mobilenet.train.runs import read_metrics
-from mobilenet.train.step import COMPILE_MIN_STEPS, compile_choice, plan_execution
+from mobilenet.train.step import COMPILE_MIN_STEPS, build_step, compile_choice, plan_execution
 from test_allocator import assert_faulted_before_and_not_after, page_faults_around
 from test_train import fashion_mnist_root, tiny_config
 
@@ -171,6 +173,44 @@ def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
     assert ckpt["compiled"] is True
     MobileNetV1(ArchConfig.from_dict(ckpt["arch"])).load_state_dict(ckpt["model"])
     assert any(isinstance(m, TFSamePad) for m in fast.model.modules())
+
+
+class ConvBackwardLayouts(TorchDispatchMode):
+    """Records the layout of every ``convolution_backward``'s input and output gradient that a
+    (compiled) backward dispatches: inductor's wrapper calls the op through the dispatcher."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default:
+            grad, x = args[0], args[1]
+            self.calls.append((args[9], tuple(x.shape), x.stride(), grad.stride()))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.slow  # compiles a step (about 30 s)
+def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
+    """inductor lays a CPU step's backward graph out apart from its forward, and left alone
+    (pytorch#189239) hands a depthwise conv's backward its input in N, H, C, W order, which
+    oneDNN runs 2-3x slower (docs/training.md). With the step's compile options, every depthwise
+    conv's input and output gradient reach oneDNN channels_last, for an NCHW model as well."""
+    torch._dynamo.reset()
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10)).train()
+    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
+    assert plan.compile, plan.compile_why
+    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loss = step(images, labels)
+    with ConvBackwardLayouts() as seen:
+        loss.backward()
+    depthwise = [(shape, x, grad) for groups, shape, x, grad in seen.calls if groups > 1 and shape[-1] > 1]
+    # 0.25-32: the 13 depthwise convs, less those on 1 x 1 maps, whose layout is no layout.
+    assert len(depthwise) == sum(1 for layer in arch.layers(model.arch_cfg)
+                                 if layer.kind == "depthwise" and layer.in_size[-1] > 1)
+    for shape, x_stride, grad_stride in depthwise:
+        assert x_stride[1] == 1 and grad_stride[1] == 1, (shape, x_stride, grad_stride)
 
 
 # --------------------------------------------------------------------------------------------
