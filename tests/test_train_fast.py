@@ -58,6 +58,7 @@ def test_the_fast_settings_are_the_defaults_and_the_flags_turn_them_off():
     assert plan.channels_last and plan.amp == (torch.bfloat16 if cpu_info().native_bf16 else None)
     eager = plan_execution(TrainConfig(compile=False, amp="none", channels_last=False), CPU, 10_000)
     assert (eager.compile, eager.amp, eager.memory_format) == (False, None, torch.contiguous_format)
+    assert eager.to_dict()["inductor_options"] is None  # nothing compiles
     kept = "; freed memory kept in the process (glibc)" if glibc_malloc() else ""
     assert eager.describe() == f"train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last){kept}"
     # Auto compiles only runs long enough to pay the compile back; --compile insists.
@@ -200,6 +201,8 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10)).train()
     plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
     assert plan.compile, plan.compile_why
+    # bench --train records it with the step's settings.
+    assert plan.to_dict()["inductor_options"] == {"force_layout_optimization": True}
     step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     loss = step(images, labels)

@@ -66,6 +66,11 @@ class ExecutionPlan:
         """fp16 gradients underflow without loss scaling; bf16 has fp32's range."""
         return self.amp == torch.float16
 
+    @property
+    def inductor_options(self) -> dict[str, object] | None:
+        """What the compiled step asks of inductor (``compile_options``); None when eager."""
+        return compile_options(self.device) if self.compile else None
+
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "NCHW (--no-channels-last)"
         memory = "; freed memory kept in the process (glibc)" if self.keeps_freed_memory else ""
@@ -74,7 +79,8 @@ class ExecutionPlan:
     def to_dict(self) -> dict[str, object]:
         return {"compile": self.compile, "compile_why": self.compile_why, "amp": AMP_NAMES[self.amp],
                 "amp_why": self.amp_why, "memory_format": "channels_last" if self.channels_last else "nchw",
-                "freed_memory_kept": self.keeps_freed_memory, "device": str(self.device)}
+                "freed_memory_kept": self.keeps_freed_memory, "inductor_options": self.inductor_options,
+                "device": str(self.device)}
 
     def apply_to_process(self) -> None:
         """The process-wide part of the plan, applied once before the first step (it stays for the
@@ -130,7 +136,7 @@ def build_step(model: nn.Module, criterion: nn.Module, plan: ExecutionPlan) -> n
         return step
     if isinstance(model, MobileNetV1):
         constant_pads(model)
-    return torch.compile(step, options=compile_options(plan.device))
+    return torch.compile(step, options=plan.inductor_options)
 
 
 def compile_options(device: torch.device) -> dict[str, object] | None:

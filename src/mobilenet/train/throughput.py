@@ -247,8 +247,9 @@ def _training_step(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.o
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
-    shown = {k: v for k, v in settings.items() if not k.endswith("_why") and k != "device"}
-    return ", ".join(f"{k} {v}" for k, v in shown.items())
+    shown = {k: v for k, v in settings.items() if not k.endswith("_why") and k != "device" and v is not None}
+    return ", ".join(f"{k} {' '.join(f'{o}={x}' for o, x in v.items()) if isinstance(v, dict) else v}"
+                     for k, v in shown.items())
 
 
 def save(report: ThroughputReport, path: str | os.PathLike[str]) -> None:
