@@ -192,6 +192,7 @@ class ConvBackwardLayouts(TorchDispatchMode):
 
 
 @pytest.mark.slow  # compiles a step (about 30 s)
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the option is for oneDNN's convolutions")
 def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
     """inductor lays a CPU step's backward graph out apart from its forward, and left alone
     (pytorch#189239) hands a depthwise conv's backward its input in N, H, C, W order, which
