@@ -144,7 +144,7 @@ def compile_options(device: torch.device) -> dict[str, object] | None:
 
     On a CPU with oneDNN, inductor lays out every graph that holds a convolution channels_last
     (oneDNN's layout), but it decides graph by graph, and a step's backward graph holds only
-    ``convolution_backward`` nodes, which it does not count (pytorch#189239; so in torch 2.14.1).
+    ``convolution_backward`` nodes, which it does not count (pytorch#189239, present in 2.14.1).
     That graph keeps the default layout, and its lowering then orders each conv's input and output
     gradient like the conv's weight gradient: for a depthwise conv's (C, 1, 3, 3) weights that is
     N, H, C, W, a layout oneDNN's depthwise backward runs 2-3x slower than channels_last, after a

@@ -248,8 +248,14 @@ def _training_step(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.o
 
 def _settings_text(settings: dict[str, Any]) -> str:
     shown = {k: v for k, v in settings.items() if not k.endswith("_why") and k != "device" and v is not None}
-    return ", ".join(f"{k} {' '.join(f'{o}={x}' for o, x in v.items()) if isinstance(v, dict) else v}"
-                     for k, v in shown.items())
+    return ", ".join(f"{k} {_setting_text(v)}" for k, v in shown.items())
+
+
+def _setting_text(value: Any) -> str:
+    """One setting as the report prints it: a dict of options as ``name=value`` pairs."""
+    if isinstance(value, dict):
+        return " ".join(f"{name}={option}" for name, option in value.items())
+    return str(value)
 
 
 def save(report: ThroughputReport, path: str | os.PathLike[str]) -> None:
