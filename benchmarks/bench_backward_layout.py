@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP as TUNABLES  # no torch at import: the restart stays quick
+from mobilenet.allocator import restart_keeping_freed_memory  # no torch at import: the restart stays quick
 
 SETTINGS = {
     "default": {},
@@ -39,9 +38,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="0.25-32, batch 8, 0.5 s: checks that the script works")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
     args = p.parse_args()
-    if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):
-        env = os.environ | {"GLIBC_TUNABLES": TUNABLES, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    restart_keeping_freed_memory()
 
     import torch
     from torch import nn

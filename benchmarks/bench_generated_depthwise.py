@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP as TUNABLES  # no torch at import: the restart stays quick
+from mobilenet.allocator import restart_keeping_freed_memory  # no torch at import: the restart stays quick
 
 
 def main() -> None:
@@ -34,8 +33,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per program")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
-    if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):  # the malloc settings mobilenet bench uses
-        os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | {"GLIBC_TUNABLES": TUNABLES})
+    restart_keeping_freed_memory(passive_omp=False)  # the malloc settings mobilenet bench uses
 
     import torch
     import torch.nn.functional as F

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP as TUNABLES  # no torch at import: the restart stays quick
+from mobilenet.allocator import restart_keeping_freed_memory  # no torch at import: the restart stays quick
 
 
 def main() -> None:
@@ -45,8 +44,7 @@ def main() -> None:
     args = p.parse_args()
     if args.max_autotune and args.backends != ["inductor"]:
         p.error("--max-autotune times compiled programs only: add --backends inductor")
-    if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):
-        os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | {"GLIBC_TUNABLES": TUNABLES})
+    restart_keeping_freed_memory(passive_omp=False)  # the malloc settings mobilenet bench uses
 
     import torch
 

@@ -12,11 +12,10 @@ as ``benchmarks/train_throughput.py`` does. Run it with nothing else running.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP as TUNABLES  # no torch at import: the restart stays quick
+from mobilenet.allocator import restart_keeping_freed_memory  # no torch at import: the restart stays quick
 
 
 def main() -> None:
@@ -27,9 +26,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=60.0, help="timed seconds for both variants together")
     args = p.parse_args()
-    if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):
-        env = os.environ | {"GLIBC_TUNABLES": TUNABLES, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    restart_keeping_freed_memory()
 
     import torch
     import torch.nn.functional as F

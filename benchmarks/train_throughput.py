@@ -15,10 +15,9 @@ and re-faults the activation buffers of every step) and OMP_WAIT_POLICY=PASSIVE.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP as TUNABLES  # no torch at import: the restart stays quick
+from mobilenet.allocator import restart_keeping_freed_memory  # no torch at import: the restart stays quick
 
 
 def main() -> None:
@@ -32,9 +31,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="0.25-32, batch 8, 0.5 s: checks that the script works")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the report here")
     args = p.parse_args()
-    if TUNABLES not in os.environ.get("GLIBC_TUNABLES", ""):
-        env = os.environ | {"GLIBC_TUNABLES": TUNABLES, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    restart_keeping_freed_memory()
 
     from mobilenet.arch import ArchConfig
     from mobilenet.train.throughput import DEFAULT, EAGER_FP32, TARGETS, TIMM, bench_training, save

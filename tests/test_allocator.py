@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from mobilenet.allocator import GLIBC_TUNABLES_KEEP, glibc_malloc
+from mobilenet.allocator import GLIBC_TUNABLES_KEEP, glibc_malloc, timing_environment
 
 only_glibc = pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 
@@ -69,3 +69,21 @@ def test_the_tunables_keep_it_from_the_start():
     assert done.returncode == 0, done.stderr
     faults = json.loads(done.stdout.splitlines()[-1])
     assert faults["before"] < 100 and faults["after"] < 100, faults  # (as kept as the mallopt form, above)
+
+
+def test_a_timing_environment_adds_the_tunables_to_the_callers_and_leaves_a_set_policy(monkeypatch):
+    """What ``mobilenet bench`` and the benchmark scripts restart under: the caller's own glibc
+    tunables kept, ours added once, and an OMP_WAIT_POLICY the caller chose left as it is."""
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    env = timing_environment()
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{GLIBC_TUNABLES_KEEP}"
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])  # as after the restart: not added twice
+    assert timing_environment()["GLIBC_TUNABLES"] == env["GLIBC_TUNABLES"]
+
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert timing_environment()["OMP_WAIT_POLICY"] == "PASSIVE"
+    untuned = timing_environment(keep_memory=False, passive_omp=False)  # bench --no-malloc-tuning, say
+    assert "GLIBC_TUNABLES" not in untuned and "OMP_WAIT_POLICY" not in untuned

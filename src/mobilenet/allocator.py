@@ -11,8 +11,9 @@ from 1.83 to 0.95 s (docs/training.md). ONNX Runtime and OpenVINO keep their own
 * ``keep_freed_memory()`` sets it for the rest of this process (``mallopt``): ``optimize`` and
   ``mobilenet train`` do, on a CPU.
 * ``GLIBC_TUNABLES_KEEP`` is the same, as the ``GLIBC_TUNABLES`` a process starts under (read once
-  at its start): what ``mobilenet bench`` and the benchmarks restart themselves with, so that
-  everything they load (the runtimes included) allocates that way from the first byte.
+  at its start): what ``mobilenet bench`` and the benchmarks restart themselves with
+  (``restart_keeping_freed_memory``), so that everything they load (the runtimes included)
+  allocates that way from the first byte.
 
 The cost: the process's resident size keeps its peak.
 """
@@ -20,7 +21,9 @@ The cost: the process's resident size keeps its peak.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import sys
 
 # What ``optimize(memory=)`` and training's ``memory`` setting take: glibc asked to keep freed
 # memory (``keep_freed_memory``), or left to its own settings.
@@ -35,6 +38,30 @@ def glibc_malloc() -> bool:
     """Whether this process allocates with glibc's malloc (Linux with glibc): the allocator whose
     settings ``keep_freed_memory`` changes."""
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def restart_keeping_freed_memory(*, passive_omp: bool = True) -> None:
+    """Run this script again (``sys.argv``) under ``GLIBC_TUNABLES_KEEP``, added to any tunables
+    already set, and, with ``passive_omp``, OMP_WAIT_POLICY=PASSIVE where the policy is unset (so
+    that PyTorch's OpenMP threads do not spin into the next timed call); returns at once where the
+    tunables are already in place. For the benchmark scripts: call it after parsing the arguments
+    (a wrong one fails without a restart) and before importing torch."""
+    if GLIBC_TUNABLES_KEEP in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], timing_environment(passive_omp=passive_omp))
+
+
+def timing_environment(*, keep_memory: bool = True, passive_omp: bool = True) -> dict[str, str]:
+    """This process's environment with what a fair timing starts under: ``GLIBC_TUNABLES_KEEP``
+    added to any tunables already set (``keep_memory``), and OMP_WAIT_POLICY=PASSIVE where the
+    policy is unset (``passive_omp``)."""
+    env = dict(os.environ)
+    if keep_memory and GLIBC_TUNABLES_KEEP not in env.get("GLIBC_TUNABLES", ""):
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), GLIBC_TUNABLES_KEEP)))
+    if passive_omp:
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 def keep_freed_memory() -> bool:

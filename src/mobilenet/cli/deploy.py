@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mobilenet.allocator import timing_environment
 from mobilenet.cli.common import add_model_arguments, given_model_settings, model_from_args
 from mobilenet.deploy.formats import FORMAT_MODULES
 from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
@@ -214,7 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from mobilenet.deploy import bench
 
-    _restart_for_fair_timing(args, bench.MALLOC_TUNABLES)
+    _restart_for_fair_timing(args)
     if args.train:
         return _bench_training(args)
     if args.device is not None and args.device != "cpu":
@@ -291,7 +292,7 @@ def _bench_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restart_for_fair_timing(args: argparse.Namespace, tunables: str) -> None:
+def _restart_for_fair_timing(args: argparse.Namespace) -> None:
     """Restart the command under the process settings a fair benchmark needs; both are read once
     at process start, hence the restart (only when run as the `mobilenet` command or
     `python -m mobilenet`, never inside a host program such as a test runner):
@@ -302,10 +303,7 @@ def _restart_for_fair_timing(args: argparse.Namespace, tunables: str) -> None:
       OpenVINO's and ONNX Runtime's threads want the same two cores (measured: torch batch 1 went
       from 2 ms to 540 ms interleaved with OpenVINO), which would make interleaving unfair.
     """
-    env = dict(os.environ)
-    if not args.no_malloc_tuning and tunables not in env.get("GLIBC_TUNABLES", ""):
-        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), tunables)))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env = timing_environment(keep_memory=not args.no_malloc_tuning)
     launcher = Path(sys.argv[0])
     ours = launcher.name == "mobilenet" or (launcher.name == "__main__.py" and launcher.parent.name == "mobilenet")
     if env == os.environ or not ours:
