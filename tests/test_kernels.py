@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mobilenet import mobilenet_v1
-from mobilenet.kernels import interleaved_input_grad, relu6_from_output, strided_depthwise_conv2d
+from mobilenet.kernels import interleaved_input_grad, strided_depthwise_conv2d
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -99,50 +99,3 @@ def test_model_gradients_are_unchanged() -> None:
             scale = float(grad.abs().max()) or 1.0
             tolerance = 5e-2 if amp else 1e-5
             torch.testing.assert_close(mine[name], grad, rtol=tolerance, atol=tolerance * scale, msg=name)
-
-
-# --- ReLU6 differentiated through its output (compiled steps) ----------------------------------
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_relu6_from_output_has_relu6s_value_and_gradient(dtype: torch.dtype) -> None:
-    """The mask from the output is the mask from the input, at the kinks 0 and 6 included."""
-    torch.manual_seed(0)
-    x = torch.cat([torch.tensor([-1.0, 0.0, 1e-30, 3.0, 5.99, 6.0, 6.01, 7.0]), torch.randn(200) * 4])
-    x = x.to(dtype)
-    grad = torch.randn_like(x)
-    mine, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    y = relu6_from_output(mine)
-    y.backward(grad)
-    F.relu6(theirs).backward(grad)
-    assert torch.equal(y, F.relu6(x))
-    assert torch.equal(mine.grad, theirs.grad)
-
-
-def test_a_compiled_step_reads_relu6s_output_not_the_batchnorm_output() -> None:
-    """Traced for training, the model's backward has no ``hardtanh_backward`` (which reads the
-    BatchNorm output and makes inductor recompute it); its gradients are eager's."""
-    from functorch.compile import make_boxed_func  # noqa: PLC0415
-    from torch._dynamo.backends.common import aot_autograd  # noqa: PLC0415
-
-    backward_ops: set[str] = set()
-
-    def keep_forward(gm: torch.fx.GraphModule, _: object) -> object:
-        return make_boxed_func(gm.forward)
-
-    def note_backward(gm: torch.fx.GraphModule, _: object) -> object:
-        backward_ops.update(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
-        return make_boxed_func(gm.forward)
-
-    torch.manual_seed(0)
-    model = mobilenet_v1(0.25, resolution=32, num_classes=10, dropout=0.0).train()
-    x, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
-    F.cross_entropy(model(x), labels).backward()
-    eager = {name: p.grad.clone() for name, p in model.named_parameters()}
-    model.zero_grad()
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=keep_forward, bw_compiler=note_backward))
-    F.cross_entropy(compiled(x), labels).backward()
-    assert backward_ops, "the backward graph was traced"
-    assert not any("hardtanh_backward" in op for op in backward_ops), sorted(backward_ops)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, eager[name], rtol=1e-4, atol=1e-5, msg=name)

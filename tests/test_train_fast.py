@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.config import RESUME_OVERRIDES
 from mobilenet.train.runs import read_metrics
-from mobilenet.train.step import COMPILE_MIN_STEPS, build_step, compile_choice, plan_execution
+from mobilenet.train.step import COMPILE_MIN_STEPS, build_step, compile_choice, compile_options, plan_execution
 from test_allocator import assert_faulted_before_and_not_after, page_faults_around
 from test_train import fashion_mnist_root, tiny_config
 
@@ -207,7 +208,8 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
     plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
     assert plan.compile, plan.compile_why
     # bench --train records it with the step's settings.
-    assert plan.to_dict()["inductor_options"] == {"force_layout_optimization": True}
+    assert plan.to_dict()["inductor_options"] == compile_options(CPU)
+    assert compile_options(CPU)["force_layout_optimization"] is True
     step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     loss = step(images, labels)
@@ -225,6 +227,36 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
         # eager gradients differ by up to 5e-4 of a tensor's largest value here, with either layout.
         error = (compiled_param.grad - eager_param.grad).abs().max()
         assert error <= 2e-3 * eager_param.grad.abs().max(), name
+
+
+# An activation-sized buffer that a generated CPU graph allocates itself: (N, C, H, W), H x W > 1.
+ALLOCATED_ACTIVATION = re.compile(r"empty_strided_cpu\(\((\d+), (\d+), (\d+), (\d+)\)")
+
+
+@pytest.mark.slow  # compiles a step (about 20 s)
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the options are for oneDNN's CPU step")
+def test_a_compiled_fp32_backward_writes_out_no_recomputed_batchnorm_output():
+    """ReLU6's backward needs BatchNorm's output, which the forward does not keep. With inductor's
+    own realize threshold, the backward recomputes it and writes it out whole, an activation-sized
+    buffer per block, only to read it back twice (docs/training.md). With the step's options the
+    fp32 backward graph allocates no activation-sized buffer at all: each gradient is written over
+    a buffer the forward kept or oneDNN returned."""
+    from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
+    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
+    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    _, codes = run_and_get_code(lambda: step(images, labels).backward())
+    backward = [code for code in codes if "native_batch_norm_backward" in code]
+    assert len(backward) == 1, f"{len(codes)} graphs generated, {len(backward)} of them a backward"
+    wrapper = backward[0][backward[0].index("def call("):]
+    allocated = [tuple(map(int, m)) for m in ALLOCATED_ACTIVATION.findall(wrapper)]
+    assert allocated, "the backward allocates its per-channel sums as (1, C, 1, 1) buffers"
+    assert [shape for shape in allocated if shape[2] * shape[3] > 1] == []
+    assert all(p.grad is not None for p in model.parameters())
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""Training kernels where PyTorch's own is slow: the strided depthwise convolution's backward,
-and ReLU6's backward inside a compiled step (``relu6_from_output``, below).
+"""A training kernel where PyTorch's own is slow: the strided depthwise convolution's backward.
 
 A strided depthwise conv's gradient with respect to its input is a transposed conv. oneDNN
 computes it, in bf16 on a CPU, with a generic strided kernel (``brgconv_strided``) that runs far
@@ -74,33 +73,3 @@ class StridedDepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[0] and interleave:
             grad_x = interleaved_input_grad(grad, weight, stride, padding, x.shape)
         return grad_x, grad_w, None, None
-
-
-def relu6_from_output(x: torch.Tensor) -> torch.Tensor:
-    """``F.relu6(x)``, out of place, whose backward reads its output rather than its input.
-
-    For a compiled training step. Eager's in-place ReLU6 already differentiates through its
-    output, but a traced graph is functional and its ``hardtanh_backward`` reads the input: the
-    BatchNorm output, which the forward does not keep, so inductor recomputes it in the backward
-    and writes it out whole in fp32 (103 MB for the first block at batch 32) only to find where
-    the gradient passes. The mask from the output is the same mask (``0 < relu6(x) < 6`` exactly
-    where ``0 < x < 6``, in any dtype: clamping does not round), and the output is kept anyway as
-    the next conv's input. On the Intel Xeon with AMX (1.0-224, batch 32, 2 threads, interleaved
-    against a plain ``F.relu6``; docs/training.md has the runs) a compiled step ran 2-5% faster
-    in bf16; in fp32 the runs were too noisy for more than "faster"."""
-    return ReLU6FromOutput.apply(x)
-
-
-class ReLU6FromOutput(torch.autograd.Function):
-    """ReLU6 whose backward masks the gradient by its saved output (``relu6_from_output``)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        y = x.clamp(0, 6)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        return grad * ((y > 0) & (y < 6)).to(grad.dtype)

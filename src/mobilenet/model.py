@@ -26,7 +26,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
-from mobilenet.kernels import relu6_from_output, strided_depthwise_conv2d
+from mobilenet.kernels import strided_depthwise_conv2d
 
 INIT_STD = 0.09
 # Keras' ZeroPadding2D(((0, 1), (0, 1))) before a strided conv, in F.pad's (left, right, top, bottom).
@@ -84,9 +84,6 @@ class ConvBNAct(nn.Module):
             x = strided_depthwise_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])  # type: ignore[index]
         else:
             x = conv(x)
-        if isinstance(self.act, nn.ReLU6) and self.training and torch.is_grad_enabled() \
-                and torch.compiler.is_compiling():
-            return relu6_from_output(self.bn(x))  # the compiled backward then reads the saved output
         return self.act(self.bn(x))
 
     @property
