@@ -146,28 +146,29 @@ def build_step(model: nn.Module, criterion: nn.Module, plan: ExecutionPlan) -> n
 REALIZE_READS_THRESHOLD = 8
 
 
-def compile_options(device: torch.device) -> dict[str, object] | None:
-    """inductor's settings for the compiled step on ``device`` (None: inductor's own). On a CPU
-    with oneDNN, two of them (docs/training.md has the measurements):
+def compile_options(device: torch.device) -> dict[str, object]:
+    """inductor's settings for the compiled step on ``device`` (docs/training.md has the
+    measurements):
 
-    * ``force_layout_optimization``. inductor lays out every graph that holds a convolution
-      channels_last (oneDNN's layout), but it decides graph by graph, and a step's backward graph
-      holds only ``convolution_backward`` nodes, which it does not count (pytorch#189239, present
-      in 2.14.1). That graph keeps the default layout, and its lowering then orders each conv's
-      input and output gradient like the conv's weight gradient: for a depthwise conv's
-      (C, 1, 3, 3) weights that is N, H, C, W, a layout oneDNN's depthwise backward runs 2-3x
-      slower than channels_last, after a copy into it. Forcing the option gives the backward graph
-      the forward's layout.
-    * ``realize_reads_threshold`` (``REALIZE_READS_THRESHOLD``). Each block's backward needs
-      ReLU6's mask, which is where BatchNorm's output lies strictly between 0 and 6. With
-      inductor's threshold, that output is recomputed and written out whole (103 MB for the first
-      block at batch 32 in fp32), then read back by BatchNorm's backward reduction and by its
-      gradient. Above it, both compute the mask from the conv's output they read anyway.
-
-    GPUs are left to inductor (not measured here)."""
+    * ``realize_reads_threshold`` (``REALIZE_READS_THRESHOLD``), on every device. Each block's
+      backward needs ReLU6's mask, which is where BatchNorm's output lies strictly between 0 and 6.
+      With inductor's threshold, that output is recomputed and written out whole (103 MB for the
+      first block at batch 32 in fp32), then read back by BatchNorm's backward reduction and by
+      its gradient. Above it, both compute the mask from the conv's output they read anyway. (The
+      heuristic is inductor's own, the same for every device; measured on CPUs only.)
+    * ``force_layout_optimization``, on a CPU with oneDNN. inductor lays out every graph that holds
+      a convolution channels_last (oneDNN's layout), but it decides graph by graph, and a step's
+      backward graph holds only ``convolution_backward`` nodes, which it does not count
+      (pytorch#189239, present in 2.14.1). That graph keeps the default layout, and its lowering
+      then orders each conv's input and output gradient like the conv's weight gradient: for a
+      depthwise conv's (C, 1, 3, 3) weights that is N, H, C, W, a layout oneDNN's depthwise
+      backward runs 2-3x slower than channels_last, after a copy into it. Forcing the option gives
+      the backward graph the forward's layout. GPUs keep inductor's own layout choice (the upstream
+      report describes a GPU regression of the same cause, not measured here)."""
+    options: dict[str, object] = {"realize_reads_threshold": REALIZE_READS_THRESHOLD}
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        return {"force_layout_optimization": True, "realize_reads_threshold": REALIZE_READS_THRESHOLD}
-    return None
+        options["force_layout_optimization"] = True
+    return options
 
 
 def constant_pads(model: MobileNetV1) -> Callable[[], None]:
