@@ -234,7 +234,7 @@ ALLOCATED_ACTIVATION = re.compile(r"empty_strided_cpu\(\((\d+), (\d+), (\d+), (\
 
 
 @pytest.mark.slow  # compiles a step (about 20 s)
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the options are for oneDNN's CPU step")
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="reads the CPU step as oneDNN's layout shapes it")
 def test_a_compiled_fp32_backward_writes_out_no_recomputed_batchnorm_output():
     """ReLU6's backward needs BatchNorm's output, which the forward does not keep. With inductor's
     own realize threshold, the backward recomputes it and writes it out whole, an activation-sized
@@ -247,6 +247,7 @@ def test_a_compiled_fp32_backward_writes_out_no_recomputed_batchnorm_output():
     torch.manual_seed(0)
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
     plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
+    assert plan.compile, plan.compile_why
     step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _, codes = run_and_get_code(lambda: step(images, labels).backward())
