@@ -50,7 +50,8 @@ def main() -> None:
     from mobilenet.model import MobileNetV1
     from mobilenet.train.config import TrainConfig
     from mobilenet.train.optim import build_optimizer
-    from mobilenet.train.step import ModelWithLoss, compile_options, constant_pads, plan_execution
+    from mobilenet.train.step import build_step, compile_options, plan_execution
+    from mobilenet.train.throughput import synthetic_batch, training_step
 
     if args.tiny:
         args.alpha, args.resolution, args.batch_size, args.seconds = 0.25, 32, 8, 0.5
@@ -67,24 +68,16 @@ def main() -> None:
         plans[setting] = plan.to_dict()
         if not plan.compile:
             raise SystemExit(f"cannot compile here: {plan.compile_why}")
-        g = torch.Generator().manual_seed(0)
-        images = torch.randn(args.batch_size, 3, *arch.resolution, generator=g).contiguous(
-            memory_format=plan.memory_format)
-        labels = torch.randint(0, arch.num_classes, (args.batch_size,), generator=g)
+        images, labels = synthetic_batch(arch, args.batch_size, device, plan.memory_format)
         forced = compile_options(device)
         own = {key: value for key, value in forced.items() if key != "force_layout_optimization"}
         for layout, options in (("inductor's own", own), ("forced", forced)):
             torch.manual_seed(0)
             model = MobileNetV1(arch).to(memory_format=plan.memory_format).train()
             optimizer = build_optimizer(model, config)
-            constant_pads(model)
-            loss_of = torch.compile(ModelWithLoss(model, nn.CrossEntropyLoss(), plan), options=options)
-
-            def step(loss_of: nn.Module = loss_of, optimizer: torch.optim.Optimizer = optimizer,
-                     images: torch.Tensor = images, labels: torch.Tensor = labels) -> None:
-                loss_of(images, labels).backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            loss_of = build_step(model, nn.CrossEntropyLoss(), plan, inductor_options=options)
+            step = training_step(lambda loss_of=loss_of, images=images, labels=labels: loss_of(images, labels),
+                                 optimizer, device)
 
             start = time.perf_counter()
             step()

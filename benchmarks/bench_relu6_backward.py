@@ -63,7 +63,8 @@ def main() -> None:
     from mobilenet.model import ConvBNAct, MobileNetV1
     from mobilenet.train.config import TrainConfig
     from mobilenet.train.optim import build_optimizer
-    from mobilenet.train.step import ModelWithLoss, compile_options, constant_pads, plan_execution
+    from mobilenet.train.step import build_step, compile_options, plan_execution
+    from mobilenet.train.throughput import synthetic_batch, training_step
 
     class ReLU6FromOutput(torch.autograd.Function):
         @staticmethod
@@ -104,9 +105,7 @@ def main() -> None:
         raise SystemExit(f"cannot compile here: {plan.compile_why}")
     log = lambda line: print(f"[relu6_backward] {line}", file=sys.stderr, flush=True)  # noqa: E731
     log(f"{cpu_info().summary()}; {plan.describe()}")
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(args.batch_size, 3, *arch.resolution, generator=g).contiguous(memory_format=plan.memory_format)
-    labels = torch.randint(0, arch.num_classes, (args.batch_size,), generator=g)
+    images, labels = synthetic_batch(arch, args.batch_size, device, plan.memory_format)
 
     ours = compile_options(device)
     own = {key: value for key, value in ours.items() if key != "realize_reads_threshold"}
@@ -124,13 +123,8 @@ def main() -> None:
             if isinstance(module, ConvBNAct):
                 module.act = activation()
         optimizer = build_optimizer(model, config)
-        constant_pads(model)
-        loss_of = torch.compile(ModelWithLoss(model, nn.CrossEntropyLoss(), plan), options=options)
-
-        def step(loss_of: nn.Module = loss_of, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            loss_of(images, labels).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        loss_of = build_step(model, nn.CrossEntropyLoss(), plan, inductor_options=options)
+        step = training_step(lambda loss_of=loss_of: loss_of(images, labels), optimizer, device)
 
         start = time.perf_counter()
         step()

@@ -128,15 +128,17 @@ class ModelWithLoss(nn.Module):
             return self.criterion(self.model(images), labels)
 
 
-def build_step(model: nn.Module, criterion: nn.Module, plan: ExecutionPlan) -> nn.Module:
+def build_step(model: nn.Module, criterion: nn.Module, plan: ExecutionPlan, *,
+               inductor_options: dict[str, object] | None = None) -> nn.Module:
     """The module a step calls, ``step(images, labels) -> loss``: compiled when ``plan`` says so
-    (then ``model``'s TF pads are constants: ``constant_pads``)."""
+    (then ``model``'s TF pads are constants: ``constant_pads``), with ``inductor_options``
+    (default: the plan's, ``compile_options``; the benchmarks compare others)."""
     step = ModelWithLoss(model, criterion, plan)
     if not plan.compile:
         return step
     if isinstance(model, MobileNetV1):
         constant_pads(model)
-    return torch.compile(step, options=plan.inductor_options)
+    return torch.compile(step, options=plan.inductor_options if inductor_options is None else inductor_options)
 
 
 # inductor writes out a computed tensor used by two kernels once it reads more buffers than this

@@ -204,8 +204,8 @@ def _our_step(arch: ArchConfig, config: TrainConfig, plan: ExecutionPlan, batch:
     model = MobileNetV1(arch).to(plan.device, memory_format=plan.memory_format).train()
     optimizer = build_optimizer(model, config)
     step = build_step(model, nn.CrossEntropyLoss(), plan)
-    images, labels = _batch(arch, batch, plan.device, plan.memory_format)
-    return _training_step(lambda: step(images, labels), optimizer, plan.device)
+    images, labels = synthetic_batch(arch, batch, plan.device, plan.memory_format)
+    return training_step(lambda: step(images, labels), optimizer, plan.device)
 
 
 def _timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[], None]:
@@ -217,21 +217,24 @@ def _timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[
     model = timm.create_model(TIMM_MOBILENET_V1, pretrained=False, num_classes=arch.num_classes,
                               in_chans=arch.in_channels).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=2e-5)
-    images, labels = _batch(arch, batch, device, torch.contiguous_format)
+    images, labels = synthetic_batch(arch, batch, device, torch.contiguous_format)
     criterion = nn.CrossEntropyLoss()
-    return _training_step(lambda: criterion(model(images), labels), optimizer, device)
+    return training_step(lambda: criterion(model(images), labels), optimizer, device)
 
 
-def _batch(arch: ArchConfig, batch: int, device: torch.device,
-           memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(arch: ArchConfig, batch: int, device: torch.device,
+                    memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and labels for ``arch`` (seeded: every row and script times the same batch)."""
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, arch.in_channels, *arch.resolution, generator=g)
     labels = torch.randint(0, arch.num_classes, (batch,), generator=g)
     return images.to(device, memory_format=memory_format), labels.to(device)
 
 
-def _training_step(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
-                   device: torch.device) -> Callable[[], None]:
+def training_step(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
+                  device: torch.device) -> Callable[[], None]:
+    """The step a benchmark times: the batch's loss, its backward, the optimizer's step and its
+    gradients zeroed (on CUDA, synchronized at both ends)."""
     # CUDA launches work and returns: synchronizing before the step keeps earlier work (the
     # setup, another row's block) out of its time, and after it times the step to its end.
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
