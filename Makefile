@@ -3,9 +3,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint web-assets
+.PHONY: run test test-all lint web-assets debian-packages
 
-$(STAMP): pyproject.toml web/package-lock.json
+# npm (for web-assets) before the install; order-only, so that checking for it rebuilds nothing.
+$(STAMP): pyproject.toml web/package-lock.json | debian-packages
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 	$(MAKE) --no-print-directory web-assets
@@ -17,6 +18,23 @@ $(STAMP): pyproject.toml web/package-lock.json
 web-assets:
 	@if command -v npm >/dev/null && (cd web && npm ci --no-audit --no-fund --silent && npm run --silent build); then :; \
 	else echo "note: onnxruntime-web not bundled (needs npm and the npm registry): the browser tests skip"; fi
+
+# The Debian packages the suite uses, installed where missing and where the machine allows (root,
+# apt-get): npm, which copies onnxruntime-web into the package; Chromium, which the explorer's
+# browser tests drive; the Fashion-MNIST IDX files of the training tests. Without them those tests
+# skip or generate their images, and say so; a failed install is a note, not a failure.
+debian-packages:
+	@missing=""; \
+	command -v npm >/dev/null || missing="npm"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "note: could not install$$missing; the tests that need them skip or fall back, saying why"; \
+	  else echo "note: missing$$missing (apt-get install as root); the tests that need them skip or fall back"; fi; \
+	fi
 
 # The main job on its embedded default: what MobileNet 1.0-224 costs, what separable convolutions
 # save, and the published ImageNet weights naming the photos that ship with the dependencies.
