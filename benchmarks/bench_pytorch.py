@@ -1,11 +1,12 @@
 """PyTorch's fast path against the fastest runtimes, for issue 16's targets.
 
-``mobilenet.optimize`` (AOTInductor: conv + bias + ReLU6 fused in oneDNN, weights prepacked) beside
-the frozen TorchScript it replaces, ONNX Runtime and OpenVINO, at batch 1 and 32, fp32 and, where
-this CPU has it natively, bf16. Latencies come from settled blocks in random order
-(``mobilenet.deploy.timing``: untimed calls first, so no runtime times another's spinning threads),
-on real photos. The compile cost is measured in fresh processes: cold (empty cache) and warm (a
-second process, same cache), each as the ``optimize()`` call and as the whole process.
+``mobilenet.optimize``'s default program (oneDNN Graph on AVX-512 CPUs, inductor's AOTInductor
+package elsewhere: each says what it is) beside the frozen TorchScript it replaces, ONNX Runtime
+and OpenVINO, at batch 1 and 32, fp32 and, where this CPU has it natively, bf16. Latencies come
+from settled blocks in random order (``mobilenet.deploy.timing``: untimed calls first, so no
+runtime times another's spinning threads), on real photos. The compile cost is measured in fresh
+processes: cold (empty cache) and warm (a second process, same cache), each as the ``optimize()``
+call and as the whole process.
 
     .venv/bin/python benchmarks/bench_pytorch.py --json docs/bench/pytorch.json   # 1.0-224, ~15 min
     .venv/bin/python benchmarks/bench_pytorch.py --tiny                           # a smoke run, ~3 min
