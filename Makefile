@@ -2,11 +2,14 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Debian packages are looked for (and installed where missing) once per virtual environment:
+# a machine that cannot install them is not asked again at every `make test`.
+DEBIAN_STAMP := $(VENV)/.debian-packages
 
 .PHONY: run test test-all lint web-assets debian-packages
 
 # npm (for web-assets) before the install; order-only, so that checking for it rebuilds nothing.
-$(STAMP): pyproject.toml web/package-lock.json | debian-packages
+$(STAMP): pyproject.toml web/package-lock.json | $(DEBIAN_STAMP)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 	$(MAKE) --no-print-directory web-assets
@@ -22,7 +25,12 @@ web-assets:
 # The Debian packages the suite uses, installed where missing and where the machine allows (root,
 # apt-get): npm, which copies onnxruntime-web into the package; Chromium, which the explorer's
 # browser tests drive; the Fashion-MNIST IDX files of the training tests. Without them those tests
-# skip or generate their images, and say so; a failed install is a note, not a failure.
+# skip or generate their images, and say so; a failed install is a note, not a failure. `make
+# debian-packages` tries again.
+$(DEBIAN_STAMP):
+	@$(MAKE) --no-print-directory debian-packages
+	@mkdir -p $(VENV) && touch $@
+
 debian-packages:
 	@missing=""; \
 	command -v npm >/dev/null || missing="npm"; \
