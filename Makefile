@@ -24,9 +24,10 @@ web-assets:
 
 # The Debian packages the suite uses, installed where missing and where the machine allows (root,
 # apt-get): npm, which copies onnxruntime-web into the package; Chromium, which the explorer's
-# browser tests drive; the Fashion-MNIST IDX files of the training tests. Without them those tests
-# skip or generate their images, and say so; a failed install is a note, not a failure. `make
-# debian-packages` tries again.
+# browser tests drive; the Fashion-MNIST IDX files of the training tests; g++, with which inductor
+# compiles PyTorch's fast path (`mobilenet.optimize`, the compiled training step). Without them
+# those tests skip or generate their images, and the library falls back to what runs, and says so;
+# a failed install is a note, not a failure. `make debian-packages` tries again.
 $(DEBIAN_STAMP):
 	@$(MAKE) --no-print-directory debian-packages
 	@mkdir -p $(VENV) && touch $@
@@ -36,6 +37,7 @@ debian-packages:
 	command -v npm >/dev/null || missing="npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	[ -n "$$CXX" ] || command -v g++ >/dev/null || missing="$$missing g++"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -51,7 +53,8 @@ run: $(STAMP)
 	$(VENV)/bin/mobilenet compare
 	$(VENV)/bin/mobilenet classify
 
-# The test suite in one pytest process (tests needing ../shared/assets skip where it is absent),
+# The test suite in one pytest process (tests needing ../shared/assets skip where it is absent,
+# those marked `compiler` where no C++ compiler is found),
 # all but the tests marked slow: about 8 minutes on 2 cores, where the 79 slow ones (end-to-end
 # exports, compiles, DDP restarts, kills) take 23 more. `make test-all` runs them too. Its last
 # line is pytest's own summary. Exit status 5, "no tests collected" (a -k or -m in PYTEST_ARGS

@@ -135,6 +135,7 @@ def test_a_fused_probe_is_taken_to_the_compiled_program(monkeypatch: pytest.Monk
     assert len(cell.profile(0.05)) == len(probe.layers(96)), "one time per layer of the cost model, in its order"
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 @pytest.mark.compiled
 def test_the_gap_is_measured_against_compiled_programs() -> None:

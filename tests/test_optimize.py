@@ -258,6 +258,7 @@ def test_without_a_compiler_it_falls_back_to_frozen_torchscript_and_says_why(mod
 # ------------------------------------------------------------------------------- compiled, slow
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, images):
     fast = optimize(model, "fp32", batch_size=4, backend="inductor")
@@ -276,6 +277,7 @@ def test_compiled_matches_eager_with_every_conv_fused_and_no_batchnorm(model, im
     _close(fast(torch.cat([images, images[:2]])), torch.cat([expected, expected[:2]]), 1e-4)  # 6: two slices
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 def test_a_second_process_loads_the_compiled_graph(model, tmp_path, monkeypatch):
     _private_caches(monkeypatch, tmp_path)
@@ -290,6 +292,7 @@ def test_a_second_process_loads_the_compiled_graph(model, tmp_path, monkeypatch)
     assert "optimize: loaded the graph for batch 2" in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 def test_bf16_agrees_with_fp32_on_real_photos_or_is_refused(model, images):
     if not cpu_info().native_bf16:  # this CPU: the refusal is what to check
@@ -319,6 +322,7 @@ def test_the_torch_predictor_runs_the_optimized_module(model, images):
         _close(predictor(images.numpy()), model(images), 1e-4)
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 def test_the_in_process_compile_that_cuda_runs_works_here(model, images, tmp_path, monkeypatch):
     # On CUDA, optimize compiles with torch.compile in the process (AOTInductor's CUDA packages
@@ -447,6 +451,7 @@ def test_the_training_steps_first_compile_checks_only_the_best_isa_too() -> None
     assert clock.seconds is not None
 
 
+@pytest.mark.compiler
 def test_only_the_best_vector_isa_is_checked_before_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch._inductor import config, cpu_vec_isa  # noqa: PLC0415
 

@@ -147,6 +147,7 @@ def test_bench_train_measures_the_steps(capsys, tmp_path):
     assert any("width 1.0" in note for note in report["notes"])
 
 
+@pytest.mark.compiler
 @pytest.mark.slow
 def test_a_compiled_run_reaches_the_eager_runs_loss(tmp_path, capsys):
     """The fast settings (compiled step, bf16 where native, channels_last) against eager fp32 NCHW,
@@ -193,6 +194,7 @@ class ConvBackwardLayouts(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.compiler
 @pytest.mark.slow  # compiles a step (about 30 s)
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the option is for oneDNN's convolutions")
 def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
@@ -233,6 +235,7 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
 ALLOCATED_ACTIVATION = re.compile(r"empty_strided_cpu\(\((\d+), (\d+), (\d+), (\d+)\)")
 
 
+@pytest.mark.compiler
 @pytest.mark.slow  # compiles a step (about 20 s)
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="reads the CPU step as oneDNN's layout shapes it")
 def test_a_compiled_fp32_backward_writes_out_no_recomputed_batchnorm_output():

@@ -74,6 +74,7 @@ def test_cuda_is_refused_in_one_line_where_there_is_no_gpu(monkeypatch, capsys):
     assert capsys.readouterr().err == f"mobilenet bench: error: {said}\n"
 
 
+@pytest.mark.compiler
 @pytest.mark.compiled
 @pytest.mark.slow
 def test_the_compiled_fp32_nchw_row_compiles_and_reports_its_compile():
