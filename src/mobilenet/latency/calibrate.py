@@ -132,7 +132,8 @@ def calibrate(
         found = backend.prepare(log)
         prepare_s = time.monotonic() - prepared_at
         started = time.monotonic()
-        where = f"batch {per_call}, {threads or 'default'} threads"
+        pool = "the default threads" if threads is None else f"{threads} thread" + ("s" if threads > 1 else "")
+        where = f"batch {per_call}, {pool}"
         log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
         timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
