@@ -1012,6 +1012,26 @@ def test_openvino_probes_compile_with_the_predictors_own_configuration(monkeypat
     assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32" and configs[0]["INFERENCE_NUM_THREADS"] == 1
 
 
+def test_openvino_int8_probes_are_timed_at_any_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NNCF feeds its calibration one image at a time: a probe quantized at the batch it is timed
+    at (8 in a batch-8 calibration) stopped the calibration with a shape error. Quantized once at
+    batch 1 and kept, the probe runs at every batch."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from mobilenet.latency.backends import OpenVinoBackend, probe_module
+    from mobilenet.latency.probes import Probe
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    probe = Probe("pointwise", 16, (8,))
+    for batch in (2, 1):
+        backend = OpenVinoBackend("int8", 1)
+        shaped = backend.load(probe_module(probe, 8), probe.input_shape(8, batch))
+        out = shaped(probe.input_shape(8, batch)).run()
+        assert tuple(out.shape) == (batch, *probe.layers(8)[-1].out_shape)
+    # The second batch size found the first one's quantized model: nothing was converted again.
+    assert backend.converting_s == 0 and len(list((tmp_path / "latency-probes").iterdir())) == 1
+
+
 @pytest.mark.parametrize(("runtime", "precision", "needs"), [
     ("openvino", "fp32", ("openvino",)), ("openvino", "int8", ("openvino", "nncf")),
     ("executorch", "fp32", ("executorch.runtime",)),

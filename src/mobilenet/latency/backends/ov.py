@@ -40,9 +40,12 @@ class OpenVinoBackend(Backend):
         if self.precision == "int8":
             # NNCF takes seconds a probe (19 of 30 probes were left out of a first calibration
             # for want of time), so the quantized model is kept for the next calibration, as
-            # LiteRT's and ExecuTorch's conversions are.
-            xml, weights = unpack(self.kept("openvino-int8", module, shape, self.distributions,
-                                            lambda: pack(*_serialized(_quantized(module, shape)))))
+            # LiteRT's and ExecuTorch's conversions are. It is quantized at batch 1, as NNCF feeds
+            # its calibration one image at a time, and ``at`` reshapes it to the batch timed: one
+            # kept model serves every batch size.
+            one = (1, *shape[1:])
+            xml, weights = unpack(self.kept("openvino-int8", module, one, self.distributions,
+                                            lambda: pack(*_serialized(_quantized(module, one)))))
             ov_model = openvino_core().read_model(model=xml, weights=weights)
         else:
             ov_model = _converted(module, shape)
