@@ -97,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     measure_setting(setting, grid, args)
                     print_setting(setting)
                     settings.append(setting)
+                    if args.json:  # after every setting: a crash in the next one keeps those measured
+                        write_text(args.json, json.dumps([asdict(s) for s in settings], indent=1) + "\n")
     if args.json:
-        write_text(args.json, json.dumps([asdict(s) for s in settings], indent=1) + "\n")
         print(f"written: {args.json}")
     return 0
 
