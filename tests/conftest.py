@@ -37,8 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         from mobilenet.optimized import compile_unavailable
 
         why = compile_unavailable(torch.device("cpu"))
-        for item in compiling if why else ():
-            item.add_marker(pytest.mark.skip(reason=why))
+        if why:
+            for item in compiling:
+                item.add_marker(pytest.mark.skip(reason=why))
 
 
 # The deployment tests' shared model and inputs: a small model whose BatchNorms hold non-trivial
