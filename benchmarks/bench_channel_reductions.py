@@ -34,6 +34,8 @@ def main() -> None:
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.timing import time_interleaved
     from mobilenet.files import write_text
+    from mobilenet.kernels import batch_norm, staged_channel_sum
+    from mobilenet.train.step import REALIZE_READS_THRESHOLD
 
     torch.set_num_threads(args.threads)
     x = torch.randn(*args.shape).contiguous(memory_format=torch.channels_last)
@@ -48,6 +50,9 @@ def main() -> None:
     def batchnorm_relu6(z: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.relu6(batchnorm(z))
 
+    def staged_batchnorm_relu6(z: torch.Tensor) -> torch.Tensor:  # as the compiled step has it (mobilenet.kernels)
+        return torch.nn.functional.relu6(batch_norm(batchnorm, z))
+
     def compiled(fn, **options):  # noqa: ANN001, ANN202 - a compiled function, compiled on its first call
         with inductor_config.patch(options):
             compiled_fn = torch.compile(fn)
@@ -57,7 +62,10 @@ def main() -> None:
     welford = compiled(statistics)
     two_step = compiled(statistics, **{"cpp.use_two_step_variance_threshold": 2**40})
     channel_sum = compiled(lambda z: z.sum(dim=(0, 2, 3)))
-    fused = compiled(batchnorm_relu6)
+    staged_sum = compiled(lambda z: staged_channel_sum(z.permute(0, 2, 3, 1).reshape(-1, channels)))
+    # as the training step compiles them (mobilenet.train.step.compile_options)
+    fused = compiled(batchnorm_relu6, realize_reads_threshold=REALIZE_READS_THRESHOLD)
+    staged = compiled(staged_batchnorm_relu6, realize_reads_threshold=REALIZE_READS_THRESHOLD)
     x_grad = x.detach().requires_grad_()
 
     def forward_backward(fn):  # noqa: ANN001, ANN202
@@ -69,10 +77,12 @@ def main() -> None:
         ("sum of the whole tensor", lambda: x.sum(), 1),
         ("per-channel sum, eager", lambda: x.sum(dim=(0, 2, 3)), 1),
         ("per-channel sum, compiled", lambda: channel_sum(x), 1),
+        ("per-channel sum in stages, compiled", lambda: staged_sum(x), 1),
         ("batch statistics, compiled (inductor's Welford)", lambda: welford(x), 1),
         ("batch statistics, compiled (two-step variance)", lambda: two_step(x), 2),
         ("BatchNorm + ReLU6 forward and backward, eager", forward_backward(batchnorm_relu6), 8),
         ("BatchNorm + ReLU6 forward and backward, compiled", forward_backward(fused), 8),
+        ("the same, its sums in stages, compiled", forward_backward(staged), 8),
     ]
     samples = time_interleaved([call for _, call, _ in rows], seconds=args.seconds, min_runs=5)
     size = x.numel() * x.element_size()

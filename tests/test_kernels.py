@@ -1,13 +1,18 @@
-"""The strided depthwise conv's own backward (mobilenet.kernels) computes autograd's gradients."""
+"""mobilenet.kernels computes what PyTorch's own kernels compute: the strided depthwise conv's
+backward gives autograd's gradients, and BatchNorm with its sums in stages gives
+``nn.BatchNorm2d``'s output, gradients and running statistics."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mobilenet import mobilenet_v1
-from mobilenet.kernels import interleaved_input_grad, strided_depthwise_conv2d
+from mobilenet.kernels import interleaved_input_grad, staged_batch_norm, strided_depthwise_conv2d
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -99,3 +104,94 @@ def test_model_gradients_are_unchanged() -> None:
             scale = float(grad.abs().max()) or 1.0
             tolerance = 5e-2 if amp else 1e-5
             torch.testing.assert_close(mine[name], grad, rtol=tolerance, atol=tolerance * scale, msg=name)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(8, 6, 16, 16), (3, 5, 7, 9)])  # 2,048 rows: three stages; 189: none
+def test_staged_batch_norm_is_batchnorm2d(shape: tuple[int, ...], channels_last: bool, momentum: float | None) -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(*shape, dtype=torch.float64) * 3 + 2)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    theirs = nn.BatchNorm2d(shape[1], momentum=momentum).double().train()
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 1.5)
+        theirs.bias.uniform_(-1, 1)
+    mine = copy.deepcopy(theirs)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for run in (lambda t: theirs(t), lambda t: staged_batch_norm(t, mine)):
+        for _ in range(2):  # two steps: the running statistics' update from a non-initial state
+            xi = x.clone().requires_grad_(True)
+            y = run(xi)
+        y.backward(grad)
+        results.append((y, xi.grad))
+    (y_theirs, gx_theirs), (y_mine, gx_mine) = results
+    torch.testing.assert_close(y_mine, y_theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gx_mine, gx_theirs, rtol=0, atol=1e-12)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(mine, name).grad, getattr(theirs, name).grad, rtol=0, atol=1e-10)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(mine, name), getattr(theirs, name), rtol=0, atol=1e-12, msg=name)
+
+
+def test_staged_batch_norm_under_bf16_autocast_is_batchnorm2d() -> None:
+    """A bf16 activation (the default step's): the output in bf16 as BatchNorm's under autocast,
+    its statistics in fp32."""
+    torch.manual_seed(0)
+    x = (torch.randn(8, 16, 12, 12) * 2 + 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    theirs = nn.BatchNorm2d(16).train()
+    mine = copy.deepcopy(theirs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = theirs(x), staged_batch_norm(x, mine)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0, atol=3e-2)
+    torch.testing.assert_close(mine.running_mean, theirs.running_mean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(mine.running_var, theirs.running_var, rtol=1e-4, atol=1e-6)
+
+
+def test_staged_variance_keeps_its_precision_far_from_zero() -> None:
+    """fp32 channels whose mean is 10^5 times their spread: summed as E[x^2] - E[x]^2 the variance
+    would be lost to rounding; about the shift it keeps three digits."""
+    torch.manual_seed(0)
+    x = (1000 + 0.01 * torch.randn(8, 4, 32, 32)).contiguous(memory_format=torch.channels_last)
+    bn = nn.BatchNorm2d(4, momentum=1.0).train()  # momentum 1: the running variance is the batch's
+    staged_batch_norm(x, bn)
+    n = x.numel() // 4
+    expected = x.double().var(dim=(0, 2, 3)) * 1.0  # unbiased, as the running variance
+    assert expected.min() > 5e-5
+    torch.testing.assert_close(bn.running_var.double(), expected, rtol=1e-3, atol=0)
+    naive = (x.double() ** 2).float().mean(dim=(0, 2, 3)) - x.mean(dim=(0, 2, 3)) ** 2
+    assert (naive.double() * n / (n - 1) - expected).abs().max() > 10 * expected.max(), "the case guards the shift"
+
+
+def test_a_training_graph_compiled_for_a_cpu_sums_batchnorm_in_stages() -> None:
+    """dynamo's graph of a training forward holds the staged BatchNorm, not ATen's, and computes
+    eager's loss, gradients and running statistics (in float64, where 27 BatchNorms of 4 images
+    do not amplify rounding into the comparison)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def capture(gm: torch.fx.GraphModule, _inputs: list[torch.Tensor]):  # noqa: ANN202 - dynamo's backend signature
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = mobilenet_v1(0.25, resolution=32, num_classes=10, dropout=0.0).double().train()
+    x, labels = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.tensor([1, 2, 3, 4])
+    eager = copy.deepcopy(model)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda images: F.cross_entropy(model(images), labels), backend=capture, fullgraph=True)
+    loss = compiled(x)
+    loss.backward()
+    code = "\n".join(gm.code for gm in graphs)
+    assert "batch_norm" not in code
+    assert code.count("autograd_function_apply") >= 27, "each of the 27 conv layers' BatchNorm"
+    eager_loss = F.cross_entropy(eager(x), labels)
+    eager_loss.backward()
+    torch.testing.assert_close(loss, eager_loss, rtol=0, atol=1e-12)
+    for (name, p), (_, q) in zip(model.named_parameters(), eager.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9 * float(q.grad.abs().max()), msg=name)
+    for (name, b), (_, c) in zip(model.named_buffers(), eager.named_buffers(), strict=True):
+        torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-12, msg=name)
+    torch._dynamo.reset()

@@ -26,7 +26,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
 from mobilenet.errors import InputError
-from mobilenet.kernels import strided_depthwise_conv2d
+from mobilenet.kernels import batch_norm, strided_depthwise_conv2d
 
 INIT_STD = 0.09
 # Keras' ZeroPadding2D(((0, 1), (0, 1))) before a strided conv, in F.pad's (left, right, top, bottom).
@@ -84,7 +84,7 @@ class ConvBNAct(nn.Module):
             x = strided_depthwise_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])  # type: ignore[index]
         else:
             x = conv(x)
-        return self.act(self.bn(x))
+        return self.act(batch_norm(self.bn, x))  # in a step compiled for a CPU: mobilenet.kernels
 
     @property
     def folded(self) -> bool:
