@@ -9,7 +9,8 @@ bench_training`` does the work (``mobilenet bench --train`` runs the same).
     .venv/bin/python benchmarks/train_throughput.py --tiny          # checks the script (0.25-32)
 
 It restarts itself under the malloc settings ``mobilenet bench`` uses (glibc otherwise returns
-and re-faults the activation buffers of every step) and OMP_WAIT_POLICY=PASSIVE.
+and re-faults the activation buffers of every step), keeping the environment's OpenMP wait policy
+(``mobilenet train``'s; the module docstring of ``mobilenet.train.throughput`` says why).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="0.25-32, batch 8, 0.5 s: checks that the script works")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the report here")
     args = p.parse_args()
-    restart_keeping_freed_memory()
+    restart_keeping_freed_memory(passive_omp=False)  # the wait policy mobilenet train runs under
 
     from mobilenet.arch import ArchConfig
     from mobilenet.train.throughput import DEFAULT, EAGER_FP32, TARGETS, TIMM, bench_training, save

@@ -5,6 +5,7 @@ that size faults all its pages in again; kept, it faults none. Those who must ke
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -87,3 +88,15 @@ def test_a_timing_environment_adds_the_tunables_to_the_callers_and_leaves_a_set_
     assert timing_environment()["OMP_WAIT_POLICY"] == "PASSIVE"
     untuned = timing_environment(keep_memory=False, passive_omp=False)  # bench --no-malloc-tuning, say
     assert "GLIBC_TUNABLES" not in untuned and "OMP_WAIT_POLICY" not in untuned
+
+
+def test_bench_times_runtimes_under_a_passive_policy_and_training_under_train_s(monkeypatch):
+    """``mobilenet bench`` interleaving runtimes restarts with PASSIVE (their pools share the
+    cores); ``bench --train`` keeps the policy ``mobilenet train`` runs under (here unset)."""
+    from mobilenet.cli.deploy import fair_timing_environment  # noqa: PLC0415
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    runtimes = fair_timing_environment(argparse.Namespace(no_malloc_tuning=False, train=False))
+    training = fair_timing_environment(argparse.Namespace(no_malloc_tuning=False, train=True))
+    assert runtimes["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in training and GLIBC_TUNABLES_KEEP in training["GLIBC_TUNABLES"]

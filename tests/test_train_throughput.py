@@ -6,6 +6,8 @@ asserts a speed: the tests check what was run and what the report says about it.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch._dynamo
@@ -92,6 +94,7 @@ def test_the_compiled_fp32_nchw_row_compiles_and_reports_its_compile():
     assert rows[DEFAULT].settings["compile"] is False and report.compile_seconds is None
     assert not any("ran eager" in note for note in report.notes), report.notes
     assert f"first step of {COMPILED_FP32} (the compile)" in report.format()
+    assert report.omp_wait_policy == os.environ.get("OMP_WAIT_POLICY")  # recorded: it moves the figures
 
 
 # --------------------------------------------------------------------------------------------

@@ -292,6 +292,11 @@ def _bench_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def fair_timing_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The environment ``bench`` restarts under for ``args`` (``_restart_for_fair_timing``)."""
+    return timing_environment(keep_memory=not args.no_malloc_tuning, passive_omp=not args.train)
+
+
 def _restart_for_fair_timing(args: argparse.Namespace) -> None:
     """Restart the command under the process settings a fair benchmark needs; both are read once
     at process start, hence the restart (only when run as the `mobilenet` command or
@@ -301,9 +306,11 @@ def _restart_for_fair_timing(args: argparse.Namespace) -> None:
       time faulting in activation buffers that glibc returned to the OS after the previous call;
     * OMP_WAIT_POLICY=PASSIVE: PyTorch's OpenMP threads otherwise spin after each call while
       OpenVINO's and ONNX Runtime's threads want the same two cores (measured: torch batch 1 went
-      from 2 ms to 540 ms interleaved with OpenVINO), which would make interleaving unfair.
+      from 2 ms to 540 ms interleaved with OpenVINO), which would make interleaving unfair. Not
+      for ``--train``: its rows all run on PyTorch's one pool, timed under the policy ``mobilenet
+      train`` runs under (``mobilenet.train.throughput``).
     """
-    env = timing_environment(keep_memory=not args.no_malloc_tuning)
+    env = fair_timing_environment(args)
     launcher = Path(sys.argv[0])
     ours = launcher.name == "mobilenet" or (launcher.name == "__main__.py" and launcher.parent.name == "mobilenet")
     if env == os.environ or not ours:

@@ -14,6 +14,13 @@ round (``mobilenet.deploy.timing.time_interleaved``), so their ratios survive a 
 The first step of each is untimed and reported: for a compiled step it is the compile. Where
 compiling is unavailable a compiled row runs eager, and the report says so in a note.
 
+Time it under the OpenMP wait policy ``mobilenet train`` runs under (the environment's; unset,
+OpenMP's default), which the report records. Every row runs on PyTorch's one OpenMP pool, so
+there is no other runtime's pool for spinning threads to slow, and a passive policy, which
+``mobilenet bench`` needs when it interleaves runtimes, puts a sleep and a wake-up at each
+barrier: measured on a Zen 4 (0.25-32, batch 8), the compiled fp32 step took 26 ms a step under
+OMP_WAIT_POLICY=PASSIVE and 9.3 ms under the default, timm's 59 and 32 ms.
+
 On ``device="cuda"`` the same rows run on the GPU (autocast as ``plan_execution`` picks there,
 cuDNN's autotuner on); each step is bracketed by ``torch.cuda.synchronize`` so the time is the
 GPU's work, not its launch.
@@ -81,6 +88,7 @@ class ThroughputReport:
     compile_seconds: float | None = None  # the default row's compile (every row has its first_step_s)
     notes: list[str] = field(default_factory=list)
     gpu: str | None = None  # the CUDA device's name, when the steps ran on one
+    omp_wait_policy: str | None = None  # OMP_WAIT_POLICY as measured; None: OpenMP's default
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,7 +102,8 @@ class ThroughputReport:
         eager = {row.name for row in self.rows if not row.settings["compile"]}
         base = speed.get(TIMM)
         lines = [f"training step, {self.arch['alpha']}-{self.arch['resolution'][0]}, batch {self.batch_size}, "
-                 f"{self.device}, {self.threads} threads, {self.method}; torch {self.torch}",
+                 f"{self.device}, {self.threads} threads, {self.method}; torch {self.torch}; "
+                 f"OMP_WAIT_POLICY {self.omp_wait_policy or 'unset (OpenMP default)'}",
                  f"CPU: {self.cpu['model']} (ISA {self.cpu['isa_level']}, native bf16: "
                  f"{'yes' if self.cpu['native_bf16'] else 'no'})"]
         if self.gpu:
@@ -156,7 +165,7 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
     settings = [dict(plan.to_dict(), optimizer=optimizer) for plan in plans.values()]
     names = list(plans)
     if timm:
-        steps.append(_timm_step(arch, batch_size, dev))
+        steps.append(timm_step(arch, batch_size, dev))
         names.append(TIMM)
         settings.append({"compile": False, "amp": "fp32", "memory_format": "nchw", "device": str(dev),
                          "optimizer": "sgd (nesterov, momentum 0.9, weight decay 2e-5)"})
@@ -189,7 +198,8 @@ def _measure(names: list[str], settings: list[dict[str, Any]], steps: list[Calla
     samples = time_interleaved(steps, seconds=seconds, min_runs=min_runs, warmup=1)
     report = ThroughputReport(arch=arch.to_dict(), batch_size=batch_size, device=str(device),
                               threads=torch.get_num_threads(), cpu=cpu_info().to_dict(), torch=torch.__version__,
-                              method=METHOD, gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+                              method=METHOD, gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                              omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
     for name, setting, runs, first_s in zip(names, settings, samples, first):
         timing = Timing.from_seconds(runs)
         report.rows.append(ThroughputRow(name, setting, batch_size / (timing.median_ms / 1e3), timing.median_ms,
@@ -208,7 +218,9 @@ def _our_step(arch: ArchConfig, config: TrainConfig, plan: ExecutionPlan, batch:
     return training_step(lambda: step(images, labels), optimizer, plan.device)
 
 
-def _timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[], None]:
+def timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[], None]:
+    """timm's row: ``mobilenetv1_100`` (``arch``'s classes and input channels), eager fp32 NCHW,
+    SGD as timm's training script defaults, one step on a fixed random batch."""
     try:
         import timm  # noqa: PLC0415 - a test extra
     except ImportError as err:
