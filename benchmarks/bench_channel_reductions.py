@@ -28,7 +28,6 @@ def main() -> None:
     restart_keeping_freed_memory()
 
     import torch
-    import torch._inductor.config as inductor_config
     from torch import nn
 
     from mobilenet.cpu import cpu_info
@@ -54,9 +53,10 @@ def main() -> None:
         return torch.nn.functional.relu6(batch_norm(batchnorm, z))
 
     def compiled(fn, **options):  # noqa: ANN001, ANN202 - a compiled function, compiled on its first call
-        with inductor_config.patch(options):
-            compiled_fn = torch.compile(fn)
-            compiled_fn(x)
+        # options with the function, not a patch around its first call: a later call that needs
+        # gradients compiles again, and must with the same options
+        compiled_fn = torch.compile(fn, options=options)
+        compiled_fn(x)
         return compiled_fn
 
     welford = compiled(statistics)

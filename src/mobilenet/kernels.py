@@ -21,10 +21,11 @@ position once per 16 channels, so a 64-channel layer is read four times: 19-20 G
 the whole tensor streams at 40-80 on the Zen 4 of docs/training.md. Written as sums in stages,
 eight rows added into one and again until a few hundred are left, each stage is a plain
 vectorized pass that inductor fuses with the elementwise work around it (the ReLU6 mask, the
-centring), and the first stage reads the activation once. One block's BatchNorm and ReLU6,
-forward and backward, compiled at batch 32: 34.6 -> 27.0 ms; the compiled fp32 NCHW step at
-1.0-224: 939 -> 846 ms (ad hoc, one interleaved run). Eager PyTorch keeps its own fused kernel,
-which these many small ops would not beat, and so do GPUs.
+centring), and the first stage reads the activation once. On the Zen 4, one interleaved run each
+(docs/training.md): the first block's BatchNorm and ReLU6, forward and backward, compiled at
+batch 32, 39.2 -> 32.7 ms; the compiled fp32 NCHW step at 1.0-224, 918 -> 848 ms (1.08x), the
+default bf16 step 555 -> 525 ms (1.06x). Eager PyTorch keeps its own fused kernel, which these
+many small ops would not beat, and so do GPUs and activations small enough to stay in cache.
 """
 
 from __future__ import annotations
@@ -94,13 +95,19 @@ class StridedDepthwiseConv(torch.autograd.Function):
 # remain (a few hundred rows are one small sum, in cache).
 STAGE = 8
 MIN_STAGED_ROWS = 512
+# Below this an activation stays in the caches, where inductor's repeated sweeps cost little and
+# the stages' extra kernels more: at 0.25-32, batch 8 (every activation under 64 KB), a compiled
+# fp32 forward and backward took 10.5 and 10.8 ms staged against 9.6 and 9.4 with ATen's
+# BatchNorm (Zen 4, ad hoc, both orders). At 1.0-224, batch 32 every fp32 activation is above it.
+MIN_STAGED_BYTES = 4 * 2**20
 
 
 def batch_norm(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``, with the statistics summed in stages (``StagedBatchNorm``) where that is faster:
-    an ``nn.BatchNorm2d`` in training, traced by ``torch.compile`` for a CPU."""
+    an ``nn.BatchNorm2d`` in training, traced by ``torch.compile`` for a CPU, on an activation of
+    at least ``MIN_STAGED_BYTES``."""
     if (type(bn) is nn.BatchNorm2d and bn.training and bn.affine and x.device.type == "cpu"
-            and torch.compiler.is_compiling()):
+            and torch.compiler.is_compiling() and x.numel() * x.element_size() >= MIN_STAGED_BYTES):
         return staged_batch_norm(x, bn)
     return bn(x)
 
