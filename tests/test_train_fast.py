@@ -17,7 +17,7 @@ import torch._dynamo
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from described_cpus import SAPPHIRE_RAPIDS, ZEN3
-from mobilenet import arch
+from mobilenet import arch, kernels
 from mobilenet.allocator import glibc_malloc
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
@@ -229,6 +229,36 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
         # eager gradients differ by up to 5e-4 of a tensor's largest value here, with either layout.
         error = (compiled_param.grad - eager_param.grad).abs().max()
         assert error <= 2e-3 * eager_param.grad.abs().max(), name
+
+
+@pytest.mark.compiler
+@pytest.mark.slow  # compiles a step (about 20 s)
+def test_a_compiled_step_with_staged_batchnorm_sums_computes_eagers_step(monkeypatch):
+    """The staged BatchNorm (mobilenet.kernels) as inductor compiles it for a CPU, every layer
+    staged here: no ATen BatchNorm left in the generated code, and eager's loss, gradients and
+    running statistics (to the rounding that batch statistics of 8 images amplify, as above)."""
+    from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
+
+    monkeypatch.setattr(kernels, "MIN_STAGED_BYTES", 0)  # this model's activations are all small
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
+    eager = copy.deepcopy(model)
+    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
+    assert plan.compile, plan.compile_why
+    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    losses: list[torch.Tensor] = []
+    _, codes = run_and_get_code(lambda: losses.append(step(images, labels)) or losses[0].backward())
+    assert len(codes) == 2 and not any("batch_norm" in code for code in codes)
+    eager_loss = torch.nn.functional.cross_entropy(eager(images), labels)
+    eager_loss.backward()
+    torch.testing.assert_close(losses[0], eager_loss, rtol=1e-5, atol=1e-5)
+    for (name, compiled_param), eager_param in zip(model.named_parameters(), eager.parameters(), strict=True):
+        error = (compiled_param.grad - eager_param.grad).abs().max()
+        assert error <= 2e-3 * eager_param.grad.abs().max(), name
+    for (name, buffer), eager_buffer in zip(model.named_buffers(), eager.buffers(), strict=True):
+        torch.testing.assert_close(buffer, eager_buffer, rtol=1e-4, atol=1e-5, msg=name)
 
 
 # An activation-sized buffer that a generated CPU graph allocates itself: (N, C, H, W), H x W > 1.
