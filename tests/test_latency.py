@@ -766,7 +766,7 @@ def test_the_networks_choose_times_are_kept_and_a_damaged_one_is_built_again(
     assert [p.name for p in (tmp_path / "choose-networks").iterdir()] == [kept_file.parent.name]  # nothing half-built
     from mobilenet.latency.backends import base
 
-    monkeypatch.setattr(base, "writers_digest", lambda: "an exporter changed since")
+    monkeypatch.setattr(base, "writers_digest", lambda *_: "an exporter changed since")
     kept()
     assert len(writes) == 3, "a change to the project's code that writes the file exports it again"
 
@@ -932,9 +932,47 @@ def test_a_converted_probe_is_kept_and_a_damaged_one_is_built_again(
         kept.write_bytes(kept.read_bytes()[:-3])  # truncated
     assert backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8)) == b"probe file 8"
     assert built == [8, 16, 8, 8], "a damaged file is built again, never loaded"
-    monkeypatch.setattr(base, "writers_digest", lambda: "an exporter changed since")
+    monkeypatch.setattr(base, "writers_digest", lambda *_: "an exporter changed since")
     backend.kept("litert-fp32", chain, (1, 8, 4, 4), ("torch",), build(8))
     assert built == [8, 16, 8, 8, 8], "a change to the project's code that writes the file builds it again"
+
+
+def test_a_probe_file_is_keyed_by_its_own_backends_code_not_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change to one backend's module converts its probes again, not another backend's; a change
+    to the code they share (the lowering in base.py, the exporters) converts every backend's."""
+    import shutil
+
+    from mobilenet.latency.backends import ExecuTorchBackend, OpenVinoBackend, base
+
+    sources = tmp_path / base.PACKAGE.name  # the package's sources, copied to be changed
+    shutil.copytree(base.PACKAGE, sources, ignore=lambda folder, names: [
+        name for name in names if not name.endswith(".py") and not (Path(folder) / name).is_dir()])
+    monkeypatch.setattr(base, "PACKAGE", sources)
+    backends = (ExecuTorchBackend, OpenVinoBackend)
+    assert [base.probe_writers(b)[-1] for b in backends] == ["latency/backends/executorch.py", "latency/backends/ov.py"]
+
+    def digests() -> list[str]:
+        base.writers_digest.cache_clear()
+        return [base.writers_digest(*base.probe_writers(b)) for b in backends]
+
+    def change(name: str) -> None:
+        path = sources / name
+        path.write_text(path.read_text() + "\n# changed\n")
+
+    try:
+        first = digests()
+        change("latency/backends/ov.py")
+        second = digests()
+        assert second[0] == first[0] and second[1] != first[1]
+        for shared in ("latency/backends/base.py", "deploy/export.py", "model.py"):
+            before = digests()
+            change(shared)
+            after = digests()
+            assert after[0] != before[0] and after[1] != before[1], shared
+    finally:
+        base.writers_digest.cache_clear()  # the real sources' digests next
 
 
 @pytest.mark.slow

@@ -101,21 +101,34 @@ def _with_probe_weights(module: nn.Module) -> nn.Module:
 
 
 # The project's own code that writes the files kept below (the network's modules, their
-# preparation, the exporters and quantizers, the probes' lowering): a change there builds the
-# files again, as a new converter version does, where a kept file would otherwise outlive it.
-FILE_WRITERS = ("model.py", "prepare.py", "deploy", "latency/backends")
+# preparation, the exporters and quantizers): a change there builds the files again, as a new
+# converter version does, where a kept file would otherwise outlive it. A probe's file depends on
+# these, on the lowering every backend shares (PROBE_WRITERS) and on its own backend's module,
+# not on the other backends': a change to OpenVINO's once had ExecuTorch convert every int8 probe
+# again (324 s on the Zen 4).
+FILE_WRITERS = ("model.py", "prepare.py", "deploy")
+PROBE_WRITERS = ("latency/backends/base.py",)
+PACKAGE = Path(__file__).resolve().parents[2]  # .../mobilenet: where the writers' paths start
 
 
 @functools.cache
-def writers_digest() -> str:
-    """A digest of ``FILE_WRITERS``' sources, part of every kept file's key."""
-    package = Path(__file__).resolve().parents[2]  # .../mobilenet
+def writers_digest(*more: str) -> str:
+    """A digest of the sources of ``FILE_WRITERS`` and ``more`` (paths under the package, files or
+    folders), part of every kept file's key."""
     digest = hashlib.sha256()
-    for name in FILE_WRITERS:
-        top = package / name
+    for name in (*FILE_WRITERS, *more):
+        top = PACKAGE / name
         for path in sorted(top.rglob("*.py")) if top.is_dir() else [top]:
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def probe_writers(backend: type) -> tuple[str, ...]:
+    """What writes ``backend``'s probe files besides ``FILE_WRITERS``: ``PROBE_WRITERS`` and the
+    backend's own module (where it lies in the package)."""
+    package, *module = backend.__module__.split(".")
+    own = ("/".join(module) + ".py",) if package == PACKAGE.name and module else ()
+    return (*PROBE_WRITERS, *own)
 
 
 MAX_SIDE = 512  # the largest input side a resized probe serves, unless told (``Backend.load``)
@@ -123,20 +136,20 @@ PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, 
 
 
 def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
-               build: Callable[[], bytes]) -> bytes:
+               build: Callable[[], bytes], writers: Sequence[str] = PROBE_WRITERS) -> bytes:
     """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape`` (the
     input's, with whatever else the file depends on), kept under the cache directory for the next
     calibration. Converting a probe takes LiteRT seconds (7-8 s a network) and ExecuTorch's int8
     lowering more (29-57 s a network), which alone fills a calibration's budget, while the file
     depends only on the probe's structure, the converters' versions and the code that writes it
-    (``writers_digest``; the weights, random, do not change a time). Stored with a SHA-256
-    digest: a damaged or truncated file is built again, never loaded."""
+    (``writers_digest`` of ``writers``, ``probe_writers``; the weights, random, do not change a
+    time). Stored with a SHA-256 digest: a damaged or truncated file is built again, never loaded."""
     from mobilenet.deploy.optional import package_version  # noqa: PLC0415
     from mobilenet.files import write_bytes  # noqa: PLC0415
     from mobilenet.weights import cache_dir  # noqa: PLC0415
 
     versions = {name: package_version(name) for name in distributions}
-    key = json.dumps([kind, repr(module), list(shape), versions, writers_digest()], sort_keys=True)
+    key = json.dumps([kind, repr(module), list(shape), versions, writers_digest(*writers)], sort_keys=True)
     path = cache_dir() / PROBE_FOLDER / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.bin"
     try:
         kept = path.read_bytes()
@@ -295,7 +308,7 @@ class Backend:
             finally:
                 self.converting_s += time.monotonic() - start
 
-        return kept_build(kind, module, shape, distributions, timed_build)
+        return kept_build(kind, module, shape, distributions, timed_build, probe_writers(type(self)))
 
     @classmethod
     def current_path(cls) -> str:
