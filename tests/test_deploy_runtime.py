@@ -287,3 +287,21 @@ def test_a_files_own_input_is_made_once_passed_through_and_the_other_layout_refu
     assert pixels.dtype == np.uint8 and pixels.shape == (32, 32, 3)
     converted = uint8.convert(preprocess.eval_transform()(image)[None])[0]
     assert np.abs(pixels.astype(int) - converted.astype(int)).max() <= 1  # TF's half a level, at most
+
+
+def test_a_fixed_batch_file_gets_its_batch_in_converted_slices_the_last_padded():
+    """A batch larger than a file's fixed one runs as several calls: each slice converted as the
+    whole batch would be, the last padded with zeros and its real images counted."""
+    import numpy as np
+
+    from mobilenet.deploy.runtimes.inputs import NativeInput
+
+    file_input = NativeInput((2, 8, 8, 3), "nhwc", "uint8", scale=1 / 127.5, zero_point=128)
+    standard = torch.rand(5, 3, 8, 8) * 2 - 1
+    whole = file_input.convert(standard)
+    slices = list(file_input.fixed_batches(standard))
+    assert [count for _, count in slices] == [2, 2, 1]
+    assert all(value.shape == (2, 8, 8, 3) and value.dtype == np.uint8 for value, _ in slices)
+    np.testing.assert_array_equal(np.concatenate([value for value, _ in slices])[:5], whole)
+    assert not slices[-1][0][1].any(), "the padding is zeros"
+    assert [count for _, count in file_input.fixed_batches(whole)] == [2, 2, 1]  # a native batch, passed through

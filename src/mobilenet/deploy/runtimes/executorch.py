@@ -91,14 +91,9 @@ class ExecuTorchPredictor(Predictor):
         return torch.from_numpy(self.native.convert(x))
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(self.native.convert(x))
         outputs = []
-        for start in range(0, len(batch), self.batch):
-            part = batch[start : start + self.batch]
-            count = len(part)
-            if count < self.batch:
-                part = torch.cat([part, part.new_zeros((self.batch - count, *part.shape[1:]))])
-            out = self.method.execute([part])[0]
+        for value, count in self.native.fixed_batches(x):
+            out = self.method.execute([torch.from_numpy(value)])[0]
             outputs.append(out.reshape(self.batch, -1)[:count].float().clone())
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 

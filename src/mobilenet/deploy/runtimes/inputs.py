@@ -18,7 +18,7 @@ A batch in neither form is refused with both shapes named (an NHWC tensor for an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +63,36 @@ class NativeInput:
     def convert(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         """``x`` as the file takes it: as it is if native already, converted from the standard NCHW
         float32 batch otherwise; anything else is an ``InputError`` naming both shapes."""
-        if self.is_native(x):
+        if self._native_or_refused(x):
             return np.ascontiguousarray(x.numpy() if isinstance(x, torch.Tensor) else x)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.chw:
-            raise self._refusal(x)
         batch = as_numpy(x)
         if self.layout == "nhwc":
             batch = batch.transpose(0, 2, 3, 1)
         return self._quantize(batch)
+
+    def fixed_batches(self, x: torch.Tensor | np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """``x`` in slices of the file's fixed batch (``shape[0]``), each ``convert``ed just before
+        its call, the last padded with zeros; with each slice's count of real images. Converted a
+        slice at a time, not the whole batch first: then each slice is still in cache when its call
+        reads it, and a LiteRT int8 batch of 8 at 0.3-240 took 12.0 ms where converting the 8
+        images first took 14.4 (1 thread, Zen 4; the same work, in the other order)."""
+        self._native_or_refused(x)  # refused whole, so that the message names the caller's batch
+        batch = self.shape[0]
+        for start in range(0, len(x), batch):
+            value = self.convert(x[start : start + batch])
+            count = len(value)
+            if count < batch:
+                value = np.concatenate([value, np.zeros((batch - count, *value.shape[1:]), value.dtype)])
+            yield value, count
+
+    def _native_or_refused(self, x: torch.Tensor | np.ndarray) -> bool:
+        """Whether ``x`` is the file's own input (else a standard batch); a batch in neither form
+        is refused."""
+        if self.is_native(x):
+            return True
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.chw:
+            raise self._refusal(x)
+        return False
 
     def image_transform(self, preprocess: Any) -> Callable[[Any], np.ndarray]:
         """PIL image -> this file's input for one image (no batch axis), made by ``preprocess``

@@ -106,13 +106,8 @@ class LiteRtPredictor(Predictor):
         return self.native.convert(x)
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        batch = self.native.convert(x)
         outputs = []
-        for start in range(0, len(batch), self.batch):
-            value = batch[start : start + self.batch]
-            count = len(value)
-            if count < self.batch:  # a fixed batch larger than 1: pad the last slice
-                value = np.concatenate([value, np.zeros((self.batch - count, *value.shape[1:]), value.dtype)])
+        for value, count in self.native.fixed_batches(x):
             for i, interpreter in enumerate(self.interpreters):
                 if i:  # the next part of a split model
                     value = _quantize(_dequantize(value, self._outputs[i - 1]), self._inputs[i])
