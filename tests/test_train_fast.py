@@ -27,7 +27,14 @@ from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train import TrainConfig, train
 from mobilenet.train.config import RESUME_OVERRIDES
 from mobilenet.train.runs import read_metrics
-from mobilenet.train.step import COMPILE_MIN_STEPS, build_step, compile_choice, compile_options, plan_execution
+from mobilenet.train.step import (
+    COMPILE_MIN_STEPS,
+    ExecutionPlan,
+    build_step,
+    compile_choice,
+    compile_options,
+    plan_execution,
+)
 from test_allocator import assert_faulted_before_and_not_after, page_faults_around
 from test_train import fashion_mnist_root, tiny_config
 
@@ -203,16 +210,10 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
     oneDNN runs 2-3x slower (docs/training.md). With the step's compile options, every depthwise
     conv's input and output gradient reach oneDNN channels_last, for an NCHW model as well, and
     the gradients are eager's: a layout read with the wrong strides would scramble them."""
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
-    eager = copy.deepcopy(model)
-    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
-    assert plan.compile, plan.compile_why
+    model, eager, plan, step = compiled_fp32_nchw_step()
     # bench --train records it with the step's settings.
     assert plan.to_dict()["inductor_options"] == compile_options(CPU)
     assert compile_options(CPU)["force_layout_optimization"] is True
-    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     loss = step(images, labels)
     with ConvBackwardLayouts() as seen:
@@ -224,9 +225,25 @@ def test_a_compiled_fp32_step_runs_its_depthwise_backward_channels_last():
     for shape, x_stride, grad_stride in depthwise:
         assert x_stride[1] == 1 and grad_stride[1] == 1, (shape, x_stride, grad_stride)
     torch.nn.functional.cross_entropy(eager(images), labels).backward()
+    assert_gradients_are_eagers(model, eager)
+
+
+def compiled_fp32_nchw_step() -> tuple[MobileNetV1, MobileNetV1, ExecutionPlan, torch.nn.Module]:
+    """A 0.25-32 model (seed 0, dynamo reset), an eager copy of it, and its compiled fp32 NCHW
+    step with the plan that built it."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
+    eager = copy.deepcopy(model)
+    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
+    assert plan.compile, plan.compile_why
+    return model, eager, plan, build_step(model, torch.nn.CrossEntropyLoss(), plan)
+
+
+def assert_gradients_are_eagers(model: torch.nn.Module, eager: torch.nn.Module) -> None:
     for (name, compiled_param), eager_param in zip(model.named_parameters(), eager.parameters(), strict=True):
-        # Batch statistics over 4 images of maps down to 1 x 1 amplify rounding: the compiled and
-        # eager gradients differ by up to 5e-4 of a tensor's largest value here, with either layout.
+        # Batch statistics over a few images of maps down to 1 x 1 amplify rounding: the compiled
+        # and eager gradients differ by up to 5e-4 of a tensor's largest value here, either layout.
         error = (compiled_param.grad - eager_param.grad).abs().max()
         assert error <= 2e-3 * eager_param.grad.abs().max(), name
 
@@ -240,13 +257,7 @@ def test_a_compiled_step_with_staged_batchnorm_sums_computes_eagers_step(monkeyp
     from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
 
     monkeypatch.setattr(kernels, "MIN_STAGED_BYTES", 0)  # this model's activations are all small
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
-    eager = copy.deepcopy(model)
-    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
-    assert plan.compile, plan.compile_why
-    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
+    model, eager, _, step = compiled_fp32_nchw_step()
     images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     losses: list[torch.Tensor] = []
     _, codes = run_and_get_code(lambda: losses.append(step(images, labels)) or losses[0].backward())
@@ -254,9 +265,7 @@ def test_a_compiled_step_with_staged_batchnorm_sums_computes_eagers_step(monkeyp
     eager_loss = torch.nn.functional.cross_entropy(eager(images), labels)
     eager_loss.backward()
     torch.testing.assert_close(losses[0], eager_loss, rtol=1e-5, atol=1e-5)
-    for (name, compiled_param), eager_param in zip(model.named_parameters(), eager.parameters(), strict=True):
-        error = (compiled_param.grad - eager_param.grad).abs().max()
-        assert error <= 2e-3 * eager_param.grad.abs().max(), name
+    assert_gradients_are_eagers(model, eager)
     for (name, buffer), eager_buffer in zip(model.named_buffers(), eager.buffers(), strict=True):
         torch.testing.assert_close(buffer, eager_buffer, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -276,12 +285,7 @@ def test_a_compiled_fp32_backward_writes_out_no_recomputed_batchnorm_output():
     a buffer the forward kept or oneDNN returned."""
     from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
 
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=10, dropout=0.0)).train()
-    plan = plan_execution(TrainConfig(compile=True, amp="none", channels_last=False), CPU, 10_000)
-    assert plan.compile, plan.compile_why
-    step = build_step(model, torch.nn.CrossEntropyLoss(), plan)
+    model, _, _, step = compiled_fp32_nchw_step()
     images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _, codes = run_and_get_code(lambda: step(images, labels).backward())
     backward = [code for code in codes if "convolution_backward" in code]

@@ -17,15 +17,18 @@ quicker one there (this detour measured 1.2-1.4x slower in fp32 on the same laye
 **BatchNorm's per-channel sums in a step inductor compiles for a CPU.** A channels_last
 activation is a (positions x channels) matrix, and BatchNorm sums each channel over the positions
 (its statistics forward, two sums backward). inductor's C++ kernel for such a sum sweeps every
-position once per 16 channels, so a 64-channel layer is read four times: 19-20 GB/s where a sum of
-the whole tensor streams at 40-80 on the Zen 4 of docs/training.md. Written as sums in stages,
+position once per 16 channels, so a 64-channel layer is read four times: 14.7-19.4 GB/s where a
+sum of the whole tensor streams at 31-40 (two runs of benchmarks/bench_channel_reductions.py on a
+Zen 4, docs/training.md). Written as sums in stages,
 eight rows added into one and again until a few hundred are left, each stage is a plain
 vectorized pass that inductor fuses with the elementwise work around it (the ReLU6 mask, the
 centring), and the first stage reads the activation once. On the Zen 4, one interleaved run each
 (docs/training.md): the first block's BatchNorm and ReLU6, forward and backward, compiled at
 batch 32, 39.2 -> 32.7 ms; the compiled fp32 NCHW step at 1.0-224, 918 -> 848 ms (1.08x), the
-default bf16 step 555 -> 525 ms (1.06x). Eager PyTorch keeps its own fused kernel, which these
-many small ops would not beat, and so do GPUs and activations small enough to stay in cache.
+default bf16 step 555 -> 525 ms (1.06x). Only there: the gain is inductor fusing the stages with
+their neighbours, which eager PyTorch would run as separate ops over materialized tensors
+(ATen's BatchNorm is one fused kernel there); GPUs (Triton's reductions) were not measured; and
+activations small enough to stay in cache lose (``MIN_STAGED_BYTES``).
 """
 
 from __future__ import annotations

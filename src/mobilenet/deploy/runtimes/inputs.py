@@ -73,9 +73,9 @@ class NativeInput:
     def fixed_batches(self, x: torch.Tensor | np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         """``x`` in slices of the file's fixed batch (``shape[0]``), each ``convert``ed just before
         its call, the last padded with zeros; with each slice's count of real images. Converted a
-        slice at a time, not the whole batch first: then each slice is still in cache when its call
-        reads it, and a LiteRT int8 batch of 8 at 0.3-240 took 12.0 ms where converting the 8
-        images first took 14.4 (1 thread, Zen 4; the same work, in the other order)."""
+        slice at a time, not the whole batch first: a LiteRT int8 batch of 8 at 0.3-240 took 12.05
+        ms so, and 14.34 ms converted whole first (the same work; 1 thread, Zen 4,
+        ``benchmarks/bench_fixed_batch_order.py``, docs/latency.md)."""
         self._native_or_refused(x)  # refused whole, so that the message names the caller's batch
         batch = self.shape[0]
         for start in range(0, len(x), batch):

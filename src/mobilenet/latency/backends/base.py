@@ -136,7 +136,7 @@ PROBE_FOLDER = "latency-probes"  # under the cache directory: converted probes, 
 
 
 def kept_build(kind: str, module: nn.Module, shape: Sequence[int], distributions: Sequence[str],
-               build: Callable[[], bytes], writers: Sequence[str] = PROBE_WRITERS) -> bytes:
+               build: Callable[[], bytes], writers: Sequence[str]) -> bytes:
     """``build()``'s bytes (a file of ``kind``, say "litert-fp32") for ``module`` at ``shape`` (the
     input's, with whatever else the file depends on), kept under the cache directory for the next
     calibration. Converting a probe takes LiteRT seconds (7-8 s a network) and ExecuTorch's int8
