@@ -92,7 +92,7 @@ def rule_undone(variant: str) -> Iterator[None]:
         def replacement(fits):  # (the rule until 2026-12-03)
             kept, kept_error = None, float("inf")
             for per_pixel, width in itertools.product((False, True), fit.LANES):
-                roof, error = fits[per_pixel, False, width, False]
+                roof, error = fits[per_pixel, False, width, False, False]
                 if error < kept_error * fit.LANES_MARGIN and kept_error - error > fit.LANES_MIN_GAIN:
                     kept, kept_error = (roof, error), error
             return kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from mobilenet.deploy.runtimes import PRECISIONS
@@ -132,7 +133,8 @@ def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any
     """``cost --json`` with ``predicted_ms`` and ``bound`` on every layer (and why: its
     ``intensity`` against the ``ridge`` of its kernel's ``roofline``, the rates it attains) and
     ``predicted_ms`` on the total, and the prediction's settings, per-type shares, the call's
-    weights (those from memory apart) and the calibration's error on its own networks under
+    weights (those from memory apart), what the cache holds of a layer's activations (each
+    layer's ``spilled_bytes`` beyond it) and the calibration's error on its own networks under
     ``latency``."""
     by_name = {x.name: x.to_dict() for x in prediction.layers}
     layers = [row | {"roofline": by_name[row["name"]]["kernel"]}
@@ -143,7 +145,8 @@ def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any
                "threads": c.threads, "path": c.key.get("path"), "calibration_network_rmspe": c.network_error,
                "call_ms": prediction.call_ms,
                "time_shares": prediction.shares(), "weight_bytes": prediction.weight_bytes,
-               "weight_bytes_from_memory": prediction.weight_bytes_from_memory}
+               "weight_bytes_from_memory": prediction.weight_bytes_from_memory,
+               "layer_cache_bytes": c.layer_cache_bytes if math.isfinite(c.layer_cache_bytes) else None}
     return cost_json | {"layers": layers, "total": cost_json["total"] | {"predicted_ms": prediction.total_ms},
                         "latency": latency}
 
@@ -158,6 +161,7 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
         kind = layer_type(kernel_of(layer))
         mult_add_shares[kind] = mult_add_shares.get(kind, 0.0) + layer.mult_adds / net.total.mult_adds
     c = prediction.calibration
+    spilling = [x for x in prediction.layers if x.spilled_bytes > 0]
     lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
              f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
              *([f"Probes ran: {c.key['path']}"] if c.key.get("path") else []),
@@ -167,6 +171,9 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
              *([f"Weights: {prediction.weight_bytes / 2**20:.1f} MiB a call; the cache keeps {c.cache_bytes / 2**20:g} "
                 f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
                 "memory every call"] if prediction.weight_bytes_from_memory else []),
+             *([f"Activations: the cache holds {c.layer_cache_bytes / 2**20:g} MiB of a layer's input and output; "
+                f"{len(spilling)} layers move more, the rest from memory ({', '.join(x.name for x in spilling)})"]
+               if spilling else []),
              f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'GMAC/s':>8}{'GB/s':>7}"
              f"{'ms':>10}{'share':>8}"]
     layers_ms = sum(x.predicted_ms for x in prediction.layers)

@@ -32,6 +32,7 @@ from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
 from mobilenet.latency.fit import (
     CACHE_MIN_MISSED,
     CACHE_SIZES,
+    LAYER_CACHE_SIZES,
     CallMeasurement,
     Measurement,
     NetworkMeasurement,
@@ -53,6 +54,7 @@ from mobilenet.latency.model import (
     kernel_of,
     missed_fraction,
     predict_with,
+    spilled_bytes,
 )
 from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
 
@@ -152,6 +154,9 @@ def calibrate(
     if math.isfinite(calibration.cache_bytes):
         on_networks += (f"; the cache keeps {calibration.cache_bytes / 2**20:g} MiB of weights between calls, "
                         "the rest come from memory")
+    if math.isfinite(calibration.layer_cache_bytes):
+        on_networks += (f"; a layer's activations beyond {calibration.layer_cache_bytes / 2**20:g} MiB "
+                        "come from memory")
     log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     calibration = replace(calibration, fit=fit_info)
@@ -266,10 +271,13 @@ def fit(
         raise InputError("a calibration needs at least one probe of a layer, not only the call")
     profiled = {m.kernel for m in in_place}
 
-    def fitted(cache_bytes: float) -> Calibration:
-        """The rooflines, and the in-network factors, with a cache keeping ``cache_bytes``."""
-        kernels = fit_kernels([*itertools.chain(*measurements(cache_bytes))], batch_size, size_of)
-        rooflines = replace(call_only, kernels=kernels.kernels, cache_bytes=cache_bytes, fit={
+    def fitted(cache_bytes: float, layer_cache_bytes: float = math.inf) -> Calibration:
+        """The rooflines, and the in-network factors, with a cache keeping ``cache_bytes`` of the
+        weights between calls and ``layer_cache_bytes`` of a layer's activations."""
+        kernels = fit_kernels([*itertools.chain(*measurements(cache_bytes))], batch_size, size_of,
+                              layer_cache_bytes=layer_cache_bytes)
+        rooflines = replace(call_only, kernels=kernels.kernels, cache_bytes=cache_bytes,
+                            layer_cache_bytes=layer_cache_bytes, fit={
             "rmspe": kernels.rmspe, "probes": kernels.probes, "profiled_in_networks": sorted(profiled)})
         if not networks:
             return rooflines
@@ -291,7 +299,13 @@ def fit(
     tried = {size: fitted(size) for size in CACHE_SIZES if missed_fraction(most_weights, size) >= CACHE_MIN_MISSED}
     keeps_all = fitted(math.inf)
     chosen = choose_cache({size: c.network_error for size, c in tried.items()}, keeps_all.network_error)
-    return tried.get(chosen, keeps_all)
+    # Then, with the weights' cache chosen, what it holds of a layer's activations, judged alike.
+    best = tried.get(chosen, keeps_all)
+    layers = [layer for t in networks for layer in t.probe.layers(t.size, batch_size, size_of)]
+    spilling = {size: fitted(chosen, size) for size in LAYER_CACHE_SIZES
+                if any(spilled_bytes(x, size) >= CACHE_MIN_MISSED * (x.in_bytes + x.out_bytes) for x in layers)}
+    layer_cache = choose_cache({size: c.network_error for size, c in spilling.items()}, best.network_error)
+    return spilling.get(layer_cache, best)
 
 
 def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:

@@ -50,7 +50,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from mobilenet.cost import LayerCost
-from mobilenet.latency.model import CONV_KERNELS, KERNELS, UNBLOCKED, Roofline, Work, layer_work
+from mobilenet.latency.model import CONV_KERNELS, KERNELS, UNBLOCKED, Roofline, Work, layer_work, spilled_bytes
 
 LANES: tuple[int, ...] = (1, 4, 8, 16)
 # A wider lane must cut the error by a tenth, and by a tenth of a percentage point, to be chosen.
@@ -64,6 +64,12 @@ LANES_MARGIN, LANES_MIN_GAIN = 0.9, 0.001
 CACHE_SIZES: tuple[int, ...] = tuple(2**k << 20 for k in range(6))  # 1 to 32 MiB
 CACHE_MARGIN = 0.9
 CACHE_MIN_MISSED = 0.25
+# What the cache holds of one layer's activations, tried (bytes), chosen as the weights' cache is
+# (``choose_cache``), at the sizes where some calibration network's layer spills at least a
+# quarter of its activations. From 4 MiB: past a core's L2 (1-2 MiB), where a share of the L3
+# is what holds them; and a batch-1 fp32 calibration, whose largest layer (1.0-224's first
+# pointwise conv) moves 4.8 MB, never tries one.
+LAYER_CACHE_SIZES: tuple[int, ...] = tuple(2**k << 20 for k in range(2, 6))  # 4 to 32 MiB
 # In-network factors must cut the networks' error by a tenth against factors of 1 to be kept.
 FACTORS_MARGIN = 0.9
 # A kernel no probe measured (the calibration ran out of time) borrows from the most similar one.
@@ -189,12 +195,13 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
 
 
 def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int,
-                lanes: Mapping[str, int] | None = None) -> FittedKernels:
+                lanes: Mapping[str, int] | None = None, layer_cache_bytes: float = math.inf) -> FittedKernels:
     """Every kernel's roofline, lane width and cost per output position: for each kernel
     measured, the pair that fits its probes best (a wider lane, or the cost per position, only
     if clearly better); a kernel not measured takes the constants of the one most like it
     (``STAND_INS``). ``lanes``: a lane width decided beforehand, per kernel named, in place of
-    the choice."""
+    the choice; ``layer_cache_bytes``: what the cache holds of a layer's activations (the rest
+    spill, at a cost per byte where that earns its place)."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
     probes: dict[str, int] = {}
@@ -206,14 +213,16 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
         widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
         far_choices = (False, True) if any(m.weights_missed > 0 for m in mine) else (False,)
         tail_choices = (False, True) if any(m.layers[0].groups > 1 for m in mine) else (False,)
-        for per_pixel, per_far_byte, width, tail in itertools.product((False, True), far_choices, widths,
-                                                                      tail_choices):
+        spill_choices = (False, True) if any(spilled_bytes(m.layers[0], layer_cache_bytes) for m in mine) else (False,)
+        for per_pixel, per_far_byte, width, tail, per_spilled_byte in itertools.product(
+                (False, True), far_choices, widths, tail_choices, spill_choices):
             if tail and width == 1:
                 continue  # (no lane, no tail)
-            works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed, tail) for m in mine]
+            works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed, tail,
+                                layer_cache_bytes) for m in mine]
             roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel,
-                                       per_far_byte, tail)
-            fits[per_pixel, per_far_byte, width, tail] = replace(roof, lanes=width, tail=tail), error
+                                       per_far_byte, tail, per_spilled_byte)
+            fits[per_pixel, per_far_byte, width, tail, per_spilled_byte] = replace(roof, lanes=width, tail=tail), error
         kernels[kernel], rmspe[kernel] = simplest_good_fit(fits)
         probes[kernel] = len(mine)
     for kernel in KERNELS:
@@ -240,24 +249,26 @@ def choose_cache(errors: Mapping[int, float | None], keeps_all: float | None) ->
     return size if judged[size] < keeps_all * CACHE_MARGIN else math.inf
 
 
-FitKey = tuple[bool, bool, int, bool]  # (cost per position, cost per byte missed, lane width, tail)
+# (cost per position, cost per byte missed, lane width, tail, cost per activation byte spilled)
+FitKey = tuple[bool, bool, int, bool, bool]
 
 
 def simplest_good_fit(fits: Mapping[FitKey, tuple[Roofline, float]]) -> tuple[Roofline, float]:
     """Of a kernel's fits, keyed by (cost per position or not, cost per byte missed or not, lane
-    width, tail run one channel at a time or padded) with their errors: the simplest one (one
-    lane, no cost), replaced by the best fit making one choice more (a wider lane, the cost per
-    position, the cost per byte of weights beyond the cache, the tail) only where that cuts
+    width, tail run one channel at a time or padded, cost per activation byte spilled or not)
+    with their errors: the simplest one (one lane, no cost), replaced by the best fit making one
+    choice more (a wider lane, the cost per position, the cost per byte of weights beyond the
+    cache, the tail, the cost per byte spilled) only where that cuts
     the error by a tenth (``LANES_MARGIN``, and ``LANES_MIN_GAIN``), then likewise by the best
     making two, and so on. Among fits making as many choices the least error wins (the narrower
     lane on a tie), so a lane 8 that beats lane 1 by 20% is not lost to a lane 4 tried before it
     that beat lane 1 by 15%."""
     def choices(key: FitKey) -> int:
-        per_pixel, per_far_byte, width, tail = key
-        return int(per_pixel) + int(per_far_byte) + int(width != 1) + int(tail)
+        per_pixel, per_far_byte, width, tail, per_spilled_byte = key
+        return int(per_pixel) + int(per_far_byte) + int(width != 1) + int(tail) + int(per_spilled_byte)
 
     chosen = fits[min(fits, key=lambda key: (choices(key), key[2]))]  # no choice made, unless the lane is decided
-    for level in (1, 2, 3, 4):
+    for level in (1, 2, 3, 4, 5):
         rivals = sorted((error, key[2], key) for key, (_, error) in fits.items() if choices(key) == level)
         if not rivals:
             continue
@@ -268,40 +279,46 @@ def simplest_good_fit(fits: Mapping[FitKey, tuple[Roofline, float]]) -> tuple[Ro
 
 
 def fit_roofline(works: Sequence[Work], layers: Sequence[int], seconds: Sequence[float],
-                 per_pixel: bool = False, per_far_byte: bool = False, per_tail: bool = False) -> tuple[Roofline, float]:
+                 per_pixel: bool = False, per_far_byte: bool = False, per_tail: bool = False,
+                 per_spilled_byte: bool = False) -> tuple[Roofline, float]:
     """The roofline of one kernel from probes of ``layers[i]`` identical layers of work
     ``works[i]`` taking ``seconds[i]``; and its root-mean-square percentage error on them.
     ``per_pixel``: with an overhead per output position (else none); ``per_far_byte``: with a
     cost per byte of weights fetched from beyond the cache (else none); ``per_tail``: with a
-    cost per output position of each channel beyond the last whole lane (else none)."""
+    cost per output position of each channel beyond the last whole lane (else none);
+    ``per_spilled_byte``: with a cost per byte of activations spilled from the cache (else none)."""
     f = np.array([w.mult_adds for w in works], dtype=float)
     b = np.array([w.bytes for w in works], dtype=float)
     g = np.array([w.groups for w in works], dtype=float)
     px = np.array([w.pixels for w in works], dtype=float) * per_pixel
     far = np.array([w.far_bytes for w in works], dtype=float) * per_far_byte
     tail = np.array([w.tail_pixels for w in works], dtype=float) * per_tail
+    spill = np.array([w.spilled_bytes for w in works], dtype=float) * per_spilled_byte
     n = np.array(layers, dtype=float)
     t = np.array(seconds, dtype=float)
     order = np.argsort(f / b)
-    best = np.zeros(7)
+    best = np.zeros(8)
     best_error = math.inf
     for split in range(len(t) + 1):
         compute = np.zeros(len(t), dtype=bool)
         compute[order[split:]] = True  # the more intense probes are the compute-bound ones
-        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far, n * tail], axis=1)
+        design = np.stack([n, n * f * compute, n * b * ~compute, n * g, n * px, n * far, n * tail, n * spill],
+                          axis=1)
         theta = _nonnegative_least_squares(design, t)
-        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, tail, n), t)
+        error = _rmspe(_roofline_seconds(theta, f, b, g, px, far, tail, spill, n), t)
         if error < best_error - TIE:
             best, best_error = theta, error
-    overhead, s_per_mac, s_per_byte, per_group, per_pixel, s_per_far_byte, s_per_tail = (float(x) for x in best)
+    overhead, s_per_mac, s_per_byte, per_group, per_pixel, s_per_far_byte, s_per_tail, s_per_spilled_byte = (
+        float(x) for x in best)
     roof = Roofline(1 / s_per_mac if s_per_mac > 0 else math.inf, 1 / s_per_byte if s_per_byte > 0 else math.inf,
-                    overhead, group_s=per_group, pixel_s=per_pixel, far_s=s_per_far_byte, tail_s=s_per_tail)
+                    overhead, group_s=per_group, pixel_s=per_pixel, far_s=s_per_far_byte, tail_s=s_per_tail,
+                    spill_s=s_per_spilled_byte)
     return roof, best_error
 
 
 def _roofline_seconds(theta: np.ndarray, f: np.ndarray, b: np.ndarray, g: np.ndarray, px: np.ndarray,
-                      far: np.ndarray, tail: np.ndarray, n: np.ndarray) -> np.ndarray:
-    return n * (theta[0] + theta[3] * g + theta[4] * px + theta[5] * far + theta[6] * tail
+                      far: np.ndarray, tail: np.ndarray, spill: np.ndarray, n: np.ndarray) -> np.ndarray:
+    return n * (theta[0] + theta[3] * g + theta[4] * px + theta[5] * far + theta[6] * tail + theta[7] * spill
                 + np.maximum(theta[1] * f, theta[2] * b))
 
 

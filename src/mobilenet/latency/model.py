@@ -30,6 +30,13 @@ call to the next (``Calibration.cache_bytes``, ``missed_fraction``) come from me
 call, at a further cost per byte (``Roofline.far_s``): so a wide network on a small image, whose
 time is mostly its weights, runs slower than a roofline fitted to networks whose weights stay.
 
+A layer's own activations stay in the cache while they fit (``Calibration.layer_cache_bytes``,
+``spilled_bytes``); beyond that its input and output stream from memory, at a further cost per
+byte (``Roofline.spill_s``): at batch 8 OpenVINO runs a layer over the whole batch, and its first
+depthwise convs in 1.1-240 (25-50 MB of activations) ran 3.3-3.7 times their roofline's time,
+where the same layers of 0.3-240, a quarter of the bytes, ran 1.1-2.2 times it (Zen 4,
+docs/latency.md §4, 2026-12-06).
+
 A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it), a cost per
 byte of its input and output handed over to the runtime and back (``handover_bytes_per_s``: a
 probe hands over far more than a network's image, ExecuTorch 2.3x as slowly as LiteRT here) and,
@@ -70,7 +77,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 17  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 18  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -128,9 +135,10 @@ class Work:
     its groups (a depthwise conv's channels, batch included; 0 for a dense layer), its output
     positions (a conv's output pixels, batch included; 0 for the pool and the classifier), of
     its weights' bytes those the call fetches from beyond the last-level cache
-    (``missed_fraction``: once per call, whatever the batch) and, for a kernel that runs the
+    (``missed_fraction``: once per call, whatever the batch), for a kernel that runs the
     channels beyond its last whole lane one at a time (``Roofline.tail``), those channels'
-    output positions."""
+    output positions, and of its activations' bytes those beyond what the cache holds for one
+    layer (``spilled_bytes``)."""
 
     mult_adds: float
     bytes: float
@@ -138,6 +146,7 @@ class Work:
     pixels: int = 0
     far_bytes: float = 0.0
     tail_pixels: int = 0
+    spilled_bytes: float = 0.0
 
     @property
     def intensity(self) -> float:
@@ -148,12 +157,13 @@ CONV_KINDS = ("conv", "depthwise", "pointwise")  # cost's kinds that run over ou
 
 
 def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1,
-               weights_missed: float = 0.0, tail: bool = False) -> Work:
+               weights_missed: float = 0.0, tail: bool = False, layer_cache_bytes: float = math.inf) -> Work:
     """The work of ``layer`` (a ``cost.LayerCost`` counted at ``batch_size`` and the activation
     element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``, and
     ``weights_missed`` of its weights fetched from beyond the cache (``missed_fraction``).
     ``tail``: a grouped conv's channels beyond its last whole lane are not padded but run one
-    at a time (``Work.tail_pixels``), its mult-adds counted on the whole lanes alone."""
+    at a time (``Work.tail_pixels``), its mult-adds counted on the whole lanes alone.
+    ``layer_cache_bytes``: what the cache holds of a layer's activations (``spilled_bytes``)."""
     c_in, c_out = layer.in_shape[0], layer.out_shape[0]
     scale, tail_channels = 1.0, 0
     if layer.mult_adds and lanes > 1 and tail and layer.groups > 1:
@@ -167,7 +177,13 @@ def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes:
     pixels = layer.out_shape[1] * layer.out_shape[2] * batch_size if layer.kind in CONV_KINDS else 0
     weights = layer.weights * weight_bytes
     return Work(layer.mult_adds * batch_size * scale, layer.in_bytes + layer.out_bytes + weights, groups, pixels,
-                weights * weights_missed, pixels * tail_channels)
+                weights * weights_missed, pixels * tail_channels, spilled_bytes(layer, layer_cache_bytes))
+
+
+def spilled_bytes(layer: cost.LayerCost, layer_cache_bytes: float) -> float:
+    """Of ``layer``'s input and output activations (counted at their batch), the bytes beyond
+    ``layer_cache_bytes``, what the cache holds of them: those stream from memory."""
+    return max(0.0, layer.in_bytes + layer.out_bytes - layer_cache_bytes)
 
 
 def call_weight_bytes(layers: Iterable[cost.LayerCost], weight_bytes: int) -> int:
@@ -202,8 +218,9 @@ class Roofline:
     and the lane width its channels are padded to. With ``tail``, a grouped conv's channels
     beyond its last whole lane are not padded but run one at a time, at ``tail_s`` an output
     position each (ONNX Runtime's int8 depthwise conv: about 5 ns a position for each of them,
-    against 0.8 ns for a channel in a whole lane; Zen 5, docs/latency.md §1). An infinite rate
-    or bandwidth is a roof the calibration never saw bind."""
+    against 0.8 ns for a channel in a whole lane; Zen 5, docs/latency.md §1), and a cost per
+    byte of activations beyond what the cache holds of a layer (s; ``Work.spilled_bytes``). An
+    infinite rate or bandwidth is a roof the calibration never saw bind."""
 
     macs_per_s: float
     bytes_per_s: float
@@ -214,6 +231,7 @@ class Roofline:
     far_s: float = 0.0
     tail: bool = False
     tail_s: float = 0.0
+    spill_s: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -227,8 +245,9 @@ class Roofline:
         return work.bytes / self.bytes_per_s
 
     def far_memory_s(self, work: Work) -> float:
-        """Waiting on the weights from beyond the cache, which the arithmetic does not hide."""
-        return self.far_s * work.far_bytes
+        """Waiting on the weights from beyond the cache, and on the activations that spill from
+        it, which the arithmetic does not hide."""
+        return self.far_s * work.far_bytes + self.spill_s * work.spilled_bytes
 
     def seconds(self, work: Work) -> float:
         fixed = (self.overhead_s + self.group_s * work.groups + self.pixel_s * work.pixels
@@ -236,29 +255,31 @@ class Roofline:
         return fixed + max(self.compute_s(work), self.memory_s(work))
 
     def bound(self, work: Work) -> str:
-        """Which roof binds: memory's where moving the bytes (weights from beyond the cache
-        included) takes longer than the arithmetic."""
+        """Which roof binds: memory's where moving the bytes (weights from beyond the cache and
+        activations spilled from it included) takes longer than the arithmetic."""
         waits = self.memory_s(work) + self.far_memory_s(work)
         return "compute" if self.compute_s(work) >= waits else "memory"
 
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
                 "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s,
-                "far_s": self.far_s, "tail": self.tail, "tail_s": self.tail_s}
+                "far_s": self.far_s, "tail": self.tail, "tail_s": self.tail_s, "spill_s": self.spill_s}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
-        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s", "far_s", "tail_s")
-        rate, bandwidth, overhead, lanes, per_group, per_pixel, per_far_byte, per_tail = (d.get(k) for k in keys)
+        keys = ("macs_per_s", "bytes_per_s", "overhead_s", "lanes", "group_s", "pixel_s", "far_s", "tail_s",
+                "spill_s")
+        rate, bandwidth, overhead, lanes, per_group, per_pixel, per_far_byte, per_tail, per_spilled_byte = (
+            d.get(k) for k in keys)
         values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel,
-                                                                              per_far_byte, per_tail]
+                                                                              per_far_byte, per_tail, per_spilled_byte]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         tail = d.get("tail")
         if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
                 or not (isinstance(lanes, int) and lanes >= 1) or not isinstance(tail, bool):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
         return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]),
-                   float(values[5]), tail, float(values[6]))
+                   float(values[5]), tail, float(values[6]), float(values[7]))
 
 
 @dataclass(frozen=True)
@@ -270,6 +291,8 @@ class Calibration:
     ``channel_blocks``: per conv kind, the channels its fast implementation needs whole blocks of
     (a kind not named: 1, no unblocked variant; see ``UNBLOCKED``).
     ``in_network``: each kernel's in-network factor (a kernel not named: 1).
+    ``cache_bytes``: the weights the last-level cache keeps from one call to the next;
+    ``layer_cache_bytes``: what it holds of one layer's activations (infinite: all of them).
     ``key``: what the constants were measured on
     (see ``mobilenet.latency.cache``); ``fit``: how well each roofline fits its probes."""
 
@@ -287,6 +310,7 @@ class Calibration:
     fit: dict[str, Any] = field(default_factory=dict)
     handover_bytes_per_s: float = math.inf
     cache_bytes: float = math.inf
+    layer_cache_bytes: float = math.inf
 
     @property
     def element_bytes(self) -> int:
@@ -311,6 +335,7 @@ class Calibration:
             "handover_bytes_per_s": _finite_or_none(self.handover_bytes_per_s),
             "fixed_batch": self.fixed_batch, "channel_blocks": self.channel_blocks,
             "cache_bytes": _finite_or_none(self.cache_bytes),
+            "layer_cache_bytes": _finite_or_none(self.layer_cache_bytes),
             "kernels": {k: r.to_dict() for k, r in self.kernels.items()},
             "in_network": self.in_network, "key": self.key, "fit": self.fit,
         }
@@ -326,6 +351,7 @@ class Calibration:
             call_bytes = math.inf if d["feed_bytes_per_s"] is None else float(d["feed_bytes_per_s"])
             handover = math.inf if d["handover_bytes_per_s"] is None else float(d["handover_bytes_per_s"])
             cache = math.inf if d["cache_bytes"] is None else float(d["cache_bytes"])
+            layer_cache = math.inf if d["layer_cache_bytes"] is None else float(d["layer_cache_bytes"])
             calibration = cls(
                 runtime=str(d["runtime"]), precision=str(d["precision"]), batch_size=int(d["batch_size"]),
                 threads=None if d["threads"] is None else int(d["threads"]), kernels=kernels,
@@ -334,6 +360,7 @@ class Calibration:
                 channel_blocks={str(k): int(v) for k, v in d["channel_blocks"].items()},
                 in_network={str(k): float(v) for k, v in d["in_network"].items()},
                 key=dict(d["key"]), fit=dict(d["fit"]), handover_bytes_per_s=handover, cache_bytes=cache,
+                layer_cache_bytes=layer_cache,
             )
         except CorruptCalibration:
             raise
@@ -341,7 +368,8 @@ class Calibration:
             raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
         c = calibration
         factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
-        rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0 and c.cache_bytes > 0
+        rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0 and c.cache_bytes > 0 \
+            and c.layer_cache_bytes > 0
         if not (c.call_s >= 0 and rates_ok and c.batch_size >= 1 and c.precision in ELEMENT_BYTES
                 and factors_ok and all(k in CONV_KERNELS and v >= 1 for k, v in c.channel_blocks.items())):
             raise CorruptCalibration("a calibration with impossible constants")
@@ -362,6 +390,7 @@ class LayerLatency:
     ridge: float  # the kernel's ridge point on this machine (mult-adds per byte)
     bound: str  # "compute" | "memory"
     predicted_ms: float
+    spilled_bytes: float = 0.0  # of its activations, the bytes beyond what the cache holds of a layer
 
     @property
     def attained_macs_per_s(self) -> float:
@@ -387,7 +416,8 @@ class LayerLatency:
         return {"name": self.name, "kind": self.kind, "kernel": self.kernel, "predicted_ms": self.predicted_ms,
                 "bound": self.bound, "intensity": _finite_or_none(self.intensity),
                 "ridge": _finite_or_none(self.ridge) if self.roofs_seen else None,
-                "attained_macs_per_s": self.attained_macs_per_s, "attained_bytes_per_s": self.attained_bytes_per_s}
+                "attained_macs_per_s": self.attained_macs_per_s, "attained_bytes_per_s": self.attained_bytes_per_s,
+                "spilled_bytes": self.spilled_bytes}
 
 
 @dataclass(frozen=True)
@@ -455,11 +485,12 @@ def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: i
     kernel = kernel_of(layer, calibration.channel_blocks)
     roof = calibration.kernels[kernel]
     missed = missed_fraction(call_weights, calibration.cache_bytes)
-    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed, roof.tail)
+    work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed, roof.tail,
+                      calibration.layer_cache_bytes)
     return LayerLatency(
         name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
         intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work),
-        predicted_ms=roof.seconds(work) * calibration.factor(kernel) * 1e3,
+        predicted_ms=roof.seconds(work) * calibration.factor(kernel) * 1e3, spilled_bytes=work.spilled_bytes,
     )
 
 

@@ -25,7 +25,8 @@ async function updatePrediction() {
       label: layer.name.replace("blocks.", "b"), value: layer.predicted_ms,
       color: layer.bound === "memory" ? "var(--depthwise)" : "var(--pointwise)",
       title: `${layer.name}: ${layer.predicted_ms.toFixed(3)} ms, ${layer.bound}-bound` +
-        (layer.attained_macs_per_s ? `, ${(layer.attained_macs_per_s / 1e9).toPrecision(3)} G mult-adds/s` : ""),
+        (layer.attained_macs_per_s ? `, ${(layer.attained_macs_per_s / 1e9).toPrecision(3)} G mult-adds/s` : "") +
+        (layer.spilled_bytes ? `, ${(layer.spilled_bytes / 2 ** 20).toFixed(1)} MiB of its activations from memory` : ""),
     })), { unit: " ms" });
     $("time-legend").hidden = !layers.length;
   } catch (err) {
