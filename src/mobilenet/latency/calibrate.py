@@ -203,8 +203,9 @@ def fit(
 ) -> Calibration:
     """The calibration that ``timed`` implies: the call's own cost from the call probes (fixed,
     and per byte handed over where they ran at several sizes and ``handover``), the input
-    conversion's bandwidth from the feeds, each kernel's roofline, and the in-network factors
-    from the whole networks.
+    conversion's bandwidth from the feeds, each kernel's roofline, the in-network factors from
+    the whole networks, and what the cache keeps of the weights between calls and holds of a
+    layer's activations (each chosen by the whole networks' error, ``fit.choose_cache``).
 
     A kernel's roofline comes from the layers of the whole networks where the runtime profiled
     them (timed where they run, among their neighbours), else from its probes (what remains of
@@ -301,9 +302,10 @@ def fit(
     chosen = choose_cache({size: c.network_error for size, c in tried.items()}, keeps_all.network_error)
     # Then, with the weights' cache chosen, what it holds of a layer's activations, judged alike.
     best = tried.get(chosen, keeps_all)
-    layers = [layer for t in networks for layer in t.probe.layers(t.size, batch_size, size_of)]
+    network_layers = [layer for t in networks for layer in t.probe.layers(t.size, batch_size, size_of)]
     spilling = {size: fitted(chosen, size) for size in LAYER_CACHE_SIZES
-                if any(spilled_bytes(x, size) >= CACHE_MIN_MISSED * (x.in_bytes + x.out_bytes) for x in layers)}
+                if any(spilled_bytes(x, size) >= CACHE_MIN_MISSED * (x.in_bytes + x.out_bytes)
+                       for x in network_layers)}
     layer_cache = choose_cache({size: c.network_error for size, c in spilling.items()}, best.network_error)
     return spilling.get(layer_cache, best)
 

@@ -13,7 +13,9 @@ correction, so that each carries to any α: the lane width its channels are padd
 ``LANES``: the SIMD width the runtime's kernel works in), whether it pays a fixed cost per
 output position (``Roofline.pixel_s``: one more unknown, solved with the others) and, for a
 grouped conv, whether the channels beyond its last whole lane are padded or run one at a time
-(``Roofline.tail``, at a cost per position each). Each choice
+(``Roofline.tail``, at a cost per position each), and, where some of its measurements' weights
+or activations lie beyond the cache, whether it pays a cost per byte of them (``Roofline.far_s``,
+``Roofline.spill_s``). Each choice
 beyond the simplest (one lane, no cost per position) must cut the error on the kernel's probes by
 a tenth (``LANES_MARGIN``), so that a term the probes cannot tell apart from the others is left
 out rather than fitted to noise. The lane widths are rival guesses of one fact, not steps of
@@ -235,9 +237,10 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
 
 def choose_cache(errors: Mapping[int, float | None], keeps_all: float | None) -> float:
     """The bytes of weights the last-level cache keeps from one call to the next
-    (``model.missed_fraction``): of the sizes tried, with the error each fit makes on the whole
-    networks (``errors``), the one that fits them best, if it cuts the error of a cache keeping
-    every weight (``keeps_all``) by a tenth (``CACHE_MARGIN``); else every weight kept. A
+    (``model.missed_fraction``), or, called again, of a layer's activations it holds
+    (``model.spilled_bytes``): of the sizes tried, with the error each fit makes on the whole
+    networks (``errors``), the one that fits them best, if it cuts the error of the fit without
+    (``keeps_all``) by a tenth (``CACHE_MARGIN``); else none (infinite). A
     machine-wide fact, chosen as a lane width is: where the networks cannot tell, none. (Judged
     on the networks, not on the kernels' own measurements: the XNNPACK runtimes' pointwise
     probes, chains of 16 MiB of weights, fit better with misses whose cost then predicts their
