@@ -172,7 +172,7 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
                 f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
                 "memory every call"] if prediction.weight_bytes_from_memory else []),
              *([f"Activations: the cache holds {c.layer_cache_bytes / 2**20:g} MiB of a layer's input and output; "
-                f"{len(spilling)} layers move more, the rest from memory ({', '.join(x.name for x in spilling)})"]
+                f"{len(spilling)} layers move more, their excess from memory ({', '.join(x.name for x in spilling)})"]
                if spilling else []),
              f"{'layer':<14}{'kernel':<14}{'intensity':>10}{'ridge':>8}{'bound':>9}{'GMAC/s':>8}{'GB/s':>7}"
              f"{'ms':>10}{'share':>8}"]

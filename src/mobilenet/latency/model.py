@@ -33,9 +33,9 @@ time is mostly its weights, runs slower than a roofline fitted to networks whose
 A layer's own activations stay in the cache while they fit (``Calibration.layer_cache_bytes``,
 ``spilled_bytes``); beyond that its input and output stream from memory, at a further cost per
 byte (``Roofline.spill_s``): at batch 8 OpenVINO runs a layer over the whole batch, and its first
-depthwise convs in 1.1-240 (25-50 MB of activations) ran 3.3-3.7 times their roofline's time,
-where the same layers of 0.3-240, a quarter of the bytes, ran 1.1-2.2 times it (Zen 4,
-docs/latency.md §4, 2026-12-06).
+five depthwise convs in 1.1-240 (16-40 MB of activations, input and output together) ran 3.3-3.7
+times their roofline's time, where the same layers of 0.3-240, a quarter of the bytes, ran 1.0-2.2
+times it (Zen 4, docs/latency.md §4, 2026-12-06).
 
 A call adds a fixed cost of its own (``call_s``: entering the runtime and leaving it), a cost per
 byte of its input and output handed over to the runtime and back (``handover_bytes_per_s``: a
