@@ -142,7 +142,7 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     found = backend.prepare(log)
     plan = (*default_networks(), *default_plan())
     timed = calibrate._measure(backend, plan, 1, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
-                               calibrate.SECONDS_PER_SHAPE, log, found)
+                               calibrate.SECONDS_PER_SHAPE, log, found, every_probe=True)
     images = sample_photos() if args.precision == "int8" else None
     calls, models = [], []
     for cfg in grid + seen:

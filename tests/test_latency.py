@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -701,6 +702,63 @@ def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:
     fitted = fit_in_network(networks)
     assert set(fitted.factors.values()) == {1.0}
     assert fitted.rmspe_after <= fitted.rmspe_before  # never worse than the rooflines alone
+
+
+def built_by_a_calibration(monkeypatch: pytest.MonkeyPatch, *, feeds: bool = False, splits: bool = True,
+                           every_probe: bool = False) -> set[tuple[object, int]]:
+    """The (probe, size) pairs that ``calibrate._measure`` builds and times for a runtime whose
+    calls do nothing: one that profiles its networks layer by layer (``splits``: into as many
+    times as ``cost`` counts layers) and converts its input where ``feeds``."""
+    from mobilenet.latency import calibrate as calibrating
+    from mobilenet.latency.backends.base import Backend, Cell
+    from mobilenet.latency.probes import NetworkProbe, default_networks
+
+    class Profiling(Backend):
+        runtime = "profiling"
+
+        def load(self, module, shape, largest_side=None):  # noqa: ANN001, ANN202
+            probe = module  # (``probe_module`` below hands the probe itself over)
+
+            def shaped(at: tuple[int, ...]) -> Cell:
+                layers = len(probe.layers(at[-1])) + (0 if splits else 1)
+                profile = (lambda seconds: [1e-4] * layers) if isinstance(probe, NetworkProbe) else None
+                return Cell(lambda: None, (lambda: None) if feeds else None, profile)
+            return shaped
+
+    monkeypatch.setattr(calibrating, "probe_module", lambda probe, size, fixed_pads=False: probe)
+    plan = (*default_networks(), *default_plan())
+    timed = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
+                                 {}, every_probe=every_probe)
+    return {(t.probe, t.size) for t in timed}
+
+
+def test_a_calibration_builds_no_probe_that_its_networks_profiles_leave_unused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the networks' profiles time every kernel of the network in place, the fit reads no
+    probe of those kernels, so the calibration builds only the call's and the full convs' (which
+    no network holds; at batch 8 OpenVINO's networks used to take the budget before them), and the
+    stem's where the input is converted (their feeds give the conversion's bandwidth). The fit of
+    what it builds is the fit of every probe."""
+    from mobilenet.latency.probes import NetworkProbe, default_networks
+
+    every = {(p, size) for p in (*default_networks(), *default_plan()) for size in p.sizes}
+    kinds = lambda built: {p.kernel for p, _ in built}  # noqa: E731
+    built = built_by_a_calibration(monkeypatch)
+    assert kinds(built) == {"network", "call", "conv"}
+    assert kinds(built_by_a_calibration(monkeypatch, feeds=True)) == {"network", "call", "conv", "stem"}
+    assert built_by_a_calibration(monkeypatch, splits=False) == every, "a profile that does not split informs nothing"
+    assert built_by_a_calibration(monkeypatch, every_probe=True) == every
+
+    truth = fixed_calibration(call_s=5e-6)
+    networks = [t for t in profiled_networks(truth) if isinstance(t.probe, NetworkProbe)]
+    # (every probe slower than the call's: the call's cost is held to the quickest probe)
+    probes = [Timed(p, size, (1e-5 if p.kernel == "call" else 3e-5) + 1e-8 * size) for p in default_plan()
+              for size in p.sizes]
+    of_every_probe = fit("onnxruntime", "fp32", 1, 1, networks + probes)
+    of_the_built = fit("onnxruntime", "fp32", 1, 1, networks + [t for t in probes if (t.probe, t.size) in built])
+    assert of_the_built.kernels == of_every_probe.kernels and of_the_built.call_s == of_every_probe.call_s
+    assert of_the_built.in_network == of_every_probe.in_network
 
 
 def test_a_kernel_left_unmeasured_borrows_from_the_most_similar_one() -> None:

@@ -245,9 +245,7 @@ def fit(
         in_place = []
         for t in networks:
             layers = t.probe.layers(t.size, batch_size, size_of)
-            # (a profile that does not split into the network's layers, a runtime fusing what the
-            # op tables do not know, is left out: those kernels are fitted to their probes)
-            if t.layer_seconds is None or len(t.layer_seconds) != len(layers) or sum(t.layer_seconds) <= 0:
+            if not splits_into_layers(t.layer_seconds, layers):
                 continue
             # The profile splits the network's time among its layers; the interleaved timing says how
             # long the whole took (the profile ran apart, perhaps in a faster or slower spell).
@@ -259,9 +257,7 @@ def fit(
         probed = []
         for t in timed:
             layers = t.probe.layers(t.size, batch_size, size_of)
-            kernel = t.probe.kernel  # (a probe's layers are counted alone: cost cannot tell a stem from a conv)
-            if kernel in CONV_KERNELS and not fills_blocks(layers[0], (channel_blocks or {}).get(kernel, 1)):
-                kernel += UNBLOCKED
+            kernel = probe_kernel(t.probe, t.size, channel_blocks)
             if t.probe.kernel != "call" and kernel not in profiled:
                 probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S),
                                           missed(layers)))
@@ -310,6 +306,23 @@ def fit(
     return spilling.get(layer_cache, best)
 
 
+def splits_into_layers(layer_seconds: Sequence[float] | None, layers: Sequence[LayerCost]) -> bool:
+    """Whether a network's profile times each of its ``layers`` (as ``cost`` counts them): one
+    that does not, a runtime fusing what the op tables do not know, is left out, and those
+    kernels are fitted to their probes."""
+    return layer_seconds is not None and len(layer_seconds) == len(layers) and sum(layer_seconds) > 0
+
+
+def probe_kernel(probe: Probe, size: int, channel_blocks: dict[str, int] | None) -> str:
+    """The kernel a probe at ``size`` measures: its own kind (a probe's layers are counted alone,
+    and ``cost`` cannot tell a stem from a full conv), ``_unblocked`` where its channels are not
+    whole blocks of the runtime's ``channel_blocks``."""
+    kernel = probe.kernel
+    if kernel in CONV_KERNELS and not fills_blocks(probe.layers(size)[0], (channel_blocks or {}).get(kernel, 1)):
+        kernel += UNBLOCKED
+    return kernel
+
+
 def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:
     """Seconds per kernel of the network ``arch_cfg`` by the rooflines alone, at ``batch_size``."""
     out: dict[str, float] = {}
@@ -320,7 +333,7 @@ def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: in
 
 def _measure(
     backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
-    found: dict[str, Any],
+    found: dict[str, Any], *, every_probe: bool = False,
 ) -> list[Timed]:
     """Every probe built (and each network's layers profiled, where the runtime can), then all of
     them timed together, interleaved in settled blocks.
@@ -335,10 +348,25 @@ def _measure(
     A network's profile is taken as it is built, not after the timing, so that the budget's clock
     counts it: profiled after, fifteen batch-8 networks took a calibration to 62-68 s of its 60
     (ONNX Runtime, AMX Xeon). When it runs does not matter to the fit, which scales a profile to
-    the network's interleaved time."""
+    the network's interleaved time.
+
+    A probe of a kernel that the networks' profiles already time in place is not built (unless
+    ``every_probe``): ``fit`` fits such a kernel to the networks' layers and would leave the probe
+    unused. Where a runtime profiles its networks, that leaves the budget to the probes the fit
+    reads: the call's, and the kernels no network holds (at batch 8 OpenVINO's networks had taken
+    the budget before the full convs' probes were reached). The stem probes stay where the
+    networks' input is converted: the conversion's bandwidth is fitted from their feeds."""
     cells: list[tuple[AnyProbe, int, Cell, tuple[float, ...] | None]] = []
     timing_s = 0.0  # what timing the cells built so far will take
+    profiled_kernels: set[str] = set()  # the kernels that the networks' profiles time in place
+    converts_input = False
+    skipped = 0
     for i, probe in enumerate(plan, 1):
+        if not every_probe and isinstance(probe, Probe) and probe.kernel != "call" \
+                and not (probe.kernel == "stem" and converts_input) \
+                and all(probe_kernel(probe, size, backend.channel_blocks) in profiled_kernels for size in probe.sizes):
+            skipped += 1
+            continue
         # (a probe's timing is at least a cell's worth per size, known exactly once it is built)
         # (conversions kept for later calibrations are paid once: the budget does not count them)
         end = deadline + backend.converting_s
@@ -360,7 +388,13 @@ def _measure(
             profiled = None
             if cell.profile is not None and isinstance(probe, NetworkProbe):
                 profiled = tuple(cell.profile(seconds))
+                layers = probe.layers(size, batch_size)
+                if splits_into_layers(profiled, layers):
+                    profiled_kernels.update(kernel_of(layer, backend.channel_blocks) for layer in layers)
+            converts_input = converts_input or cell.feed is not None
             cells.append((probe, size, cell, profiled))
+    if skipped:
+        log(f"latency: {skipped} probes left unbuilt: the networks' profiles time their kernels in place")
     feeds = [i for i, (probe, _, cell, _) in enumerate(cells) if cell.feed is not None and probe.kernel == "stem"]
     # A reference decides a correction for every probe: it takes several places in the rounds.
     references = list(backend.reference_calls()) * REFERENCE_SLOTS
