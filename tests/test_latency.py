@@ -705,10 +705,11 @@ def test_factors_the_networks_cannot_tell_apart_are_not_kept() -> None:
 
 
 def built_by_a_calibration(monkeypatch: pytest.MonkeyPatch, *, feeds: bool = False, splits: bool = True,
-                           every_probe: bool = False) -> set[tuple[object, int]]:
+                           every_probe: bool = False, rounds: list[float] | None = None) -> set[tuple[object, int]]:
     """The (probe, size) pairs that ``calibrate._measure`` builds and times for a runtime whose
     calls do nothing: one that profiles its networks layer by layer (``splits``: into as many
-    times as ``cost`` counts layers) and converts its input where ``feeds``."""
+    times as ``cost`` counts layers) and converts its input where ``feeds``. ``rounds`` gets how
+    long the timing's rounds were to last (seconds per call times calls)."""
     from mobilenet.latency import calibrate as calibrating
     from mobilenet.latency.backends.base import Backend, Cell
     from mobilenet.latency.probes import NetworkProbe, default_networks
@@ -726,6 +727,13 @@ def built_by_a_calibration(monkeypatch: pytest.MonkeyPatch, *, feeds: bool = Fal
             return shaped
 
     monkeypatch.setattr(calibrating, "probe_module", lambda probe, size, fixed_pads=False: probe)
+    real_timing = calibrating.time_interleaved
+
+    def timing(runs, *, seconds, **kwargs):  # noqa: ANN001, ANN202
+        (rounds if rounds is not None else []).append(seconds * len(runs))
+        return real_timing(runs, seconds=seconds, **kwargs)
+
+    monkeypatch.setattr(calibrating, "time_interleaved", timing)
     plan = (*default_networks(), *default_plan())
     timed = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
                                  {}, every_probe=every_probe)
@@ -739,13 +747,17 @@ def test_a_calibration_builds_no_probe_that_its_networks_profiles_leave_unused(
     probe of those kernels, so the calibration builds only the call's and the full convs' (which
     no network holds; at batch 8 OpenVINO's networks used to take the budget before them), and the
     stem's where the input is converted (their feeds give the conversion's bandwidth). The fit of
-    what it builds is the fit of every probe."""
+    what it builds is the fit of every probe. The rounds of timing last as long as with every
+    probe: the unbuilt probes' share goes to the rest, so that a spell of a few seconds does not
+    fall on all of a network's samples."""
     from mobilenet.latency.probes import NetworkProbe, default_networks
 
     every = {(p, size) for p in (*default_networks(), *default_plan()) for size in p.sizes}
     kinds = lambda built: {p.kernel for p, _ in built}  # noqa: E731
-    built = built_by_a_calibration(monkeypatch)
+    rounds: list[float] = []
+    built = built_by_a_calibration(monkeypatch, rounds=rounds)
     assert kinds(built) == {"network", "call", "conv"}
+    assert rounds == [pytest.approx(0.002 * len(every))], "the unbuilt probes' rounds go to the rest"
     assert kinds(built_by_a_calibration(monkeypatch, feeds=True)) == {"network", "call", "conv", "stem"}
     assert built_by_a_calibration(monkeypatch, splits=False) == every, "a profile that does not split informs nothing"
     assert built_by_a_calibration(monkeypatch, every_probe=True) == every
