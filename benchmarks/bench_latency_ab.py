@@ -35,13 +35,24 @@ Variants (``--variant``), each "now" against "before":
 * ``cache``: the weights a call reads beyond what the last-level cache keeps between calls
   fetched from memory at a cost per byte (``fit.choose_cache``), or every weight kept;
 * ``tail``: a depthwise conv's channels beyond its last whole lane run one at a time at a cost
-  per output position (``Roofline.tail``), where that earns its place, or always padded.
+  per output position (``Roofline.tail``), where that earns its place, or always padded;
+* ``layer-cache``: a layer's input and output activations beyond what the cache holds of one
+  layer fetched from memory at a cost per byte (``Roofline.spill_s``, the size chosen by
+  ``fit.choose_cache`` among ``fit.LAYER_CACHE_SIZES``), or every activation held: a batch-8
+  question (``--batch-size 8``; at batch 1 no calibration tries it).
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
 of 128 and 1024 channels, from 1224066.)
 
     .venv/bin/python benchmarks/bench_latency_ab.py litert int8 --variant pixel-term --json F.json
+    .venv/bin/python benchmarks/bench_latency_ab.py openvino fp32 --batch-size 8 --variant layer-cache \
+        --timings F.pkl --json F.json
+
+``--batch-size`` times the grid and the seen networks at that batch, calibrated as
+``mobilenet.latency`` calibrates it (at batch 1 where the runtime runs a batch as single calls:
+LiteRT, ExecuTorch). Layer shares (ONNX Runtime, OpenVINO, ExecuTorch, PyTorch) come from
+``bench_latency_model``'s profiles, at fp32 and batch 1, as there.
 
 (Until 2026-12-03 this was bench_latency_pixel_term.py, with the pixel term its only variant.)
 """
@@ -71,6 +82,7 @@ VARIANTS = {
     "handover": ("a cost per byte handed over", "a call's fixed cost only"),
     "cache": ("weights beyond the cache from memory", "every weight kept in the cache"),
     "tail": ("a depthwise conv's tail channels one at a time", "every channel padded to a whole lane"),
+    "layer-cache": ("activations beyond the cache from memory", "every activation held"),
 }
 
 
@@ -112,6 +124,9 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "cache":
         name, module, real = "CACHE_SIZES", calibrate, calibrate.CACHE_SIZES
         replacement = ()
+    elif variant == "layer-cache":
+        name, module, real = "LAYER_CACHE_SIZES", calibrate, calibrate.LAYER_CACHE_SIZES
+        replacement = ()
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -124,12 +139,14 @@ def rule_undone(variant: str) -> Iterator[None]:
 
 
 def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str], None]) -> dict:
-    """One calibration's probe timings, then the held-out grid and the seen networks timed once,
-    interleaved, and (ONNX Runtime fp32, OpenVINO, ExecuTorch, PyTorch where it profiles) each
-    held-out network's layers profiled once."""
+    """One calibration's probe timings (as a calibration measures them; for ``in-place-profile``,
+    which fits without the networks' profiles, every probe the budget reaches, ``every_probe``),
+    then the held-out grid and the seen networks timed once,
+    interleaved, and at fp32 and batch 1 each held-out network's layers profiled once where the
+    runtime profiles."""
     import torch
 
-    from bench_latency_model import Setting, ort_layer_ms, profiled_layer_ms  # (this folder is the script's path)
+    from bench_latency_model import Setting, layer_fractions  # (this folder is the script's path)
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.runtime import make_predictor
     from mobilenet.deploy.timing import Timing, time_interleaved
@@ -141,36 +158,43 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     backend = calibrate.backend_for(args.runtime, args.precision, args.threads)
     found = backend.prepare(log)
     plan = (*default_networks(), *default_plan())
-    timed = calibrate._measure(backend, plan, 1, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
-                               calibrate.SECONDS_PER_SHAPE, log, found, every_probe=True)
+    calibrated_batch = 1 if backend.fixed_batch else args.batch_size
+    timed = calibrate._measure(backend, plan, calibrated_batch, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
+                               calibrate.SECONDS_PER_SHAPE, log, found,
+                               every_probe=every_probe(args))
     images = sample_photos() if args.precision == "int8" else None
     calls, models = [], []
     for cfg in grid + seen:
         torch.manual_seed(0)
         model = MobileNetV1(cfg).eval()
         predictor = make_predictor(model, args.runtime, args.precision, threads=args.threads,
-                                   batch_size=1, calibration_images=images)
-        x = torch.rand(1, 3, *cfg.resolution)
+                                   batch_size=args.batch_size, calibration_images=images)
+        x = torch.rand(args.batch_size, 3, *cfg.resolution)
         calls.append(lambda predictor=predictor, x=x: predictor(x))
         models.append(model)
     samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
     measured = np.array([Timing.from_seconds(s).median_ms for s in samples])
     # Each held-out network's layers as fractions of its layers' time, profiled once for every fit.
     profiles = None
-    setting = Setting(args.runtime, args.precision, args.threads, 1)
-    if args.runtime == "onnxruntime" and args.precision == "fp32":
-        profiles = [ort_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
-    elif args.runtime in ("torch", "openvino", "executorch"):  # (where the backend profiles whole networks)
-        profiled = [profiled_layer_ms(model, setting, args.seconds, 1.0) for model in models[:len(grid)]]
-        profiles = None if None in profiled else profiled
+    if args.precision == "fp32" and args.batch_size == 1:
+        setting = Setting(args.runtime, args.precision, args.threads, args.batch_size)
+        fractions = [layer_fractions(model, setting, args.seconds) for model in models[:len(grid)]]
+        profiles = None if None in fractions else fractions
     return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,
-            "fixed_batch": backend.fixed_batch, "channel_blocks": backend.channel_blocks, "measured_ms": measured,
-            "profiles": profiles}
+            "calibrated_batch": calibrated_batch, "fixed_batch": backend.fixed_batch,
+            "channel_blocks": backend.channel_blocks, "measured_ms": measured, "profiles": profiles}
+
+
+def every_probe(args: argparse.Namespace) -> bool:
+    """Whether the probes of kernels that the networks' profiles time in place are measured too:
+    only the variant that fits without those profiles reads them."""
+    return args.variant == "in-place-profile"
 
 
 def setting_of(args: argparse.Namespace) -> dict:
     """What a kept measurement was timed at: fitted to another runtime's fit, it would mislead."""
-    return {"runtime": args.runtime, "precision": args.precision, "threads": args.threads, "seconds": args.seconds}
+    return {"runtime": args.runtime, "precision": args.precision, "threads": args.threads,
+            "batch_size": args.batch_size, "seconds": args.seconds, "every_probe": every_probe(args)}
 
 
 def main() -> None:
@@ -179,6 +203,7 @@ def main() -> None:
     p.add_argument("precision")
     p.add_argument("--variant", choices=VARIANTS, default="pixel-term")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="images per call of the grid and the seen networks")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--timings", help="keep the measurements (probes, networks, profiles) in this pickle: fitted "
@@ -186,11 +211,11 @@ def main() -> None:
                    "on the very same timings")
     args = p.parse_args()
 
-    from bench_latency_model import over_seen, spearman  # (this folder is the script's path)
+    from bench_latency_model import layer_errors, over_seen, spearman  # (this folder is the script's path)
     from mobilenet.arch import ArchConfig
     from mobilenet.latency import calibrate
     from mobilenet.latency.backends import BACKENDS
-    from mobilenet.latency.model import CONV_KINDS, layer_type, predict_with
+    from mobilenet.latency.model import predict_with
     from mobilenet.latency.probes import default_networks
 
     def log(line: str) -> None:
@@ -217,7 +242,7 @@ def main() -> None:
     hands_over = args.variant == "handover" or args.precision in BACKENDS[args.runtime].handover_precisions
 
     def fitted() -> calibrate.Calibration:
-        return calibrate.fit(args.runtime, args.precision, 1, args.threads, timed,
+        return calibrate.fit(args.runtime, args.precision, measurement["calibrated_batch"], args.threads, timed,
                              fixed_batch=measurement["fixed_batch"], channel_blocks=measurement["channel_blocks"],
                              handover=hands_over)
 
@@ -227,10 +252,11 @@ def main() -> None:
         fits[before] = fitted()
     report = {"command": " ".join(["benchmarks/bench_latency_ab.py", *sys.argv[1:]]),
               "cpu": measurement["cpu"], "runtime": args.runtime, "precision": args.precision,
-              "variant": args.variant, "threads": args.threads, "grid": [c.name for c in grid],
+              "variant": args.variant, "threads": args.threads, "batch_size": args.batch_size,
+              "grid": [c.name for c in grid],
               "seen": [c.name for c in seen], "measured_ms": measured.tolist(), "fits": {}}
     for name, calibration in fits.items():
-        predictions = [predict_with(calibration, cfg, 1) for cfg in grid + seen]
+        predictions = [predict_with(calibration, cfg, args.batch_size) for cfg in grid + seen]
         predicted = np.array([p.total_ms for p in predictions])
         error = predicted / measured - 1
         held_out, own = error[:len(grid)], error[len(grid):]
@@ -242,6 +268,9 @@ def main() -> None:
             "pixel_s": {k: r.pixel_s for k, r in calibration.kernels.items() if r.pixel_s > 0},
             "far_s": {k: r.far_s for k, r in calibration.kernels.items() if r.far_s > 0},
             "cache_bytes": calibration.cache_bytes if calibration.cache_bytes < float("inf") else None,
+            "spill_s": {k: r.spill_s for k, r in calibration.kernels.items() if r.spill_s > 0},
+            "layer_cache_bytes": (calibration.layer_cache_bytes if calibration.layer_cache_bytes < float("inf")
+                                  else None),
             "lanes": {k: r.lanes for k, r in calibration.kernels.items()},
             "held_out_rmspe": float(np.sqrt(np.mean(held_out**2))),
             "held_out_within_10": float(np.mean(abs(held_out) <= 0.1)),
@@ -251,18 +280,11 @@ def main() -> None:
             "held_out_spearman": spearman(predicted[:len(grid)], measured[:len(grid)]),
             "held_out_errors": dict(zip((c.name for c in grid), held_out.tolist())),
         }
-        if profiles is not None:
-            share_errors, within = [], []
-            for prediction, fractions, ms in zip(predictions, profiles, measured):
-                layer_ms = [f * (ms - prediction.call_ms) for f in fractions]
-                shares: dict[str, float] = {}
-                for layer, f in zip(prediction.layers, fractions, strict=True):
-                    shares[layer_type(layer.kernel)] = shares.get(layer_type(layer.kernel), 0.0) + f
-                share_errors.append(max(abs(prediction.shares().get(k, 0.0) - v) for k, v in shares.items()) * 100)
-                within += [abs(x.predicted_ms / m - 1) <= 0.25 for x, m in zip(prediction.layers, layer_ms)
-                           if x.kind in CONV_KINDS]
-            summary |= {"share_error_pp_max": float(np.max(share_errors)),
-                        "conv_layers_within_25": float(np.mean(within))}
+        if profiles is not None:  # (every network holds as many conv layers: the mean is over all of them)
+            layers = [layer_errors(prediction, ms, fractions)
+                      for prediction, fractions, ms in zip(predictions, profiles, measured)]
+            summary |= {"share_error_pp_max": max(x["share_error_pp"] for x in layers),
+                        "conv_layers_within_25": float(np.mean([x["conv_layers_within_25"] for x in layers]))}
         report["fits"][name] = summary
         print(f"{name}: probes " + ", ".join(f"{k} {v:.0%}" for k, v in summary["probe_rmspe"].items()))
         s = summary
@@ -274,6 +296,10 @@ def main() -> None:
             print(f"  layers: share error at most {s['share_error_pp_max']:.1f} pp, conv layers within ±25% "
                   f"{s['conv_layers_within_25']:.0%}")
         print("  " + " ".join(f"{c.alpha:g}-{c.resolution[0]} {e:+.0%}" for c, e in zip(grid, held_out)))
+        mib = lambda size: "none" if size is None else f"{size / 2**20:g} MiB"  # noqa: E731
+        own = f"{calibration.network_error:.1%}" if calibration.network_error is not None else "none timed"
+        print(f"  own networks as fitted: RMSPE {own}; the cache keeps {mib(s['cache_bytes'])} of the weights, "
+              f"holds {mib(s['layer_cache_bytes'])} of a layer's activations")
     if args.json:
         from mobilenet.files import write_text
 
