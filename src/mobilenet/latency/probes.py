@@ -129,7 +129,10 @@ def default_networks() -> tuple[NetworkProbe, ...]:
 
 
 def default_plan() -> tuple[Probe, ...]:
-    """The probes of a full calibration, most needed first (25 models built, about 60 timed).
+    """The probes of a full calibration, most needed first (25 models, about 60 shapes). Where a
+    runtime profiles its networks, only those whose kernel no network profile covers are built
+    (``calibrate._measure``): the call's and the full conv's, and the stem's where the input is
+    converted.
 
     Two more pointwise chains, on 128 and 1024 channels, give a pointwise conv blocked by 32
     channels (XNNPACK's at fp32 on AVX-512, ``backends.base.xnnpack_channel_blocks``) probes at a
