@@ -6,10 +6,11 @@ calibrations measured one after the other differ by the drift, not by the model.
 script measures once: one calibration's probe timings, fitted twice (as ``mobilenet.latency``
 fits now, and with one rule undone), then the validation grid's 3 × 3 corner and the
 calibration's own 15 networks timed once, interleaved, and both fits' predictions held against
-the same measurements. It prints each fit's error on the probes and on the networks, the
+the same measurements. It prints each fit's error per kernel and on the networks, the
 held-out error raw and over the seen networks' mean error (the drift since the calibration taken
-out), and Spearman's rank correlation; for ONNX Runtime fp32, also each fit's share and layer
-errors against one profile of each held-out network (bench_latency_model's reading of it).
+out), and Spearman's rank correlation; at fp32 and batch 1, where the runtime profiles, also
+each fit's share and layer errors against one profile of each held-out network
+(bench_latency_model's reading of it).
 ``--timings F.pkl`` keeps those measurements, so that another variant is fitted to the very same
 timings later (the pickle is read where it exists; it holds the code's own objects, so read it
 with the code that wrote it).
@@ -286,7 +287,8 @@ def main() -> None:
             summary |= {"share_error_pp_max": max(x["share_error_pp"] for x in layers),
                         "conv_layers_within_25": float(np.mean([x["conv_layers_within_25"] for x in layers]))}
         report["fits"][name] = summary
-        print(f"{name}: probes " + ", ".join(f"{k} {v:.0%}" for k, v in summary["probe_rmspe"].items()))
+        fit_errors = ", ".join(f"{k} {v:.0%}" for k, v in summary["probe_rmspe"].items())
+        print(f"{name}: each kernel's fit error {fit_errors}")
         s = summary
         print(f"  held out: RMSPE {s['held_out_rmspe']:.1%}, within ±10% {s['held_out_within_10']:.0%}; "
               f"seen: mean {drift:+.1%}, RMSPE {s['seen_rmspe']:.1%}; held out over the seen mean: "

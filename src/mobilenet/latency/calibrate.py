@@ -157,7 +157,8 @@ def calibrate(
     if math.isfinite(calibration.layer_cache_bytes):
         on_networks += (f"; a layer's activations beyond {calibration.layer_cache_bytes / 2**20:g} MiB "
                         "come from memory")
-    log(f"latency: calibrated in {spent:.0f} s{converted}; fit error on the probes "
+    # (a kernel's error is on what it was fitted to: its layers in the networks where profiled)
+    log(f"latency: calibrated in {spent:.0f} s{converted}; each kernel's fit error "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     calibration = replace(calibration, fit=fit_info)
     warning = noisy_fit_warning(calibration, cpu_info().logical_cores)
