@@ -366,10 +366,14 @@ def _measure(
     profiled_kernels: set[str] = set()  # the kernels that the networks' profiles time in place
     converts_input = False
     skipped = skipped_shapes = 0
+
+    def unread(probe: AnyProbe) -> bool:  # (by what the networks built so far have profiled)
+        return not every_probe and isinstance(probe, Probe) and probe.kernel != "call" \
+            and not (probe.kernel == "stem" and converts_input) \
+            and all(probe_kernel(probe, size, backend.channel_blocks) in profiled_kernels for size in probe.sizes)
+
     for i, probe in enumerate(plan, 1):
-        if not every_probe and isinstance(probe, Probe) and probe.kernel != "call" \
-                and not (probe.kernel == "stem" and converts_input) \
-                and all(probe_kernel(probe, size, backend.channel_blocks) in profiled_kernels for size in probe.sizes):
+        if unread(probe):
             skipped += 1
             skipped_shapes += len(probe.sizes)
             continue
@@ -377,8 +381,8 @@ def _measure(
         # (conversions kept for later calibrations are paid once: the budget does not count them)
         end = deadline + backend.converting_s
         if time.monotonic() + TIMING_ROOM * (timing_s + TIMING_COST * seconds * len(probe.sizes)) > end:
-            left = sorted({p.kernel for p in plan[i - 1:]})
-            log(f"latency: time is up; {len(plan) - i + 1} probes left out ({', '.join(left)}): "
+            left = [p for p in plan[i - 1:] if not unread(p)]
+            log(f"latency: time is up; {len(left)} probes left out ({', '.join(sorted({p.kernel for p in left}))}): "
                 "their kernels borrow the most similar kernel's constants")
             break
         log(f"latency: [{i}/{len(plan)}] building {probe.describe()}")
