@@ -14,7 +14,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -258,10 +258,9 @@ def fit(
         probed = []
         for t in timed:
             layers = t.probe.layers(t.size, batch_size, size_of)
-            kernel = probe_kernel(t.probe, t.size, channel_blocks)
-            if t.probe.kernel != "call" and kernel not in profiled:
-                probed.append(Measurement(kernel, layers, max(t.seconds - own_call_s(layers), FLOOR_S),
-                                          missed(layers)))
+            if t.probe.kernel != "call" and read_by_fit(t.probe, t.size, profiled, channel_blocks):
+                probed.append(Measurement(probe_kernel(t.probe, t.size, channel_blocks), layers,
+                                          max(t.seconds - own_call_s(layers), FLOOR_S), missed(layers)))
         return in_place, probed
 
     in_place, probed = measurements(math.inf)
@@ -324,6 +323,13 @@ def probe_kernel(probe: Probe, size: int, channel_blocks: dict[str, int] | None)
     return kernel
 
 
+def read_by_fit(probe: Probe, size: int, profiled: Collection[str], channel_blocks: dict[str, int] | None) -> bool:
+    """Whether ``fit`` reads ``probe``'s time at ``size``: a call probe's always; a layer probe's
+    only where no network's profile times its kernel in place (``profiled``), since such a kernel
+    is fitted to the networks' layers. ``_measure`` builds no probe the fit would not read."""
+    return probe.kernel == "call" or probe_kernel(probe, size, channel_blocks) not in profiled
+
+
 def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: int) -> dict[str, float]:
     """Seconds per kernel of the network ``arch_cfg`` by the rooflines alone, at ``batch_size``."""
     out: dict[str, float] = {}
@@ -368,9 +374,8 @@ def _measure(
     skipped = skipped_shapes = 0
 
     def unread(probe: AnyProbe) -> bool:  # (by what the networks built so far have profiled)
-        return not every_probe and isinstance(probe, Probe) and probe.kernel != "call" \
-            and not (probe.kernel == "stem" and converts_input) \
-            and all(probe_kernel(probe, size, backend.channel_blocks) in profiled_kernels for size in probe.sizes)
+        return not every_probe and isinstance(probe, Probe) and not (probe.kernel == "stem" and converts_input) \
+            and not any(read_by_fit(probe, size, profiled_kernels, backend.channel_blocks) for size in probe.sizes)
 
     for i, probe in enumerate(plan, 1):
         if unread(probe):
