@@ -1768,6 +1768,39 @@ def test_choose_takes_the_faster_measured_of_equally_accurate_models() -> None:
     assert timed.count("keras") == 1, "timed although one as accurate already fitted"
 
 
+def _bench_choose():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_choose.py"
+    spec = importlib.util.spec_from_file_location("bench_choose", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_choose_keeps_each_budget_apart_from_every_models_time() -> None:
+    """The judge of choose's target: a budget on a model's time asks whether that model measures a
+    hair faster or slower, a coin toss for the exhaustive answer too. Each budget stays in its
+    cell, at its middle where no model is near, else at the nearest point far enough from all."""
+    bench = _bench_choose()
+    apart = bench.APART
+    # Ten cells of ratio 2 over [1, 1024]: their middles are 2 ** (i + 0.5).
+    times = [1.0, 1024.0, 2 ** 2.5, 2 ** 4.5 * 1.01, 2 ** 7.5 * 0.99, 3.0, 100.0]
+    middles = bench.spread_budgets(times, 10, "cells")
+    assert bench.nearest_model(middles[2], times) == 0.0, "the old placement sits on the model"
+    budgets = bench.spread_budgets(times, 10)
+    for i, (budget, middle) in enumerate(zip(budgets, middles, strict=True)):
+        assert 2 ** (i + 0.1) < budget < 2 ** (i + 0.9), f"budget {i} left the middle 80% of its cell"
+        assert bench.nearest_model(budget, times) >= apart * (1 - 1e-9)
+        if bench.nearest_model(middle, times) >= apart:
+            assert budget == middle, "a budget with no model near stays in its cell's middle"
+    for i, model in ((2, 2 ** 2.5), (4, 2 ** 4.5 * 1.01), (7, 2 ** 7.5 * 0.99)):
+        assert abs(math.log(budgets[i] / model)) == pytest.approx(apart), "moved no further than needed"
+    assert budgets[4] < 2 ** 4.5 and budgets[7] > 2 ** 7.5, "moved to the nearer side"
+    # A cell crowded with models 1% apart has no point 3% from all: the farthest is taken.
+    crowded = [1.0, 1024.0, *(2 ** 5 * 1.01 ** k for k in range(-100, 101))]
+    budget = bench.spread_budgets(crowded, 10)[5]
+    assert 2 ** 5.1 < budget < 2 ** 5.9
+    assert bench.nearest_model(budget, crowded) == pytest.approx(math.log(1.01) / 2, rel=1e-6)
+
 @only_glibc
 def test_pytorch_probes_are_timed_with_freed_memory_kept_as_the_predictor_runs():
     """TorchPredictor's optimize keeps freed memory; probes timed without it would fault their
