@@ -1465,6 +1465,32 @@ def test_a_pick_measured_near_the_budget_says_so_and_names_one_with_room_to_spar
     assert "no model timed here" in "\n".join(_table(alone))
 
 
+def test_a_choice_whose_models_ran_far_from_their_predictions_says_the_calibration_is_off() -> None:
+    """A calibration cached in a slow spell predicted every model 29% over what it measured: the
+    pick stands on the times, but the user learns that the predictions are off and how to mend it."""
+    from mobilenet.cli.latency import _table
+    from mobilenet.latency.ranking import Choice
+
+    budget = predicted_ms(0.75, 192) * 1.02
+    found = candidates(SYNTHETIC_REGISTRY, fixed_calibration(), 1)
+
+    def choice_at(speed: float) -> Choice:
+        timer = lambda cfgs: [predicted_ms(c.alpha, c.height) * speed for c in cfgs]  # noqa: E731
+        chosen, judged = choose_from(found, budget, timer=timer, measure_best=3, log=lambda line: None)
+        return Choice(budget, fixed_calibration(), 1, chosen, tuple(judged))
+
+    fast = choice_at(1 / 1.29)
+    assert fast.measured_over_predicted == pytest.approx(1 / 1.29) and fast.off_calibration
+    assert fast.to_dict()["off_calibration"]
+    text = "\n".join(_table(fast))
+    assert "1.29x faster than predicted" in text and "--recalibrate" in text
+    assert "1.29x slower" in "\n".join(_table(choice_at(1.29)))
+    steady = choice_at(1.05)
+    assert not steady.off_calibration and "--recalibrate" not in "\n".join(_table(steady))
+    untimed = choose(budget, "onnxruntime", measure_best=0, registry=SYNTHETIC_REGISTRY,
+                     calibration=fixed_calibration())
+    assert untimed.measured_over_predicted is None and not untimed.off_calibration
+
 def test_choose_within_the_margin_measures_before_refusing() -> None:
     """A model predicted just over the budget may fit when measured: it is timed, not dropped."""
     budget = predicted_ms(0.25, 128) * 0.95

@@ -75,6 +75,12 @@ def _table(choice: Any) -> list[str]:
             f"across it; with {BORDERLINE:.0%} to spare: "
             + (f"{safer.name}, top-1 {safer.top1:.1f}%, measured {_ms(safer.measured_ms)}" if safer else
                "no model timed here (raise --measure to time more)"))
+    if choice.off_calibration:
+        ratio = choice.measured_over_predicted
+        how = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
+        lines.append(f"note: the models timed ran {how} than predicted, beyond the {choice.margin:.0%} the "
+                     "calibration allows: this machine runs at another speed than when it was calibrated. The "
+                     "pick stands on the measured times; --recalibrate measures the constants again")
     lines += [
         f"timed for real: the best predicted to fit, and those predicted up to {choice.margin:.0%} over the budget "
         f"(twice the calibration's error on whole networks, at least {MARGIN:.0%})",

@@ -86,6 +86,23 @@ class Choice:
             return None
         return most_accurate_fitting(self.candidates, lambda c: c.measured_ms, self.budget_ms * (1 - BORDERLINE))
 
+    @property
+    def measured_over_predicted(self) -> float | None:
+        """The median, over the models timed here, of measured over predicted time (None where
+        none was timed): 1 where the machine runs as fast as when it was calibrated."""
+        ratios = [c.measured_ms / c.predicted_ms for c in self.candidates if c.measured_ms is not None]
+        return statistics.median(ratios) if ratios else None
+
+    @property
+    def off_calibration(self) -> bool:
+        """Whether the models timed ran further from their predictions than ``margin`` allows (twice
+        the calibration's own error): the machine runs at another speed than when it was calibrated.
+        A calibration cached in a slow spell predicted every model 29% over its time on a Zen 4
+        (docs/latency.md §4); ``choose`` still picks right, timing the candidates, but every
+        prediction from it is that far off until it is measured again."""
+        ratio = self.measured_over_predicted
+        return ratio is not None and abs(math.log(ratio)) > math.log1p(self.margin)
+
     def to_dict(self) -> dict[str, Any]:
         c = self.calibration
         safer = self.with_headroom
@@ -93,6 +110,7 @@ class Choice:
                 "batch_size": self.batch_size, "threads": c.threads, "margin": self.margin,
                 "chosen": self.chosen.to_dict(), "borderline": self.borderline,
                 "with_headroom": None if safer is None else safer.to_dict(),
+                "measured_over_predicted": self.measured_over_predicted, "off_calibration": self.off_calibration,
                 "candidates": [x.to_dict() for x in self.candidates]}
 
 
