@@ -1466,8 +1466,9 @@ def test_a_pick_measured_near_the_budget_says_so_and_names_one_with_room_to_spar
 
 
 def test_a_choice_whose_models_ran_far_from_their_predictions_says_the_calibration_is_off() -> None:
-    """A calibration cached in a slow spell predicted every model 29% over what it measured: the
-    pick stands on the times, but the user learns that the predictions are off and how to mend it."""
+    """A calibration cached in a slow spell predicted the models choose picked a median 29% over
+    what they measured: the pick stands on the times, but the user learns that the predictions are
+    off and how to mend it."""
     from mobilenet.cli.latency import _table
     from mobilenet.latency.ranking import Choice
 

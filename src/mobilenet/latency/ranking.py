@@ -97,9 +97,9 @@ class Choice:
     def off_calibration(self) -> bool:
         """Whether the models timed ran further from their predictions than ``margin`` allows (twice
         the calibration's own error): the machine runs at another speed than when it was calibrated.
-        A calibration cached in a slow spell predicted every model 29% over its time on a Zen 4
-        (docs/latency.md §4); ``choose`` still picks right, timing the candidates, but every
-        prediction from it is that far off until it is measured again."""
+        A calibration cached in a slow spell predicted the models ``choose`` picked a median 29%
+        over their times on a Zen 4 (docs/latency.md §4); ``choose`` still picks right, timing the
+        candidates, but the calibration's predictions are that far off until it is measured again."""
         ratio = self.measured_over_predicted
         return ratio is not None and abs(math.log(ratio)) > math.log1p(self.margin)
 
