@@ -166,14 +166,14 @@ def test_staged_variance_keeps_its_precision_far_from_zero() -> None:
     assert (naive.double() * n / (n - 1) - expected).abs().max() > 10 * expected.max(), "the case guards the shift"
 
 
-@pytest.mark.parametrize("min_bytes", [0, None])
-def test_a_training_graph_compiled_for_a_cpu_sums_batchnorm_in_stages(monkeypatch, min_bytes: int | None) -> None:
+@pytest.mark.parametrize("min_elements", [0, None])
+def test_a_training_graph_compiled_for_a_cpu_sums_batchnorm_in_stages(monkeypatch, min_elements: int | None) -> None:
     """dynamo's graph of a training forward holds the staged BatchNorm, not ATen's, and computes
     eager's loss, gradients and running statistics (in float64, where 27 BatchNorms of 4 images
-    do not amplify rounding into the comparison). Activations under ``MIN_STAGED_BYTES`` (all of
+    do not amplify rounding into the comparison). Activations under ``MIN_STAGED_ELEMENTS`` (all of
     them at this size, unless the test lowers it) keep ATen's BatchNorm."""
-    if min_bytes is not None:
-        monkeypatch.setattr(kernels, "MIN_STAGED_BYTES", min_bytes)
+    if min_elements is not None:
+        monkeypatch.setattr(kernels, "MIN_STAGED_ELEMENTS", min_elements)
     graphs: list[torch.fx.GraphModule] = []
 
     def capture(gm: torch.fx.GraphModule, _inputs: list[torch.Tensor]):  # noqa: ANN202 - dynamo's backend signature
@@ -189,7 +189,7 @@ def test_a_training_graph_compiled_for_a_cpu_sums_batchnorm_in_stages(monkeypatc
     loss = compiled(x)
     loss.backward()
     code = "\n".join(gm.code for gm in graphs)
-    staged = min_bytes == 0
+    staged = min_elements == 0
     # each of the 27 conv layers' BatchNorm is ATen's, or none is (and the staged ones computed eager's values)
     assert code.count("torch.nn.functional.batch_norm(") == (0 if staged else 27)
     eager_loss = F.cross_entropy(eager(x), labels)
@@ -199,4 +199,27 @@ def test_a_training_graph_compiled_for_a_cpu_sums_batchnorm_in_stages(monkeypatc
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9 * float(q.grad.abs().max()), msg=name)
     for (name, b), (_, c) in zip(model.named_buffers(), eager.named_buffers(), strict=True):
         torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-12, msg=name)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("batch", "staged"), [(3, False), (6, True)])
+def test_the_staged_floor_counts_elements_whatever_the_type(dtype: torch.dtype, batch: int, staged: bool) -> None:
+    """An activation of 0.75M elements keeps ATen's BatchNorm and one of 1.5M is staged, in fp32
+    and in bf16 alike: the sums are taken in fp32, and benchmarks/bench_staged_floor.py found the
+    stages paying from 2^20 elements in both (docs/training.md). A floor in bytes would leave bf16's
+    1.5M (3 MiB) to ATen."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def capture(gm: torch.fx.GraphModule, _inputs: list[torch.Tensor]):  # noqa: ANN202 - dynamo's backend signature
+        graphs.append(gm)
+        return gm.forward
+
+    bn = nn.BatchNorm2d(64).train()
+    x = torch.randn(batch, 64, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
+    assert (x.numel() >= kernels.MIN_STAGED_ELEMENTS) == staged
+    torch._dynamo.reset()
+    torch.compile(lambda z: kernels.batch_norm(bn, z), backend=capture, fullgraph=True)(x)
+    code = "\n".join(gm.code for gm in graphs)
+    assert ("torch.nn.functional.batch_norm(" not in code) == staged
     torch._dynamo.reset()

@@ -256,7 +256,7 @@ def test_a_compiled_step_with_staged_batchnorm_sums_computes_eagers_step(monkeyp
     running statistics (to the rounding that batch statistics of 8 images amplify, as above)."""
     from torch._inductor.utils import run_and_get_code  # noqa: PLC0415
 
-    monkeypatch.setattr(kernels, "MIN_STAGED_BYTES", 0)  # this model's activations are all small
+    monkeypatch.setattr(kernels, "MIN_STAGED_ELEMENTS", 0)  # this model's activations are all small
     model, eager, _, step = compiled_fp32_nchw_step()
     images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     losses: list[torch.Tensor] = []

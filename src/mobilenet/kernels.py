@@ -28,7 +28,7 @@ batch 32, 39.2 -> 32.7 ms; the compiled fp32 NCHW step at 1.0-224, 918 -> 848 ms
 default bf16 step 555 -> 525 ms (1.06x). Only there: the gain is inductor fusing the stages with
 their neighbours, which eager PyTorch would run as separate ops over materialized tensors
 (ATen's BatchNorm is one fused kernel there); GPUs (Triton's reductions) were not measured; and
-activations small enough to stay in cache lose (``MIN_STAGED_BYTES``).
+small activations lose (``MIN_STAGED_ELEMENTS``).
 """
 
 from __future__ import annotations
@@ -98,19 +98,23 @@ class StridedDepthwiseConv(torch.autograd.Function):
 # remain (a few hundred rows are one small sum, in cache).
 STAGE = 8
 MIN_STAGED_ROWS = 512
-# Below this an activation stays in the caches, where inductor's repeated sweeps cost little and
-# the stages' extra kernels more: at 0.25-32, batch 8 (every activation under 64 KB), a compiled
-# fp32 forward and backward took 10.5 and 10.8 ms staged against 9.6 and 9.4 with ATen's
-# BatchNorm (Zen 4, ad hoc, both orders). At 1.0-224, batch 32 every fp32 activation is above it.
-MIN_STAGED_BYTES = 4 * 2**20
+# Below this many elements the stages' extra kernels cost about what inductor's repeated sweeps
+# save, or more. benchmarks/bench_staged_floor.py (BatchNorm + ReLU6, forward and the input's
+# gradient, compiled as the step compiles them, 64 and 256 channels; Zen 4, 2 threads, two
+# interleaved runs per type, docs/training.md), inductor's time over the staged one: up to 2^19
+# elements 0.77-1.03x in fp32 and 0.96-1.23x in bf16, at 2^20 1.01-1.04x and 1.03-1.43x, from 2^21
+# 1.08-1.33x in both. The floor counts elements, not bytes: the sums are taken in fp32 whatever
+# the activation's type. At 1.0-224, batch 32, every conv layer's output but one is above it (the
+# last strided depthwise conv's, 7 x 7 x 512: 0.8M).
+MIN_STAGED_ELEMENTS = 2**20
 
 
 def batch_norm(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``, with the statistics summed in stages (``StagedBatchNorm``) where that is faster:
     an ``nn.BatchNorm2d`` in training, traced by ``torch.compile`` for a CPU, on an activation of
-    at least ``MIN_STAGED_BYTES``."""
+    at least ``MIN_STAGED_ELEMENTS``."""
     if (type(bn) is nn.BatchNorm2d and bn.training and bn.affine and x.device.type == "cpu"
-            and torch.compiler.is_compiling() and x.numel() * x.element_size() >= MIN_STAGED_BYTES):
+            and torch.compiler.is_compiling() and x.numel() >= MIN_STAGED_ELEMENTS):
         return staged_batch_norm(x, bn)
     return bn(x)
 
