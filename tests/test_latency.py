@@ -1720,6 +1720,46 @@ def test_a_cached_calibration_that_missed_its_networks_says_so_at_every_use(
     assert noisy_fit_warning(quiet, logical_cores=2) is None
 
 
+def test_a_calibration_says_when_it_was_measured_and_predictions_and_choices_carry_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    """The machine's speed moves between spells and a cached calibration keeps its own: the
+    calibration records when it was measured (UTC), the record survives the cache, and ``cost
+    --predict``, ``choose``'s note and both JSONs say it. One cached before it was recorded, or
+    with a damaged time, says nothing rather than fail."""
+    import datetime
+
+    from mobilenet.cli.latency import _table, _when
+    from mobilenet.latency.ranking import Choice
+
+    pytest.importorskip("onnxruntime")
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    fresh = calibrate("onnxruntime", threads=1, plan=quick_plan()[:2], networks=(), seconds_per_shape=0.02,
+                      log=lambda line: None)
+    assert fresh.measured_at is not None and before <= fresh.measured_at <= datetime.datetime.now(datetime.UTC)
+    at = datetime.datetime(2026, 12, 6, 14, 2, tzinfo=datetime.UTC)
+    constants = fixed_calibration(fit={"measured_at": at.isoformat(), "in_network": {"rmspe_after": 0.03,
+                                                                                      "networks": 15}})
+    assert Calibration.from_dict(constants.to_dict()).measured_at == at
+    assert _when(constants, now=at + datetime.timedelta(hours=3)) == " (2026-12-06 14:02 UTC, 3 h ago)"
+    assert _when(constants, now=at + datetime.timedelta(days=4)).endswith(", 4 days ago)")
+    for record in ({}, {"measured_at": "yesterday"}, {"measured_at": 5}):
+        assert fixed_calibration(fit=record).measured_at is None and _when(fixed_calibration(fit=record)) == ""
+
+    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: constants)
+    assert main(["cost", "--predict", "onnxruntime"]) == 0
+    assert "Calibration (2026-12-06 14:02 UTC, " in capsys.readouterr().out
+    assert main(["cost", "--predict", "onnxruntime", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency"]["calibrated_at"] == "2026-12-06T14:02:00+00:00"
+    found = candidates(SYNTHETIC_REGISTRY, constants, 1)
+    budget = predicted_ms(0.75, 192) * 1.02
+    timer = lambda cfgs: [predicted_ms(c.alpha, c.height) * 1.29 for c in cfgs]  # noqa: E731
+    chosen, judged = choose_from(found, budget, timer=timer, measure_best=3, log=lambda line: None)
+    slow = Choice(budget, constants, 1, chosen, tuple(judged))
+    assert "than when it was calibrated (2026-12-06 14:02 UTC, " in "\n".join(_table(slow))
+    assert slow.to_dict()["calibrated_at"] == "2026-12-06T14:02:00+00:00"
+
+
 @pytest.mark.parametrize("command", ["cost", "compare"])
 def test_predict_recalibrates_when_asked(command: str, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:

@@ -4,6 +4,7 @@ printed (a table, ``--json``, ``--plot``)."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 from typing import Any
@@ -79,8 +80,9 @@ def _table(choice: Any) -> list[str]:
         ratio = choice.measured_over_predicted
         how = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
         lines.append(f"note: the models timed ran {how} than predicted, beyond the {choice.margin:.0%} the "
-                     "calibration allows: this machine runs at another speed than when it was calibrated. The "
-                     "pick stands on the measured times; --recalibrate measures the constants again")
+                     f"calibration allows: this machine runs at another speed than when it was calibrated"
+                     f"{_when(choice.calibration)}. The pick stands on the measured times; --recalibrate "
+                     "measures the constants again")
     lines += [
         f"timed for real: the best predicted to fit, and those predicted up to {choice.margin:.0%} over the budget "
         f"(twice the calibration's error on whole networks, at least {MARGIN:.0%})",
@@ -100,6 +102,17 @@ def _table(choice: Any) -> list[str]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}ms"
+
+
+def _when(calibration: Any, now: datetime.datetime | None = None) -> str:
+    """' (2026-12-06 14:02 UTC, 3 h ago)', or '' where the calibration does not say when."""
+    at = calibration.measured_at
+    if at is None:
+        return ""
+    ago = max(((now or datetime.datetime.now(datetime.UTC)) - at).total_seconds(), 0.0)
+    age = (f"{ago / 86400:.0f} days" if ago >= 2 * 86400 else f"{ago / 3600:.0f} h" if ago >= 3600
+           else f"{ago / 60:.0f} min")
+    return f" ({at.astimezone(datetime.UTC):%Y-%m-%d %H:%M} UTC, {age} ago)"
 
 
 # --- `cost --predict` and `compare --predict` (mobilenet.cli.costs adds these) -------------------
@@ -149,6 +162,7 @@ def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any
     c = prediction.calibration
     latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
                "threads": c.threads, "path": c.key.get("path"), "calibration_network_rmspe": c.network_error,
+               "calibrated_at": c.measured_at.isoformat() if c.measured_at else None,
                "call_ms": prediction.call_ms,
                "time_shares": prediction.shares(), "weight_bytes": prediction.weight_bytes,
                "weight_bytes_from_memory": prediction.weight_bytes_from_memory,
@@ -171,9 +185,9 @@ def prediction_lines(prediction: Any, net: Any) -> list[str]:
     lines = ["", f"Predicted on this machine: {c.runtime} {c.precision}, batch {prediction.batch_size}, "
              f"threads: {c.threads or 'the runtime default'} (intensity and ridge in mult-adds per byte)",
              *([f"Probes ran: {c.key['path']}"] if c.key.get("path") else []),
-             *([f"Calibration: its own {c.fit['in_network'].get('networks', 'whole')} networks predicted within "
-                f"{c.network_error:.1%} RMSPE when it measured them (--recalibrate to measure again)"]
-               if c.network_error is not None else []),
+             *([f"Calibration{_when(c)}: its own {c.fit['in_network'].get('networks', 'whole')} networks "
+                f"predicted within {c.network_error:.1%} RMSPE when it measured them (--recalibrate to measure again)"]
+               if c.network_error is not None else [f"Calibration{_when(c)}"] if c.measured_at else []),
              *([f"Weights: {prediction.weight_bytes / 2**20:.1f} MiB a call; the cache keeps {c.cache_bytes / 2**20:g} "
                 f"MiB of them between calls, so {prediction.weight_bytes_from_memory / 2**20:.1f} MiB come from "
                 "memory every call"] if prediction.weight_bytes_from_memory else []),

@@ -10,6 +10,7 @@ and says what it does on stderr. Probes are timed with the project's settled-blo
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
 import sys
@@ -144,7 +145,8 @@ def calibrate(
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
                 "probes_measured": len({t.probe for t in timed}),
-                "probes_planned": len(plan)}
+                "probes_planned": len(plan),
+                "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")

@@ -47,6 +47,7 @@ from ``mobilenet.latency.calibrate``: micro-benchmarks and whole networks in the
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,6 +323,18 @@ class Calibration:
         how far off its predictions may be."""
         error = self.fit.get("in_network", {}).get("rmspe_after")
         return float(error) if isinstance(error, (int, float)) and math.isfinite(error) else None
+
+    @property
+    def measured_at(self) -> datetime.datetime | None:
+        """When it was measured (UTC; None where it does not say: calibrations cached before it
+        was recorded). The machine's speed moves between spells (docs/latency.md §4), and a
+        calibration keeps the speed of its own."""
+        found = self.fit.get("measured_at")
+        try:
+            when = datetime.datetime.fromisoformat(found) if isinstance(found, str) else None
+        except ValueError:
+            return None
+        return when if when is None or when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
     def factor(self, kernel: str) -> float:
         """How much longer ``kernel`` takes inside a network than its roofline says."""
