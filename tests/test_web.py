@@ -396,6 +396,34 @@ def test_page_shows_the_validators_error_and_recovers(page, server):
     assert integer_on_page(page, "total-mult-adds") == expected
 
 
+def test_the_page_says_when_its_latency_constants_were_measured_and_offers_to_measure_them_again(page, monkeypatch):
+    """Constants keep the speed of the spell they were measured in: the page says when that was, and
+    its calibrate button stays, as "Calibrate again", once there are constants (it used to vanish)."""
+    from dataclasses import replace
+
+    from mobilenet.web import time_view
+
+    def status_saying(text: str) -> str:
+        page.wait_for_function("(text) => document.querySelector('[data-testid=prediction-status]')"
+                               ".textContent.includes(text)", arg=text)
+        return page.text_content("[data-testid=prediction-status]")
+
+    constants = replace(fixed_calibration(), fit={"measured_at": "2026-12-06T14:02:00+00:00"})
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
+    set_controls(page, {"alpha": "0.5"})
+    assert "; calibrated 2026-12-06 14:02 UTC, " in status_saying("calibrated")
+    button = page.locator("[data-testid=calibrate]")
+    assert button.is_visible() and button.text_content() == "Calibrate again"
+
+    def not_calibrated(runtime, precision, threads):
+        raise time_view.NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} yet")
+
+    monkeypatch.setattr(time_view, "calibration", not_calibrated)
+    set_controls(page, {"alpha": "0.75"})
+    assert "calibrated" not in status_saying("no latency constants")
+    assert button.is_visible() and button.text_content() == "Calibrate the latency model"
+
+
 def test_screenshot_is_not_blank(page):
     shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
     colours = len(np.unique(shot.reshape(-1, 3), axis=0))

@@ -487,6 +487,7 @@ class LatencyPrediction:
             "call_ms": self.call_ms, "conversion_ms": self.conversion_ms, "shares": self.shares(),
             "weight_bytes": self.weight_bytes,
             "weight_bytes_from_memory": self.weight_bytes_from_memory, "layers": [x.to_dict() for x in self.layers],
+            "calibrated_at": c.measured_at.isoformat() if c.measured_at else None,
         }
 
 
