@@ -1733,11 +1733,11 @@ def test_a_calibration_says_when_it_was_measured_and_predictions_and_choices_car
     from mobilenet.latency.ranking import Choice
 
     pytest.importorskip("onnxruntime")
-    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     fresh = calibrate("onnxruntime", threads=1, plan=quick_plan()[:2], networks=(), seconds_per_shape=0.02,
                       log=lambda line: None)
-    assert fresh.measured_at is not None and before <= fresh.measured_at <= datetime.datetime.now(datetime.UTC)
-    at = datetime.datetime(2026, 12, 6, 14, 2, tzinfo=datetime.UTC)
+    assert fresh.measured_at is not None and before <= fresh.measured_at <= datetime.datetime.now(datetime.timezone.utc)
+    at = datetime.datetime(2026, 12, 6, 14, 2, tzinfo=datetime.timezone.utc)
     constants = fixed_calibration(fit={"measured_at": at.isoformat(), "in_network": {"rmspe_after": 0.03,
                                                                                       "networks": 15}})
     assert Calibration.from_dict(constants.to_dict()).measured_at == at

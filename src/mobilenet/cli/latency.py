@@ -109,10 +109,10 @@ def _when(calibration: Any, now: datetime.datetime | None = None) -> str:
     at = calibration.measured_at
     if at is None:
         return ""
-    ago = max(((now or datetime.datetime.now(datetime.UTC)) - at).total_seconds(), 0.0)
+    ago = max(((now or datetime.datetime.now(datetime.timezone.utc)) - at).total_seconds(), 0.0)
     age = (f"{ago / 86400:.0f} days" if ago >= 2 * 86400 else f"{ago / 3600:.0f} h" if ago >= 3600
            else f"{ago / 60:.0f} min")
-    return f" ({at.astimezone(datetime.UTC):%Y-%m-%d %H:%M} UTC, {age} ago)"
+    return f" ({at.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {age} ago)"
 
 
 # --- `cost --predict` and `compare --predict` (mobilenet.cli.costs adds these) -------------------

@@ -146,7 +146,7 @@ def calibrate(
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
                 "probes_measured": len({t.probe for t in timed}),
                 "probes_planned": len(plan),
-                "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")

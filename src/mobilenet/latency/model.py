@@ -334,7 +334,7 @@ class Calibration:
             when = datetime.datetime.fromisoformat(found) if isinstance(found, str) else None
         except ValueError:
             return None
-        return when if when is None or when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
+        return when if when is None or when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
 
     def factor(self, kernel: str) -> float:
         """How much longer ``kernel`` takes inside a network than its roofline says."""
