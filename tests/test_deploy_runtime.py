@@ -222,7 +222,8 @@ def test_missing_runtime_names_the_pip_extra(model, monkeypatch, module, runtime
     ("runtime", "precision", "calibration", "message"),
     [
         ("onnxruntime", "int8", None, "int8 needs calibration images"),
-        ("torch", "int8", ["x.jpg"], "torch does not offer int8; use --runtime onnxruntime or openvino"),
+        ("torch", "int8", ["x.jpg"],
+         "torch does not offer int8; the runtimes that do: onnxruntime, openvino, litert, executorch$"),
         ("onnxruntime", "bf16", None, "onnxruntime does not offer bf16"),
         ("tensorrt", "fp32", None, "runtime must be one of"),
         ("torch", "fp64", None, "precision must be one of"),

@@ -89,8 +89,9 @@ def check_precision(runtime: str, precision: str, *, allow_emulation: bool = Fal
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision not in offered_precisions(runtime):
-        offering = " or ".join(runtimes_offering(precision))
-        raise InputError(f"{runtime} does not offer {precision}; use --runtime {offering}")
+        # (named as runtimes, not as one command's flag: cost --predict, choose and Python callers hear it too)
+        offering = ", ".join(runtimes_offering(precision))
+        raise InputError(f"{runtime} does not offer {precision}; the runtimes that do: {offering}")
     reason = not_native(runtime, precision)
     if reason is None:
         return
