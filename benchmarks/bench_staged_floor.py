@@ -7,7 +7,9 @@ For activations from 2^16 to 2^23 elements (a quarter of a MiB to 32 MiB in fp32
 BatchNorm + ReLU6 forward and the input's gradient compiled as the training step compiles them
 (its inductor options), once with inductor's own BatchNorm and once with the sums in stages
 (``staged_batch_norm``, whatever the size). Each pair is timed in settled blocks, interleaved
-(``mobilenet.deploy.timing``), 2 threads, freed memory kept (as ``mobilenet train`` runs). Each
+(``mobilenet.deploy.timing``), 2 threads, freed memory kept and OpenMP's wait policy the
+environment's (as ``mobilenet train`` runs: a passive policy would put a wake-up at every
+barrier, and the stages have more of them). Each
 shape is compiled apart (``dynamic=False``): one compiled function over many shapes would turn
 dynamic after the second.
 """
@@ -33,7 +35,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per row (default 2)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
     args = p.parse_args()
-    restart_keeping_freed_memory()
+    restart_keeping_freed_memory(passive_omp=False)  # the wait policy mobilenet train runs under: one pool
 
     import torch
     from torch import nn

@@ -100,12 +100,12 @@ STAGE = 8
 MIN_STAGED_ROWS = 512
 # Below this many elements the stages' extra kernels cost about what inductor's repeated sweeps
 # save, or more. benchmarks/bench_staged_floor.py (BatchNorm + ReLU6, forward and the input's
-# gradient, compiled as the step compiles them, 64 and 256 channels; Zen 4, 2 threads, two
-# interleaved runs per type, docs/training.md), inductor's time over the staged one: up to 2^19
-# elements 0.77-1.03x in fp32 and 0.96-1.23x in bf16, at 2^20 1.01-1.04x and 1.03-1.43x, from 2^21
-# 1.08-1.33x in both. The floor counts elements, not bytes: the sums are taken in fp32 whatever
-# the activation's type. At 1.0-224, batch 32, every conv layer's output but one is above it (the
-# last strided depthwise conv's, 7 x 7 x 512: 0.8M).
+# gradient, compiled as the step compiles them, 64 and 256 channels; Zen 4, 2 threads, OpenMP's
+# default wait policy as in training, two interleaved runs per type, docs/training.md), inductor's
+# time over the staged one: up to 2^19 elements 0.87-1.13x (noise about 1, fp32 and bf16 alike),
+# at 2^20 1.06-1.30x, from 2^21 1.09-1.50x. The floor counts elements, not bytes: the sums are
+# taken in fp32 whatever the activation's type. At 1.0-224, batch 32, every conv layer's output
+# but one is above it (the last strided depthwise conv's, 7 x 7 x 512: 0.8M).
 MIN_STAGED_ELEMENTS = 2**20
 
 
