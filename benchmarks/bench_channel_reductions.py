@@ -4,7 +4,9 @@ copy of it (docs/training.md, "The generated kernels' reductions"): the lead for
     .venv/bin/python benchmarks/bench_channel_reductions.py --json docs/bench/channel_reductions_zen4.json
 
 One channels_last fp32 activation (default 32 x 64 x 112 x 112, the first block's at batch 32,
-224 px: 103 MB), 2 threads, freed memory kept (as ``mobilenet train`` runs), every row timed in
+224 px: 103 MB), 2 threads, freed memory kept and OpenMP's wait policy the environment's (as
+``mobilenet train`` runs; the runs recorded before 2026-12-06, night, were under
+OMP_WAIT_POLICY=PASSIVE), every row timed in
 settled blocks in a random order each round (``mobilenet.deploy.timing``). Each row says how many
 times it must at least read or write the activation, and the rate that implies: a row far under
 the copy's rate is not held by memory.
@@ -25,7 +27,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row (default 3)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
     args = p.parse_args()
-    restart_keeping_freed_memory()
+    restart_keeping_freed_memory(passive_omp=False)  # the wait policy mobilenet train runs under: one pool
 
     import torch
     from torch import nn

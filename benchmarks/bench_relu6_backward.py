@@ -22,8 +22,9 @@ with inductor's kernel profile, which the compiles then include) and reports, pe
 in inductor's generated kernels and in oneDNN's convolutions: the part the variants change, apart
 from the convolutions' swings on a guest.
 
-Restarts itself under the malloc settings ``mobilenet bench`` uses and OMP_WAIT_POLICY=PASSIVE,
-as ``benchmarks/train_throughput.py`` does. Run it with nothing else running.
+Restarts itself under the malloc settings ``mobilenet bench`` uses and the environment's OpenMP
+wait policy, as ``benchmarks/train_throughput.py`` does (its runs recorded before 2026-12-06, night,
+were under OMP_WAIT_POLICY=PASSIVE). Run it with nothing else running.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="0.25-32, batch 8, 0.5 s: checks that the script works")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
     args = p.parse_args()
-    restart_keeping_freed_memory()
+    restart_keeping_freed_memory(passive_omp=False)  # the wait policy mobilenet train runs under: one pool
 
     import torch
     import torch.nn.functional as F
