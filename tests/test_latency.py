@@ -1756,6 +1756,7 @@ def test_a_calibration_says_when_it_was_measured_and_predictions_and_choices_car
     timer = lambda cfgs: [predicted_ms(c.alpha, c.height) * 1.29 for c in cfgs]  # noqa: E731
     chosen, judged = choose_from(found, budget, timer=timer, measure_best=3, log=lambda line: None)
     slow = Choice(budget, constants, 1, chosen, tuple(judged))
+    assert _table(slow)[0].endswith("; calibrated (2026-12-06 14:02 UTC, " + _when(constants).split(", ")[1])
     assert "than when it was calibrated (2026-12-06 14:02 UTC, " in "\n".join(_table(slow))
     assert slow.to_dict()["calibrated_at"] == "2026-12-06T14:02:00+00:00"
 

@@ -65,7 +65,7 @@ def _table(choice: Any) -> list[str]:
     c, best = choice.calibration, choice.chosen
     lines = [
         f"budget {choice.budget_ms:g} ms per call: {c.runtime} {c.precision}, batch {choice.batch_size}, "
-        f"threads: {c.threads or 'the runtime default'}",
+        f"threads: {c.threads or 'the runtime default'}" + (f"; calibrated{_when(c)}" if c.measured_at else ""),
         f"chosen: {best.name} ({best.arch_cfg.name}), published top-1 {best.top1:.1f}%, predicted "
         f"{best.predicted_ms:.3g} ms, measured {_ms(best.measured_ms)}",
     ]
