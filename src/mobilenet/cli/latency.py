@@ -80,9 +80,8 @@ def _table(choice: Any) -> list[str]:
         ratio = choice.measured_over_predicted
         how = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
         lines.append(f"note: the models timed ran {how} than predicted, beyond the {choice.margin:.0%} the "
-                     f"calibration allows: this machine runs at another speed than when it was calibrated"
-                     f"{_when(choice.calibration)}. The pick stands on the measured times; --recalibrate "
-                     "measures the constants again")
+                     "calibration allows: this machine runs at another speed than when it was calibrated. "
+                     "The pick stands on the measured times; --recalibrate measures the constants again")
     lines += [
         f"timed for real: the best predicted to fit, and those predicted up to {choice.margin:.0%} over the budget "
         f"(twice the calibration's error on whole networks, at least {MARGIN:.0%})",
