@@ -9,6 +9,8 @@ Zen 3, as seen on the project's machines).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -306,3 +308,45 @@ def test_a_fixed_batch_file_gets_its_batch_in_converted_slices_the_last_padded()
     np.testing.assert_array_equal(np.concatenate([value for value, _ in slices])[:5], whole)
     assert not slices[-1][0][1].any(), "the padding is zeros"
     assert [count for _, count in file_input.fixed_batches(whole)] == [2, 2, 1]  # a native batch, passed through
+
+
+OFFLINE_PROBE = """
+import os
+forks = []
+os.register_at_fork(before=lambda: forks.append(1))
+from mobilenet.deploy.formats.openvino import openvino_model
+from mobilenet.deploy.optional import require
+from mobilenet.factory import mobilenet_v1
+require("nncf")
+openvino_model(mobilenet_v1(alpha=0.25, resolution=32).eval())
+print(len(forks))
+"""
+
+
+@pytest.mark.skipif(not available("openvino") or not available("nncf"), reason="needs OpenVINO and NNCF")
+def test_openvino_and_nncf_report_nothing_from_our_process(tmp_path):
+    # Where no choice was made, OpenVINO's converter and NNCF send usage events to Google Analytics,
+    # each from a forked child, and keep a client ID under the home directory: 13 forks and
+    # ~/intel/openvino_ga_cid here without keep_openvino_offline. A fresh process, because NNCF
+    # stubs its telemetry under pytest and the consent is decided once per process.
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("CI", None)  # OpenVINO's tools stay quiet on CI machines anyway
+    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split()[-1] == "0", done.stderr[-2000:]
+    assert not (tmp_path / "intel").exists()
+
+
+@pytest.mark.skipif(not available("openvino"), reason="needs OpenVINO")
+def test_an_explicit_opt_in_to_openvino_telemetry_stands(tmp_path, monkeypatch):
+    from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+    from mobilenet.deploy.optional import keep_openvino_offline
+
+    keep_openvino_offline()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    assert OptInChecker().check(False) == ConsentCheckResult.DECLINED  # no choice made: declined
+    (tmp_path / "intel").mkdir()
+    (tmp_path / "intel" / "openvino_telemetry").write_text("1")
+    assert OptInChecker().check(False) == ConsentCheckResult.ACCEPTED

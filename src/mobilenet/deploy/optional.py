@@ -1,5 +1,6 @@
 """The optional runtimes: imports that fail with the pip extra that installs them, and the
-installed version of a package (the one lookup every description, metadata entry and cache key uses)."""
+installed version of a package (the one lookup every description, metadata entry and cache key uses).
+Importing OpenVINO or NNCF here also keeps their usage reports on the machine (``keep_openvino_offline``)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,46 @@ class MissingRuntimeError(InputError, ImportError):
     in one line (the fix is the user's: install the extra)."""
 
 
+def keep_openvino_offline() -> None:
+    """Decline OpenVINO's telemetry in this process unless the user has opted in.
+
+    OpenVINO's converter (``openvino.convert_model``) and NNCF (at import and in ``nncf.quantize``)
+    send usage events to Google Analytics unless the user has opted out with OpenVINO's
+    ``opt_in_out --opt_out``: each event from a child process forked from the caller, a copy of a
+    process that may hold gigabytes and JAX's threads, and a client ID written under the home
+    directory. This project makes no network request at run time, so its process answers their
+    consent check with "declined" where no choice was made. A user's explicit opt-in (the consent
+    file holds 1) still stands. Idempotent; nothing to do where ``openvino_telemetry`` is absent
+    or laid out differently."""
+    try:
+        from openvino_telemetry import Telemetry  # noqa: PLC0415
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker  # noqa: PLC0415
+    except ImportError:
+        return
+    asked = OptInChecker.check
+    if getattr(asked, "offline", False):
+        return
+
+    def check(self: OptInChecker, *args: object, **kwargs: object) -> ConsentCheckResult:
+        answer = asked(self, *args, **kwargs)
+        return answer if answer == ConsentCheckResult.ACCEPTED else ConsentCheckResult.DECLINED
+
+    check.offline = True  # type: ignore[attr-defined]
+    OptInChecker.check = check
+    # A Telemetry made before this (NNCF imported first) has decided already: it decides again.
+    made = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)
+    if getattr(made, "consent", False) and OptInChecker().check(False) != ConsentCheckResult.ACCEPTED:
+        made.consent = False
+
+
+# Imported only with keep_openvino_offline in force (see there).
+OFFLINE_FIRST = ("openvino", "nncf")
+
+
 def require(module: str) -> ModuleType:
     """Import an optional dependency or raise ``MissingRuntimeError`` naming the extra to install."""
+    if module.split(".")[0] in OFFLINE_FIRST:
+        keep_openvino_offline()
     try:
         return importlib.import_module(module)
     except ImportError as err:

@@ -91,8 +91,9 @@ def _quantized(module: nn.Module, shape: tuple[int, ...]) -> Any:
 
 def _serialized(ov_model: Any) -> tuple[bytes, bytes]:
     """The model's .xml and .bin, at the precision it holds (no compression to fp16)."""
-    import openvino as ov  # noqa: PLC0415
+    from mobilenet.deploy.optional import require  # noqa: PLC0415
 
+    ov = require("openvino")
     with tempfile.TemporaryDirectory(prefix="mobilenet-probe-") as tmp:
         xml = Path(tmp) / "probe.xml"
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)
