@@ -64,6 +64,15 @@ def timing_environment(*, keep_memory: bool = True, passive_omp: bool = True) ->
     return env
 
 
+def release_freed_memory() -> bool:
+    """Hand what malloc holds free back to the OS now (glibc's ``malloc_trim``), whatever
+    ``keep_freed_memory`` set: for a measurement of what one call needs, taken after work that
+    freed its buffers into malloc's free lists, where they stay resident. False where not glibc."""
+    if not glibc_malloc():
+        return False
+    return bool(ctypes.CDLL(None).malloc_trim(0))
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory in this process from now on (no per-buffer mmap, no
     trimming); the settings cannot be read back, so they stay. False where not glibc."""

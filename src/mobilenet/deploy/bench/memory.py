@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mobilenet.allocator import release_freed_memory
 from mobilenet.arch import ArchConfig
 from mobilenet.cost import network_cost
 from mobilenet.deploy.bench.report import BenchOptions
@@ -70,9 +71,13 @@ def memory_probe(model: MobileNetV1, runtime: str, batch_size: int, threads: int
     """In this process: build the predictor, reset the resident-set high-water mark, run one
     inference at ``batch_size``, and report how far the high-water mark rose above the resident
     set before the call. That covers activations, workspaces and one-time buffers the runtime
-    allocates on its first run; weights are already resident and not counted."""
+    allocates on its first run; weights are already resident and not counted. A build that runs
+    the network itself (PyTorch's oneDNN Graph program is traced and called three times as it is
+    built) leaves those calls' buffers resident in malloc's free lists, kept there by
+    ``optimize``: they are handed back first, or the call would seem to need nothing."""
     predictor = make_predictor(model, runtime, "fp32", threads=threads or None, batch_size=batch_size)
     x = torch.zeros(batch_size, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
+    release_freed_memory()
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current VmRSS
     before = _read_status_kib("VmRSS")
     predictor(x)
