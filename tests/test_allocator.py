@@ -90,13 +90,22 @@ def test_a_timing_environment_adds_the_tunables_to_the_callers_and_leaves_a_set_
     assert "GLIBC_TUNABLES" not in untuned and "OMP_WAIT_POLICY" not in untuned
 
 
-def test_bench_times_runtimes_under_a_passive_policy_and_training_under_train_s(monkeypatch):
-    """``mobilenet bench`` interleaving runtimes restarts with PASSIVE (their pools share the
-    cores); ``bench --train`` keeps the policy ``mobilenet train`` runs under (here unset)."""
+def test_bench_times_runtimes_under_a_passive_policy_and_pytorch_alone_under_the_users(monkeypatch):
+    """``mobilenet bench`` interleaving PyTorch with other runtimes' pools restarts with PASSIVE
+    (their pools share the cores); PyTorch alone and ``bench --train`` keep the policy a user runs
+    under (here unset)."""
     from mobilenet.cli.deploy import fair_timing_environment  # noqa: PLC0415
 
+    def environment(runtimes: list[str] | None, *, train: bool = False, tflite_dir: str | None = None,
+                    no_peers: bool = False) -> dict[str, str]:
+        return fair_timing_environment(argparse.Namespace(no_malloc_tuning=False, train=train, runtimes=runtimes,
+                                                          tflite_dir=tflite_dir, no_peers=no_peers))
+
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    runtimes = fair_timing_environment(argparse.Namespace(no_malloc_tuning=False, train=False))
-    training = fair_timing_environment(argparse.Namespace(no_malloc_tuning=False, train=True))
-    assert runtimes["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert "OMP_WAIT_POLICY" not in training and GLIBC_TUNABLES_KEEP in training["GLIBC_TUNABLES"]
+    assert environment(None)["OMP_WAIT_POLICY"] == "PASSIVE"  # the default runtimes
+    assert environment(["torch", "onnxruntime"])["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert environment(["auto"])["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert environment(["torch"], tflite_dir="tflite")["OMP_WAIT_POLICY"] == "PASSIVE"  # LiteRT runs TF's files
+    for alone in (environment(["torch"]), environment(["torch"], tflite_dir="tflite", no_peers=True),
+                  environment(None, train=True)):
+        assert "OMP_WAIT_POLICY" not in alone and GLIBC_TUNABLES_KEEP in alone["GLIBC_TUNABLES"]

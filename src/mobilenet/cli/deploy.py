@@ -294,7 +294,21 @@ def _bench_gpu(args: argparse.Namespace) -> int:
 
 def fair_timing_environment(args: argparse.Namespace) -> dict[str, str]:
     """The environment ``bench`` restarts under for ``args`` (``_restart_for_fair_timing``)."""
-    return timing_environment(keep_memory=not args.no_malloc_tuning, passive_omp=not args.train)
+    return timing_environment(keep_memory=not args.no_malloc_tuning, passive_omp=_pytorch_beside_other_pools(args))
+
+
+def _pytorch_beside_other_pools(args: argparse.Namespace) -> bool:
+    """Whether ``args`` interleave PyTorch's OpenMP pool with a runtime that has a thread pool of its
+    own (ONNX Runtime, OpenVINO, LiteRT, ExecuTorch, ``auto`` among them, TensorFlow's files run
+    by LiteRT as peers): the case OMP_WAIT_POLICY=PASSIVE is for. PyTorch alone, timm and the
+    sgemm roof beside it, and ``--train`` run on the one pool, and keep the policy a user runs
+    under."""
+    from mobilenet.deploy.bench.report import BenchOptions  # noqa: PLC0415
+
+    if args.train:
+        return False
+    runtimes = set(args.runtimes or BenchOptions.runtimes)
+    return bool(runtimes - {"torch"}) or (args.tflite_dir is not None and not args.no_peers)
 
 
 def _restart_for_fair_timing(args: argparse.Namespace) -> None:
