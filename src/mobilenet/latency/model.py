@@ -336,6 +336,12 @@ class Calibration:
             return None
         return when if when is None or when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
 
+    @property
+    def calibrated_at(self) -> str | None:
+        """``measured_at`` as the JSON reports give it (ISO 8601, UTC), or None."""
+        when = self.measured_at
+        return None if when is None else when.isoformat()
+
     def factor(self, kernel: str) -> float:
         """How much longer ``kernel`` takes inside a network than its roofline says."""
         return self.in_network.get(kernel, 1.0)
@@ -487,7 +493,7 @@ class LatencyPrediction:
             "call_ms": self.call_ms, "conversion_ms": self.conversion_ms, "shares": self.shares(),
             "weight_bytes": self.weight_bytes,
             "weight_bytes_from_memory": self.weight_bytes_from_memory, "layers": [x.to_dict() for x in self.layers],
-            "calibrated_at": c.measured_at.isoformat() if c.measured_at else None,
+            "calibrated_at": c.calibrated_at,
         }
 
 

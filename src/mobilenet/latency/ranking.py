@@ -112,7 +112,7 @@ class Choice:
                 "chosen": self.chosen.to_dict(), "borderline": self.borderline,
                 "with_headroom": None if safer is None else safer.to_dict(),
                 "measured_over_predicted": self.measured_over_predicted, "off_calibration": self.off_calibration,
-                "calibrated_at": c.measured_at.isoformat() if c.measured_at else None,
+                "calibrated_at": c.calibrated_at,
                 "candidates": [x.to_dict() for x in self.candidates]}
 
 
