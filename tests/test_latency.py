@@ -1876,3 +1876,24 @@ def test_pytorch_probes_are_timed_with_freed_memory_kept_as_the_predictor_runs()
     buffers above 32 MiB in again on every call (batch 8 of a wide, large network)."""
     faults, _ = page_faults_around("from mobilenet.latency.backends import TorchBackend\nTorchBackend('fp32', 1)")
     assert_faulted_before_and_not_after(faults)
+
+
+def test_kept_timings_of_pytorch_are_keyed_by_the_openmp_wait_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PASSIVE slows PyTorch's batch-1 calls 1.2-1.4x (docs/performance.md): a calibration or an
+    ``auto`` decision timed under one policy is not reused under another. ONNX Runtime's pools are
+    its own, so its calibrations do not move with the policy."""
+    from mobilenet.deploy import auto
+
+    keys = {}
+    for policy in (None, "PASSIVE", "passive"):
+        if policy is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+        keys[policy] = (cache.calibration_key("torch", "fp32", 1, 1),
+                        cache.calibration_key("onnxruntime", "fp32", 1, 1),
+                        auto.decision_key(ArchConfig(), "fp32", 1, 2))
+    default, passive, lower_case = keys[None], keys["PASSIVE"], keys["passive"]
+    assert default[0] != passive[0] and passive == lower_case  # OpenMP reads the policy in any case
+    assert default[1] == passive[1]
+    assert default[2] != passive[2]

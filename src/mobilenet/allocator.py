@@ -52,6 +52,16 @@ def restart_keeping_freed_memory(*, passive_omp: bool = True) -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], timing_environment(passive_omp=passive_omp))
 
 
+def openmp_wait_policy() -> str | None:
+    """The OpenMP wait policy this process runs under (``OMP_WAIT_POLICY``, upper-cased; None:
+    OpenMP's default, which spins a while after each parallel region). It moves PyTorch's own speed:
+    its batch-1 calls at 1.0-224 took 1.19x (fp32) and 1.43x (bf16) as long under PASSIVE as
+    under the default on a Zen 4 (docs/performance.md). So what keeps a timing of PyTorch for
+    later (``auto``'s decisions, the latency model's calibrations) keys it by the policy."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().upper()
+    return policy or None
+
+
 def timing_environment(*, keep_memory: bool = True, passive_omp: bool = True) -> dict[str, str]:
     """This process's environment with what a fair timing starts under: ``GLIBC_TUNABLES_KEEP``
     added to any tunables already set (``keep_memory``), and OMP_WAIT_POLICY=PASSIVE where the

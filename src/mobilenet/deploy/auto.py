@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mobilenet.allocator import openmp_wait_policy
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available, package_version
@@ -56,11 +57,13 @@ def _runtime_versions() -> dict[str, str]:
 
 
 def decision_key(cfg: ArchConfig, precision: str, batch_size: int, threads: int | None) -> str:
-    """What a measured decision depends on: the CPU, the runtimes, the model's shape, the request."""
+    """What a measured decision depends on: the CPU, the runtimes, the model's shape, the request,
+    and the OpenMP wait policy PyTorch was timed under."""
     shape = {k: v for k, v in cfg.to_dict().items() if k not in ("dropout", "bn_momentum")}
     return json.dumps({
         **cpu_info().identity(), "runtimes": _runtime_versions(),
         "model": shape, "precision": precision, "batch_size": batch_size, "threads": threads, "timing": METHOD,
+        "omp_wait_policy": openmp_wait_policy(),
     }, sort_keys=True)
 
 

@@ -3,7 +3,8 @@
 A key names everything the constants depend on, as ``auto``'s decisions do: the CPU (model, ISA
 flags, logical cores), the runtime and the versions of what builds and runs its probes, the
 precision, the threads, the batch size (1 for runtimes that run a batch image by image), the
-model's version and the timing method. A new CPU, an upgraded runtime or a changed model measures
+model's version, the timing method, and for PyTorch the OpenMP wait policy
+(``allocator.openmp_wait_policy``). A new CPU, an upgraded runtime or a changed model measures
 again; writing drops the entries of an older model, which nothing can read any more. An entry that
 does not read back as a calibration, or a file that is not JSON, is said so on stderr and measured
 again: never trusted, never an error.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from mobilenet.allocator import openmp_wait_policy
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import package_version
 from mobilenet.deploy.timing import METHOD
@@ -48,6 +50,7 @@ def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: 
         # (its probes on one thread pool in a process of their own, where theirs would slow each
         # other: one measured beside its neighbours' pools is measured again)
         "timing": METHOD + (", one thread pool" if backend.pools_of_their_own(threads) else ""),
+        **({"omp_wait_policy": openmp_wait_policy()} if backend.openmp else {}),
     }
 
 

@@ -259,6 +259,7 @@ class Backend:
     # path (say PyTorch's, once its AOTInductor path is calibrated) measures again.
     path = "?"
     fixed_batch = False
+    openmp = False  # whether its probes run on PyTorch's OpenMP pool, whose wait policy moves their times
     needs: tuple[str, ...] = ()  # modules to import: a missing one is named with its pip extra
     distributions: tuple[str, ...] = ("torch",)  # whose versions change what a probe measures
     calibrates: tuple[str, ...] = ("fp32",)  # the precisions its probes can be built at

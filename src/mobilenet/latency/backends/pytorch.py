@@ -56,6 +56,7 @@ class TorchBackend(Backend):
                         "runtime's fallback where it cannot compile)"),
     }
     path = PATHS["torchscript"]
+    openmp = True
 
     def __init__(self, precision: str, threads: int | None) -> None:
         super().__init__(precision, threads)
