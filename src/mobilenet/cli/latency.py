@@ -105,13 +105,8 @@ def _ms(value: float | None) -> str:
 
 def _when(calibration: Any, now: datetime.datetime | None = None) -> str:
     """' (2026-12-06 14:02 UTC, 3 h ago)', or '' where the calibration does not say when."""
-    at = calibration.measured_at
-    if at is None:
-        return ""
-    ago = max(((now or datetime.datetime.now(datetime.timezone.utc)) - at).total_seconds(), 0.0)
-    age = (f"{ago / 86400:.0f} days" if ago >= 2 * 86400 else f"{ago / 3600:.0f} h" if ago >= 3600
-           else f"{ago / 60:.0f} min")
-    return f" ({at.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {age} ago)"
+    when = calibration.measured_when(now)
+    return f" ({when})" if when else ""
 
 
 # --- `cost --predict` and `compare --predict` (mobilenet.cli.costs adds these) -------------------

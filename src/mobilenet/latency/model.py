@@ -342,6 +342,17 @@ class Calibration:
         when = self.measured_at
         return None if when is None else when.isoformat()
 
+    def measured_when(self, now: datetime.datetime | None = None) -> str:
+        """"2026-12-06 14:02 UTC, 3 h ago", as the command line and the explorer say it; "" where
+        it does not say when."""
+        at = self.measured_at
+        if at is None:
+            return ""
+        ago = max(((now or datetime.datetime.now(datetime.timezone.utc)) - at).total_seconds(), 0.0)
+        age = (f"{ago / 86400:.0f} days" if ago >= 2 * 86400 else f"{ago / 3600:.0f} h" if ago >= 3600
+               else f"{ago / 60:.0f} min")
+        return f"{at.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {age} ago"
+
     def factor(self, kernel: str) -> float:
         """How much longer ``kernel`` takes inside a network than its roofline says."""
         return self.in_network.get(kernel, 1.0)

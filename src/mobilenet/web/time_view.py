@@ -54,7 +54,7 @@ def prediction_view(cfg: ArchConfig, runtime: str, precision: str, threads: int 
         constants = calibration(runtime, precision, threads)
     except NotCalibratedError as err:
         return {"available": False, "can_calibrate": True, "reason": str(err)}
-    return {"available": True, **predict_with(constants, cfg).to_dict()}
+    return {"available": True, **predict_with(constants, cfg).to_dict(), "calibrated": constants.measured_when()}
 
 
 def calibrate(runtime: str, precision: str, threads: int | None, progress: Progress) -> dict[str, Any]:

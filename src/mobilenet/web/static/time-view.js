@@ -17,7 +17,7 @@ async function updatePrediction() {
     $("prediction-status").textContent = prediction.available
       ? `predicted for ${prediction.runtime} ${prediction.precision} on this machine: ` +
         `${prediction.predicted_ms.toFixed(2)} ms (of which the call itself ${prediction.call_ms.toFixed(2)} ms)` +
-        calibratedWhen(prediction.calibrated_at)
+        (prediction.calibrated ? `; calibrated ${prediction.calibrated}` : "")
       : prediction.reason;
     // Constants keep the machine's speed of the spell they were measured in: offered again once calibrated.
     $("calibrate").hidden = !prediction.available && !prediction.can_calibrate;
@@ -35,16 +35,6 @@ async function updatePrediction() {
   } catch (err) {
     $("prediction-status").textContent = err.message;
   }
-}
-
-/** "; calibrated 2026-12-06 14:02 UTC, 3 h ago" from the constants' ISO time; "" where unknown. */
-function calibratedWhen(iso) {
-  const at = iso ? new Date(iso) : null;
-  if (!at || Number.isNaN(at.getTime())) return "";
-  const minutes = Math.max(0, (Date.now() - at.getTime()) / 60000);
-  const age = minutes >= 2 * 1440 ? `${Math.round(minutes / 1440)} days`
-    : minutes >= 60 ? `${Math.round(minutes / 60)} h` : `${Math.round(minutes)} min`;
-  return `; calibrated ${at.toISOString().slice(0, 16).replace("T", " ")} UTC, ${age} ago`;
 }
 
 /** Start a background job (POST url) and show its progress until it ends; its result, or an error. */
