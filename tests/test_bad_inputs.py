@@ -150,3 +150,50 @@ def test_a_corrupt_latency_calibration_cache_is_never_trusted(tmp_path: Path,
     # Nothing usable is cached: the caller is told so (and `calibrated` would measure again).
     assert cached_calibration("onnxruntime", log=said.append) is None
     assert said and CACHE_FILE in " ".join(said)
+
+
+# ------------------------------------------------------------------ a parameter named as the user spelled it
+
+def test_option_names_a_parameter_in_the_callers_spelling() -> None:
+    """The library's messages name parameters through ``errors.option``: keyword names from Python,
+    the command line's flags while a command runs (its own flag where the name differs)."""
+    from mobilenet.errors import Spelling, command_line_spelling, option, spelled
+
+    assert [option("clip_grad"), option("clip_grad", 1), option("device", "cpu"), option("compile", False)] == [
+        "clip_grad", "clip_grad=1", "device='cpu'", "compile=False"]
+    with command_line_spelling({"num_classes": "--classes", "progress": "--no-progress"}):
+        assert [option("clip_grad", 1), option("num_classes", 3), option("num_classes")] == [
+            "--clip-grad 1", "--classes 3", "--classes"]
+        assert [option("compile", True), option("compile", False)] == ["--compile", "--no-compile"]
+        assert [option("progress", False), option("progress", True)] == ["--no-progress", "--progress"]
+    assert option("num_classes", 3) == "num_classes=3", "the spelling ends with the command"
+    with spelled(Spelling({"num_classes": "classes"})):  # the explorer's query names its controls
+        assert (option("num_classes", 3), option("alpha")) == ("classes=3", "alpha")
+
+
+def test_the_command_lines_flags_are_read_off_its_parser() -> None:
+    """One owner of each flag: the parser. A flag whose parameter has another name (``--classes``
+    sets ``num_classes``, ``--workers`` ``num_workers``) and a ``--no-`` switch are found."""
+    from mobilenet.cli import build_parser, flags_of
+
+    parser = build_parser()
+    train, bench = flags_of(parser, "train"), flags_of(parser, "bench")
+    assert (train["num_classes"], train["num_workers"], train["compile"], train["progress"]) == (
+        "--classes", "--workers", "--compile", "--no-progress")
+    assert (bench["runtimes"], bench["batch_sizes"], bench["peers"]) == ("--runtime", "--batch-size", "--peers")
+    assert flags_of(parser, "choose")["remeasure"] == "--recalibrate"
+
+
+@pytest.mark.parametrize(("argv", "library", "said", "python"), [
+    # `cost --classes 0` used to say "num_classes must be ...", a name the user never typed.
+    (["cost", "--classes", "0"], lambda: ArchConfig(num_classes=0), "--classes must be", "num_classes must be"),
+    (["cost", "--alpha", "0"], lambda: ArchConfig(alpha=0), "--alpha (the width multiplier)", "alpha (the width"),
+])
+def test_a_bad_setting_is_named_as_the_user_gave_it(argv: list[str], library: object, said: str, python: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(argv, capsys)
+    assert status == 2
+    assert_one_line(err, argv[0], said)
+    with pytest.raises(ValueError) as refused:
+        library()  # type: ignore[operator]
+    assert str(refused.value).startswith(python) and "--" not in str(refused.value)

@@ -346,7 +346,7 @@ def test_the_gpu_bench_rows_run_on_any_device():
     model = trained_looking_model(resolution=64).eval()  # logits that differ: the agreement means something
     precisions = ("fp32", "bf16") if cpu_info().native_bf16 else ("fp32",)  # the CPU refuses emulated bf16
     report = gpu.bench_gpu(model, precisions=precisions, batch_sizes=(2,), device="cpu", seconds=0.05,
-                           min_runs=2, timm=False)
+                           min_runs=2, peers=False)
     rows = {(r.precision, r.name): r for r in report.rows}
     expected = {("fp32", gpu.OPTIMIZED), ("fp32", gpu.EAGER)}
     if "bf16" in precisions:

@@ -25,7 +25,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.deploy.optional import MissingRuntimeError
 from mobilenet.deploy.timing import time_interleaved
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, command_line_spelling
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
@@ -1670,7 +1670,11 @@ def test_choose_times_onnx_runtime_above_one_thread_in_a_process_of_its_own(
     assert "in a process of its own" in lines[0] and any("for real" in line for line in lines[1:])
     assert choice.chosen.measured_ms is not None and 0 < choice.chosen.measured_ms < 1000.0
     assert choice.chosen.top1 == max(c.top1 for c in choice.candidates), "with room for all: the most accurate"
-    with pytest.raises(InputError, match=r"nothing fits 0\.001 ms: measured here"):
+    with pytest.raises(InputError, match=r"nothing fits 0\.001 ms: measured here.*; raise budget_ms$"):
+        choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
+               calibration=fixed_calibration(threads=2), log=lines.append)
+    # The child speaks as its caller does: to `mobilenet choose`'s user, the flag.
+    with pytest.raises(InputError, match=r"; raise --budget-ms$"), command_line_spelling({}):
         choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
                calibration=fixed_calibration(threads=2), log=lines.append)
     with pytest.raises(InputError, match=r"cannot be sent there .*; give plain data, or threads=1"):
@@ -1684,7 +1688,9 @@ def test_a_calibration_that_misses_its_own_networks_says_so_and_why() -> None:
         return dataclasses.replace(fixed_calibration(), threads=threads, fit=fit_info)
 
     warning = noisy_fit_warning(fitted(2, 0.29), logical_cores=2)
-    assert warning and "29%" in warning and "2 logical cores" in warning and "--recalibrate" in warning
+    assert warning and "29%" in warning and "2 logical cores" in warning and "remeasure=True" in warning
+    with command_line_spelling({"remeasure": "--recalibrate"}):  # (the flag of cost, bench and choose)
+        assert "--recalibrate" in (noisy_fit_warning(fitted(2, 0.29), logical_cores=2) or "")
     assert "logical cores" in (noisy_fit_warning(fitted(None, 0.29), logical_cores=2) or ""), "default: every core"
     one_thread = noisy_fit_warning(fitted(1, 0.29), logical_cores=2)
     assert one_thread and "logical cores" not in one_thread, "a spare core is not the reason"
@@ -1708,13 +1714,14 @@ def test_a_cached_calibration_that_missed_its_networks_says_so_at_every_use(
     lines: list[str] = []
     found = cache.calibrated("onnxruntime", threads=1, measure=noisy, log=lines.append)
     assert found.network_error == pytest.approx(0.187)
-    assert len(lines) == 1 and "misses its own networks by 19%" in lines[0] and "--recalibrate" in lines[0]
+    assert len(lines) == 1 and "misses its own networks by 19%" in lines[0] and "remeasure=True" in lines[0]
     cache.calibrated("onnxruntime", threads=1, measure=noisy, log=lines.append)
     assert len(lines) == 1, "once a process: bench asks for it per cell"
     monkeypatch.setattr(cache, "_WARNED", set())  # a new process
     assert main(["cost", "--predict", "onnxruntime", "--threads", "1"]) == 0
     out, err = capsys.readouterr()
     assert "its own 15 networks predicted within 18.7% RMSPE" in out and "misses its own networks" in err
+    assert "(calibrate again on a quiet machine: --recalibrate)" in err, "named as the command's user types it"
     assert main(["cost", "--predict", "onnxruntime", "--threads", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["latency"]["calibration_network_rmspe"] == pytest.approx(0.187)
     quiet = dataclasses.replace(found, fit={"in_network": {"rmspe_after": 0.05}})

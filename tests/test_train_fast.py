@@ -69,7 +69,7 @@ def test_the_fast_settings_are_the_defaults_and_the_flags_turn_them_off():
     assert (eager.compile, eager.amp, eager.memory_format) == (False, None, torch.contiguous_format)
     assert eager.to_dict()["inductor_options"] is None  # nothing compiles
     kept = "; freed memory kept in the process (glibc)" if glibc_malloc() else ""
-    assert eager.describe() == f"train: eager step (--no-compile); fp32 (--amp none); NCHW (--no-channels-last){kept}"
+    assert eager.describe() == f"train: eager step (compile=False); fp32 (amp='none'); NCHW (channels_last=False){kept}"
     # Auto compiles only runs long enough to pay the compile back; --compile insists.
     assert not compile_choice(None, CPU, COMPILE_MIN_STEPS - 1)[0]
     assert compile_choice(True, CPU, 1)[0] == compile_choice(None, CPU, COMPILE_MIN_STEPS)[0]

@@ -91,7 +91,7 @@ def test_a_loss_that_was_never_finite_blames_the_weights_or_the_images_not_the_l
     with torch.no_grad():
         model.classifier.weight[0, 0] = float("nan")
     error = non_finite_loss(float("nan"), 0, model, images, config, lr=0.045, autocast=False)
-    assert isinstance(error, InputError) and "--weights broken.safetensors" in str(error)
+    assert isinstance(error, InputError) and "weights='broken.safetensors'" in str(error)
     assert "--lr" not in str(error)
 
     error = non_finite_loss(float("nan"), 3, MobileNetV1(TINY_ARCH), images.fill_(float("inf")), config, lr=0.045,

@@ -68,7 +68,7 @@ def test_cuda_is_refused_in_one_line_where_there_is_no_gpu(monkeypatch, capsys):
     said = "--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu"
     with pytest.raises(InputError) as refused:
         bench_training(TINY, batch_size=2, device="cuda", timm=False)
-    assert str(refused.value) == said
+    assert str(refused.value) == "device='cuda': no CUDA GPU is available to PyTorch here; use device='cpu'"
     assert main(["bench", "--train", "--device", "cuda", *TINY_FLAGS]) == 2
     assert capsys.readouterr().err == f"mobilenet bench: error: {said}\n"
     # The inference bench on the GPU (bench --device cuda) is refused the same way, never run on the CPU.

@@ -345,6 +345,10 @@ def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
         url = line.split()[4]
         with urllib.request.urlopen(url + "api/cost", timeout=30) as response:
             assert json.loads(response.read())["network"]["total"]["mult_adds"] == 568_740_352
+        # Served from inside the command line, a request's error still names the page's own
+        # control (its query's "classes"), not the command line's --classes nor num_classes.
+        status, body = request(url + "api/cost?classes=0")
+        assert status == 400 and body["error"].startswith("classes must be an int >= 1"), body
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:

@@ -10,6 +10,7 @@ import torch
 
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
+from mobilenet.errors import command_line_spelling
 from mobilenet.factory import load_model, mobilenet_v1
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
@@ -100,9 +101,9 @@ def test_load_pretrained_contract(tmp_path):
     m96 = load_pretrained(path, resolution=96)
     assert m96.arch_cfg.resolution == (96, 96) and m96.pretrained_cfg.preprocess.resolution == (96, 96)
     # Settings that change the weights' meaning must agree.
-    with pytest.raises(ValueError, match=r"alpha=0\.25; alpha=0\.5 does not fit"):
+    with pytest.raises(ValueError, match=r"alpha=0\.5 contradicts weights=.*, which is alpha=0\.25"):
         load_pretrained(path, alpha=0.5)
-    with pytest.raises(ValueError, match="padding='tf'; padding='symmetric' does not fit"):
+    with pytest.raises(ValueError, match=r"padding='symmetric' contradicts weights=.*, which is padding='tf'"):
         mobilenet_v1(weights=str(path), padding="symmetric")
     with pytest.raises(ValueError, match="neither a known weights name nor an existing file"):
         load_pretrained("no_such_weights")
@@ -331,10 +332,11 @@ def test_model_flags_that_contradict_the_weights_are_an_error(tmp_path):
     add_model_arguments(parser)
     parser.add_argument("--weights")
     args = parser.parse_args(["--weights", str(path), "--alpha", "0.5"])
-    with pytest.raises(ValueError, match=r"^--alpha 0\.5 contradicts --weights .*alpha=0\.25") as err:
+    with pytest.raises(ValueError, match=r"^--alpha 0\.5 contradicts --weights .*alpha=0\.25") as err, \
+            command_line_spelling({}):  # as `mobilenet` runs every command
         model_from_args(args)
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="--padding symmetric contradicts"):
+    with pytest.raises(ValueError, match="--padding symmetric contradicts"), command_line_spelling({}):
         model_from_args(parser.parse_args(["--weights", str(path), "--padding", "symmetric"]))
     with pytest.raises(ValueError, match="alpha"):  # 0 is a value given, not "not given"
         model_from_args(parser.parse_args(["--alpha", "0"]))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from mobilenet.arch import ArchConfig
 from mobilenet.datasets import make_loader
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.limits import check_memory
 from mobilenet.predictor import Predictor
 
@@ -70,9 +70,10 @@ def check_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is available to PyTorch here; use --device cpu")
+        raise InputError(f"{option('device', device)}: no CUDA GPU is available to PyTorch here; use "
+                         f"{option('device', 'cpu')}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InputError(f"{option('device', device)}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
     return dev

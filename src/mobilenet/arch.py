@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 
 Variant = Literal["separable", "conv", "shallow"]
 Padding = Literal["tf", "symmetric", "keras"]
@@ -67,7 +67,7 @@ def scale_channels(channels: int, alpha: float, rounding: Rounding = "tf") -> in
         value = channels * alpha
         rounded = max(8, int(value + 4) // 8 * 8)
         return rounded + 8 if rounded < 0.9 * value else rounded
-    raise InputError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    raise InputError(f"{option('rounding')} must be one of {ROUNDINGS}, got {rounding!r}")
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -97,7 +97,7 @@ def conv_padding(padding: Padding, size: int, kernel: int, stride: int, *, stem:
         return (0, 1)
     if padding == "symmetric":
         return (kernel // 2, kernel // 2)
-    raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    raise InputError(f"{option('padding')} must be one of {PADDINGS}, got {padding!r}")
 
 
 NUMERIC_ONLY = ("bn_eps", "bn_momentum", "dropout")  # settings that change no shape and no work (ArchConfig.workload)
@@ -135,45 +135,46 @@ class ArchConfig:
         _check(
             isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool) and self.alpha > 0
             and math.isfinite(self.alpha),
-            f"alpha (the width multiplier) must be a number > 0, got {self.alpha!r}; "
+            f"{option('alpha')} (the width multiplier) must be a number > 0, got {self.alpha!r}; "
             "the published values are 0.25, 0.5, 0.75 and 1.0",
         )
         _check(
             isinstance(res, tuple) and len(res) == 2
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= MIN_RESOLUTION for s in res),
-            f"resolution must be an int or (height, width) of ints >= {MIN_RESOLUTION}, got "
+            f"{option('resolution')} must be an int or (height, width) of ints >= {MIN_RESOLUTION}, got "
             f"{self.resolution!r}; the published sizes are 224, 192, 160 and 128",
         )
-        _check(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        _check(self.variant in VARIANTS, f"{option('variant')} must be one of {VARIANTS}, got {self.variant!r}")
         _check(
             _is_positive_int(self.depth_multiplier),
-            f"depth_multiplier must be an int >= 1 (depthwise outputs per input channel), got "
+            f"{option('depth_multiplier')} must be an int >= 1 (depthwise outputs per input channel), got "
             f"{self.depth_multiplier!r}",
         )
         _check(
             _is_positive_int(self.num_classes),
-            f"num_classes must be an int >= 1 (1000 for ImageNet, 1001 with TF's background class), "
+            f"{option('num_classes')} must be an int >= 1 (1000 for ImageNet, 1001 with TF's background class), "
             f"got {self.num_classes!r}",
         )
-        _check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        _check(self.padding in PADDINGS, f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        _check(self.rounding in ROUNDINGS, f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        _check(self.activation in ACTIVATIONS,
+               f"{option('activation')} must be one of {ACTIVATIONS}, got {self.activation!r}")
+        _check(self.padding in PADDINGS, f"{option('padding')} must be one of {PADDINGS}, got {self.padding!r}")
+        _check(self.rounding in ROUNDINGS, f"{option('rounding')} must be one of {ROUNDINGS}, got {self.rounding!r}")
         _check(
             isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0,
-            f"bn_eps must be a number > 0, got {self.bn_eps!r}",
+            f"{option('bn_eps')} must be a number > 0, got {self.bn_eps!r}",
         )
         _check(
             isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum <= 1,
-            f"bn_momentum must be in [0, 1] (PyTorch's convention: TF's decay 0.9997 is 0.0003), "
+            f"{option('bn_momentum')} must be in [0, 1] (PyTorch's convention: TF's decay 0.9997 is 0.0003), "
             f"got {self.bn_momentum!r}",
         )
         _check(
             isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
-            f"dropout must be a probability in [0, 1), got {self.dropout!r}",
+            f"{option('dropout')} must be a probability in [0, 1), got {self.dropout!r}",
         )
         _check(
             _is_positive_int(self.in_channels),
-            f"in_channels must be an int >= 1 (3 for RGB, 1 for grayscale), got {self.in_channels!r}",
+            f"{option('in_channels')} must be an int >= 1 (3 for RGB, 1 for grayscale), got {self.in_channels!r}",
         )
 
     @property

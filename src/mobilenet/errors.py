@@ -8,10 +8,17 @@ user can fix — a bad argument, a corrupt file, a model that does not fit in me
 * ``MobileNetError`` itself and its other subclasses (1): the project could not do what was asked
   — a download failed, an export does not reproduce PyTorch, the disk is full.
 
-Anything else that escapes is a bug and keeps its traceback. Pure Python, no torch.
+Anything else that escapes is a bug and keeps its traceback. A message that names a parameter
+spells it with ``option`` (``threads=0`` from Python, ``--threads 0`` on the command line). Pure
+Python, no torch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 
 class MobileNetError(Exception):
@@ -28,3 +35,60 @@ class InputError(MobileNetError, ValueError):
 
 class ResourceError(MobileNetError):
     """The request cannot fit the machine (memory) or the disk refused a write. Exit status 1."""
+
+
+# ------------------------------------------------------------------------------ naming parameters
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the caller names the parameters a message mentions: ``names`` maps a parameter to the
+    caller's own name for it (one it lacks keeps the parameter's name, with dashes as a flag);
+    ``flags``: as command-line flags (``--clip-grad 1``) rather than keywords (``clip_grad=1``)."""
+
+    names: Mapping[str, str] = field(default_factory=dict)
+    flags: bool = False
+
+
+KEYWORDS = Spelling()  # a Python caller's: the library's own keyword names
+_UNSET = object()
+# Whoever called sets it: the command line for the time a command runs (its parser's flags), the
+# explorer for each request (its query's names). A context variable, so that the explorer's
+# requests and an in-process ``main()`` keep their own; a thread started bare speaks Python.
+_spelling: ContextVar[Spelling] = ContextVar("mobilenet_spelling", default=KEYWORDS)
+
+
+def option(name: str, value: object = _UNSET) -> str:
+    """Parameter ``name`` (with ``value``, if given) as the caller spells it: ``clip_grad=1`` from
+    Python, ``--clip-grad 1`` from the command line. A boolean there is the flag or its ``--no-``
+    form: ``option("compile", False)`` is ``compile=False`` or ``--no-compile``."""
+    spelling = _spelling.get()
+    said = spelling.names.get(name)
+    if not spelling.flags:
+        said = said or name
+        return said if value is _UNSET else f"{said}={value!r}"
+    flag = said or "--" + name.replace("_", "-")
+    if isinstance(value, bool):  # a switch: the flag that sets it to True, or its --no- form
+        positive = "--" + flag.removeprefix("--").removeprefix("no-")
+        return positive if value else "--no-" + positive.removeprefix("--")
+    return flag if value is _UNSET else f"{flag} {value}"
+
+
+def spelling_in_use() -> Spelling:
+    """The spelling ``option`` uses here, for a process of the library's own to speak as its caller does."""
+    return _spelling.get()
+
+
+@contextmanager
+def spelled(spelling: Spelling) -> Iterator[None]:
+    """Within, ``option`` spells parameters as ``spelling`` says."""
+    token = _spelling.set(spelling)
+    try:
+        yield
+    finally:
+        _spelling.reset(token)
+
+
+def command_line_spelling(flags: Mapping[str, str]) -> AbstractContextManager[None]:
+    """Within, ``option`` names a parameter by its flag: ``flags`` maps the parameter to it
+    (``{"num_classes": "--classes"}``); a parameter it lacks is spelled with dashes."""
+    return spelled(Spelling(dict(flags), flags=True))

@@ -44,7 +44,7 @@ import torch
 from mobilenet.accuracy import accuracy, check_device, drop_background, is_main_process, torch_predictor
 from mobilenet.arch import ArchConfig
 from mobilenet.datasets import BadFiles, ImageFolderDataset, is_image_file, open_dataset
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.factory import load_model
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import Predictor
@@ -73,10 +73,10 @@ class RunSettings:
         # Checked here, once: torch.set_num_threads(-1) and the runtimes raise their own tracebacks.
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
-            raise InputError(f"--threads must be an integer >= 1, got {self.threads!r}")
+            raise InputError(f"{option('threads')} must be an integer >= 1, got {self.threads!r}")
         if check_device(self.device).type != "cpu" and self.runtime != "torch" and self.exported is None:
-            raise InputError(f"--device {self.device} runs --runtime torch only; {self.runtime} runs on the CPU: "
-                             "leave --device out")
+            raise InputError(f"{option('device', self.device)} runs {option('runtime', 'torch')} only; "
+                             f"{self.runtime} runs on the CPU: leave {option('device')} out")
 
 
 def run_settings(
@@ -88,12 +88,12 @@ def run_settings(
     ``exported`` the file runs in its own runtime at its own precision, so a runtime, precision,
     calibration or emulated bf16 asked for as well is refused rather than ignored."""
     if exported is not None:
-        given = [f"--{flag} {value}" for flag, value in (("runtime", runtime), ("precision", precision),
+        given = [option(name, value) for name, value in (("runtime", runtime), ("precision", precision),
                                                            ("calibration", calibration)) if value is not None]
-        given += ["--allow-emulated-bf16"] if allow_emulated_bf16 else []
+        given += [option("allow_emulated_bf16", True)] if allow_emulated_bf16 else []
         if given:
-            raise InputError(f"{' and '.join(given)} cannot apply to --exported {Path(exported).name}, which runs in "
-                             "its own runtime at its own precision; leave them out")
+            raise InputError(f"{' and '.join(given)} cannot apply to {option('exported', Path(exported).name)}, "
+                             "which runs in its own runtime at its own precision; leave them out")
     return RunSettings(runtime or "torch", precision or "fp32", calibration, threads, device, allow_emulated_bf16,
                        exported, resize)
 
@@ -173,7 +173,8 @@ def exported_cfg(path: PathLike) -> PretrainedCfg | None:
         arch, preprocess = ArchConfig.from_dict(meta["arch"]), Preprocess.from_dict(meta["preprocess"])
         label_set, labels = label_set_of(meta["labels"])
     except (KeyError, TypeError) as err:
-        raise InputError(f"{path}: its metadata lacks a readable {err}; name the weights with --weights") from None
+        raise InputError(f"{path}: its metadata lacks a readable {err}; name the weights it was made from "
+                         f"({option('weights')})") from None
     return PretrainedCfg(name=str(meta.get("name") or path.stem), arch_cfg=arch, preprocess=preprocess,
                          label_set=label_set, labels=labels, description=f"exported {path.name}")
 
@@ -183,10 +184,12 @@ def _reference_for(cfg: PretrainedCfg) -> tuple[MobileNetV1 | None, str]:
     weights whose classifier it kept; else None, and why not."""
     entry = REGISTRY.get(cfg.name)
     if entry is None:
-        return None, f"its weights {cfg.name!r} are no registry entry; give --weights to compare with them"
+        return None, (f"its weights {cfg.name!r} are no registry entry; name them ({option('weights')}) to compare "
+                      "with them")
     kept = cfg.num_classes == entry.num_classes or (entry.has_background_class and cfg.num_classes == 1000)
     if not kept:
-        return None, f"its {cfg.num_classes}-class classifier is not {cfg.name}'s; give --weights to compare"
+        return None, (f"its {cfg.num_classes}-class classifier is not {cfg.name}'s; name the weights "
+                      f"({option('weights')}) to compare")
     return load_model(cfg.name, resolution=cfg.arch_cfg.resolution, num_classes=cfg.num_classes), ""
 
 
@@ -203,14 +206,15 @@ def _what_runs(
     if weights is None:
         if from_file is None:
             raise InputError(f"{running.exported} carries no metadata (preprocessing, labels), as files "
-                             "`mobilenet export` did not write: name the weights it was made from with --weights")
+                             "`mobilenet export` did not write: name the weights it was made from "
+                             f"({option('weights')})")
         model, why = _reference_for(from_file) if want_reference else (None, "")
         return from_file, model, why
     model = _model(weights)
     if from_file is None:
         return pretrained_cfg_of(model), model, ""
     if pretrained_cfg_of(model).class_names != from_file.class_names:
-        raise InputError(f"--weights {pretrained_cfg_of(model).name} do not have the classes of "
+        raise InputError(f"{option('weights', pretrained_cfg_of(model).name)} do not have the classes of "
                          f"{running.exported} ({from_file.name}, {len(from_file.class_names)} classes)")
     return from_file, model, ""
 

@@ -35,7 +35,7 @@ from typing import Literal
 
 from mobilenet import cost
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError, ResourceError
+from mobilenet.errors import InputError, ResourceError, option
 
 Mode = Literal["build", "inference", "training"]
 MODES: tuple[str, ...] = ("build", "inference", "training")
@@ -132,7 +132,8 @@ def check_memory(
     if limit is not None and estimate.total > limit:
         where = "on this GPU" if str(device).startswith("cuda") else "on this machine"
         source = f" (set by {LIMIT_VARIABLE})" if available is None and os.environ.get(LIMIT_VARIABLE) else ""
-        advice = "a smaller --alpha or --resolution" + (" or --batch-size" if mode != "build" else "")
+        advice = f"a smaller {option('alpha')} or {option('resolution')}" + (
+            f" or {option('batch_size')}" if mode != "build" else "")
         raise ResourceError(f"{estimate.describe()}, but only {_bytes(limit)} is available {where}{source}; "
                             f"choose {advice}")
     return estimate

@@ -23,9 +23,7 @@ def plot_costs(net: cost.NetworkCost, path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"--plot writes a PNG: give a file name ending in .png, got {str(path)!r}")
+    path = png_path(path)
     comparisons = net.block_comparisons()
     stem, fc = net.layer("stem"), net.layer("classifier")
     labels = ["stem"] + [f"b{c.depthwise.block}\n{c.depthwise.in_shape[1]}²" for c in comparisons] + ["FC"]
@@ -69,6 +67,14 @@ def plot_costs(net: cost.NetworkCost, path: str | os.PathLike[str]) -> Path:
     axes[-1].set_xlabel("layer (block index and input size)")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path)
+
+
+def png_path(path: str | os.PathLike[str]) -> Path:
+    """``path``, where a plot can go: the plots are PNG files, named so."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"a plot is written as PNG: give a file name ending in .png, got {str(path)!r}")
+    return path
 
 
 def save_figure(fig: object, path: str | os.PathLike[str], dpi: int = 110) -> Path:

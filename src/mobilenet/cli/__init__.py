@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from mobilenet.errors import MobileNetError
+from mobilenet.errors import MobileNetError, command_line_spelling
 from mobilenet.version import __version__
 
 # Subcommand groups, in the order `mobilenet --help` lists them.
@@ -42,6 +42,22 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``command``'s flags by the parameter each sets (its ``dest``): ``{"num_classes": "--classes"}``.
+    A ``--no-peers`` switch is also ``peers``'s flag, so that ``option("peers", False)`` finds it."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags: dict[str, str] = {}
+    for action in sub._actions:
+        long = [s for s in action.option_strings if s.startswith("--")]
+        if not long:
+            continue
+        flag = next((s for s in long if not s.startswith("--no-")), long[0])
+        flags[action.dest] = flag
+        if flag.startswith("--no-") and action.dest.startswith("no_"):
+            flags.setdefault(action.dest.removeprefix("no_"), "--" + flag.removeprefix("--no-"))
+    return flags
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = int(args.func(args) or 0)
+        with command_line_spelling(flags_of(parser, args.command)):  # the library's messages name --flags
+            status = int(args.func(args) or 0)
         if status == 130:  # a run stopped by Ctrl-C and saved: no second Ctrl-C traceback on the way out
             _ignore_interrupts_from_now_on(argv)
         return status

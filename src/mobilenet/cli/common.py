@@ -18,12 +18,9 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 
-# ArchConfig field -> the flag that sets it (for error messages).
-FLAGS: dict[str, str] = {
-    "alpha": "--alpha", "resolution": "--resolution", "variant": "--variant", "num_classes": "--classes",
-    "depth_multiplier": "--depth-multiplier", "activation": "--activation", "padding": "--padding",
-    "rounding": "--rounding",
-}
+# The ArchConfig fields that the model flags set (each flag's dest is the field's name).
+MODEL_SETTINGS = ("alpha", "resolution", "variant", "num_classes", "depth_multiplier", "activation", "padding",
+                  "rounding")
 
 
 class Choices(Sequence[str]):
@@ -88,7 +85,7 @@ def resolution_from_args(args: argparse.Namespace, default: int | None = 224) ->
 def given_model_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ArchConfig`` settings the user actually typed (flags left at None are absent;
     ``--alpha 0`` is given, and ``ArchConfig`` refuses it)."""
-    settings = {key: getattr(args, key, None) for key in FLAGS if key != "resolution"}
+    settings = {key: getattr(args, key, None) for key in MODEL_SETTINGS if key != "resolution"}
     settings["resolution"] = resolution_from_args(args, default=None)
     return {k: v for k, v in settings.items() if v is not None}
 
@@ -112,14 +109,7 @@ def model_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[Any, An
     """
     from mobilenet.factory import load_model
     from mobilenet.preprocess import preprocess_for
-    from mobilenet.weights import WeightsMismatch
 
     settings = given_model_settings(args) | overrides
-    weights = getattr(args, "weights", None) or None
-    try:
-        model = load_model(weights, **settings)
-    except WeightsMismatch as err:
-        flag = FLAGS.get(err.key, err.key)
-        raise InputError(f"{flag} {err.want} contradicts --weights {weights}, which is {err.key}={err.have!r} "
-                         f"(leave {flag} out, or drop --weights for a fresh model)") from None
+    model = load_model(getattr(args, "weights", None) or None, **settings)
     return model, preprocess_for(model)

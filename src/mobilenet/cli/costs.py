@@ -12,6 +12,8 @@ from mobilenet import cost, paper
 from mobilenet.cli import latency as timed
 from mobilenet.cli.common import add_model_arguments, arch_config_from_args
 from mobilenet.cost import CONVENTION
+from mobilenet.errors import InputError
+from mobilenet.plot import png_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,9 +65,10 @@ def _add_cost_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _png_path(value: str) -> Path:
-    if not value.lower().endswith(".png"):
-        raise argparse.ArgumentTypeError(f"--plot writes a PNG: give a file name ending in .png, got {value!r}")
-    return Path(value)
+    try:
+        return png_path(value)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _network(args: argparse.Namespace) -> cost.NetworkCost:

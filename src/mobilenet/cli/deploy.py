@@ -17,10 +17,6 @@ from mobilenet.deploy.formats import FORMAT_MODULES
 from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
 from mobilenet.errors import InputError, ResourceError
 
-# BenchOptions field -> the flag that sets it (for error messages).
-BENCH_FLAGS = {"runtimes": "--runtime", "precisions": "--precision", "batch_sizes": "--batch-size",
-               "threads": "--threads", "seconds": "--seconds"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -220,14 +216,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_training(args)
     if args.device is not None and args.device != "cpu":
         return _bench_gpu(args)
-    try:
-        options = bench.BenchOptions(**_given(
-            runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
-            seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
-        ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers,
-            memory=not args.no_memory)
-    except bench.OptionError as err:
-        raise InputError(err.named(BENCH_FLAGS.get(err.option, err.option))) from None
+    options = bench.BenchOptions(**_given(
+        runtimes=args.runtimes, precisions=args.precisions, batch_sizes=args.batch_sizes, threads=args.threads,
+        seconds=args.seconds, calibration_images=_images(args.calibration), tflite_dir=args.tflite_dir,
+    ), peers=not args.no_peers, compare_conv=not args.no_conv, layers=not args.no_layers, memory=not args.no_memory)
     if args.plot is not None:
         bench.check_plot_path(args.plot)
     model, preprocess = model_from_args(args)
@@ -285,7 +277,7 @@ def _bench_gpu(args: argparse.Namespace) -> int:
     log = (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     report = gpu.bench_gpu(model, precisions=args.precisions or ["fp32", default],
                            batch_sizes=args.batch_sizes or [1, 256], device=device, seconds=args.seconds or 1.0,
-                           timm=not args.no_peers, log=log)
+                           peers=not args.no_peers, log=log)
     if args.save is not None:
         gpu.save(report, args.save)
     print(report.to_json() if args.json else report.format())

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-seconds", type=float, default=MEASURE_SECONDS, metavar="S",
                    help=f"seconds to time each of them, interleaved (default {MEASURE_SECONDS:g}; longer settles a "
                    "model near the budget where the machine's speed moves)")
-    p.add_argument("--recalibrate", action="store_true", help="measure this machine's constants again")
+    p.add_argument("--recalibrate", action="store_true", dest="remeasure",
+                   help="measure this machine's constants again")
     p.add_argument("--plot", metavar="F.png", help="draw top-1 against latency with the Pareto front")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_choose)
@@ -45,7 +46,7 @@ def run_choose(args: argparse.Namespace) -> int:
     from mobilenet.latency import choose  # noqa: PLC0415 - needs torch and the runtime
 
     choice = choose(args.budget_ms, args.runtime, args.precision, args.batch_size, args.threads,
-                    measure_best=args.measure, measure_seconds=args.measure_seconds, remeasure=args.recalibrate)
+                    measure_best=args.measure, measure_seconds=args.measure_seconds, remeasure=args.remeasure)
     if args.plot:
         from mobilenet.latency.plot import plot_choice  # noqa: PLC0415
 
@@ -119,7 +120,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"add predicted milliseconds in RUNTIME ({', '.join(RUNTIMES)})")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="with --predict (default fp32)")
     g.add_argument("--threads", type=int, default=None, help="with --predict (default: the runtime's own)")
-    g.add_argument("--recalibrate", action="store_true", help="with --predict: measure this machine's constants again")
+    g.add_argument("--recalibrate", action="store_true", dest="remeasure",
+                   help="with --predict: measure this machine's constants again")
 
 
 def predicted(args: argparse.Namespace, arch_cfg: Any) -> Any:
@@ -129,7 +131,7 @@ def predicted(args: argparse.Namespace, arch_cfg: Any) -> Any:
     from mobilenet.latency import predict  # noqa: PLC0415 - calibrating needs torch and the runtime
 
     return predict(arch_cfg, args.predict, args.precision, args.batch_size, args.threads,
-                   remeasure=args.recalibrate)
+                   remeasure=args.remeasure)
 
 
 def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
@@ -139,7 +141,7 @@ def speedups(args: argparse.Namespace, arch_cfg: Any) -> Any:
     from mobilenet.latency import compare  # noqa: PLC0415
 
     return compare(arch_cfg, args.predict, args.precision, args.batch_size, args.threads,
-                   remeasure=args.recalibrate)
+                   remeasure=args.remeasure)
 
 
 def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any]:

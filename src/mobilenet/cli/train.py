@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.allocator import MEMORY_POLICIES
-from mobilenet.cli.common import FLAGS, add_model_arguments, given_model_settings
+from mobilenet.cli.common import add_model_arguments, given_model_settings
 from mobilenet.errors import InputError
+from mobilenet.errors import option as flag_of
 from mobilenet.files import refuse_overwrite
 from mobilenet.train.config import (
     AMP_MODES,
@@ -27,7 +28,6 @@ from mobilenet.train.config import (
     OPTIMIZERS,
     RESUME_OVERRIDES,
     SCHEDULES,
-    SettingError,
     TrainConfig,
 )
 
@@ -43,12 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "filters) or SGD/AdamW. Under `torchrun --nproc-per-node N -m mobilenet train ...` it runs "
         "DistributedDataParallel (gloo on CPU, nccl on GPU); --batch-size is the global batch either way.",
     )
-    flags = dict(FLAGS)  # setting -> the flag that sets it, for messages
 
     def option(group: Any, *names: str, **kwargs: Any) -> None:
         """A flag that defaults to None ("not given")."""
-        action = group.add_argument(*names, default=None, **kwargs)
-        flags[action.dest] = names[0]
+        group.add_argument(*names, default=None, **kwargs)
 
     d = p.add_argument_group("data")
     option(d, "--data", help="fashion-mnist (default), cifar10, a folder with train/ and val/ class folders, "
@@ -119,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
            "only --epochs, --micro-batch, --workers, --device, --compile, --memory and progress flags may change")
     option(e, "--no-progress", action="store_false", dest="progress", help="no progress bar")
     option(e, "--log-every", type=int, help=f"progress bar update, in steps ({DEFAULTS.log_every})")
-    p.set_defaults(func=run_train, flag_names=flags)
+    p.set_defaults(func=run_train)
     _register_runs(subparsers)
 
 
@@ -134,7 +132,6 @@ def _register_runs(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from mobilenet.train import RecipeChange, config_for_resume, train
-    from mobilenet.weights import WeightsMismatch
 
     given = given_settings(args)
     try:
@@ -144,12 +141,6 @@ def run_train(args: argparse.Namespace) -> int:
             config, weights = new_run(given, args.output)
     except RecipeChange as err:
         raise InputError(_refused_on_resume(args, err.changes)) from None
-    except SettingError as err:  # out of range: said under the flag's name, before anything is written
-        raise InputError(err.named(args.flag_names.get(err.setting, err.setting))) from None
-    except WeightsMismatch as err:
-        flag = args.flag_names.get(err.key, err.key)
-        raise InputError(f"{flag} {err.want} contradicts --weights {args.weights}, which is {err.key}={err.have!r} "
-                         f"(leave {flag} out, or drop --weights for a fresh model)") from None
     result = train(config, weights=weights, resume=args.resume)
     return 0 if result.finished else 130
 
@@ -173,11 +164,10 @@ def new_run(given: dict[str, Any], output: str | None) -> tuple[TrainConfig, Any
 
 
 def _refused_on_resume(args: argparse.Namespace, changes: dict[str, tuple[Any, Any]]) -> str:
-    flag = args.flag_names
-    refused = ", ".join(f"{flag.get(name, name)} {_shown(given)} (the run has {_shown(ours)})"
+    refused = ", ".join(f"{flag_of(name)} {_shown(given)} (the run has {_shown(ours)})"
                         for name, (given, ours) in changes.items())
     return (f"--resume {args.resume} continues the run's own recipe; not applied: {refused}. Only "
-            f"{', '.join(flag[name] for name in RESUME_OVERRIDES)} may change; to train with other settings "
+            f"{', '.join(flag_of(name) for name in RESUME_OVERRIDES)} may change; to train with other settings "
             f"start a new run (e.g. --weights {Path(args.resume) / 'best.pt'})")
 
 

@@ -92,7 +92,7 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
                    help="images to calibrate int8 on (never the ones you evaluate)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's choice)")
     p.add_argument("--device", default="cpu", help="torch device for --runtime torch (default cpu)")
-    p.add_argument("--allow-emulated-bf16", action="store_true",
+    p.add_argument("--allow-emulated-bf16", action="store_true", dest="allow_emulation",
                    help="run --precision bf16 with PyTorch even where the CPU has no bf16 (many times slower)")
     p.add_argument("--exported", type=Path, default=None, metavar="FILE",
                    help="run a file written by `mobilenet export` (.onnx, .xml, .tflite, .pte) in its own runtime, "
@@ -149,7 +149,7 @@ def _running(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``classify`` / ``evaluate`` that say how the weights run."""
     return {"weights": args.weights, "runtime": args.runtime, "precision": args.precision,
             "calibration": args.calibration, "threads": args.threads, "device": args.device,
-            "allow_emulated_bf16": args.allow_emulated_bf16, "exported": args.exported, "resize": args.resize}
+            "allow_emulated_bf16": args.allow_emulation, "exported": args.exported, "resize": args.resize}
 
 
 def run_classify(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.latency import own_process
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
 from mobilenet.latency.fit import (
@@ -184,7 +184,7 @@ def noisy_fit_warning(calibration: Calibration, logical_cores: int) -> str | Non
                "cores with the rest of the machine: fewer threads measure steadier.")
     return (f"latency: warning: this calibration misses its own networks by {error:.0%} (RMSPE): its predictions "
             "may be as far off. Either the machine's speed moved while it measured (calibrate again on a quiet "
-            f"machine: --recalibrate, remeasure=True in Python) or the model fits this runtime poorly.{why}")
+            f"machine: {option('remeasure', True)}) or the model fits this runtime poorly.{why}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, spelling_in_use
 
 MARK = "\x1f"  # opens each of the child's progress lines on its stderr; other lines pass through
 # In the child's environment: what it runs runs there, never in yet another process. (An
@@ -48,7 +48,7 @@ def call_apart(
         result = Path(tmp) / "result.pickle"
         try:
             request = pickle.dumps({"function": function, "kwargs": kwargs, "runtime": runtime, "threads": threads,
-                                    "result": str(result)})
+                                    "result": str(result), "spelling": spelling_in_use()})
         except (pickle.PicklingError, TypeError, AttributeError) as err:
             raise InputError(f"{doing} runs in a process of its own ({runtime} above one thread), and what it was "
                              f"given cannot be sent there ({err}); give plain data, or threads=1") from None

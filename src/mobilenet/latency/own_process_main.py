@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, spelled
 from mobilenet.latency import choose
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import calibrate
@@ -42,7 +42,8 @@ def main() -> None:
         outcome["shared"] = BACKENDS[runtime].share_one_pool(threads)
         if not outcome["shared"]:
             log(f"latency: {runtime} offers no thread pool to share here: each session keeps its own")
-        outcome["result"] = FUNCTIONS[request["function"]](**request["kwargs"], log=log)
+        with spelled(request["spelling"]):  # its messages name parameters as the caller's user spells them
+            outcome["result"] = FUNCTIONS[request["function"]](**request["kwargs"], log=log)
     except BaseException as err:  # noqa: BLE001 (every outcome goes back to the caller, which raises it)
         kind = ("KeyboardInterrupt" if isinstance(err, KeyboardInterrupt) else "InputError"
                 if isinstance(err, InputError) else "MobileNetError" if isinstance(err, MobileNetError) else "other")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mobilenet.errors import InputError
 from mobilenet.latency.model import pareto_front
 from mobilenet.latency.ranking import Choice
-from mobilenet.plot import save_figure
+from mobilenet.plot import png_path, save_figure
 
 # Drawn in this order: TF's own last, on top of the copies that share its points.
 FAMILY_COLOURS = {"keras": "#8c8c8c", "hf": "#5aa469", "timm": "#e8804c", "tf-quant": "#4c9be8", "tf": "#1f4e8c"}
@@ -23,9 +22,7 @@ def plot_choice(choice: Choice, path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"--plot writes a PNG: give a file name ending in .png, got {str(path)!r}")
+    path = png_path(path)
     c = choice.calibration
     fig, ax = plt.subplots(figsize=(9, 6))
     for family, colour in FAMILY_COLOURS.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.latency import MEASURE_SECONDS
 from mobilenet.latency.calibrate import log_to_stderr
 from mobilenet.latency.model import Calibration, predict_with
@@ -175,7 +175,7 @@ def choose_from(
         if fits is None:
             raise InputError(
                 f"nothing fits {budget_ms:g} ms: the fastest published model, {fastest.name}, is predicted to take "
-                f"{fastest.predicted_ms:.3g} ms here; raise --budget-ms or try another runtime or precision"
+                f"{fastest.predicted_ms:.3g} ms here; raise {option('budget_ms')} or try another runtime or precision"
             )
         return fits, list(found)
     # Nothing predicted near the budget: the fastest is timed before refusing (the machine may be
@@ -218,7 +218,7 @@ def choose_from(
         quickest = min((c for c in timed if c.measured_ms is not None), key=lambda c: c.measured_ms or 0)
         raise InputError(
             f"nothing fits {budget_ms:g} ms: measured here, the fastest candidate, {quickest.name}, takes "
-            f"{quickest.measured_ms:.3g} ms (predicted {quickest.predicted_ms:.3g}); raise --budget-ms"
+            f"{quickest.measured_ms:.3g} ms (predicted {quickest.predicted_ms:.3g}); raise {option('budget_ms')}"
         )
     return chosen, timed
 

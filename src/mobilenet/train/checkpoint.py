@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
 from mobilenet.train.config import RESUME_OVERRIDES, TrainConfig
 from mobilenet.train.optim import ModelEma, build_optimizer, build_scheduler
@@ -200,7 +200,8 @@ def resume_notes(ckpt: dict[str, Any], config: TrainConfig, facts: dict[str, Any
     if ckpt.get("device", facts["device"]) != facts["device"]:
         notes.append(f"the run trained on {ckpt['device']}, it continues on {facts['device']}")
     if ckpt.get("amp", facts["amp"]) != facts["amp"]:
-        notes.append(f"autocast was {ckpt['amp']}, it is now {facts['amp']} (--amp {config.amp} on this machine)")
+        notes.append(f"autocast was {ckpt['amp']}, it is now {facts['amp']} ({option('amp', config.amp)} on this "
+                     "machine)")
     if ckpt.get("compiled", facts.get("compiled")) != facts.get("compiled"):
         was, now = ("compiled", "eager") if ckpt["compiled"] else ("eager", "compiled")
         notes.append(f"the step was {was}, it is now {now}: its sums round differently")

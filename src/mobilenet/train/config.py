@@ -24,7 +24,7 @@ from typing import Any
 
 from mobilenet.allocator import MEMORY_POLICIES
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 
 ARCH_FIELDS = frozenset(f.name for f in fields(ArchConfig))
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
@@ -90,16 +90,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 class SettingError(InputError):
-    """A setting outside its allowed values. ``setting`` is the field's name; ``named(flag)`` says
-    the same under another name (the command line's flag)."""
+    """A setting outside its allowed values; ``setting`` is the field's name."""
 
     def __init__(self, setting: str, requirement: str, value: Any, *, default: Any = None) -> None:
         self.setting, self.requirement, self.value, self.default = setting, requirement, value, default
-        super().__init__(self.named(setting))
-
-    def named(self, name: str) -> str:
-        default = "" if self.default is None else f" (the default is {self.default})"
-        return f"{name} must be {self.requirement}, got {self.value!r}{default}"
+        said_default = "" if default is None else f" (the default is {default})"
+        super().__init__(f"{option(setting)} must be {requirement}, got {value!r}{said_default}")
 # What a resumed run may change: settings that do not change the optimisation. (``micro_batch``
 # changes what BatchNorm sees, and may have to when the recorded one does not fit the processes.)
 # (``compile`` changes only how the same step is computed; a resume that changes it says so.)
@@ -222,7 +218,8 @@ class TrainConfig:
         if micro < 1 or self.batch_size % per_step:
             raise InputError(
                 f"the global batch {self.batch_size} does not split into {world_size} process(es) × "
-                f"micro-batches of {micro}; choose a --micro-batch that divides {self.batch_size} // {world_size}"
+                f"micro-batches of {micro}; choose a {option('micro_batch')} that divides "
+                f"{self.batch_size} // {world_size}"
             )
         return micro, self.batch_size // per_step
 

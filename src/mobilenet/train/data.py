@@ -35,7 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.preprocess import TF_MEAN, TF_STD, Preprocess
 
 # The Debian package `dataset-fashion-mnist` installs the four IDX files here.
@@ -120,7 +120,8 @@ def load_fashion_mnist(split: str, root: str | os.PathLike[str] | None = None) -
     except Exception as err:
         raise InputError(
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR} and the download into {target} failed ({err}); "
-            "install the Debian package `dataset-fashion-mnist` or pass --data-root with the IDX .gz files"
+            f"install the Debian package `dataset-fashion-mnist` or give {option('data_root')}, a folder with the "
+            "IDX .gz files"
         ) from err
     return ImageTensors(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), FASHION_MNIST_CLASSES)
 
@@ -283,7 +284,7 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         if num_samples < global_batch:
             raise InputError(
                 f"the training set has {num_samples} samples, fewer than one batch of {global_batch}; "
-                "use a smaller --batch-size or more data"
+                f"use a smaller {option('batch_size')} or more data"
             )
         self.num_samples = num_samples
         self.global_batch = global_batch

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, option
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,10 @@ def setup(device: str = "auto") -> Context:
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is available to PyTorch here; use --device cpu (or auto)")
+        raise InputError(f"{option('device', device)}: no CUDA GPU is available to PyTorch here; use "
+                         f"{option('device', 'cpu')} (or auto)")
     if dev.type == "cuda" and (local_rank if dev.index is None else dev.index) >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InputError(f"{option('device', device)}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
@@ -171,9 +172,9 @@ def agreed_batches(loader: DataLoader, ctx: Context) -> Iterator[tuple[torch.Ten
                     raise error
                 if mine:
                     raise InputError(
-                        f"every image of a micro-batch of process {ctx.rank} was unreadable (--bad-files skip, "
-                        "named above); under DDP each process needs data at every step: fix or remove the "
-                        "files, or use a larger --micro-batch")
+                        f"every image of a micro-batch of process {ctx.rank} was unreadable "
+                        f"({option('bad_files', 'skip')}, named above); under DDP each process needs data at every "
+                        f"step: fix or remove the files, or use a larger {option('micro_batch')}")
                 raise InputError(f"process {ctx.rank} stops with the others: another process found unreadable "
                                  "training data (its message names the files)")
         yield x, y

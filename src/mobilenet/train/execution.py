@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mobilenet.cpu import CpuInfo, cpu_info
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, option
 
 if TYPE_CHECKING:
     from mobilenet.train.config import TrainConfig
@@ -45,20 +45,22 @@ class StopRequest:
 
 
 def autocast_choice(mode: str, device: torch.device, cpu: CpuInfo | None = None) -> tuple[torch.dtype | None, str]:
-    """The autocast dtype for ``--amp mode`` on ``device`` (None: fp32) and why, in words.
+    """The autocast dtype for ``amp=mode`` on ``device`` (None: fp32) and why, in words.
 
     ``bf16`` is refused where it is not native, ``fp16`` off CUDA; ``auto`` is bf16 where native
     and fp32 elsewhere (fp16 is never chosen for the user: it needs a gradient scaler and can
     overflow). ``cpu``: the CPU to decide for (default: this one; tests describe others)."""
     if mode == "none":
-        return None, "fp32 (--amp none)"
+        return None, f"fp32 ({option('amp', 'none')})"
     if mode == "fp16":
         if device.type != "cuda":
-            raise InputError("fp16 autocast is for CUDA GPUs (on CPU use --amp bf16 where native, or none)")
-        return torch.float16, "fp16 autocast with a gradient scaler (--amp fp16)"
+            raise InputError(f"fp16 autocast is for CUDA GPUs (on CPU use {option('amp', 'bf16')} where native, "
+                             "or none)")
+        return torch.float16, f"fp16 autocast with a gradient scaler ({option('amp', 'fp16')})"
     native, where = _native_bf16(device, cpu)
     if mode == "bf16" and not native:
-        raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({where}); use --amp none or auto")
+        raise InputError(f"bf16 autocast needs native bf16 on this {device.type} ({where}); use "
+                         f"{option('amp', 'none')} or auto")
     if not native:
         return None, f"fp32: no native bf16 on this {device.type} ({where}), where bf16 would be emulated many " \
                      "times slower"
@@ -66,8 +68,8 @@ def autocast_choice(mode: str, device: torch.device, cpu: CpuInfo | None = None)
 
 
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for ``--amp bf16`` (refused where not native) or ``auto`` (where native), fp16 for
-    ``--amp fp16`` (CUDA), else None."""
+    """bf16 for ``amp="bf16"`` (refused where not native) or ``"auto"`` (where native), fp16 for
+    ``"fp16"`` (CUDA), else None."""
     return autocast_choice(mode, device)[0]
 
 
@@ -92,20 +94,22 @@ def non_finite_loss(value: float, step: int, model: nn.Module, images: torch.Ten
     where = f"the training loss became {value} at step {step + 1}"
     finite_weights = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     if step == 0 and not finite_weights:
-        source = f"the weights it starts from (--weights {config.weights})" if config.weights else "the initial weights"
+        source = (f"the weights it starts from ({option('weights', config.weights)})" if config.weights
+                  else "the initial weights")
         return InputError(f"{where}, before any update: {source} hold NaN or infinite values; "
                           "convert or download them again")
     if not bool(torch.isfinite(images).all()):
         return InputError(f"{where}: the training images hold NaN or infinite values after preprocessing")
     if step == 0:
-        advice = "run without bf16 autocast (--amp none)" if autocast else "check the weights it starts from"
+        advice = (f"run without bf16 autocast ({option('amp', 'none')})" if autocast
+                  else "check the weights it starts from")
         return Diverged(f"{where}, before any update, with finite weights and images: the activations "
                         f"overflow; {advice}")
-    hints = [f"lower --lr (the schedule was at {lr:.3g} of --lr {config.lr:g})"]
+    hints = [f"lower {option('lr')} (the schedule was at {lr:.3g} of {option('lr', config.lr)})"]
     if config.clip_grad == 0:
-        hints.append("add --clip-grad (e.g. 1)")
+        hints.append(f"add {option('clip_grad', 1)}")
     if config.warmup_epochs == 0:
-        hints.append("add --warmup-epochs (e.g. 1)")
+        hints.append(f"add {option('warmup_epochs', 1)}")
     if config.optimizer == "rmsprop" and config.rmsprop_eps < 1e-3:
-        hints.append(f"raise --rmsprop-eps ({config.rmsprop_eps:g}; TF's recipe uses 1.0)")
+        hints.append(f"raise {option('rmsprop_eps')} ({config.rmsprop_eps:g}; TF's recipe uses 1.0)")
     return Diverged(f"{where}: training diverged; {', or '.join(hints)}")

@@ -13,7 +13,7 @@ from typing import Any
 from torchvision.transforms.v2 import functional as TF
 
 from mobilenet.datasets import open_dataset
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.data import (
     NAMED_DATASETS,
@@ -41,8 +41,8 @@ def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
     root = Path(data)
     if not root.exists():
         raise InputError(
-            f"{root}: no such file or directory; --data takes fashion-mnist, cifar10, a folder with "
-            "train/ and val/ class folders, or a file,label CSV (with --val-data)"
+            f"{root}: no such file or directory; {option('data')} takes fashion-mnist, cifar10, a folder with "
+            f"train/ and val/ class folders, or a file,label CSV (with {option('val_data')})"
         )
     if root.is_dir():
         if val_data is not None:
@@ -54,7 +54,7 @@ def split_paths(data: str, val_data: str | None) -> tuple[Path, Path]:
                                  f"and {root}/val/<class>/<images>)")
         return train, val
     if val_data is None:
-        raise InputError(f"{root} is a CSV: name the validation CSV with --val-data")
+        raise InputError(f"{root} is a CSV: name the validation CSV with {option('val_data')}")
     return root, Path(val_data)
 
 
@@ -106,7 +106,7 @@ def _file_splits(config: TrainConfig) -> Splits:
                        num_classes=arch.num_classes)
     if len(train.classes) > arch.num_classes:
         raise InputError(f"{train_path} has {len(train.classes)} classes but the model has "
-                         f"{arch.num_classes} outputs; pass --classes {len(train.classes)}")
+                         f"{arch.num_classes} outputs; pass {option('num_classes', len(train.classes))}")
     if config.train_subset is not None:
         train.samples = train.samples[: config.train_subset]
     if config.val_subset is not None:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from mobilenet.accuracy import accuracy
 from mobilenet.datasets import collate_skipping_bad
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.files import remove_stale_temporaries
 from mobilenet.train import checkpoint, distributed, runs
 from mobilenet.train.checkpoint import RunState
@@ -215,8 +215,8 @@ def _run_to_continue(config: TrainConfig, resume: str | Path | None,
         return found, ckpt, dataclasses.replace(checkpoint.read_config(ckpt), output=config.output)
     if found is None:
         return None, None, config
-    raise InputError(f"{config.output} already holds a run ({found.name}); continue it with --resume "
-                     f"{config.output}, or give a new --output")
+    raise InputError(f"{config.output} already holds a run ({found.name}); continue it with "
+                     f"{option('resume', config.output)}, or give a new {option('output')}")
 
 
 def _make_reproducible(config: TrainConfig, ctx: distributed.Context) -> TrainConfig:
@@ -426,7 +426,7 @@ def _finish(state: RunState, setup: Setup, status: str) -> TrainResult:
         runs.write_json(run_dir / runs.SUMMARY, result.summary())
     if status == "interrupted":
         setup.log(f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}/{setup.steps_per_epoch}; "
-                  f"continue with: mobilenet train --resume {run_dir}")
+                  f"continue it with {option('resume', str(run_dir))}")
     else:
         setup.log(f"done: best top-1 {100 * result.best_top1:.2f}% (epoch {result.best_epoch}), "
                   f"{result.train_time_s:.0f} s of training; checkpoints in {run_dir}")

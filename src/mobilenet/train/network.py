@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.train.config import TrainConfig
@@ -50,7 +50,7 @@ def load_pretrained(weights: str, settings: dict[str, Any]) -> LoadedWeights:
     try:
         return load_weights(weights, **settings)
     except FetchError as err:
-        raise InputError(f"--weights {weights}: {err}") from err
+        raise InputError(f"{option('weights', weights)}: {err}") from err
 
 
 def build_model(config: TrainConfig, weights: LoadedWeights | None, device: torch.device, *,
@@ -77,7 +77,7 @@ def build_model(config: TrainConfig, weights: LoadedWeights | None, device: torc
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if sync_bn:
         if device.type == "cpu":
-            raise InputError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
+            raise InputError(f"{option('sync_bn', True)} needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
 

@@ -32,6 +32,7 @@ from torch import nn
 from mobilenet import arch
 from mobilenet.allocator import glibc_malloc, keep_freed_memory
 from mobilenet.cpu import CpuInfo
+from mobilenet.errors import option
 from mobilenet.model import MobileNetV1, TFSamePad
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.execution import autocast_choice
@@ -72,7 +73,7 @@ class ExecutionPlan:
         return compile_options(self.device) if self.compile else None
 
     def describe(self) -> str:
-        layout = "channels_last" if self.channels_last else "NCHW (--no-channels-last)"
+        layout = "channels_last" if self.channels_last else f"NCHW ({option('channels_last', False)})"
         memory = "; freed memory kept in the process (glibc)" if self.keeps_freed_memory else ""
         return f"train: {self.compile_why}; {self.amp_why}; {layout}{memory}"
 
@@ -102,7 +103,7 @@ def plan_execution(config: TrainConfig, device: torch.device, total_steps: int, 
 def compile_choice(setting: bool | None, device: torch.device, total_steps: int) -> tuple[bool, str]:
     """Whether to compile the step (``setting``: True insists, False refuses, None decides), and why."""
     if setting is False:
-        return False, "eager step (--no-compile)"
+        return False, f"eager step ({option('compile', False)})"
     from mobilenet.optimized import compile_unavailable  # noqa: PLC0415 - loads the deploy code
 
     reason = compile_unavailable(device)
@@ -110,8 +111,8 @@ def compile_choice(setting: bool | None, device: torch.device, total_steps: int)
         return False, f"eager step, because compiling is unavailable: {reason}"
     if setting is None and total_steps < COMPILE_MIN_STEPS:
         return False, (f"eager step: {total_steps} steps are too few to pay back a compile (auto compiles runs of "
-                       f"{COMPILE_MIN_STEPS} or more; --compile insists)")
-    return True, f"compiled step (torch.compile, inductor; {'--compile' if setting else 'auto'})"
+                       f"{COMPILE_MIN_STEPS} or more; {option('compile', True)} insists)")
+    return True, f"compiled step (torch.compile, inductor; {option('compile', True) if setting else 'auto'})"
 
 
 class ModelWithLoss(nn.Module):

@@ -45,7 +45,7 @@ from torch import nn
 from mobilenet.accuracy import check_device
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.train.config import TrainConfig
 from mobilenet.train.optim import build_optimizer
@@ -175,7 +175,7 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
                      if ours[name].compile is not False and not plan.compile]
     if timm and arch.alpha != 1.0:
         report.notes.append(f"timm's {TIMM_MOBILENET_V1} is width 1.0 and ours {arch.alpha}: "
-                            "compare timm at --alpha 1.0")
+                            f"compare timm at {option('alpha', 1.0)}")
     # PyTorch lets cuDNN run fp32 convolutions in TF32 on Ampere and later: "fp32" is then TF32, for every row alike.
     if dev.type == "cuda" and torch.backends.cudnn.allow_tf32 and torch.cuda.get_device_capability(dev)[0] >= 8:
         report.notes.append("fp32 convolutions run in TF32 on this GPU (torch.backends.cudnn.allow_tf32), "

@@ -36,10 +36,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mobilenet import arch
 from mobilenet.deploy.runtimes import PRECISIONS as RUNTIME_PRECISIONS
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, spelled
 from mobilenet.web import assets
 from mobilenet.web.classifier import MAX_UPLOAD_BYTES, Classifier
-from mobilenet.web.cost_view import DEFAULT_BYTES_PER_ELEMENT, config_from_query, cost_view, number_or_text
+from mobilenet.web.cost_view import (
+    DEFAULT_BYTES_PER_ELEMENT,
+    QUERY_SPELLING,
+    config_from_query,
+    cost_view,
+    number_or_text,
+)
 from mobilenet.web.jobs import BusyError, Jobs
 from mobilenet.web.time_view import calibrate, choose_view, measure, prediction_view
 
@@ -64,7 +70,7 @@ ERROR_STATUS: tuple[tuple[type[MobileNetError], int], ...] = (
 
 def create_app(classifier: Classifier | None = None) -> Starlette:
     """The explorer as an ASGI application (``uvicorn.run(create_app())``)."""
-    app = Starlette(middleware=[Middleware(CrossOriginIsolation)], routes=[
+    app = Starlette(middleware=[Middleware(CrossOriginIsolation), Middleware(SpeakAsThePage)], routes=[
         Route("/", page),
         Route("/api/options", options),
         Route("/api/cost", api_cost),
@@ -80,6 +86,19 @@ def create_app(classifier: Classifier | None = None) -> Starlette:
     app.state.classifier = classifier or Classifier()
     app.state.jobs = Jobs()
     return app
+
+
+class SpeakAsThePage:
+    """ASGI middleware: a request's errors name parameters as the page's query does (``classes``,
+    not ``num_classes``), even where ``mobilenet explore`` serves them inside the command line's
+    flag spelling."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with spelled(QUERY_SPELLING):
+            await self.app(scope, receive, send)
 
 
 class CrossOriginIsolation:

@@ -14,13 +14,15 @@ from typing import Any
 
 from mobilenet import cost
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, Spelling
 
 # Query parameter -> ArchConfig field (the command line's names, as the page's controls use them).
 QUERY_FIELDS: dict[str, str] = {
     "alpha": "alpha", "variant": "variant", "depth_multiplier": "depth_multiplier", "classes": "num_classes",
     "activation": "activation", "padding": "padding", "rounding": "rounding",
 }
+# How a message names a parameter to the page: by its query name.
+QUERY_SPELLING = Spelling({field: key for key, field in QUERY_FIELDS.items() if key != field})
 DEFAULT_BYTES_PER_ELEMENT = 4
 
 

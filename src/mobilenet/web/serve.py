@@ -12,7 +12,7 @@ import threading
 import webbrowser
 from collections.abc import Callable
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.web import require_server
 
 DEFAULT_HOST = "127.0.0.1"
@@ -34,7 +34,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as err:
         sock.close()
-        hint = "; choose another with --port (0: any free port)" if err.errno == 98 else ""
+        hint = f"; choose another {option('port')} (0: any free port)" if err.errno == 98 else ""
         raise InputError(f"cannot listen on {host}:{port}: {err.strerror}{hint}") from None
     sock.listen(128)
     sock.set_inheritable(True)

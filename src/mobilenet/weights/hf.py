@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilenet.errors import option
 from mobilenet.weights.source import ConvParams, SourceWeights, WeightFormatError
 
 PREFIX = "mobilenet_v1."
@@ -62,7 +63,7 @@ def read_config(path: Path, *, padding_given: bool) -> dict[str, Any]:
     raise WeightFormatError(
         f"{path.name}: a transformers weights file without its config.json, which says its padding, activation, "
         "BatchNorm eps and labels: give the checkpoint's folder (or put config.json beside the file), or give "
-        "the padding (--padding tf or symmetric) to take transformers' defaults for the rest"
+        f"the padding ({option('padding', 'tf')} or symmetric) to take transformers' defaults for the rest"
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.labels import CUSTOM, IMAGENET_1000, label_set_for
@@ -41,10 +41,8 @@ class WeightsMismatch(InputError):
 
     def __init__(self, weights: str, key: str, have: Any, want: Any) -> None:
         self.weights, self.key, self.have, self.want = weights, key, have, want
-        super().__init__(
-            f"the weights {weights!r} are {key}={have!r}; {key}={want!r} does not fit them "
-            f"(build MobileNetV1({key}={want!r}) without pretrained weights instead)"
-        )
+        super().__init__(f"{option(key, want)} contradicts {option('weights', weights)}, which is {key}={have!r} "
+                         f"(leave {option(key)} out, or drop {option('weights')} for a fresh model)")
 
 
 @dataclass(frozen=True)

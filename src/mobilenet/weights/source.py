@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mobilenet.arch import BLOCKS, ArchConfig, block_settings, layers
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import state_shapes
 
 
@@ -85,7 +85,7 @@ def _check_shape(name: str, got: tuple[int, ...], target: str, want: tuple[int, 
     if tuple(got) != tuple(want):
         raise WeightFormatError(
             f"{name}: shape {tuple(got)} does not fit {target}, which expects {tuple(want)} (PyTorch layout); "
-            "check --alpha / --classes / --depth-multiplier or the file"
+            f"check {option('alpha')} / {option('num_classes')} / {option('depth_multiplier')} or the file"
         )
 
 

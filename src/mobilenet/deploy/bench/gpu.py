@@ -7,7 +7,7 @@ real photos already on the device:
 * **eager fp32 NCHW**: the model as built, moved to the device: what a user gets with no settings;
 * **eager autocast channels_last** (fp16, bf16): the model as built under ``torch.autocast`` in
   channels_last, the usual hand-tuned eager path;
-* **timm mobilenetv1_100** (``timm=True``), run as the eager row of its precision.
+* **timm mobilenetv1_100** (``peers=True``), run as the eager row of its precision.
 
 Each call ends with a synchronisation, so a time is the device's work and not its launch; the rows
 run in settled blocks in random order (``mobilenet.deploy.timing.time_interleaved``). Each
@@ -39,7 +39,7 @@ from mobilenet.accuracy import check_device
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.timing import time_interleaved
 from mobilenet.deploy.verify import photo_batch
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.limits import check_memory
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cudnn_benchmark, optimize
@@ -119,7 +119,7 @@ def bench_gpu(
     device: str | torch.device = "cuda",
     seconds: float = 1.0,
     min_runs: int = 20,
-    timm: bool = True,
+    peers: bool = True,
     photos: torch.Tensor | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GpuBenchReport:
@@ -133,7 +133,7 @@ def bench_gpu(
             raise InputError(f"batch sizes must be integers >= 1, got {list(batch_sizes)}")
         check_memory(model.arch_cfg, batch, mode="inference", device=str(device))
     say = log or (lambda line: None)
-    peer = _timm_model(device) if timm else None
+    peer = _timm_model(device) if peers else None
     model = model.eval().to(device)
     photos = (photo_batch(model) if photos is None else photos).to(device)
     on_gpu = device.type == "cuda"
@@ -178,7 +178,8 @@ def _timm_model(device: torch.device) -> nn.Module:
     try:
         import timm  # noqa: PLC0415
     except ImportError:
-        raise InputError("the timm row needs timm (pip install timm); --no-peers leaves it out") from None
+        raise InputError(f"the timm row needs timm (pip install timm); {option('peers', False)} leaves it "
+                         "out") from None
     return timm.create_model(TIMM_MOBILENET_V1, pretrained=False).eval().to(device)
 
 

@@ -20,7 +20,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, package_version
 from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
 
 MALLOC_TUNABLES = GLIBC_TUNABLES_KEEP  # what bench restarts under (mobilenet.allocator)
@@ -51,15 +51,11 @@ class Cell:
 
 
 class OptionError(InputError):
-    """A ``BenchOptions`` field out of its range. ``option`` is the field's name; ``named(flag)``
-    says the same under the command line's flag."""
+    """A ``BenchOptions`` field out of its range; ``option`` is the field's name."""
 
-    def __init__(self, option: str, requirement: str, value: Any) -> None:
-        self.option, self.requirement, self.value = option, requirement, value
-        super().__init__(self.named(option))
-
-    def named(self, name: str) -> str:
-        return f"{name} must be {self.requirement}, got {self.value!r}"
+    def __init__(self, name: str, requirement: str, value: Any) -> None:
+        self.option, self.requirement, self.value = name, requirement, value
+        super().__init__(f"{option(name)} must be {requirement}, got {value!r}")
 
 
 @dataclass
