@@ -161,11 +161,14 @@ def test_option_names_a_parameter_in_the_callers_spelling() -> None:
 
     assert [option("clip_grad"), option("clip_grad", 1), option("device", "cpu"), option("compile", False)] == [
         "clip_grad", "clip_grad=1", "device='cpu'", "compile=False"]
-    with command_line_spelling({"num_classes": "--classes", "progress": "--no-progress"}):
+    flags = {"clip_grad": "--clip-grad", "num_classes": "--classes", "compile": "--compile",
+             "progress": "--no-progress"}
+    with command_line_spelling(flags):
         assert [option("clip_grad", 1), option("num_classes", 3), option("num_classes")] == [
             "--clip-grad 1", "--classes 3", "--classes"]
         assert [option("compile", True), option("compile", False)] == ["--compile", "--no-compile"]
         assert [option("progress", False), option("progress", True)] == ["--no-progress", "--progress"]
+        assert option("std", 0) == "std=0", "no flag sets it (a setting read from a file): no flag is made up"
     assert option("num_classes", 3) == "num_classes=3", "the spelling ends with the command"
     with spelled(Spelling({"num_classes": "classes"})):  # the explorer's query names its controls
         assert (option("num_classes", 3), option("alpha")) == ("classes=3", "alpha")
@@ -182,6 +185,8 @@ def test_the_command_lines_flags_are_read_off_its_parser() -> None:
         "--classes", "--workers", "--compile", "--no-progress")
     assert (bench["runtimes"], bench["batch_sizes"], bench["peers"]) == ("--runtime", "--batch-size", "--peers")
     assert flags_of(parser, "choose")["remeasure"] == "--recalibrate"
+    classify = flags_of(parser, "classify")  # a flag is found by its own name too
+    assert classify["allow_emulation"] == classify["allow_emulated_bf16"] == "--allow-emulated-bf16"
 
 
 @pytest.mark.parametrize(("argv", "library", "said", "python"), [

@@ -92,7 +92,7 @@ def test_all_good_exits_zero_and_prints_text(tmp_path, small_weights, capsys):
     assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "1"]) == 0
     assert "cheeseburger" in capsys.readouterr().out
     assert main(["classify", str(tmp_path / "a.jpg"), "--weights", str(small_weights), "--top-k", "0"]) == 2
-    assert "top_k must be an int >= 1, got 0" in capsys.readouterr().err
+    assert "error: --top-k must be an int >= 1, got 0" in capsys.readouterr().err
 
 
 def test_pretrained_lists_the_registry(capsys):

@@ -80,12 +80,12 @@ def test_paper_counts_peers_from_torchvision(capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["cost", "--alpha", "-1"], "alpha"),
-    (["cost", "--resolution", "16"], "resolution"),
+    (["cost", "--alpha", "-1"], "--alpha (the width multiplier) must be"),
+    (["cost", "--resolution", "16"], "--resolution must be"),
     (["cost", "--resolution", "224", "--height", "200", "--width", "200"], "either --resolution"),
     (["cost", "--height", "200"], "go together"),
     (["cost", "--variant", "deep"], "invalid choice"),
-    (["cost", "--bytes-per-element", "0"], "bytes_per_element"),
+    (["cost", "--bytes-per-element", "0"], "--bytes-per-element must be"),
     (["cost", "--alpha", "wide"], "invalid float"),
     (["compare", "--variant", "conv"], "separable"),
     (["cost", "--plot", "out.jpg"], ".png"),

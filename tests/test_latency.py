@@ -1581,6 +1581,22 @@ def test_choose_command_refuses_a_bad_budget_with_exit_status_2(budget: str, cap
     assert err.count("\n") == 1 and "budget must be a number of milliseconds > 0" in err
 
 
+def test_choose_command_refuses_a_bad_thread_count_before_starting_a_process_for_it(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ONNX Runtime's candidates are timed in a process of their own: the count was refused only
+    there, after a line saying the child had started, and in the library's keyword spelling."""
+    from mobilenet.latency import own_process
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a process was started for a request that cannot run")
+
+    monkeypatch.setattr(own_process, "call_apart", started)
+    assert main(["choose", "--budget-ms", "3", "--runtime", "onnxruntime", "--threads", "0"]) == 2
+    assert capsys.readouterr().err == ("mobilenet choose: error: --threads must be an int >= 1 (or None: the "
+                                       "runtime's default), got 0\n")
+
+
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61"])
 def test_choose_command_refuses_bad_timing_seconds_with_exit_status_2(seconds: str,
                                                                        capsys: pytest.CaptureFixture) -> None:
@@ -1674,7 +1690,7 @@ def test_choose_times_onnx_runtime_above_one_thread_in_a_process_of_its_own(
         choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
                calibration=fixed_calibration(threads=2), log=lines.append)
     # The child speaks as its caller does: to `mobilenet choose`'s user, the flag.
-    with pytest.raises(InputError, match=r"; raise --budget-ms$"), command_line_spelling({}):
+    with pytest.raises(InputError, match=r"; raise --budget-ms$"), command_line_spelling({"budget_ms": "--budget-ms"}):
         choose(0.001, "onnxruntime", threads=2, measure_best=1, measure_seconds=0.05,
                calibration=fixed_calibration(threads=2), log=lines.append)
     with pytest.raises(InputError, match=r"cannot be sent there .*; give plain data, or threads=1"):

@@ -68,14 +68,14 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"{option('device', device)}: no CUDA GPU is available to PyTorch here; use "
                          f"{option('device', 'cpu')}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InputError(f"{option('device', device)}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}")
     return dev
 
 
@@ -137,7 +137,7 @@ def accuracy(
     its architecture, and a ``batch_size`` that cannot fit in memory is refused up front.
     ``loss=True`` adds ``loss``, the mean cross-entropy of the logits (training's validation loss)."""
     if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     arch = getattr(predict, "arch", None)
     if isinstance(arch, ArchConfig):  # a batch that cannot fit is refused before it is allocated
         check_memory(arch, batch_size, mode="inference", device=device)

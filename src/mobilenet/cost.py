@@ -22,7 +22,7 @@ from typing import Any
 
 from mobilenet import arch
 from mobilenet.arch import ArchConfig, Layer
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 
 # Said beside every number this module prints or serialises: counting tools disagree by up to 3.6%
 # on MobileNet because they count BatchNorm and activations, so the unit must be impossible to miss.
@@ -365,7 +365,7 @@ def layer_comparison(
     if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
         raise InputError(f"in_size must be an int or (height, width) of ints >= 1, got {in_size!r}")
     if padding not in arch.PADDINGS:
-        raise InputError(f"padding must be one of {arch.PADDINGS}, got {padding!r}")
+        raise InputError(f"{option('padding')} must be one of {arch.PADDINGS}, got {padding!r}")
 
     def conv(kind: arch.LayerKind, k: int, s: int, c_in: int, c_out: int, groups: int, at: tuple[int, int]) -> Layer:
         pad = tuple(arch.conv_padding(padding, x, k, s) for x in at)
@@ -419,5 +419,5 @@ def _product(values: tuple[int, ...]) -> int:
 
 def _check_positive_int(value: object, name: str, meaning: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(f"{name} must be an int >= 1 ({meaning}), got {value!r}")
+        raise InputError(f"{option(name)} must be an int >= 1 ({meaning}), got {value!r}")
 

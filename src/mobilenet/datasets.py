@@ -46,7 +46,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.preprocess import ImageError, load_image
 
 BadFiles = Literal["skip", "stop"]
@@ -75,7 +75,7 @@ class _ImageDataset(Dataset):
 
     def __init__(self, transform: Callable[[Any], Any] | None, bad_files: BadFiles, loader: Loader) -> None:
         if bad_files not in BAD_FILE_POLICIES:
-            raise InputError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
+            raise InputError(f"{option('bad_files')} must be one of {BAD_FILE_POLICIES}, got {bad_files!r}")
         self.transform = transform
         self.bad_files = bad_files
         self.loader = loader

@@ -42,8 +42,8 @@ class ResourceError(MobileNetError):
 @dataclass(frozen=True)
 class Spelling:
     """How the caller names the parameters a message mentions: ``names`` maps a parameter to the
-    caller's own name for it (one it lacks keeps the parameter's name, with dashes as a flag);
-    ``flags``: as command-line flags (``--clip-grad 1``) rather than keywords (``clip_grad=1``)."""
+    caller's own name for it (one it lacks keeps its keyword name: a setting read from a file, say,
+    is no flag); ``flags``: ``names`` are command-line flags (``--clip-grad 1``), not keywords."""
 
     names: Mapping[str, str] = field(default_factory=dict)
     flags: bool = False
@@ -62,11 +62,10 @@ def option(name: str, value: object = _UNSET) -> str:
     Python, ``--clip-grad 1`` from the command line. A boolean there is the flag or its ``--no-``
     form: ``option("compile", False)`` is ``compile=False`` or ``--no-compile``."""
     spelling = _spelling.get()
-    said = spelling.names.get(name)
-    if not spelling.flags:
-        said = said or name
+    flag = spelling.names.get(name)
+    if not spelling.flags or flag is None:  # (no flag of the command's sets it: named as in Python)
+        said = flag or name
         return said if value is _UNSET else f"{said}={value!r}"
-    flag = said or "--" + name.replace("_", "-")
     if isinstance(value, bool):  # a switch: the flag that sets it to True, or its --no- form
         positive = "--" + flag.removeprefix("--").removeprefix("no-")
         return positive if value else "--no-" + positive.removeprefix("--")
@@ -90,5 +89,5 @@ def spelled(spelling: Spelling) -> Iterator[None]:
 
 def command_line_spelling(flags: Mapping[str, str]) -> AbstractContextManager[None]:
     """Within, ``option`` names a parameter by its flag: ``flags`` maps the parameter to it
-    (``{"num_classes": "--classes"}``); a parameter it lacks is spelled with dashes."""
+    (``{"num_classes": "--classes"}``); a parameter it lacks keeps its keyword name."""
     return spelled(Spelling(dict(flags), flags=True))

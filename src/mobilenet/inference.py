@@ -290,7 +290,7 @@ def classify(
     weights are loaded (or fetched). Class indices are in ImageNet's 1,000-class order for
     ImageNet weights."""
     if not isinstance(top_k, int) or top_k < 1:
-        raise InputError(f"top_k must be an int >= 1, got {top_k!r}")
+        raise InputError(f"{option('top_k')} must be an int >= 1, got {top_k!r}")
     paths = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(p) for p in images or ()]
     paths = paths or sample_photos()
     if not paths:
@@ -381,7 +381,7 @@ def _labelled_dataset(
         raise InputError(f"{data} has {len(dataset.classes)} class folders; the model has {len(names)} classes")
     if limit is not None:
         if limit < 1:
-            raise InputError(f"limit must be >= 1, got {limit}")
+            raise InputError(f"{option('limit')} must be >= 1, got {limit}")
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     return dataset
 

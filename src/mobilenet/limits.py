@@ -81,7 +81,7 @@ def estimate_memory(
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
     net = cost.network_cost(cfg, bytes_per_element, batch_size if mode != "build" else 1)
     weights = net.total.all_params * bytes_per_element
     if mode == "build":

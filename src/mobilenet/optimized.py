@@ -55,7 +55,7 @@ from torch import nn
 from mobilenet import onednn_graph
 from mobilenet.allocator import MEMORY_POLICIES, keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError
 from mobilenet.prepare import InferenceAdapter, frozen_torchscript, inference_copy
@@ -249,13 +249,13 @@ def optimize(
     device = _check_device(device)
     native = _check_precision(precision, device, allow_emulation, cpu)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
     backend = backend or os.environ.get(BACKEND_ENV) or None
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS} (or None: the best that works), got {backend!r} "
                          f"(${BACKEND_ENV} may name one too)")
     if memory not in MEMORY_POLICIES:
-        raise InputError(f"memory must be one of {', '.join(MEMORY_POLICIES)}, got {memory!r}")
+        raise InputError(f"{option('memory')} must be one of {', '.join(MEMORY_POLICIES)}, got {memory!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     kept = device.type == "cpu" and memory == "keep" and keep_freed_memory()
     cfg = model.arch_cfg
@@ -282,9 +282,9 @@ def _check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}") from err
     if dev.type not in PRECISIONS:
-        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device}: no CUDA GPU is available to PyTorch here; use cpu")
     return dev

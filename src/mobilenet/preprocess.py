@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CropMode = Literal["central_fraction", "resize_shorter"]
@@ -175,7 +175,7 @@ class Preprocess:
         if self.crop_mode not in CROP_MODES:
             raise InputError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
         if self.resize not in RESIZES:
-            raise InputError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+            raise InputError(f"{option('resize')} must be one of {RESIZES}, got {self.resize!r}")
         if self.decoder not in DECODERS:
             raise InputError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.resize == "tf" and self.interpolation != "bilinear":

@@ -43,8 +43,10 @@ def build_parser() -> ArgumentParser:
 
 
 def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
-    """``command``'s flags by the parameter each sets (its ``dest``): ``{"num_classes": "--classes"}``.
-    A ``--no-peers`` switch is also ``peers``'s flag, so that ``option("peers", False)`` finds it."""
+    """``command``'s flags by the parameter each sets (its ``dest``): ``{"num_classes": "--classes"}``,
+    and by their own names (``--allow-emulated-bf16`` sets ``allow_emulation``, and is the flag of
+    ``classify``'s ``allow_emulated_bf16`` too). A ``--no-peers`` switch is also ``peers``'s flag,
+    so that ``option("peers", False)`` finds it."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags: dict[str, str] = {}
     for action in sub._actions:
@@ -55,6 +57,10 @@ def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
         flags[action.dest] = flag
         if flag.startswith("--no-") and action.dest.startswith("no_"):
             flags.setdefault(action.dest.removeprefix("no_"), "--" + flag.removeprefix("--no-"))
+    for action in sub._actions:  # (after every dest: a flag's own name never hides another's parameter)
+        for flag in action.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-"):
+                flags.setdefault(flag.removeprefix("--").replace("-", "_"), flag)
     return flags
 
 

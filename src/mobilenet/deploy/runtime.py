@@ -45,7 +45,7 @@ from mobilenet.deploy.runtimes import (
     predictor_class,
     runtime_format,
 )
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import Predictor
 
@@ -81,14 +81,14 @@ def make_predictor(
     A runtime that is not installed raises ``MissingRuntimeError`` naming the pip extra.
     """
     if runtime not in RUNTIME_CHOICES:
-        raise InputError(f"runtime must be one of {RUNTIME_CHOICES}, got {runtime!r}")
+        raise InputError(f"{option('runtime')} must be one of {RUNTIME_CHOICES}, got {runtime!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads must be an int >= 1, got {threads!r}")
+        raise InputError(f"{option('threads')} must be an int >= 1, got {threads!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
     if runtime == "auto":  # each candidate's own rule decides whether it is one (auto.candidates)
         if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise InputError(f"{option('precision')} must be one of {PRECISIONS}, got {precision!r}")
     else:
         check_precision(runtime, precision, allow_emulation=allow_emulation)
     if precision == "int8" and not calibration_images:
@@ -180,7 +180,7 @@ def predictor_from_file(
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+        raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
     fmt = format_for_path(path)
     runtime = next((r for r, (_, _, f) in RUNTIME_MODULES.items() if f == fmt), None)
     if runtime is None:

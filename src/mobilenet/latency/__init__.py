@@ -117,7 +117,7 @@ def choose(
     ``calibration`` must then pickle."""
     from mobilenet.latency import own_process  # noqa: PLC0415 - the parts below need torch
     from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-    from mobilenet.latency.calibrate import log_to_stderr  # noqa: PLC0415
+    from mobilenet.latency.calibrate import check_threads, log_to_stderr  # noqa: PLC0415
     from mobilenet.latency.ranking import (  # noqa: PLC0415
         Choice,
         candidates,
@@ -130,6 +130,7 @@ def choose(
 
     budget_ms = check_budget(budget_ms)
     seconds = check_measure_seconds(measure_seconds)
+    check_threads(threads)  # (before a process of its own is started for them)
     # (Not check_request: given constants, as from another machine, are judged where they are used.)
     if measure_best and runtime in BACKENDS and BACKENDS[runtime].pools_of_their_own(threads) \
             and not own_process.in_own_process():

@@ -89,10 +89,15 @@ def check_request(runtime: str, precision: str, batch_size: int, threads: int | 
         why = " (auto picks a runtime by measuring; name one)" if runtime == "auto" else ""
         raise InputError(f"the latency model predicts {', '.join(BACKENDS)}, not {runtime!r}{why}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InputError(f"threads must be an int >= 1 (or None: the runtime's default), got {threads!r}")
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
+    check_threads(threads)
     check_precision(runtime, precision)
+
+
+def check_threads(threads: object) -> None:
+    """Refuse a thread count that no runtime takes, before any process or session is started."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"{option('threads')} must be an int >= 1 (or None: the runtime's default), got {threads!r}")
 
 
 def backend_for(runtime: str, precision: str, threads: int | None) -> Backend:

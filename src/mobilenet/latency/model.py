@@ -55,7 +55,7 @@ from typing import Any
 
 from mobilenet import cost
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 
 CONV_KERNELS: tuple[str, ...] = ("stem", "depthwise", "depthwise_s2", "pointwise", "conv")
 # A runtime with a blocked layout runs a conv whose channels are not whole blocks by another,
@@ -121,7 +121,7 @@ def layer_type(kernel: str) -> str:
 def element_bytes(runtime: str, precision: str) -> int:
     """Bytes per activation element that ``runtime`` moves at ``precision``."""
     if precision not in ELEMENT_BYTES:
-        raise InputError(f"precision must be one of {tuple(ELEMENT_BYTES)}, got {precision!r}")
+        raise InputError(f"{option('precision')} must be one of {tuple(ELEMENT_BYTES)}, got {precision!r}")
     return 4 if (runtime, precision) == ("litert", "fp16") else ELEMENT_BYTES[precision]
 
 
@@ -554,7 +554,7 @@ def predict_with(
     A fixed-batch runtime runs the batch as ``batch_size`` calls of one image."""
     arch_cfg = arch_cfg or ArchConfig()
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
     per_call = 1 if calibration.fixed_batch else batch_size
     calls = batch_size // per_call
     net = cost.network_cost(arch_cfg, calibration.element_bytes, per_call)

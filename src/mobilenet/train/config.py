@@ -177,7 +177,7 @@ class TrainConfig:
         if len(self.adam_betas) != 2 or any(beta not in Range(0, 1, open_high=True) for beta in self.adam_betas):
             raise SettingError("adam_betas", "two numbers in [0, 1)", self.adam_betas,
                                default=_DEFAULTS["adam_betas"])
-        _check(_is_device(self.device), f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(_is_device(self.device), f"{option('device')} must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _check(self.compile in (None, True, False), f"compile must be True, False or None (auto), got {self.compile!r}")
 
     def to_dict(self) -> dict[str, Any]:

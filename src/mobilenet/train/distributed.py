@@ -54,9 +54,9 @@ def setup(device: str = "auto") -> Context:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
+        raise InputError(f"{option('device')} must be auto, cpu, cuda or cuda:N, got {device!r}") from err
     if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise InputError(f"{option('device')} must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"{option('device', device)}: no CUDA GPU is available to PyTorch here; use "
                          f"{option('device', 'cpu')} (or auto)")

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.version import __version__
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # a phone's photo is 2-12 MB
@@ -80,7 +80,7 @@ class Classifier:
         from mobilenet.weights import decode_predictions, get_pretrained_cfg, pretrained_cfg_of  # noqa: PLC0415
 
         if runtime not in self.runtimes():
-            raise InputError(f"runtime must be one of {', '.join(self.runtimes())} here, got {runtime!r}")
+            raise InputError(f"{option('runtime')} must be one of {', '.join(self.runtimes())} here, got {runtime!r}")
         recipe = get_pretrained_cfg(self.check_weights(weights)).preprocess  # the publisher's, decoder included
         image = decode_upload(upload, recipe)  # before the model: a bad upload costs no weights loaded
         model = self.model(weights)

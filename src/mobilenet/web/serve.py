@@ -23,7 +23,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host``:``port``; ``InputError`` if it cannot be had."""
     if not (isinstance(port, int) and 0 <= port <= 65535):
-        raise InputError(f"port must be a whole number from 0 to 65535, got {port!r}")
+        raise InputError(f"{option('port')} must be a whole number from 0 to 65535, got {port!r}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as err:

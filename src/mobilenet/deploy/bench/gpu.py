@@ -127,7 +127,8 @@ def bench_gpu(
     ``photos``: the preprocessed images to time and compare on (default: the sample photos)."""
     device = check_device(device)
     if not math.isfinite(seconds) or seconds <= 0 or min_runs < 1:
-        raise InputError(f"seconds must be a finite number > 0 and min_runs >= 1, got {seconds} and {min_runs}")
+        raise InputError(f"{option('seconds')} must be a finite number > 0 and min_runs >= 1, got {seconds} and "
+                         f"{min_runs}")
     for batch in batch_sizes:  # before anything is allocated or compiled
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise InputError(f"batch sizes must be integers >= 1, got {list(batch_sizes)}")

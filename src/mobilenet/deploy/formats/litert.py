@@ -51,7 +51,7 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.mobile import BATCH, InputLayout, check_layout, example_input, model_description
 from mobilenet.deploy.formats.tflite_flatbuffer import LiteRtConversionError, set_interface, with_metadata
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.prepare import fixed_padding_copy, int8_rounded_copy
 from mobilenet.preprocess import preprocess_for
@@ -131,7 +131,7 @@ def _check_options(
         raise InputError(f".tflite export offers {', '.join(PRECISIONS)}, not {precision!r}")
     check_layout(layout)
     if io_dtype not in IO_DTYPES:
-        raise InputError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+        raise InputError(f"{option('io_dtype')} must be one of {IO_DTYPES}, got {io_dtype!r}")
     if output_dtype not in IO_DTYPES:
         raise InputError(f"output_dtype must be one of {IO_DTYPES}, got {output_dtype!r}")
     if precision == "int8" and calibration is None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 
 LAYOUTS = ("nhwc", "nchw")
@@ -20,7 +20,7 @@ BATCH = 1
 
 def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise InputError(f"{option('layout')} must be one of {LAYOUTS}, got {layout!r}")
 
 
 class InputLayout(nn.Module):

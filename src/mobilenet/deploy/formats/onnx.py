@@ -23,7 +23,7 @@ import torch
 from mobilenet.deploy import quantize
 from mobilenet.deploy.formats.mobile import model_description
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
 from mobilenet.model import MobileNetV1
 from mobilenet.prepare import folded_copy
@@ -48,7 +48,7 @@ def export_onnx(
     require("onnx")
     require("onnxscript")
     if fixed_batch is not None and not (isinstance(fixed_batch, int) and fixed_batch >= 1):
-        raise InputError(f"fixed_batch must be an int >= 1 or None (dynamic), got {fixed_batch!r}")
+        raise InputError(f"{option('fixed_batch')} must be an int >= 1 or None (dynamic), got {fixed_batch!r}")
     path = Path(path)
     folded = folded_copy(model)
     example = torch.zeros(fixed_batch or 2, model.arch_cfg.in_channels, *model.arch_cfg.resolution)

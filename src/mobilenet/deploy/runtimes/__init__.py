@@ -87,7 +87,7 @@ def check_precision(runtime: str, precision: str, *, allow_emulation: bool = Fal
     from mobilenet.predictor import PrecisionUnavailableError  # noqa: PLC0415 - imports torch
 
     if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"{option('precision')} must be one of {PRECISIONS}, got {precision!r}")
     if precision not in offered_precisions(runtime):
         # (named as runtimes, not as one command's flag: cost --predict, choose and Python callers hear it too)
         offering = ", ".join(runtimes_offering(precision))

@@ -28,7 +28,7 @@ from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.deploy.runtimes.inputs import NativeInput
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, option
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "int8")
@@ -52,7 +52,7 @@ class ExecuTorchPredictor(Predictor):
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
         verify_checksums(path)
         if threads:
             require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)

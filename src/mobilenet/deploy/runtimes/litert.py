@@ -34,7 +34,7 @@ from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.deploy.runtimes.inputs import NativeInput
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, option
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -55,7 +55,7 @@ class LiteRtPredictor(Predictor):
         if not files:
             raise InputError("no .tflite file given")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
         self.threads = threads or os.cpu_count() or 1
         self.paths = files
         self.interpreters, facts = [], []

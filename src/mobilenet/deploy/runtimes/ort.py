@@ -30,7 +30,7 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import require
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
-from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import InputError, MobileNetError, option
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "int8")  # no bf16 kernels on x86 CPUs
@@ -118,7 +118,7 @@ class OnnxRuntimePredictor(Predictor):
         ``PrecisionUnavailableError``. ``name``: the file's, for errors."""
         ort = require("onnxruntime")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
         try:
             self.session = ort.InferenceSession(model_bytes, session_options(threads),
                                                 providers=["CPUExecutionProvider"])
