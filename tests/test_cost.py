@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +118,22 @@ def test_cost_does_not_import_torch() -> None:
     code = "import sys, mobilenet.cost, mobilenet.paper, mobilenet.cli.costs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_readmes_python_calls_are_reached_from_import_mobilenet_alone() -> None:
+    """README's table gives each command's call as ``mobilenet.latency.predict(...)``; after a bare
+    ``import mobilenet`` the subpackages were not there (AttributeError). They are imported when
+    first named, and ``import mobilenet`` itself still loads no torch."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    calls = sorted(set(re.findall(r"`(?:fast = |for \w+ in )?(mobilenet(?:\.\w+)+)\(", readme)))
+    assert "mobilenet.latency.predict" in calls and "mobilenet.deploy.export.export" in calls, calls
+    code = ("import sys, mobilenet, functools\n"
+            "print('torch' in sys.modules)\n"
+            f"for name in {calls!r}:\n"
+            "    functools.reduce(getattr, name.split('.')[1:], mobilenet)\n"
+            "print('resolved')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["False", "resolved"], out.stderr
 
 
 def test_cost_follows_keras_padding():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mobilenet.arch import ArchConfig
+from mobilenet.lazy import submodule
 from mobilenet.version import __version__
 
 __all__ = [
@@ -43,4 +44,4 @@ def __getattr__(name: str) -> Any:
         from mobilenet.weights.labels import decode_predictions
 
         return decode_predictions
-    raise AttributeError(f"module 'mobilenet' has no attribute {name!r}")
+    return submodule(__name__, name)  # mobilenet.latency, mobilenet.deploy...: imported when first named

@@ -27,6 +27,13 @@ Every runtime but PyTorch is optional (``pip install 'mobilenet[onnx]'``, ``[ope
 the modules import them only when used.
 """
 
+from types import ModuleType
+
 from mobilenet.deploy.optional import MissingRuntimeError
+from mobilenet.lazy import submodule
 
 __all__ = ["MissingRuntimeError"]
+
+
+def __getattr__(name: str) -> ModuleType:
+    return submodule(__name__, name)  # mobilenet.deploy.export, .bench...: imported when first named

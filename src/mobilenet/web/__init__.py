@@ -21,8 +21,10 @@ library (``mobilenet.cost`` for costs, ``mobilenet.latency`` for time). The serv
 from __future__ import annotations
 
 import importlib.util
+from types import ModuleType
 
 from mobilenet.errors import InputError
+from mobilenet.lazy import submodule
 
 SERVER_PACKAGES: tuple[str, ...] = ("starlette", "uvicorn")
 
@@ -39,3 +41,7 @@ def require_server() -> None:
             f"the explorer needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
             "pip install 'mobilenet[web]'"
         )
+
+
+def __getattr__(name: str) -> ModuleType:
+    return submodule(__name__, name)  # mobilenet.web.serve, .app...: imported when first named
