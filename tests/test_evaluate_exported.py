@@ -66,6 +66,12 @@ def test_flags_that_cannot_apply_to_a_file_are_refused(tmp_path, capsys):
     assert main(["classify", "--exported", str(tmp_path / "m.tflite"), "--runtime", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mobilenet classify: error: --runtime onnxruntime cannot apply") and "\n" not in err
+    assert main(["classify", "--exported", str(tmp_path / "m.tflite"), "--allow-emulated-bf16"]) == 2
+    assert "error: --allow-emulated-bf16 cannot apply to --exported m.tflite" in capsys.readouterr().err
+    # classify's and evaluate's old name for allow_emulation (optimize's and make_predictor's) still works, warned.
+    with pytest.warns(DeprecationWarning, match="allow_emulated_bf16= is now allow_emulation="), \
+            pytest.raises(InputError, match=r"^allow_emulation=True cannot apply to exported='m.onnx'"):
+        inference.evaluate(tmp_path, exported=tmp_path / "m.onnx", allow_emulated_bf16=True)
 
 
 @pytest.mark.assets

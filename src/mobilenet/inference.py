@@ -23,7 +23,7 @@ Both run the weights the same way:
                        names are the fp32 reference (``weights``: these instead; a file without
                        metadata, such as TF's own, needs them for everything)
 ``resize``             ``tf`` or ``pillow``: overrides the weights' own resize
-``threads``, ``device``, ``allow_emulated_bf16``: as for ``make_predictor``
+``threads``, ``device``, ``allow_emulation``: as for ``make_predictor``
 =====================  =======================================================================
 
 Outputs are over the real classes: TF's background logit is dropped (``accuracy.drop_background``),
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ class RunSettings:
     calibration: PathLike | None = None
     threads: int | None = None
     device: str = "cpu"
-    allow_emulated_bf16: bool = False
+    allow_emulation: bool = False
     exported: PathLike | None = None
     resize: str | None = None
 
@@ -81,20 +82,25 @@ class RunSettings:
 
 def run_settings(
     runtime: str | None = None, precision: str | None = None, calibration: PathLike | None = None,
-    threads: int | None = None, device: str = "cpu", allow_emulated_bf16: bool = False,
-    exported: PathLike | None = None, resize: str | None = None,
+    threads: int | None = None, device: str = "cpu", allow_emulation: bool = False,
+    exported: PathLike | None = None, resize: str | None = None, *, allow_emulated_bf16: bool | None = None,
 ) -> RunSettings:
     """``RunSettings`` from ``classify``'s and ``evaluate``'s keywords (None: the default). With
     ``exported`` the file runs in its own runtime at its own precision, so a runtime, precision,
-    calibration or emulated bf16 asked for as well is refused rather than ignored."""
+    calibration or emulated bf16 asked for as well is refused rather than ignored.
+    ``allow_emulated_bf16``: the old name of ``allow_emulation`` (a ``DeprecationWarning``)."""
+    if allow_emulated_bf16 is not None:
+        warnings.warn("allow_emulated_bf16= is now allow_emulation=, as optimize() and make_predictor() name it",
+                      DeprecationWarning, stacklevel=3)
+        allow_emulation = allow_emulation or allow_emulated_bf16
     if exported is not None:
         given = [option(name, value) for name, value in (("runtime", runtime), ("precision", precision),
                                                            ("calibration", calibration)) if value is not None]
-        given += [option("allow_emulated_bf16", True)] if allow_emulated_bf16 else []
+        given += [option("allow_emulation", True)] if allow_emulation else []
         if given:
             raise InputError(f"{' and '.join(given)} cannot apply to {option('exported', Path(exported).name)}, "
                              "which runs in its own runtime at its own precision; leave them out")
-    return RunSettings(runtime or "torch", precision or "fp32", calibration, threads, device, allow_emulated_bf16,
+    return RunSettings(runtime or "torch", precision or "fp32", calibration, threads, device, allow_emulation,
                        exported, resize)
 
 
@@ -135,7 +141,7 @@ def predictor_for(
         from mobilenet.deploy.runtimes.pytorch import TorchPredictor  # noqa: PLC0415
 
         if torch.device(running.device).type == "cpu":  # on a GPU, optimize judges the GPU's precisions
-            check_precision("torch", precision, allow_emulation=running.allow_emulated_bf16)
+            check_precision("torch", precision, allow_emulation=running.allow_emulation)
         return drop_background(TorchPredictor(model, precision, running.threads, batch_size=batch_size,
                                               device=running.device), classes)
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
@@ -143,7 +149,7 @@ def predictor_for(
     return drop_background(make_predictor(
         model, runtime=runtime, precision=precision, preprocess=preprocess,
         calibration_images=_calibration_images(running.calibration), threads=running.threads,
-        batch_size=batch_size, allow_emulation=running.allow_emulated_bf16,
+        batch_size=batch_size, allow_emulation=running.allow_emulation,
     ), classes)
 
 
@@ -280,9 +286,10 @@ def classify(
     calibration: PathLike | None = None,
     threads: int | None = None,
     device: str = "cpu",
-    allow_emulated_bf16: bool = False,
+    allow_emulation: bool = False,
     exported: PathLike | None = None,
     resize: str | None = None,
+    allow_emulated_bf16: bool | None = None,  # the old name of allow_emulation (deprecated)
 ) -> Classification:
     """The ``top_k`` classes of each image (default: ``preprocess.sample_photos()``), with the
     weights' own preprocessing. An image that cannot be read gets its ``error`` and the others
@@ -299,7 +306,8 @@ def classify(
     if len(missing) == len(paths):  # (a mistyped path, say: nothing would be classified)
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ImageError(f"{missing[0]}: no such file{more}")
-    running = run_settings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    running = run_settings(runtime, precision, calibration, threads, device, allow_emulation, exported, resize,
+                           allow_emulated_bf16=allow_emulated_bf16)
     cfg, model, _ = _what_runs(running, weights, want_reference=False)
     preprocess = cfg.preprocess.with_resize(resize)
     if exported is not None:
@@ -395,7 +403,7 @@ def evaluate(
     calibration: PathLike | None = None,
     threads: int | None = None,
     device: str = "cpu",
-    allow_emulated_bf16: bool = False,
+    allow_emulation: bool = False,
     exported: PathLike | None = None,
     resize: str | None = None,
     batch_size: int = 50,
@@ -403,6 +411,7 @@ def evaluate(
     bad_files: BadFiles = "skip",
     limit: int | None = None,
     progress: bool = True,
+    allow_emulated_bf16: bool | None = None,  # the old name of allow_emulation (deprecated)
 ) -> Evaluation:
     """Top-1 and top-5 accuracy (percent) on ``data``: an ImageFolder tree (folders named by
     WordNet id or class index) or a ``file,label`` CSV (labels 0-999), with the weights' own
@@ -412,7 +421,8 @@ def evaluate(
     else the file runs alone, and stderr says why). ``bad_files``: ``skip`` (count unreadable images in
     ``skipped``) or ``stop``. ``limit``: only the first N images. Sharded under torchrun
     (``accuracy.accuracy``). ``progress``: say on stderr what runs, and draw a progress bar."""
-    running = run_settings(runtime, precision, calibration, threads, device, allow_emulated_bf16, exported, resize)
+    running = run_settings(runtime, precision, calibration, threads, device, allow_emulation, exported, resize,
+                           allow_emulated_bf16=allow_emulated_bf16)
     cfg, model, no_reference = _what_runs(running, weights, want_reference=True)
     preprocess = cfg.preprocess.with_resize(resize)
     dataset = _labelled_dataset(data, cfg, preprocess, bad_files, limit)

@@ -44,9 +44,8 @@ def build_parser() -> ArgumentParser:
 
 def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     """``command``'s flags by the parameter each sets (its ``dest``): ``{"num_classes": "--classes"}``,
-    and by their own names (``--allow-emulated-bf16`` sets ``allow_emulation``, and is the flag of
-    ``classify``'s ``allow_emulated_bf16`` too). A ``--no-peers`` switch is also ``peers``'s flag,
-    so that ``option("peers", False)`` finds it."""
+    and by their own names (train's ``--workers`` sets ``num_workers``, and is found as ``workers``
+    too). A ``--no-peers`` switch is also ``peers``'s flag, so that ``option("peers", False)`` finds it."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags: dict[str, str] = {}
     for action in sub._actions:

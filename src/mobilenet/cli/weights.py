@@ -149,7 +149,7 @@ def _running(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``classify`` / ``evaluate`` that say how the weights run."""
     return {"weights": args.weights, "runtime": args.runtime, "precision": args.precision,
             "calibration": args.calibration, "threads": args.threads, "device": args.device,
-            "allow_emulated_bf16": args.allow_emulation, "exported": args.exported, "resize": args.resize}
+            "allow_emulation": args.allow_emulation, "exported": args.exported, "resize": args.resize}
 
 
 def run_classify(args: argparse.Namespace) -> int:
