@@ -35,7 +35,7 @@ def child(mode: str, seconds: float, tiny: bool) -> None:
     if mode == MODES[0]:
         ExecutionPlan.apply_to_process = lambda self: None  # what train did before it kept memory
     arch = ArchConfig(alpha=0.25, resolution=32) if tiny else ArchConfig()
-    report = bench_training(arch, batch_size=8 if tiny else 32, threads=2, seconds=seconds, timm=False)
+    report = bench_training(arch, batch_size=8 if tiny else 32, threads=2, seconds=seconds, peers=False)
     rows = {row.name: {"median_ms": row.median_ms, "steps": row.steps} for row in report.rows}
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"mode": mode, "rows": rows, "peak_rss_mib": peak_mib, "cpu": report.cpu}))

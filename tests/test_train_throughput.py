@@ -67,7 +67,7 @@ def test_cuda_is_refused_in_one_line_where_there_is_no_gpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = "--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu"
     with pytest.raises(InputError) as refused:
-        bench_training(TINY, batch_size=2, device="cuda", timm=False)
+        bench_training(TINY, batch_size=2, device="cuda", peers=False)
     assert str(refused.value) == "device='cuda': no CUDA GPU is available to PyTorch here; use device='cpu'"
     assert main(["bench", "--train", "--device", "cuda", *TINY_FLAGS]) == 2
     assert capsys.readouterr().err == f"mobilenet bench: error: {said}\n"
@@ -84,7 +84,7 @@ def test_the_compiled_fp32_nchw_row_compiles_and_reports_its_compile():
     torch._dynamo.utils.counters.clear()
     threads = torch.get_num_threads()
     # compile=False keeps the default row eager, so that this test pays for one compile only.
-    report = bench_training(TINY, batch_size=2, threads=1, seconds=0.01, min_runs=2, timm=False, compile=False)
+    report = bench_training(TINY, batch_size=2, threads=1, seconds=0.01, min_runs=2, peers=False, compile=False)
     assert torch.get_num_threads() == threads  # the measurement's thread count is put back
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # inductor really compiled a graph
     rows = {row.name: row for row in report.rows}

@@ -248,7 +248,7 @@ def _bench_training(args: argparse.Namespace) -> int:
     model, _ = model_from_args(args)
     log = (lambda s: print(f"[bench --train] {s}", file=sys.stderr, flush=True))
     report = throughput.bench_training(model.arch_cfg, batch_size=batch_sizes[0], device=args.device or "cpu",
-                                       threads=args.threads, seconds=args.seconds or 3.0, timm=not args.no_peers,
+                                       threads=args.threads, seconds=args.seconds or 3.0, peers=not args.no_peers,
                                        log=log)
     if args.save is not None:
         throughput.save(report, args.save)

@@ -125,7 +125,7 @@ class ThroughputReport:
 
 def bench_training(
     arch: ArchConfig | None = None, *, batch_size: int = 32, device: str = "cpu", threads: int | None = None,
-    seconds: float = 3.0, min_runs: int = 5, optimizer: str = "rmsprop", timm: bool = True,
+    seconds: float = 3.0, min_runs: int = 5, optimizer: str = "rmsprop", peers: bool = True,
     compile: bool | None = None, log: Callable[[str], None] | None = None,
 ) -> ThroughputReport:
     """Measure the training steps (the module docstring) on random ``batch_size`` images at
@@ -133,8 +133,8 @@ def bench_training(
     where there is no such device). ``optimizer``: ours (the recipe's RMSprop by default; timm
     always runs SGD). ``compile``: the default row's, None for what ``mobilenet train`` does on a
     long run, False to measure our default without compiling (the compiled fp32 NCHW row always
-    compiles where it can). ``timm=False`` leaves timm out. The thread count and cuDNN's autotuner
-    are set for the measurement and put back afterwards."""
+    compiles where it can). ``peers=False`` leaves timm's row out (as ``bench``'s ``peers``). The
+    thread count and cuDNN's autotuner are set for the measurement and put back afterwards."""
     arch = arch or ArchConfig()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"the batch size must be a whole number >= 1, got {batch_size!r}")
@@ -146,14 +146,14 @@ def bench_training(
             torch.set_num_threads(threads)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once, as train does
-        return _bench(arch, batch_size, dev, seconds, min_runs, optimizer, timm, compile, log)
+        return _bench(arch, batch_size, dev, seconds, min_runs, optimizer, peers, compile, log)
     finally:
         torch.set_num_threads(before[0])
         torch.backends.cudnn.benchmark = before[1]
 
 
 def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float, min_runs: int, optimizer: str,
-           timm: bool, compile: bool | None, log: Callable[[str], None]) -> ThroughputReport:
+           peers: bool, compile: bool | None, log: Callable[[str], None]) -> ThroughputReport:
     config = TrainConfig(arch=arch, batch_size=batch_size, optimizer=optimizer, compile=compile, device=str(dev))
     fp32_nchw = {"amp": "none", "channels_last": False}
     ours = {DEFAULT: config, COMPILED_FP32: dataclasses.replace(config, compile=True, **fp32_nchw),
@@ -164,7 +164,7 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
     steps = [_our_step(arch, config, plan, batch_size) for plan in plans.values()]
     settings = [dict(plan.to_dict(), optimizer=optimizer) for plan in plans.values()]
     names = list(plans)
-    if timm:
+    if peers:
         steps.append(timm_step(arch, batch_size, dev))
         names.append(TIMM)
         settings.append({"compile": False, "amp": "fp32", "memory_format": "nchw", "device": str(dev),
@@ -173,7 +173,7 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
     # A row meant to compile that could not ran eager: said, so its time is not read as the compiled step's.
     report.notes += [f"{name} ran eager: {plan.compile_why}" for name, plan in plans.items()
                      if ours[name].compile is not False and not plan.compile]
-    if timm and arch.alpha != 1.0:
+    if peers and arch.alpha != 1.0:
         report.notes.append(f"timm's {TIMM_MOBILENET_V1} is width 1.0 and ours {arch.alpha}: "
                             f"compare timm at {option('alpha', 1.0)}")
     # PyTorch lets cuDNN run fp32 convolutions in TF32 on Ampere and later: "fp32" is then TF32, for every row alike.
@@ -224,7 +224,8 @@ def timm_step(arch: ArchConfig, batch: int, device: torch.device) -> Callable[[]
     try:
         import timm  # noqa: PLC0415 - a test extra
     except ImportError as err:
-        raise InputError(f"the timm comparison needs timm: {TIMM_INSTALL}; or leave it out (timm=False)") from err
+        raise InputError(f"the timm comparison needs timm: {TIMM_INSTALL}; or leave it out ({option('peers', False)})"
+                         ) from err
     torch.manual_seed(0)
     model = timm.create_model(TIMM_MOBILENET_V1, pretrained=False, num_classes=arch.num_classes,
                               in_chans=arch.in_channels).to(device).train()
