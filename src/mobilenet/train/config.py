@@ -93,7 +93,7 @@ class SettingError(InputError):
     """A setting outside its allowed values; ``setting`` is the field's name."""
 
     def __init__(self, setting: str, requirement: str, value: Any, *, default: Any = None) -> None:
-        self.setting, self.requirement, self.value, self.default = setting, requirement, value, default
+        self.setting, self.value = setting, value
         said_default = "" if default is None else f" (the default is {default})"
         super().__init__(f"{option(setting)} must be {requirement}, got {value!r}{said_default}")
 # What a resumed run may change: settings that do not change the optimisation. (``micro_batch``

@@ -54,7 +54,7 @@ class OptionError(InputError):
     """A ``BenchOptions`` field out of its range; ``option`` is the field's name."""
 
     def __init__(self, name: str, requirement: str, value: Any) -> None:
-        self.option, self.requirement, self.value = name, requirement, value
+        self.option, self.value = name, value
         super().__init__(f"{option(name)} must be {requirement}, got {value!r}")
 
 
