@@ -23,6 +23,7 @@ from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import make_predictor, predictor_from_file
 from mobilenet.deploy.verify import verify
+from mobilenet.errors import command_line_spelling
 from mobilenet.factory import mobilenet_v1
 from mobilenet.optimized import FIXED_BATCH_BACKENDS
 from mobilenet.predictor import PrecisionUnavailableError
@@ -87,6 +88,12 @@ def test_bf16_is_refused_on_a_cpu_without_it(model, monkeypatch, runtime):
     with pytest.raises(PrecisionUnavailableError, match="no native bf16") as refusal:
         make_predictor(model, runtime, "bf16")
     assert "fp32" in str(refusal.value)  # says what to use instead
+    # ...and how to measure int8 against it, as its caller runs things: the library's call from
+    # Python, the command on the command line
+    assert "mobilenet.deploy.bench.bench(" in str(refusal.value) and "mobilenet bench" not in str(refusal.value)
+    with command_line_spelling({"runtime": "--runtime"}), pytest.raises(PrecisionUnavailableError) as refusal:
+        make_predictor(model, runtime, "bf16")
+    assert "`mobilenet bench --precision fp32 int8`" in str(refusal.value)
 
 
 def test_each_runtime_declares_its_precisions_and_the_choices_are_derived():

@@ -105,8 +105,21 @@ def test_load_pretrained_contract(tmp_path):
         load_pretrained(path, alpha=0.5)
     with pytest.raises(ValueError, match=r"padding='symmetric' contradicts weights=.*, which is padding='tf'"):
         mobilenet_v1(weights=str(path), padding="symmetric")
-    with pytest.raises(ValueError, match="neither a known weights name nor an existing file"):
+    with pytest.raises(ValueError, match=r"neither a known weights name.*`mobilenet\.weights\.list_pretrained\(\)`"):
         load_pretrained("no_such_weights")
+
+
+def test_advice_names_what_to_run_as_the_caller_runs_things(tmp_path, capsys):
+    """Where a message says what to run, a Python caller hears the library's call and the command
+    line's user the command: neither is told to run what they have no use for."""
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"  # no metadata of ours: not a file `convert` wrote
+    save_file({"weight": torch.zeros(2)}, str(plain))
+    with pytest.raises(WeightFormatError, match=r"first \(`mobilenet\.weights\.convert_file\(SOURCE, OUT\)`\)"):
+        read_safetensors(plain)
+    assert main(["classify", "--weights", "no_such_weights"]) == 2
+    assert "known names: `mobilenet pretrained` (" in capsys.readouterr().err
 
 
 def test_training_checkpoint_is_loaded_safely(tmp_path):

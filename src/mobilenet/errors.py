@@ -9,8 +9,8 @@ user can fix — a bad argument, a corrupt file, a model that does not fit in me
   — a download failed, an export does not reproduce PyTorch, the disk is full.
 
 Anything else that escapes is a bug and keeps its traceback. A message that names a parameter
-spells it with ``option`` (``threads=0`` from Python, ``--threads 0`` on the command line). Pure
-Python, no torch.
+spells it with ``option`` (``threads=0`` from Python, ``--threads 0`` on the command line), and one
+that says what to run names it with ``to_run`` (a command, or the library call). Pure Python, no torch.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def option(name: str, value: object = _UNSET) -> str:
         positive = "--" + flag.removeprefix("--").removeprefix("no-")
         return positive if value else "--no-" + positive.removeprefix("--")
     return flag if value is _UNSET else f"{flag} {value}"
+
+
+def to_run(command: str, call: str) -> str:
+    """What to run, as the caller runs things: ``command`` (a ``mobilenet`` command line) on the
+    command line, ``call`` (the library's call that does the same) from Python."""
+    return f"`{command}`" if _spelling.get().flags else f"`{call}`"
 
 
 def spelling_in_use() -> Spelling:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import to_run
 from mobilenet.files import atomic_write
 from mobilenet.model import MobileNetV1, state_shapes
 from mobilenet.preprocess import Preprocess
@@ -130,7 +131,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
     if meta.get("format") != FORMAT or "arch" not in meta:
         raise WeightFormatError(
             f"{path.name}: a safetensors file without this project's metadata; convert it first "
-            "(mobilenet convert SOURCE OUT.safetensors)"
+            f"({to_run('mobilenet convert SOURCE OUT.safetensors', 'mobilenet.weights.convert_file(SOURCE, OUT)')})"
         )
     arch = ArchConfig.from_dict(json.loads(meta["arch"]))
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.arch import ArchConfig
-from mobilenet.errors import InputError
+from mobilenet.errors import InputError, to_run
 from mobilenet.model import MobileNetV1
 from mobilenet.preprocess import Preprocess
 from mobilenet.weights.convert import detect_format, load_torch_file, read_weights
@@ -175,7 +175,8 @@ def _read_any(weights: str | os.PathLike[str], settings: dict[str, Any]) -> Load
     if not path.exists():
         raise InputError(
             f"{weights!r} is neither a known weights name nor an existing file or directory; "
-            f"known names: `mobilenet pretrained` ({len(REGISTRY)} entries, e.g. {DEFAULT})"
+            f"known names: {to_run('mobilenet pretrained', 'mobilenet.weights.list_pretrained()')} "
+            f"({len(REGISTRY)} entries, e.g. {DEFAULT})"
         )
     fmt = detect_format(path)
     if fmt == "mobilenet":

@@ -24,7 +24,7 @@ import importlib
 import warnings
 from types import ModuleType
 
-from mobilenet.errors import InputError, option
+from mobilenet.errors import InputError, option, to_run
 
 # Runtime -> (module, predictor class, the format it reads). PyTorch reads no file.
 RUNTIME_MODULES: dict[str, tuple[str, str, str | None]] = {
@@ -101,8 +101,10 @@ def check_precision(runtime: str, precision: str, *, allow_emulation: bool = Fal
         return
     # int8 is not faster everywhere (slower than fp32 at 0.25-224 in LiteRT and ExecuTorch on an
     # AVX2 CPU): offered with the way to measure it, never as the fast choice.
+    measure = to_run("mobilenet bench --precision fp32 int8",
+                     'mobilenet.deploy.bench.bench(model, BenchOptions(precisions=("fp32", "int8")))')
     advice = (f"Use fp32, or int8 ({option('runtime')} {' or '.join(runtimes_offering('int8'))}) where "
-              "`mobilenet bench --precision fp32 int8` measures it faster")
+              f"{measure} measures it faster")
     if emulates:
         advice += f"; to run it emulated anyway, ask for it explicitly ({option('allow_emulation', True)})"
     raise PrecisionUnavailableError(f"{reason}. {advice}")
