@@ -40,7 +40,10 @@ Variants (``--variant``), each "now" against "before":
 * ``layer-cache``: a layer's input and output activations beyond what the cache holds of one
   layer fetched from memory at a cost per byte (``Roofline.spill_s``, the size chosen by
   ``fit.choose_cache`` among ``fit.LAYER_CACHE_SIZES``), or every activation held: a batch-8
-  question (``--batch-size 8``; at batch 1 no calibration tries it).
+  question (``--batch-size 8``; at batch 1 no calibration tries it);
+* ``position-blocks``: a conv's output positions computed in the whole blocks its runtime
+  declares (``Backend.position_blocks``: ONNX Runtime's NCHW convs at fp32, 16), or each
+  position counted alone.
 
 (A candidate not adopted runs from the commit that added it, docs/latency.md §4: ``memory-levels``,
 a second level of memory, from cd23a74; ``channel-blocks`` with XNNPACK's blocks of 16 and probes
@@ -50,6 +53,7 @@ of 128 and 1024 channels, from 1224066.)
     .venv/bin/python benchmarks/bench_latency_ab.py openvino fp32 --batch-size 8 --variant layer-cache \
         --timings F.pkl --json F.json
 
+``--whole-grid`` judges both on the validation grid's 25 networks instead of its corner.
 ``--batch-size`` times the grid and the seen networks at that batch, calibrated as
 ``mobilenet.latency`` calibrates it (at batch 1 where the runtime runs a batch as single calls:
 LiteRT, ExecuTorch). Layer shares (ONNX Runtime, OpenVINO, ExecuTorch, PyTorch) come from
@@ -84,6 +88,7 @@ VARIANTS = {
     "cache": ("weights beyond the cache from memory", "every weight kept in the cache"),
     "tail": ("a depthwise conv's tail channels one at a time", "every channel padded to a whole lane"),
     "layer-cache": ("activations beyond the cache from memory", "every activation held"),
+    "position-blocks": ("positions in the runtime's blocks", "every position alone"),
 }
 
 
@@ -128,6 +133,9 @@ def rule_undone(variant: str) -> Iterator[None]:
     elif variant == "layer-cache":
         name, module, real = "LAYER_CACHE_SIZES", calibrate, calibrate.LAYER_CACHE_SIZES
         replacement = ()
+    elif variant == "position-blocks":
+        name, module, real = "fit", calibrate, calibrate.fit
+        replacement = lambda *args, **kwargs: real(*args, **(kwargs | {"position_blocks": {}}))  # noqa: E731
     else:  # every network's layer profile left out: the rooflines from the probes alone
         name, module, real = "fit", calibrate, calibrate.fit
         replacement = lambda *args, **kwargs: real(  # noqa: E731
@@ -183,7 +191,8 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
         profiles = None if None in fractions else fractions
     return {"setting": setting_of(args), "cpu": cpu_info().summary(), "timed": timed,
             "calibrated_batch": calibrated_batch, "fixed_batch": backend.fixed_batch,
-            "channel_blocks": backend.channel_blocks, "measured_ms": measured, "profiles": profiles}
+            "channel_blocks": backend.channel_blocks, "position_blocks": backend.position_blocks,
+            "measured_ms": measured, "profiles": profiles}
 
 
 def every_probe(args: argparse.Namespace) -> bool:
@@ -195,7 +204,8 @@ def every_probe(args: argparse.Namespace) -> bool:
 def setting_of(args: argparse.Namespace) -> dict:
     """What a kept measurement was timed at: fitted to another runtime's fit, it would mislead."""
     return {"runtime": args.runtime, "precision": args.precision, "threads": args.threads,
-            "batch_size": args.batch_size, "seconds": args.seconds, "every_probe": every_probe(args)}
+            "batch_size": args.batch_size, "seconds": args.seconds, "every_probe": every_probe(args),
+            "whole_grid": args.whole_grid}
 
 
 def main() -> None:
@@ -206,13 +216,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1, help="images per call of the grid and the seen networks")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per network")
+    p.add_argument("--whole-grid", action="store_true", help="the validation grid's 25 networks, not its 3 x 3 corner")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--timings", help="keep the measurements (probes, networks, profiles) in this pickle: fitted "
                    "from it where it exists, else measured and written to it, so that another variant is judged "
                    "on the very same timings")
     args = p.parse_args()
 
-    from bench_latency_model import layer_errors, over_seen, spearman  # (this folder is the script's path)
+    from bench_latency_model import ALPHAS, RESOLUTIONS, layer_errors, over_seen, spearman  # (this folder)
     from mobilenet.arch import ArchConfig
     from mobilenet.latency import calibrate
     from mobilenet.latency.backends import BACKENDS
@@ -222,7 +233,8 @@ def main() -> None:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    grid = [ArchConfig(alpha=a, resolution=r) for a in (0.3, 0.6, 1.1) for r in (112, 176, 240)]
+    alphas, resolutions = (ALPHAS, RESOLUTIONS) if args.whole_grid else ((0.3, 0.6, 1.1), (112, 176, 240))
+    grid = [ArchConfig(alpha=a, resolution=r) for a in alphas for r in resolutions]
     seen = [probe.arch_cfg(size) for probe in default_networks() for size in probe.sizes]
     if args.timings and os.path.exists(args.timings):
         with open(args.timings, "rb") as f:
@@ -245,7 +257,7 @@ def main() -> None:
     def fitted() -> calibrate.Calibration:
         return calibrate.fit(args.runtime, args.precision, measurement["calibrated_batch"], args.threads, timed,
                              fixed_batch=measurement["fixed_batch"], channel_blocks=measurement["channel_blocks"],
-                             handover=hands_over)
+                             position_blocks=measurement.get("position_blocks"), handover=hands_over)
 
     now, before = VARIANTS[args.variant]
     fits = {now: fitted()}

@@ -159,6 +159,54 @@ def test_lane_padding_charges_a_9_channel_layer_as_16() -> None:
     assert layer_work(layer, 1, 4, lanes=1).mult_adds == layer.mult_adds
 
 
+def test_positions_in_blocks_charge_a_7x7_map_as_64_positions_per_image() -> None:
+    """ONNX Runtime's NCHW conv (a dense conv off the NCHWc block) is a matrix product over each
+    image's output positions, computed in whole blocks of 16: a 7x7 map costs as 64 positions, an
+    8x8 one as it is, a batch of two as two padded images (not 98 positions padded once)."""
+    network = cost.network_cost(ArchConfig(alpha=1.1, resolution=112))
+    at_7, at_4 = network.layer("blocks.7.pw"), network.layer("blocks.12.pw")
+    assert at_7.out_shape[1:] == (7, 7) and at_4.out_shape[1:] == (4, 4)
+    assert layer_work(at_7, 1, 4, position_block=16).mult_adds == pytest.approx(at_7.mult_adds * 64 / 49)
+    assert layer_work(at_4, 1, 4, position_block=16).mult_adds == at_4.mult_adds
+    batch = cost.network_cost(ArchConfig(alpha=1.1, resolution=112), batch_size=2).layer("blocks.7.pw")
+    assert layer_work(batch, 2, 4, position_block=16).mult_adds == pytest.approx(2 * batch.mult_adds * 64 / 49)
+    both = layer_work(at_7, 1, 4, lanes=16, position_block=16).mult_adds  # 563 channels in and out
+    assert both == pytest.approx(at_7.mult_adds * 64 / 49 * (576 / 563) ** 2)
+    pool = network.layer("pool")
+    assert layer_work(pool, 1, 4, position_block=16).mult_adds == pool.mult_adds, "no positions of its own"
+
+
+def test_the_fit_learns_a_position_block_only_where_the_runtime_declares_it() -> None:
+    """Probes timed as 16-position blocks (as MLAS's NCHW conv runs) fit to the same rate at every
+    map once the runtime's block is declared, and the 7x7 layer of a network the probes never
+    saw is predicted as it ran; without the block, the fit misses the odd maps. ONNX Runtime
+    declares it at fp32, for its dense kernels off the NCHWc block alone."""
+    from mobilenet.latency.backends.ort import OnnxRuntimeBackend
+    from mobilenet.latency.fit import Measurement, fit_kernels
+
+    truth = Roofline(40e9, math.inf, 1e-6, position_block=16)
+    kernel = "pointwise_unblocked"
+    measurements = []
+    for resolution in (128, 160, 224):  # maps 4 to 14 at strides 16 and 32: 4, 5, 7, 8, 10, 14
+        network = cost.network_cost(ArchConfig(alpha=0.7, resolution=resolution))
+        for name in ("blocks.6.pw", "blocks.12.pw"):
+            layer = network.layer(name)
+            measurements.append(Measurement(kernel, (layer,), truth.seconds(layer_work(layer, 1, 4,
+                                                                                         position_block=16))))
+    declared = fit_kernels(measurements, 1, 4, position_blocks={kernel: 16})
+    undeclared = fit_kernels(measurements, 1, 4)
+    assert declared.kernels[kernel].position_block == 16 and declared.rmspe[kernel] < 1e-6
+    assert undeclared.kernels[kernel].position_block == 1 and undeclared.rmspe[kernel] > 0.05
+    assert declared.kernels["conv_unblocked"].position_block == 1, "a stand-in keeps the runtime's own block"
+    held_out = cost.network_cost(ArchConfig(alpha=1.1, resolution=112)).layer("blocks.7.pw")  # 7x7, 563 channels
+    ran = truth.seconds(layer_work(held_out, 1, 4, position_block=16))
+    assert declared.kernels[kernel].seconds(layer_work(held_out, 1, 4, position_block=16)) == pytest.approx(ran)
+
+    assert OnnxRuntimeBackend("fp32", 1).position_blocks == dict.fromkeys(
+        ("pointwise_unblocked", "conv_unblocked", "stem_unblocked"), 16)
+    assert OnnxRuntimeBackend("int8", 1).position_blocks == {}
+
+
 def test_a_kernels_lane_is_the_best_of_its_rivals_not_the_first_tried() -> None:
     """Lane widths are rival guesses of one fact: a lane 8 that beats lane 1 by 20% wins over a
     lane 4 that beat it by 15%, in whatever order they come; a wider lane that gains less than a

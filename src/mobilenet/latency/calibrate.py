@@ -145,7 +145,7 @@ def calibrate(
         log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
         timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
-                      channel_blocks=backend.channel_blocks,
+                      channel_blocks=backend.channel_blocks, position_blocks=backend.position_blocks,
                       handover=precision in backend.handover_precisions)
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
@@ -208,6 +208,7 @@ class Timed:
 def fit(
     runtime: str, precision: str, batch_size: int, threads: int | None, timed: Sequence[Timed], *,
     fixed_batch: bool = False, channel_blocks: dict[str, int] | None = None, handover: bool = False,
+    position_blocks: dict[str, int] | None = None,
 ) -> Calibration:
     """The calibration that ``timed`` implies: the call's own cost from the call probes (fixed,
     and per byte handed over where they ran at several sizes and ``handover``), the input
@@ -279,7 +280,7 @@ def fit(
         """The rooflines, and the in-network factors, with a cache keeping ``cache_bytes`` of the
         weights between calls and ``layer_cache_bytes`` of a layer's activations."""
         kernels = fit_kernels([*itertools.chain(*measurements(cache_bytes))], batch_size, size_of,
-                              layer_cache_bytes=layer_cache_bytes)
+                              layer_cache_bytes=layer_cache_bytes, position_blocks=position_blocks)
         rooflines = replace(call_only, kernels=kernels.kernels, cache_bytes=cache_bytes,
                             layer_cache_bytes=layer_cache_bytes, fit={
             "rmspe": kernels.rmspe, "probes": kernels.probes, "profiled_in_networks": sorted(profiled)})

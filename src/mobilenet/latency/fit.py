@@ -197,13 +197,15 @@ def fit_call(measurements: Sequence[CallMeasurement]) -> tuple[float, float]:
 
 
 def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_bytes: int,
-                lanes: Mapping[str, int] | None = None, layer_cache_bytes: float = math.inf) -> FittedKernels:
+                lanes: Mapping[str, int] | None = None, layer_cache_bytes: float = math.inf,
+                position_blocks: Mapping[str, int] | None = None) -> FittedKernels:
     """Every kernel's roofline, lane width and cost per output position: for each kernel
     measured, the pair that fits its probes best (a wider lane, or the cost per position, only
     if clearly better); a kernel not measured takes the constants of the one most like it
     (``STAND_INS``). ``lanes``: a lane width decided beforehand, per kernel named, in place of
     the choice; ``layer_cache_bytes``: what the cache holds of a layer's activations (the rest
-    spill, at a cost per byte where that earns its place)."""
+    spill, at a cost per byte where that earns its place); ``position_blocks``: per kernel named,
+    the block its output positions are computed in (the runtime's, ``Roofline.position_block``)."""
     kernels: dict[str, Roofline] = {}
     rmspe: dict[str, float] = {}
     probes: dict[str, int] = {}
@@ -213,6 +215,7 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
             continue
         fits = {}
         widths = (lanes[kernel],) if lanes and kernel in lanes else LANES
+        position_block = (position_blocks or {}).get(kernel, 1)
         far_choices = (False, True) if any(m.weights_missed > 0 for m in mine) else (False,)
         tail_choices = (False, True) if any(m.layers[0].groups > 1 for m in mine) else (False,)
         spill_choices = (False, True) if any(spilled_bytes(m.layers[0], layer_cache_bytes) for m in mine) else (False,)
@@ -221,17 +224,19 @@ def fit_kernels(measurements: Sequence[Measurement], batch_size: int, element_by
             if tail and width == 1:
                 continue  # (no lane, no tail)
             works = [layer_work(m.layers[0], batch_size, element_bytes, width, m.weights_missed, tail,
-                                layer_cache_bytes) for m in mine]
+                                layer_cache_bytes, position_block) for m in mine]
             roof, error = fit_roofline(works, [len(m.layers) for m in mine], [m.seconds for m in mine], per_pixel,
                                        per_far_byte, tail, per_spilled_byte)
-            fits[per_pixel, per_far_byte, width, tail, per_spilled_byte] = replace(roof, lanes=width, tail=tail), error
+            fits[per_pixel, per_far_byte, width, tail, per_spilled_byte] = (
+                replace(roof, lanes=width, tail=tail, position_block=position_block), error)
         kernels[kernel], rmspe[kernel] = simplest_good_fit(fits)
         probes[kernel] = len(mine)
     for kernel in KERNELS:
         stand_in = next((k for k in (kernel, *STAND_INS[kernel], *KERNELS) if k in kernels), None)
         if stand_in is None:
             raise ValueError("no probe of any kernel was measured")
-        kernels[kernel] = kernels[stand_in]
+        # (its rates, and the runtime's own position block for this kernel: a fact of its implementation)
+        kernels[kernel] = replace(kernels[stand_in], position_block=(position_blocks or {}).get(kernel, 1))
     return FittedKernels(kernels, rmspe, probes)
 
 

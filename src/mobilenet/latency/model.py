@@ -78,7 +78,7 @@ BOUNDS: tuple[str, ...] = ("compute", "memory")
 ELEMENT_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 # A predictor takes a float32 batch whatever precision runs inside.
 IO_ELEMENT_BYTES = 4
-MODEL_VERSION = 18  # bump when the meaning of the constants changes: cached calibrations are redone
+MODEL_VERSION = 19  # bump when the meaning of the constants changes: cached calibrations are redone
 
 
 class CorruptCalibration(InputError):
@@ -132,11 +132,11 @@ def padded(channels: int, lanes: int) -> int:
 @dataclass(frozen=True)
 class Work:
     """What one layer asks of the machine: mult-adds (batch included, channels padded to the lane
-    width, or with a tail counted on the whole lanes alone), the bytes it moves at least once,
-    its groups (a depthwise conv's channels, batch included; 0 for a dense layer), its output
-    positions (a conv's output pixels, batch included; 0 for the pool and the classifier), of
-    its weights' bytes those the call fetches from beyond the last-level cache
-    (``missed_fraction``: once per call, whatever the batch), for a kernel that runs the
+    width, or with a tail counted on the whole lanes alone, and positions to their block), the
+    bytes it moves at least once, its groups (a depthwise conv's channels, batch included; 0 for a
+    dense layer), its output positions (a conv's output pixels, batch included; 0 for the pool
+    and the classifier), of its weights' bytes those the call fetches from beyond the last-level
+    cache (``missed_fraction``: once per call, whatever the batch), for a kernel that runs the
     channels beyond its last whole lane one at a time (``Roofline.tail``), those channels'
     output positions, and of its activations' bytes those beyond what the cache holds for one
     layer (``spilled_bytes``)."""
@@ -158,20 +158,26 @@ CONV_KINDS = ("conv", "depthwise", "pointwise")  # cost's kinds that run over ou
 
 
 def layer_work(layer: cost.LayerCost, batch_size: int, weight_bytes: int, lanes: int = 1,
-               weights_missed: float = 0.0, tail: bool = False, layer_cache_bytes: float = math.inf) -> Work:
+               weights_missed: float = 0.0, tail: bool = False, layer_cache_bytes: float = math.inf,
+               position_block: int = 1) -> Work:
     """The work of ``layer`` (a ``cost.LayerCost`` counted at ``batch_size`` and the activation
     element size), its weights at ``weight_bytes`` each, channels padded to ``lanes``, and
     ``weights_missed`` of its weights fetched from beyond the cache (``missed_fraction``).
     ``tail``: a grouped conv's channels beyond its last whole lane are not padded but run one
     at a time (``Work.tail_pixels``), its mult-adds counted on the whole lanes alone.
-    ``layer_cache_bytes``: what the cache holds of a layer's activations (``spilled_bytes``)."""
+    ``layer_cache_bytes``: what the cache holds of a layer's activations (``spilled_bytes``).
+    ``position_block``: a conv's output positions, per image, are computed in whole blocks of it
+    (``Roofline.position_block``)."""
     c_in, c_out = layer.in_shape[0], layer.out_shape[0]
     scale, tail_channels = 1.0, 0
+    if layer.mult_adds and position_block > 1 and layer.kind in CONV_KINDS:
+        positions = layer.out_shape[1] * layer.out_shape[2]
+        scale = padded(positions, position_block) / positions
     if layer.mult_adds and lanes > 1 and tail and layer.groups > 1:
         tail_channels = c_out % lanes
-        scale = (c_out - tail_channels) / c_out
+        scale *= (c_out - tail_channels) / c_out
     elif layer.mult_adds and lanes > 1:
-        scale = padded(c_out, lanes) / c_out
+        scale *= padded(c_out, lanes) / c_out
         if layer.groups == 1 and c_in > 3:  # a dense layer reads every input channel (not the RGB stem)
             scale *= padded(c_in, lanes) / c_in
     groups = layer.groups * batch_size if layer.groups > 1 else 0
@@ -216,7 +222,10 @@ class Roofline:
     Xeon, where a 16-channel pointwise conv then runs at 8 GMAC/s and a 300-channel one at 230),
     a cost per byte of weights fetched from beyond the last-level cache (s; ``Work.far_bytes``:
     memory's bandwidth, and its latency where the kernel cannot hide it behind its arithmetic),
-    and the lane width its channels are padded to. With ``tail``, a grouped conv's channels
+    the lane width its channels are padded to, and the block its output positions are computed in
+    (``position_block``: each image's positions padded to whole blocks, as a matrix product over
+    them computes its columns; ONNX Runtime's NCHW convs, off the NCHWc block, pack them in 16s:
+    a 1x1 conv on 563 channels costs the same at 7x7 as at 8x8). With ``tail``, a grouped conv's channels
     beyond its last whole lane are not padded but run one at a time, at ``tail_s`` an output
     position each (ONNX Runtime's int8 depthwise conv: about 5 ns a position for each of them,
     against 0.8 ns for a channel in a whole lane; Zen 5, docs/latency.md §1), and a cost per
@@ -233,6 +242,7 @@ class Roofline:
     tail: bool = False
     tail_s: float = 0.0
     spill_s: float = 0.0
+    position_block: int = 1
 
     @property
     def ridge(self) -> float:
@@ -264,7 +274,8 @@ class Roofline:
     def to_dict(self) -> dict[str, float | None]:
         return {"macs_per_s": _finite_or_none(self.macs_per_s), "bytes_per_s": _finite_or_none(self.bytes_per_s),
                 "overhead_s": self.overhead_s, "lanes": self.lanes, "group_s": self.group_s, "pixel_s": self.pixel_s,
-                "far_s": self.far_s, "tail": self.tail, "tail_s": self.tail_s, "spill_s": self.spill_s}
+                "far_s": self.far_s, "tail": self.tail, "tail_s": self.tail_s, "spill_s": self.spill_s,
+                "position_block": self.position_block}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Roofline:
@@ -275,12 +286,13 @@ class Roofline:
         values = [math.inf if v is None else v for v in (rate, bandwidth)] + [overhead, per_group, per_pixel,
                                                                               per_far_byte, per_tail, per_spilled_byte]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        tail = d.get("tail")
+        tail, position_block = d.get("tail"), d.get("position_block")
+        blocks = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in (lanes, position_block))
         if not numbers or not (values[0] > 0 and values[1] > 0 and all(0 <= v < math.inf for v in values[2:])) \
-                or not (isinstance(lanes, int) and lanes >= 1) or not isinstance(tail, bool):
+                or not blocks or not isinstance(tail, bool):
             raise CorruptCalibration(f"not a roofline: {dict(d)!r}")
         return cls(float(values[0]), float(values[1]), float(values[2]), lanes, float(values[3]), float(values[4]),
-                   float(values[5]), tail, float(values[6]), float(values[7]))
+                   float(values[5]), tail, float(values[6]), float(values[7]), position_block)
 
 
 @dataclass(frozen=True)
@@ -517,7 +529,7 @@ def predict_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: i
     roof = calibration.kernels[kernel]
     missed = missed_fraction(call_weights, calibration.cache_bytes)
     work = layer_work(layer, batch_size, calibration.element_bytes, roof.lanes, missed, roof.tail,
-                      calibration.layer_cache_bytes)
+                      calibration.layer_cache_bytes, roof.position_block)
     return LayerLatency(
         name=layer.name, kind=layer.kind, kernel=kernel, mult_adds=work.mult_adds, bytes=work.bytes,
         intensity=work.intensity, ridge=roof.ridge, bound=roof.bound(work),

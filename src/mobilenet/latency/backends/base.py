@@ -266,6 +266,8 @@ class Backend:
     fixed_pads = False  # whether its files hold the TF 'SAME' pads as constants (the mobile ones)
     # Per conv kind, the channels its fast implementation needs whole blocks of (model.UNBLOCKED).
     channel_blocks: ClassVar[dict[str, int]] = {}
+    # Per kernel, the block its output positions are computed in (``model.Roofline.position_block``).
+    position_blocks: ClassVar[dict[str, int]] = {}
     # The precisions at which a call's cost per byte handed over to the runtime and back is fitted
     # from the call probes and taken off every probe (``calibrate.fit``'s ``handover``): where a
     # probe hands over far more than a network does and the runtime is slow at it (ExecuTorch).

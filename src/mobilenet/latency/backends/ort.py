@@ -16,6 +16,9 @@ from mobilenet.latency.backends.base import (
     onnx_bytes,
 )
 
+# The columns MLAS packs a matrix product's right-hand side in (its packing; timed on AVX-512 only).
+MLAS_POSITION_BLOCK = 16
+
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime's predictor on a static ONNX graph; its profiler times each layer apart."""
@@ -58,6 +61,20 @@ class OnnxRuntimeBackend(Backend):
             return {"depthwise": 16, "depthwise_s2": 16, "pointwise": 4, "conv": 4, "stem": 4}
         dense = cpu_info().fp32_lanes
         return {"depthwise": 4, "depthwise_s2": 4, "pointwise": dense, "conv": dense, "stem": dense}
+
+    @property
+    def position_blocks(self) -> dict[str, int]:  # type: ignore[override]
+        """At fp32 a dense conv off the NCHWc block runs as MLAS's NCHW convolution: a matrix
+        product over each image's output positions, whose columns MLAS packs in blocks of 16 and
+        computes whole. Measured on the Zen 4 (AVX-512), chains of four 1x1 convs on 563 channels,
+        1 thread (docs/latency.md §4, 2026-12-07): 20.5 ps a mult-add at 8x8, 26.7-28.3 at 5x5
+        to 7x7 and 24.5 at 9x9, and 20.9-22.7 at every size from 4x4 to 16x16 once the
+        positions are counted in whole 16s; on 576 channels (NCHWc) 19.8-22.2 as counted. A 3x3
+        conv off the block (150 channels) likewise. Not the depthwise conv off its block, which
+        loops over its channels (``Roofline.group_s``), nor int8's QLinearConvs."""
+        if self.precision == "int8":
+            return {}
+        return dict.fromkeys(("pointwise_unblocked", "conv_unblocked", "stem_unblocked"), MLAS_POSITION_BLOCK)
 
     def load(self, module: nn.Module, shape: tuple[int, ...], largest_side: int | None = None) -> Shaper:
         from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor, profile_layers  # noqa: PLC0415
