@@ -72,6 +72,22 @@ def _torchscript_kinds(module: OptimizedModel) -> set[str]:
 # ------------------------------------------------------------------------------------ refusals, fast
 
 
+def test_a_device_it_cannot_use_is_refused_as_every_entry_point_refuses_it(model):
+    """``optimize`` checks its device with the one check ``classify``, ``evaluate`` and the
+    benchmarks use: the parameter as the caller spells it, and a GPU that is not there (or a GPU
+    index past the last) said so before anything is built."""
+    from mobilenet.errors import command_line_spelling
+
+    with pytest.raises(InputError, match=r"^device must be cpu, cuda or cuda:N, got 'mps'"):
+        optimize(model, device="mps")
+    missing = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    said = "no CUDA GPU is available" if missing == "cuda" else "CUDA device"
+    with pytest.raises(InputError, match=rf"^device='{missing}': .*{said}"):
+        optimize(model, device=missing)
+    with command_line_spelling({"device": "--device"}), pytest.raises(InputError, match=rf"^--device {missing}: "):
+        optimize(model, device=missing)
+
+
 def test_bf16_is_refused_on_a_cpu_without_it_and_says_what_to_use(model, monkeypatch):
     monkeypatch.setattr("mobilenet.optimized.cpu_info", lambda: ZEN3)
     with pytest.raises(PrecisionUnavailableError, match="no native bf16") as refusal:

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from mobilenet import onednn_graph
+from mobilenet.accuracy import check_device
 from mobilenet.allocator import MEMORY_POLICIES, keep_freed_memory
 from mobilenet.cpu import CpuInfo, cpu_info
 from mobilenet.errors import InputError, option
@@ -246,7 +247,7 @@ def optimize(
     (default: stderr). ``cpu``: the CPU whose precision facts apply (default: this one; the
     deploy runtime passes its own view, which its tests describe).
     """
-    device = _check_device(device)
+    device = check_device(device)
     native = _check_precision(precision, device, allow_emulation, cpu)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
@@ -276,18 +277,6 @@ def optimize(
     optimized.compile_seconds, optimized.generated_code, optimized.fallbacks = seconds, code, fallbacks
     optimized.description = _describe(optimized, model, how, kept, native)
     return optimized
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}") from err
-    if dev.type not in PRECISIONS:
-        raise InputError(f"{option('device')} must be cpu, cuda or cuda:N, got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device}: no CUDA GPU is available to PyTorch here; use cpu")
-    return dev
 
 
 def _check_precision(precision: str, device: torch.device, allow_emulation: bool, cpu: CpuInfo | None) -> bool:
