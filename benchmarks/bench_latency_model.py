@@ -47,7 +47,7 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.timing import Timing, time_interleaved
+from mobilenet.deploy.timing import Timing, time_rounds
 from mobilenet.files import write_text
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
@@ -65,6 +65,10 @@ class Setting:
     threads: int
     batch_size: int
     calibration_s: float = 0.0
+    # The machine's pace, slowest second over quickest (``timing.Rounds.drift``): while it
+    # calibrated (None: a calibration cached before that was recorded) and while the grid ran.
+    calibration_drift: float | None = None
+    grid_drift: float = 1.0
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per network of the grid
     seen: list[dict[str, Any]] = field(default_factory=list)  # the calibration's networks, timed again
     summary: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +116,7 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
     constants = calibrated(setting.runtime, setting.precision, setting.batch_size, setting.threads,
                            remeasure=args.recalibrate)
     setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
+    setting.calibration_drift = constants.machine_drift
     models, calls = [], []
     images = sample_photos() if setting.precision == "int8" else None
     # The calibration's own networks, timed beside the held-out ones: their error now is the
@@ -125,7 +130,8 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         x = torch.rand(setting.batch_size, 3, *cfg.resolution)
         models.append(model)
         calls.append(lambda p=predictor, x=x: p(x))
-    samples = time_interleaved(calls, seconds=args.seconds, min_runs=10)
+    rounds = time_rounds(calls, seconds=args.seconds, min_runs=10)
+    samples, setting.grid_drift = rounds.samples, rounds.drift()
     for cfg, seconds in zip(seen, samples[len(grid):]):
         measured = Timing.from_seconds(seconds).median_ms
         predicted = predict_with(constants, cfg, setting.batch_size).total_ms
@@ -255,6 +261,9 @@ def print_setting(s: Setting) -> None:
     print(f"\n{s.runtime} {s.precision}, {s.threads} thread(s), batch {s.batch_size} (calibrated in "
           f"{s.calibration_s:g} s): within ±10% {m['within_10']:.0%}, RMSPE {m['rmspe']:.1%}, "
           f"Spearman {m['spearman']:.3f}{extra}")
+    calibrating = "not recorded" if s.calibration_drift is None else f"{s.calibration_drift:.2f}x"
+    print(f"  the machine's pace, slowest second over quickest: {calibrating} while calibrating, "
+          f"{s.grid_drift:.2f}x while the grid ran")
     for r in s.rows:
         print(f"  {r['model']:<26} predicted {r['predicted_ms']:8.3f} ms  measured {r['measured_ms']:8.3f} ms  "
               f"{r['error']:+7.1%}")

@@ -24,11 +24,19 @@ from mobilenet import cost, latency
 from mobilenet.arch import ArchConfig
 from mobilenet.cli import main
 from mobilenet.deploy.optional import MissingRuntimeError
-from mobilenet.deploy.timing import time_interleaved
+from mobilenet.deploy.timing import Block, Rounds, time_interleaved, time_rounds
 from mobilenet.errors import InputError, MobileNetError, command_line_spelling
 from mobilenet.latency import KERNELS, Calibration, CorruptCalibration, Roofline, cache, choose, predict_with
 from mobilenet.latency.backends import BACKENDS
-from mobilenet.latency.calibrate import NOISY_FIT, Timed, calibrate, fit, noisy_fit_warning
+from mobilenet.latency.calibrate import (
+    DRIFTING,
+    NOISY_FIT,
+    Timed,
+    calibrate,
+    drifting_machine_warning,
+    fit,
+    noisy_fit_warning,
+)
 from mobilenet.latency.model import MODEL_VERSION, block_speedups, layer_work
 from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import (
@@ -61,6 +69,78 @@ def test_interleaved_timing_runs_each_candidate_in_settled_blocks_in_shuffled_ro
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds), "every candidate runs once per round"
     assert len(set(rounds)) > 1, "the order is shuffled between rounds"
     assert [len(s) for s in samples] == [len(rounds)] * 3 == [20] * 3, "one timed call per block"
+
+
+def test_the_machines_pace_is_read_second_by_second_whatever_each_call_costs() -> None:
+    """Two calls, one five times the other, sharing every second; in the third second both run
+    1.5x slower. Each block is read against its own call's median, so the pace is 1.0 in every
+    second but that one, whichever call's blocks a second happens to hold; a second of fewer
+    than five blocks is not read."""
+    def block(second: float, call: int, slower: float = 1.0) -> Block:
+        return Block(second, call, (1e-3, 5e-3)[call] * slower)
+
+    steady = [block(t + i / 10, i % 2) for t in range(6) for i in range(6)]
+    assert Rounds([], steady).paces() == [1.0] * 6 and Rounds([], steady).drift() == 1.0
+    spell = [block(t + i / 10, i % 2, 1.5 if t == 2 else 1.0) for t in range(6) for i in range(6)]
+    assert Rounds([], spell).paces() == [1.0, 1.0, 1.5, 1.0, 1.0, 1.0]
+    assert Rounds([], spell).drift() == pytest.approx(1.5)
+    lopsided = [block(t + i / 10, int(t < 3 and i < 5), 1.0) for t in range(6) for i in range(6)]
+    assert Rounds([], lopsided).drift() == 1.0, "seconds holding mostly the dearer call are not slower"
+    sparse = [*steady, block(9.0, 0, 3.0), block(9.5, 1, 3.0)]
+    assert Rounds([], sparse).drift() == 1.0, "two blocks are no reading"
+
+
+def test_timed_rounds_see_a_slow_spell_of_the_machine() -> None:
+    """Real interleaved timing of two calls that spin 0.5 and 1 ms, each twice as long between
+    0.3 and 0.5 s after the start: the paces, read over 0.1 s, show the spell and nothing
+    else."""
+    began = time.perf_counter()
+
+    def spin(ms: float) -> Callable[[], None]:
+        def call() -> None:
+            slower = 2.0 if 0.3 <= time.perf_counter() - began < 0.5 else 1.0
+            end = time.perf_counter() + ms * slower / 1e3
+            while time.perf_counter() < end:
+                pass
+        return call
+
+    rounds = time_rounds([spin(0.5), spin(1.0)], seconds=0.45, min_runs=5, warmup=1, block_s=0.005,
+                         settle_calls=1, settle_s=0)
+    paces = rounds.paces(window_s=0.1)
+    assert rounds.drift(window_s=0.1) > 1.6, paces
+    assert min(paces) == pytest.approx(1.0, abs=0.2) and float(np.median(paces)) == pytest.approx(1.0, abs=0.2), paces
+    assert sum(b.call == 0 for b in rounds.blocks) == sum(b.call == 1 for b in rounds.blocks), "a block each a round"
+    assert all(b.start_s <= later.start_s for b, later in zip(rounds.blocks, rounds.blocks[1:])), "in the order run"
+
+
+def test_a_calibration_on_a_moving_machine_says_so_when_measured_and_at_every_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    def paced(drift: float | None) -> Calibration:
+        return fixed_calibration(threads=1, fit={} if drift is None else {"machine_drift": drift})
+
+    warning = drifting_machine_warning(paced(1.4))
+    assert warning and "1.40x" in warning and "remeasure=True" in warning
+    with command_line_spelling({"remeasure": "--recalibrate"}):
+        assert "--recalibrate" in (drifting_machine_warning(paced(1.4)) or "")
+    assert drifting_machine_warning(paced(DRIFTING)) is None and drifting_machine_warning(paced(1.05)) is None
+    assert drifting_machine_warning(paced(None)) is None, "cached before the pace was recorded: nothing to judge"
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+
+    def moving(runtime: str, precision: str, *, batch_size: int, threads: int | None, log: object) -> Calibration:
+        return paced(1.4)
+
+    cache.calibrated("onnxruntime", threads=1, measure=moving, log=print)
+    monkeypatch.setattr(cache, "_WARNED", set())  # a new process
+    lines: list[str] = []
+    found = cache.calibrated("onnxruntime", threads=1, measure=moving, log=lines.append)
+    assert found.machine_drift == 1.4 and len(lines) == 1 and "pace moved 1.40x" in lines[0]
+    monkeypatch.setattr(cache, "_WARNED", set())
+    assert main(["cost", "--predict", "onnxruntime", "--threads", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["latency"]["calibration_machine_drift"] == 1.4
+    assert "pace moved 1.40x" in err and "--recalibrate" in err, "named as the command's user types it"
 
 
 # --- the pure model --------------------------------------------------------------------------
@@ -775,15 +855,15 @@ def built_by_a_calibration(monkeypatch: pytest.MonkeyPatch, *, feeds: bool = Fal
             return shaped
 
     monkeypatch.setattr(calibrating, "probe_module", lambda probe, size, fixed_pads=False: probe)
-    real_timing = calibrating.time_interleaved
+    real_timing = calibrating.time_rounds
 
     def timing(runs, *, seconds, **kwargs):  # noqa: ANN001, ANN202
         (rounds if rounds is not None else []).append(seconds * len(runs))
         return real_timing(runs, seconds=seconds, **kwargs)
 
-    monkeypatch.setattr(calibrating, "time_interleaved", timing)
+    monkeypatch.setattr(calibrating, "time_rounds", timing)
     plan = (*default_networks(), *default_plan())
-    timed = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
+    timed, _ = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
                                  {}, every_probe=every_probe)
     return {(t.probe, t.size) for t in timed}
 
@@ -842,7 +922,9 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     lines: list[str] = []
     calibration = calibrate("onnxruntime", threads=1, plan=quick_plan(), networks=quick_networks(),
                             seconds_per_shape=0.05, log=lines.append)
-    assert lines[0].startswith("latency: calibrating onnxruntime fp32") and "calibrated in" in lines[-1]
+    assert lines[0].startswith("latency: calibrating onnxruntime fp32")
+    assert any(line.startswith("latency: calibrated in") for line in lines), "(warnings may follow it)"
+    assert calibration.machine_drift is not None and calibration.machine_drift >= 1.0, "the pace is recorded"
     cfg = ArchConfig(alpha=0.6, resolution=160)
     predictor = make_predictor(MobileNetV1(cfg).eval(), "onnxruntime", threads=1)
     x = torch.rand(1, 3, 160, 160)

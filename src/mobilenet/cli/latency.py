@@ -158,7 +158,7 @@ def with_prediction(cost_json: dict[str, Any], prediction: Any) -> dict[str, Any
     c = prediction.calibration
     latency = {"runtime": c.runtime, "precision": c.precision, "batch_size": prediction.batch_size,
                "threads": c.threads, "path": c.key.get("path"), "calibration_network_rmspe": c.network_error,
-               "calibrated_at": c.calibrated_at,
+               "calibration_machine_drift": c.machine_drift, "calibrated_at": c.calibrated_at,
                "call_ms": prediction.call_ms,
                "time_shares": prediction.shares(), "weight_bytes": prediction.weight_bytes,
                "weight_bytes_from_memory": prediction.weight_bytes_from_memory,

@@ -77,18 +77,77 @@ def time_interleaved(
     Each call is first run ``warmup`` times and once more to size its blocks. Rounds then give every
     call one block, in a random order (``seed`` fixes it), until each has ``min_runs`` timed calls
     and the rounds have lasted about ``seconds`` per call. Returns each call's timed latencies
-    (seconds), in the order of ``runs``."""
+    (seconds), in the order of ``runs``; ``time_rounds`` also says how the machine's pace moved."""
+    return time_rounds(runs, seconds=seconds, min_runs=min_runs, warmup=warmup, block_s=block_s,
+                       settle_calls=settle_calls, settle_s=settle_s, seed=seed).samples
+
+
+# The span over which ``Rounds.paces`` reads the machine's pace: the guests measured here slow
+# down in spells of a few seconds (docs/latency.md §0), which rounds of a whole calibration (3-5 s
+# each) average away; and the fewest blocks that make one reading.
+PACE_WINDOW_S = 1.0
+PACE_MIN_BLOCKS = 5
+
+
+@dataclass(frozen=True)
+class Block:
+    """One settled block: when it began (seconds from the first round), whose
+    (the call's index) and its median latency (seconds)."""
+
+    start_s: float
+    call: int
+    median_s: float
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """What ``time_rounds`` measured: ``samples``, each call's timed latencies (seconds, in the
+    order of the calls), and every block, in the order they ran."""
+
+    samples: list[list[float]]
+    blocks: list[Block]
+
+    def paces(self, window_s: float = PACE_WINDOW_S) -> list[float]:
+        """How slowly the machine ran in each ``window_s`` of the rounds against its typical
+        pace: the median, over the blocks that began in the window, of each block's median over
+        its call's median block (1.0: typical; 1.3: the calls ran about 30% slower). Every call
+        runs in every round, so this is the machine's pace whatever each call costs. Windows of
+        fewer than ``PACE_MIN_BLOCKS`` blocks are left out."""
+        typical: dict[int, float] = {}
+        for call in {b.call for b in self.blocks}:
+            typical[call] = float(np.median([b.median_s for b in self.blocks if b.call == call]))
+        windows: dict[int, list[float]] = {}
+        for b in self.blocks:
+            if typical[b.call] > 0:
+                windows.setdefault(int(b.start_s // window_s), []).append(b.median_s / typical[b.call])
+        return [float(np.median(ratios)) for _, ratios in sorted(windows.items()) if len(ratios) >= PACE_MIN_BLOCKS]
+
+    def drift(self, window_s: float = PACE_WINDOW_S) -> float:
+        """The slowest window's pace over the quickest's (1.0: steady, or too short to tell)."""
+        paces = self.paces(window_s)
+        return max(paces) / min(paces) if paces else 1.0
+
+
+def time_rounds(
+    runs: Sequence[Callable[[], Any]], *, seconds: float, min_runs: int, warmup: int = 3,
+    block_s: float = BLOCK_S, settle_calls: int = SETTLE_CALLS, settle_s: float = SETTLE_S, seed: int | None = None,
+) -> Rounds:
+    """``time_interleaved``, every block kept."""
     plans = [BlockPlan.for_call(_first_call_s(fn, warmup), block_s=block_s, settle_calls=settle_calls,
                                 settle_s=settle_s) for fn in runs]
     samples: list[list[float]] = [[] for _ in runs]
+    blocks: list[Block] = []
     order = list(range(len(runs)))
     shuffle = random.Random(seed).shuffle
-    deadline = time.perf_counter() + seconds * len(runs)
+    began = time.perf_counter()
+    deadline = began + seconds * len(runs)
     while time.perf_counter() < deadline or min(len(s) for s in samples) < min_runs:
         shuffle(order)
         for i in order:
+            timed, start = len(samples[i]), time.perf_counter() - began
             run_block(runs[i], plans[i], samples[i])
-    return samples
+            blocks.append(Block(start, i, float(np.median(samples[i][timed:]))))
+    return Rounds(samples, blocks)
 
 
 def _first_call_s(fn: Callable[[], Any], warmup: int) -> float:

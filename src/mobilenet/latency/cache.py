@@ -24,7 +24,7 @@ from mobilenet.deploy.optional import package_version
 from mobilenet.deploy.timing import METHOD
 from mobilenet.files import write_text
 from mobilenet.latency.backends import BACKENDS
-from mobilenet.latency.calibrate import Log, calibrate, check_request, log_to_stderr, noisy_fit_warning
+from mobilenet.latency.calibrate import Log, calibrate, calibration_warnings, check_request, log_to_stderr
 from mobilenet.latency.model import MODEL_VERSION, Calibration, CorruptCalibration
 
 CACHE_FILE = "latency-calibrations.json"
@@ -76,7 +76,7 @@ def cached_calibration(
         return None
 
 
-_WARNED: set[str] = set()  # the keys of the noisy cached calibrations this process has warned of
+_WARNED: set[str] = set()  # the keys of the cached calibrations this process has said its warnings of
 
 
 def calibrated(
@@ -91,15 +91,15 @@ def calibrated(
                                                       log=log)
     if found is not None:
         # Said when it was measured, and again in each process that uses it (once: bench asks per cell).
-        warning = noisy_fit_warning(found, cpu_info().logical_cores)
         said = json.dumps(found.key, sort_keys=True)
-        if warning and said not in _WARNED:
+        if said not in _WARNED:
             _WARNED.add(said)
-            log(warning)
+            for warning in calibration_warnings(found, cpu_info().logical_cores):
+                log(warning)
         return found
     key = calibration_key(runtime, precision, batch_size, threads)
     calibration = replace(measure(runtime, precision, batch_size=batch_size, threads=threads, log=log), key=key)
-    _WARNED.add(json.dumps(key, sort_keys=True))  # (``calibrate`` has said it, if it misfits)
+    _WARNED.add(json.dumps(key, sort_keys=True))  # (``calibrate`` has said what there was to say)
     entries = _superseded_dropped(_read(lambda line: None))  # again: another process may have cached others
     entries[json.dumps(key, sort_keys=True)] = calibration.to_dict()
     try:

@@ -26,7 +26,7 @@ from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
-from mobilenet.deploy.timing import SETTLE_CALLS, time_interleaved
+from mobilenet.deploy.timing import SETTLE_CALLS, time_rounds
 from mobilenet.errors import InputError, option
 from mobilenet.latency import own_process
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
@@ -73,6 +73,10 @@ FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off,
 # whose speed moved under it (2 threads at batch 1 on a 2-vCPU guest: 29% and 33%, where 1 thread
 # fitted within 10%) or a runtime the model misfits (ExecuTorch fp32 on a Zen 5: 20%; docs/latency.md §4).
 NOISY_FIT = 0.15
+# A calibration whose seconds of timing ran at paces further apart than this (slowest over
+# quickest, ``timing.Rounds.drift``) measured a machine whose speed moved under it: its constants
+# mix the spells, and the next spell may be either (docs/latency.md §2, "A machine that moves").
+DRIFTING = 1.15
 
 Log = Callable[[str], None]
 
@@ -143,14 +147,14 @@ def calibrate(
         pool = "the default threads" if threads is None else f"{threads} thread" + ("s" if threads > 1 else "")
         where = f"batch {per_call}, {pool}"
         log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
-        timed = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
+        timed, drift = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
     calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
                       channel_blocks=backend.channel_blocks, position_blocks=backend.position_blocks,
                       handover=precision in backend.handover_precisions)
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
                 "probes_measured": len({t.probe for t in timed}),
-                "probes_planned": len(plan),
+                "probes_planned": len(plan), "machine_drift": round(drift, 3),
                 "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
@@ -168,10 +172,29 @@ def calibrate(
     log(f"latency: calibrated in {spent:.0f} s{converted}; each kernel's fit error "
         + ", ".join(f"{k} {e:.0%}" for k, e in calibration.fit["rmspe"].items()) + on_networks)
     calibration = replace(calibration, fit=fit_info)
-    warning = noisy_fit_warning(calibration, cpu_info().logical_cores)
-    if warning:
+    for warning in calibration_warnings(calibration, cpu_info().logical_cores):
         log(warning)
     return calibration
+
+
+def calibration_warnings(calibration: Calibration, logical_cores: int) -> list[str]:
+    """What a user of ``calibration`` should be told about how far to trust it: the machine
+    moved while it measured (``drifting_machine_warning``), it missed its own networks
+    (``noisy_fit_warning``)."""
+    found = (drifting_machine_warning(calibration), noisy_fit_warning(calibration, logical_cores))
+    return [warning for warning in found if warning]
+
+
+def drifting_machine_warning(calibration: Calibration) -> str | None:
+    """A warning for a calibration whose seconds of timing ran at paces further apart than
+    ``DRIFTING`` (``Calibration.machine_drift``; ``None`` for a steady one)."""
+    drift = calibration.machine_drift
+    if drift is None or drift <= DRIFTING:
+        return None
+    return (f"latency: warning: the machine's pace moved {drift:.2f}x from second to second while this calibration "
+            "timed (slowest over quickest): something else ran, or the machine is a guest whose host is busy. Its "
+            "constants mix the fast and slow spells, and its predictions may miss either; calibrate again when "
+            f"the machine is quiet ({option('remeasure', True)}).")
 
 
 def noisy_fit_warning(calibration: Calibration, logical_cores: int) -> str | None:
@@ -349,9 +372,10 @@ def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: in
 def _measure(
     backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
     found: dict[str, Any], *, every_probe: bool = False,
-) -> list[Timed]:
+) -> tuple[list[Timed], float]:
     """Every probe built (and each network's layers profiled, where the runtime can), then all of
-    them timed together, interleaved in settled blocks.
+    them timed together, interleaved in settled blocks; and how far apart the paces of the
+    timing's seconds were (``timing.Rounds.drift``).
 
     Together, because the machine's speed drifts: on the shared Zen 4 of docs/latency.md the same
     network ran 0.72 ms for a few seconds and 1.3 ms the next, while a sgemm kept its speed
@@ -426,8 +450,9 @@ def _measure(
     room = (deadline + backend.converting_s - time.monotonic()) / TIMING_ROOM - timing_s
     handed_on = max(0.0, min(seconds * skipped_shapes, room))  # the unbuilt probes' rounds, to the rest
     log(f"latency: timing {len(cells)} probes interleaved, about {timing_s + handed_on:.0f} s")
-    timed_calls = time_interleaved(runs, seconds=seconds + handed_on / len(runs), min_runs=MIN_RUNS,  # type: ignore[arg-type]
-                                   warmup=2, block_s=seconds / 4)
+    rounds = time_rounds(runs, seconds=seconds + handed_on / len(runs), min_runs=MIN_RUNS,  # type: ignore[arg-type]
+                         warmup=2, block_s=seconds / 4)
+    timed_calls = rounds.samples
     samples = [float(np.median(s)) for s in timed_calls]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
     if references:
@@ -440,7 +465,7 @@ def _measure(
         seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
-    return timed
+    return timed, rounds.drift()
 
 
 def as_called(cell: Cell) -> Callable[[], None]:

@@ -337,6 +337,14 @@ class Calibration:
         return float(error) if isinstance(error, (int, float)) and math.isfinite(error) else None
 
     @property
+    def machine_drift(self) -> float | None:
+        """How far apart the machine's paces were from second to second while it timed, slowest
+        over quickest (``timing.Rounds.drift``; 1.0: a steady machine; None where it does not say:
+        calibrations cached before it was recorded)."""
+        drift = self.fit.get("machine_drift")
+        return float(drift) if isinstance(drift, (int, float)) and math.isfinite(drift) else None
+
+    @property
     def measured_at(self) -> datetime.datetime | None:
         """When it was measured (UTC; None where it does not say: calibrations cached before it
         was recorded). The machine's speed moves between spells (docs/latency.md §4), and a
