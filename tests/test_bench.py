@@ -63,6 +63,7 @@ def test_the_report_has_every_requested_cell(tiny_model, calibration_images):
                     assert cell["gflops"] == pytest.approx(report["gflop_per_image"] * cell["images_per_s"])
     assert report["mult_adds"] > 0 and report["sgemm_peak_gflops"] > 0
     assert report["sgemm_library"] in ("MKL", "oneDNN")
+    assert report["machine_drift"] >= 1.0, "how steady the machine was is recorded"
     assert report["machine"]["threads"] == 1
     # Every report names the CPU it measured on, as mobilenet.cpu describes it.
     from mobilenet.cpu import cpu_info
@@ -133,6 +134,20 @@ def test_the_report_says_where_int8_is_slower_than_fp32():
     text = format_report(report)
     assert "int8 is not faster everywhere" in text and "litert" in text.split("not faster everywhere")[1]
     assert json.loads(report.to_json())["int8_slower_than_fp32"][0]["fp32_ms"] == 0.66
+
+
+def test_the_report_warns_when_the_machine_moved_while_it_timed():
+    from mobilenet.deploy.bench import BenchReport, format_report
+    from mobilenet.deploy.timing import DRIFTING
+
+    def report(drift: float) -> BenchReport:
+        machine = {"cpu": "?", "threads": 2, "malloc_tunables": False, "omp_wait_policy": None}
+        return BenchReport(model="0.25-224", config={}, machine=machine, mult_adds=41_000_000, gflop_per_image=0.082,
+                           sgemm_peak_gflops=100.0, machine_drift=drift)
+
+    assert "pace moved 1.40x" in format_report(report(1.4))
+    assert json.loads(report(1.4).to_json())["machine_drift"] == 1.4
+    assert "pace moved" not in format_report(report(DRIFTING)) and "pace moved" not in format_report(report(1.0))
 
 
 def test_repeated_requests_are_measured_once():

@@ -87,6 +87,10 @@ def time_interleaved(
 # each) average away; and the fewest blocks that make one reading.
 PACE_WINDOW_S = 1.0
 PACE_MIN_BLOCKS = 5
+# Timings whose seconds ran at paces further apart than this (slowest over quickest,
+# ``Rounds.drift``) measured a machine whose speed moved under them: they mix its spells, and what
+# runs next may see either (docs/latency.md §2, "A machine that moves").
+DRIFTING = 1.15
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
 from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
-from mobilenet.deploy.timing import SETTLE_CALLS, time_rounds
+from mobilenet.deploy.timing import DRIFTING, SETTLE_CALLS, time_rounds
 from mobilenet.errors import InputError, option
 from mobilenet.latency import own_process
 from mobilenet.latency.backends import BACKENDS, Backend, Cell, probe_module
@@ -73,10 +73,6 @@ FLOOR_S = 1e-7  # what is left of a probe once the call's own cost is taken off,
 # whose speed moved under it (2 threads at batch 1 on a 2-vCPU guest: 29% and 33%, where 1 thread
 # fitted within 10%) or a runtime the model misfits (ExecuTorch fp32 on a Zen 5: 20%; docs/latency.md §4).
 NOISY_FIT = 0.15
-# A calibration whose seconds of timing ran at paces further apart than this (slowest over
-# quickest, ``timing.Rounds.drift``) measured a machine whose speed moved under it: its constants
-# mix the spells, and the next spell may be either (docs/latency.md §2, "A machine that moves").
-DRIFTING = 1.15
 
 Log = Callable[[str], None]
 

@@ -20,6 +20,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, package_version
 from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
+from mobilenet.deploy.timing import DRIFTING
 from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
 
@@ -110,6 +111,9 @@ class BenchReport:
     sgemm_peak_gflops: float
     cells: list[Cell] = field(default_factory=list)
     sgemm_library: str = ""  # which of PyTorch's GEMM libraries set the peak (``timing.Sgemm``)
+    # How far the machine's pace moved from second to second while the cells were timed, slowest
+    # over quickest (``timing.Rounds.drift``; 1.0: steady, or too short to tell).
+    machine_drift: float = 1.0
     separable_vs_conv: list[dict[str, Any]] = field(default_factory=list)
     blocks_vs_conv: list[dict[str, Any]] = field(default_factory=list)  # PyTorch eager, per block
     # Per runtime whose layers were profiled (batch 1, fp32): each layer's seconds in one profile,
@@ -182,6 +186,10 @@ def format_report(report: BenchReport) -> str:
         f"malloc tunables {'on' if m['malloc_tunables'] else 'off'}, OMP_WAIT_POLICY {m['omp_wait_policy']}; "
         f"sgemm peak {report.sgemm_peak_gflops:.0f} GFLOP/s"
         + (f" ({report.sgemm_library}, the faster of PyTorch's GEMM libraries here)" if report.sgemm_library else ""),
+        *([f"warning: the machine's pace moved {report.machine_drift:.2f}x from second to second while timing "
+           "(slowest over quickest): something else ran, or the machine is a guest whose host is busy; the "
+           "medians mix its spells, and their ratios hold better than the times themselves"]
+          if report.machine_drift > DRIFTING else []),
         "",
         "latency per call (ms, median [p10-p90] of interleaved runs after warm-up) and throughput",
         f"{'backend':<26} {'batch':>5} {'median':>8} {'p10-p90':>15} {'runs':>5} {'images/s':>9} "

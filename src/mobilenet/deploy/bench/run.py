@@ -19,7 +19,7 @@ from mobilenet.deploy.bench.memory import memory_rows
 from mobilenet.deploy.bench.peers import peer_cells
 from mobilenet.deploy.bench.report import BenchOptions, BenchReport, Cell, check_plot_path, machine_info, plot
 from mobilenet.deploy.runtimes import BUILT_PER_BATCH
-from mobilenet.deploy.timing import Sgemm, Timing, time_interleaved
+from mobilenet.deploy.timing import Sgemm, Timing, time_rounds
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.files import write_text
 from mobilenet.limits import check_memory
@@ -124,7 +124,8 @@ def _runtime_cells(
 def _time(timed: Timed, report: BenchReport, options: BenchOptions, log: Callable[[str], None]) -> None:
     log(f"timing {len(timed)} cells and an sgemm interleaved, about {options.seconds:g} s each")
     sgemm = Sgemm()
-    samples = time_interleaved([sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs)
+    rounds = time_rounds([sgemm] + [fn for _, fn in timed], seconds=options.seconds, min_runs=options.min_runs)
+    samples, report.machine_drift = rounds.samples, rounds.drift()
     report.sgemm_peak_gflops = sgemm.flop / Timing.from_seconds(samples[0]).median_ms / 1e6
     report.sgemm_library = sgemm.library
     for (cell, _), seconds in zip(timed, samples[1:]):
