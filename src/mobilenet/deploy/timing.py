@@ -83,8 +83,9 @@ def time_interleaved(
 
 
 # The span over which ``Rounds.paces`` reads the machine's pace: the guests measured here slow
-# down in spells of a few seconds (docs/latency.md §0), which rounds of a whole calibration (3-5 s
-# each) average away; and the fewest blocks that make one reading.
+# down in spells of a second or a few (docs/latency.md §0), which longer spans average away (a
+# calibration's blocks: 1.22x read per second, 1.05x per 4 s, §4); and the fewest blocks that make
+# one reading.
 PACE_WINDOW_S = 1.0
 PACE_MIN_BLOCKS = 5
 # Timings whose seconds ran at paces further apart than this (slowest over quickest,
@@ -117,9 +118,10 @@ class Rounds:
         its call's median block (1.0: typical; 1.3: the calls ran about 30% slower). Every call
         runs in every round, so this is the machine's pace whatever each call costs. Windows of
         fewer than ``PACE_MIN_BLOCKS`` blocks are left out."""
-        typical: dict[int, float] = {}
-        for call in {b.call for b in self.blocks}:
-            typical[call] = float(np.median([b.median_s for b in self.blocks if b.call == call]))
+        per_call: dict[int, list[float]] = {}
+        for b in self.blocks:
+            per_call.setdefault(b.call, []).append(b.median_s)
+        typical = {call: float(np.median(medians)) for call, medians in per_call.items()}
         windows: dict[int, list[float]] = {}
         for b in self.blocks:
             if typical[b.call] > 0:
