@@ -402,7 +402,8 @@ def test_page_shows_the_validators_error_and_recovers(page, server):
 
 def test_the_page_says_when_its_latency_constants_were_measured_and_offers_to_measure_them_again(page, monkeypatch):
     """Constants keep the speed of the spell they were measured in: the page says when that was, and
-    its calibrate button stays, as "Calibrate again", once there are constants (it used to vanish)."""
+    its calibrate button stays, as "Calibrate again", once there are constants (it used to vanish).
+    Constants measured on a moving machine, or missing their own networks, are said to be so."""
     from dataclasses import replace
 
     from mobilenet.web import time_view
@@ -426,6 +427,15 @@ def test_the_page_says_when_its_latency_constants_were_measured_and_offers_to_me
     set_controls(page, {"alpha": "0.75"})
     assert "calibrated" not in status_saying("no latency constants")
     assert button.is_visible() and button.text_content() == "Calibrate the latency model"
+
+    moved = replace(fixed_calibration(), fit={"machine_drift": 1.4, "in_network": {"rmspe_after": 0.19}})
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: moved)
+    set_controls(page, {"alpha": "0.5"})
+    assert ("the machine's pace moved 1.40x while they were measured and they missed their own networks by 19%: "
+            "calibrate again when the machine is quiet") in status_saying("pace moved")
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
+    set_controls(page, {"alpha": "0.75"})
+    assert "pace moved" not in status_saying("calibrated 2026-12-06"), "steady constants: nothing to say"
 
 
 def test_screenshot_is_not_blank(page):

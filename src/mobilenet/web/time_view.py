@@ -54,7 +54,22 @@ def prediction_view(cfg: ArchConfig, runtime: str, precision: str, threads: int 
         constants = calibration(runtime, precision, threads)
     except NotCalibratedError as err:
         return {"available": False, "can_calibrate": True, "reason": str(err)}
-    return {"available": True, **predict_with(constants, cfg).to_dict(), "calibrated": constants.measured_when()}
+    return {"available": True, **predict_with(constants, cfg).to_dict(), "calibrated": constants.measured_when(),
+            "caveats": caveats(constants)}
+
+
+def caveats(constants: Any) -> list[str]:
+    """What the page says beside a prediction about how far to trust its constants, where the
+    library would warn a caller of them (``latency.calibrate.calibration_warnings``)."""
+    from mobilenet.cpu import cpu_info  # noqa: PLC0415
+    from mobilenet.latency.calibrate import drifting_machine_warning, noisy_fit_warning  # noqa: PLC0415
+
+    said = []
+    if drifting_machine_warning(constants):
+        said.append(f"the machine's pace moved {constants.machine_drift:.2f}x while they were measured")
+    if noisy_fit_warning(constants, cpu_info().logical_cores):
+        said.append(f"they missed their own networks by {constants.network_error:.0%}")
+    return said
 
 
 def calibrate(runtime: str, precision: str, threads: int | None, progress: Progress) -> dict[str, Any]:

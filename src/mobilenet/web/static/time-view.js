@@ -17,7 +17,8 @@ async function updatePrediction() {
     $("prediction-status").textContent = prediction.available
       ? `predicted for ${prediction.runtime} ${prediction.precision} on this machine: ` +
         `${prediction.predicted_ms.toFixed(2)} ms (of which the call itself ${prediction.call_ms.toFixed(2)} ms)` +
-        (prediction.calibrated ? `; calibrated ${prediction.calibrated}` : "")
+        (prediction.calibrated ? `; calibrated ${prediction.calibrated}` : "") +
+        (prediction.caveats.length ? `; ${prediction.caveats.join(" and ")}: calibrate again when the machine is quiet` : "")
       : prediction.reason;
     // Constants keep the machine's speed of the spell they were measured in: offered again once calibrated.
     $("calibrate").hidden = !prediction.available && !prediction.can_calibrate;
