@@ -88,6 +88,10 @@ def test_the_machines_pace_is_read_second_by_second_whatever_each_call_costs() -
     assert Rounds([], lopsided).drift() == 1.0, "seconds holding mostly the dearer call are not slower"
     sparse = [*steady, block(9.0, 0, 3.0), block(9.5, 1, 3.0)]
     assert Rounds([], sparse).drift() == 1.0, "two blocks are no reading"
+    # Blocks of a few seconds each (training steps): the span read grows to hold five of them.
+    long_blocks = [block(3.0 * i, i % 2, 1.5 if 30 <= 3.0 * i < 45 else 1.0) for i in range(40)]
+    assert Rounds([], long_blocks).window_s() == pytest.approx(15.0)
+    assert Rounds([], long_blocks).drift() == pytest.approx(1.5), "seconds would hold one block each: no reading"
 
 
 def test_timed_rounds_see_a_slow_spell_of_the_machine() -> None:

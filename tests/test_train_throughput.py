@@ -61,6 +61,11 @@ def test_the_report_gives_each_rows_ratio_to_timm_and_names_the_target_each_rati
     assert f"{COMPILED_FP32} / timm = 1.50x, target 1.5x" in fell_back and "this row ran eager" in fell_back
     # Without timm there is nothing to hold a target against.
     assert "target" not in _report([_row(DEFAULT, 60.0, False), _row(EAGER_FP32, 35.0, False)]).format()
+    # A machine whose pace moved while the steps were timed is said to have moved.
+    assert "pace moved" not in text
+    moving = _report([_row(DEFAULT, 60.0, True), _row(TIMM, 30.0, False)])
+    moving.machine_drift = 1.4
+    assert "warning: the machine's pace moved 1.40x while the steps were timed" in moving.format()
 
 
 def test_cuda_is_refused_in_one_line_where_there_is_no_gpu(monkeypatch, capsys):
@@ -95,6 +100,7 @@ def test_the_compiled_fp32_nchw_row_compiles_and_reports_its_compile():
     assert not any("ran eager" in note for note in report.notes), report.notes
     assert f"first step of {COMPILED_FP32} (the compile)" in report.format()
     assert report.omp_wait_policy == os.environ.get("OMP_WAIT_POLICY")  # recorded: it moves the figures
+    assert report.machine_drift >= 1.0  # recorded: how steady the machine was
 
 
 # --------------------------------------------------------------------------------------------

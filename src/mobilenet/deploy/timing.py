@@ -112,12 +112,22 @@ class Rounds:
     samples: list[list[float]]
     blocks: list[Block]
 
-    def paces(self, window_s: float = PACE_WINDOW_S) -> list[float]:
-        """How slowly the machine ran in each ``window_s`` of the rounds against its typical
-        pace: the median, over the blocks that began in the window, of each block's median over
-        its call's median block (1.0: typical; 1.3: the calls ran about 30% slower). Every call
-        runs in every round, so this is the machine's pace whatever each call costs. Windows of
-        fewer than ``PACE_MIN_BLOCKS`` blocks are left out."""
+    def window_s(self) -> float:
+        """The span ``paces`` reads by default: ``PACE_WINDOW_S``, or longer where blocks are so
+        long (training steps: a few seconds each) that a second would not hold
+        ``PACE_MIN_BLOCKS`` of them on average."""
+        if len(self.blocks) < 2:
+            return PACE_WINDOW_S
+        span = self.blocks[-1].start_s - self.blocks[0].start_s
+        return max(PACE_WINDOW_S, PACE_MIN_BLOCKS * span / (len(self.blocks) - 1))
+
+    def paces(self, window_s: float | None = None) -> list[float]:
+        """How slowly the machine ran in each ``window_s`` (default: ``window_s()``) of the rounds
+        against its typical pace: the median, over the blocks that began in the window, of each
+        block's median over its call's median block (1.0: typical; 1.3: the calls ran about 30%
+        slower). Every call runs in every round, so this is the machine's pace whatever each call
+        costs. Windows of fewer than ``PACE_MIN_BLOCKS`` blocks are left out."""
+        window_s = window_s or self.window_s()
         per_call: dict[int, list[float]] = {}
         for b in self.blocks:
             per_call.setdefault(b.call, []).append(b.median_s)
@@ -128,7 +138,7 @@ class Rounds:
                 windows.setdefault(int(b.start_s // window_s), []).append(b.median_s / typical[b.call])
         return [float(np.median(ratios)) for _, ratios in sorted(windows.items()) if len(ratios) >= PACE_MIN_BLOCKS]
 
-    def drift(self, window_s: float = PACE_WINDOW_S) -> float:
+    def drift(self, window_s: float | None = None) -> float:
         """The slowest window's pace over the quickest's (1.0: steady, or too short to tell)."""
         paces = self.paces(window_s)
         return max(paces) / min(paces) if paces else 1.0

@@ -89,6 +89,9 @@ class ThroughputReport:
     notes: list[str] = field(default_factory=list)
     gpu: str | None = None  # the CUDA device's name, when the steps ran on one
     omp_wait_policy: str | None = None  # OMP_WAIT_POLICY as measured; None: OpenMP's default
+    # How far the machine's pace moved while the steps were timed, slowest span over quickest
+    # (``deploy.timing.Rounds.drift``; 1.0: steady, or too short to tell).
+    machine_drift: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +111,11 @@ class ThroughputReport:
                  f"{'yes' if self.cpu['native_bf16'] else 'no'})"]
         if self.gpu:
             lines.append(f"GPU: {self.gpu}")
+        from mobilenet.deploy.timing import DRIFTING  # noqa: PLC0415
+
+        if self.machine_drift > DRIFTING:
+            lines.append(f"warning: the machine's pace moved {self.machine_drift:.2f}x while the steps were timed "
+                         "(slowest span over quickest): the rows' ratios, interleaved, hold better than their times")
         for row in self.rows:
             ratio = f"  {row.images_per_s / base:.2f}x timm" if base else ""
             lines.append(f"  {row.name:{width}}  {row.images_per_s:8.1f} img/s  {row.median_ms:9.1f} ms/step{ratio}")
@@ -186,7 +194,7 @@ def _bench(arch: ArchConfig, batch_size: int, dev: torch.device, seconds: float,
 def _measure(names: list[str], settings: list[dict[str, Any]], steps: list[Callable[[], None]], arch: ArchConfig,
              batch_size: int, device: torch.device, seconds: float, min_runs: int,
              log: Callable[[str], None]) -> ThroughputReport:
-    from mobilenet.deploy.timing import METHOD, Timing, time_interleaved  # noqa: PLC0415
+    from mobilenet.deploy.timing import METHOD, Timing, time_rounds  # noqa: PLC0415
 
     first = []
     for name, step in zip(names, steps):
@@ -195,11 +203,12 @@ def _measure(names: list[str], settings: list[dict[str, Any]], steps: list[Calla
         step()
         first.append(time.perf_counter() - start)
     log(f"timing {len(steps)} training steps in settled blocks, about {seconds:g} s each")
-    samples = time_interleaved(steps, seconds=seconds, min_runs=min_runs, warmup=1)
+    rounds = time_rounds(steps, seconds=seconds, min_runs=min_runs, warmup=1)
+    samples = rounds.samples
     report = ThroughputReport(arch=arch.to_dict(), batch_size=batch_size, device=str(device),
                               threads=torch.get_num_threads(), cpu=cpu_info().to_dict(), torch=torch.__version__,
                               method=METHOD, gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                              omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+                              omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), machine_drift=rounds.drift())
     for name, setting, runs, first_s in zip(names, settings, samples, first):
         timing = Timing.from_seconds(runs)
         report.rows.append(ThroughputRow(name, setting, batch_size / (timing.median_ms / 1e3), timing.median_ms,
