@@ -170,7 +170,7 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
     calibrated_batch = 1 if backend.fixed_batch else args.batch_size
     timed = calibrate._measure(backend, plan, calibrated_batch, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
                                calibrate.SECONDS_PER_SHAPE, log, found,
-                               every_probe=every_probe(args))
+                               every_probe=every_probe(args)).timed
     images = sample_photos() if args.precision == "int8" else None
     calls, models = [], []
     for cfg in grid + seen:

@@ -22,6 +22,13 @@ timed and profiled beside the grid: their errors are the floor under the held-ou
 totals, the drift since the calibration; for the shares, the guest's memory-side spells, which
 slow the memory-bound layers more than the rest (docs/latency.md §4, 2026-12-05, late morning).
 
+With ``--joint`` the grid is timed in the calibration's own rounds instead, interleaved with its
+probes (a calibration made anew, not cached; not for ONNX Runtime above one thread, which
+calibrates in a process of its own): the calibration and the grid then measure one machine,
+however its speed moves, and the errors are the model's alone. It is not the issue's protocol (a
+calibration first, the grid after, as a user meets it), which stays the default; on a guest whose
+speed moves by tens of percent between minutes it tells the model's misses from the machine's.
+
 The full grid (5 α x 5 resolutions, batch 1 and 8, 1 and 2 threads, every installed runtime)
 takes a long while, mostly building the networks in LiteRT and ExecuTorch; run it on a quiet
 machine and record what it prints with the CPU and the command (docs/latency.md)::
@@ -51,6 +58,7 @@ from mobilenet.deploy.timing import Timing, time_rounds
 from mobilenet.files import write_text
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
+from mobilenet.latency.calibrate import calibrate_beside
 from mobilenet.latency.model import CONV_KINDS, layer_type
 from mobilenet.latency.probes import default_networks
 
@@ -69,6 +77,9 @@ class Setting:
     # calibrated (None: a calibration cached before that was recorded) and while the grid ran.
     calibration_drift: float | None = None
     grid_drift: float = 1.0
+    # Whether the grid was timed in the calibration's own rounds (``--joint``): its errors then
+    # hold none of the machine's drift between a calibration and a later timing.
+    joint: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per network of the grid
     seen: list[dict[str, Any]] = field(default_factory=list)  # the calibration's networks, timed again
     summary: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for precision in (p for p in args.precisions if p in backend.calibrates):
             for threads in args.threads:
+                if args.joint and backend.pools_of_their_own(threads):
+                    print(f"{runtime} {precision}, {threads} threads: left out of --joint (it calibrates in a "
+                          "process of its own, where the grid's calls cannot follow)")
+                    continue
                 for batch in args.batch_sizes:
                     setting = Setting(runtime, precision, threads, batch)
                     measure_setting(setting, grid, args)
@@ -113,10 +128,6 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
     from mobilenet.model import MobileNetV1  # noqa: PLC0415
     from mobilenet.preprocess import sample_photos  # noqa: PLC0415
 
-    constants = calibrated(setting.runtime, setting.precision, setting.batch_size, setting.threads,
-                           remeasure=args.recalibrate)
-    setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
-    setting.calibration_drift = constants.machine_drift
     models, calls = [], []
     images = sample_photos() if setting.precision == "int8" else None
     # The calibration's own networks, timed beside the held-out ones: their error now is the
@@ -130,8 +141,19 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         x = torch.rand(setting.batch_size, 3, *cfg.resolution)
         models.append(model)
         calls.append(lambda p=predictor, x=x: p(x))
-    rounds = time_rounds(calls, seconds=args.seconds, min_runs=10)
-    samples, setting.grid_drift = rounds.samples, rounds.drift()
+    if args.joint:
+        # The grid timed in the calibration's own rounds (never cached): one machine for both.
+        constants, samples = calibrate_beside(setting.runtime, setting.precision, calls,
+                                              batch_size=setting.batch_size, threads=setting.threads)
+        setting.calibration_drift = setting.grid_drift = constants.machine_drift or 1.0
+    else:
+        constants = calibrated(setting.runtime, setting.precision, setting.batch_size, setting.threads,
+                               remeasure=args.recalibrate)
+        setting.calibration_drift = constants.machine_drift
+        rounds = time_rounds(calls, seconds=args.seconds, min_runs=10)
+        samples, setting.grid_drift = rounds.samples, rounds.drift()
+    setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
+    setting.joint = args.joint
     for cfg, seconds in zip(seen, samples[len(grid):]):
         measured = Timing.from_seconds(seconds).median_ms
         predicted = predict_with(constants, cfg, setting.batch_size).total_ms
@@ -262,14 +284,19 @@ def print_setting(s: Setting) -> None:
           f"{s.calibration_s:g} s): within ±10% {m['within_10']:.0%}, RMSPE {m['rmspe']:.1%}, "
           f"Spearman {m['spearman']:.3f}{extra}")
     calibrating = "not recorded" if s.calibration_drift is None else f"{s.calibration_drift:.2f}x"
-    print(f"  the machine's pace, slowest second over quickest: {calibrating} while calibrating, "
-          f"{s.grid_drift:.2f}x while the grid ran")
+    if s.joint:
+        print(f"  the grid timed in the calibration's own rounds; the machine's pace, slowest second over "
+              f"quickest: {s.grid_drift:.2f}x")
+    else:
+        print(f"  the machine's pace, slowest second over quickest: {calibrating} while calibrating, "
+              f"{s.grid_drift:.2f}x while the grid ran")
     for r in s.rows:
         print(f"  {r['model']:<26} predicted {r['predicted_ms']:8.3f} ms  measured {r['measured_ms']:8.3f} ms  "
               f"{r['error']:+7.1%}")
     if s.seen:
         errors = np.array([r["error"] for r in s.seen])
-        print(f"  the calibration's own {len(errors)} networks, timed again beside them (the drift since): "
+        since = "the fit's own error" if s.joint else "the drift since"
+        print(f"  the calibration's own {len(errors)} networks, timed again beside them ({since}): "
               f"RMSPE {np.sqrt(np.mean(errors**2)):.1%}, mean error {np.mean(errors):+.1%}")
         print(f"  held out over that mean error (the drift taken out): within ±10% {m['over_seen_within_10']:.0%}, "
               f"RMSPE {m['over_seen_rmspe']:.1%}")
@@ -291,6 +318,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--recalibrate", action="store_true", help="calibrate again instead of using the cache")
     p.add_argument("--seen", action="store_true",
                    help="also time the calibration's own networks beside the grid: the machine's drift since")
+    p.add_argument("--joint", action="store_true",
+                   help="time the grid in the calibration's own rounds, interleaved with its probes (calibrated "
+                        "anew, never cached): both measure one machine however its speed moves, and the errors are "
+                        "the model's alone. Not the issue's protocol, which calibrates first, then times the grid")
     p.add_argument("--profile-passes", type=int, default=2,
                    help="profiles of each network (fp32, batch 1), each layer's share their median")
     p.add_argument("--tiny", action="store_true", help="a 2 x 2 grid, ONNX Runtime fp32, 1 thread, batch 1")

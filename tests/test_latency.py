@@ -33,6 +33,7 @@ from mobilenet.latency.calibrate import (
     NOISY_FIT,
     Timed,
     calibrate,
+    calibrate_beside,
     drifting_machine_warning,
     fit,
     noisy_fit_warning,
@@ -867,9 +868,9 @@ def built_by_a_calibration(monkeypatch: pytest.MonkeyPatch, *, feeds: bool = Fal
 
     monkeypatch.setattr(calibrating, "time_rounds", timing)
     plan = (*default_networks(), *default_plan())
-    timed, _ = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
-                                 {}, every_probe=every_probe)
-    return {(t.probe, t.size) for t in timed}
+    measured = calibrating._measure(Profiling("fp32", 1), plan, 1, time.monotonic() + 60, 0.002, lambda line: None,
+                                    {}, every_probe=every_probe)
+    return {(t.probe, t.size) for t in measured.timed}
 
 
 def test_a_calibration_builds_no_probe_that_its_networks_profiles_leave_unused(
@@ -935,6 +936,27 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     measured = min(time_interleaved([lambda: predictor(x)], seconds=0.5, min_runs=5)[0]) * 1e3
     predicted = predict_with(calibration, cfg).total_ms
     assert measured / 3 < predicted < measured * 3, (predicted, measured)
+
+
+def test_calls_timed_beside_a_calibration_come_back_in_their_order() -> None:
+    """``calibrate_beside`` times its calls in the calibration's own rounds (how the latency
+    benchmark's ``--joint`` separates the model's error from the machine's drift): each call's
+    latencies come back in the order of the calls, apart from the probes' and the references'.
+    Where the calibration would run in a process of its own, the calls cannot follow: refused
+    before anything is measured."""
+    pytest.importorskip("onnxruntime")
+    lines: list[str] = []
+    slow = lambda: time.sleep(0.004)  # noqa: E731
+    calibration, samples = calibrate_beside("onnxruntime", "fp32", [slow, lambda: None], threads=1,
+                                            plan=quick_plan()[:3], networks=(), seconds_per_shape=0.02,
+                                            log=lines.append)
+    assert len(samples) == 2 and min(len(s) for s in samples) >= 5
+    assert min(samples[0]) >= 0.004 > float(np.median(samples[1])), "each call's own latencies, in order"
+    assert calibration.fit["timed_beside"] == 2 and calibration.kernels
+    assert any("and 2 calls beside them" in line for line in lines)
+    with pytest.raises(InputError, match="process of its own"):
+        calibrate_beside("onnxruntime", "fp32", [slow], threads=2, plan=quick_plan()[:3], networks=(),
+                         log=lines.append)
 
 
 def test_measuring_pytorch_leaves_the_processs_thread_count_as_it_was() -> None:

@@ -120,16 +120,38 @@ def calibrate(
     (LiteRT, ExecuTorch) is calibrated at batch 1. A runtime whose probes' thread pools would slow
     each other (ONNX Runtime above one thread, ``Backend.pools_of_their_own``) is calibrated in a
     process of its own, every probe on one pool (``mobilenet.latency.own_process``)."""
+    return calibrate_beside(runtime, precision, (), batch_size=batch_size, threads=threads, budget_s=budget_s,
+                            plan=plan, networks=networks, seconds_per_shape=seconds_per_shape, log=log)[0]
+
+
+def calibrate_beside(
+    runtime: str, precision: str = "fp32", calls: Sequence[Callable[[], object]] = (), *, batch_size: int = 1,
+    threads: int | None = None, budget_s: float = DEFAULT_BUDGET_S, plan: Sequence[Probe] | None = None,
+    networks: Sequence[NetworkProbe] | None = None, seconds_per_shape: float = SECONDS_PER_SHAPE,
+    log: Log | None = None,
+) -> tuple[Calibration, list[list[float]]]:
+    """``calibrate``, with ``calls`` (zero-argument callables) timed in the calibration's own
+    rounds, interleaved with its probes: the calibration and each call's timed latencies
+    (seconds, in the order of ``calls``). Both then measured one machine, however its speed moved
+    while they ran, so a call's time against its prediction is the model's error alone, without
+    the drift between a calibration and a later timing (``benchmarks/bench_latency_model.py
+    --joint``; the guests of docs/latency.md §0 move by tens of percent within minutes). The
+    calls' timing comes on top of ``budget_s``. Not where the calibration runs in a process of
+    its own (ONNX Runtime above one thread): ``calls`` cannot follow it there."""
+
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
     if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
+        if calls:
+            raise InputError(f"{runtime} at {threads} threads calibrates in a process of its own, where calls "
+                             "made here cannot be timed beside its probes")
         log(f"latency: calibrating {runtime} in a process of its own, its probes on one thread pool")
         calibration, shared = own_process.call_apart("calibrate", {
             "runtime": runtime, "precision": precision, "batch_size": batch_size, "threads": threads,
             "budget_s": budget_s, "plan": plan, "networks": networks, "seconds_per_shape": seconds_per_shape,
         }, runtime=runtime, threads=threads, doing=f"calibrating {runtime}", log=log)
         process = "its own, one thread pool" if shared else "its own, a pool per probe"
-        return replace(calibration, fit={**calibration.fit, "process": process})
+        return replace(calibration, fit={**calibration.fit, "process": process}), []
     with torch_threads_kept():  # the torch probes set the process's thread count
         backend = backend_for(runtime, precision, threads)
         per_call = 1 if backend.fixed_batch else batch_size
@@ -143,21 +165,25 @@ def calibrate(
         pool = "the default threads" if threads is None else f"{threads} thread" + ("s" if threads > 1 else "")
         where = f"batch {per_call}, {pool}"
         log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
-        timed, drift = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found)
-    calibration = fit(runtime, precision, per_call, threads, timed, fixed_batch=backend.fixed_batch,
+        measured = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found,
+                            beside=calls)
+    calibration = fit(runtime, precision, per_call, threads, measured.timed, fixed_batch=backend.fixed_batch,
                       channel_blocks=backend.channel_blocks, position_blocks=backend.position_blocks,
                       handover=precision in backend.handover_precisions)
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
-                "probes_measured": len({t.probe for t in timed}),
-                "probes_planned": len(plan), "machine_drift": round(drift, 3),
+                "probes_measured": len({t.probe for t in measured.timed}),
+                "probes_planned": len(plan), "machine_drift": round(measured.drift, 3),
                 "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if calls:
+        fit_info["timed_beside"] = len(calls)
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")
     on_networks = (f"; on the whole networks {networks_fit['rmspe_before']:.0%} before the in-network factors, "
                    f"{networks_fit['rmspe_after']:.0%} after") if networks_fit else ""
     converted = f" (and {backend.converting_s:.0f} s converting probes, once)" if backend.converting_s else ""
+    converted += f" ({len(calls)} calls timed beside the probes included)" if calls else ""
     if math.isfinite(calibration.cache_bytes):
         on_networks += (f"; the cache keeps {calibration.cache_bytes / 2**20:g} MiB of weights between calls, "
                         "the rest come from memory")
@@ -170,7 +196,7 @@ def calibrate(
     calibration = replace(calibration, fit=fit_info)
     for warning in calibration_warnings(calibration, cpu_info().logical_cores):
         log(warning)
-    return calibration
+    return calibration, measured.beside
 
 
 def calibration_warnings(calibration: Calibration, logical_cores: int) -> list[str]:
@@ -365,13 +391,24 @@ def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: in
     return out
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What ``_measure`` timed: each probe's ``timed``, how far apart the paces of the timing's
+    seconds were (``drift``, ``timing.Rounds.drift``), and the latencies of the calls timed
+    ``beside`` the probes (seconds, in their order)."""
+
+    timed: list[Timed]
+    drift: float
+    beside: list[list[float]]
+
+
 def _measure(
     backend: Backend, plan: Sequence[AnyProbe], batch_size: int, deadline: float, seconds: float, log: Log,
-    found: dict[str, Any], *, every_probe: bool = False,
-) -> tuple[list[Timed], float]:
+    found: dict[str, Any], *, every_probe: bool = False, beside: Sequence[Callable[[], object]] = (),
+) -> Measured:
     """Every probe built (and each network's layers profiled, where the runtime can), then all of
-    them timed together, interleaved in settled blocks; and how far apart the paces of the
-    timing's seconds were (``timing.Rounds.drift``).
+    them timed together, interleaved in settled blocks, with the calls ``beside`` (their timing
+    on top of the deadline's).
 
     Together, because the machine's speed drifts: on the shared Zen 4 of docs/latency.md the same
     network ran 0.72 ms for a few seconds and 1.3 ms the next, while a sgemm kept its speed
@@ -396,7 +433,9 @@ def _measure(
     at batch 1 lasted a third as long, and a slow spell of a few seconds fell on every sample of
     a network (calibrations that missed their own networks by 12%, against 3-5%; Zen 4)."""
     cells: list[tuple[AnyProbe, int, Cell, tuple[float, ...] | None]] = []
-    timing_s = 0.0  # what timing the cells built so far will take
+    beside_s = sum(_timing_seconds(call, seconds) for call in beside)
+    deadline += TIMING_ROOM * beside_s
+    timing_s = beside_s  # what timing the cells built so far, and the calls beside, will take
     profiled_kernels: set[str] = set()  # the kernels that the networks' profiles time in place
     converts_input = False
     skipped = skipped_shapes = 0
@@ -427,7 +466,7 @@ def _measure(
                 "calibrations, outside the budget")
         for size in probe.sizes:
             cell = shaped(probe.input_shape(size, batch_size))
-            timing_s += _timing_seconds(cell, seconds)
+            timing_s += _timing_seconds(cell.run, seconds)
             profiled = None
             if cell.profile is not None and isinstance(probe, NetworkProbe):
                 profiled = tuple(cell.profile(seconds))
@@ -442,13 +481,14 @@ def _measure(
     # A reference decides a correction for every probe: it takes several places in the rounds.
     references = list(backend.reference_calls()) * REFERENCE_SLOTS
     runs = ([as_called(c) if isinstance(p, NetworkProbe) else c.run for p, _, c, _ in cells]
-            + [cells[i][2].feed for i in feeds] + references)
+            + [cells[i][2].feed for i in feeds] + references + list(beside))
     room = (deadline + backend.converting_s - time.monotonic()) / TIMING_ROOM - timing_s
     handed_on = max(0.0, min(seconds * skipped_shapes, room))  # the unbuilt probes' rounds, to the rest
-    log(f"latency: timing {len(cells)} probes interleaved, about {timing_s + handed_on:.0f} s")
+    also = f" and {len(beside)} calls beside them" if beside else ""
+    log(f"latency: timing {len(cells)} probes{also} interleaved, about {timing_s + handed_on:.0f} s")
     rounds = time_rounds(runs, seconds=seconds + handed_on / len(runs), min_runs=MIN_RUNS,  # type: ignore[arg-type]
                          warmup=2, block_s=seconds / 4)
-    timed_calls = rounds.samples
+    timed_calls = rounds.samples[:len(runs) - len(beside)]
     samples = [float(np.median(s)) for s in timed_calls]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
     if references:
@@ -461,7 +501,7 @@ def _measure(
         seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
-    return timed, rounds.drift()
+    return Measured(timed, rounds.drift(), rounds.samples[len(timed_calls):])
 
 
 def as_called(cell: Cell) -> Callable[[], None]:
@@ -483,13 +523,13 @@ def as_called(cell: Cell) -> Callable[[], None]:
     return call
 
 
-def _timing_seconds(cell: Cell, seconds: float) -> float:
-    """About what timing ``cell`` will take: ``seconds`` with its warm-up and settling, or, for a
+def _timing_seconds(call: Callable[[], object], seconds: float) -> float:
+    """About what timing ``call`` will take: ``seconds`` with its warm-up and settling, or, for a
     call slower than a block, ``MIN_RUNS`` blocks of one timed call and its settling calls (a
     batch-8 network at 130 ms a call takes 2.6 s, not 0.3). Its first call, timed here, also
     warms it up."""
     start = time.perf_counter()
-    cell.run()
+    call()
     call_s = time.perf_counter() - start
     return max(TIMING_COST * seconds, MIN_RUNS * (1 + SETTLE_CALLS) * call_s + 3 * call_s)
 
