@@ -54,7 +54,7 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
-from mobilenet.deploy.timing import Timing, time_rounds
+from mobilenet.deploy.timing import time_rounds
 from mobilenet.files import write_text
 from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
 from mobilenet.latency.backends import BACKENDS
@@ -77,6 +77,9 @@ class Setting:
     # calibrated (None: a calibration cached before that was recorded) and while the grid ran.
     calibration_drift: float | None = None
     grid_drift: float = 1.0
+    # Each network's time: the median of its blocks, each read at the rounds' typical pace
+    # (``timing.Rounds.paced_medians``; until 2026-12-07, the plain median of its calls).
+    measured: str = "paced median"
     # Whether the grid was timed in the calibration's own rounds (``--joint``): its errors then
     # hold none of the machine's drift between a calibration and a later timing.
     joint: bool = False
@@ -143,7 +146,7 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
         calls.append(lambda p=predictor, x=x: p(x))
     if args.joint:
         # The grid timed in the calibration's own rounds (never cached): one machine for both.
-        constants, samples = calibrate_beside(setting.runtime, setting.precision, calls,
+        constants, medians = calibrate_beside(setting.runtime, setting.precision, calls,
                                               batch_size=setting.batch_size, threads=setting.threads)
         setting.calibration_drift = setting.grid_drift = constants.machine_drift or 1.0
     else:
@@ -151,17 +154,18 @@ def measure_setting(setting: Setting, grid: list[ArchConfig], args: argparse.Nam
                                remeasure=args.recalibrate)
         setting.calibration_drift = constants.machine_drift
         rounds = time_rounds(calls, seconds=args.seconds, min_runs=10)
-        samples, setting.grid_drift = rounds.samples, rounds.drift()
+        # (read at the rounds' typical pace, as the calibration reads its probes)
+        medians, setting.grid_drift = rounds.paced_medians(), rounds.drift()
     setting.calibration_s = float(constants.fit.get("seconds", 0.0))  # when it was made, if cached
     setting.joint = args.joint
-    for cfg, seconds in zip(seen, samples[len(grid):]):
-        measured = Timing.from_seconds(seconds).median_ms
+    for cfg, seconds in zip(seen, medians[len(grid):]):
+        measured = seconds * 1e3
         predicted = predict_with(constants, cfg, setting.batch_size).total_ms
         setting.seen.append({"model": cfg.name, "predicted_ms": predicted, "measured_ms": measured,
                              "error": predicted / measured - 1})
-    for cfg, seconds in zip(grid, samples):
+    for cfg, seconds in zip(grid, medians):
         prediction = predict_with(constants, cfg, setting.batch_size)
-        measured = Timing.from_seconds(seconds).median_ms
+        measured = seconds * 1e3
         row = {"model": cfg.name, "predicted_ms": prediction.total_ms, "measured_ms": measured,
                "error": prediction.total_ms / measured - 1}
         setting.rows.append(row)

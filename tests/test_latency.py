@@ -95,6 +95,29 @@ def test_the_machines_pace_is_read_second_by_second_whatever_each_call_costs() -
     assert Rounds([], long_blocks).drift() == pytest.approx(1.5), "seconds would hold one block each: no reading"
 
 
+def test_a_call_that_met_more_of_a_slow_spell_is_read_at_the_typical_pace() -> None:
+    """Three calls (1, 2 and 4 ms) share eight seconds, three blocks each a second; in seconds 2
+    and 3 everything runs 1.6x slower, and the 2 ms call happens to run five blocks only, three of
+    them in those seconds, so its plain median is a slow one. Read at the typical
+    pace, each call's median is its own time; a block in a second too sparse to read counts as
+    typical."""
+    typical = (1e-3, 2e-3, 4e-3)
+
+    def block(t: float, call: int) -> Block:
+        return Block(t, call, typical[call] * (1.6 if 2 <= t < 4 else 1.0))
+
+    blocks = [block(second + i / 10, call) for second in range(8) for call in (0, 2) for i in range(3)]
+    blocks += [block(t, 1) for t in (1.5, 2.5, 2.8, 3.5, 5.5)]
+    blocks.sort(key=lambda b: b.start_s)
+    rounds = Rounds([[], [], []], blocks)
+    plain = [float(np.median([b.median_s for b in blocks if b.call == call])) for call in range(3)]
+    assert plain[1] == pytest.approx(1.6 * typical[1]), "the lopsided call's plain median is a slow one"
+    assert rounds.paced_medians() == pytest.approx(list(typical))
+    # A fourth call, timed once after the rest, alone in its second: that block is read as is.
+    sparse = Rounds([[], [], [], []], [*blocks, Block(8.5, 3, 5e-3)])
+    assert sparse.paced_medians() == pytest.approx([*typical, 5e-3])
+
+
 def test_timed_rounds_see_a_slow_spell_of_the_machine() -> None:
     """Real interleaved timing of two calls that spin 0.5 and 1 ms, each twice as long between
     0.3 and 0.5 s after the start: the paces, read over 0.1 s, show the spell and nothing
@@ -941,17 +964,17 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
 def test_calls_timed_beside_a_calibration_come_back_in_their_order() -> None:
     """``calibrate_beside`` times its calls in the calibration's own rounds (how the latency
     benchmark's ``--joint`` separates the model's error from the machine's drift): each call's
-    latencies come back in the order of the calls, apart from the probes' and the references'.
+    median comes back in the order of the calls, apart from the probes' and the references'.
     Where the calibration would run in a process of its own, the calls cannot follow: refused
     before anything is measured."""
     pytest.importorskip("onnxruntime")
     lines: list[str] = []
     slow = lambda: time.sleep(0.004)  # noqa: E731
-    calibration, samples = calibrate_beside("onnxruntime", "fp32", [slow, lambda: None], threads=1,
+    calibration, medians = calibrate_beside("onnxruntime", "fp32", [slow, lambda: None], threads=1,
                                             plan=quick_plan()[:3], networks=(), seconds_per_shape=0.02,
                                             log=lines.append)
-    assert len(samples) == 2 and min(len(s) for s in samples) >= 5
-    assert min(samples[0]) >= 0.004 > float(np.median(samples[1])), "each call's own latencies, in order"
+    assert len(medians) == 2
+    assert medians[0] > 0.002 > medians[1], "each call's own median, in order"
     assert calibration.fit["timed_beside"] == 2 and calibration.kernels
     assert any("and 2 calls beside them" in line for line in lines)
     with pytest.raises(InputError, match="process of its own"):

@@ -34,6 +34,8 @@ import torch
 
 # Names the method in what caches a measurement (auto's decisions): one measured another way is redone.
 METHOD = "settled blocks in random order"
+# ...and where each call's time is read at the rounds' typical pace (``Rounds.paced_medians``).
+PACED_METHOD = METHOD + ", read at the typical pace"
 BLOCK_S = 0.1  # timed part of one block
 SETTLE_CALLS = 3  # untimed calls opening every block...
 # ...and at least this long. Not always past a neighbour's spin: ONNX Runtime's pool spins 35-40 ms
@@ -127,7 +129,29 @@ class Rounds:
         block's median over its call's median block (1.0: typical; 1.3: the calls ran about 30%
         slower). Every call runs in every round, so this is the machine's pace whatever each call
         costs. Windows of fewer than ``PACE_MIN_BLOCKS`` blocks are left out."""
+        return [pace for _, pace in sorted(self._window_paces(window_s or self.window_s()).items())]
+
+    def paced_medians(self, window_s: float | None = None) -> list[float]:
+        """Each call's latency (seconds, in the order of the calls) at the rounds' typical pace:
+        the median, over its blocks, of each block's median divided by the pace of the window it
+        began in (``paces``; a window of too few blocks to read counts as typical).
+
+        On a machine whose speed moves from second to second, a call timed in a few blocks meets
+        the slow spells by chance, more often or less than the calls beside it, and its plain
+        median moves with that luck. Read at the typical pace it does not: 25 networks timed in
+        five blocks each, four times over on a moving Zen 4 (ad hoc, docs/latency.md §4), spread
+        6.5% between repeats against 8.7% plainly, and their times never fell as a network grew,
+        where the plain medians did 4 times."""
         window_s = window_s or self.window_s()
+        paces = self._window_paces(window_s)
+        per_call: dict[int, list[float]] = {}
+        for b in self.blocks:
+            per_call.setdefault(b.call, []).append(b.median_s / paces.get(int(b.start_s // window_s), 1.0))
+        return [float(np.median(per_call[call])) if call in per_call else math.nan
+                for call in range(len(self.samples))]
+
+    def _window_paces(self, window_s: float) -> dict[int, float]:
+        """``paces`` by window index (``start_s // window_s``)."""
         per_call: dict[int, list[float]] = {}
         for b in self.blocks:
             per_call.setdefault(b.call, []).append(b.median_s)
@@ -136,7 +160,7 @@ class Rounds:
         for b in self.blocks:
             if typical[b.call] > 0:
                 windows.setdefault(int(b.start_s // window_s), []).append(b.median_s / typical[b.call])
-        return [float(np.median(ratios)) for _, ratios in sorted(windows.items()) if len(ratios) >= PACE_MIN_BLOCKS]
+        return {w: float(np.median(ratios)) for w, ratios in windows.items() if len(ratios) >= PACE_MIN_BLOCKS}
 
     def drift(self, window_s: float | None = None) -> float:
         """The slowest window's pace over the quickest's (1.0: steady, or too short to tell)."""

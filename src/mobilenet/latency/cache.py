@@ -21,7 +21,7 @@ from typing import Any
 from mobilenet.allocator import openmp_wait_policy
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import package_version
-from mobilenet.deploy.timing import METHOD
+from mobilenet.deploy.timing import PACED_METHOD
 from mobilenet.files import write_text
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import Log, calibrate, calibration_warnings, check_request, log_to_stderr
@@ -49,7 +49,7 @@ def calibration_key(runtime: str, precision: str, batch_size: int = 1, threads: 
         "model_version": MODEL_VERSION,
         # (its probes on one thread pool in a process of their own, where theirs would slow each
         # other: one measured beside its neighbours' pools is measured again)
-        "timing": METHOD + (", one thread pool" if backend.pools_of_their_own(threads) else ""),
+        "timing": PACED_METHOD + (", one thread pool" if backend.pools_of_their_own(threads) else ""),
         **({"omp_wait_policy": openmp_wait_policy()} if backend.openmp else {}),
     }
 

@@ -129,16 +129,17 @@ def calibrate_beside(
     threads: int | None = None, budget_s: float = DEFAULT_BUDGET_S, plan: Sequence[Probe] | None = None,
     networks: Sequence[NetworkProbe] | None = None, seconds_per_shape: float = SECONDS_PER_SHAPE,
     log: Log | None = None,
-) -> tuple[Calibration, list[list[float]]]:
+) -> tuple[Calibration, list[float]]:
     """``calibrate``, with ``calls`` (zero-argument callables) timed in the calibration's own
-    rounds, interleaved with its probes: the calibration and each call's timed latencies
-    (seconds, in the order of ``calls``). Both then measured one machine, however its speed moved
-    while they ran, so a call's time against its prediction is the model's error alone, without
-    the drift between a calibration and a later timing (``benchmarks/bench_latency_model.py
-    --joint``; the guests of docs/latency.md §0 move by tens of percent within minutes). The
-    calls' timing comes on top of ``budget_s``. Not where the calibration runs in a process of
-    its own (ONNX Runtime above one thread): ``calls`` cannot follow it there."""
+    rounds, interleaved with its probes: the calibration and each call's median latency
+    (seconds, in the order of ``calls``, read at the rounds' typical pace as the probes are).
 
+    Both then measure one machine, however its speed moves while they run, so a call's time
+    against its prediction is the model's error alone, without the drift between a calibration
+    and a later timing (``benchmarks/bench_latency_model.py --joint``; the guests of
+    docs/latency.md §0 move by tens of percent within minutes). The calls' timing comes on top
+    of ``budget_s``. Not where the calibration runs in a process of its own (ONNX Runtime above
+    one thread): ``calls`` cannot follow it there."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
     if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
@@ -394,12 +395,13 @@ def _kernel_seconds(rooflines: Calibration, arch_cfg: ArchConfig, batch_size: in
 @dataclass(frozen=True)
 class Measured:
     """What ``_measure`` timed: each probe's ``timed``, how far apart the paces of the timing's
-    seconds were (``drift``, ``timing.Rounds.drift``), and the latencies of the calls timed
-    ``beside`` the probes (seconds, in their order)."""
+    seconds were (``drift``, ``timing.Rounds.drift``), and the median latency of each call timed
+    ``beside`` the probes (seconds, in their order; read at the rounds' typical pace, as the
+    probes are)."""
 
     timed: list[Timed]
     drift: float
-    beside: list[list[float]]
+    beside: list[float]
 
 
 def _measure(
@@ -488,20 +490,22 @@ def _measure(
     log(f"latency: timing {len(cells)} probes{also} interleaved, about {timing_s + handed_on:.0f} s")
     rounds = time_rounds(runs, seconds=seconds + handed_on / len(runs), min_runs=MIN_RUNS,  # type: ignore[arg-type]
                          warmup=2, block_s=seconds / 4)
-    timed_calls = rounds.samples[:len(runs) - len(beside)]
-    samples = [float(np.median(s)) for s in timed_calls]
+    # (each read at the rounds' typical pace: a probe timed in a few blocks meets the guest's
+    # slow spells by chance, more often or less than its neighbours)
+    medians = rounds.paced_medians()
+    probed = len(runs) - len(beside)
+    samples = medians[:probed]
     fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
     if references:
-        slots = timed_calls[len(timed_calls) - len(references):]
+        slots = samples[probed - len(references):]
         count = len(references) // REFERENCE_SLOTS
-        found.update(backend.timed_references(
-            [float(np.median(np.concatenate(slots[i::count]))) for i in range(count)], log))
+        found.update(backend.timed_references([float(np.median(slots[i::count])) for i in range(count)], log))
     timed = []
     for i, (probe, size, cell, profiled) in enumerate(cells):
         seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
-    return Measured(timed, rounds.drift(), rounds.samples[len(timed_calls):])
+    return Measured(timed, rounds.drift(), medians[probed:])
 
 
 def as_called(cell: Cell) -> Callable[[], None]:
