@@ -139,7 +139,7 @@ class Rounds:
         On a machine whose speed moves from second to second, a call timed in a few blocks meets
         the slow spells by chance, more often or less than the calls beside it, and its plain
         median moves with that luck. Read at the typical pace it does not: 25 networks timed in
-        five blocks each, four times over on a moving Zen 4 (ad hoc, docs/latency.md §4), spread
+        five blocks each, four times over on a moving Zen 4 (ad hoc, docs/latency.md §2), spread
         6.5% between repeats against 8.7% plainly, and their times never fell as a network grew,
         where the plain medians did 4 times."""
         window_s = window_s or self.window_s()
