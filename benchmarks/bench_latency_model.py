@@ -56,7 +56,7 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.optional import available
 from mobilenet.deploy.timing import time_rounds
 from mobilenet.files import write_text
-from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, predict_with
+from mobilenet.latency import RUNTIMES, LatencyPrediction, calibrated, own_process, predict_with
 from mobilenet.latency.backends import BACKENDS
 from mobilenet.latency.calibrate import calibrate_beside
 from mobilenet.latency.model import CONV_KINDS, layer_type
@@ -110,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for precision in (p for p in args.precisions if p in backend.calibrates):
             for threads in args.threads:
-                if args.joint and backend.pools_of_their_own(threads):
+                if args.joint and own_process.needed(runtime, threads):
                     print(f"{runtime} {precision}, {threads} threads: left out of --joint (it calibrates in a "
-                          "process of its own, where the grid's calls cannot follow)")
+                          "process of its own, where the grid's calls cannot follow: time one thread count "
+                          "per run, which puts this process's sessions on one pool)")
                     continue
                 for batch in args.batch_sizes:
                     setting = Setting(runtime, precision, threads, batch)

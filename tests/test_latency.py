@@ -1829,9 +1829,9 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
                                       seconds_per_shape=0.02, log=print).fit, "one thread: no pool to share"
     from mobilenet.latency import own_process
 
-    twice = "from mobilenet.deploy.runtimes.ort import share_one_pool; print(share_one_pool(2), share_one_pool(2))"
-    out = subprocess.run([sys.executable, "-c", twice], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == ["True", "False"], "no second pool: said, not raised (the probes keep their own)"
+    again = ("from mobilenet.deploy.runtimes.ort import share_one_pool as s; print(s(2), s(2), s(1), s(None))")
+    out = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "True", "False", "False"], "no second pool: said, not raised"
     request = {"runtime": "onnxruntime", "threads": 2}
     with pytest.raises(MobileNetError, match="calibrating onnxruntime: ValueError"):
         own_process.call_apart("calibrate", {**request, "budget_s": "soon"}, runtime="onnxruntime", threads=2,
@@ -1849,6 +1849,33 @@ def test_onnx_runtime_above_one_thread_is_calibrated_in_a_process_of_its_own(
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(MobileNetError, match="ended \\(status 1\\) without a result"):
         own_process.call_apart("calibrate", request, runtime="onnxruntime", threads=2, doing="calibrating", log=print)
+
+
+SHARED_POOL_CALIBRATION = """
+from mobilenet.latency import own_process
+from mobilenet.latency.backends import BACKENDS
+from mobilenet.latency.calibrate import calibrate_beside
+from mobilenet.latency.probes import quick_networks, quick_plan
+assert own_process.needed("onnxruntime", 2)
+assert BACKENDS["onnxruntime"].share_one_pool(2)
+print(own_process.needed("onnxruntime", 2), own_process.needed("onnxruntime", 4))
+calls = []
+calibration, beside = calibrate_beside("onnxruntime", "fp32", [lambda: calls.append(1)], threads=2,
+                                       plan=quick_plan()[:3], networks=quick_networks()[:1],
+                                       seconds_per_shape=0.02, log=lambda line: None)
+print(calibration.fit["process"], calibration.fit["timed_beside"], len(beside), bool(calls))
+"""
+
+
+def test_a_process_on_one_pool_calibrates_there_with_calls_timed_beside(tmp_path: Path) -> None:
+    """A process that has put its ONNX Runtime sessions on one pool of the calibration's size is
+    what a process of its own would be: the calibration runs in it, and so can calls timed in its
+    rounds (``bench_latency_model.py --joint`` at 2 threads, which was refused). A pool of another
+    size still sends it apart. (A child: the pool is the whole process's, for good.)"""
+    out = subprocess.run([sys.executable, "-c", SHARED_POOL_CALIBRATION], capture_output=True, text=True,
+                         timeout=300, env=os.environ | {CACHE_ENV: str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["False True", "this one, one thread pool 1 1 True"]
 
 
 def test_choose_times_onnx_runtime_above_one_thread_in_a_process_of_its_own(

@@ -132,8 +132,7 @@ def choose(
     seconds = check_measure_seconds(measure_seconds)
     check_threads(threads)  # (before a process of its own is started for them)
     # (Not check_request: given constants, as from another machine, are judged where they are used.)
-    if measure_best and runtime in BACKENDS and BACKENDS[runtime].pools_of_their_own(threads) \
-            and not own_process.in_own_process():
+    if measure_best and runtime in BACKENDS and own_process.needed(runtime, threads):
         (log or log_to_stderr)(f"latency: choosing in a process of its own, {runtime}'s candidates on one thread pool")
         chosen, _ = own_process.call_apart("choose", {
             "budget_ms": budget_ms, "runtime": runtime, "precision": precision, "batch_size": batch_size,

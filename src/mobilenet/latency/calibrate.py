@@ -139,10 +139,11 @@ def calibrate_beside(
     and a later timing (``benchmarks/bench_latency_model.py --joint``; the guests of
     docs/latency.md §0 move by tens of percent within minutes). The calls' timing comes on top
     of ``budget_s``. Not where the calibration runs in a process of its own (ONNX Runtime above
-    one thread): ``calls`` cannot follow it there."""
+    one thread, unless this process has put its sessions on one pool: ``own_process.needed``):
+    ``calls`` cannot follow it there."""
     log = log or log_to_stderr
     check_request(runtime, precision, batch_size, threads)
-    if BACKENDS[runtime].pools_of_their_own(threads) and not own_process.in_own_process():
+    if own_process.needed(runtime, threads):
         if calls:
             raise InputError(f"{runtime} at {threads} threads calibrates in a process of its own, where calls "
                              "made here cannot be timed beside its probes")
@@ -178,6 +179,8 @@ def calibrate_beside(
                 "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if calls:
         fit_info["timed_beside"] = len(calls)
+    if backend.on_one_pool(threads):  # (the process's own pool; a process of its own says so instead)
+        fit_info["process"] = "this one, one thread pool"
     if found:
         fit_info["prepare"] = {**found, "seconds": round(prepare_s, 1)}
     networks_fit = calibration.fit.get("in_network")

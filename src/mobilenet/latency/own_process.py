@@ -35,6 +35,18 @@ def in_own_process() -> bool:
     return os.environ.get(CHILD_ENV) == "1"
 
 
+def needed(runtime: str, threads: int | None) -> bool:
+    """Whether latency work on ``runtime`` at ``threads`` goes to a process of its own: where its
+    sessions would slow each other here (``Backend.pools_of_their_own``), unless this is that
+    process, or this process has already put every session on one pool of ``threads``
+    (``Backend.on_one_pool``: ``benchmarks/bench_latency_model.py`` does, to time a grid), which
+    is all that process would do."""
+    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415 - the backends import torch
+
+    backend = BACKENDS[runtime]
+    return backend.pools_of_their_own(threads) and not in_own_process() and not backend.on_one_pool(threads)
+
+
 def call_apart(
     function: str, kwargs: dict[str, Any], *, runtime: str, threads: int | None, doing: str,
     log: Callable[[str], None],

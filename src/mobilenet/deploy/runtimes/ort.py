@@ -60,6 +60,17 @@ def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
     return largest, Execution.of("onnxruntime", len(graph.node), weights=weights, transposes=transposes)
 
 
+# The size of the one pool ``share_one_pool`` put this process's sessions on (0: ONNX Runtime's
+# default count); None while each session keeps a pool of its own.
+_one_pool_threads: int | None = None
+
+
+def one_pool_threads() -> int | None:
+    """How many threads the one pool every session of this process runs on has (0: ONNX Runtime's
+    default count), or None where ``share_one_pool`` did not make one."""
+    return _one_pool_threads
+
+
 def share_one_pool(threads: int | None) -> bool:
     """Run every ONNX Runtime session this process makes from now on on one intra-op pool of
     ``threads`` threads (None: ONNX Runtime's default count), for a process that runs ONNX
@@ -70,7 +81,11 @@ def share_one_pool(threads: int | None) -> bool:
     blocks and 6.6-7.5 in others, 2.9 alone; on one pool, 2.9 in turn and alone (2-vCPU Zen 5,
     docs/latency.md §0). Once the pool exists ONNX Runtime refuses every session with a pool of its
     own, ``onnxruntime.quantization``'s included, so every session of the process is put on it.
-    False, changing nothing, where this ONNX Runtime offers no such pool (its sessions keep their own)."""
+    False, changing nothing, where this ONNX Runtime offers no such pool (its sessions keep their own)
+    or the process has one of another size already; True again for the size it has."""
+    global _one_pool_threads
+    if _one_pool_threads is not None:
+        return _one_pool_threads == (threads or 0)
     ort = require("onnxruntime")
     try:
         from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes  # noqa: PLC0415
@@ -87,6 +102,7 @@ def share_one_pool(threads: int | None) -> bool:
         made_with_own_pool(self, path_or_bytes, options, *args, **kwargs)
 
     ort.InferenceSession.__init__ = on_the_shared_pool
+    _one_pool_threads = threads or 0
     return True
 
 

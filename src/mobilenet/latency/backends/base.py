@@ -286,6 +286,12 @@ class Backend:
         whether it could."""
         return False
 
+    @staticmethod
+    def on_one_pool(threads: int | None) -> bool:
+        """Whether every session this process builds runs on one thread pool of ``threads``
+        already (``share_one_pool`` made it)."""
+        return False
+
     def __init__(self, precision: str, threads: int | None) -> None:
         for module in self.needs:
             require(module)

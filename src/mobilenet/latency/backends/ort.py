@@ -47,6 +47,12 @@ class OnnxRuntimeBackend(Backend):
 
         return share_one_pool(threads)
 
+    @staticmethod
+    def on_one_pool(threads: int | None) -> bool:
+        from mobilenet.deploy.runtimes.ort import one_pool_threads  # noqa: PLC0415
+
+        return one_pool_threads() == (threads or 0)
+
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
         """At fp32 (measured on the Zen 4, docs/latency.md §1) the depthwise convs want multiples
