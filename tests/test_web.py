@@ -229,19 +229,21 @@ def test_the_server_never_opens_a_path_the_client_names(server, tmp_path):
 
 
 def measure_while_reading_costs(server: str, query: str) -> tuple[dict, int]:
-    """Start a measurement and read the cost view until it ends: (the finished job, costs read)."""
+    """Start a measurement and read the cost view until it ends: (the finished job, how many cost
+    views were answered while it still ran). A cost view queued behind the measurement would be
+    answered only once it had ended: none while it ran. (Counted, not timed: a measurement that
+    exports its network holds the interpreter for seconds at a time, and a loaded machine slows
+    every answer without queueing any.)"""
     status, job = request(f"{server}/api/measure?{query}", data=b"")
     assert status == 200 and job["state"] == "running", job
     status, busy = request(f"{server}/api/measure?runtime=torch", data=b"")
     assert status == 409 and busy["error"].endswith("is already running; wait for it to finish")
-    answered = 0
+    answered_while_running = 0
     while job["state"] == "running":
-        started = time.perf_counter()
         assert request(f"{server}/api/cost?alpha=0.75")[0] == 200
-        assert time.perf_counter() - started < 5  # not queued behind the measurement
-        answered += 1
         job = request(f"{server}/api/jobs/{job['id']}")[1]
-    return job, answered
+        answered_while_running += job["state"] == "running"
+    return job, answered_while_running
 
 
 def test_a_measurement_runs_in_the_background_while_the_cost_view_answers(server, monkeypatch):
@@ -266,8 +268,9 @@ def test_a_real_measurement_times_the_network_and_each_layer_type(server):
     from mobilenet.web import time_view
 
     runtime = "onnxruntime" if available("onnxruntime") else "torch"  # PyTorch compiles for a minute first
-    job, _ = measure_while_reading_costs(server, f"alpha=0.25&resolution=64&runtime={runtime}&threads=1")
+    job, answered = measure_while_reading_costs(server, f"alpha=0.25&resolution=64&runtime={runtime}&threads=1")
     assert job["state"] == "done", job
+    assert answered >= 1, "every cost view waited for the measurement to end"
     assert job["result"]["median_ms"] > 0 and job["result"]["runs"] >= 3 * time_view.MEASURE_ROUNDS
     assert {row["kind"] for row in job["result"]["kinds"]} >= {"conv", "depthwise", "pointwise", "fc"}
 
