@@ -65,10 +65,10 @@ def _read_graph(model_bytes: bytes) -> tuple[int | None, Execution]:
 _one_pool_threads: int | None = None
 
 
-def one_pool_threads() -> int | None:
-    """How many threads the one pool every session of this process runs on has (0: ONNX Runtime's
-    default count), or None where ``share_one_pool`` did not make one."""
-    return _one_pool_threads
+def on_one_pool(threads: int | None) -> bool:
+    """Whether every session of this process runs on one pool of ``threads`` threads (None: ONNX
+    Runtime's default count), which ``share_one_pool`` made."""
+    return _one_pool_threads is not None and _one_pool_threads == (threads or 0)
 
 
 def share_one_pool(threads: int | None) -> bool:
@@ -85,7 +85,7 @@ def share_one_pool(threads: int | None) -> bool:
     or the process has one of another size already; True again for the size it has."""
     global _one_pool_threads
     if _one_pool_threads is not None:
-        return _one_pool_threads == (threads or 0)
+        return on_one_pool(threads)
     ort = require("onnxruntime")
     try:
         from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes  # noqa: PLC0415

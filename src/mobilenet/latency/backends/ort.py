@@ -49,9 +49,9 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def on_one_pool(threads: int | None) -> bool:
-        from mobilenet.deploy.runtimes.ort import one_pool_threads  # noqa: PLC0415
+        from mobilenet.deploy.runtimes.ort import on_one_pool  # noqa: PLC0415
 
-        return one_pool_threads() == (threads or 0)
+        return on_one_pool(threads)
 
     @property
     def channel_blocks(self) -> dict[str, int]:  # type: ignore[override]
