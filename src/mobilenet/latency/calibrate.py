@@ -497,17 +497,17 @@ def _measure(
     # slow spells by chance, more often or less than its neighbours)
     medians = rounds.paced_medians()
     probed = len(runs) - len(beside)
-    samples = medians[:probed]
-    fed: dict[int, float] = dict(zip(feeds, samples[len(cells):]))
+    probe_seconds = medians[:probed]
+    fed: dict[int, float] = dict(zip(feeds, probe_seconds[len(cells):]))
     if references:
-        slots = samples[probed - len(references):]
+        slots = probe_seconds[probed - len(references):]
         count = len(references) // REFERENCE_SLOTS
         found.update(backend.timed_references([float(np.median(slots[i::count])) for i in range(count)], log))
     timed = []
     for i, (probe, size, cell, profiled) in enumerate(cells):
-        seconds_on_path = samples[i] if cell.to_path is None else cell.to_path(samples[i])
+        seconds_on_path = probe_seconds[i] if cell.to_path is None else cell.to_path(probe_seconds[i])
         # (never under half: a noisy correction must not leave a probe nothing)
-        timed.append(Timed(probe, size, max(seconds_on_path, samples[i] / 2), fed.get(i), profiled))
+        timed.append(Timed(probe, size, max(seconds_on_path, probe_seconds[i] / 2), fed.get(i), profiled))
     return Measured(timed, rounds.drift(), medians[probed:])
 
 
