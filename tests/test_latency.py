@@ -1665,6 +1665,11 @@ def test_a_choice_whose_models_ran_far_from_their_predictions_says_the_calibrati
     text = "\n".join(_table(fast))
     assert "1.29x faster than predicted" in text and "--recalibrate" in text
     assert "1.29x slower" in "\n".join(_table(choice_at(1.29)))
+    # At 2 threads (the imaginary machine's) the note names the other cause of a move, and the
+    # setting that escapes it; at 1 thread, where nothing crosses between cores, it does not.
+    assert fast.timed_in_parallel and "--threads 1 gives times that do not" in text
+    one_thread = dataclasses.replace(fast, calibration=fixed_calibration(threads=1))
+    assert not one_thread.timed_in_parallel and "--threads" not in "\n".join(_table(one_thread))
     steady = choice_at(1.05)
     assert not steady.off_calibration and "--recalibrate" not in "\n".join(_table(steady))
     untimed = choose(budget, "onnxruntime", measure_best=0, registry=SYNTHETIC_REGISTRY,

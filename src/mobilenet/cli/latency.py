@@ -82,7 +82,10 @@ def _table(choice: Any) -> list[str]:
         how = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
         lines.append(f"note: the models timed ran {how} than predicted, beyond the {choice.margin:.0%} the "
                      "calibration allows: this machine runs at another speed than when it was calibrated. "
-                     "The pick stands on the measured times; --recalibrate measures the constants again")
+                     "The pick stands on the measured times; --recalibrate measures the constants again"
+                     + (". Above one thread a virtual machine's times also move with where its host runs the "
+                        "cores, for seconds at a time (docs/latency.md §5): --threads 1 gives times that do not"
+                        if choice.timed_in_parallel else ""))
     lines += [
         f"timed for real: the best predicted to fit, and those predicted up to {choice.margin:.0%} over the budget "
         f"(twice the calibration's error on whole networks, at least {MARGIN:.0%})",

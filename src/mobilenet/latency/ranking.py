@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mobilenet.arch import ArchConfig
+from mobilenet.cpu import cpu_info
 from mobilenet.errors import InputError, option
 from mobilenet.latency import MEASURE_SECONDS
 from mobilenet.latency.calibrate import log_to_stderr
@@ -93,6 +94,14 @@ class Choice:
         architecture, as ``choose_from`` rescales: TF's checkpoint and Keras' port share one timing."""
         ratios = {c.shape: c.measured_ms / c.predicted_ms for c in self.candidates if c.measured_ms is not None}
         return statistics.median(ratios.values()) if ratios else None
+
+    @property
+    def timed_in_parallel(self) -> bool:
+        """Whether the calls ran on more than one thread (``threads`` None: the runtime's default,
+        every logical core here). Their times then also move with how far apart the host runs the
+        cores, which a small virtual machine changes in spells of seconds: 0.25-128 took 0.28 or
+        0.56 ms at 2 threads on a Zen 4 guest, and 0.40 ms at 1 in both (docs/latency.md §5)."""
+        return (self.calibration.threads or cpu_info().logical_cores) > 1
 
     @property
     def off_calibration(self) -> bool:
