@@ -1,0 +1,95 @@
+"""The compiled fp32 NCHW training step (issue 16's "identical precision and layout" row) under
+inductor's options as committed (``mobilenet.train.step.compile_options``) and with one more option
+per row, against timm's eager step, in one interleaved run (docs/training.md, "inductor's other
+settings, tried on the same step").
+
+    .venv/bin/python benchmarks/bench_train_inductor_options.py --seconds 30 \\
+        --set aggressive_fusion=True --set memory_planning=True [--json FILE]
+
+Each ``--set NAME=VALUE`` adds a row: the committed options plus that one (VALUE a Python
+literal). The process keeps freed memory as ``mobilenet train`` does (``ExecutionPlan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+
+
+def option_setting(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError) as err:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Python literal (True, 8, 'x')") from err
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--set", dest="settings", type=option_setting, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--seconds", type=float, default=30.0, help="timed seconds per row (default 30)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tiny", action="store_true", help="0.25-64, batch 4, 0.5 s: checks that the script works")
+    p.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = p.parse_args()
+
+    import torch
+    from torch import nn
+
+    from mobilenet.arch import ArchConfig
+    from mobilenet.cpu import cpu_info
+    from mobilenet.deploy.timing import Timing, time_rounds
+    from mobilenet.model import MobileNetV1
+    from mobilenet.optimized import compiled_cache_dir
+    from mobilenet.train.config import TrainConfig
+    from mobilenet.train.optim import build_optimizer
+    from mobilenet.train.step import build_step, compile_options, plan_execution
+    from mobilenet.train.throughput import synthetic_batch, timm_step, training_step
+
+    compiled_cache_dir()  # inductor's caches under the project's
+    torch.set_num_threads(args.threads)
+    arch = ArchConfig(alpha=0.25, resolution=64) if args.tiny else ArchConfig()
+    batch, seconds = (4, 0.5) if args.tiny else (32, args.seconds)
+    config = TrainConfig(arch=arch, batch_size=batch, compile=True, amp="none", channels_last=False)
+    plan = plan_execution(config, torch.device("cpu"), 10_000)
+    plan.apply_to_process()
+    committed = compile_options(plan.device)
+    rows = {"as committed": committed} | {f"{name}={value!r}": committed | {name: value}
+                                          for name, value in args.settings}
+    names, steps = [], []
+    for name, options in rows.items():
+        torch.manual_seed(0)
+        model = MobileNetV1(arch).train()
+        optimizer = build_optimizer(model, config)
+        step = build_step(model, nn.CrossEntropyLoss(), plan, inductor_options=options)
+        images, labels = synthetic_batch(arch, batch, plan.device, plan.memory_format)
+        steps.append(training_step(lambda step=step, x=images, y=labels: step(x, y), optimizer, plan.device))
+        names.append(name)
+    steps.append(timm_step(arch, batch, plan.device))
+    names.append("timm")
+    for name, step in zip(names, steps):
+        start = time.perf_counter()
+        step()
+        print(f"{name}: first step (compiles) {time.perf_counter() - start:.1f} s", flush=True)
+    rounds = time_rounds(steps, seconds=seconds, min_runs=5, warmup=1)
+    medians = {name: Timing.from_seconds(runs).median_ms for name, runs in zip(names, rounds.samples)}
+    print(f"the machine's pace moved {rounds.drift():.2f}x while timing")
+    for name in names:
+        print(f"{name:<40} {medians[name]:9.1f} ms   x timm {medians['timm'] / medians[name]:.3f}   "
+              f"speed-up over committed {medians['as committed'] / medians[name]:.3f}")
+    if args.json:
+        record = {"cpu": cpu_info().to_dict(), "arch": arch.to_dict(), "batch_size": batch, "threads": args.threads,
+                  "torch": torch.__version__, "machine_drift": rounds.drift(), "median_ms": medians,
+                  "options": {name: rows.get(name) for name in names}}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
