@@ -7,7 +7,8 @@ settings, tried on the same step").
         --set aggressive_fusion=True --set memory_planning=True [--json FILE]
 
 Each ``--set NAME=VALUE`` adds a row: the committed options plus that one (VALUE a Python
-literal). The process keeps freed memory as ``mobilenet train`` does (``ExecutionPlan``).
+literal). The process keeps freed memory as ``mobilenet train`` does (``ExecutionPlan``) and runs
+under the environment's ``OMP_WAIT_POLICY``, which the JSON records (null: OpenMP's default).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 
@@ -44,6 +46,7 @@ def main() -> int:
     from mobilenet.arch import ArchConfig
     from mobilenet.cpu import cpu_info
     from mobilenet.deploy.timing import Timing, time_rounds
+    from mobilenet.files import write_text
     from mobilenet.model import MobileNetV1
     from mobilenet.optimized import compiled_cache_dir
     from mobilenet.train.config import TrainConfig
@@ -84,10 +87,10 @@ def main() -> int:
               f"speed-up over committed {medians['as committed'] / medians[name]:.3f}")
     if args.json:
         record = {"cpu": cpu_info().to_dict(), "arch": arch.to_dict(), "batch_size": batch, "threads": args.threads,
-                  "torch": torch.__version__, "machine_drift": rounds.drift(), "median_ms": medians,
+                  "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                  "machine_drift": rounds.drift(), "median_ms": medians,
                   "options": {name: rows.get(name) for name in names}}
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, default=str)
+        write_text(args.json, json.dumps(record, indent=1, default=str) + "\n")
     return 0
 
 
