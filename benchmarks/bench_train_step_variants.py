@@ -1,28 +1,53 @@
-"""How much of the compiled fp32 NCHW training step its depthwise convs cost: the step as committed
-against the same step with every depthwise conv made nearly free, and timm's, in one interleaved
-run (docs/training.md, "What a depthwise conv of any speed could give").
+"""The compiled fp32 NCHW training step (issue 16's "identical precision and layout" row) as
+committed, against variants of it and timm's eager step, in one interleaved run (docs/training.md:
+"inductor's other settings, tried on the same step", "What a depthwise conv of any speed could
+give").
 
-    .venv/bin/python benchmarks/bench_train_depthwise_bound.py --seconds 30 [--json FILE]
+    .venv/bin/python benchmarks/bench_train_step_variants.py --seconds 30 \\
+        --set aggressive_fusion=True --set memory_planning=True [--json FILE]
+    .venv/bin/python benchmarks/bench_train_step_variants.py --seconds 30 --nearly-free-depthwise
 
-"Nearly free": each depthwise conv becomes the strided slice of its input that gives its output's
-size, times a per-channel scale from its filters, with no gradient for the filters. inductor folds
-the scale into the BatchNorm kernels around it, so no conv and no pass of its own is left; the
-difference between the two rows bounds what any faster depthwise conv could save in this step.
-The numbers of the second row are not a model anyone would train. The process keeps freed memory
-as ``mobilenet train`` does, under the environment's ``OMP_WAIT_POLICY`` (recorded in the JSON).
+Rows besides the step as committed (inductor's options: ``mobilenet.train.step.compile_options``)
+and timm's:
+
+* each ``--set NAME=VALUE``: the committed options plus that one (VALUE a Python literal);
+* ``--nearly-free-depthwise``: every depthwise conv made the strided slice of its input that gives
+  its output's size, times a per-channel scale from its filters, with no gradient for the filters.
+  inductor folds the scale into the BatchNorm kernels around it, so no conv and no pass of its own
+  is left: the row's gain bounds what any faster depthwise conv could save in this step. It is not
+  a model anyone would train.
+
+The process keeps freed memory as ``mobilenet train`` does (``ExecutionPlan``) and runs under the
+environment's ``OMP_WAIT_POLICY``, which the JSON records (null: OpenMP's default).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
 import time
 
+NEARLY_FREE_DEPTHWISE = "depthwise convs nearly free"
+
+
+def option_setting(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError) as err:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Python literal (True, 8, 'x')") from err
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--set", dest="settings", type=option_setting, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--nearly-free-depthwise", action="store_true",
+                   help="add the row whose depthwise convs cost next to nothing (the bound on a faster one)")
     p.add_argument("--seconds", type=float, default=30.0, help="timed seconds per row (default 30)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="0.25-64, batch 4, 0.5 s: checks that the script works")
@@ -59,16 +84,21 @@ def main() -> int:
     config = TrainConfig(arch=arch, batch_size=batch, compile=True, amp="none", channels_last=False)
     plan = plan_execution(config, torch.device("cpu"), 10_000)
     plan.apply_to_process()
+    committed = compile_options(plan.device)
+    rows = {"as committed": committed} | {f"{name}={value!r}": committed | {name: value}
+                                          for name, value in args.settings}
+    if args.nearly_free_depthwise:
+        rows[NEARLY_FREE_DEPTHWISE] = committed
     names, steps = [], []
-    for name in ("as committed", "depthwise convs nearly free"):
+    for name, options in rows.items():
         torch.manual_seed(0)
         model = MobileNetV1(arch).train()
-        if name != "as committed":
+        if name == NEARLY_FREE_DEPTHWISE:
             for module in model.modules():
                 if isinstance(module, ConvBNAct) and module.conv.groups > 1:
                     module.forward = nearly_free_depthwise.__get__(module)
         optimizer = build_optimizer(model, config)
-        step = build_step(model, nn.CrossEntropyLoss(), plan, inductor_options=compile_options(plan.device))
+        step = build_step(model, nn.CrossEntropyLoss(), plan, inductor_options=options)
         images, labels = synthetic_batch(arch, batch, plan.device, plan.memory_format)
         steps.append(training_step(lambda step=step, x=images, y=labels: step(x, y), optimizer, plan.device))
         names.append(name)
@@ -82,12 +112,14 @@ def main() -> int:
     medians = {name: Timing.from_seconds(runs).median_ms for name, runs in zip(names, rounds.samples)}
     print(f"the machine's pace moved {rounds.drift():.2f}x while timing")
     for name in names:
-        print(f"{name:<30} {medians[name]:9.1f} ms   x timm {medians['timm'] / medians[name]:.3f}")
+        print(f"{name:<40} {medians[name]:9.1f} ms   x timm {medians['timm'] / medians[name]:.3f}   "
+              f"speed-up over committed {medians['as committed'] / medians[name]:.3f}")
     if args.json:
         record = {"cpu": cpu_info().to_dict(), "arch": arch.to_dict(), "batch_size": batch, "threads": args.threads,
                   "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                  "machine_drift": rounds.drift(), "median_ms": medians}
-        write_text(args.json, json.dumps(record, indent=1) + "\n")
+                  "machine_drift": rounds.drift(), "median_ms": medians,
+                  "options": {name: rows.get(name) for name in names}}
+        write_text(args.json, json.dumps(record, indent=1, default=str) + "\n")
     return 0
 
 
