@@ -17,8 +17,10 @@ and timm's:
   is left: the row's gain bounds what any faster depthwise conv could save in this step. It is not
   a model anyone would train.
 
-The process keeps freed memory as ``mobilenet train`` does (``ExecutionPlan``) and runs under the
-environment's ``OMP_WAIT_POLICY``, which the JSON records (null: OpenMP's default).
+``--channels-last`` runs our rows channels_last, as the step runs by default on a CPU without
+native bf16 (fp32 there: ``mobilenet.train.step.plan_execution``). The process keeps freed memory
+as ``mobilenet train`` does (``ExecutionPlan``) and runs under the environment's
+``OMP_WAIT_POLICY``, which the JSON records (null: OpenMP's default).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main() -> int:
     p.add_argument("--set", dest="settings", type=option_setting, action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--nearly-free-depthwise", action="store_true",
                    help="add the row whose depthwise convs cost next to nothing (the bound on a faster one)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="our rows channels_last: the default step on a CPU without native bf16 (timm's stays NCHW)")
     p.add_argument("--seconds", type=float, default=30.0, help="timed seconds per row (default 30)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="0.25-64, batch 4, 0.5 s: checks that the script works")
@@ -81,7 +85,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     arch = ArchConfig(alpha=0.25, resolution=64) if args.tiny else ArchConfig()
     batch, seconds = (4, 0.5) if args.tiny else (32, args.seconds)
-    config = TrainConfig(arch=arch, batch_size=batch, compile=True, amp="none", channels_last=False)
+    config = TrainConfig(arch=arch, batch_size=batch, compile=True, amp="none", channels_last=args.channels_last)
     plan = plan_execution(config, torch.device("cpu"), 10_000)
     plan.apply_to_process()
     committed = compile_options(plan.device)
@@ -116,7 +120,8 @@ def main() -> int:
               f"speed-up over committed {medians['as committed'] / medians[name]:.3f}")
     if args.json:
         record = {"cpu": cpu_info().to_dict(), "arch": arch.to_dict(), "batch_size": batch, "threads": args.threads,
-                  "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                  "torch": torch.__version__, "channels_last": args.channels_last,
+                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                   "machine_drift": rounds.drift(), "median_ms": medians,
                   "options": {name: rows.get(name) for name in names}}
         write_text(args.json, json.dumps(record, indent=1, default=str) + "\n")
