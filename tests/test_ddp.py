@@ -45,12 +45,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def torchrun(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: int = 300, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node 2 ARGS``, one intra-op thread per worker. Past the
     timeout torchrun gets SIGTERM, so that it stops its workers (each in a session of its own,
     which a SIGKILL of torchrun would leave running), and the test fails."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                           env=os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})) as process:
         try:
             out, err = process.communicate(timeout=timeout)
@@ -61,11 +62,12 @@ def torchrun(*args: str, timeout: int = 300, env: dict[str, str] | None = None) 
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-def tiny_train(output: Path, data_root: str | None, *extra: str) -> list[str]:
-    """The arguments of a tiny deterministic `mobilenet train` (α 0.25 at 32 px, 4 steps an epoch)."""
+def tiny_train(output: Path | None, data_root: str | None, *extra: str) -> list[str]:
+    """The arguments of a tiny deterministic `mobilenet train` (α 0.25 at 32 px, 4 steps an epoch);
+    ``output`` None: the default run directory, under the working directory's runs/."""
     return ["train", "--data", "fashion-mnist", "--alpha", "0.25", "--resolution", "32", "--in-channels", "1",
             "--classes", "10", "--train-subset", "128", "--val-subset", "64", "--batch-size", "32", "--lr", "0.02",
-            "--deterministic", "--threads", "1", "--no-progress", "--output", str(output),
+            "--deterministic", "--threads", "1", "--no-progress", *(["--output", str(output)] if output else []),
             *(["--data-root", data_root] if data_root else []), *extra]
 
 
@@ -150,7 +152,9 @@ KILLED_AT_A_STEP = textwrap.dedent("""
 def test_a_killed_two_process_run_restarts_by_itself_and_ends_bit_identical(tmp_path):
     """Dropout on, so every rank's random stream matters: the checkpoint holds all of them (only
     rank 0's used to be saved, and the resumed run ended 8 points from an uninterrupted one).
-    torchrun --max-restarts used to be refused ("already holds a run")."""
+    torchrun --max-restarts used to be refused ("already holds a run"). No --output: the default
+    directory is named after the clock, and the restarted group used to name another one, where
+    it started the run over from its first step."""
     data_root = fashion_mnist_root(tmp_path)
     recipe = ("--dropout", "0.2", "--epochs", "2")
     straight = tmp_path / "straight"
@@ -159,12 +163,17 @@ def test_a_killed_two_process_run_restarts_by_itself_and_ends_bit_identical(tmp_
 
     driver = tmp_path / "killed_at_a_step.py"
     driver.write_text(KILLED_AT_A_STEP)
-    run = tmp_path / "run"
+    launch = tmp_path / "launch"
+    launch.mkdir()
     # Killed at the second epoch's second step: last.pt holds the first epoch.
     done = torchrun("--max-restarts", "1", "--monitor-interval", "0.5", str(driver),
-                    *tiny_train(run, data_root, *recipe), env={"KILL_AT_STEP": "6"})
+                    *tiny_train(None, data_root, *recipe), env={"KILL_AT_STEP": "6"}, cwd=launch)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"resuming {run} from last.pt at epoch 2, step 0/4 (saved by 2 process(es), now 2)" in done.stdout
+    runs = list((launch / "runs").iterdir())
+    assert len(runs) == 1, runs  # one directory for both ranks and both starts of the group
+    run = runs[0]
+    assert f"resuming {run.relative_to(launch)} from last.pt at epoch 2, step 0/4 (saved by 2 process(es), now 2)" \
+        in done.stdout
     assert "ended without releasing this run's lock" in done.stderr  # the killed rank 0's
     assert "will not reproduce" not in done.stderr  # nothing was announced that breaks exactness
 

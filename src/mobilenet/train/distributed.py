@@ -81,13 +81,31 @@ def _store_of_this_start() -> dist.Store | None:
     worker group alone. torchrun keeps its store across ``--max-restarts``, and the group it starts
     again read the addresses that the failed group had published there: its gloo processes then
     failed to connect, or waited forever. None outside torchrun (``env://`` as usual)."""
+    agent = _agent_store()
+    return None if agent is None else dist.PrefixStore(f"mobilenet/start_{restart_count()}", agent)
+
+
+def _agent_store() -> dist.Store | None:
+    """torchrun's own store (its agent's, which outlives the worker groups it starts); None
+    outside torchrun, or where torchrun was told not to share it."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     from torch.distributed.constants import default_pg_timeout
 
-    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=default_pg_timeout)
-    return dist.PrefixStore(f"mobilenet/start_{restart_count()}", agent)
+    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                         timeout=default_pg_timeout)
+
+
+def one_per_launch(key: str, value: str) -> str:
+    """``value``, or under torchrun the value that the launch's first process gave for ``key``: one
+    answer for every process of every start of the worker group. A value each process computes
+    for itself (a run directory named after the clock) would otherwise differ between the ranks,
+    and between a group and the one ``--max-restarts`` starts again, which then could not find
+    the run it continues. ``value`` outside torchrun."""
+    agent = _agent_store()
+    if agent is None:
+        return value
+    return agent.compare_set(f"mobilenet/launch/{key}", "", value).decode()
 
 
 def cleanup(ctx: Context) -> None:

@@ -17,6 +17,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.files import write_text
 from mobilenet.plot import save_figure
+from mobilenet.train import distributed
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -24,8 +25,10 @@ CONFIG = "config.json"
 
 
 def new_run_dir(arch: ArchConfig, data: str) -> str:
-    """``runs/<model>-<data>-<time>``: where a new run goes when no directory is named."""
-    return str(Path("runs") / f"{arch.name}-{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """``runs/<model>-<data>-<time>``: where a new run goes when no directory is named. Under
+    torchrun, the time is the launch's first process's, for every rank and every restart."""
+    name = f"{arch.name}-{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return str(Path("runs") / distributed.one_per_launch("new_run_dir", name))
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
