@@ -153,6 +153,50 @@ def test_a_writer_left_running_is_named_and_one_killed_is_noted(tmp_path, capsys
     assert RunLock(run).acquire().previous is None  # a clean release leaves no note
 
 
+# A writer whose data-loader worker (a forked child, as validation's are) is still alive when
+# the writer is killed: the child must not keep the writer's lock.
+KILLED_WITH_A_FORKED_CHILD = textwrap.dedent("""
+    import multiprocessing, os, signal, sys, time
+    from mobilenet.train.lock import RunLock
+    RunLock(sys.argv[1]).acquire()
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+    child.start()
+    print(child.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_killed_writers_forked_children_do_not_keep_its_lock(tmp_path):
+    run = tmp_path / "run"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WITH_A_FORKED_CHILD, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    child = int(writer.stdout.readline())  # (the child keeps the pipe open: no waiting for its end)
+    try:
+        assert writer.wait(timeout=120) == -signal.SIGKILL
+        os.kill(child, 0)  # still alive, as a worker is until it notices its parent is gone
+        lock = RunLock(run).acquire()  # used to be refused: "locked by a process that process N started"
+        assert lock.previous is not None
+        lock.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        writer.stdout.close()
+
+
+def test_a_signal_is_announced_by_the_trainer_alone_not_by_its_forked_workers(capfd):
+    from mobilenet.train.execution import StopRequest
+
+    with StopRequest() as stop:
+        pid = os.fork()
+        if pid == 0:  # as a data-loader worker that the terminal's Ctrl-C reaches too
+            os.kill(os.getpid(), signal.SIGINT)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert "saving a checkpoint" not in capfd.readouterr().err  # three processes used to say it
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+    assert "SIGINT: saving a checkpoint after this step" in capfd.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # Where a run continues from
 
@@ -195,6 +239,33 @@ def test_a_restarted_torchrun_group_continues_its_own_run_and_no_other(tmp_path,
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-launch")
     with pytest.raises(InputError, match=r"already holds a run \(last.pt\)"):
         train(cfg)
+
+
+def test_a_run_continues_from_a_checkpoint_file_named_in_its_directory(tmp_path, data_root, capsys):
+    cfg = tiny_config(tmp_path, data_root, epochs=1)
+    train(cfg)
+    best = Path(cfg.output) / "best.pt"
+    resumed = train(config_for_resume(best, epochs=2), resume=best)  # used to take best.pt for the run directory
+    assert resumed.finished and resumed.step == 8 and resumed.run_dir == cfg.output
+    assert checkpoint.load(cfg.output)["epoch"] == 2
+    assert main(["train", "--resume", str(best), "--lr", "0.5", "--no-progress"]) == 2
+    assert f"--weights {cfg.output}/best.pt" in one_line_error(capsys.readouterr().err)
+
+
+def test_every_process_of_a_torchrun_launch_names_the_same_default_run_directory(monkeypatch):
+    import torch.distributed as dist
+
+    from mobilenet.train import runs
+
+    agent = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # as torchrun's agent holds
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(agent.port))
+    first = runs.new_run_dir(TINY_ARCH, "fashion-mnist")
+    monkeypatch.setattr(runs.time, "strftime", lambda _format: "20991231-235959")  # a rank, or a restart, later
+    assert runs.new_run_dir(TINY_ARCH, "fashion-mnist") == first and not first.endswith("-20991231-235959")
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE")  # outside torchrun: the clock
+    assert runs.new_run_dir(TINY_ARCH, "fashion-mnist").endswith("-20991231-235959")
 
 
 def test_what_makes_a_resume_inexact_is_announced():

@@ -113,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     option(e, "--deterministic", action="store_true", help="deterministic kernels (bit-exact resumes)")
     option(e, "--output", help="run directory (default runs/<model>-<data>-<time>)")
     option(e, "--resume", metavar="RUN_DIR",
-           help="continue RUN_DIR from its last.pt (mid-epoch too), under any number of processes; "
+           help="continue RUN_DIR from its last.pt (mid-epoch too; RUN_DIR/best.pt: from its best epoch), under "
+           "any number of processes; "
            "only --epochs, --micro-batch, --workers, --device, --compile, --memory and progress flags may change")
     option(e, "--no-progress", action="store_false", dest="progress", help="no progress bar")
     option(e, "--log-every", type=int, help=f"progress bar update, in steps ({DEFAULTS.log_every})")
@@ -164,11 +165,13 @@ def new_run(given: dict[str, Any], output: str | None) -> tuple[TrainConfig, Any
 
 
 def _refused_on_resume(args: argparse.Namespace, changes: dict[str, tuple[Any, Any]]) -> str:
+    from mobilenet.train.checkpoint import run_dir_of
+
     refused = ", ".join(f"{flag_of(name)} {_shown(given)} (the run has {_shown(ours)})"
                         for name, (given, ours) in changes.items())
     return (f"--resume {args.resume} continues the run's own recipe; not applied: {refused}. Only "
             f"{', '.join(flag_of(name) for name in RESUME_OVERRIDES)} may change; to train with other settings "
-            f"start a new run (e.g. --weights {Path(args.resume) / 'best.pt'})")
+            f"start a new run (e.g. --weights {run_dir_of(args.resume) / 'best.pt'})")
 
 
 def _shown(value: Any) -> str:

@@ -170,15 +170,23 @@ def config_for_resume(run_dir: str | Path, **settings: Any) -> TrainConfig:
     global batch, only BatchNorm sees other slices); any other may only repeat the run's value
     (``RecipeChange`` otherwise)."""
     recorded = read_config(load(run_dir))
+    run_dir = run_dir_of(run_dir)
     given = {name: value for name, value in settings.items() if value is not None}
     overrides = {name: given.pop(name) for name in RESUME_OVERRIDES if name in given}
     output = given.pop("output", None)
     changes = recorded.differences(given)
-    if output is not None and Path(output).resolve() != Path(run_dir).resolve():
+    if output is not None and Path(output).resolve() != run_dir.resolve():
         changes["output"] = (output, str(run_dir))
     if changes:
         raise RecipeChange(changes)
-    return replace(recorded, output=str(Path(run_dir)), **overrides)
+    return replace(recorded, output=str(run_dir), **overrides)
+
+
+def run_dir_of(path: str | os.PathLike[str]) -> Path:
+    """The run directory that ``path`` names: itself, or the one holding a checkpoint file
+    (``--resume RUN/best.pt`` continues RUN from its best epoch)."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
 
 
 def resume_notes(ckpt: dict[str, Any], config: TrainConfig, facts: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@ native), and what to say when the loss stops being a number."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -25,14 +26,21 @@ class StopRequest:
         self.announce = announce  # only rank 0 speaks
         self.requested = False
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # A data-loader worker forked with this handler. A Ctrl-C (or a TERM sent to the process
+            # group) reaches it too; it goes on serving the batches of the step being finished, and
+            # ends as the loader shuts down (or on its own once the trainer is gone).
+            return
         if self.requested:  # a second Ctrl-C: the user really wants out
             raise KeyboardInterrupt
         self.requested = True

@@ -39,14 +39,20 @@ LOCK_NAME = ".lock"
 _HELD: set[int] = set()  # the descriptors of the locks this process holds
 
 
-def close_inherited_locks(_worker_id: int = 0) -> None:
-    """In a forked child (a data-loader worker: ``worker_init_fn``), close the lock descriptors
-    it inherited. Otherwise a writer killed with ``kill -9`` left its workers holding the lock
-    until they noticed, and the resume right after it was refused."""
+def close_inherited_locks() -> None:
+    """In a forked child, close the lock descriptors it inherited: the writer's lock is the
+    writer's. Otherwise a writer killed with ``kill -9`` left its data-loader workers (the
+    training loader's and validation's alike) holding the lock until they noticed, and the resume
+    right after it was refused. Run in every child that ``os.fork`` makes (registered below);
+    children that exec another program never inherit the descriptors (``O_CLOEXEC``)."""
     for fd in list(_HELD):
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=close_inherited_locks)
 
 
 class RunLock:

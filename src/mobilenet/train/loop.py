@@ -37,7 +37,7 @@ from mobilenet.train.config import TrainConfig
 from mobilenet.train.data import GlobalBatchSampler, SeededSamples, Splits, default_workers
 from mobilenet.train.execution import StopRequest, non_finite_loss
 from mobilenet.train.files import build_splits
-from mobilenet.train.lock import RunLock, close_inherited_locks, describe_previous
+from mobilenet.train.lock import RunLock, describe_previous
 from mobilenet.train.network import build_model, pretrained_for, train_mode
 from mobilenet.train.progress import LossWindow, ProgressBar
 from mobilenet.train.step import CompileClock, ExecutionPlan, build_step, plan_execution, restore_pads
@@ -250,7 +250,7 @@ def _setup(config: TrainConfig, ctx: distributed.Context, model: nn.Module, accu
     # never draws from the global RNG.
     train_loader = DataLoader(SeededSamples(splits.train, config.seed), batch_sampler=sampler,
                               num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
-                              pin_memory=ctx.device.type == "cuda", worker_init_fn=close_inherited_locks,
+                              pin_memory=ctx.device.type == "cuda",
                               collate_fn=collate_skipping_bad, generator=torch.Generator().manual_seed(config.seed))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step = build_step(model, criterion, plan)
