@@ -51,6 +51,25 @@ def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert 120 <= out.mean() <= 135  # mid-range stays mid-range
 
 
+def test_dark_16bit_image_is_as_dark_as_its_8bit_equivalent(tmp_path):
+    """A 16-bit file whose brightest pixel is 198 of 65535 is nearly black, not an 8-bit picture:
+    the mode (or, for PGM, the file's maxval) declares the depth, not the brightest pixel."""
+    values = np.linspace(0, 198, 64 * 4).reshape(4, 64).astype(np.uint16)
+    eight_bit = np.round(values / 257).astype(np.uint8)  # the same light on the 0-255 scale
+    Image.fromarray(values).save(tmp_path / "dark16.png")
+    Image.fromarray(values).save(tmp_path / "dark16.pgm")  # maxval 65535; Pillow reopens it as mode "I"
+    assert Image.open(tmp_path / "dark16.png").mode == "I;16"
+    for name in ("dark16.png", "dark16.pgm"):
+        out = np.asarray(load_image(tmp_path / name))
+        assert np.array_equal(out, np.repeat(eight_bit[..., None], 3, -1)), name
+    assert np.array_equal(np.asarray(to_rgb(Image.fromarray(values))), np.repeat(eight_bit[..., None], 3, -1))
+    # Pillow's 32-bit "I" declares no depth: 8-bit data converted to it stays 8-bit data.
+    gray = Image.fromarray(_gradient()[..., 0])
+    gray.convert("I").save(tmp_path / "i32.tiff")
+    for img in (gray.convert("I"), load_image(tmp_path / "i32.tiff")):
+        assert np.array_equal(np.asarray(to_rgb(img))[..., 0], np.asarray(gray))
+
+
 def test_exif_rotation_is_applied(tmp_path):
     img = Image.fromarray(_gradient(40, 30))
     exif = Image.Exif()
@@ -213,6 +232,80 @@ def test_timm_125_preprocessing_is_timms_own_eval_transform():
     theirs = timm.data.create_transform(**data_cfg)(photo)
     ours = timm_preprocess(224, 1.25).eval_transform()(photo)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+def _noise(width: int, height: int) -> Image.Image:
+    # Random pixels: a crop one pixel off changes nearly every value, where a smooth photo hides it.
+    return Image.fromarray(np.random.default_rng(width * height).integers(0, 256, (height, width, 3), np.uint8))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.25])
+@pytest.mark.parametrize(("width", "height"), [(640, 427), (427, 640), (512, 418), (300, 257)])
+def test_timm_preprocessing_matches_timm_when_the_crop_margin_is_odd(alpha, width, height):
+    """timm's eval transform is torchvision's Resize + CenterCrop, whose offset rounds an odd
+    margin half to even: 640x427 resizes to 383x256 at timm's crop 0.875 (371x248 at 0.9), and
+    the 159 (147) px margin starts the crop at 80 (74), where ``margin // 2`` gave 79 (73).
+    512x418 is dogs.jpg's case for 1.25 (dragonfly.bmp), 300x257 a margin of 4k + 1 (same start)."""
+    timm = pytest.importorskip("timm")
+    from mobilenet.weights.publishers import timm_preprocess
+
+    name = {1.0: "mobilenetv1_100", 1.25: "mobilenetv1_125"}[alpha]
+    data_cfg = timm.data.resolve_data_config({}, model=timm.create_model(name, pretrained=False))
+    photo = _noise(width, height)
+    theirs = timm.data.create_transform(**data_cfg)(photo)
+    ours = timm_preprocess(224, alpha).eval_transform()(photo)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize(("photo", "alpha"), [("dogs.jpg", 1.0), ("dogs.jpg", 1.25), ("dragonfly.bmp", 1.25)])
+def test_timm_preprocessing_matches_timm_on_real_photos_with_odd_margins(assets_dir, photo, alpha):
+    timm = pytest.importorskip("timm")
+    from mobilenet.weights.publishers import timm_preprocess
+
+    name = {1.0: "mobilenetv1_100", 1.25: "mobilenetv1_125"}[alpha]
+    data_cfg = timm.data.resolve_data_config({}, model=timm.create_model(name, pretrained=False))
+    image = load_image(assets_dir / "photos" / photo)
+    theirs = timm.data.create_transform(**data_cfg)(image)
+    torch.testing.assert_close(timm_preprocess(224, alpha).eval_transform()(image), theirs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("resize", ["pillow", "tf"])
+@pytest.mark.parametrize(("width", "height", "rounded", "floored"), [(11, 8, 2, 1), (8, 13, 2, 2)])
+def test_crop_offset_is_each_publishers_own_centre_crop(resize, width, height, rounded, floored):
+    """On an image whose shorter side is already the crop, the recipe is the centre crop alone.
+    A margin of 3 starts at 2 in torchvision's CenterCrop (``round``, timm's) and 1 in
+    transformers' center_crop (``floor``); a margin of 5 at 2 in both (half to even, not up).
+    Pillow's resize and TF's crop alike."""
+    torchvision = pytest.importorskip("torchvision")
+    image = _noise(width, height)
+    recipe = Preprocess(resolution=8, crop_fraction=1.0, crop_mode="resize_shorter", mean=(0.0,) * 3,
+                        std=(1.0,) * 3, resize=resize)
+    assert recipe.shorter_side_size(width, height) == (width, height)  # resized to itself
+
+    def crop(start: int) -> torch.Tensor:
+        pixels = np.asarray(image, dtype=np.float32) / 255
+        window = pixels[:, start:start + 8] if width > height else pixels[start:start + 8]
+        return torch.from_numpy(window).permute(2, 0, 1)
+
+    reference = torchvision.transforms.functional.pil_to_tensor(torchvision.transforms.CenterCrop(8)(image)) / 255
+    assert torch.equal(reference, crop(rounded))
+    torch.testing.assert_close(recipe.eval_transform()(image), reference, atol=1e-6, rtol=0)
+    floor = recipe.replace(crop_offset="floor").eval_transform()(image)
+    torch.testing.assert_close(floor, crop(floored), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="crop_offset must be one of"):
+        recipe.replace(crop_offset="ceil")
+
+
+def test_floor_crop_offset_is_transformers_center_crop():
+    transformers = pytest.importorskip("transformers")
+    image = _noise(11, 8)
+    processor = transformers.MobileNetV1ImageProcessor(do_resize=False, crop_size={"height": 8, "width": 8},
+                                                       do_normalize=False)
+    theirs = torch.as_tensor(processor(image, return_tensors="pt")["pixel_values"][0])
+    recipe = Preprocess(resolution=8, crop_fraction=1.0, crop_mode="resize_shorter", mean=(0.0,) * 3,
+                        std=(1.0,) * 3, crop_offset="floor")
+    torch.testing.assert_close(recipe.eval_transform()(image), theirs, atol=1e-6, rtol=0)
 
 
 # TensorFlow 2.21's tf.io.decode_jpeg(channels=3) of matplotlib's grace_hopper.jpg (600x512): the

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -214,6 +217,56 @@ def test_uploads_refused_with_a_clear_message_and_the_server_keeps_serving(serve
     status, body = request(f"{server}/api/classify", data=b"")
     assert status == 400 and "no photo" in body["error"]
     assert request(f"{server}/api/cost?alpha=0.5")[0] == 200
+
+
+def test_a_client_that_leaves_mid_upload_costs_no_traceback_and_the_server_keeps_serving(server):
+    """Starlette's ClientDisconnect escaped the upload's reader: uvicorn logged "Exception in ASGI
+    application" with a traceback for a client that had merely gone."""
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    try:
+        host, port = server.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            time.sleep(0.2)  # (the 3 bytes read, the server waits for the other 97)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and not logged:
+            time.sleep(0.05)
+        assert request(f"{server}/api/options")[0] == 200
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert [record.getMessage() for record in logged if record.exc_info or record.levelno >= logging.ERROR] == []
+
+
+def test_more_threads_than_the_servers_cpus_are_refused_before_a_job_starts(server):
+    """threads=100000 started a measurement that grew in memory and could not be cancelled."""
+    cpus = len(os.sched_getaffinity(0))  # (the CPUs this process, the server's, may use)
+    query = f"alpha=0.25&resolution=64&runtime=onnxruntime&threads={cpus + 1}"
+    refused = (f"threads is {cpus + 1}, more than the {cpus} CPU{'s' if cpus > 1 else ''} this process may use: "
+               f"ask for at most {cpus}, or leave it out for the runtime's default")
+    assert request(f"{server}/api/predict?{query}") == (400, {"error": refused})
+    assert request(f"{server}/api/measure?{query}", data=b"") == (400, {"error": refused})
+    assert request(f"{server}/api/calibrate?runtime=torch&threads={cpus + 1}", data=b"") == (400, {"error": refused})
+
+
+def test_a_precision_the_runtime_lacks_names_only_the_runtimes_this_server_offers(server):
+    from mobilenet.deploy.runtimes import offered_precisions
+
+    offered = request(f"{server}/api/options")[1]["runtimes"]
+    for precision in ("fp16", "bf16"):
+        for runtime in offered:
+            if precision in offered_precisions(runtime):
+                continue
+            status, body = request(f"{server}/api/predict?alpha=0.25&runtime={runtime}&precision={precision}")
+            assert status == 400 and body["error"].startswith(f"{runtime} does not offer {precision}; ")
+            offering = [r for r in offered if precision in offered_precisions(r)]
+            if offering:
+                assert body["error"].endswith(f"the runtimes here that do: {', '.join(offering)}")
+            else:
+                assert "none of the runtimes here does: choose " in body["error"]
 
 
 def test_the_server_never_opens_a_path_the_client_names(server, tmp_path):
@@ -567,13 +620,16 @@ def test_the_browser_prepares_a_photo_exactly_as_pytorch_does(chromium, tmp_path
     """classify.js's preprocessing, for every publisher's recipe, against mobilenet.preprocess:
     the same float32 tensor, bit for bit (TF's float resize, Pillow's fixed-point resampling)."""
     from mobilenet.preprocess import Preprocess, load_image, sample_photos
+    from mobilenet.weights.publishers import timm_preprocess, transformers_preprocess
 
     recipes = [
         Preprocess(resolution=224, resize="tf"),  # TF-slim
         Preprocess(resolution=160),  # Keras: Pillow bilinear, central 87.5%
-        Preprocess(resolution=224, crop_fraction=0.9, interpolation="bicubic", crop_mode="resize_shorter"),  # timm
-        Preprocess(resolution=192, crop_fraction=192 / 224, crop_mode="resize_shorter"),  # transformers
+        timm_preprocess(224, alpha=1.25),
+        transformers_preprocess(192),
+        # An odd margin (107 px on the first photo): torchvision's crop rounds it, transformers' floors it.
         Preprocess(resolution=(160, 200), resize="tf", crop_mode="resize_shorter"),
+        Preprocess(resolution=(160, 200), resize="tf", crop_mode="resize_shorter", crop_offset="floor"),
     ]
     (tmp_path / "classify.js").write_bytes(assets.CLASSIFIER.read_bytes())
     (tmp_path / "index.html").write_text('<!doctype html><script src="classify.js"></script>')

@@ -15,8 +15,12 @@ EXIF rotation applied, transparency composited onto white, palette / grayscale /
 ``crop_fraction`` of each side, then resize to the resolution (the aspect ratio is not kept,
 exactly as TF did when it measured the published accuracy). ``crop_mode="resize_shorter"`` is
 timm's, torchvision's and transformers': resize the shorter side to ``resolution / crop_fraction``
-(truncated, as they do), then take a central ``resolution`` crop. Mean and std are on the [0, 1]
-scale, so TF's ``(x - 127.5) / 127.5`` is mean = std = 0.5.
+(truncated, as they do), then take a central ``resolution`` crop. Where the margin around that crop
+is odd, the publishers place it differently, and ``crop_offset`` says whose rule: ``"round"``
+(default) is torchvision's ``CenterCrop``, which timm's eval transform uses, ``int(round(margin /
+2))`` with Python's half-to-even rounding; ``"floor"`` is transformers' ``center_crop``, ``margin //
+2`` (``crop_offset`` does not touch TF's ``central_fraction`` box: ``crop_box``). Mean and std are
+on the [0, 1] scale, so TF's ``(x - 127.5) / 127.5`` is mean = std = 0.5.
 
 ``resize="tf"`` resizes exactly as TF-slim's evaluation did when TensorFlow measured its published
 accuracy: TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centres, **no
@@ -48,6 +52,7 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 CropMode = Literal["central_fraction", "resize_shorter"]
 Resize = Literal["pillow", "tf"]
 Decoder = Literal["pillow", "tf"]
+CropOffset = Literal["round", "floor"]
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -57,10 +62,15 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 CROP_MODES: tuple[str, ...] = ("central_fraction", "resize_shorter")
 RESIZES: tuple[str, ...] = ("pillow", "tf")
 DECODERS: tuple[str, ...] = ("pillow", "tf")
+CROP_OFFSETS: tuple[str, ...] = ("round", "floor")
 TF_MEAN = (0.5, 0.5, 0.5)
 TF_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Formats whose 16-bit samples Pillow opens in its 32-bit mode "I", not "I;16": PGM with a maxval
+# above 255 (Pillow rescales it to 0-65535), and 16-bit grayscale PNG in older Pillow releases.
+# Neither format can hold anything wider, so "I" from them means 16 bits.
+_SIXTEEN_BIT_AS_I = ("PPM", "PNG")
 
 
 class ImageError(InputError):
@@ -97,6 +107,10 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
             if error is not None:
                 raise error
             img.load()  # decode now, so a truncated file fails here and not inside a transform
+            if img.mode == "I" and img.format in _SIXTEEN_BIT_AS_I:
+                # The file declares 16-bit samples, which Pillow hands over in its 32-bit mode: say
+                # so by the mode, so that a dark picture is not taken for 8-bit data (to_rgb).
+                img = img.convert("I;16")
             img = ImageOps.exif_transpose(img) or img
             return to_rgb(img)
     except FileNotFoundError:
@@ -132,7 +146,13 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     values = np.asarray(img, dtype=np.float64)
     if img.mode == "F":
         top = 1.0 if values.size and values.max() <= 1.0 else 255.0
+    elif img.mode.startswith("I;16"):
+        # The mode declares 16 bits (16-bit PNG, TIFF, PGM...): 65535 is white, however dark the
+        # picture. Judging by the brightest pixel would turn a dark photo into a grey one.
+        top = 65535.0
     else:
+        # Pillow's 32-bit "I" declares no range: convert("I") of 8-bit data keeps 0-255 (and a
+        # 32-bit TIFF saved from it), 16-bit files reach 65535; the values are all there is to go by.
         top = 65535.0 if values.size and values.max() > 255 else 255.0
     scaled = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
     return Image.fromarray(scaled, mode="L")
@@ -150,6 +170,7 @@ class Preprocess:
     crop_mode: CropMode = "central_fraction"
     resize: Resize = "pillow"
     decoder: Decoder = "pillow"
+    crop_offset: CropOffset = "round"
 
     def __post_init__(self) -> None:
         res = self.resolution
@@ -178,6 +199,9 @@ class Preprocess:
             raise InputError(f"{option('resize')} must be one of {RESIZES}, got {self.resize!r}")
         if self.decoder not in DECODERS:
             raise InputError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.crop_offset not in CROP_OFFSETS:
+            raise InputError(f"crop_offset must be one of {CROP_OFFSETS} (torchvision's and timm's centre crop, "
+                             f"or transformers'), got {self.crop_offset!r}")
         if self.resize == "tf" and self.interpolation != "bilinear":
             raise InputError(f"resize='tf' is TF1's bilinear resize; interpolation must be 'bilinear', "
                              f"got {self.interpolation!r}")
@@ -247,6 +271,16 @@ class Preprocess:
             size = (int(short * width / height), short)
         return max(width_out, size[0]), max(height_out, size[1])
 
+    def centre_offset(self, size: int, crop: int) -> int:
+        """Where a ``resize_shorter`` recipe's central ``crop`` starts along a side of ``size``
+        pixels, by the publisher's rule (``crop_offset``): torchvision's ``CenterCrop`` (timm)
+        computes ``int(round((size - crop) / 2.0))``, rounding half to even, so an odd margin of
+        159 starts at 80; transformers' ``center_crop`` truncates, 79. The one place either rule
+        is computed, for Pillow's resize and TF's alike."""
+        if self.crop_offset == "floor":
+            return (size - crop) // 2
+        return round((size - crop) / 2)  # Python 3 rounds half to even, as torchvision does
+
     def crop_and_resize(self, img: Image.Image) -> Image.Image:
         """The geometric part of ``eval_transform`` with Pillow: an RGB image of exactly
         ``resolution`` (``resize="tf"`` rounds TF's float result to uint8 here; ``eval_transform``
@@ -259,7 +293,7 @@ class Preprocess:
             img = img.crop(self.crop_box(img.width, img.height))
             return img.resize((width, height), resample)
         resized = img.resize(self.shorter_side_size(img.width, img.height), resample)
-        left, top = (resized.width - width) // 2, (resized.height - height) // 2
+        left, top = self.centre_offset(resized.width, width), self.centre_offset(resized.height, height)
         return resized.crop((left, top, left + width, top + height))
 
     def tf_crop_and_resize(self, img: Image.Image) -> np.ndarray:
@@ -271,7 +305,7 @@ class Preprocess:
             return tf_resize_bilinear(pixels[top:bottom, left:right], (height, width))
         size = self.shorter_side_size(img.width, img.height)[::-1]
         resized = tf_resize_bilinear(pixels, size)
-        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        top, left = self.centre_offset(size[0], height), self.centre_offset(size[1], width)
         return resized[top:top + height, left:left + width]
 
     @property

@@ -49,9 +49,11 @@ def timm_preprocess(resolution: int | tuple[int, int], alpha: float) -> Preproce
 
 
 def transformers_preprocess(resolution: int | tuple[int, int]) -> Preprocess:
-    """``MobileNetV1ImageProcessor`` as Google's checkpoints configure it."""
+    """``MobileNetV1ImageProcessor`` as Google's checkpoints configure it (its centre crop starts
+    at half the margin rounded down, where torchvision's rounds)."""
     side = _side(resolution)
-    return Preprocess(resolution=resolution, crop_fraction=side / (side + 32), crop_mode="resize_shorter")
+    return Preprocess(resolution=resolution, crop_fraction=side / (side + 32), crop_mode="resize_shorter",
+                      crop_offset="floor")
 
 
 def publisher_preprocess(

@@ -172,6 +172,16 @@
     return [Math.max(heightOut, h), Math.max(widthOut, w)];
   }
 
+  /** Preprocess.centre_offset: where the central crop starts along a side. "floor" is transformers'
+   *  rule; "round" (the default, and a recipe saved before the key existed) torchvision's and timm's,
+   *  Python's round: half to even. */
+  function centreOffset(size, crop, recipe) {
+    const margin = size - crop;
+    if (recipe.crop_offset === "floor") return Math.floor(margin / 2);
+    const half = Math.floor(margin / 2);
+    return margin % 2 === 0 ? half : half + (half % 2); // an odd margin: k + 0.5 goes to the even one
+  }
+
   /** Preprocess.crop_and_resize / tf_crop_and_resize: HWC values on the 0-255 scale. */
   function cropAndResize(img, recipe) {
     const [height, width] = recipe.resolution;
@@ -182,7 +192,7 @@
     }
     if (recipe.crop_mode !== "resize_shorter") throw new Error(`crop mode ${recipe.crop_mode} is unknown here`);
     const size = shorterSideSize(img.width, img.height, recipe); // [height, width]
-    const top = Math.floor((size[0] - height) / 2), left = Math.floor((size[1] - width) / 2);
+    const top = centreOffset(size[0], height, recipe), left = centreOffset(size[1], width, recipe);
     if (recipe.resize === "tf") {
       const resized = tfResize(img, size[0], size[1]);
       const out = new Float32Array(height * width * 3);
