@@ -86,6 +86,8 @@ def test_paper_counts_peers_from_torchvision(capsys: pytest.CaptureFixture[str])
     (["cost", "--height", "200"], "go together"),
     (["cost", "--variant", "deep"], "invalid choice"),
     (["cost", "--bytes-per-element", "0"], "--bytes-per-element must be"),
+    (["layer", "-m", "512", "-n", "512", "--size", "14", "--bytes-per-element", "-4"],
+     "--bytes-per-element must be an int >= 1 (4 for fp32, 2 for fp16/bf16, 1 for int8), got -4"),
     (["cost", "--alpha", "wide"], "invalid float"),
     (["compare", "--variant", "conv"], "separable"),
     (["cost", "--plot", "out.jpg"], ".png"),

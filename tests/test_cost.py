@@ -114,6 +114,19 @@ def test_network_cost_rejects_bad_bytes_per_element() -> None:
         cost.network_cost(bytes_per_element=0)
 
 
+@pytest.mark.parametrize(("changes", "name"), [({"bytes_per_element": -4}, "bytes_per_element"),
+                                               ({"bytes_per_element": 0}, "bytes_per_element"),
+                                               ({"batch_size": -1}, "batch_size")])
+def test_layer_comparison_rejects_what_network_cost_rejects(changes: dict[str, int], name: str) -> None:
+    # One check for both entry points: a negative size used to print negative peak memory here.
+    with pytest.raises(ValueError) as network_error:
+        cost.network_cost(**changes)
+    with pytest.raises(ValueError) as layer_error:
+        cost.layer_comparison(3, 512, 512, 14, **changes)
+    assert str(layer_error.value) == str(network_error.value)
+    assert str(layer_error.value).startswith(f"{name} must be an int >= 1")
+
+
 def test_cost_does_not_import_torch() -> None:
     code = "import sys, mobilenet.cost, mobilenet.paper, mobilenet.cli.costs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

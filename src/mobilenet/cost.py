@@ -304,8 +304,7 @@ class NetworkComparison:
 def network_cost(cfg: ArchConfig | None = None, bytes_per_element: int = 4, batch_size: int = 1) -> NetworkCost:
     """Every layer's cost and the totals for one configuration (default: MobileNet 1.0-224)."""
     cfg = cfg or ArchConfig()
-    _check_positive_int(bytes_per_element, "bytes_per_element", "4 for fp32, 2 for fp16/bf16, 1 for int8")
-    _check_positive_int(batch_size, "batch_size", "images per batch")
+    _check_memory_scale(bytes_per_element, batch_size)
     layers = tuple(_layer_cost(layer, bytes_per_element, batch_size) for layer in arch.layers(cfg))
     conv = [x for x in layers if x.kind in ("conv", "depthwise", "pointwise")]
     fc = [x for x in layers if x.kind == "fc"]
@@ -361,6 +360,7 @@ def layer_comparison(
     for value, what in ((kernel, "kernel"), (in_channels, "in_channels"), (out_channels, "out_channels"),
                         (stride, "stride"), (depth_multiplier, "depth_multiplier")):
         _check_positive_int(value, what, "a whole number >= 1")
+    _check_memory_scale(bytes_per_element, batch_size)
     size = (in_size, in_size) if isinstance(in_size, int) else tuple(in_size)
     if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
         raise InputError(f"in_size must be an int or (height, width) of ints >= 1, got {in_size!r}")
@@ -415,6 +415,13 @@ def _product(values: tuple[int, ...]) -> int:
     for v in values:
         result *= v
     return result
+
+
+def _check_memory_scale(bytes_per_element: object, batch_size: object) -> None:
+    """The one check of what scales activation memory, for every entry point that takes it: a
+    value < 1 would print negative or zero bytes rather than fail."""
+    _check_positive_int(bytes_per_element, "bytes_per_element", "4 for fp32, 2 for fp16/bf16, 1 for int8")
+    _check_positive_int(batch_size, "batch_size", "images per batch")
 
 
 def _check_positive_int(value: object, name: str, meaning: str) -> None:
