@@ -117,6 +117,19 @@ def test_a_pinned_entry_refuses_a_cache_with_other_tensors(entries, monkeypatch,
     _assert_runs_as(loaded, entries["tiny"])
 
 
+def test_the_registry_not_an_older_cached_copy_says_how_to_preprocess(entries, monkeypatch, capsys):
+    """A conversion records its entry's recipe; when the registry corrects a publisher's recipe
+    (transformers' centre crop rounds down, where torchvision's rounds), a conversion cached
+    before the correction must not go on preprocessing the old way."""
+    from mobilenet.weights.load import read_pretrained
+
+    fetch_pretrained("tiny", quiet=True)
+    corrected = REGISTRY["tiny"].preprocess.replace(crop_mode="resize_shorter", crop_offset="floor")
+    monkeypatch.setitem(REGISTRY, "tiny", replace(REGISTRY["tiny"], preprocess=corrected))
+    assert read_pretrained("tiny").pretrained_cfg.preprocess == corrected
+    assert capsys.readouterr().err == ""  # the tensors were still good: no conversion again
+
+
 def test_our_file_with_damaged_tensors_is_refused(tmp_path):
     model = _tf_model(0)
     path = save_safetensors(weights_of(model), tmp_path / "m.safetensors")
@@ -125,3 +138,29 @@ def test_our_file_with_damaged_tensors_is_refused(tmp_path):
     save_file(state, str(path), metadata=read_safetensors_metadata(path))
     with pytest.raises(WeightFormatError, match="damaged: its tensors do not match the checksum recorded"):
         load_pretrained(path)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("arch", '{"alpha"; 0.25}', "'arch' is not valid JSON"),
+    ("arch", '{"alpha": 0.25, "wings": 2}', "'arch' is not a valid architecture"),
+    ("arch", "[0.25, 64]", "'arch' is a list, not a dict"),
+    ("preprocess", '{"mean": [0.5, 0.5, 0.5}', "'preprocess' is not valid JSON"),
+    ("preprocess", '{"zoom": 2}', "'preprocess' is not valid"),
+    ("labels", '"ant"', "'labels' is a str, not a list"),
+    ("published", "[", "'published' is not valid JSON"),
+])
+def test_damaged_metadata_is_converted_again_or_refused(entries, capsys, key, value, message):
+    """The tensor checksum does not cover the metadata: damage there (one JSON string of the
+    header, the header itself still valid) is a WeightFormatError like any other damage, so a
+    cached conversion is converted again, and our file given by path is a one-line error."""
+    path = fetch_pretrained("tiny", quiet=True)
+    meta = read_safetensors_metadata(path)
+    meta[key] = value
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(WeightFormatError, match=rf"tiny\.safetensors: its metadata {message}.*convert or copy it"):
+        load_pretrained(path)
+    loaded = load_pretrained("tiny")
+    err = capsys.readouterr().err
+    assert f"cached conversion {path} cannot be trusted (its metadata {key!r}" in err and "converting tiny again" in err
+    _assert_runs_as(loaded, entries["tiny"])
+    assert read_safetensors_metadata(path).get(key) != value  # repaired

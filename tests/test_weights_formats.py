@@ -93,3 +93,65 @@ def test_helper_models_have_input_dependent_logits():
     with torch.no_grad():
         logits = model(_inputs(2, 64))
     assert (logits[0] - logits[1]).abs().max() > 0.1 * logits.std()
+
+
+def test_tflite_with_a_damaged_offset_is_a_one_line_error(tmp_path, capsys):
+    """An offset pointing past the end of the file (here the root table's) is a WeightFormatError
+    naming the file, not a struct.error from reading it unchecked."""
+    from mobilenet.cli import main
+
+    write_tflite(_model(alpha=0.25, resolution=64).fold_batchnorm(), tmp_path / "m.tflite")
+    blob = bytearray((tmp_path / "m.tflite").read_bytes())
+    blob[0:4] = (len(blob) - 2).to_bytes(4, "little")  # the root table starts 2 bytes before the end
+    (tmp_path / "bad.tflite").write_bytes(bytes(blob))
+    with pytest.raises(WeightFormatError, match=r"bad\.tflite: TFLite file is truncated or corrupt"):
+        convert(tmp_path / "bad.tflite")
+    assert main(["convert", str(tmp_path / "bad.tflite"), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mobilenet convert: error: bad.tflite:") and "\n" not in err
+
+
+def test_split_tflite_parts_in_the_wrong_order_say_so(tmp_path):
+    """A model split in parts (TF's 1.0-224 uint8 body and head) given head first: the error names
+    the order, not the head's 1x1 input read as a resolution. Here the "body" is a model whose
+    logits have as many values as the "head" (a whole model) takes as input."""
+    body = _model(alpha=0.25, resolution=32, num_classes=32 * 32 * 3).fold_batchnorm()
+    write_tflite(body, tmp_path / "body.tflite")
+    write_tflite(_model(alpha=0.25, resolution=32).fold_batchnorm(), tmp_path / "head.tflite")
+    with pytest.raises(WeightFormatError, match=r"wrong order .*give body\.tflite before head\.tflite"):
+        convert([tmp_path / "head.tflite", tmp_path / "body.tflite"])
+    with pytest.raises(WeightFormatError, match=r"head\.tflite cannot follow head\.tflite"):
+        convert([tmp_path / "head.tflite", tmp_path / "head.tflite"])  # in neither order: not parts of one
+
+
+def test_damaged_keras_h5_is_a_one_line_error_naming_the_file(tmp_path):
+    """Damage h5py meets only on reading, after the file opened (here a deflate chunk of a dataset
+    that no longer inflates), and a .keras member whose CRC fails (below): WeightFormatError."""
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:  # Keras' legacy layout: conv1/conv1/kernel:0, stored compressed
+        f.create_dataset("conv1/conv1/kernel:0", data=np.arange(3 * 3 * 3 * 8, dtype=np.float32).reshape(3, 3, 3, 8),
+                         chunks=True, compression="gzip")
+    with h5py.File(path, "r") as f:
+        chunk = f["conv1/conv1/kernel:0"].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[chunk.byte_offset + 2: chunk.byte_offset + chunk.size] = b"\xff" * (chunk.size - 2)
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightFormatError, match=r"m\.h5: a damaged HDF5 file .*; download or save it again"):
+        convert(path, resolution=64)
+
+
+def test_keras_archive_with_a_bad_member_crc_is_a_one_line_error(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "m.keras"
+    payload = b"weights " * 64
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", payload)
+    data = bytearray(archive.read_bytes())
+    data[data.index(payload) + 10] ^= 0xFF  # the member's bytes, not its CRC: the check fails on reading
+    archive.write_bytes(bytes(data))
+    assert detect_format(archive) == "keras"
+    with pytest.raises(WeightFormatError, match=r"m\.keras: a damaged \.keras archive \(Bad CRC-32"):
+        convert(archive, resolution=64)

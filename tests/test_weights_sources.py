@@ -212,3 +212,84 @@ def test_factory_picks_the_published_model(tmp_path, monkeypatch):
     assert picked[1][1] == {"alpha": 0.5, "resolution": 160}  # and the settings are checked against it
     with pytest.raises(ValueError, match="source= chooses between published weights"):
         mobilenet_v1(source="keras")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_archive_is_skipped_for_the_next_source(tmp_path, monkeypatch, damage):
+    """An interrupted download leaves a .tgz cut short (gzip: EOFError), a damaged one a deflate
+    stream that fails (zlib.error): either is one source's failure, and the next source is tried."""
+    from mobilenet.weights import fetch_file, sha256_file
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MOBILENET_WEIGHTS_PATH", raising=False)
+    payload = b"".join(i.to_bytes(4, "little") for i in range(1 << 18))  # 1 MiB that deflate compresses
+    (tmp_path / "good.bin").write_bytes(payload)
+    _tgz(tmp_path / "full.tgz", {"m/w.bin": payload})
+    data = bytearray((tmp_path / "full.tgz").read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64  # past the tar header: not an open error
+    (tmp_path / "bad.tgz").write_bytes(bytes(data))
+    digest = sha256_file(tmp_path / "good.bin")
+    bad = f"file:{tmp_path / 'bad.tgz'}#w.bin"
+    got = fetch_file("w.bin", digest, (bad, f"file:{tmp_path / 'good.bin'}"), quiet=True)
+    assert got == tmp_path / "cache" / "files" / "w.bin" and sha256_file(got) == digest
+    got.unlink()
+    with pytest.raises(FetchError, match=r"could not fetch w\.bin:\n  file:.*bad\.tgz#w\.bin: bad\.tgz is damaged"):
+        fetch_file("w.bin", digest, (bad,), quiet=True)
+
+
+def test_a_file_from_an_unpinned_source_is_kept_and_used_again(tmp_path, monkeypatch, capsys):
+    """A file an unpinned: source gave (another file holding the pinned tensors) is kept under a
+    name of its own and used again, checked by its tensors, once the source is unreachable; the
+    pinned file's name holds only a file with the pinned checksum."""
+    from mobilenet.weights import read_weights, tensors_sha256
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MOBILENET_WEIGHTS_PATH", raising=False)
+    model = _tf_model()
+    online = tmp_path / "online" / "frozen.pb"
+    online.parent.mkdir()
+    write_tf_graphdef(model, online)
+    digest = tensors_sha256(read_weights(online, resolution=64).state)
+    entry = _entry("alt", model, (WeightFile("g.pb", "0" * 64, (  # the pinned file itself is nowhere
+        f"unpinned:file:{online}",)),), tensors_sha256=digest)
+    monkeypatch.setitem(REGISTRY, "alt", entry)
+    converted = fetch_pretrained("alt", quiet=True)
+    online.unlink()  # offline now, and the conversion lost: the kept file serves
+    converted.unlink()
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained("alt")(X), model(X)[:, 1:], atol=1e-5, rtol=0)
+    files = tmp_path / "cache" / "files"
+    assert not (files / "g.pb").exists() and (files / "unpinned" / "g.pb").is_file()
+    # A kept file damaged on disk is discarded, never converted: offline, that is a FetchError.
+    converted.unlink()
+    (files / "unpinned" / "g.pb").write_bytes(b"\x0a\x00")
+    with pytest.raises(FetchError, match=r"could not fetch g\.pb"):
+        fetch_pretrained("alt", quiet=True)
+    assert not (files / "unpinned" / "g.pb").exists()
+
+
+def test_an_unreadable_unpinned_candidate_is_one_sources_failure(tmp_path, monkeypatch):
+    """Checking an unpinned: candidate converts it; one that cannot be read (here not a weight
+    file at all) fails that source like different tensors would, and the next source is tried."""
+    from mobilenet.weights import read_weights, sha256_file, tensors_sha256
+
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MOBILENET_WEIGHTS_PATH", raising=False)
+    model = _tf_model()
+    write_tf_graphdef(model, tmp_path / "copy.pb")
+    (tmp_path / "junk.pb").write_bytes(b"\x0a\xff\xff\xff")
+    digest = tensors_sha256(read_weights(tmp_path / "copy.pb", resolution=64).state)
+    entry = _entry("alt", model, (WeightFile("g.pb", sha256_file(tmp_path / "copy.pb"), (
+        f"unpinned:file:{tmp_path / 'junk.pb'}", f"file:{tmp_path / 'copy.pb'}")),), tensors_sha256=digest)
+    monkeypatch.setitem(REGISTRY, "alt", entry)
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained("alt")(X), model(X)[:, 1:], atol=1e-5, rtol=0)
+    junk_only = replace(entry.files[0], sources=entry.files[0].sources[:1])
+    monkeypatch.setitem(REGISTRY, "alt", replace(entry, files=(junk_only,)))
+    (tmp_path / "cache" / "files" / "g.pb").unlink()
+    (tmp_path / "cache" / "converted" / "alt.safetensors").unlink()
+    with pytest.raises(FetchError, match=r"unpinned:file:.*junk\.pb: junk\.pb: file is empty or truncated"):
+        fetch_pretrained("alt", quiet=True)

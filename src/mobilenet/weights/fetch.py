@@ -23,13 +23,18 @@ pins none (no publisher lists one), the file is accepted here and checked by its
 
 A source written ``unpinned:...`` is a different file holding the same weights (TF's own archive
 of the graph the default entry also takes from PyPI). It is used only when the caller passes
-``verify``, a check of the converted tensors; a candidate that fails it is discarded and the next
-source tried.
+``verify``, a check of the converted tensors; a candidate that fails it (or cannot be read at all)
+is discarded and the next source tried. A file that passed is kept as ``files/unpinned/FILENAME``,
+never under the pinned file's own name: the pin keeps its meaning (``files/FILENAME`` is used
+only when its SHA-256 matches), and the unpinned copy is used again only after ``verify`` passes
+again. A source that fails for any reason (unreachable, checksum mismatch, a damaged or truncated
+archive) is skipped for the next one; the error lists every source's failure.
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
 import subprocess
@@ -39,6 +44,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +54,11 @@ from mobilenet.files import atomic_write
 CACHE_ENV = "MOBILENET_CACHE"
 SEARCH_ENV = "MOBILENET_WEIGHTS_PATH"
 PIP_TIMEOUT_S = 600
+UNPINNED = "unpinned"  # the folder of files/ that keeps what unpinned: sources gave, verified
+# What reading a damaged or truncated archive raises besides OSError (gzip.BadGzipFile, bz2): an
+# interrupted download is cut short (EOFError), a damaged stream fails to inflate (zlib.error,
+# lzma.LZMAError), a damaged zip member fails its CRC or names no known compression.
+ARCHIVE_DAMAGE = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError)
 
 
 class FetchError(MobileNetError, RuntimeError):
@@ -87,6 +98,12 @@ def fetch_file(
         candidate = Path(folder) / filename
         if candidate.is_file() and (sha256 is None or sha256_file(candidate) == sha256):
             return candidate
+    unpinned_sources = any(source.startswith("unpinned:") for source in sources)
+    kept = cache_dir() / "files" / UNPINNED / filename  # what an unpinned: source gave last time
+    if verify is not None and unpinned_sources and kept.is_file():
+        if _passes(verify, kept):
+            return kept
+        kept.unlink(missing_ok=True)  # damaged since, or no longer the pinned tensors: fetch again
     failures = []
     for source in sources:
         unpinned = source.startswith("unpinned:")
@@ -101,16 +118,25 @@ def fetch_file(
                         raise FetchError("the converted tensors differ from the pinned ones")
                 elif sha256 is not None and (digest := sha256_file(got)) != sha256:
                     raise FetchError(f"checksum mismatch: expected sha256 {sha256}, got {digest}")
-                atomic_copy(got, target)
-            return target
-        except (OSError, FetchError, subprocess.SubprocessError, tarfile.TarError, zipfile.BadZipFile,
-                urllib.error.URLError) as err:
+                dest = kept if unpinned else target  # a pinned name holds only its pinned bytes
+                atomic_copy(got, dest)
+            return dest
+        # MobileNetError: FetchError, or verify's WeightFormatError for a candidate it cannot read.
+        except (OSError, MobileNetError, subprocess.SubprocessError, urllib.error.URLError) as err:
             failures.append(f"{source}: {err}")
         except Exception as err:  # huggingface_hub raises its own errors (offline, not found, ...)
             if type(err).__module__.split(".")[0] != "huggingface_hub":
                 raise
             failures.append(f"{source}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     raise FetchError(f"could not fetch {filename}:\n  " + "\n  ".join(failures or ["no sources"]))
+
+
+def _passes(verify: Callable[[Path], bool], path: Path) -> bool:
+    """``verify(path)``, a file it cannot read (damaged on disk) failing it like different tensors."""
+    try:
+        return verify(path)
+    except MobileNetError:
+        return False
 
 
 def _fetch_source(source: str, workdir: Path, *, quiet: bool) -> Path:
@@ -161,8 +187,16 @@ def _pip_download_sdist(requirement: str, workdir: Path, *, quiet: bool) -> Path
 
 
 def _extract_member(archive: Path, member: str, workdir: Path) -> Path:
-    """Take one file out of a .tar.gz/.tgz/.zip; ``member`` may omit the archive's top folder."""
-    out = workdir / Path(member).name
+    """Take one file out of a .tar.gz/.tgz/.zip; ``member`` may omit the archive's top folder.
+    A damaged or truncated archive (an interrupted download) is a ``FetchError``."""
+    try:
+        return _copy_member(archive, member, workdir / Path(member).name)
+    except ARCHIVE_DAMAGE as err:  # on one line: the fetch error gives each source one line
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise FetchError(f"{archive.name} is damaged or truncated ({reason})") from None
+
+
+def _copy_member(archive: Path, member: str, out: Path) -> Path:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             name = _match_member(z.namelist(), member, archive)

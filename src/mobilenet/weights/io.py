@@ -133,30 +133,75 @@ def read_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
             f"{path.name}: a safetensors file without this project's metadata; convert it first "
             f"({to_run('mobilenet convert SOURCE OUT.safetensors', 'mobilenet.weights.convert_file(SOURCE, OUT)')})"
         )
-    arch = ArchConfig.from_dict(json.loads(meta["arch"]))
+    arch = _arch_of(meta, path)
     try:
         state = load_file(str(path))
     except Exception as err:
         raise WeightFormatError(f"{path.name}: cannot read tensors ({err})") from None
     folded = meta.get("bn_folded") == "true"
     check_state(state, arch, folded, path.name)
-    labels = tuple(json.loads(meta["labels"])) if "labels" in meta else None
-    cfg = PretrainedCfg(
-        name=path.stem,
-        arch_cfg=arch,
-        preprocess=Preprocess.from_dict(json.loads(meta["preprocess"])) if "preprocess" in meta
-        else Preprocess.default(arch.resolution),
-        label_set=meta.get("label_set", CUSTOM),
-        format="safetensors",
-        published=json.loads(meta["published"]) if "published" in meta else {},
-        description=meta.get("source", ""),
-        labels=labels,
-    )
+    cfg = _pretrained_cfg_of(meta, path, arch)
     weights = loaded(state, folded, cfg)
     recorded = meta.get(CHECKSUM_KEY)
     if recorded is not None and tensors_sha256(state) != recorded:
         raise DamagedFile(path, "its tensors do not match the checksum recorded when it was written")
     return weights
+
+
+def _metadata_field(meta: Mapping[str, str], key: str, path: Path, kind: type) -> Any:
+    """The JSON value of metadata ``key``, which must decode to a ``kind``."""
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError as err:
+        raise WeightFormatError(f"{path.name}: its metadata {key!r} is not valid JSON ({err}); "
+                                "convert or copy it again") from None
+    if not isinstance(value, kind):
+        raise WeightFormatError(f"{path.name}: its metadata {key!r} is a {type(value).__name__}, not a "
+                                f"{kind.__name__}; convert or copy it again")
+    return value
+
+
+def _arch_of(meta: Mapping[str, str], path: Path) -> ArchConfig:
+    try:
+        return ArchConfig.from_dict(_metadata_field(meta, "arch", path, dict))
+    except (TypeError, ValueError) as err:  # an unknown or invalid setting (InputError is a ValueError)
+        if isinstance(err, WeightFormatError):
+            raise
+        raise WeightFormatError(f"{path.name}: its metadata 'arch' is not a valid architecture ({err}); "
+                                "convert or copy it again") from None
+
+
+def _pretrained_cfg_of(meta: Mapping[str, str], path: Path, arch: ArchConfig) -> PretrainedCfg:
+    """The config the metadata records. Every field is checked here, as written by
+    ``save_safetensors``: damaged metadata is a ``WeightFormatError`` (which a cached conversion
+    answers by converting again), never an error from deep inside a later use."""
+    if "preprocess" in meta:
+        try:
+            preprocess = Preprocess.from_dict(_metadata_field(meta, "preprocess", path, dict))
+        except (TypeError, ValueError) as err:
+            if isinstance(err, WeightFormatError):
+                raise
+            raise WeightFormatError(f"{path.name}: its metadata 'preprocess' is not valid ({err}); "
+                                    "convert or copy it again") from None
+    else:
+        preprocess = Preprocess.default(arch.resolution)
+    labels = None
+    if "labels" in meta:
+        names = _metadata_field(meta, "labels", path, list)
+        if len(names) != arch.num_classes or not all(isinstance(n, str) for n in names):
+            raise WeightFormatError(f"{path.name}: its metadata 'labels' is not {arch.num_classes} class names "
+                                    "(one per output); convert or copy it again")
+        labels = tuple(names)
+    return PretrainedCfg(
+        name=path.stem,
+        arch_cfg=arch,
+        preprocess=preprocess,
+        label_set=meta.get("label_set", CUSTOM),
+        format="safetensors",
+        published=_metadata_field(meta, "published", path, dict) if "published" in meta else {},
+        description=meta.get("source", ""),
+        labels=labels,
+    )
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[MobileNetV1, PretrainedCfg]:

@@ -31,6 +31,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,9 @@ def _read_keras3(layers) -> tuple[list[ConvParams], np.ndarray, np.ndarray | Non
 
 
 KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
+# What reading a member of a damaged zip raises: a bad CRC (BadZipFile), a bad deflate stream
+# (zlib.error), a member cut short (EOFError), a damaged compression method (NotImplementedError).
+ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 def is_keras_archive(path: str | os.PathLike[str]) -> bool:
@@ -167,30 +171,41 @@ def read_keras(path: str | os.PathLike[str]) -> SourceWeights:
         if not is_keras_archive(path):
             raise WeightFormatError(f"{path.name}: a zip file without {KERAS_ARCHIVE_WEIGHTS}: not a .keras archive")
         with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory(prefix="mobilenet-keras-") as tmp:
-            resolution = _config_resolution(z.read("config.json") if "config.json" in z.namelist() else None)
-            inner = Path(z.extract(KERAS_ARCHIVE_WEIGHTS, tmp))
-            src = _read_h5(inner)
+            try:
+                resolution = _config_resolution(z.read("config.json") if "config.json" in z.namelist() else None)
+                inner = Path(z.extract(KERAS_ARCHIVE_WEIGHTS, tmp))
+            except ZIP_DAMAGE as err:  # the directory read, a member did not: a bad CRC or deflate stream
+                raise WeightFormatError(f"{path.name}: a damaged .keras archive ({err}); "
+                                        "download or save it again") from None
+            src = _read_h5(inner, f"{path.name} ({KERAS_ARCHIVE_WEIGHTS})")
         src.resolution = resolution
         src.format = "keras-archive"
         return src
     return _read_h5(path)
 
 
-def _read_h5(path: Path) -> SourceWeights:
+def _read_h5(path: Path, name: str | None = None) -> SourceWeights:
+    """``name``: the file as the user knows it (an archive's member is named by its archive)."""
     h5py = _h5py()
+    name = name or path.name
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise WeightFormatError(f"{path.name}: not a readable HDF5 file ({err})") from None
-    with f:
-        if "layers" in f and "conv1" not in f:
-            convs, kernel, bias = _read_keras3(f["layers"])
-            fmt = "keras3"
-        else:
-            group = f.get("model_weights", f)
-            convs, kernel, bias = _read_legacy(group)
-            fmt = "keras-h5"
-        resolution = _config_resolution(f.attrs.get("model_config"))  # a whole-model file records it
+        raise WeightFormatError(f"{name}: not a readable HDF5 file ({err})") from None
+    try:
+        with f:
+            if "layers" in f and "conv1" not in f:
+                convs, kernel, bias = _read_keras3(f["layers"])
+                fmt = "keras3"
+            else:
+                group = f.get("model_weights", f)
+                convs, kernel, bias = _read_legacy(group)
+                fmt = "keras-h5"
+            resolution = _config_resolution(f.attrs.get("model_config"))  # a whole-model file records it
+    except (OSError, RuntimeError) as err:
+        # h5py opens a file by its superblock alone; damage in a group, heap or chunk surfaces as
+        # OSError or RuntimeError on the read that reaches it. (WeightFormatError is neither.)
+        raise WeightFormatError(f"{name}: a damaged HDF5 file ({err}); download or save it again") from None
     if kernel.ndim != 4 or kernel.shape[:2] != (1, 1):
         raise WeightFormatError(f"Keras classifier kernel has shape {kernel.shape}, expected (1, 1, features, classes)")
     return SourceWeights(

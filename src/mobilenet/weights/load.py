@@ -83,7 +83,9 @@ def _read_cached(entry: PretrainedCfg, target: Path) -> LoadedWeights:
     weights = read_safetensors(target)  # verifies the tensors against the recorded checksum
     if weights.arch_cfg != entry.arch_cfg:
         raise WeightFormatError(f"it holds a {weights.arch_cfg.name} network, the registry says {entry.arch_cfg.name}")
-    return weights
+    # The registry owns an entry's preprocessing, labels and published accuracy: a copy recorded by
+    # an older version (before a publisher's recipe was corrected) must not outlive the correction.
+    return replace(weights, pretrained_cfg=entry)
 
 
 def _convert_into_cache(entry: PretrainedCfg, target: Path, *, quiet: bool) -> LoadedWeights:
@@ -107,8 +109,7 @@ def _convert_into_cache(entry: PretrainedCfg, target: Path, *, quiet: bool) -> L
                                 f"{entry.arch_cfg}")
     if entry.tensors_sha256 is not None and tensors_sha256(weights.state) != entry.tensors_sha256:
         raise FetchError(f"{name}: the fetched weights differ from the pinned ones (tensor checksum mismatch)")
-    checksums = ", ".join(f"{f.filename} sha256 {f.sha256 or sha256_file(p) + ' (not pinned)'}"
-                          for f, p in zip(entry.files, files))
+    checksums = ", ".join(_checksum_note(f.filename, f.sha256, p) for f, p in zip(entry.files, files))
     # The registry's config (preprocessing, labels, published accuracy) travels with the tensors,
     # and the file records the tensors' checksum, which every later use verifies (_read_cached).
     weights = replace(weights, pretrained_cfg=entry)
@@ -116,6 +117,17 @@ def _convert_into_cache(entry: PretrainedCfg, target: Path, *, quiet: bool) -> L
     if not quiet:
         print(f"converted {name} -> {target}", file=sys.stderr)
     return weights
+
+
+def _checksum_note(filename: str, pinned: str | None, path: Path) -> str:
+    """The SHA-256 of the file converted, as the cached conversion records its source: the pinned
+    file, a file with no pin, or another file (an ``unpinned:`` source) accepted by its tensors."""
+    digest = sha256_file(path)
+    if pinned is None:
+        return f"{filename} sha256 {digest} (not pinned)"
+    if digest == pinned:
+        return f"{filename} sha256 {digest}"
+    return f"{filename} from an unpinned source: sha256 {digest}, accepted by its tensor checksum"
 
 
 def describe_pretrained(family: str | None = None) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,32 +53,31 @@ class _FlatBuffer:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
+    def _read(self, fmt: str, pos: int) -> Any:
+        """One little-endian scalar at ``pos``: every read of the file goes through here, so a
+        damaged offset anywhere is a ``WeightFormatError``, never a ``struct.error``."""
+        if pos < 0 or pos + struct.calcsize(fmt) > len(self.data):
+            raise WeightFormatError(f"TFLite file is truncated or corrupt (offset {pos} out of range)")
+        return struct.unpack_from("<" + fmt, self.data, pos)[0]
+
     def _u32(self, pos: int) -> int:
-        if pos < 0 or pos + 4 > len(self.data):
-            raise WeightFormatError("TFLite file is truncated or corrupt (offset out of range)")
-        return struct.unpack_from("<I", self.data, pos)[0]
+        return self._read("I", pos)
 
     def root(self) -> int:
         return self._u32(0)
 
     def _field_pos(self, table: int, field: int) -> int | None:
-        vtable = table - struct.unpack_from("<i", self.data, table)[0]
-        if vtable < 0 or vtable + 4 > len(self.data):
-            raise WeightFormatError("TFLite file is truncated or corrupt (bad vtable)")
-        vtable_size = struct.unpack_from("<H", self.data, vtable)[0]
+        vtable = table - self._read("i", table)
+        vtable_size = self._read("H", vtable)
         entry = 4 + 2 * field
         if entry >= vtable_size:
             return None
-        offset = struct.unpack_from("<H", self.data, vtable + entry)[0]
+        offset = self._read("H", vtable + entry)
         return table + offset if offset else None
 
     def scalar(self, table: int, field: int, fmt: str, default: int | float = 0) -> int | float:
         pos = self._field_pos(table, field)
-        if pos is None:
-            return default
-        if pos + struct.calcsize(fmt) > len(self.data):
-            raise WeightFormatError("TFLite file is truncated or corrupt (scalar out of range)")
-        return struct.unpack_from("<" + fmt, self.data, pos)[0]
+        return default if pos is None else self._read(fmt, pos)
 
     def _target(self, table: int, field: int) -> int | None:
         pos = self._field_pos(table, field)
@@ -142,9 +142,28 @@ class _Op:
     strides: tuple[int, int] | None
 
 
-def _read_model(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int]]:
+@dataclass
+class _Model:
+    tensors: list[_Tensor]
+    ops: list[_Op]
+    inputs: list[int]  # the graph's input and output tensors
+    outputs: list[int]
+
+
+def _read_model(path: Path) -> _Model:
+    """The first subgraph of ``path``. Any damage (an offset, index or size that does not fit
+    the file) is a ``WeightFormatError`` naming the file, whichever table it hits."""
+    data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise WeightFormatError("not a TFLite file (no 'TFL3' identifier)")
+        raise WeightFormatError(f"{path.name}: not a TFLite file (no 'TFL3' identifier)")
+    try:
+        return _parse_model(data)
+    except (WeightFormatError, IndexError, ValueError) as err:  # IndexError: an opcode or tensor index
+        reason = str(err) if isinstance(err, WeightFormatError) else f"TFLite file is corrupt ({err})"
+        raise WeightFormatError(f"{path.name}: {reason}; download or export it again") from None
+
+
+def _parse_model(data: bytes) -> _Model:
     fb = _FlatBuffer(data)
     model = fb.root()
     codes = []
@@ -187,8 +206,11 @@ def _read_model(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int]]:
             padding = int(fb.scalar(options, 0, "b"))
             strides = (int(fb.scalar(options, 2, "i")), int(fb.scalar(options, 1, "i")))
         ops.append(_Op(code, list(fb.vector(op, 1, "<i4")), list(fb.vector(op, 2, "<i4")), padding, strides))
-    inputs = list(fb.vector(graph, 1, "<i4"))
-    return tensors, ops, inputs
+    inputs, outputs = list(fb.vector(graph, 1, "<i4")), list(fb.vector(graph, 2, "<i4"))
+    for index in inputs + outputs:
+        if not 0 <= index < len(tensors):
+            raise WeightFormatError(f"TFLite file is corrupt (graph tensor {index} of {len(tensors)})")
+    return _Model(tensors, ops, inputs, outputs)
 
 
 def read_tflite(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) -> SourceWeights:
@@ -201,8 +223,10 @@ def read_tflite(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) ->
     input_quant = None
     quantized = False
     symmetric = False
-    for path in files:
-        tensors, ops, inputs = _read_model(path.read_bytes())
+    models = [_read_model(path) for path in files]
+    _check_order(files, models)
+    for path, model in zip(files, models):
+        tensors, ops, inputs = model.tensors, model.ops, model.inputs
         if input_shape is None and inputs:
             first = tensors[inputs[0]]
             input_shape = first.shape
@@ -265,7 +289,8 @@ def describe_tflite(path: str | os.PathLike[str]) -> dict[str, object]:
     """What a ``.tflite`` file holds, without running it: ``ops`` (operator names in execution
     order), ``weight_dtype`` (of the convolution weights as stored: float32, float16, int8 or
     uint8), ``input_shape`` and ``input_dtype``."""
-    tensors, ops, inputs = _read_model(Path(path).read_bytes())
+    model = _read_model(Path(path))
+    tensors, ops, inputs = model.tensors, model.ops, model.inputs
     producers = {out: op for op in ops for out in op.outputs}
     convs = [op for op in ops if op.code in (CONV_2D, DEPTHWISE_CONV_2D)]
     weight_dtype = np.dtype(_weight_source(tensors, producers, convs[0].inputs[1]).dtype).name if convs else "none"
@@ -276,6 +301,33 @@ def describe_tflite(path: str | os.PathLike[str]) -> dict[str, object]:
         "input_shape": first.shape if first else (),
         "input_dtype": np.dtype(first.dtype).name if first else "none",
     }
+
+
+def _shape(model: _Model, ends: list[int]) -> tuple[int, ...] | None:
+    return model.tensors[ends[0]].shape if ends else None
+
+
+def _fits(output: tuple[int, ...] | None, input_: tuple[int, ...] | None) -> bool:
+    """Whether one part's output can feed the next part: the same number of values (a part may
+    reshape, (1, 1, 1, 1024) -> (1, 1024)); a shape the file does not give is taken to fit."""
+    return not output or not input_ or int(np.prod(output)) == int(np.prod(input_))
+
+
+def _check_order(files: list[Path], models: list[_Model]) -> None:
+    """The parts of a split model must run one after another: each part takes what the previous
+    one outputs. Parts given in the wrong order (head before body) would otherwise read as a
+    model whose input is the head's 1x1 feature map, and fail later on that "resolution"."""
+    for i in range(1, len(files)):
+        before, after = models[i - 1], models[i]
+        if _fits(_shape(before, before.outputs), _shape(after, after.inputs)):
+            continue
+        parts = (f"{files[i - 1].name} outputs {_shape(before, before.outputs)}, "
+                 f"{files[i].name} takes {_shape(after, after.inputs)}")
+        if _fits(_shape(after, after.outputs), _shape(before, before.inputs)):
+            raise WeightFormatError(f"the parts of this split model are in the wrong order ({parts}); "
+                                    f"give {files[i].name} before {files[i - 1].name}, in the order they run")
+        raise WeightFormatError(f"{files[i].name} cannot follow {files[i - 1].name} ({parts}); give the parts of "
+                                "one split model, in the order they run")
 
 
 def _weight_source(tensors: list[_Tensor], producers: dict[int, _Op], index: int) -> _Tensor:
@@ -340,7 +392,8 @@ def activation_grids(paths: str | os.PathLike[str] | list[str | os.PathLike[str]
     disagreement is that arithmetic, not the conversion (see tests/test_weights_assets.py)."""
     grids = []
     for path in [Path(p) for p in (paths if isinstance(paths, list) else [paths])]:
-        tensors, ops, _ = _read_model(path.read_bytes())
+        model = _read_model(path)
+        tensors, ops = model.tensors, model.ops
         for op in ops:
             if op.code in (CONV_2D, DEPTHWISE_CONV_2D):
                 out = tensors[op.outputs[0]]
