@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from mobilenet.deploy import auto
 from mobilenet.deploy.optional import MissingRuntimeError, available
 from mobilenet.deploy.runtime import make_predictor, predictor_from_file
 from mobilenet.deploy.verify import verify
-from mobilenet.errors import command_line_spelling
+from mobilenet.errors import InputError, command_line_spelling
 from mobilenet.factory import mobilenet_v1
 from mobilenet.optimized import FIXED_BATCH_BACKENDS
 from mobilenet.predictor import PrecisionUnavailableError
@@ -241,6 +243,63 @@ def test_missing_runtime_names_the_pip_extra(model, monkeypatch, module, runtime
 def test_refusals_are_clear(model, runtime, precision, calibration, message):
     with pytest.raises(ValueError, match=message):
         make_predictor(model, runtime, precision, calibration_images=calibration)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_more_threads_than_this_process_may_use_are_refused_before_anything_is_built(model, runtime):
+    """threads=100000 started that many threads in ONNX Runtime: a job that grew in memory and
+    could not be stopped. The bound is the CPUs this process may run on."""
+    _installed(runtime)
+    cpus = len(os.sched_getaffinity(0))
+    refused = rf"threads is {cpus + 1}, more than the {cpus} CPUs? this process may use: ask for at most {cpus}"
+    with pytest.raises(InputError, match=refused):
+        make_predictor(model, runtime, "fp32", threads=cpus + 1)
+    from_the_command_line = rf"^--threads is 100000, more than the {cpus} CPUs? this process may use"
+    with command_line_spelling({"threads": "--threads"}), pytest.raises(InputError, match=from_the_command_line):
+        make_predictor(model, runtime, "fp32", threads=100_000)
+    make_predictor(model, runtime, "fp32", threads=cpus)  # every CPU it may use is fine
+
+
+def test_the_thread_bound_is_the_cpus_this_process_may_run_on(monkeypatch):
+    from mobilenet.deploy.runtimes import check_threads, usable_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # (as under taskset -c 3)
+    assert usable_cpus() == 1
+    check_threads(1)
+    with pytest.raises(InputError, match="threads is 2, more than the 1 CPU this process may use: ask for at most 1"):
+        check_threads(2)
+
+
+def _distinct_batches(images: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """``count`` batches of the photos, each in another order or mirrored: every row of each a
+    different image from the same row of the others."""
+    return [images.roll(i % len(images), 0).flip(-1) if i >= len(images) else images.roll(i, 0)
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime", pytest.param("litert", marks=pytest.mark.slow),
+                                     pytest.param("executorch", marks=pytest.mark.slow),
+                                     pytest.param("torch", marks=pytest.mark.slow)])
+def test_one_predictor_called_from_several_threads_gives_each_caller_its_own_logits(model, images, runtime):
+    """The explorer keeps one predictor per weights and runtime and calls it from its thread pool.
+    OpenVINO's one infer request, reused, refused a second caller ("Infer Request is busy") or
+    handed it the other call's output; each caller must get its own images' logits."""
+    _installed(runtime)
+    predictor = make_predictor(model, runtime, "fp32", threads=1)
+    batches = _distinct_batches(images, 8)
+    expected = [predictor(batch) for batch in batches]
+    assert all(not torch.allclose(expected[0], other, atol=1e-3) for other in expected[1:])  # a swap would show
+    start = threading.Barrier(len(batches))
+
+    def call(i: int) -> list[torch.Tensor]:
+        start.wait()
+        return [predictor(batches[i]) for _ in range(12)]
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        results = list(pool.map(call, range(len(batches))))
+    for mine, outputs in zip(expected, results):
+        for out in outputs:
+            torch.testing.assert_close(out, mine, atol=1e-5, rtol=1e-5)
 
 
 def test_sample_photos_are_real_files():

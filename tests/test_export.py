@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,6 +160,33 @@ def test_bad_export_arguments_are_clear_errors(model, tmp_path, kwargs, message)
 def test_an_option_the_format_does_not_take_is_refused_before_any_work(path, options, message):
     with pytest.raises(ValueError, match=message):
         check_export(path, **options)
+
+
+@pytest.mark.parametrize(
+    ("path", "flags", "message"),
+    [
+        ("x.tflite", ["--io-dtype", "int8"], "--io-dtype applies to int8 tflite exports only, and this one is fp32"),
+        ("x.tflite", ["--precision", "fp16", "--io-dtype", "float32"],
+         "--io-dtype applies to int8 tflite exports only, and this one is fp16"),
+        ("x.onnx", ["--int8-weights", "8bit"],
+         "--int8-weights applies to int8 onnx exports only, and this one is fp32"),
+        ("x.xml", ["--int8-weights", "portable"],
+         "--int8-weights applies to int8 openvino exports only, and this one is fp32"),
+    ],
+)
+def test_an_int8_only_option_on_a_float_export_is_refused_not_ignored(tmp_path, capsys, path, flags, message):
+    """A float file takes and returns float32 and has no int8 weights: the option would be dropped
+    silently (the export exited 0 with float input), so it is refused before the model is built."""
+    from mobilenet.cli import main
+
+    argv = ["export", str(tmp_path / "o" / path), *flags, "--random-init", "--alpha", "0.25", "--resolution", "128"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "leave it out, or export --precision int8 with calibration images" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="io_dtype applies to int8 tflite exports only, and this one is fp32"):
+        check_export("m.tflite", io_dtype="float32")  # the library's own spelling
+    check_export("m.tflite", precision="int8", calibration_images=[Path("a.jpg")], io_dtype="int8")  # where it applies
 
 
 def test_the_mobile_formats_say_their_batch_and_layout():

@@ -1781,6 +1781,25 @@ def test_choose_command_refuses_a_bad_thread_count_before_starting_a_process_for
                                        "runtime's default), got 0\n")
 
 
+def test_more_threads_than_this_process_may_use_are_refused_before_a_process_or_probe_starts(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--threads 100000 was passed on to ONNX Runtime, which started that many threads."""
+    from mobilenet.latency import own_process
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a process was started for a request that cannot run")
+
+    monkeypatch.setattr(own_process, "call_apart", started)
+    cpus = len(os.sched_getaffinity(0))
+    refused = f"more than the {cpus} CPU{'s' if cpus > 1 else ''} this process may use: ask for at most {cpus}"
+    assert main(["choose", "--budget-ms", "3", "--runtime", "onnxruntime", "--threads", "100000"]) == 2
+    assert capsys.readouterr().err == f"mobilenet choose: error: --threads is 100000, {refused}, or leave it out " \
+                                      "for the runtime's default\n"
+    with pytest.raises(InputError, match=f"threads is {cpus + 1}, {refused}"):
+        calibrate("torch", threads=cpus + 1)
+
+
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61"])
 def test_choose_command_refuses_bad_timing_seconds_with_exit_status_2(seconds: str,
                                                                        capsys: pytest.CaptureFixture) -> None:

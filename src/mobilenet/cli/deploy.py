@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="int8: a folder of a few hundred real images (the first 300 by name are used)")
     p.add_argument("--verify-images", type=Path, metavar="DIR",
                    help="images to verify on (default: photos shipped with matplotlib and scikit-image)")
-    p.add_argument("--int8-weights", choices=("portable", "8bit"), default=None,
+    # (dest: the library's parameter, so that its messages name this flag)
+    p.add_argument("--int8-weights", dest="portable_int8", choices=("portable", "8bit"), default=None,
                    help="ONNX/OpenVINO int8: portable keeps weights to 7 bits, exact on every x86 CPU (CPUs "
                    "without VNNI saturate 8-bit products); 8bit is for VNNI/AMX targets only (default portable)")
     p.add_argument("--fixed-batch", type=int, default=None, metavar="N",
@@ -123,7 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InputError("--random-init and --weights contradict each other: give one")
     if args.num_classes is not None and not args.random_init:
         _refuse_a_new_classifier(args)
-    portable = None if args.int8_weights is None else args.int8_weights == "portable"
+    portable = None if args.portable_int8 is None else args.portable_int8 == "portable"
     options = _given(fixed_batch=args.fixed_batch, layout=args.layout, io_dtype=args.io_dtype, portable_int8=portable)
     if args.format == "web":
         return _export_web(args, options)

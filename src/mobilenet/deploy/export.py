@@ -31,6 +31,7 @@ from mobilenet.deploy.integrity import checksum_lines, sidecar
 from mobilenet.deploy.runtimes import predictor_class
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
 from mobilenet.errors import InputError, MobileNetError
+from mobilenet.errors import option as spelled
 from mobilenet.files import (
     atomic_files,
     destination,
@@ -75,7 +76,8 @@ def check_export(
     calibration_images: Sequence[Path] | None = None, **options: Any,
 ) -> str:
     """The format of an export request, after checking it can be done: the suffix, the precision
-    and each option against what the format's writer takes. Cheap: ``export`` calls it, and a
+    and each option against what the format's writer takes (and the precision it applies to: the
+    writer's ``INT8_OPTIONS``). Cheap: ``export`` calls it, and a
     command line can call it before it builds the model. Raises ``InputError``."""
     path = Path(path)
     fmt = format or format_for_path(path)
@@ -97,6 +99,11 @@ def check_export(
             if not takers:
                 raise InputError(f"unknown export option {option!r}")
             raise InputError(f"{option} applies to {' and '.join(takers)} exports, not {fmt}")
+    # An option only an int8 file has would be ignored by a float one: refused, as one the format lacks.
+    int8_only = [name for name in options if name in getattr(writer, "INT8_OPTIONS", ())]
+    if int8_only and precision != "int8":
+        raise InputError(f"{spelled(int8_only[0])} applies to int8 {fmt} exports only, and this one is {precision}: "
+                         f"leave it out, or export {spelled('precision', 'int8')} with calibration images")
     if hasattr(writer, "is_output"):  # a folder: refuse what is not ours before the work, not after
         refuse_replacing_other_than(path, writer.is_output, f"{fmt} export")
     return fmt

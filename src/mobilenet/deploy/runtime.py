@@ -42,6 +42,7 @@ from mobilenet.deploy.runtimes import (
     RUNTIME_CHOICES,
     RUNTIME_MODULES,
     check_precision,
+    check_threads,
     predictor_class,
     runtime_format,
 )
@@ -82,8 +83,7 @@ def make_predictor(
     """
     if runtime not in RUNTIME_CHOICES:
         raise InputError(f"{option('runtime')} must be one of {RUNTIME_CHOICES}, got {runtime!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"{option('threads')} must be an int >= 1, got {threads!r}")
+    check_threads(threads)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
     if runtime == "auto":  # each candidate's own rule decides whether it is one (auto.candidates)
@@ -179,8 +179,7 @@ def predictor_from_file(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
+    check_threads(threads)
     fmt = format_for_path(path)
     runtime = next((r for r, (_, _, f) in RUNTIME_MODULES.items() if f == fmt), None)
     if runtime is None:

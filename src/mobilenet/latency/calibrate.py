@@ -25,6 +25,7 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
+from mobilenet.deploy.runtimes import check_threads as check_runtime_threads
 from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.deploy.timing import DRIFTING, SETTLE_CALLS, time_rounds
 from mobilenet.errors import InputError, option
@@ -95,9 +96,9 @@ def check_request(runtime: str, precision: str, batch_size: int, threads: int | 
 
 
 def check_threads(threads: object) -> None:
-    """Refuse a thread count that no runtime takes, before any process or session is started."""
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InputError(f"{option('threads')} must be an int >= 1 (or None: the runtime's default), got {threads!r}")
+    """Refuse a thread count that no runtime takes, before any process or session is started: the
+    runtimes' own check (``runtimes.check_threads``: 1 to the CPUs this process may use)."""
+    check_runtime_threads(threads)
 
 
 def backend_for(runtime: str, precision: str, threads: int | None) -> Backend:

@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mobilenet import arch
 from mobilenet.deploy.runtimes import PRECISIONS as RUNTIME_PRECISIONS
+from mobilenet.deploy.runtimes import check_threads, offered_precisions
 from mobilenet.errors import InputError, MobileNetError, spelled
 from mobilenet.web import assets
 from mobilenet.web.classifier import MAX_UPLOAD_BYTES, Classifier
@@ -165,11 +166,20 @@ def _runtime_settings(request: Request) -> tuple[str, str, int | None]:
     threads = number_or_text(query.get("threads", "")) if query.get("threads") else None
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise InputError(f"threads must be a whole number >= 1, got {query.get('threads')!r}")
-    if runtime not in request.app.state.classifier.runtimes():
-        raise InputError(f"runtime must be one of {', '.join(request.app.state.classifier.runtimes())} here, "
-                         f"got {runtime!r}")
+    check_threads(threads)  # the runtimes' own bound (this process's CPUs), before a job starts them
+    runtimes = request.app.state.classifier.runtimes()
+    if runtime not in runtimes:
+        raise InputError(f"runtime must be one of {', '.join(runtimes)} here, got {runtime!r}")
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in offered_precisions(runtime):
+        # Named among this server's runtimes: the library's own refusal lists every runtime a command
+        # line may ask for, installed here or not, which the page cannot offer.
+        offering = [r for r in runtimes if precision in offered_precisions(r)]
+        runs = " or ".join(p for p in offered_precisions(runtime) if p in PRECISIONS)
+        instead = (f"the runtimes here that do: {', '.join(offering)}" if offering
+                   else f"none of the runtimes here does: choose {runs}")
+        raise InputError(f"{runtime} does not offer {precision}; {instead}")
     return runtime, precision, threads
 
 
@@ -233,6 +243,8 @@ async def api_classify(request: Request) -> Response:
         upload = await read_upload(request)
     except InputError as err:
         return error_response(err)
+    except ClientDisconnect:  # the client left mid-upload: no one hears an answer, and it is no fault of ours
+        return Response(status_code=400)
     weights = request.query_params.get("weights") or classifier.default_weights()
     runtime = request.query_params.get("runtime", "torch")
     return await run_in_threadpool(answer, lambda: classifier.classify(upload, weights, runtime))

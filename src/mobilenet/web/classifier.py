@@ -7,7 +7,8 @@ own checks (not an image, truncated, a decompression bomb: refused before decodi
 
 Classification follows ``mobilenet.inference.classify`` (the weights' own preprocessing, the
 predictor ``inference.predictor_for`` builds for the runtime, ``decode_predictions``), with the
-model and its predictors kept in memory between requests instead of built per call. The browser's
+model and its predictors kept in memory between requests instead of built per call (and called
+from several request threads at once, which every predictor allows: ``mobilenet.deploy.runtimes``). The browser's
 file is the project's ONNX export of the same model (``mobilenet.deploy.export``, verified against
 PyTorch when it is made), kept in the cache folder.
 """

@@ -19,7 +19,7 @@ from mobilenet.allocator import GLIBC_TUNABLES_KEEP
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, package_version
-from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
+from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES, check_threads
 from mobilenet.deploy.timing import DRIFTING
 from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
@@ -90,6 +90,7 @@ class BenchOptions:
             raise OptionError("batch_sizes", "integers >= 1", list(self.batch_sizes))
         if self.threads is not None and not _is_count(self.threads):
             raise OptionError("threads", "an integer >= 1", self.threads)
+        check_threads(self.threads)  # (and no more than this process's CPUs, as every runtime's count)
         # nan would pass a comparison and time nothing; inf would time forever.
         if not isinstance(self.seconds, (int, float)) or not math.isfinite(self.seconds) or self.seconds <= 0:
             raise OptionError("seconds", "a finite number of seconds > 0", self.seconds)

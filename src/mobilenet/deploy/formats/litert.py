@@ -60,6 +60,9 @@ NAME = "tflite"
 SUFFIXES = (".tflite",)
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNTIME = "litert"
+# Options of ``write`` that only an int8 file has: a float file takes and returns float32, so
+# ``export.check_export`` refuses them for fp32 and fp16 rather than ignore them.
+INT8_OPTIONS = ("io_dtype", "output_dtype")
 DEFAULT_LAYOUT = "nhwc"
 IO_DTYPES = ("uint8", "int8", "float32")
 METADATA_VERSION = 1
@@ -81,7 +84,7 @@ def write(
 
     ``precision``: fp32 | fp16 | int8 (int8 needs ``calibration``, an NCHW float32 batch of real
     images, preprocessed as for the model). ``layout``: nhwc | nchw input. ``io_dtype``: the int8
-    file's input dtype, uint8 | int8 | float32 (fp32 and fp16 files take float32 whatever it says).
+    file's input dtype, uint8 | int8 | float32 (fp32 and fp16 files take float32: ``export`` refuses it for them).
     ``output_dtype``: float32 logits (default) or the int8 file's quantized logits, int8 | uint8.
     """
     _check_options(model, precision, calibration, layout, io_dtype, output_dtype)

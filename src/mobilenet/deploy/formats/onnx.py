@@ -32,6 +32,8 @@ NAME = "onnx"
 SUFFIXES = (".onnx",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "onnxruntime"
+# Options of ``write`` that only an int8 file has (``export.check_export`` refuses them otherwise).
+INT8_OPTIONS = ("portable_int8",)
 ONNX_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -26,6 +26,8 @@ NAME = "openvino"
 SUFFIXES = (".xml",)
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "openvino"
+# Options of ``write`` that only an int8 file has (``export.check_export`` refuses them otherwise).
+INT8_OPTIONS = ("portable_int8",)
 FULL_DISK_MARGIN = 1 << 20  # free bytes under which a failed write is taken for a full disk
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,9 +27,10 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.pte_program import read_plan
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
+from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.deploy.runtimes.inputs import NativeInput
-from mobilenet.errors import InputError, MobileNetError, option
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "int8")
@@ -51,13 +53,15 @@ class ExecuTorchPredictor(Predictor):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such file")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
+        check_threads(threads)
         verify_checksums(path)
         if threads:
             require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)
         self.path = path
         self.program, self.method, self.metadata, sizes = _load(runtime_module, path)
+        # A method's inputs and outputs live in its planned memory: one execution at a time, its
+        # output copied before the next (a predictor may be shared between threads).
+        self._lock = threading.Lock()
         self.execution = read_execution(path)
         self.shape = sizes
         self.batch = sizes[0]
@@ -93,8 +97,9 @@ class ExecuTorchPredictor(Predictor):
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         outputs = []
         for value, count in self.native.fixed_batches(x):
-            out = self.method.execute([torch.from_numpy(value)])[0]
-            outputs.append(out.reshape(self.batch, -1)[:count].float().clone())
+            with self._lock:
+                out = self.method.execute([torch.from_numpy(value)])[0]
+                outputs.append(out.reshape(self.batch, -1)[:count].float().clone())
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

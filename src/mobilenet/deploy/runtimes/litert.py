@@ -21,6 +21,7 @@ the same either way).
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,9 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
+from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.inputs import NativeInput
-from mobilenet.errors import InputError, MobileNetError, option
+from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -54,11 +56,13 @@ class LiteRtPredictor(Predictor):
         files = [Path(p) for p in paths]
         if not files:
             raise InputError("no .tflite file given")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
+        check_threads(threads)
         self.threads = threads or os.cpu_count() or 1
         self.paths = files
         self.interpreters, facts = [], []
+        # An interpreter is not thread-safe: set_tensor, invoke and get_tensor work on its own
+        # buffers, so one call at a time runs them (a predictor may be shared between threads).
+        self._lock = threading.Lock()
         for path in files:
             interpreter, fact, metadata = _load(path, self.threads)
             self.interpreters.append(interpreter)
@@ -108,12 +112,13 @@ class LiteRtPredictor(Predictor):
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         outputs = []
         for value, count in self.native.fixed_batches(x):
-            for i, interpreter in enumerate(self.interpreters):
-                if i:  # the next part of a split model
-                    value = _quantize(_dequantize(value, self._outputs[i - 1]), self._inputs[i])
-                interpreter.set_tensor(self._inputs[i]["index"], value)
-                interpreter.invoke()
-                value = interpreter.get_tensor(self._outputs[i]["index"])
+            with self._lock:
+                for i, interpreter in enumerate(self.interpreters):
+                    if i:  # the next part of a split model
+                        value = _quantize(_dequantize(value, self._outputs[i - 1]), self._inputs[i])
+                    interpreter.set_tensor(self._inputs[i]["index"], value)
+                    interpreter.invoke()
+                    value = interpreter.get_tensor(self._outputs[i]["index"])  # (a copy)
             outputs.append(_dequantize(value, self.output).reshape(self.batch, -1)[:count])
         return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
 

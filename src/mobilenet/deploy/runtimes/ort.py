@@ -29,8 +29,9 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
-from mobilenet.errors import InputError, MobileNetError, option
+from mobilenet.errors import MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
 PRECISIONS = ("fp32", "int8")  # no bf16 kernels on x86 CPUs
@@ -133,8 +134,7 @@ class OnnxRuntimePredictor(Predictor):
         own precision is read back from its weights, and a different one raises
         ``PrecisionUnavailableError``. ``name``: the file's, for errors."""
         ort = require("onnxruntime")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"{option('threads')} must be an integer >= 1, got {threads!r}")
+        check_threads(threads)
         try:
             self.session = ort.InferenceSession(model_bytes, session_options(threads),
                                                 providers=["CPUExecutionProvider"])

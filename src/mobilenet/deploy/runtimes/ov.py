@@ -13,6 +13,7 @@ dtypes the IR stores its weights in. A file is checked against its checksum firs
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -25,6 +26,7 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import require
+from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
 
@@ -80,10 +82,17 @@ class OpenVinoPredictor(Predictor):
         different precision (bf16 asked of a CPU without it, which OpenVINO quietly runs in f32)
         raises ``PrecisionUnavailableError``."""
         ov = require("openvino")
+        check_threads(threads)
         config = compile_config(precision, threads)
         hint = config["INFERENCE_PRECISION_HINT"]
         self.compiled = openvino_core().compile_model(ov_model, "CPU", config)
+        # One request, reused: it holds the input and output tensors, so a call runs infer and
+        # copies its output under ``_lock`` (a second thread would be refused "Infer Request is
+        # busy", or read the other call's logits). A lock rather than a request per call: the
+        # LATENCY hint compiles one stream, which runs one inference at a time on all the threads
+        # anyway, and a new request per call would allocate its buffers on every call.
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
         executed = executed_precisions(self.compiled)
         main = executed.most_common(1)[0][0] if executed else "?"
         if main != precision:
@@ -118,8 +127,10 @@ class OpenVinoPredictor(Predictor):
         return cls(ov_model, precision, threads)
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        self.request.infer({0: as_numpy(x)}, share_inputs=True)
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        x = as_numpy(x)  # (converted outside the lock: a caller's conversion need not wait)
+        with self._lock:
+            self.request.infer({0: x}, share_inputs=True)
+            return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
 
 
 def read_execution(ov_model: Any, compiled: Any) -> Execution:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mobilenet.cpu import cpu_info
+from mobilenet.deploy.runtimes import check_threads
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
 
@@ -62,6 +63,7 @@ class TorchPredictor(Predictor):
         offered = ON_DEVICE.get(torch.device(device).type, PRECISIONS)
         if precision not in offered:
             raise PrecisionUnavailableError(f"PyTorch on {torch.device(device).type} runs {offered}, not {precision}")
+        check_threads(threads)
         if threads:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-module thread count
         self.precision = precision
