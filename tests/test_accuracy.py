@@ -86,7 +86,7 @@ def test_torch_predictor_is_a_predictor_that_says_what_runs():
     model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=7))
     predict = torch_predictor(model)
     assert isinstance(predict, Predictor) and predict.description == "torch fp32 on cpu"
-    assert predict.arch == model.arch_cfg and not model.training
+    assert predict.arch == model.arch_cfg and model.training  # (the caller's model keeps its mode)
     assert predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 7)
     assert isinstance(drop_background(predict, classes=7), Predictor)
 
@@ -177,3 +177,68 @@ def test_torchrun_shards_are_disjoint_and_counts_all_reduced(csv_dataset, tmp_pa
     single = accuracy(_lookup_predictor, csv_dataset, progress=False)
     assert all(r["result"] == single for r in ranks)
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == [0, 1, 2, 3, 4]  # each image once, in one rank
+
+
+def test_torch_predictor_runs_the_model_in_eval_mode_and_leaves_it_as_it_was():
+    """Evaluating mid-training: each call runs eval mode (running statistics, no dropout), then
+    every module has its own mode back and the caller's tensors stay where they were; the thread
+    count asked for holds during the call only."""
+    torch.manual_seed(0)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=7, dropout=0.5)).train()
+    model.blocks[1].eval()  # frozen BatchNorms of a fine-tuning run stay frozen
+    modes = [m.training for m in model.modules()]
+    params = [(p, p.data_ptr()) for p in model.parameters()]
+    x = torch.randn(2, 3, 32, 32)
+    logits = torch_predictor(model)(x)
+    assert [m.training for m in model.modules()] == modes
+    assert all(p is q and p.data_ptr() == ptr and p.device.type == "cpu"
+               for p, (q, ptr) in zip(model.parameters(), params, strict=True))
+    seen = []
+    model.classifier.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)  # (conftest's fixture puts the test process's count back)
+    torch.testing.assert_close(torch_predictor(model, threads=1)(x), logits)
+    assert seen == [1] and torch.get_num_threads() == 2
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(logits, expected)
+
+
+def test_a_kept_torch_predictor_sets_its_threads_for_each_call_only():
+    from mobilenet.deploy.runtimes.pytorch import TorchPredictor
+
+    torch.set_num_threads(2)
+    predict = TorchPredictor(MobileNetV1(ArchConfig(alpha=0.25, resolution=32)), threads=1)
+    assert torch.get_num_threads() == 2  # built: the caller's count is back
+    seen = []
+    module = predict.module
+    predict.module = lambda x: seen.append(torch.get_num_threads()) or module(x)
+    assert predict(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+    assert seen == [1] and torch.get_num_threads() == 2
+
+
+def test_evaluate_leaves_the_callers_model_and_thread_count_as_they_were(tmp_path):
+    _flat_images(tmp_path / "val" / "n01440764", 2)
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32)).train()
+    torch.set_num_threads(2)
+    result = evaluate(tmp_path / "val", weights=model, threads=1, progress=False)
+    assert result["images"] == 2
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.get_num_threads() == 2
+
+
+def test_negative_workers_are_refused_in_one_line_before_the_weights_load(tmp_path, capsys, monkeypatch):
+    from weights_helpers import models_built
+
+    _small_weights(tmp_path / "small.safetensors")
+    _flat_images(tmp_path / "val" / "n01440764", 2)
+    built = models_built(monkeypatch)
+    with pytest.raises(ValueError, match=r"^workers must be an int >= 0 .*, got -1$"):
+        evaluate(tmp_path / "val", weights=tmp_path / "small.safetensors", workers=-1, progress=False)
+    with pytest.raises(ValueError, match=r"^num_workers must be an int >= 0 .*, got -1$"):
+        accuracy(_lookup_predictor, [], num_workers=-1, progress=False)
+    code = main(["evaluate", "--weights", str(tmp_path / "small.safetensors"), "--data", str(tmp_path / "val"),
+                 "--workers", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("mobilenet evaluate: error: --workers must be an int >= 0")
+    assert not built  # nothing loaded before the refusal

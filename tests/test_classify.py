@@ -4,6 +4,7 @@ dependencies named correctly by the default weights."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -132,3 +133,32 @@ def test_a_gpu_device_runs_pytorch_only_and_a_missing_gpu_is_named(tmp_path, sma
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["classify", str(photo), "--weights", str(small_weights), "--device", "cuda"]) == 2
     assert "no CUDA GPU is available to PyTorch here" in capsys.readouterr().err
+
+
+def test_an_empty_list_of_images_is_refused_not_the_sample_photos(tmp_path, small_weights, monkeypatch):
+    # A glob that matched nothing is no request for the samples: only images=None is.
+    built = models_built(monkeypatch)
+    with pytest.raises(InputError, match=r"^no images given \(images is empty.*leave images out to classify the "
+                                         r"sample photos$"):
+        classify(sorted(tmp_path.glob("*.jpg")), weights=small_weights)
+    assert not built
+
+
+def test_classify_leaves_the_callers_model_and_thread_count_as_they_were(tmp_path, small_weights):
+    """The caller's own model keeps each module's mode (a model classified mid-training goes on
+    training, its BatchNorm learning) and its tensors; the process keeps its thread count."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.jpg")
+    model = MobileNetV1(ArchConfig(alpha=0.25, resolution=32)).train()
+    model.blocks[0].eval()  # a mix of modes, as a fine-tuning run that freezes some BatchNorms has
+    modes = [m.training for m in model.modules()]
+    params = [(p, p.data_ptr()) for p in model.parameters()]
+    torch.set_num_threads(2)  # (conftest's fixture puts the test process's count back)
+    for runtime in ("torch", "onnxruntime"):
+        if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            continue
+        [answer] = classify(tmp_path / "a.jpg", weights=model, runtime=runtime, threads=1, top_k=1)
+        assert answer.ok, runtime
+        assert [m.training for m in model.modules()] == modes, runtime
+        assert all(p is q and p.data_ptr() == ptr and p.device.type == "cpu"
+                   for p, (q, ptr) in zip(model.parameters(), params, strict=True)), runtime
+        assert torch.get_num_threads() == 2, runtime

@@ -261,7 +261,7 @@ def test_more_threads_than_this_process_may_use_are_refused_before_anything_is_b
 
 
 def test_the_thread_bound_is_the_cpus_this_process_may_run_on(monkeypatch):
-    from mobilenet.deploy.runtimes import check_threads, usable_cpus
+    from mobilenet.threads import check_threads, usable_cpus
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # (as under taskset -c 3)
     assert usable_cpus() == 1

@@ -9,8 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+import mobilenet
 from mobilenet import arch, cost, mobilenet_v1
 from mobilenet.arch import ArchConfig
+from mobilenet.errors import InputError
+from mobilenet.factory import load_model
 from mobilenet.model import MobileNetV1
 
 configs = st.builds(
@@ -140,3 +143,50 @@ def test_activation_and_grayscale_options() -> None:
     model = mobilenet_v1(alpha=0.25, resolution=32, activation="relu", in_channels=1)
     assert isinstance(model.stem.act, torch.nn.ReLU)
     assert model.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
+
+
+def test_reset_classifier_keeps_the_device_and_dtype() -> None:
+    model = mobilenet_v1(alpha=0.25, resolution=32).to(torch.bfloat16).eval()
+    model.reset_classifier(5)
+    assert model.classifier.weight.dtype == model.classifier.bias.dtype == torch.bfloat16
+    assert model.classifier.weight.device == model.stem.conv.weight.device
+    assert model(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).shape == (1, 5)
+
+
+def test_reset_classifier_gives_loaded_weights_the_config_of_a_fresh_classifier(tmp_path) -> None:
+    """After reset_classifier(n) the weights' config says what mobilenet_v1(weights, num_classes=n)
+    says: their name and preprocessing, a custom label set of n classes, no published accuracy;
+    so classify runs it and weights_of packages it for what it is."""
+    from mobilenet.preprocess import Preprocess
+    from mobilenet.weights import PretrainedCfg, pretrained_cfg_of, save_safetensors, weights_of
+
+    torch.manual_seed(0)
+    published = MobileNetV1(ArchConfig(alpha=0.25, resolution=32, num_classes=1001)).eval()
+    cfg = PretrainedCfg(name="small", arch_cfg=published.arch_cfg, preprocess=Preprocess(resolution=32),
+                        label_set="imagenet-1001", published={"top1": 41.5, "top5": 66.3})
+    path = save_safetensors(weights_of(published, cfg), tmp_path / "small.safetensors")
+    model = mobilenet_v1(weights=path)
+    assert pretrained_cfg_of(model).is_imagenet  # (what the weights are, before the classifier is replaced)
+    model.reset_classifier(10)
+    fresh = pretrained_cfg_of(model)
+    assert fresh == pretrained_cfg_of(mobilenet_v1(weights=path, num_classes=10))
+    assert (fresh.label_set, fresh.num_classes, fresh.published) == ("custom", 10, {})
+    assert fresh.arch_cfg == model.arch_cfg and not fresh.is_imagenet
+    assert weights_of(model).pretrained_cfg == fresh
+    image = tmp_path / "grey.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (120, 120, 120)).save(image)
+    [answer] = mobilenet.classify(image, weights=model, top_k=3)
+    assert answer.ok and len(answer.top) == 3 and all(0 <= p.index < 10 for p in answer.top)
+
+
+@pytest.mark.parametrize("key", ["in_chans", "channels"])
+def test_an_unknown_setting_is_one_line_naming_the_accepted_ones(key: str) -> None:
+    # timm's in_chans is in_channels here: the message says so; any unknown key lists the settings.
+    for build in (lambda: mobilenet_v1(alpha=0.25, **{key: 1}), lambda: MobileNetV1(**{key: 1}),
+                  lambda: load_model(None, **{key: 1})):
+        with pytest.raises(InputError, match=rf"^unknown architecture setting {key}\b.*in_channels$") as info:
+            build()
+        assert "\n" not in str(info.value) and "alpha, resolution, variant" in str(info.value)
+        assert ("for in_chans give in_channels" in str(info.value)) == (key == "in_chans")

@@ -18,9 +18,14 @@ predictor runs on CUDA) if none exists, and destroyed again afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
+import numbers
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,32 +40,73 @@ from mobilenet.datasets import make_loader
 from mobilenet.errors import InputError, option
 from mobilenet.limits import check_memory
 from mobilenet.predictor import Predictor
+from mobilenet.threads import check_threads, torch_threads
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
 
 class EagerPredictor(Predictor):
-    """The PyTorch model as it is (eager, fp32, BatchNorm as built), without autograd, on
-    ``device``; logits come back on the CPU. The reference every other runtime is compared with.
-    ``arch`` lets ``accuracy`` refuse a batch that cannot fit before allocating it."""
+    """The PyTorch model as it is (eager, fp32, BatchNorm as built), without autograd, in eval
+    mode, on ``device`` and ``threads`` (None: as the process is set); logits come back on the
+    CPU. The reference every other runtime is compared with. ``arch`` lets ``accuracy`` refuse a
+    batch that cannot fit before allocating it.
+
+    The model stays the caller's: each call runs it in eval mode and puts every module's own mode
+    back after (a model evaluated mid-training keeps training with BatchNorm learning), and sets
+    the thread count for the call only. A model elsewhere than ``device`` is copied there once,
+    when the predictor is made, never moved."""
 
     runtime = "torch"
     precision = "fp32"
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
-        self.device = check_device(device)  # an InputError before the model moves
-        self.model = model.eval().to(self.device)
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", threads: int | None = None) -> None:
+        self.device = check_device(device)  # an InputError before anything is copied
+        check_threads(threads)
+        self.threads = threads
+        # Moving the caller's model would move it for them (their optimizer's state, their next
+        # batch's device): one on another device is copied here instead, costing its size once,
+        # which only a GPU run pays. One already on the device runs as it is: copying it per
+        # predictor would cost as much for nothing, and the predictor sees its weights as they are.
+        if any(not _on(tensor, self.device) for tensor in itertools.chain(model.parameters(), model.buffers())):
+            model = copy.deepcopy(model).to(self.device)
+        self.model = model
+        # Modes are switched per call, so overlapping calls would put back each other's eval mode.
+        self._lock = threading.Lock()
         self.description = f"torch fp32 on {device}"
         self.arch: ArchConfig | None = getattr(model, "arch_cfg", None)
 
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model(torch.as_tensor(x).to(self.device)).float().cpu()
+        with self._lock, torch_threads(self.threads), modes_kept(self.model), torch.inference_mode():
+            return self.model.eval()(torch.as_tensor(x).to(self.device)).float().cpu()
 
 
-def torch_predictor(model: torch.nn.Module, device: str | torch.device = "cpu") -> EagerPredictor:
-    """``EagerPredictor(model, device)``: the model in eval mode, on ``device``."""
-    return EagerPredictor(model, device)
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` lives on ``device`` (``cuda`` without an index: the current GPU)."""
+    if tensor.device.type != device.type:
+        return False
+    if device.type == "cuda" and device.index is None:
+        return tensor.device.index == torch.cuda.current_device()
+    return device.index is None or tensor.device.index == device.index
+
+
+@contextlib.contextmanager
+def modes_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Every module of ``model`` in its own training mode again after the block, whatever the block
+    set (``model.train(mode)`` would give all of them one mode: a frozen BatchNorm would thaw)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def torch_predictor(
+    model: torch.nn.Module, device: str | torch.device = "cpu", threads: int | None = None,
+) -> EagerPredictor:
+    """``EagerPredictor(model, device, threads)``: the model run in eval mode, on ``device``; the
+    caller's model keeps its mode and device."""
+    return EagerPredictor(model, device, threads)
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -136,8 +182,7 @@ def accuracy(
     there is no accuracy, and ``InputError`` says so. A predictor from ``torch_predictor`` carries
     its architecture, and a ``batch_size`` that cannot fit in memory is refused up front.
     ``loss=True`` adds ``loss``, the mean cross-entropy of the logits (training's validation loss)."""
-    if batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
+    check_batching(batch_size, num_workers)
     arch = getattr(predict, "arch", None)
     if isinstance(arch, ArchConfig):  # a batch that cannot fit is refused before it is allocated
         check_memory(arch, batch_size, mode="inference", device=device)
@@ -189,6 +234,21 @@ def accuracy(
     if loss:
         result["loss"] = counts[4].item() / seen
     return result
+
+
+def check_batching(batch_size: int, workers: int, workers_name: str = "num_workers") -> None:
+    """The one check of how ``accuracy`` loads the data (``evaluate`` makes it before reading any
+    weights): ``batch_size`` an int >= 1, ``workers`` (named ``workers_name`` to the caller) an int
+    >= 0, where the DataLoader would raise its own traceback after the weights are loaded."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size!r}")
+    if not _is_int(workers) or workers < 0:
+        raise InputError(f"{option(workers_name)} must be an int >= 0 (worker processes loading images; 0 loads "
+                         f"them in this process), got {workers!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_main_process() -> bool:

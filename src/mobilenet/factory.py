@@ -14,7 +14,7 @@ from mobilenet import arch
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.limits import check_memory
-from mobilenet.model import MobileNetV1
+from mobilenet.model import MobileNetV1, check_arch_settings
 from mobilenet.weights import LoadedWeights, find_pretrained, load_weights, model_from_weights, settle
 
 
@@ -29,7 +29,8 @@ def mobilenet_v1(
     **kwargs: Any,
 ) -> MobileNetV1:
     """Build MobileNet v1 (defaults: alpha 1.0, 224x224, the separable network of Table 1).
-    Further keyword arguments are the fields of ``ArchConfig``.
+    Further keyword arguments are the fields of ``ArchConfig`` (any other is an ``InputError``
+    listing them: timm's ``in_chans`` is ``in_channels`` here).
 
     ``pretrained=True`` picks the published ImageNet model for ``alpha`` and ``resolution``
     (TF-slim's float models by default; ``source`` chooses the publisher: ``tf``, ``tf-quant``,
@@ -70,6 +71,7 @@ def load_model(
 
 
 def _build(weights: str | os.PathLike[str] | LoadedWeights | None, settings: dict[str, Any]) -> MobileNetV1:
+    check_arch_settings(settings)  # before any weights are read (or fetched), and with or without them
     if isinstance(weights, LoadedWeights):
         loaded = settle(weights, settings)
     else:

@@ -42,7 +42,15 @@ from typing import Any
 
 import torch
 
-from mobilenet.accuracy import accuracy, check_device, drop_background, is_main_process, torch_predictor
+from mobilenet.accuracy import (
+    accuracy,
+    check_batching,
+    check_device,
+    drop_background,
+    is_main_process,
+    modes_kept,
+    torch_predictor,
+)
 from mobilenet.arch import ArchConfig
 from mobilenet.datasets import BadFiles, ImageFolderDataset, is_image_file, open_dataset
 from mobilenet.errors import InputError, option
@@ -105,8 +113,11 @@ def run_settings(
 
 
 def _model(weights: PathLike | MobileNetV1 | None) -> MobileNetV1:
+    # A model of the caller's stays in the mode they left it in: every predictor runs a copy
+    # (mobilenet.optimize, the exporters) or the model itself in eval mode call by call (the eager
+    # reference), and make_predictor's own eval() is undone (predictor_for).
     if isinstance(weights, MobileNetV1):
-        return weights.eval()
+        return weights
     return load_model(DEFAULT if weights is None else weights)
 
 
@@ -131,10 +142,8 @@ def predictor_for(
     classes = len(cfg.class_names)
     if running.exported is not None and not reference:
         return exported_predictor(running.exported, cfg, running.threads)
-    if reference:  # the model exactly as it is: eager PyTorch, fp32
-        if running.threads:
-            torch.set_num_threads(running.threads)
-        return drop_background(torch_predictor(model, running.device), classes)
+    if reference:  # the model exactly as it is: eager PyTorch, fp32 (on running.threads, call by call)
+        return drop_background(torch_predictor(model, running.device, running.threads), classes)
     runtime, precision = running.runtime, running.precision
     if runtime == "torch":  # mobilenet.optimize: folded, compiled for this batch size, cached
         from mobilenet.deploy.runtimes import check_precision  # noqa: PLC0415
@@ -146,11 +155,14 @@ def predictor_for(
                                               device=running.device), classes)
     from mobilenet.deploy.runtime import make_predictor  # noqa: PLC0415
 
-    return drop_background(make_predictor(
-        model, runtime=runtime, precision=precision, preprocess=preprocess,
-        calibration_images=_calibration_images(running.calibration), threads=running.threads,
-        batch_size=batch_size, allow_emulation=running.allow_emulation,
-    ), classes)
+    # make_predictor puts the model in eval mode to export and calibrate it; what it builds holds
+    # files or copies, so the caller's model gets its own modes back once it is built.
+    with modes_kept(model):
+        return drop_background(make_predictor(
+            model, runtime=runtime, precision=precision, preprocess=preprocess,
+            calibration_images=_calibration_images(running.calibration), threads=running.threads,
+            batch_size=batch_size, allow_emulation=running.allow_emulation,
+        ), classes)
 
 
 def exported_predictor(path: PathLike, cfg: PretrainedCfg, threads: int | None = None) -> Predictor:
@@ -291,17 +303,22 @@ def classify(
     resize: str | None = None,
     allow_emulated_bf16: bool | None = None,  # the old name of allow_emulation (deprecated)
 ) -> Classification:
-    """The ``top_k`` classes of each image (default: ``preprocess.sample_photos()``), with the
-    weights' own preprocessing. An image that cannot be read gets its ``error`` and the others
-    are still classified; where none of the paths exists, an ``InputError`` says so before any
-    weights are loaded (or fetched). Class indices are in ImageNet's 1,000-class order for
-    ImageNet weights."""
+    """The ``top_k`` classes of each image (None: ``preprocess.sample_photos()``; an empty list is
+    an ``InputError``), with the weights' own preprocessing. An image that cannot be read gets its
+    ``error`` and the others are still classified; where none of the paths exists, an
+    ``InputError`` says so before any weights are loaded (or fetched). Class indices are in
+    ImageNet's 1,000-class order for ImageNet weights."""
     if not isinstance(top_k, int) or top_k < 1:
         raise InputError(f"{option('top_k')} must be an int >= 1, got {top_k!r}")
-    paths = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(p) for p in images or ()]
-    paths = paths or sample_photos()
-    if not paths:
-        raise InputError("no images given and no sample photos found (pip install matplotlib scikit-image)")
+    if images is None:  # only None means the samples: an empty list (a glob that matched nothing) is no request
+        paths = sample_photos()
+        if not paths:
+            raise InputError("no images given and no sample photos found (pip install matplotlib scikit-image)")
+    else:
+        paths = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(p) for p in images]
+        if not paths:
+            raise InputError(f"no images given ({option('images')} is empty: a pattern that matched nothing?); "
+                             f"pass image paths, or leave {option('images')} out to classify the sample photos")
     missing = [path for path in paths if not path.exists()]
     if len(missing) == len(paths):  # (a mistyped path, say: nothing would be classified)
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -421,6 +438,7 @@ def evaluate(
     else the file runs alone, and stderr says why). ``bad_files``: ``skip`` (count unreadable images in
     ``skipped``) or ``stop``. ``limit``: only the first N images. Sharded under torchrun
     (``accuracy.accuracy``). ``progress``: say on stderr what runs, and draw a progress bar."""
+    check_batching(batch_size, workers, "workers")  # before any weights are read (or fetched)
     running = run_settings(runtime, precision, calibration, threads, device, allow_emulation, exported, resize,
                            allow_emulated_bf16=allow_emulated_bf16)
     cfg, model, no_reference = _what_runs(running, weights, want_reference=True)

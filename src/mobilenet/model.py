@@ -16,7 +16,8 @@ zero, BatchNorm starts at gamma 1, beta 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -142,6 +143,7 @@ class MobileNetV1(nn.Module):
 
     def __init__(self, cfg: ArchConfig | None = None, **overrides: Any) -> None:
         super().__init__()
+        check_arch_settings(overrides)
         cfg = (cfg or ArchConfig()).replace(**overrides) if overrides else (cfg or ArchConfig())
         self.arch_cfg = cfg
         spec = arch.layers(cfg)
@@ -230,11 +232,42 @@ class MobileNetV1(nn.Module):
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
-        self.arch_cfg = self.arch_cfg.replace(num_classes=num_classes)
-        self.classifier = nn.Linear(self.num_features, num_classes).to(self.classifier.weight.device)
-        nn.init.trunc_normal_(self.classifier.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
-        nn.init.zeros_(self.classifier.bias)
+        """A new, freshly initialised classifier for ``num_classes`` (fine-tuning), on the old one's
+        device and in its dtype. A model loaded with weights keeps their name and preprocessing in
+        ``pretrained_cfg``, but none of their classes: it becomes what
+        ``mobilenet_v1(weights=..., num_classes=num_classes)`` gives (``PretrainedCfg.with_fresh_classifier``):
+        a custom label set of ``num_classes``, no published accuracy."""
+        arch_cfg = self.arch_cfg.replace(num_classes=num_classes)  # (checks num_classes before anything changes)
+        old = self.classifier.weight
+        # Drawn in float32 on the CPU, as at construction, then cast: the same numbers
+        # whatever the model's dtype, and a bf16 or fp16 model's forward finds one dtype throughout.
+        classifier = nn.Linear(self.num_features, num_classes)
+        nn.init.trunc_normal_(classifier.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+        nn.init.zeros_(classifier.bias)
+        cfg = getattr(self, "pretrained_cfg", None)
+        if cfg is not None:  # (the weights' config owns what a fresh classifier means for it)
+            self.pretrained_cfg = cfg.with_fresh_classifier(arch_cfg)
+        self.classifier = classifier.to(device=old.device, dtype=old.dtype)
+        self.arch_cfg = arch_cfg
+
+
+# Other libraries' names for settings this one has (timm's in_chans, torchvision's width_mult),
+# said beside the refusal so that a user who reaches for them finds ours.
+ARCH_SETTING_ALIASES = {"in_chans": "in_channels", "drop_rate": "dropout", "width_mult": "alpha",
+                        "img_size": "resolution", "input_size": "resolution"}
+
+
+def check_arch_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse, in one line that lists the accepted ones, a setting that is no ``ArchConfig`` field
+    (``ArchConfig(**settings)`` would raise a bare ``TypeError``): the one check of the names
+    ``MobileNetV1``, ``mobilenet_v1``, ``load_model`` and ``weights.settle`` take."""
+    known = [f.name for f in fields(ArchConfig)]
+    unknown = sorted(set(settings) - set(known))
+    if not unknown:
+        return
+    hints = [f"for {name} give {ARCH_SETTING_ALIASES[name]}" for name in unknown if name in ARCH_SETTING_ALIASES]
+    raise InputError(f"unknown architecture setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+                     + (f" ({'; '.join(hints)})" if hints else "") + f"; the settings are {', '.join(known)}")
 
 
 def state_shapes(cfg: ArchConfig, folded: bool = False) -> dict[str, tuple[int, ...]]:

@@ -42,13 +42,13 @@ from mobilenet.deploy.runtimes import (
     RUNTIME_CHOICES,
     RUNTIME_MODULES,
     check_precision,
-    check_threads,
     predictor_class,
     runtime_format,
 )
 from mobilenet.errors import InputError, option
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import Predictor
+from mobilenet.threads import check_threads
 
 __all__ = ["make_predictor", "predictor_from_file"]
 

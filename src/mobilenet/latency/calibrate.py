@@ -25,8 +25,6 @@ from mobilenet.arch import ArchConfig
 from mobilenet.cost import LayerCost
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.runtimes import check_precision
-from mobilenet.deploy.runtimes import check_threads as check_runtime_threads
-from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.deploy.timing import DRIFTING, SETTLE_CALLS, time_rounds
 from mobilenet.errors import InputError, option
 from mobilenet.latency import own_process
@@ -59,6 +57,8 @@ from mobilenet.latency.model import (
     spilled_bytes,
 )
 from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
+from mobilenet.threads import check_threads as check_runtime_threads
+from mobilenet.threads import torch_threads_kept
 
 DEFAULT_BUDGET_S = 60.0
 SECONDS_PER_SHAPE = 0.12  # timed per probe and input size, interleaved in settled blocks
@@ -97,7 +97,7 @@ def check_request(runtime: str, precision: str, batch_size: int, threads: int | 
 
 def check_threads(threads: object) -> None:
     """Refuse a thread count that no runtime takes, before any process or session is started: the
-    runtimes' own check (``runtimes.check_threads``: 1 to the CPUs this process may use)."""
+    runtimes' own check (``mobilenet.threads.check_threads``: 1 to the CPUs this process may use)."""
     check_runtime_threads(threads)
 
 

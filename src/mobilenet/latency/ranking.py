@@ -264,7 +264,7 @@ def measure_architectures(
     def timer(configs: Sequence[ArchConfig]) -> list[float]:
         import torch  # noqa: PLC0415
 
-        from mobilenet.deploy.runtimes.pytorch import torch_threads_kept  # noqa: PLC0415
+        from mobilenet.threads import torch_threads_kept  # noqa: PLC0415
         from mobilenet.deploy.timing import Timing, time_interleaved  # noqa: PLC0415
         from mobilenet.latency.backends import BACKENDS, kept_predictor  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415

@@ -36,8 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mobilenet import arch
 from mobilenet.deploy.runtimes import PRECISIONS as RUNTIME_PRECISIONS
-from mobilenet.deploy.runtimes import check_threads, offered_precisions
+from mobilenet.deploy.runtimes import offered_precisions
 from mobilenet.errors import InputError, MobileNetError, spelled
+from mobilenet.threads import check_threads
 from mobilenet.web import assets
 from mobilenet.web.classifier import MAX_UPLOAD_BYTES, Classifier
 from mobilenet.web.cost_view import (

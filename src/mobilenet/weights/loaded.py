@@ -23,9 +23,9 @@ import torch
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError, option
-from mobilenet.model import MobileNetV1
+from mobilenet.model import MobileNetV1, check_arch_settings
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights.labels import CUSTOM, IMAGENET_1000, label_set_for
+from mobilenet.weights.labels import IMAGENET_1000, label_set_for
 from mobilenet.weights.registry import PretrainedCfg
 from mobilenet.weights.source import WeightFormatError
 
@@ -97,9 +97,7 @@ def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
     is a fresh classifier (fine-tuning). Every other setting must equal the weights'.
     """
     settings = {k: v for k, v in settings.items() if v is not None}
-    unknown = set(settings) - set(ArchConfig.__dataclass_fields__)
-    if unknown:
-        raise InputError(f"unknown architecture settings {sorted(unknown)}")
+    check_arch_settings(settings)
     arch, cfg = weights.arch_cfg, weights.pretrained_cfg
     # Compare as ArchConfigs, so that resolution=224 equals (224, 224) and alpha=1 equals 1.0.
     wanted = arch.replace(**{k: v for k, v in settings.items() if k != "num_classes"})
@@ -121,7 +119,7 @@ def settle(weights: LoadedWeights, settings: dict[str, Any]) -> LoadedWeights:
         else:
             # A fresh classifier: the factory initialises the tensors it does not receive.
             del state["classifier.weight"], state["classifier.bias"]
-            cfg = replace(cfg, label_set=CUSTOM, labels=None, published={})
+            cfg = cfg.with_fresh_classifier(wanted)
     preprocess = cfg.preprocess.replace(resolution=wanted.resolution)
     cfg = replace(cfg, arch_cfg=wanted, preprocess=preprocess)
     return LoadedWeights(state=state, folded=weights.folded, pretrained_cfg=cfg)

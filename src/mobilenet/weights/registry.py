@@ -32,13 +32,13 @@ shapes (against ``mobilenet.arch``) and statistics (``loaded.check_tensors``), n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mobilenet.arch import ArchConfig
 from mobilenet.errors import InputError
 from mobilenet.preprocess import Preprocess
-from mobilenet.weights.labels import IMAGENET_1000, IMAGENET_1001, label_names
+from mobilenet.weights.labels import CUSTOM, IMAGENET_1000, IMAGENET_1001, label_names
 from mobilenet.weights.publishers import tf_preprocess, timm_preprocess, transformers_preprocess
 
 DEFAULT = "tf_mobilenet_v1_1.0_224"
@@ -106,6 +106,13 @@ class PretrainedCfg:
     family: str = ""  # one of FAMILIES for registry entries: who published the weights
     publisher: str = ""  # the publisher's own source: a release URL or a hub repo id
     convert_settings: dict[str, Any] = field(default_factory=dict)  # what the converter needs told
+
+    def with_fresh_classifier(self, arch: ArchConfig) -> PretrainedCfg:
+        """What travels with these weights once their classifier is replaced by a fresh one of
+        ``arch.num_classes`` (fine-tuning: ``mobilenet_v1(weights=..., num_classes=N)`` and
+        ``MobileNetV1.reset_classifier``): the name and preprocessing stay, the classes do not (a
+        custom label set, no names), and neither does the accuracy published for the old classifier."""
+        return replace(self, arch_cfg=arch, label_set=CUSTOM, labels=None, published={})
 
     @property
     def verified(self) -> bool:

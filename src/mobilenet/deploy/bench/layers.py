@@ -28,10 +28,10 @@ from mobilenet.deploy.optional import available
 from mobilenet.deploy.runtimes import executorch as executorch_runtime
 from mobilenet.deploy.runtimes import ort as ort_runtime
 from mobilenet.deploy.runtimes import ov as ov_runtime
-from mobilenet.deploy.runtimes.pytorch import torch_threads_kept
 from mobilenet.model import MobileNetV1
 from mobilenet.optimized import cpu_backend, optimize
 from mobilenet.prepare import folded_copy, inference_copy
+from mobilenet.threads import torch_threads_kept
 
 KINDS = ("conv", "depthwise", "pointwise", "pool", "fc")
 KIND_LABELS = {"conv": "stem (3x3 conv)", "depthwise": "depthwise 3x3", "pointwise": "pointwise 1x1",

@@ -19,10 +19,11 @@ from mobilenet.allocator import GLIBC_TUNABLES_KEEP
 from mobilenet.cpu import cpu_info
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import available, package_version
-from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES, check_threads
+from mobilenet.deploy.runtimes import PRECISIONS, RUNTIME_CHOICES
 from mobilenet.deploy.timing import DRIFTING
 from mobilenet.errors import InputError, option
 from mobilenet.files import atomic_write
+from mobilenet.threads import check_threads
 
 MALLOC_TUNABLES = GLIBC_TUNABLES_KEEP  # what bench restarts under (mobilenet.allocator)
 PLOT_FORMATS = (".png", ".svg", ".pdf")

@@ -11,7 +11,7 @@ Every runtime module declares what it runs, and nothing else repeats it:
 
 What is derived from them lives here: who offers what (``offered_precisions``,
 ``runtimes_offering``), the one check of a request before anything is built
-(``check_precision``) and of a thread count (``check_threads``). Runtimes may use format
+(``check_precision``; a thread count's is ``mobilenet.threads.check_threads``). Runtimes may use format
 writers; they never import ``export``. ``mobilenet.deploy.runtime`` (``make_predictor``) stands
 above them.
 
@@ -29,7 +29,6 @@ This module imports no runtime until asked: the command line builds its parser f
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 from types import ModuleType
 
@@ -55,29 +54,6 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 # program for one: ``mobilenet.optimize``); other batches run in slices of it, so a caller timing
 # several batch sizes builds one predictor for each. The others serve any batch from one file.
 BUILT_PER_BATCH: tuple[str, ...] = ("torch",)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask where the OS has one (a container or
-    ``taskset`` may allow fewer than the machine has), else the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def check_threads(threads: object) -> None:
-    """The one check of a runtime's thread count (every predictor, ``make_predictor``, the latency
-    model, ``bench``, the explorer): None (the runtime's default) or a whole number from 1 to
-    ``usable_cpus()``. More threads than CPUs only slow a runtime down (they take turns on the same
-    cores; nothing in the project measures oversubscription), and a count in the thousands makes
-    ONNX Runtime or OpenVINO start that many threads, a job that grows in memory and cannot be
-    stopped, so it is refused before any session is made."""
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InputError(f"{option('threads')} must be an int >= 1 (or None: the runtime's default), got {threads!r}")
-    cpus = usable_cpus()
-    if threads is not None and threads > cpus:
-        raise InputError(f"{option('threads')} is {threads}, more than the {cpus} CPU{'s' if cpus > 1 else ''} this "
-                         f"process may use: ask for at most {cpus}, or leave it out for the runtime's default")
 
 
 def runtime_module(runtime: str) -> ModuleType:

@@ -27,11 +27,11 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.pte_program import read_plan
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
+from mobilenet.threads import check_threads
 
 PRECISIONS = ("fp32", "int8")
 # XNNPACK times each operator in whole microseconds, truncated (``xnn_get_elapsed_time``): half of

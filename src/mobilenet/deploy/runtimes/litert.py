@@ -34,10 +34,10 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats.tflite_flatbuffer import read_metadata
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import package_version, require
-from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.inputs import NativeInput
 from mobilenet.errors import InputError, MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
+from mobilenet.threads import check_threads
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

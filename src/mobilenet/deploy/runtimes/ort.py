@@ -29,10 +29,10 @@ from mobilenet.cpu import cpu_info
 from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.errors import MobileNetError
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.threads import check_threads
 
 PRECISIONS = ("fp32", "int8")  # no bf16 kernels on x86 CPUs
 SEVEN_BIT_LIMIT = 64  # |w| <= 64 keeps 2 x 255 x 64 = 32,640 inside a signed 16-bit lane

@@ -26,9 +26,9 @@ from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.integrity import unreadable, verify_checksums
 from mobilenet.deploy.openvino_core import openvino_core
 from mobilenet.deploy.optional import require
-from mobilenet.deploy.runtimes import check_threads
 from mobilenet.deploy.runtimes.chain import ChainOps, chain_layer_seconds
 from mobilenet.predictor import PrecisionUnavailableError, Predictor, as_numpy
+from mobilenet.threads import check_threads
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # OpenVINO's names for what a convolution executes in -> ours.

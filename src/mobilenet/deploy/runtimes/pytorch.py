@@ -10,17 +10,15 @@ PyTorch emulates it, many times slower (``mobilenet.optimized.EMULATED_BF16_COST
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from mobilenet.cpu import cpu_info
-from mobilenet.deploy.runtimes import check_threads
 from mobilenet.model import MobileNetV1
 from mobilenet.predictor import PrecisionUnavailableError, Predictor
+from mobilenet.threads import check_threads, torch_threads
 
 PRECISIONS = ("fp32", "bf16")
 # What PyTorch runs emulated where the CPU lacks it, when the caller asks for emulation.
@@ -32,18 +30,6 @@ def not_native(precision: str) -> str | None:
     from mobilenet.optimized import not_native as torch_not_native  # noqa: PLC0415
 
     return torch_not_native(precision, "cpu", cpu_info())
-
-
-@contextlib.contextmanager
-def torch_threads_kept() -> Iterator[None]:
-    """PyTorch's thread count as it was before, after the block: ``TorchPredictor`` sets it for the
-    whole process (PyTorch has no per-module count), which a measurement that ends (a calibration,
-    ``choose``'s timings) must not leave behind for the caller's own models."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class TorchPredictor(Predictor):
@@ -64,10 +50,10 @@ class TorchPredictor(Predictor):
         if precision not in offered:
             raise PrecisionUnavailableError(f"PyTorch on {torch.device(device).type} runs {offered}, not {precision}")
         check_threads(threads)
-        if threads:
-            torch.set_num_threads(threads)  # process-wide: PyTorch has no per-module thread count
-        self.precision = precision
-        with warnings.catch_warnings():
+        self.precision, self.threads = precision, threads
+        # Compiled under the count it runs with (optimize keys its packages by it), set for the
+        # build and for each call only (torch_threads): the process's count is the caller's.
+        with warnings.catch_warnings(), torch_threads(threads):
             warnings.filterwarnings("ignore", message="running bf16 emulated")  # make_predictor warned once
             self.module = optimize(model, precision, batch_size, device, allow_emulation=True, cpu=cpu_info())
         self.description = self.module.description
@@ -76,4 +62,5 @@ class TorchPredictor(Predictor):
     def _run(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
-        return self.module(x).cpu()
+        with torch_threads(self.threads):
+            return self.module(x).cpu()
