@@ -166,7 +166,7 @@ def measure(args: argparse.Namespace, grid: list, seen: list, log: Callable[[str
 
     backend = calibrate.backend_for(args.runtime, args.precision, args.threads)
     found = backend.prepare(log)
-    plan = (*default_networks(), *default_plan())
+    plan = calibrate.in_order(default_networks(), default_plan())  # the calibration's own order
     calibrated_batch = 1 if backend.fixed_batch else args.batch_size
     timed = calibrate._measure(backend, plan, calibrated_batch, time.monotonic() + calibrate.DEFAULT_BUDGET_S,
                                calibrate.SECONDS_PER_SHAPE, log, found,

@@ -43,11 +43,13 @@ from mobilenet.latency.probes import default_plan, quick_networks, quick_plan
 from mobilenet.latency.ranking import (
     MARGIN,
     MAX_MARGIN,
+    Candidate,
     candidates,
     choose_from,
     margin_for,
     measure_architectures,
 )
+from mobilenet.weights import REGISTRY
 from mobilenet.weights.fetch import CACHE_ENV
 from test_allocator import assert_faulted_before_and_not_after, only_glibc, page_faults_around
 
@@ -260,6 +262,42 @@ def test_a_fixed_batch_runtime_runs_a_batch_as_single_image_calls() -> None:
     assert eight.total_ms == pytest.approx(8 * one.total_ms)
 
 
+def test_a_fixed_batch_runtimes_batch_keeps_every_field_of_its_layers() -> None:
+    """LiteRT's batch of 8 is 8 calls of one image: each layer's work, bytes, time and the bytes its
+    activations spill beyond the cache are 8 of one call's (the spill was dropped, 0 at batch 8),
+    and what is per call (intensity, ridge, bound) stays as it is."""
+    calibration = fixed_calibration("litert", fixed_batch=True, layer_cache_bytes=1e5)
+    cfg = ArchConfig(alpha=0.25, resolution=128)
+    one, eight = (predict_with(calibration, cfg, b) for b in (1, 8))
+    scaled = {"mult_adds", "bytes", "predicted_ms", "spilled_bytes"}
+    assert any(x.spilled_bytes > 0 for x in one.layers), "(the cache is small enough to spill)"
+    for a, b in zip(one.layers, eight.layers, strict=True):
+        for f in dataclasses.fields(a):
+            want = getattr(a, f.name) * 8 if f.name in scaled else getattr(a, f.name)
+            assert getattr(b, f.name) == pytest.approx(want), (a.name, f.name)
+
+
+def test_compare_predicts_a_fixed_batch_runtimes_batch_as_predict_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    """``compare --predict litert --batch-size 8`` printed one image's milliseconds where ``cost
+    --predict`` gave the batch's: both now go through one computation of a batch."""
+    calibration = fixed_calibration("litert", fixed_batch=True, layer_cache_bytes=1e5)
+    cfg = ArchConfig(alpha=0.25, resolution=128)
+    for batch in (1, 8):
+        layers = {x.name: x for x in predict_with(calibration, cfg, batch).layers}
+        for row in block_speedups(calibration, cfg, batch):
+            for x in (row.depthwise, row.pointwise):
+                assert x == layers[x.name], (batch, x.name)
+    monkeypatch.setattr(latency, "calibrated", lambda *args, **kwargs: calibration)
+    separable = {}
+    for batch in (1, 8):
+        assert main(["compare", "--alpha", "0.25", "--resolution", "128", "--predict", "litert",
+                     "--batch-size", str(batch), "--json"]) == 0
+        separable[batch] = [b["predicted"]["separable_ms"] for b in json.loads(capsys.readouterr().out)["blocks"]]
+    assert separable[8] == pytest.approx([8 * ms for ms in separable[1]])
+
+
 def test_lane_padding_charges_a_9_channel_layer_as_16() -> None:
     layer = cost.network_cost(ArchConfig(alpha=0.3)).layer("blocks.0.dw")  # 9 channels
     assert layer.in_shape[0] == 9
@@ -410,6 +448,31 @@ def test_a_calibration_round_trips_and_a_damaged_one_is_refused() -> None:
                                                                        "pixel_s": -1e-9}}}):
         with pytest.raises(CorruptCalibration):
             Calibration.from_dict(damage)
+
+
+def test_a_calibration_whose_fit_or_key_is_not_a_mapping_is_refused_and_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry whose ``fit["in_network"]`` is a number read back, then ``network_error`` raised
+    AttributeError at its first use: the cache promises a damaged entry is measured again, never
+    an error. A list of pairs (which dict() would take) is no mapping either."""
+    good = fixed_calibration(fit={"in_network": {"rmspe_after": 0.05}}).to_dict()
+    for damage in ({"fit": {"in_network": 0.05}}, {"fit": {"in_network": [1]}},
+                   {"fit": [["in_network", {"rmspe_after": 0.05}]]}, {"key": [["runtime", "onnxruntime"]]}):
+        with pytest.raises(CorruptCalibration):
+            Calibration.from_dict({**good, **damage})
+    monkeypatch.setenv("MOBILENET_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, int, int | None]] = []
+    cache.calibrated("onnxruntime", measure=fake_measure(calls), log=print)
+    path = tmp_path / cache.CACHE_FILE
+    stored = json.loads(path.read_text())
+    (key,) = stored
+    stored[key]["fit"] = {"in_network": 0.05}
+    path.write_text(json.dumps(stored))
+    lines: list[str] = []
+    again = cache.calibrated("onnxruntime", measure=fake_measure(calls), log=lines.append)
+    assert len(calls) == 2 and len(lines) == 1 and "damaged" in lines[0] and "measuring again" in lines[0]
+    assert again.network_error is None
 
 
 # --- the fit ---------------------------------------------------------------------------------
@@ -959,6 +1022,36 @@ def test_a_few_second_calibration_predicts_an_alpha_it_never_saw_within_a_loose_
     measured = min(time_interleaved([lambda: predictor(x)], seconds=0.5, min_runs=5)[0]) * 1e3
     predicted = predict_with(calibration, cfg).total_ms
     assert measured / 3 < predicted < measured * 3, (predicted, measured)
+
+
+def test_the_call_probe_is_timed_before_the_networks_and_a_budget_that_cannot_hold_the_fit_says_to_raise_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The networks went first, and a budget that ran out among them (batch 8, a slow machine)
+    never reached the call probe: the fit then failed with a TypeError. The call probe now goes
+    first, and a budget too short for what the fit needs is refused in one line that says to
+    raise it; the fit given no call probe says what it lacks."""
+    pytest.importorskip("onnxruntime")
+    from mobilenet.latency.probes import NetworkProbe
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    lines: list[str] = []
+    with pytest.raises(InputError, match=r"0\.5 s ran out with \d+ probes left out; raise budget_s") as refused:
+        calibrate("onnxruntime", threads=1, budget_s=0.5, networks=(NetworkProbe(0.25, (64,)),),
+                  seconds_per_shape=0.05, log=lines.append)
+    assert "\n" not in str(refused.value)
+    built = [line for line in lines if "building" in line]
+    assert built and "a call" in built[0], "the call probe is built before any network"
+    networks_only = [t for t in profiled_networks(fixed_calibration()) if isinstance(t.probe, NetworkProbe)]
+    with pytest.raises(InputError, match="needs its call probe timed"):
+        fit("onnxruntime", "fp32", 1, 1, networks_only)
+    # The call probe and one profiled network are all that the fit needs.
+    lines.clear()
+    calibration = calibrate("onnxruntime", threads=1, budget_s=30, plan=quick_plan()[:1],
+                            networks=quick_networks()[:1], seconds_per_shape=0.02, log=lines.append)
+    assert calibration.call_s > 0 and calibration.fit["in_network"]["networks"] == 1
+    built = [line for line in lines if "building" in line]
+    assert "a call" in built[0] and "network" in built[1]
 
 
 def test_calls_timed_beside_a_calibration_come_back_in_their_order() -> None:
@@ -1725,9 +1818,59 @@ def test_a_budget_under_every_prediction_times_the_fastest_model_before_refusing
 
     chosen, _ = choose_from(found, fastest / 1.5, timer=faster, log=lambda line: None)
     assert chosen.name == "tf_0.25_128" and timed[0] == [0.25]
-    with pytest.raises(InputError, match=rf"measured here, the fastest candidate, tf_0.25_128, takes "
-                                         rf"{fastest * 0.6:.3g} ms"):
+    with pytest.raises(InputError, match=rf"measured here \(the fastest predicted; 1 timed in all\), the quickest, "
+                                         rf"tf_0.25_128, takes {fastest * 0.6:.3g} ms"):
         choose_from(found, fastest / 2, timer=faster, log=lambda line: None)
+
+
+def test_choose_on_a_machine_slower_than_its_calibration_times_on_until_a_model_fits() -> None:
+    """The machine runs 1.3x slower than calibrated: the models predicted just under the budget all
+    measure over it, and the rounds ended there with "nothing fits", though 0.5-224, predicted far
+    inside the budget, was never timed. The rest predicted to fit are now timed, those that fit at
+    the pace measured first, each once, until one fits; a refusal then says truly what was timed."""
+    specs = [(1.0, 224, 70.9, 1.05), (1.0, 192, 70.0, 0.95), (0.75, 224, 68.4, 0.98), (1.0, 160, 68.0, 0.90),
+             (0.75, 192, 67.2, 0.80), (1.0, 128, 65.2, 0.78), (0.5, 224, 63.3, 0.40), (0.25, 128, 41.5, 0.20)]
+    found = [Candidate(f"m{a}_{r}", "tf", ArchConfig(alpha=a, resolution=r), t, ms) for a, r, t, ms in specs]
+    predicted = {c.shape: c.predicted_ms for c in found}
+
+    def slower(times: float, timed: list[ArchConfig]) -> Callable[[Sequence[ArchConfig]], list[float]]:
+        def timer(cfgs: Sequence[ArchConfig]) -> list[float]:
+            timed.extend(c.workload() for c in cfgs)
+            return [predicted[c.workload()] * times for c in cfgs]
+        return timer
+
+    for measure_best in (1, 2, 3):
+        timed: list[ArchConfig] = []
+        said: list[str] = []
+        chosen, judged = choose_from(found, 1.0, timer=slower(1.3, timed), measure_best=measure_best, margin=0.1,
+                                     log=said.append)
+        fitting = [c for c in judged if c.measured_ms is not None and c.measured_ms <= 1.0]
+        assert chosen.measured_ms is not None and chosen.measured_ms <= 1.0
+        assert chosen.top1 == max(c.top1 for c in fitting) and chosen.name == "m0.5_224"
+        # (once each, or thrice where measured within 5% of the budget; none after a round where one fits)
+        assert all(timed.count(shape) in (1, 3) for shape in timed)
+        if measure_best == 1:
+            assert ArchConfig(alpha=0.25, resolution=128).workload() not in timed
+        if measure_best < 3:  # (at 3 a round, the rounds themselves reach 0.5-224)
+            assert any("more predicted to fit" in line and "1.30x slower" in line for line in said)
+    # Slower still, nothing fits: every model predicted to fit has been timed, and the refusal says so.
+    timed = []
+    with pytest.raises(InputError, match=r"measured here \(the 7 architectures predicted to fit and the fastest "
+                                         r"predicted; 8 timed in all\), the quickest, m0.25_128, takes 1.2 ms"):
+        choose_from(found, 1.0, timer=slower(6.0, timed), measure_best=1, margin=0.1, log=lambda line: None)
+    assert set(timed) == set(predicted)
+    # The published registry under a synthetic calibration, at budgets 0.5-5 ms on a machine 1.5x
+    # slower: wherever some model measures within the budget, one that does is chosen.
+    registry_found = candidates(REGISTRY, fixed_calibration(), 1)
+    shape_ms = {c.shape: c.predicted_ms for c in registry_found}
+    slow = lambda cfgs: [shape_ms[c.workload()] * 1.5 for c in cfgs]  # noqa: E731
+    for budget in np.geomspace(min(shape_ms.values()), max(shape_ms.values()), 25):
+        if min(shape_ms.values()) * 1.5 > budget:
+            continue
+        chosen, judged = choose_from(registry_found, float(budget), timer=slow, measure_best=1, log=lambda line: None)
+        fits = [c for c in judged if c.measured_ms is not None and c.measured_ms <= budget]
+        assert chosen.measured_ms is not None and chosen.measured_ms <= budget
+        assert chosen.top1 == max(c.top1 for c in fits)
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -1756,6 +1899,45 @@ def test_requests_the_model_cannot_serve_are_refused_in_one_line(monkeypatch: py
     monkeypatch.setattr(importlib, "import_module", without_litert)
     with pytest.raises(MissingRuntimeError, match=r"pip install 'mobilenet\[litert\]'"):
         calibrate("litert")
+
+
+def test_choose_refuses_an_unknown_runtime_and_constants_of_another_request_in_one_line() -> None:
+    """Given constants, choose checked neither the runtime (a KeyError deep in the timer) nor that
+    the constants were of the request (ranked by fp32's predictions, timed at int8)."""
+    given = fixed_calibration(threads=1)
+    refusals = {
+        "the latency model predicts": dict(runtime="onnxrt"),
+        "the calibration given is onnxruntime fp32 at batch 1, not the onnxruntime int8": dict(precision="int8"),
+        "the calibration given is onnxruntime fp32 at batch 1, not the onnxruntime fp32 at batch 8":
+            dict(batch_size=8),
+        "the calibration given is onnxruntime fp32 at batch 1, not the torch fp32": dict(runtime="torch"),
+    }
+    for message, asked in refusals.items():
+        for measure_best in (0, 1):
+            request = {"runtime": "onnxruntime", "precision": "fp32", "threads": 1, **asked}
+            with pytest.raises(InputError, match=message) as refused:
+                choose(5.0, **request, measure_best=measure_best, registry=SYNTHETIC_REGISTRY,  # type: ignore[arg-type]
+                       calibration=given, log=lambda line: None)
+            assert "\n" not in str(refused.value)
+    litert = fixed_calibration("litert", fixed_batch=True)  # (a fixed-batch runtime is calibrated at batch 1)
+    assert choose(1000.0, "litert", batch_size=8, measure_best=0, registry=SYNTHETIC_REGISTRY, calibration=litert)
+
+
+def test_a_negative_count_of_models_to_time_is_refused(capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--measure -1 was taken as 0 (nothing timed); it is refused before anything is calibrated."""
+    from mobilenet.latency import own_process
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a calibration or a process was started for a request that cannot run")
+
+    monkeypatch.setattr(own_process, "call_apart", started)
+    monkeypatch.setattr(latency, "calibrated", started)
+    assert main(["choose", "--budget-ms", "3", "--runtime", "onnxruntime", "--measure", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--measure must be an int >= 0" in err
+    with pytest.raises(InputError, match="measure_best must be an int >= 0"):
+        choose(3.0, "onnxruntime", measure_best=-1, calibration=fixed_calibration(), registry=SYNTHETIC_REGISTRY)
 
 
 @pytest.mark.parametrize("budget", ["0", "-2", "nan", "inf"])

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "ranked by their own int8 top-1")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="default: the runtime's own")
-    p.add_argument("--measure", type=int, default=3, metavar="N",
+    # (dest: the library's name, so that its refusal of a count below 0 names --measure)
+    p.add_argument("--measure", type=int, default=3, metavar="N", dest="measure_best",
                    help="architectures timed for real per round, best first (default 3; 0: trust the predictions)")
     p.add_argument("--measure-seconds", type=float, default=MEASURE_SECONDS, metavar="S",
                    help=f"seconds to time each of them, interleaved (default {MEASURE_SECONDS:g}; longer settles a "
@@ -46,7 +47,7 @@ def run_choose(args: argparse.Namespace) -> int:
     from mobilenet.latency import choose  # noqa: PLC0415 - needs torch and the runtime
 
     choice = choose(args.budget_ms, args.runtime, args.precision, args.batch_size, args.threads,
-                    measure_best=args.measure, measure_seconds=args.measure_seconds, remeasure=args.remeasure)
+                    measure_best=args.measure_best, measure_seconds=args.measure_seconds, remeasure=args.remeasure)
     if args.plot:
         from mobilenet.latency.plot import plot_choice  # noqa: PLC0415
 

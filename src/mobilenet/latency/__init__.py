@@ -116,12 +116,18 @@ def choose(
     one pool, as its calibration is (``mobilenet.latency.own_process``); ``registry`` and
     ``calibration`` must then pickle."""
     from mobilenet.latency import own_process  # noqa: PLC0415 - the parts below need torch
-    from mobilenet.latency.backends import BACKENDS  # noqa: PLC0415
-    from mobilenet.latency.calibrate import check_threads, log_to_stderr  # noqa: PLC0415
+    from mobilenet.latency.calibrate import (  # noqa: PLC0415
+        check_batch_size,
+        check_runtime,
+        check_threads,
+        log_to_stderr,
+    )
     from mobilenet.latency.ranking import (  # noqa: PLC0415
         Choice,
         candidates,
         check_budget,
+        check_given_calibration,
+        check_measure_best,
         check_measure_seconds,
         choose_from,
         margin_for,
@@ -130,9 +136,16 @@ def choose(
 
     budget_ms = check_budget(budget_ms)
     seconds = check_measure_seconds(measure_seconds)
-    check_threads(threads)  # (before a process of its own is started for them)
-    # (Not check_request: given constants, as from another machine, are judged where they are used.)
-    if measure_best and runtime in BACKENDS and own_process.needed(runtime, threads):
+    measure_best = check_measure_best(measure_best)
+    # (before a process of its own is started for them)
+    check_runtime(runtime)
+    check_batch_size(batch_size)
+    check_threads(threads)
+    # (Not check_request: given constants, as from another machine, are judged where they are used,
+    # not by this CPU; but they must be of the request, or the ranking and the timing disagree.)
+    if calibration is not None:
+        check_given_calibration(calibration, runtime, precision, batch_size)
+    if measure_best and own_process.needed(runtime, threads):
         (log or log_to_stderr)(f"latency: choosing in a process of its own, {runtime}'s candidates on one thread pool")
         chosen, _ = own_process.call_apart("choose", {
             "budget_ms": budget_ms, "runtime": runtime, "precision": precision, "batch_size": batch_size,

@@ -86,13 +86,22 @@ def log_to_stderr(line: str) -> None:
 def check_request(runtime: str, precision: str, batch_size: int, threads: int | None) -> None:
     """Refuse, in one line, what the latency model cannot predict: an unknown or uninstalled
     runtime (naming its pip extra), a precision the runtime does not offer or not natively here."""
-    if runtime not in BACKENDS:
-        why = " (auto picks a runtime by measuring; name one)" if runtime == "auto" else ""
-        raise InputError(f"the latency model predicts {', '.join(BACKENDS)}, not {runtime!r}{why}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
+    check_runtime(runtime)
+    check_batch_size(batch_size)
     check_threads(threads)
     check_precision(runtime, precision)
+
+
+def check_runtime(runtime: object) -> None:
+    """Refuse, in one line, a runtime the latency model has no backend for (naming those it has)."""
+    if not isinstance(runtime, str) or runtime not in BACKENDS:
+        why = " (auto picks a runtime by measuring; name one)" if runtime == "auto" else ""
+        raise InputError(f"the latency model predicts {', '.join(BACKENDS)}, not {runtime!r}{why}")
+
+
+def check_batch_size(batch_size: object) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
 
 
 def check_threads(threads: object) -> None:
@@ -116,8 +125,10 @@ def calibrate(
     """Measure the probes of ``plan`` (default: ``probes.default_plan()``) and the whole
     ``networks`` (default: ``probes.default_networks()``; ``()``: none, every in-network factor 1)
     in ``runtime`` at ``precision``, ``batch_size`` and ``threads``, and fit the machine's
-    constants. The networks go first; probes not started within ``budget_s`` are left out (said on
-    stderr), and their kernels borrow the most similar kernel's constants. A fixed-batch runtime
+    constants. The call probes go first (every fit takes what a call costs off the rest), then the
+    networks; probes not started within ``budget_s`` are left out (said on stderr), and their kernels
+    borrow the most similar kernel's constants. A budget that leaves the fit without what it
+    cannot do without (the call probe, a layer's time) is refused, saying so. A fixed-batch runtime
     (LiteRT, ExecuTorch) is calibrated at batch 1. A runtime whose probes' thread pools would slow
     each other (ONNX Runtime above one thread, ``Backend.pools_of_their_own``) is calibrated in a
     process of its own, every probe on one pool (``mobilenet.latency.own_process``)."""
@@ -158,7 +169,10 @@ def calibrate_beside(
     with torch_threads_kept():  # the torch probes set the process's thread count
         backend = backend_for(runtime, precision, threads)
         per_call = 1 if backend.fixed_batch else batch_size
-        plan = (*(default_networks() if networks is None else networks), *(plan or default_plan()))
+        plan = in_order(default_networks() if networks is None else networks, plan or default_plan())
+        if not any(p.kernel == "call" for p in plan):
+            raise InputError("the plan has no call probe, which every calibration needs: put one in it "
+                             "(probes.Probe('call', ...), as probes.default_plan() does)")
         # Once per backend, before the probes' budget: PyTorch compiles two reference networks the
         # first time (tens of seconds, cached after), timed among the probes against their fused ops.
         prepared_at = time.monotonic()
@@ -170,9 +184,16 @@ def calibrate_beside(
         log(f"latency: calibrating {runtime} {precision} ({where}) on {len(plan)} probes, at most {budget_s:.0f} s")
         measured = _measure(backend, plan, per_call, started + budget_s, seconds_per_shape, log, found,
                             beside=calls)
-    calibration = fit(runtime, precision, per_call, threads, measured.timed, fixed_batch=backend.fixed_batch,
-                      channel_blocks=backend.channel_blocks, position_blocks=backend.position_blocks,
-                      handover=precision in backend.handover_precisions)
+    try:
+        calibration = fit(runtime, precision, per_call, threads, measured.timed, fixed_batch=backend.fixed_batch,
+                          channel_blocks=backend.channel_blocks, position_blocks=backend.position_blocks,
+                          handover=precision in backend.handover_precisions)
+    except InputError as err:
+        if not measured.left_out:
+            raise
+        # (what the fit lacks, the budget left out: the remedy is more of it, not another plan)
+        raise InputError(f"{err}: {budget_s:g} s ran out with {measured.left_out} probes left out; raise "
+                         f"{option('budget_s')} (default {DEFAULT_BUDGET_S:g})") from None
     spent = time.monotonic() - started - backend.converting_s
     fit_info = {**calibration.fit, "seconds": round(spent, 1), "converting_seconds": round(backend.converting_s, 1),
                 "probes_measured": len({t.probe for t in measured.timed}),
@@ -275,6 +296,9 @@ def fit(
     calls = [CallMeasurement(handed_bytes(t.probe.layers(t.size, batch_size, size_of), size_of), t.seconds)
              for t in timed if t.probe.kernel == "call"]
     fixed, handover_bytes_per_s = fit_handover(calls) if handover else (_smallest_call_s(calls), math.inf)
+    if not calls:
+        raise InputError("a calibration needs its call probe timed: what a call costs alone is taken off every "
+                         "other probe and network")
     # Every probe makes a call, so none can take less than one: a call probe slowed by a burst of
     # load elsewhere is held to the quickest probe rather than taken off every other.
     call_s = min(fixed, *(t.seconds for t in timed))
@@ -364,6 +388,16 @@ def fit(
     return spilling.get(layer_cache, best)
 
 
+def in_order(networks: Sequence[NetworkProbe], plan: Sequence[Probe]) -> tuple[AnyProbe, ...]:
+    """The order ``_measure`` builds in, the budget leaving out the last: the call probes first,
+    since every fit needs what a call costs (``fit``: none timed, none fitted) and they take
+    little of the budget; then the networks, whose profiles say which layer probes are left
+    unbuilt; then the other probes. With the networks first, a batch-8 or slow machine's budget
+    ran out among them, before the call probe, and the fit had nothing to take off."""
+    calls = tuple(p for p in plan if p.kernel == "call")
+    return (*calls, *networks, *(p for p in plan if p.kernel != "call"))
+
+
 def splits_into_layers(layer_seconds: Sequence[float] | None, layers: Sequence[LayerCost]) -> bool:
     """Whether a network's profile times each of its ``layers`` (as ``cost`` counts them): one
     that does not, a runtime fusing what the op tables do not know, is left out, and those
@@ -406,6 +440,7 @@ class Measured:
     timed: list[Timed]
     drift: float
     beside: list[float]
+    left_out: int = 0  # probes of the plan the budget left out (not those left unbuilt as unread)
 
 
 def _measure(
@@ -444,7 +479,7 @@ def _measure(
     timing_s = beside_s  # what timing the cells built so far, and the calls beside, will take
     profiled_kernels: set[str] = set()  # the kernels that the networks' profiles time in place
     converts_input = False
-    skipped = skipped_shapes = 0
+    skipped = skipped_shapes = left_out = 0
 
     def unread(probe: AnyProbe) -> bool:  # (by what the networks built so far have profiled)
         return not every_probe and isinstance(probe, Probe) and not (probe.kernel == "stem" and converts_input) \
@@ -460,6 +495,7 @@ def _measure(
         end = deadline + backend.converting_s
         if time.monotonic() + TIMING_ROOM * (timing_s + TIMING_COST * seconds * len(probe.sizes)) > end:
             left = [p for p in plan[i - 1:] if not unread(p)]
+            left_out = len(left)
             log(f"latency: time is up; {len(left)} probes left out ({', '.join(sorted({p.kernel for p in left}))}): "
                 "their kernels borrow the most similar kernel's constants")
             break
@@ -509,7 +545,7 @@ def _measure(
         seconds_on_path = probe_seconds[i] if cell.to_path is None else cell.to_path(probe_seconds[i])
         # (never under half: a noisy correction must not leave a probe nothing)
         timed.append(Timed(probe, size, max(seconds_on_path, probe_seconds[i] / 2), fed.get(i), profiled))
-    return Measured(timed, rounds.drift(), medians[probed:])
+    return Measured(timed, rounds.drift(), medians[probed:], left_out)
 
 
 def as_called(cell: Cell) -> Callable[[], None]:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mobilenet import cost
@@ -417,6 +417,11 @@ class Calibration:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CorruptCalibration(f"not a calibration ({type(err).__name__}: {err})") from None
         c = calibration
+        # What the properties read without checking again (``network_error``: ``fit["in_network"]``)
+        # must have the shape they read: dict() makes a dict of a list of pairs as well.
+        if not (isinstance(d["fit"], dict) and isinstance(d["key"], dict)
+                and isinstance(c.fit.get("in_network", {}), dict)):
+            raise CorruptCalibration("a calibration whose fit or key is not a mapping of its own")
         factors_ok = all(k in KERNELS and 0 < v < math.inf for k, v in c.in_network.items())
         rates_ok = c.feed_bytes_per_s > 0 and c.handover_bytes_per_s > 0 and c.cache_bytes > 0 \
             and c.layer_cache_bytes > 0
@@ -575,14 +580,10 @@ def predict_with(
     arch_cfg = arch_cfg or ArchConfig()
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
-    per_call = 1 if calibration.fixed_batch else batch_size
-    calls = batch_size // per_call
+    per_call, calls = calls_of(calibration, batch_size)
     net = cost.network_cost(arch_cfg, calibration.element_bytes, per_call)
     weights = call_weight_bytes(net.layers, calibration.element_bytes)
-    layers = []
-    for layer in net.layers:
-        one = predict_layer(calibration, layer, per_call, weights)
-        layers.append(_times(one, calls) if calls > 1 else one)
+    layers = [predict_batch_layer(calibration, layer, batch_size, weights) for layer in net.layers]
     size = calibration.element_bytes
     fed = input_bytes(net.layers, size)
     call_ms = call_seconds(calibration, fed, handed_bytes(net.layers, size)) * 1e3 * calls
@@ -590,9 +591,26 @@ def predict_with(
                              conversion_seconds(calibration, fed) * 1e3 * calls)
 
 
-def _times(layer: LayerLatency, calls: int) -> LayerLatency:
-    return LayerLatency(layer.name, layer.kind, layer.kernel, layer.mult_adds * calls, layer.bytes * calls,
-                        layer.intensity, layer.ridge, layer.bound, layer.predicted_ms * calls)
+def calls_of(calibration: Calibration, batch_size: int) -> tuple[int, int]:
+    """(images per call, calls) for a batch of ``batch_size``: a fixed-batch runtime makes one call
+    per image, any other one call of the whole batch."""
+    per_call = 1 if calibration.fixed_batch else batch_size
+    return per_call, batch_size // per_call
+
+
+def predict_batch_layer(calibration: Calibration, layer: cost.LayerCost, batch_size: int,
+                        call_weights: float = 0.0) -> LayerLatency:
+    """One layer over a whole batch of ``batch_size`` (``layer`` counted per call, as ``calls_of``
+    says): ``predict_layer`` once per call. Every prediction of a batch goes through here, so that
+    ``predict_with`` and ``block_speedups`` cannot disagree on what a fixed-batch runtime's batch costs."""
+    per_call, calls = calls_of(calibration, batch_size)
+    one = predict_layer(calibration, layer, per_call, call_weights)
+    if calls == 1:
+        return one
+    # (replace, so that a field added to LayerLatency is carried, never dropped; what a call moves
+    # or spills, each call moves and spills again; intensity, ridge and bound are per call's alike)
+    return replace(one, mult_adds=one.mult_adds * calls, bytes=one.bytes * calls,
+                   predicted_ms=one.predicted_ms * calls, spilled_bytes=one.spilled_bytes * calls)
 
 
 def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -655,15 +673,16 @@ class BlockSpeedup:
 def block_speedups(calibration: Calibration, arch_cfg: ArchConfig | None = None,
                    batch_size: int = 1) -> list[BlockSpeedup]:
     """Every separable block of ``arch_cfg`` against its full convolution, predicted, each in its
-    own network's call (the full-conv network reads up to 7x the weights: 29 M against 4.2 M at α 1)."""
-    per_call = 1 if calibration.fixed_batch else batch_size
+    own network's call (the full-conv network reads up to 7x the weights: 29 M against 4.2 M at α 1),
+    over a batch of ``batch_size`` as ``predict_with`` predicts it (``predict_batch_layer``)."""
+    per_call, _ = calls_of(calibration, batch_size)
     size = calibration.element_bytes
     comparison = cost.compare(arch_cfg, size, per_call)
     weights = {"standard": comparison.standard.weights * size, "separable": comparison.separable.weights * size}
     rows = []
     for c in comparison.blocks:
-        standard = predict_layer(calibration, c.standard, per_call, weights["standard"])
-        depthwise, pointwise = (predict_layer(calibration, x, per_call, weights["separable"])
+        standard = predict_batch_layer(calibration, c.standard, batch_size, weights["standard"])
+        depthwise, pointwise = (predict_batch_layer(calibration, x, batch_size, weights["separable"])
                                 for x in (c.depthwise, c.pointwise))
         rows.append(BlockSpeedup(c, standard, depthwise, pointwise))
     return rows

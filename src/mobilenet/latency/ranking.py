@@ -31,7 +31,7 @@ from mobilenet.latency.model import Calibration, predict_with
 MARGIN = 0.1  # candidates predicted up to 10% over the budget are measured too, at least
 MAX_MARGIN = 0.5  # at most, however badly the calibration fitted (a worse fit wants calibrating again)
 MEASURE_BEST = 3  # architectures timed for real per round
-MAX_ROUNDS = 3  # rounds of measuring before giving up on the predictions
+MAX_ROUNDS = 3  # rounds timing the best first; where none fits then, the rest predicted to fit are timed
 # A brief measurement this close to the budget (either side) is too close to call: timed
 # RETIMES more times and the median of the medians kept. On a Zen 5, 0.5-160 measured 0.82 ms
 # in 0.3 s against a 0.84 ms budget and 0.91-1.07 ms in two 1 s passes (docs/latency.md §4).
@@ -139,6 +139,28 @@ def check_measure_seconds(seconds: object) -> float:
     return float(seconds)
 
 
+def check_measure_best(measure_best: object) -> int:
+    if isinstance(measure_best, bool) or not isinstance(measure_best, int) or measure_best < 0:
+        raise InputError(f"{option('measure_best')} must be an int >= 0 (architectures timed per round; 0: trust "
+                         f"the predictions), got {measure_best!r}")
+    return measure_best
+
+
+def check_given_calibration(calibration: Calibration, runtime: str, precision: str, batch_size: int) -> None:
+    """Refuse constants given for another request than the one asked: ranked by them and timed as
+    asked, the candidates would be judged on one runtime's, precision's or batch's predictions and
+    another's times."""
+    per_call = 1 if calibration.fixed_batch else batch_size
+    given = (calibration.runtime, calibration.precision, calibration.batch_size)
+    if given != (runtime, precision, per_call):
+        raise InputError(
+            f"the calibration given is {calibration.runtime} {calibration.precision} at batch "
+            f"{calibration.batch_size}, not the {runtime} {precision} at batch {per_call} asked for: give constants "
+            "calibrated for the request "
+            f"(mobilenet.latency.calibrated({runtime!r}, {precision!r}, {batch_size})), or ask for the request "
+            "they were calibrated for")
+
+
 def margin_for(calibration: Calibration) -> float:
     """How far over the budget a prediction may be and its model still be timed: twice the
     calibration's relative error on its whole networks (about 95% of its misses, were they
@@ -172,8 +194,10 @@ def choose_from(
     margin: float = MARGIN, log: Callable[[str], None] | None = None,
 ) -> tuple[Candidate, list[Candidate]]:
     """(chosen, every candidate with what was measured) from ``found`` ranked by ``_rank``;
-    candidates predicted up to ``margin`` (a fraction) over the budget are timed too.
-    ``timer`` None or ``measure_best`` 0: choose on the predictions alone."""
+    candidates predicted up to ``margin`` (a fraction) over the budget are timed too, best first,
+    ``measure_best`` architectures a round for up to ``MAX_ROUNDS`` rounds. Where none of them fits,
+    the other architectures predicted to fit (and the fastest) are timed until one does, before
+    refusing: at most once each. ``timer`` None or ``measure_best`` 0: choose on the predictions alone."""
     budget_ms = check_budget(budget_ms)
     if not found:
         raise InputError("no published model to choose from")
@@ -190,44 +214,75 @@ def choose_from(
     # Nothing predicted near the budget: the fastest is timed before refusing (the machine may be
     # running faster than when it was calibrated, below).
     within = within or [fastest]
+    say = log or log_to_stderr
     measured: dict[ArchConfig, float] = {}
     predicted = {c.shape: c.predicted_ms for c in found}
+
+    def time_now(first: list[Candidate]) -> None:
+        shapes = [c.shape for c in first]
+        say(f"latency: timing {', '.join(c.name for c in first)} for real")
+        measured.update(zip(shapes, timer([c.arch_cfg for c in first])))
+        close = [c for c in first if abs(measured[c.shape] / budget_ms - 1) <= BORDERLINE]
+        if close:
+            say(f"latency: {', '.join(c.name for c in close)} within {BORDERLINE:.0%} of the budget: timing again")
+            again = [timer([c.arch_cfg for c in close]) for _ in range(RETIMES)]
+            for i, c in enumerate(close):
+                measured[c.shape] = statistics.median([measured[c.shape], *(times[i] for times in again)])
+
+    def pace() -> float:  # measured over predicted, the median over the architectures timed
+        return statistics.median(measured[s] / predicted[s] for s in measured)
+
     for _ in range(MAX_ROUNDS):
         shapes = list(dict.fromkeys(c.shape for c in within if c.shape not in measured))[:measure_best]
         if not shapes:
             break
-        first = [next(c for c in within if c.shape == s) for s in shapes]
-        (log or log_to_stderr)(f"latency: timing {', '.join(c.name for c in first)} for real")
-        measured.update(zip(shapes, timer([c.arch_cfg for c in first])))
-        close = [c for c in first if abs(measured[c.shape] / budget_ms - 1) <= BORDERLINE]
-        if close:
-            (log or log_to_stderr)(f"latency: {', '.join(c.name for c in close)} within {BORDERLINE:.0%} of the "
-                                   f"budget: timing again")
-            again = [timer([c.arch_cfg for c in close]) for _ in range(RETIMES)]
-            for i, c in enumerate(close):
-                measured[c.shape] = statistics.median([measured[c.shape], *(times[i] for times in again)])
+        time_now([next(c for c in within if c.shape == s) for s in shapes])
         # The machine's speed moves by tens of percent within minutes (docs/latency.md §4) and takes
         # the calibration's scale with it, not its shape: where what has been timed runs faster than
         # predicted, the predictions shrink alike, and models the calibration put out of reach are
         # timed too. Never the other way: a model only looks slow, it is not dropped untimed.
-        speed = min(1.0, statistics.median(measured[s] / predicted[s] for s in measured))
+        speed = min(1.0, pace())
         widened = [c for c in found if c.predicted_ms * speed <= budget_ms * (1 + margin)]
         if len(widened) > len(within):
-            (log or log_to_stderr)(f"latency: the models timed ran {1 / speed:.2f}x faster than predicted: "
-                                   f"the models that may fit after all are timed too")
+            say(f"latency: the models timed ran {1 / speed:.2f}x faster than predicted: "
+                f"the models that may fit after all are timed too")
             within = widened
         fitting = [c for c in within if c.shape in measured and measured[c.shape] <= budget_ms]
         best_unmeasured = next((c for c in within if c.shape not in measured), None)
         # (one as accurate as the best that fits is timed too: it may be the faster copy)
         if fitting and (best_unmeasured is None or fitting[0].top1 > best_unmeasured.top1):
             break
+    # Where the machine runs slower than calibrated, the rounds spend themselves on the models
+    # predicted just under the budget, which all measure over it, while models predicted well under
+    # it wait untimed. Before refusing, the rest predicted to fit (and the fastest) are timed: first
+    # those that fit at the pace measured so far, most accurate first, then the rest fastest first,
+    # until one fits. At most one timing per architecture left, said before it starts.
+    if not any(t <= budget_ms for t in measured.values()):
+        rest = list(dict.fromkeys(c.shape for c in [*within, fastest]
+                                  if c.shape not in measured and (c.predicted_ms <= budget_ms or c is fastest)))
+        if rest:
+            ratio = pace()
+            said = f"ran {ratio:.2f}x slower than predicted" if ratio > 1 else "measured over it"
+            say(f"latency: nothing timed fits the budget (the models timed {said}): timing the {len(rest)} "
+                f"more predicted to fit, those that fit at that pace first, until one fits")
+            first_of = {s: next(c for c in found if c.shape == s) for s in rest}
+            rank = {s: i for i, s in enumerate(rest)}
+            rest.sort(key=lambda s: (0, rank[s]) if predicted[s] * ratio <= budget_ms else (1, predicted[s]))
+            while rest and not any(t <= budget_ms for t in measured.values()):
+                time_now([first_of[s] for s in rest[:measure_best]])
+                rest = rest[measure_best:]
     timed = [replace(c, measured_ms=measured.get(c.shape)) for c in found]
     chosen = most_accurate_fitting(timed, lambda c: c.measured_ms, budget_ms)
     if chosen is None:
+        # (true as said: refusing, every architecture predicted to fit has been timed, and the fastest)
         quickest = min((c for c in timed if c.measured_ms is not None), key=lambda c: c.measured_ms or 0)
+        fit_by_prediction = len({c.shape for c in found if c.predicted_ms <= budget_ms})
+        what = (f"the {fit_by_prediction} architectures predicted to fit and the fastest predicted"
+                if fit_by_prediction else "the fastest predicted")
         raise InputError(
-            f"nothing fits {budget_ms:g} ms: measured here, the fastest candidate, {quickest.name}, takes "
-            f"{quickest.measured_ms:.3g} ms (predicted {quickest.predicted_ms:.3g}); raise {option('budget_ms')}"
+            f"nothing fits {budget_ms:g} ms: measured here ({what}; {len(measured)} timed in all), the quickest, "
+            f"{quickest.name}, takes {quickest.measured_ms:.3g} ms (predicted {quickest.predicted_ms:.3g}); "
+            f"raise {option('budget_ms')}"
         )
     return chosen, timed
 
@@ -264,10 +319,10 @@ def measure_architectures(
     def timer(configs: Sequence[ArchConfig]) -> list[float]:
         import torch  # noqa: PLC0415
 
-        from mobilenet.threads import torch_threads_kept  # noqa: PLC0415
         from mobilenet.deploy.timing import Timing, time_interleaved  # noqa: PLC0415
         from mobilenet.latency.backends import BACKENDS, kept_predictor  # noqa: PLC0415
         from mobilenet.preprocess import sample_photos  # noqa: PLC0415
+        from mobilenet.threads import torch_threads_kept  # noqa: PLC0415
 
         workloads = [cfg.workload() for cfg in configs]
         images = sample_photos() if precision == "int8" and any(w not in built for w in workloads) else None
