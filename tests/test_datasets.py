@@ -140,3 +140,43 @@ def test_csv_not_in_utf8_is_one_line_naming_utf8(tmp_path):
     (tmp_path / "list.csv").write_bytes("file,label\na.png,0\ncaf\u00e9.png,1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"list.csv line 3: byte 0xe9 is not UTF-8.*save the CSV as UTF-8"):
         CsvDataset(tmp_path / "list.csv")
+
+
+def _split_config(data, val_data, num_classes):
+    from mobilenet.arch import ArchConfig
+    from mobilenet.train.config import TrainConfig
+
+    return TrainConfig(data=str(data), val_data=str(val_data),
+                       arch=ArchConfig(alpha=0.25, resolution=32, num_classes=num_classes))
+
+
+def test_validation_folders_take_a_training_csvs_class_numbers(tmp_path):
+    # A training CSV's classes are 0..11; validation folders named so must get those labels, not
+    # the text order of their names ("0", "1", "10", "11", "2", ...).
+    from mobilenet.train.files import build_splits
+
+    for c in range(12):
+        _save(tmp_path / "images" / f"t{c}.png", c)
+        _save(tmp_path / "val" / str(c) / f"v{c}.png", c)
+    (tmp_path / "train.csv").write_text("".join(f"t{c}.png,{c}\n" for c in range(12)))
+    splits = build_splits(_split_config(tmp_path / "train.csv", tmp_path / "val", 12))
+    assert sorted((int(p.parent.name), label) for p, label in splits.val.samples) == [(c, c) for c in range(12)]
+    _save(tmp_path / "val" / "cat" / "x.png", 1)  # a class the training set lacks
+    with pytest.raises(ValueError, match=r"val/cat: 'cat' is neither a class index nor a known class name"):
+        build_splits(_split_config(tmp_path / "train.csv", tmp_path / "val", 12))
+
+
+def test_a_folder_with_train_val_and_validation_data_named_elsewhere_trains_on_its_train_folder(tmp_path):
+    from mobilenet.train.files import build_splits, count_classes
+
+    for c in "abc":
+        _save(tmp_path / "d" / "train" / c / "x.png", 1)
+    for c in "ac":
+        _save(tmp_path / "d" / "val" / c / "x.png", 2)
+    (tmp_path / "v.csv").write_text("d/val/a/x.png,0\nd/val/c/x.png,2\n")
+    assert count_classes(str(tmp_path / "d"), str(tmp_path / "v.csv")) == 3
+    splits = build_splits(_split_config(tmp_path / "d", tmp_path / "v.csv", 3))
+    assert splits.classes == ("a", "b", "c")
+    assert {p.relative_to(tmp_path / "d").parts[:2] for p, _ in splits.train.samples} == {
+        ("train", "a"), ("train", "b"), ("train", "c")}
+    assert [label for _, label in splits.val.samples] == [0, 2]

@@ -442,3 +442,89 @@ def test_bf16_autocast_follows_the_cpus_native_bf16(monkeypatch):
     assert autocast_dtype("auto", cpu) is None
     with pytest.raises(InputError, match="needs native bf16"):
         autocast_dtype("bf16", cpu)
+
+
+def test_a_model_with_fewer_outputs_than_a_named_datasets_classes_is_refused_before_training(tmp_path, data_root):
+    from mobilenet.train.files import build_splits
+
+    config = tiny_config(tmp_path, data_root, arch=TINY_ARCH.replace(num_classes=5))
+    with pytest.raises(ValueError, match=r"^fashion-mnist has 10 classes but the model has 5 outputs; pass "):
+        build_splits(config)
+
+
+def test_validation_data_beside_a_named_dataset_is_refused_not_ignored(tmp_path, data_root, capsys):
+    from mobilenet.train.files import build_splits
+
+    (tmp_path / "val.csv").write_text("a.png,0\n")
+    with pytest.raises(ValueError, match="fashion-mnist has its own validation split"):
+        build_splits(tiny_config(tmp_path, data_root, val_data=str(tmp_path / "val.csv")))
+    assert _train_cli(tmp_path, "fashion-mnist", "--val-data", str(tmp_path / "val.csv")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--val-data" in err and "has its own validation split" in err and len(err.splitlines()) == 1
+
+
+GOOD_ROW = {"epoch": 0, "step": 10, "lr": 0.1, "train_loss": 2.0, "val_loss": 1.9, "val_top1": 0.3, "val_top5": 0.8,
+            "ema_top1": None, "ema_top5": None, "best_metric": 0.3, "epoch_time_s": 6.0, "images_per_s": 100.0,
+            "world_size": 1, "skipped_images": 0}
+
+
+def _fake_run(run_dir: Path, rows: list, summary: str | None = None, arch: ArchConfig = TINY_ARCH) -> Path:
+    """A run directory as `mobilenet train` leaves it (without checkpoints); rows are JSON lines."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(TrainConfig(arch=arch, epochs=3).to_dict()))
+    (run_dir / "metrics.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    if summary is not None:
+        (run_dir / "summary.json").write_text(summary)
+    return run_dir
+
+
+def _runs_table(capsys, *args) -> dict[str, str]:
+    """`mobilenet runs` ARGS: the header and each run's line by run name, spaces collapsed."""
+    assert main(["runs", *map(str, args)]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    rows = [line for line in lines[1:] if not line.startswith("learning curves: ")]
+    return {"header": lines[0]} | {line.split()[0].rsplit("/", 1)[-1]: line for line in rows}
+
+
+def test_runs_lists_damaged_runs_beside_the_others(tmp_path, capsys):
+    _fake_run(tmp_path / "a_good", [GOOD_ROW, GOOD_ROW | {"epoch": 1, "val_top1": 0.4, "best_metric": 0.4}],
+              json.dumps({"status": "finished"}))
+    _fake_run(tmp_path / "b_cut_short", [GOOD_ROW, json.dumps(GOOD_ROW | {"epoch": 1})[:30]])
+    _fake_run(tmp_path / "c_no_val_top1", [{k: v for k, v in GOOD_ROW.items() if k != "val_top1"}])
+    _fake_run(tmp_path / "d_null_time", [GOOD_ROW, GOOD_ROW | {"epoch": 1, "epoch_time_s": None}])
+    _fake_run(tmp_path / "e_bool_epoch", [GOOD_ROW | {"epoch": True}])
+    _fake_run(tmp_path / "f_no_train_loss", [{k: v for k, v in GOOD_ROW.items() if k != "train_loss"}])
+    _fake_run(tmp_path / "g_cut_summary", [GOOD_ROW], '{"status": "fini')
+    _fake_run(tmp_path / "h_null_status", [GOOD_ROW], json.dumps({"status": None}))
+    png = tmp_path / "curves.png"
+    table = _runs_table(capsys, tmp_path, "--plot", png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(table) == 9 and "2/3 40.00% 40.00% 0.2 min 100 finished" in table["a_good"]
+    for name in ("b_cut_short", "d_null_time"):  # the whole rows are kept, the damaged one left out
+        assert "1/3 30.00% 30.00% 0.1 min" in table[name], table[name]
+        assert table[name].endswith("running or stopped; 1 damaged line of metrics.jsonl left out")
+    for name in ("c_no_val_top1", "e_bool_epoch", "f_no_train_loss"):
+        assert "0/3 - - 0.0 min - running or stopped; 1 damaged line" in table[name], table[name]
+    for name in ("g_cut_summary", "h_null_status"):
+        assert table[name].endswith("1/3 30.00% 30.00% 0.1 min 100 summary.json damaged"), table[name]
+    assert [r["epoch"] for r in read_metrics(tmp_path / "d_null_time")] == [0]
+
+
+def test_runs_shows_best_and_last_top1_of_the_weights_best_pt_is_chosen_by(tmp_path, capsys):
+    ema = [GOOD_ROW | {"epoch": e, "val_top1": plain, "ema_top1": averaged, "ema_top5": 0.8, "best_metric": averaged}
+           for e, plain, averaged in [(0, 0.4, 0.1), (1, 0.55, 0.3), (2, 0.6, 0.45)]]
+    _fake_run(tmp_path / "ema", ema)
+    table = _runs_table(capsys, tmp_path / "ema")
+    assert "best EMA top-1 last EMA top-1" in table["header"]
+    assert "3/3 45.00% 45.00%" in table["ema"], table["ema"]  # not the plain model's 60%
+    _fake_run(tmp_path / "plain", [GOOD_ROW, GOOD_ROW | {"epoch": 1, "val_top1": 0.2}])
+    table = _runs_table(capsys, tmp_path)
+    assert "best top-1 last top-1" in table["header"]
+    assert "45.00% EMA 45.00% EMA" in table["ema"] and "30.00% 20.00%" in table["plain"]
+
+
+def test_runs_shows_a_non_square_input_as_height_x_width(tmp_path, capsys):
+    _fake_run(tmp_path / "wide", [GOOD_ROW], arch=TINY_ARCH.replace(resolution=(32, 48)))
+    _fake_run(tmp_path / "square", [GOOD_ROW])
+    table = _runs_table(capsys, tmp_path)
+    assert "separable α0.25 32x48px" in table["wide"] and "separable α0.25 32px " in table["square"]

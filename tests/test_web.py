@@ -652,3 +652,15 @@ def test_the_browser_prepares_a_photo_exactly_as_pytorch_does(chromium, tmp_path
             tensor = np.frombuffer(base64.b64decode(encoded), dtype="<f4")
             assert np.array_equal(tensor, recipe.eval_transform()(image).numpy().ravel()), recipe
     page.close()
+
+
+def test_choosing_by_mult_adds_counts_each_models_own_network():
+    # Without latency constants /api/choose ranks by mult-adds: each published model's as
+    # `mobilenet cost` counts the network its weights load into (TF's 1,001 classes, ...).
+    from mobilenet.web.time_view import _choose_by_mult_adds
+    from mobilenet.weights import REGISTRY
+
+    candidates = _choose_by_mult_adds(None)["candidates"]
+    assert candidates and any(REGISTRY[c["name"]].arch_cfg.num_classes != 1000 for c in candidates)
+    for c in candidates:
+        assert c["mult_adds"] == network_cost(REGISTRY[c["name"]].arch_cfg).total.mult_adds, c["name"]

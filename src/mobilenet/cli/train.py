@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = p.add_argument_group("data")
     option(d, "--data", help="fashion-mnist (default), cifar10, a folder with train/ and val/ class folders, "
            "or a file,label CSV")
-    option(d, "--val-data", help="validation CSV (with a training CSV in --data)")
+    option(d, "--val-data", help="validation data, a file,label CSV or a folder of class folders, for a "
+           "training CSV or folder in --data (a folder with train/ still trains on its train/); not for "
+           "fashion-mnist or cifar10, which have their own")
     option(d, "--data-root", help="where named datasets are read or downloaded")
     option(d, "--train-subset", type=int, help="use the first N training images")
     option(d, "--val-subset", type=int, help="use the first N validation images")
@@ -124,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_runs(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("runs", help="list and compare training runs",
-                              description="One line per run directory: data, model, epochs, best and last top-1.")
+                              description="One line per run directory: data, model, epochs, best and last top-1 "
+                              "(of the EMA weights where the run keeps an EMA, as best.pt is chosen).")
     q.add_argument("paths", nargs="*", default=["runs"], help="run directories or folders of them (default runs/)")
     q.add_argument("--plot", default=None, metavar="PNG", help="write their learning curves into one figure")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -188,11 +191,17 @@ def run_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        header = ("run", "data", "model", "optimizer", "epochs", "best top-1", "last top-1", "train time", "img/s",
-                  "status")
+        # Best and last top-1 are the metric each run selects best.pt by: its EMA weights' where
+        # it keeps an EMA. The header names it when every run agrees; else each EMA value says so.
+        kinds = {r["top1_of"] for r in rows if r["top1_of"]}
+        of = "EMA " if kinds == {"EMA"} else ""
+        tag = " EMA" if kinds == {"EMA", "model"} else ""
+        header = ("run", "data", "model", "optimizer", "epochs", f"best {of}top-1", f"last {of}top-1", "train time",
+                  "img/s", "status")
         table = [header] + [
-            (r["run"], str(r["data"]), r["model"], str(r["optimizer"]), r["epochs"], _pct(r["best_top1"]),
-             _pct(r["last_top1"]), f"{r['train_time_s'] / 60:.1f} min",
+            (r["run"], r["data"] or "-", r["model"], r["optimizer"] or "-", r["epochs"],
+             _pct(r["best_top1"]) + (tag if r["top1_of"] == "EMA" else ""),
+             _pct(r["last_top1"]) + (tag if r["top1_of"] == "EMA" else ""), f"{r['train_time_s'] / 60:.1f} min",
              f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-", r["status"])
             for r in rows
         ]

@@ -158,15 +158,17 @@ def choose_view(budget: float | None, runtime: str, precision: str, threads: int
 
 
 def _choose_by_mult_adds(budget: float | None) -> dict[str, Any]:
-    from mobilenet.weights import FAMILIES, describe_pretrained  # noqa: PLC0415 - the registry, only when asked
+    from mobilenet.weights import FAMILIES, REGISTRY  # noqa: PLC0415 - the registry, only when asked
 
     candidates = []
-    for row in describe_pretrained():
-        top1 = (row.get("published") or {}).get("top1")
+    for name, entry in sorted(REGISTRY.items()):
+        top1 = (entry.published or {}).get("top1")
         if top1 is None:
             continue
-        mult_adds = cost.network_cost(ArchConfig(alpha=row["alpha"], resolution=row["resolution"])).total.mult_adds
-        candidates.append({"name": row["name"], "family": row["family"], "top1": top1, "mult_adds": mult_adds,
+        # The network the weights load into (its classes, padding, rounding), as `mobilenet cost`
+        # counts it: alpha and resolution alone would price a 1,000-class default instead.
+        mult_adds = cost.network_cost(entry.arch_cfg).total.mult_adds
+        candidates.append({"name": name, "family": entry.family, "top1": top1, "mult_adds": mult_adds,
                            "cost": mult_adds / 1e6})
     fits = [c for c in candidates if budget is None or c["mult_adds"] <= budget]
     if not fits:
