@@ -478,9 +478,9 @@ def _fake_run(run_dir: Path, rows: list, summary: str | None = None, arch: ArchC
     return run_dir
 
 
-def _runs_table(capsys, *args) -> dict[str, str]:
+def _runs_table(capsys, *args, status: int = 0) -> dict[str, str]:
     """`mobilenet runs` ARGS: the header and each run's line by run name, spaces collapsed."""
-    assert main(["runs", *map(str, args)]) == 0
+    assert main(["runs", *map(str, args)]) == status
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     rows = [line for line in lines[1:] if not line.startswith("learning curves: ")]
     return {"header": lines[0]} | {line.split()[0].rsplit("/", 1)[-1]: line for line in rows}
@@ -497,7 +497,7 @@ def test_runs_lists_damaged_runs_beside_the_others(tmp_path, capsys):
     _fake_run(tmp_path / "g_cut_summary", [GOOD_ROW], '{"status": "fini')
     _fake_run(tmp_path / "h_null_status", [GOOD_ROW], json.dumps({"status": None}))
     png = tmp_path / "curves.png"
-    table = _runs_table(capsys, tmp_path, "--plot", png)
+    table = _runs_table(capsys, tmp_path, "--plot", png, status=2)  # every run listed, then the damage said
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(table) == 9 and "2/3 40.00% 40.00% 0.2 min 100 finished" in table["a_good"]
     for name in ("b_cut_short", "d_null_time"):  # the whole rows are kept, the damaged one left out

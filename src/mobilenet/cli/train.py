@@ -214,6 +214,12 @@ def run_runs(args: argparse.Namespace) -> int:
         runs.plot_curves(found, Path(args.plot))
         # Under --json, stdout is the JSON alone.
         print(f"learning curves: {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    # Every run is listed first; a damaged file is then said, and the exit status is 2, as for
+    # any bad input (the damaged lines of metrics.jsonl are left out quietly, as cut-short ones).
+    damaged = [message for row in rows for message in row["damaged"]]
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged file(s), named in the status column)" if len(damaged) > 1 else ""
+        raise InputError(damaged[0] + more)
     return 0
 
 

@@ -153,13 +153,15 @@ def find_runs(paths: list[Path]) -> list[Path]:
 def describe(run_dir: Path) -> dict[str, Any]:
     """One row of `mobilenet runs`: what was trained, how far, how well. Best and last top-1 are
     both the metric the run selects ``best.pt`` by (``top1_of``: "EMA" or "model"). A damaged file
-    leaves its fields None and says so in ``status``, so one run never hides the others."""
-    notes = []
+    leaves its fields None and says so in ``status``, so one run never hides the others; what was
+    wrong with each such file is in ``damaged`` (the command says it, and exits 2, after the table)."""
+    notes, damaged_files = [], []
     try:
         config = _read_json_object(run_dir / CONFIG)
-    except InputError:
+    except InputError as err:
         config = {}
         notes.append(f"{CONFIG} damaged")
+        damaged_files.append(str(err))
     rows, damaged = _read_rows(run_dir)
     if damaged:
         notes.append(f"{damaged} damaged line{'s' if damaged > 1 else ''} of {METRICS} left out")
@@ -168,9 +170,12 @@ def describe(run_dir: Path) -> dict[str, Any]:
     if summary_path.is_file():
         try:
             status = _read_json_object(summary_path).get("status")
-        except InputError:
+        except InputError as err:
             status = None
+            damaged_files.append(str(err))
         if not isinstance(status, str):
+            if not damaged_files or SUMMARY not in damaged_files[-1]:
+                damaged_files.append(f"{summary_path} holds no status")
             status = None
             notes.append(f"{SUMMARY} damaged")
     arch = config.get("arch") if isinstance(config.get("arch"), dict) else {}
@@ -188,6 +193,7 @@ def describe(run_dir: Path) -> dict[str, Any]:
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "images_per_s": rows[-1]["images_per_s"] if rows else None,
         "status": "; ".join([status, *notes] if status else notes),
+        "damaged": damaged_files,
     }
 
 
