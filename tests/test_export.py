@@ -20,6 +20,7 @@ from mobilenet.deploy.runtimes.ort import OnnxRuntimePredictor
 from mobilenet.deploy.runtimes.ov import OpenVinoPredictor
 from mobilenet.files import default_file_mode, replace_directory
 from mobilenet.model import MobileNetV1
+from mobilenet.preprocess import sample_photos
 
 needs_onnx = pytest.mark.skipif(not available("onnxruntime"), reason="onnxruntime not installed")
 needs_openvino = pytest.mark.skipif(not available("openvino"), reason="openvino not installed")
@@ -129,6 +130,32 @@ def test_fixed_batch_onnx_for_mobile_providers(model, tmp_path):
     assert result.verification.batch_sizes == (1,) and result.input == "batch 1, input NCHW 3x128x128"
 
 
+@needs_onnx
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 3])
+def test_int8_onnx_with_a_fixed_batch_is_calibrated_in_that_batch(model, tmp_path, batch):
+    """A graph with a fixed batch refuses any other: calibration runs in batches of exactly that
+    size, 4 photos being 4 batches of 1, or 3 and one padded with its own image to 3. Min/max
+    ranges ignore repeats, so the scales are exactly those of a dynamic-batch calibration."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    photos = sample_photos()
+    assert len(photos) % 3 != 0  # a last short batch to fill
+    path = tmp_path / "m.onnx"
+    result = export(model, path, precision="int8", calibration_images=photos, fixed_batch=batch)
+    assert onnx_input_shape(path) == [batch, 3, 128, 128]
+    assert result.verification.precision == "int8" and result.verification.batch_sizes == (batch,)
+    dynamic = tmp_path / "dynamic.onnx"
+    export(model, dynamic, precision="int8", calibration_images=photos)
+
+    def scales(file: Path) -> dict[str, object]:
+        return {init.name: numpy_helper.to_array(init).tolist() for init in onnx.load(str(file)).graph.initializer
+                if init.name.endswith("_scale") or init.name.endswith("_zero_point")}
+
+    assert scales(path) and scales(path) == scales(dynamic)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -187,6 +214,28 @@ def test_an_int8_only_option_on_a_float_export_is_refused_not_ignored(tmp_path, 
     with pytest.raises(ValueError, match="io_dtype applies to int8 tflite exports only, and this one is fp32"):
         check_export("m.tflite", io_dtype="float32")  # the library's own spelling
     check_export("m.tflite", precision="int8", calibration_images=[Path("a.jpg")], io_dtype="int8")  # where it applies
+
+
+@pytest.mark.parametrize("batch", ["0", "-1"])
+def test_a_bad_fixed_batch_is_refused_before_the_model_is_built(tmp_path, capsys, monkeypatch, batch):
+    """Checked with the rest of the request, at once, and named as the user typed it (not as the
+    memory check's batch_size, after the weights were loaded)."""
+    from mobilenet.cli import deploy as cli_deploy
+    from mobilenet.cli import main
+
+    def no_model(*args, **kwargs):
+        pytest.fail("the model was built before the request was checked")
+
+    monkeypatch.setattr(cli_deploy, "_export_model", no_model)
+    argv = ["export", str(tmp_path / "o" / "m.onnx"), "--fixed-batch", batch, "--random-init", "--alpha", "0.25",
+            "--resolution", "128"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"mobilenet export: error: --fixed-batch must be an int >= 1 (or left out, for a dynamic "
+                           f"batch), got {batch}")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"^fixed_batch must be an int >= 1"):  # the library's own spelling
+        check_export("m.onnx", fixed_batch=int(batch))
 
 
 def test_the_mobile_formats_say_their_batch_and_layout():

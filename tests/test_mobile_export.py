@@ -376,6 +376,21 @@ def test_coreml_package_has_the_structure_arch_implies(model, mlpackage):
 
 
 @coreml_installed
+def test_a_keras_padded_coreml_export_has_the_pads_its_model_builds(tmp_path):
+    """Keras padding pads each strided depthwise conv with a ZeroPad2d of its own, and its stem
+    'SAME' as TF does: five pad operations at 128 px, which the structure check must expect."""
+    from deploy_helpers import trained_looking_model
+    from mobilenet.deploy.export import export
+    from mobilenet.deploy.formats.coreml import _spec, check_structure, expected_operations, operation_counts
+
+    keras = trained_looking_model(padding="keras")
+    path = tmp_path / "k.mlpackage"
+    result = export(keras, path)
+    assert expected_operations(keras)["pad"] == 5 == operation_counts(_spec(path))["pad"]
+    assert "5 pad" in check_structure(path, keras) and result.files == (path,)
+
+
+@coreml_installed
 def test_coreml_structure_check_catches_another_network(mlpackage):
     from deploy_helpers import trained_looking_model
     from mobilenet.deploy.formats.coreml import CoreMlStructureError, check_structure

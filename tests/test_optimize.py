@@ -14,6 +14,7 @@ import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,6 +187,36 @@ def test_a_package_is_kept_per_inductor_setting_and_input_dtype(model):
     assert patched != plain
     assert optimized._package_key(net, example, max_autotune=False) == plain  # the patch is gone again
     assert optimized._package_key(net, example.bfloat16(), max_autotune=False) != plain
+
+
+def test_a_package_is_kept_per_version_of_the_projects_own_code(model, tmp_path, monkeypatch):
+    """The compiled graph traces the project's own forwards (InferenceAdapter's, the pointwise
+    matmuls'): an upgrade that changes one, or the version, must not load a package compiled from
+    the old code. Unchanged code keeps its key (the cache still serves a second process)."""
+    import mobilenet.prepare
+    import mobilenet.version
+
+    net = optimized.InferenceAdapter(model, channels_last=True, dtype=torch.float32)
+    example = torch.zeros(1, 3, 128, 128)
+    plain = optimized._package_key(net, example, max_autotune=False)
+    assert optimized._package_key(net, example, max_autotune=False) == plain
+
+    # prepare.py as an upgrade would leave it: one forward's source changed, nothing else
+    source = Path(mobilenet.prepare.__file__).read_text(encoding="utf-8")
+    changed = tmp_path / "prepare.py"
+    changed.write_text(source.replace("def forward(self", "def forward(  self", 1), encoding="utf-8")
+    monkeypatch.setattr(mobilenet.prepare, "__file__", str(changed))
+    assert optimized._package_key(net, example, max_autotune=False) != plain
+    monkeypatch.undo()
+    assert optimized._package_key(net, example, max_autotune=False) == plain
+
+    monkeypatch.setattr(mobilenet.version, "__version__", "99.0")
+    assert optimized._package_key(net, example, max_autotune=False) != plain
+
+
+def test_the_repr_says_what_runs(model):
+    fast = optimize(model, backend="eager")
+    assert fast.description and fast.description in repr(fast)
 
 
 def test_glibc_is_asked_to_keep_freed_memory_and_the_description_says_so(model):

@@ -26,9 +26,10 @@ graph ("mkldnn tensors unpickleable": the prepacked weights), so every process w
 lower the model again (about 10 s here); an AOTInductor package holds the compiled code *and* the
 prepacked weights, and a second process loads it in about a second. The packages live in
 ``<mobilenet cache>/compiled``, keyed by the model's structure and weights, the precision, the
-batch size, the CPU's features and the torch version; inductor's own caches (compiled kernels,
-autotuning) in ``<mobilenet cache>/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. A compile
-or a load is said once on stderr with its cost. docs/pytorch.md has the measurements.
+batch size, the CPU's features, the torch version and the project's own code it traces; inductor's
+own caches (compiled kernels, autotuning) in ``<mobilenet cache>/inductor`` unless
+``TORCHINDUCTOR_CACHE_DIR`` is set. A compile or a load is said once on stderr with its cost.
+docs/pytorch.md has the measurements.
 
 bf16 runs only where the CPU has it natively (``mobilenet.cpu``), as everywhere in the project;
 ``allow_emulation`` insists.
@@ -188,6 +189,10 @@ class OptimizedModel(nn.Module):
             out = self._call(x)
         return out if self.batch_size is None or n == self.batch_size else out[:n]
 
+    def extra_repr(self) -> str:
+        # repr(model) then says what really runs (backend, precision, batch), not only the wrapped net.
+        return self.description
+
 
 @contextlib.contextmanager
 def cudnn_benchmark(device: torch.device) -> Iterator[None]:
@@ -213,9 +218,6 @@ def _direct_call(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
     if run is None or not callable(run):
         return net
     return lambda x: run([x])[0]
-
-    def extra_repr(self) -> str:
-        return self.description
 
 
 def optimize(
@@ -434,7 +436,8 @@ def only_the_best_vector_isa_checked() -> contextlib.AbstractContextManager[obje
 def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> str:
     """What the compiled code depends on: the module's structure and weights, the input's shape,
     dtype and device, the machine's instruction set (kernels are compiled for it), the number of
-    threads, torch, and inductor's settings where the caller changed them. Inductor writes its
+    threads, torch, this project's code and version (``_project_code_digest``), and inductor's
+    settings where the caller changed them. Inductor writes its
     kernels for the thread count it compiles under (for one thread, serial loops with no OpenMP
     region): a package compiled by a one-thread process (a latency calibration at ``--threads 1``)
     ran 7.5x slower in a two-thread one. A caller who compiles under
@@ -444,6 +447,7 @@ def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> s
 
     digest = hashlib.sha256()
     digest.update(repr(net).encode())
+    digest.update(_project_code_digest(net).encode())
     for name, tensor in net.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -460,6 +464,28 @@ def _package_key(net: nn.Module, example: torch.Tensor, max_autotune: bool) -> s
     settings.pop("aot_inductor.metadata", None)
     digest.update(repr(sorted(settings.items())).encode())
     return digest.hexdigest()[:32]
+
+
+def _project_code_digest(net: nn.Module) -> str:
+    """A digest of this project's code that the compiled graph traces: the source files of the
+    project's modules whose classes make up ``net`` (each one's ``forward``, and the helpers beside
+    it), and the project's version. repr(net) and the weights do not change when a ``forward``
+    does, so without it an upgrade that changed one would silently load the package compiled from
+    the old code. Torch's own modules are covered by its version in the key."""
+    from mobilenet.version import __version__  # noqa: PLC0415 - a leaf module, read at call time
+
+    names = sorted({type(m).__module__ for m in net.modules()
+                    if type(m).__module__ == "mobilenet" or type(m).__module__.startswith("mobilenet.")})
+    digest = hashlib.sha256(__version__.encode())
+    for name in names:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        digest.update(name.encode())
+        try:
+            digest.update(Path(file).read_bytes() if file else b"")
+        except OSError:  # a module with no readable source (a zipped install): its name and the version
+            digest.update(b"(no source)")
+    return digest.hexdigest()
 
 
 def _wrapper_source(package: Path) -> str | None:

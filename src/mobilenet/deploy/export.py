@@ -26,7 +26,7 @@ import torch
 
 from mobilenet.deploy.execution import Execution
 from mobilenet.deploy.formats import FORMAT_MODULES, SUFFIX_FORMATS, format_for_path, format_module
-from mobilenet.deploy.formats.onnx import onnx_input_shape
+from mobilenet.deploy.formats.onnx import check_fixed_batch, onnx_input_shape
 from mobilenet.deploy.integrity import checksum_lines, sidecar
 from mobilenet.deploy.runtimes import predictor_class
 from mobilenet.deploy.verify import ExportMismatchError, Verification, photo_batch, verify
@@ -99,6 +99,8 @@ def check_export(
             if not takers:
                 raise InputError(f"unknown export option {option!r}")
             raise InputError(f"{option} applies to {' and '.join(takers)} exports, not {fmt}")
+    if "fixed_batch" in options:  # (a format that takes it: above) its value too, not only after a model is built
+        check_fixed_batch(options["fixed_batch"])
     # An option only an int8 file has would be ignored by a float one: refused, as one the format lacks.
     int8_only = [name for name in options if name in getattr(writer, "INT8_OPTIONS", ())]
     if int8_only and precision != "int8":

@@ -111,11 +111,13 @@ def quantize_onnx(
     also fail in ORT 1.32 on a last batch of a different size, are not offered). ``portable``:
     7-bit weights (``reduce_range``), see the module docstring."""
     q = require("onnxruntime.quantization")
-    input_name = require("onnx").load(str(fp32_path)).graph.input[0].name
+    graph_input = require("onnx").load(str(fp32_path), load_external_data=False).graph.input[0]
+    input_name = graph_input.name
+    batches = calibration_batches(calibration, fixed_batch_of(graph_input))
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches: Iterator[torch.Tensor] = iter(calibration.split(16))
+            self.batches: Iterator[torch.Tensor] = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -128,9 +130,37 @@ def quantize_onnx(
             str(fp32_path), str(int8_path), Reader(),
             quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=seven_bit_weights(portable),
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            # MinMax, and only MinMax, is what makes the padding in ``calibration_batches`` exact.
             calibrate_method=q.CalibrationMethod.MinMax,
         )
     return Path(int8_path)
+
+
+CALIBRATION_BATCH = 16  # images a calibration run feeds at once where the graph's batch is dynamic
+
+
+def fixed_batch_of(graph_input: Any) -> int | None:
+    """The batch size an ONNX graph input (``onnx.ValueInfoProto``) is fixed to, or None where
+    its first dimension is dynamic (named, or left unknown)."""
+    first = graph_input.type.tensor_type.shape.dim[0]
+    return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
+
+
+def calibration_batches(calibration: torch.Tensor, fixed_batch: int | None) -> list[torch.Tensor]:
+    """``calibration`` in the batches ONNX Runtime can run: ``CALIBRATION_BATCH`` images at a time
+    for a dynamic batch; exactly ``fixed_batch`` for a graph whose batch is fixed (an export with
+    ``fixed_batch``), which refuses any other size. A last short batch is filled up by repeating
+    its own images: with min/max calibration (``quantize_onnx``'s only method) a repeated image
+    changes neither the minimum nor the maximum of any tensor, so the ranges are exactly those of
+    the images given. (A histogram or entropy method would weight the repeats; it would need
+    another way.)"""
+    size = fixed_batch or CALIBRATION_BATCH
+    batches = list(calibration.split(size))
+    if fixed_batch and batches and len(batches[-1]) < fixed_batch:
+        last = batches[-1]
+        repeats = -(-fixed_batch // len(last))  # ceil
+        batches[-1] = last.repeat(repeats, *[1] * (last.dim() - 1))[:fixed_batch]
+    return batches
 
 
 def quantize_openvino(ov_model: Any, calibration: torch.Tensor, *, portable: bool | None = True) -> Any:

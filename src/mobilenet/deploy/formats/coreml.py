@@ -4,8 +4,8 @@ coremltools converts on any OS, but **Core ML predictions run only on Apple plat
 iOS): off them a package can be written and checked structurally, never run. ``check_structure``
 does that check: the input and output names and shapes, and the operations the architecture
 implies (``arch.layers(model.arch_cfg)``: one ``conv`` per convolution, one activation per conv, one
-``pad`` per strided TF-padded conv, one ``reduce_mean``, one ``linear``), and fp16 weights where
-fp16 was asked for. On macOS the export verifies numerically too
+``pad`` per strided conv with a nonzero TF or Keras pad, one ``reduce_mean``, one ``linear``), and
+fp16 weights where fp16 was asked for. On macOS the export verifies numerically too
 (``mobilenet.deploy.runtimes.coreml``).
 
 The model is traced with ``torch.jit.trace`` after its TF 'SAME' pads were made constants
@@ -156,16 +156,18 @@ def check_structure(path: str | os.PathLike[str], model: MobileNetV1) -> str:
 
 
 def expected_operations(model: MobileNetV1) -> dict[str, int]:
-    """The ML Program operations the architecture implies, counted from ``arch.layers``."""
+    """The ML Program operations the architecture implies, counted from ``arch.layers`` (and, for
+    the pads, from the modules ``model`` builds for them)."""
     cfg = model.arch_cfg
     layers = arch.layers(cfg)
     convs = [layer for layer in layers if layer.kind in ("conv", "depthwise", "pointwise")]
     activation = "clip" if cfg.activation == "relu6" else "relu"
-    # TF padding: strided convs get an explicit (constant) pad; stride 1 pads inside the conv.
-    padded = [
-        layer for layer in convs
-        if cfg.padding == "tf" and layer.stride > 1 and any(p for pair in layer.pad for p in pair)
-    ]
+    # Which convs pad in a module of their own is the model's decision (``model.ConvBNAct``: the
+    # strided ones under tf and keras padding; the rest pad inside the conv), so it is read from the
+    # model rather than restated here; how much they pad is arch.layers'. A pad that is zero at this
+    # resolution is no operation at all (``fixed_padding_copy`` drops it before tracing).
+    own_pad = {name for name, module in model.conv_layers() if not isinstance(module.pad, torch.nn.Identity)}
+    padded = [layer for layer in convs if layer.name in own_pad and any(p for pair in layer.pad for p in pair)]
     return {"conv": len(convs), activation: len(convs), "pad": len(padded), "reduce_mean": 1, "linear": 1}
 
 

@@ -29,6 +29,8 @@ from mobilenet.deploy.integrity import verify_checksums
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 
+# The key of the description in .onnx metadata_props and OpenVINO rt_info: defined here, by the
+# reader, and imported by the writers (onnx, openvino), so that the two sides cannot drift apart.
 METADATA_KEY = "mobilenet"
 
 

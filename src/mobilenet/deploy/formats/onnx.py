@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mobilenet.deploy import quantize
+from mobilenet.deploy.formats.metadata import METADATA_KEY
 from mobilenet.deploy.formats.mobile import model_description
 from mobilenet.deploy.optional import package_version, require
 from mobilenet.errors import InputError, option
@@ -37,7 +38,6 @@ INT8_OPTIONS = ("portable_int8",)
 ONNX_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-METADATA_KEY = "mobilenet"  # formats.metadata reads it back
 MAX_DYNAMIC_BATCH = 4096
 
 
@@ -49,8 +49,7 @@ def export_onnx(
     ``precision``: what its metadata says the finished file will be (int8 once quantized)."""
     require("onnx")
     require("onnxscript")
-    if fixed_batch is not None and not (isinstance(fixed_batch, int) and fixed_batch >= 1):
-        raise InputError(f"{option('fixed_batch')} must be an int >= 1 or None (dynamic), got {fixed_batch!r}")
+    check_fixed_batch(fixed_batch)
     path = Path(path)
     folded = folded_copy(model)
     example = torch.zeros(fixed_batch or 2, model.arch_cfg.in_channels, *model.arch_cfg.resolution)
@@ -64,6 +63,15 @@ def export_onnx(
         program.model.metadata_props[METADATA_KEY] = json.dumps(metadata_for(model, precision), separators=(",", ":"))
         program.save(str(tmp), external_data=False)
     return path
+
+
+def check_fixed_batch(fixed_batch: object) -> None:
+    """Refuse a ``fixed_batch`` that is neither None (a dynamic batch) nor an int >= 1: cheap, so
+    that ``export.check_export`` refuses it before any model is built."""
+    if fixed_batch is not None and (isinstance(fixed_batch, bool) or not isinstance(fixed_batch, int)
+                                    or fixed_batch < 1):
+        raise InputError(f"{option('fixed_batch')} must be an int >= 1 (or left out, for a dynamic batch), "
+                         f"got {fixed_batch!r}")
 
 
 def write(

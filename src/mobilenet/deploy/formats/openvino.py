@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from mobilenet.deploy import quantize
-from mobilenet.deploy.formats.onnx import METADATA_KEY, export_onnx, metadata_for
+from mobilenet.deploy.formats.metadata import METADATA_KEY
+from mobilenet.deploy.formats.onnx import export_onnx, metadata_for
 from mobilenet.deploy.optional import require
 from mobilenet.errors import InputError
 from mobilenet.files import atomic_files
