@@ -558,6 +558,36 @@ def test_repeated_ctrl_c_stops_with_one_line_and_no_traceback(tmp_path, data_roo
     assert "mobilenet train: interrupted" in done.stderr
 
 
+CTRL_C_WHILE_PARSING = textwrap.dedent("""
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job may start with it ignored)
+    from mobilenet.cli import common, main
+
+    def slow_choices(self):  # checking --resize's value imports torch: seconds; here, until Ctrl-C
+        print("parsing", flush=True)
+        time.sleep(120)
+
+    common.Choices.values = property(slow_choices)
+    sys.argv = ["mobilenet", "classify", "--resize", "tf", "photo.jpg"]
+    sys.exit(main())
+""")
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_is_one_line(tmp_path):
+    """Parsing was outside main's Ctrl-C handling: a Ctrl-C while a flag's value was checked (which
+    imports torch) printed a KeyboardInterrupt traceback and the process died by SIGINT."""
+    process = subprocess.Popen([sys.executable, "-c", CTRL_C_WHILE_PARSING], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "parsing\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    # The command is not known until parsing ends: the program's own name says it.
+    assert (process.returncode, out, err) == (130, "", "mobilenet: interrupted\n")
+
+
 def test_runs_json_with_a_plot_prints_only_json_and_never_over_a_run(tmp_path, data_root, capsys):
     run = tmp_path / "run"
     assert main(tiny_cli(run, data_root)) == 0

@@ -8,6 +8,7 @@ where ``/usr/bin/chromium``, Playwright or the bundled onnxruntime-web (``make``
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -392,6 +393,32 @@ def test_calibration_runs_as_a_background_job(server, monkeypatch):
     assert job["state"] == "done" and job["result"]["runtime"] == "torch"
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (SystemExit ends it)
+def test_a_job_ended_by_system_exit_fails_and_frees_the_slot(server, monkeypatch):
+    """A job raising SystemExit (a BaseException, not an Exception) stayed "running" for ever, and
+    every later measurement was refused as busy (409) until the server restarted."""
+    def exits(cfg, runtime, precision, threads, progress):
+        raise SystemExit(3)
+
+    monkeypatch.setattr("mobilenet.web.app.measure", exits)
+    status, job = request(f"{server}/api/measure?alpha=0.25&runtime=torch", data=b"")
+    assert status == 200, job
+    deadline = time.monotonic() + 30
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = request(f"{server}/api/jobs/{job['id']}")[1]
+    assert job["state"] == "failed", job
+    assert job["error"] == "measuring mobilenet_v1_0.25_224 in torch fp32 ended without a result (SystemExit: 3); " \
+                           "start it again"
+    monkeypatch.setattr("mobilenet.web.app.measure", lambda cfg, runtime, precision, threads, progress: {"ok": 1})
+    status, job = request(f"{server}/api/measure?alpha=0.25&runtime=torch", data=b"")
+    assert status == 200, job
+    while job["state"] == "running":
+        time.sleep(0.05)
+        job = request(f"{server}/api/jobs/{job['id']}")[1]
+    assert job["state"] == "done" and job["result"] == {"ok": 1}
+
+
 def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
     process = subprocess.Popen([sys.executable, "-m", "mobilenet", "explore", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -410,6 +437,23 @@ def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
+
+
+def test_explore_command_stops_on_sigterm_as_on_ctrl_c():
+    """SIGTERM (a service manager's stop, `kill`) ended the command with status 143 and without its
+    "stopped" line: uvicorn shut down, then raised the signal again under Python's default handler."""
+    process = subprocess.Popen([sys.executable, "-m", "mobilenet", "explore", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("mobilenet explore: serving on http://127.0.0.1:"), line
+        url = line.split()[4]
+        assert request(url + "api/options")[0] == 200  # (serving: uvicorn has its handlers in place)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert (process.returncode, out, err) == (0, "mobilenet explore: stopped\n", "")
 
 
 def test_a_missing_web_extra_is_one_line_naming_it(monkeypatch, capsys):
@@ -492,6 +536,169 @@ def test_the_page_says_when_its_latency_constants_were_measured_and_offers_to_me
     monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
     set_controls(page, {"alpha": "0.75"})
     assert "pace moved" not in status_saying("calibrated 2026-12-06"), "steady constants: nothing to say"
+
+
+def text_becomes(page, testid: str, expected: str, timeout: float = 30_000, contains: bool = False) -> None:
+    """Wait until the element's text is (or contains) ``expected``; a timeout says what it showed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    test = "includes(expected)" if contains else "trim() === expected"
+    try:
+        page.wait_for_function(f"([id, expected]) => document.querySelector(`[data-testid=${{id}}]`)"
+                               f".textContent.{test}", arg=[testid, expected], timeout=timeout)
+    except PlaywrightTimeoutError:
+        shown = page.text_content(f"[data-testid={testid}]")
+        raise AssertionError(f"{testid} shows {shown!r}, not {expected!r}") from None
+
+
+def predicted_ms_text(constants, **settings) -> str:
+    from mobilenet import latency
+
+    return f"{latency.predict_with(constants, ArchConfig(**settings)).total_ms:.2f} ms"
+
+
+def test_the_choose_view_reads_the_constants_of_the_thread_count_typed(page, monkeypatch):
+    """The choose view sent runtime and precision but not the thread count, so constants calibrated
+    at a typed thread count predicted the time beside it while the choose view said "calibrate"."""
+    from mobilenet.web import time_view
+
+    constants = fixed_calibration()
+
+    def only_at_one_thread(runtime, precision, threads):
+        if threads != 1:
+            raise time_view.NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} "
+                                               f"at threads={threads} yet")
+        return constants
+
+    monkeypatch.setattr(time_view, "calibration", only_at_one_thread)
+    page.fill("[data-testid=threads]", "1")
+    page.dispatch_event("[data-testid=threads]", "change")
+    text_becomes(page, "prediction-status", predicted_ms_text(constants), contains=True)
+    text_becomes(page, "choose-status", "predicted for torch fp32 on this machine")
+    assert page.text_content("#budget-label") == "budget (ms)"
+
+
+def test_the_budgets_unit_is_the_one_the_server_reads_it_in(page, monkeypatch):
+    """The budget's unit (ms with latency constants, million mult-adds without) followed the
+    server's answer: switched to settings without constants, the page sent its "2" (ms), the
+    server read 2M mult-adds and refused it, and the label kept saying ms."""
+    from mobilenet.web import time_view
+    from mobilenet.web.time_view import _choose_by_mult_adds
+
+    constants = fixed_calibration()
+
+    def only_fp32(runtime, precision, threads):
+        if precision != "fp32":
+            raise time_view.NotCalibratedError(f"this machine has no latency constants for {runtime} {precision} yet")
+        return constants
+
+    monkeypatch.setattr(time_view, "calibration", only_fp32)
+    page.select_option("[data-testid=precision]", "fp32")
+    page.dispatch_event("[data-testid=precision]", "change")
+    text_becomes(page, "choose-status", "predicted for torch fp32 on this machine")
+    assert page.text_content("#budget-label") == "budget (ms)"
+    page.fill("[data-testid=budget]", "2")
+    text_becomes(page, "chosen", "Chosen: ", contains=True)
+
+    page.select_option("[data-testid=precision]", "bf16")
+    page.dispatch_event("[data-testid=precision]", "change")
+    text_becomes(page, "choose-status", "Until then: published top-1 against mult-adds", contains=True)
+    text_becomes(page, "chosen", "Chosen: ", contains=True)
+    assert page.text_content("#budget-label") == "budget (million mult-adds)"
+    assert page.input_value("[data-testid=budget]") != "2"
+    # A budget typed now is read in the unit shown, and no later answer replaces it.
+    with page.expect_response(lambda response: response.url.endswith("budget=300")) as answered:
+        page.fill("[data-testid=budget]", "300")
+    assert answered.value.ok
+    chosen = _choose_by_mult_adds(300e6)["chosen"]
+    text_becomes(page, "chosen", f"Chosen: {chosen['name']}, {chosen['top1']:g}% top-1")
+    page.wait_for_timeout(500)
+    assert page.input_value("[data-testid=budget]") == "300"
+    assert page.text_content("#budget-label") == "budget (million mult-adds)"
+
+
+def test_a_late_answer_for_older_settings_never_replaces_the_newer_one(page, server, monkeypatch):
+    """The prediction and the choice were shown in the order their answers came back: the answer
+    for the settings before last, arriving late, replaced the one for the settings shown."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    from mobilenet import latency
+    from mobilenet.web import time_view
+
+    constants = fixed_calibration()
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
+    set_controls(page, {"alpha": "1.0"})
+    text_becomes(page, "choose-status", "predicted for torch fp32 on this machine")
+    held = []
+
+    def hold_the_first(route):  # the first answer for alpha 0.5, and for a 2 ms budget: kept back
+        url = route.request.url
+        if not held and (("/api/predict?" in url and "alpha=0.5&" in url) or url.endswith("budget=2")):
+            held.append(route)
+        else:
+            route.continue_()
+
+    def release_late() -> None:
+        route = held.pop()
+        with contextlib.suppress(PlaywrightError):  # (the page may have given up on the request)
+            route.fulfill(status=200, json=request(route.request.url)[1])  # the answer it would have had, late
+
+    def never_shows(testid: str, text: str) -> None:  # (given 2 s to, as the late answer once did at once)
+        with pytest.raises(AssertionError, match="shows"):
+            text_becomes(page, testid, text, timeout=2_000, contains=True)
+
+    page.route(lambda url: "/api/predict?" in url or "/api/choose?" in url, hold_the_first)
+    set_controls(page, {"alpha": "0.5"})
+    while not held:
+        page.wait_for_timeout(50)
+    set_controls(page, {"alpha": "0.75"})
+    text_becomes(page, "prediction-status", predicted_ms_text(constants, alpha=0.75), contains=True)
+    release_late()
+    never_shows("prediction-status", predicted_ms_text(constants, alpha=0.5))
+    assert predicted_ms_text(constants, alpha=0.75) in page.text_content("[data-testid=prediction-status]")
+
+    slow, fast = (latency.choose(budget, "torch", measure_best=0, calibration=constants).chosen for budget in (2, 10))
+    assert slow.name != fast.name
+    page.fill("[data-testid=budget]", "2")
+    while not held:
+        page.wait_for_timeout(50)
+    page.fill("[data-testid=budget]", "10")
+    text_becomes(page, "chosen", f"Chosen: {fast.name}", contains=True)
+    release_late()
+    never_shows("chosen", f"Chosen: {slow.name},")
+    assert page.text_content("[data-testid=chosen]").startswith(f"Chosen: {fast.name},")
+
+
+def test_a_measurement_is_shown_beside_the_prediction_for_the_network_it_measured(page, server, monkeypatch):
+    """The measurement was paired with whatever prediction the page showed when it ended: change α
+    while it runs, and 0.5's time stood beside 0.75's prediction."""
+    from mobilenet.web import time_view
+
+    constants = fixed_calibration()
+    monkeypatch.setattr(time_view, "calibration", lambda runtime, precision, threads: constants)
+    go = threading.Event()
+
+    def measure_when_told(cfg, runtime, precision, threads, progress):
+        progress(0.5, "waiting for the test")
+        go.wait(60)
+        return {"runtime": runtime, "precision": precision, "description": "a stand-in", "median_ms": 9.0,
+                "p10_ms": 8.0, "p90_ms": 10.0, "runs": 30, "kinds": []}
+
+    monkeypatch.setattr("mobilenet.web.app.measure", measure_when_told)
+    try:
+        set_controls(page, {"alpha": "0.5"})
+        text_becomes(page, "prediction-status", predicted_ms_text(constants, alpha=0.5), contains=True)
+        page.click("[data-testid=measure]")
+        page.wait_for_selector("#measure-progress:not([hidden])")
+        set_controls(page, {"alpha": "0.75"})
+        text_becomes(page, "prediction-status", predicted_ms_text(constants, alpha=0.75), contains=True)
+    finally:
+        go.set()  # (the server's one job slot is free for the next test whatever happened)
+    page.wait_for_selector("[data-testid=time-result] table")
+    cells = page.eval_on_selector_all("[data-testid=time-result] tbody tr:first-child td",
+                                      "tds => tds.map((td) => td.textContent)")
+    assert cells[:2] == ["whole call, ms", predicted_ms_text(constants, alpha=0.5).removesuffix(" ms")]
+    assert page.text_content("[data-testid=time-result] caption").startswith("mobilenet_v1_0.5_224 in torch fp32")
 
 
 def test_screenshot_is_not_blank(page):
@@ -613,6 +820,34 @@ def test_export_command_writes_a_verified_web_folder_whose_page_classifies(tmp_p
     page.set_input_files("#photo", str(photo))
     page.wait_for_function("() => document.querySelector('#top li')", timeout=120_000)
     assert page.text_content("#top li span") == expected
+    page.close()
+
+
+def test_the_exported_page_shows_only_the_latest_photos_answer(chromium, tmp_path):
+    """A second photo picked while the first was still being classified added its five rows to the
+    first's: ten rows, two photos mixed. Whichever answer comes back first, the latest photo's alone
+    is shown."""
+    (tmp_path / "index.html").write_bytes(assets.EXPORT_PAGE.read_bytes())
+    (tmp_path / "classify.js").write_bytes(assets.CLASSIFIER.read_bytes())
+    page = chromium.new_page()
+    page.goto(browser.serve_folder(chromium, tmp_path))
+    for order in ([0, 1], [1, 0]):
+        labels = page.evaluate(
+            """async (order) => {
+                const pending = [];  // the model's answers, given back in the order the test says
+                window.mobilenetPage.classify = (file) => new Promise((resolve) => pending.push({ file, resolve }));
+                const answer = (name) => ({
+                    ms: 1, modelMs: 1, top: [0, 1, 2, 3, 4].map((i) => ({ label: `${name} ${i}`, probability: 0.1 })),
+                });
+                const shown = [show(new File(["a"], "a.png")), show(new File(["b"], "b.png"))];
+                for (const i of order) {
+                    pending[i].resolve(answer(pending[i].file.name));
+                    await new Promise((resolve) => setTimeout(resolve, 50));
+                }
+                await Promise.all(shown);
+                return [...document.querySelectorAll("#top li span:first-child")].map((span) => span.textContent);
+            }""", order)
+        assert labels == [f"b.png {i}" for i in range(5)], order
     page.close()
 
 

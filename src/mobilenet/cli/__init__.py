@@ -64,15 +64,21 @@ def flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # The words as given, for handlers that must tell a flag the user wrote from a default
-    # (`train --resume RUN --lr 0.1` refuses the --lr instead of ignoring it).
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    # Parsing is inside the handlers too: building the parser imports every command's module, and
+    # checking some flags' values imports torch (cli.common.Choices), seconds in which a Ctrl-C is
+    # as likely as in the command itself. Until parsing ends the command is not known: "mobilenet".
+    name = "mobilenet"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command:
+            name = f"mobilenet {args.command}"
+        # The words as given, for handlers that must tell a flag the user wrote from a default
+        # (`train --resume RUN --lr 0.1` refuses the --lr instead of ignoring it).
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         with command_line_spelling(flags_of(parser, args.command)):  # the library's messages name --flags
             status = int(args.func(args) or 0)
         if status == 130:  # a run stopped by Ctrl-C and saved: no second Ctrl-C traceback on the way out
@@ -85,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bug and keeps its traceback. MOBILENET_DEBUG=1 shows the traceback here too.
         if os.environ.get("MOBILENET_DEBUG"):
             raise
-        print(f"mobilenet {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return err.exit_status
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
@@ -95,11 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A file the user named that cannot be read or written (a permission, a full disk).
         if os.environ.get("MOBILENET_DEBUG") or err.filename is None:
             raise
-        print(f"mobilenet {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        print(f"{name}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _ignore_interrupts_from_now_on(argv)
-        print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -8,6 +8,7 @@ view stays responsive. Finished jobs are kept for a while, a few at most, for th
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +59,11 @@ class Jobs:
             job = Job(id=str(next(self._ids)), what=what)
             self._jobs[job.id] = job
             self._forget_old()
-        threading.Thread(target=self._run, args=(job, work), name=f"mobilenet-job-{job.id}", daemon=True).start()
+        try:
+            threading.Thread(target=self._run, args=(job, work), name=f"mobilenet-job-{job.id}", daemon=True).start()
+        except BaseException:  # no thread (RuntimeError: can't start new thread): never let it hold the slot
+            job.error, job.state = f"{job.what} could not start; try again", "failed"
+            raise
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -69,15 +74,32 @@ class Jobs:
         def progress(fraction: float, message: str) -> None:
             job.progress, job.message = max(0.0, min(1.0, fraction)), message
 
+        # (The result or error is set before the state: a poller that sees the job ended finds it.)
         try:
             job.result = work(progress)
-            job.state, job.progress, job.message = "done", 1.0, "done"
+            job.progress, job.message = 1.0, "done"
+            job.state = "done"
         except MobileNetError as err:  # the user's to fix (a runtime not installed): said on the page
-            job.state, job.error = "failed", str(err)
+            job.error, job.state = str(err), "failed"
         except Exception as err:  # a bug, but the server must keep serving: said on the page too
-            job.state, job.error = "failed", f"{type(err).__name__}: {err}"
+            job.error, job.state = f"{type(err).__name__}: {err}", "failed"
+        finally:
+            # Whatever else ended it (SystemExit or KeyboardInterrupt raised inside the work, which
+            # this thread does not survive): a job left "running" would hold the one slot, and every
+            # later measurement would be refused as busy until the server restarted.
+            if job.state == "running":
+                job.error = f"{job.what} ended without a result ({_stopped_by()}); start it again"
+                job.state = "failed"
 
     def _forget_old(self) -> None:
         finished = [job_id for job_id, job in self._jobs.items() if job.state != "running"]
         for job_id in finished[:-KEEP_FINISHED]:
             del self._jobs[job_id]
+
+
+def _stopped_by() -> str:
+    """The exception unwinding the job's thread, as a few words (called from its ``finally``)."""
+    err = sys.exc_info()[1]
+    if err is None:
+        return "no exception"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

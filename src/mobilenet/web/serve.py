@@ -7,10 +7,12 @@ widens where it listens: the default is 127.0.0.1, this machine alone.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from mobilenet.errors import InputError, option
 from mobilenet.web import require_server
@@ -55,17 +57,35 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, open_browser: b
     from mobilenet.web.app import create_app  # noqa: PLC0415
 
     sock = bind(host, port)
-    url = url_of(sock)
-    say(f"mobilenet explore: serving on {url} (Ctrl-C stops it)")
-    if host not in LOCAL_HOSTS:
-        say(f"mobilenet explore: listening on {host}: other machines can reach it too")
-    if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="off"))
     try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn hands the Ctrl-C it caught back once it has shut down
+        with _sigterm_as_ctrl_c():
+            url = url_of(sock)
+            say(f"mobilenet explore: serving on {url} (Ctrl-C stops it)")
+            if host not in LOCAL_HOSTS:
+                say(f"mobilenet explore: listening on {host}: other machines can reach it too")
+            if open_browser:
+                threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+            server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="off"))
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn hands the signal it caught back once it has shut down
         pass
     finally:
         sock.close()
     say("mobilenet explore: stopped")
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM stops the server as Ctrl-C does. uvicorn shuts down gracefully on either, then
+    raises the signal again under the handler that was there before it started: Python's default
+    for SIGTERM ends the process (status 143) before "stopped" is said. Here SIGTERM raises
+    KeyboardInterrupt instead, before uvicorn starts (while the app is built) and after it stops
+    alike. Signal handlers belong to the main thread; elsewhere (a test's server) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -19,10 +19,10 @@ function scheduleCost() {
 async function updateCost() {
   costTimer = null;
   const started = performance.now();
-  state.costRequest?.abort();
-  const request = (state.costRequest = new AbortController());
+  const request = latest("cost");
   try {
     const view = await getJson(`/api/cost?${costQuery()}`, { signal: request.signal });
+    if (!request.current()) return;
     state.cost = view;
     showError("");
     document.querySelector("main").classList.remove("stale");
@@ -31,12 +31,12 @@ async function updateCost() {
     updatePrediction();
     updateChoice();
   } catch (err) {
-    if (err.name === "AbortError") return;
+    if (!request.current()) return; // (aborted by a newer change: its own answer is shown)
     showError(err.message);
     document.querySelector("main").classList.add("stale");
   } finally {
     // Settled only when this is the latest request and no change waits for its turn.
-    if (state.costRequest === request && costTimer === null) document.body.classList.remove("busy");
+    if (request.current() && costTimer === null) document.body.classList.remove("busy");
   }
 }
 

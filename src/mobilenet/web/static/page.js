@@ -11,7 +11,7 @@ const KINDS = {
 };
 const METRIC_NAMES = { mult_adds: "mult-adds", weights: "weights", activation_bytes: "bytes (input + output)" };
 const COST_CONTROLS = ["alpha", "resolution", "height", "width", "variant", "depth_multiplier", "classes", "bytes_per_element"];
-const state = { options: null, cost: null, metric: "mult_adds", browserModels: new Map(), costRequest: null };
+const state = { options: null, cost: null, metric: "mult_adds", browserModels: new Map(), requests: new Map() };
 
 const integer = (n) => Number(n).toLocaleString("en-US");
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
@@ -30,6 +30,18 @@ function table(node, header, rows) {
 
 function row(cells, className = "") {
   return element("tr", { className }, cells.map((c) => (c instanceof Node ? element("td", {}, [c]) : element("td", { textContent: c }))));
+}
+
+/** The latest request of a kind wins. Answers come back in any order (a slow prediction for the
+ * settings before last can arrive after the one for the settings now shown), so every view that
+ * asks as controls change starts its request with `latest(kind)`: the kind's request still under
+ * way is aborted, and after every await the view shows its answer (or its error) only while
+ * `request.current()`: an aborted or overtaken request shows nothing. `request.signal` goes to fetch. */
+function latest(kind) {
+  state.requests.get(kind)?.abort();
+  const controller = new AbortController();
+  state.requests.set(kind, controller);
+  return { signal: controller.signal, current: () => state.requests.get(kind) === controller };
 }
 
 async function getJson(url, init = {}) {

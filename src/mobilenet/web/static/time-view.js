@@ -2,18 +2,34 @@
  * and the published model for a budget. The numbers are the server's; this file shows them. */
 "use strict";
 
-function runtimeQuery() {
-  const query = costQuery();
-  query.set("runtime", $("runtime").value);
-  query.set("precision", $("precision").value);
+/** The runtime settings every time and choose request sends: the latency constants are
+ * per runtime, precision and thread count, so a view that left one out would read other constants. */
+function runtimeSettings() {
+  const query = new URLSearchParams({ runtime: $("runtime").value, precision: $("precision").value });
   if ($("threads").value.trim()) query.set("threads", $("threads").value.trim());
   return query;
 }
 
+function runtimeQuery() {
+  const query = costQuery();
+  for (const [name, value] of runtimeSettings()) query.set(name, value);
+  return query;
+}
+
+/** /api/predict's answer for `query` when it has one (latency constants here), else null. */
+async function predictionFor(query) {
+  const prediction = await getJson(`/api/predict?${query}`);
+  return prediction.available ? { ...prediction, query: String(query) } : null;
+}
+
 async function updatePrediction() {
+  const request = latest("prediction");
+  const query = runtimeQuery();
   try {
-    const prediction = await getJson(`/api/predict?${runtimeQuery()}`);
-    state.prediction = prediction.available ? prediction : null;
+    const prediction = await getJson(`/api/predict?${query}`, { signal: request.signal });
+    if (!request.current()) return;
+    // Kept with the settings it is for: a measurement is shown beside the prediction of its own.
+    state.prediction = prediction.available ? { ...prediction, query: String(query) } : null;
     $("prediction-status").textContent = prediction.available
       ? `predicted for ${prediction.runtime} ${prediction.precision} on this machine: ` +
         `${prediction.predicted_ms.toFixed(2)} ms (of which the call itself ${prediction.call_ms.toFixed(2)} ms)` +
@@ -34,6 +50,8 @@ async function updatePrediction() {
     })), { unit: " ms" });
     $("time-legend").hidden = !layers.length;
   } catch (err) {
+    if (!request.current()) return;
+    state.prediction = null;
     $("prediction-status").textContent = err.message;
   }
 }
@@ -53,7 +71,7 @@ async function runJob(url) {
       job = await getJson(`/api/jobs/${job.id}`);
     }
     if (job.state === "failed") throw new Error(job.error);
-    return job.result;
+    return job;
   } finally {
     buttons.forEach((b) => (b.disabled = false));
     bar.hidden = true;
@@ -61,8 +79,16 @@ async function runJob(url) {
 }
 
 async function measure() {
+  // The settings as clicked: the controls may change while it runs, and the prediction beside the
+  // measurement must be of the network measured, not of whatever the page shows when it ends.
+  const query = runtimeQuery();
+  const threads = query.get("threads");
   try {
-    showMeasurement(await runJob(`/api/measure?${runtimeQuery()}`));
+    const job = await runJob(`/api/measure?${query}`);
+    let predicted = state.prediction && state.prediction.query === String(query) ? state.prediction : null;
+    if (!predicted) predicted = await predictionFor(query).catch(() => null);
+    const settings = `${job.what.replace(/^measuring /, "")}, ${threads ? `${threads} thread(s)` : "the runtime's threads"}`;
+    showMeasurement(job.result, predicted, settings);
   } catch (err) {
     $("time-result").replaceChildren(element("p", { className: "error", textContent: err.message }));
   }
@@ -77,9 +103,9 @@ async function calibrate() {
   }
 }
 
-/** Predicted and measured side by side: the whole call, and each layer type's share of the time. */
-function showMeasurement(measured) {
-  const predicted = state.prediction;
+/** Predicted and measured side by side, for the same settings (`settings` says which): the whole
+ * call, and each layer type's share of the time. */
+function showMeasurement(measured, predicted, settings) {
   const predictedShare = {};
   for (const layer of predicted ? predicted.layers : []) {
     predictedShare[layer.kind] = (predictedShare[layer.kind] || 0) + layer.predicted_ms;
@@ -95,33 +121,45 @@ function showMeasurement(measured) {
   }
   const result = element("table", { className: "side-by-side" });
   table(result, ["", "predicted", `measured here (${measured.runs} runs)`, "mult-adds"], rows);
+  result.prepend(element("caption", { textContent: settings }));
   $("time-result").replaceChildren(result, element("p", { className: "note", textContent: measured.description }));
 }
 
 async function updateChoice() {
-  const query = new URLSearchParams({ runtime: $("runtime").value, precision: $("precision").value,
-                                      budget: $("budget").value });
+  const request = latest("choice");
+  const settings = runtimeSettings();
   try {
-    const choice = await getJson(`/api/choose?${query}`);
-    const byLatency = choice.axis === "predicted_ms";
-    if (state.chooseAxis && state.chooseAxis !== choice.axis) { // ms and mult-adds budgets differ: start mid-range
-      const costs = choice.candidates.map((c) => c.cost).sort((a, b) => a - b);
-      $("budget").value = costs[Math.floor(costs.length / 2)].toPrecision(3);
-      state.chooseAxis = choice.axis;
-      return updateChoice();
+    // The budget's unit is the server's to say: ms where this machine has latency constants for
+    // these settings, million mult-adds where not. Asked first, without a budget (never refused),
+    // so that a budget is only ever sent in the unit the page shows beside it.
+    const ranking = await getJson(`/api/choose?${settings}`, { signal: request.signal });
+    if (!request.current()) return;
+    if (ranking.axis !== state.chooseAxis) {
+      if (state.chooseAxis) { // ms and mult-adds budgets differ: start mid-range in the new unit
+        const costs = ranking.candidates.map((c) => c.cost).sort((a, b) => a - b);
+        $("budget").value = costs[Math.floor(costs.length / 2)].toPrecision(3);
+      }
+      state.chooseAxis = ranking.axis;
+      $("budget-label").textContent = ranking.axis === "predicted_ms" ? "budget (ms)" : "budget (million mult-adds)";
     }
-    state.chooseAxis = choice.axis;
-    $("budget-label").textContent = byLatency ? "budget (ms)" : "budget (million mult-adds)";
-    $("choose-status").textContent = choice.available ? `predicted for ${$("runtime").value} ${$("precision").value} ` +
+    const budget = $("budget").value.trim();
+    const choice = budget
+      ? await getJson(`/api/choose?${settings}&${new URLSearchParams({ budget })}`, { signal: request.signal })
+      : ranking;
+    if (!request.current()) return;
+    if (choice.axis !== state.chooseAxis) return updateChoice(); // calibrated in between: the unit changed
+    const byLatency = choice.axis === "predicted_ms";
+    $("choose-status").textContent = choice.available ? `predicted for ${settings.get("runtime")} ${settings.get("precision")} ` +
       "on this machine" : `${choice.reason}. Until then: published top-1 against mult-adds (the paper's Figure 4).`;
     const family = $("family").value;
     const shown = choice.candidates.filter((c) => !family || c.family === family);
     Charts.scatter($("choose-chart"), shown.map((c) => ({
       x: c.cost, y: c.top1, front: c.pareto, chosen: choice.chosen && c.name === choice.chosen.name,
       label: `${c.name}: ${c.top1}% top-1, ${byLatency ? `${c.predicted_ms.toFixed(2)} ms` : `${c.cost.toFixed(1)}M mult-adds`}`,
-    })), { xLabel: byLatency ? "predicted ms" : "million mult-adds", yLabel: "published top-1", budget: Number($("budget").value) });
+    })), { xLabel: byLatency ? "predicted ms" : "million mult-adds", yLabel: "published top-1", budget: Number(budget) });
     $("chosen").textContent = choice.chosen ? `Chosen: ${choice.chosen.name}, ${choice.chosen.top1}% top-1` : "";
   } catch (err) {
+    if (!request.current()) return;
     $("choose-status").textContent = err.message;
     $("chosen").textContent = "";
   }
