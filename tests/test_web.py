@@ -419,13 +419,20 @@ def test_a_job_ended_by_system_exit_fails_and_frees_the_slot(server, monkeypatch
     assert job["state"] == "done" and job["result"] == {"ok": 1}
 
 
-def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
+def _explore_command() -> tuple[subprocess.Popen, str]:
+    """`mobilenet explore --port 0` started, and the address its first line says it serves on."""
     process = subprocess.Popen([sys.executable, "-m", "mobilenet", "explore", "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("mobilenet explore: serving on http://127.0.0.1:"):
+        process.kill()
+        pytest.fail(f"explore did not start: {line!r}")
+    return process, line.split()[4]
+
+
+def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
+    process, url = _explore_command()
     try:
-        line = process.stdout.readline()
-        assert line.startswith("mobilenet explore: serving on http://127.0.0.1:"), line
-        url = line.split()[4]
         with urllib.request.urlopen(url + "api/cost", timeout=30) as response:
             assert json.loads(response.read())["network"]["total"]["mult_adds"] == 568_740_352
         # Served from inside the command line, a request's error still names the page's own
@@ -442,12 +449,8 @@ def test_explore_command_prints_its_address_and_stops_on_ctrl_c():
 def test_explore_command_stops_on_sigterm_as_on_ctrl_c():
     """SIGTERM (a service manager's stop, `kill`) ended the command with status 143 and without its
     "stopped" line: uvicorn shut down, then raised the signal again under Python's default handler."""
-    process = subprocess.Popen([sys.executable, "-m", "mobilenet", "explore", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, url = _explore_command()
     try:
-        line = process.stdout.readline()
-        assert line.startswith("mobilenet explore: serving on http://127.0.0.1:"), line
-        url = line.split()[4]
         assert request(url + "api/options")[0] == 200  # (serving: uvicorn has its handlers in place)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
