@@ -116,12 +116,7 @@ def choose(
     one pool, as its calibration is (``mobilenet.latency.own_process``); ``registry`` and
     ``calibration`` must then pickle."""
     from mobilenet.latency import own_process  # noqa: PLC0415 - the parts below need torch
-    from mobilenet.latency.calibrate import (  # noqa: PLC0415
-        check_batch_size,
-        check_runtime,
-        check_threads,
-        log_to_stderr,
-    )
+    from mobilenet.latency.calibrate import check_batch_size, check_runtime, log_to_stderr  # noqa: PLC0415
     from mobilenet.latency.ranking import (  # noqa: PLC0415
         Choice,
         candidates,
@@ -133,6 +128,7 @@ def choose(
         margin_for,
         measure_architectures,
     )
+    from mobilenet.threads import check_threads  # noqa: PLC0415
 
     budget_ms = check_budget(budget_ms)
     seconds = check_measure_seconds(measure_seconds)

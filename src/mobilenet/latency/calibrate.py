@@ -57,8 +57,7 @@ from mobilenet.latency.model import (
     spilled_bytes,
 )
 from mobilenet.latency.probes import AnyProbe, NetworkProbe, Probe, default_networks, default_plan
-from mobilenet.threads import check_threads as check_runtime_threads
-from mobilenet.threads import torch_threads_kept
+from mobilenet.threads import check_threads, torch_threads_kept
 
 DEFAULT_BUDGET_S = 60.0
 SECONDS_PER_SHAPE = 0.12  # timed per probe and input size, interleaved in settled blocks
@@ -102,12 +101,6 @@ def check_runtime(runtime: object) -> None:
 def check_batch_size(batch_size: object) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"{option('batch_size')} must be an int >= 1, got {batch_size!r}")
-
-
-def check_threads(threads: object) -> None:
-    """Refuse a thread count that no runtime takes, before any process or session is started: the
-    runtimes' own check (``mobilenet.threads.check_threads``: 1 to the CPUs this process may use)."""
-    check_runtime_threads(threads)
 
 
 def backend_for(runtime: str, precision: str, threads: int | None) -> Backend:

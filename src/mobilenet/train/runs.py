@@ -170,14 +170,13 @@ def describe(run_dir: Path) -> dict[str, Any]:
     if summary_path.is_file():
         try:
             status = _read_json_object(summary_path).get("status")
+            problem = None if isinstance(status, str) else f"{summary_path} holds no status"
         except InputError as err:
-            status = None
-            damaged_files.append(str(err))
-        if not isinstance(status, str):
-            if not damaged_files or SUMMARY not in damaged_files[-1]:
-                damaged_files.append(f"{summary_path} holds no status")
+            problem = str(err)
+        if problem is not None:
             status = None
             notes.append(f"{SUMMARY} damaged")
+            damaged_files.append(problem)
     arch = config.get("arch") if isinstance(config.get("arch"), dict) else {}
     epochs = config.get("epochs")
     ema = bool(rows) and rows[-1].get("ema_top1") is not None
